@@ -1,0 +1,92 @@
+# netweave: the few verbs a newcomer needs.
+#   make run    start the whole gateway locally (Redis, static adapter, core, Envoy)
+#   make test   install what is missing, lint, type-check and run the tests
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := .netweave
+TOOLS := $(STATE)/tools
+BUF := $(TOOLS)/node_modules/.bin/buf
+BUF_VERSION := 1.75.0
+GEN := gen/python
+DESCRIPTOR := gen/o2ims.pb
+THIRD_PARTY := build/third_party/proto
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+PROTOS := $(shell find proto -name '*.proto' | sort)
+# Debian packages the tests and `make run` need on a fresh machine.
+DEB_PACKAGES := redis-server nghttp2-client
+
+.PHONY: help run test lint typecheck pytest gen venv system-deps tools clean
+
+help:
+	@echo "make run    start the gateway locally (see README.md)"
+	@echo "make test   lint, type-check and test (installs what is missing)"
+	@echo "make gen    regenerate code and the descriptor set from proto/"
+
+## --- environment -----------------------------------------------------------
+
+system-deps: $(STATE)/system-deps.stamp
+$(STATE)/system-deps.stamp:
+	@mkdir -p $(STATE)
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@# Put the project and the generated code on the venv's import path.
+	@$(PY) -c 'import sysconfig,pathlib; p=pathlib.Path(sysconfig.get_paths()["purelib"])/"netweave.pth"; p.write_text("$(CURDIR)\n$(CURDIR)/$(GEN)\n")'
+	@touch $@
+
+tools: $(BUF)
+$(BUF):
+	@mkdir -p $(TOOLS)
+	cd $(TOOLS) && npm install --no-audit --no-fund --silent --prefix . @bufbuild/buf@$(BUF_VERSION) 2>&1 | grep -v 'Unknown user config' || true
+	@test -x $(BUF)
+
+## --- code generation (proto/ is the one source of truth) --------------------
+
+gen: $(GEN)/.stamp
+$(GEN)/.stamp: $(PROTOS) $(VENV)/.installed
+	@rm -rf gen $(THIRD_PARTY) && mkdir -p $(GEN) $(THIRD_PARTY)/google/api $(THIRD_PARTY)/google/rpc
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	cp $$site/google/api/annotations.proto $$site/google/api/http.proto $(THIRD_PARTY)/google/api/; \
+	cp $$site/google/rpc/status.proto $$site/google/rpc/error_details.proto $(THIRD_PARTY)/google/rpc/
+	$(PY) -m grpc_tools.protoc -Iproto -I$(THIRD_PARTY) \
+	  --python_out=$(GEN) --grpc_python_out=$(GEN) \
+	  --mypy_out=$(GEN) --mypy_grpc_out=$(GEN) $(PROTOS)
+	@# Envoy's transcoder needs every import, including google/rpc for error details.
+	$(PY) -m grpc_tools.protoc -Iproto -I$(THIRD_PARTY) --include_imports --include_source_info \
+	  --descriptor_set_out=$(DESCRIPTOR) $(PROTOS) $(THIRD_PARTY)/google/rpc/status.proto $(THIRD_PARTY)/google/rpc/error_details.proto
+	@find $(GEN)/o2ims -type d -exec touch {}/__init__.py \;
+	@touch $(GEN)/py.typed $@
+
+## --- the two commands -------------------------------------------------------
+
+run: system-deps gen
+	$(PY) -m devstack
+
+lint: gen tools
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(BUF) lint
+
+typecheck: gen
+	$(VENV)/bin/mypy
+
+pytest: system-deps gen
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf gen build $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Local development stack: dev PKI, process supervision, and `make run`."""
