@@ -1,0 +1,1 @@
+"""Runtime helpers shared by the core and the adapter sub-services (logging, gRPC server set-up)."""
