@@ -54,13 +54,19 @@ def add_health_and_reflection(
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     return health_servicer
 
 
-def set_serving(health_servicer: health.HealthServicer, names: Iterable[str], serving: bool) -> None:
+def set_serving(
+    health_servicer: health.HealthServicer, names: Iterable[str], serving: bool
+) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving
