@@ -3,8 +3,9 @@ standard health service and server reflection."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,10 +33,11 @@ CLIENT_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def new_server(max_workers: int) -> grpc.Server:
+def new_server(max_workers: int, interceptors: Sequence[Any] = ()) -> grpc.Server:
     """A synchronous gRPC server (measured faster than grpc.aio on this grpcio)."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=list(interceptors),
         options=SERVER_OPTIONS,
     )
 

@@ -1,0 +1,48 @@
+"""Gateway configuration: a typed dataclass, read from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the core needs to start. Port 0 picks a free port."""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 8080
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # host:port of each adapter sub-service.
+    adapters: tuple[str, ...] = field(default_factory=tuple)
+    # The externally reachable root of the O2ims API (OCloudInfo.serviceUri).
+    service_uri: str = "https://127.0.0.1:8443"
+    grpc_workers: int = 8
+    events_max_len: int = 100_000
+
+    @classmethod
+    def from_env(cls) -> GatewayConfig:
+        adapters = os.environ.get("NETWEAVE_ADAPTERS", "127.0.0.1:50061")
+        return cls(
+            grpc_host=os.environ.get("NETWEAVE_GRPC_HOST", "127.0.0.1"),
+            grpc_port=_env_int("NETWEAVE_GRPC_PORT", 50051),
+            ops_host=os.environ.get("NETWEAVE_OPS_HOST", "127.0.0.1"),
+            ops_port=_env_int("NETWEAVE_OPS_PORT", 8080),
+            redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            adapters=tuple(a.strip() for a in adapters.split(",") if a.strip()),
+            service_uri=os.environ.get("NETWEAVE_SERVICE_URI", "https://127.0.0.1:8443"),
+            grpc_workers=_env_int("NETWEAVE_GRPC_WORKERS", 8),
+            events_max_len=_env_int("NETWEAVE_EVENTS_MAX_LEN", 100_000),
+        )

@@ -1,0 +1,92 @@
+"""API errors: one exception type per failure kind, mapped once to a gRPC status with
+google.rpc details (the REST edge maps the same status to ProblemDetails)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Final, TypeVar, cast
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN: Final = "o2ims.netweave.io"
+
+
+class ApiError(Exception):
+    """An error with a stable reason that callers can act on."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    rpc_code: int = code_pb2.INTERNAL
+
+    def __init__(self, reason: str, message: str, metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.metadata = metadata or {}
+
+    def details(self) -> list[Any]:
+        return [
+            error_details_pb2.ErrorInfo(
+                reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+            )
+        ]
+
+    def to_status(self) -> Any:
+        packed = []
+        for detail in self.details():
+            holder = any_pb2.Any()
+            holder.Pack(detail)
+            packed.append(holder)
+        return rpc_status.to_status(
+            status_pb2.Status(code=self.rpc_code, message=self.message, details=packed)
+        )
+
+
+class NotFound(ApiError):
+    """An object that does not exist (NOT_FOUND, REST 404)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    rpc_code = code_pb2.NOT_FOUND
+
+    def __init__(self, object_type: str, id_field: str, object_id: str, reason: str) -> None:
+        super().__init__(
+            reason,
+            f"{object_type} '{object_id}' not found",
+            {id_field: object_id},
+        )
+        self.object_type = object_type
+        self.object_id = object_id
+
+    def details(self) -> list[Any]:
+        return [
+            *super().details(),
+            error_details_pb2.ResourceInfo(
+                resource_type=self.object_type, resource_name=self.object_id
+            ),
+        ]
+
+
+class Unavailable(ApiError):
+    """The gateway cannot answer yet (UNAVAILABLE, REST 503)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    rpc_code = code_pb2.UNAVAILABLE
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def grpc_errors(method: Handler) -> Handler:
+    """Turn ApiError raised by a servicer method into its gRPC status with details."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except ApiError as error:
+            context.abort_with_status(error.to_status())
+
+    return cast(Handler, wrapper)

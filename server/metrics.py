@@ -1,0 +1,74 @@
+"""Prometheus metrics of the core: per-RPC counters and latency, and live state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class GatewayMetrics:
+    """One registry per gateway instance, so tests can run several in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "o2ims_grpc_requests_total",
+            "gRPC requests handled by the core, by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "o2ims_grpc_request_duration_seconds",
+            "Time to handle a gRPC request in the core.",
+            ["method"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+
+    def add_state(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
+        """Expose gauges computed at scrape time (Redis up, adapters, object counts)."""
+
+        class _State(Collector):
+            def collect(self) -> Iterator[GaugeMetricFamily]:
+                return collect()
+
+        self.registry.register(_State())
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Counts and times unary RPCs; wraps the handler because only it sees the outcome."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = details.method
+        inner = handler.unary_unary
+        metrics = self._metrics
+
+        def timed(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                return inner(request, context)
+            except Exception:
+                code = (context.code() or grpc.StatusCode.UNKNOWN).name
+                raise
+            finally:
+                metrics.latency.labels(method).observe(time.perf_counter() - start)
+                metrics.requests.labels(method, code).inc()
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

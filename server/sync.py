@@ -1,0 +1,322 @@
+"""Mirror the adapters' objects into the Redis store, and the store into the cache.
+
+- One AdapterWatcher thread per adapter holds a WatchObjects stream. Each (re)connect
+  replays the adapter's whole set, so the watcher always knows the adapter's current
+  objects (its desired state) and reconnects never need a separate List.
+- One StoreWriter thread owns every write. It applies changes as they come; when
+  Redis fails it keeps nothing half-done but remembers that the store may lag, and on
+  recovery reconciles every adapter's desired state against what Redis holds. The
+  store's compare-and-write script makes that idempotent: an outage loses nothing
+  and duplicates nothing.
+- One EventTailer thread follows inventory:events into the cache (reloading the
+  whole snapshot after a gap or a Redis reconnect).
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import redis
+import structlog
+from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc, domain_pb2
+
+from adapters.contract import ObjectKey, object_key, serialize
+from netweave.grpc_server import CLIENT_OPTIONS
+from server.cache import InventoryCache
+from server.store import Change, InventoryStore
+
+log = structlog.get_logger()
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset on success."""
+
+    def __init__(self, initial: float = 0.1, maximum: float = 5.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.maximum, self.initial * (2**self._attempt))
+        self._attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+@dataclass
+class _Snapshot:
+    adapter: str
+    objects: dict[ObjectKey, bytes]
+
+
+@dataclass
+class _Event:
+    adapter: str
+    key: ObjectKey
+    payload: bytes | None
+
+
+@dataclass
+class WriterStatus:
+    redis_ok: bool = False
+    last_error: str = ""
+    applied_changes: int = 0
+
+
+class StoreWriter(threading.Thread):
+    """The single writer of the inventory snapshot."""
+
+    def __init__(self, store: InventoryStore, stop: threading.Event) -> None:
+        super().__init__(name="store-writer", daemon=True)
+        self._store = store
+        self._stop = stop
+        self._queue: queue.Queue[_Snapshot | _Event] = queue.Queue()
+        # adapter -> key -> canonical bytes: what each adapter currently serves.
+        self._desired: dict[str, dict[ObjectKey, bytes]] = {}
+        # Adapters whose desired state Redis may not reflect yet.
+        self._unreconciled: set[str] = set()
+        self._backoff = Backoff()
+        self.status = WriterStatus()
+
+    def submit_snapshot(self, adapter: str, objects: dict[ObjectKey, bytes]) -> None:
+        self._queue.put(_Snapshot(adapter, objects))
+
+    def submit_event(self, adapter: str, key: ObjectKey, payload: bytes | None) -> None:
+        self._queue.put(_Event(adapter, key, payload))
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing left to reconcile (for tests and readiness)."""
+        return self._queue.unfinished_tasks == 0 and not self._unreconciled
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            items = self._drain(timeout=0.2)
+            events: dict[str, list[_Event]] = {}
+            for item in items:
+                if isinstance(item, _Snapshot):
+                    self._desired[item.adapter] = item.objects
+                    self._unreconciled.add(item.adapter)
+                    events.pop(item.adapter, None)  # the snapshot supersedes them
+                else:
+                    desired = self._desired.setdefault(item.adapter, {})
+                    if item.payload is None:
+                        desired.pop(item.key, None)
+                    else:
+                        desired[item.key] = item.payload
+                    events.setdefault(item.adapter, []).append(item)
+            try:
+                self._write(events)
+                self._mark(ok=True)
+            except redis.RedisError as exc:
+                # Everything not confirmed is recovered from the desired state.
+                self._unreconciled.update(self._desired)
+                self._mark(ok=False, error=exc)
+                self._stop.wait(self._backoff.next_delay())
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+
+    def _drain(self, timeout: float) -> list[_Snapshot | _Event]:
+        items: list[_Snapshot | _Event] = []
+        try:
+            items.append(self._queue.get(timeout=timeout))
+            while len(items) < 2000:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return items
+
+    def _write(self, events: dict[str, list[_Event]]) -> None:
+        for adapter in sorted(self._unreconciled):
+            self._reconcile(adapter)
+            self._unreconciled.discard(adapter)
+            events.pop(adapter, None)
+        for adapter, items in events.items():
+            changes = [Change(item.key[0], item.key[1], item.payload) for item in items]
+            self.status.applied_changes += self._store.apply(adapter, changes)
+        if not self.status.redis_ok:
+            self._store.ping()  # prove recovery before reporting it
+
+    def _reconcile(self, adapter: str) -> None:
+        desired = self._desired.get(adapter, {})
+        owned = self._store.owned_by(adapter)
+        stored = self._store.read_objects(desired.keys())
+        changes = [
+            Change(kind, object_id, payload)
+            for (kind, object_id), payload in desired.items()
+            if stored.get((kind, object_id)) != payload
+        ]
+        changes += [Change(kind, oid, None) for kind, oid in sorted(owned - desired.keys())]
+        # Objects that are unchanged but not yet recorded as ours (first sync after
+        # another adapter owned them) only need their owner set; apply() does that.
+        changes += [
+            Change(kind, oid, desired[(kind, oid)])
+            for kind, oid in desired.keys() - owned
+            if stored.get((kind, oid)) == desired[(kind, oid)]
+        ]
+        applied = self._store.apply(adapter, changes)
+        self.status.applied_changes += applied
+        log.info("adapter_reconciled", adapter=adapter, objects=len(desired), changed=applied)
+
+    def _mark(self, ok: bool, error: Exception | None = None) -> None:
+        if ok and not self.status.redis_ok:
+            log.info("redis_writes_resumed")
+            self._backoff.reset()
+        if not ok and self.status.redis_ok:
+            log.error("redis_write_failed", error=str(error))
+        self.status.redis_ok = ok
+        self.status.last_error = "" if ok else str(error)
+
+
+@dataclass
+class WatcherStatus:
+    address: str
+    name: str = ""
+    connected: bool = False
+    synced_once: bool = False
+    last_error: str = ""
+    objects: int = 0
+    events: int = 0
+    reconnects: int = 0
+
+
+class _StreamEnded(Exception):
+    """The adapter closed the stream without an error status."""
+
+
+class AdapterWatcher(threading.Thread):
+    """Follows one adapter's WatchObjects stream, reconnecting forever with backoff."""
+
+    def __init__(self, address: str, writer: StoreWriter, stop: threading.Event) -> None:
+        super().__init__(name=f"adapter-watch-{address}", daemon=True)
+        self._address = address
+        self._writer = writer
+        self._stop = stop
+        self._call: Any = None
+        self._backoff = Backoff(initial=0.2, maximum=5.0)
+        self.status = WatcherStatus(address=address)
+
+    def cancel(self) -> None:
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with grpc.insecure_channel(self._address, options=CLIENT_OPTIONS) as channel:
+                    self._follow(adapter_pb2_grpc.AdapterServiceStub(channel))
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    return
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+                self._disconnected(f"{code.name if code else 'ERROR'}: {details}")
+            except _StreamEnded as exc:
+                self._disconnected(str(exc))
+            except Exception as exc:  # keep the thread alive whatever the adapter sends
+                log.exception("adapter_watch_crashed", adapter=self.status.name)
+                self._disconnected(repr(exc))
+            self._stop.wait(self._backoff.next_delay())
+
+    def _disconnected(self, error: str) -> None:
+        if self.status.connected:
+            log.warning("adapter_disconnected", adapter=self.status.name, error=error)
+        self.status.connected = False
+        self.status.last_error = error
+        self.status.reconnects += 1
+
+    def _follow(self, stub: adapter_pb2_grpc.AdapterServiceStub) -> None:
+        info = stub.GetAdapterInfo(adapter_pb2.GetAdapterInfoRequest(), timeout=5)
+        name = info.name or self._address
+        self.status.name = name
+        call = stub.WatchObjects(adapter_pb2.WatchObjectsRequest(send_initial_objects=True))
+        self._call = call
+        initial: dict[ObjectKey, bytes] | None = {}
+        for event in call:
+            if event.type == adapter_pb2.EVENT_TYPE_SYNCED and initial is not None:
+                self._writer.submit_snapshot(name, initial)
+                self.status.objects = len(initial)
+                initial = None
+                self.status.connected = True
+                self.status.synced_once = True
+                self.status.last_error = ""
+                self._backoff.reset()
+                log.info("adapter_synced", adapter=name, objects=self.status.objects)
+                continue
+            if not event.HasField("object"):
+                continue
+            key, payload = self._decode(event.object)
+            deleted = event.type == adapter_pb2.EVENT_TYPE_DELETED
+            if initial is not None:
+                if not deleted:
+                    initial[key] = payload
+                continue
+            self.status.events += 1
+            self._writer.submit_event(name, key, None if deleted else payload)
+        raise _StreamEnded("the adapter ended the watch stream")
+
+    @staticmethod
+    def _decode(obj: domain_pb2.InventoryObject) -> tuple[ObjectKey, bytes]:
+        return object_key(obj), serialize(obj)
+
+
+@dataclass
+class TailerStatus:
+    redis_ok: bool = False
+    last_error: str = ""
+    reloads: int = 0
+    applied_events: int = 0
+
+
+class EventTailer(threading.Thread):
+    """Keeps the cache equal to the store: snapshot once, then follow the event stream."""
+
+    def __init__(self, store: InventoryStore, cache: InventoryCache, stop: threading.Event) -> None:
+        super().__init__(name="event-tailer", daemon=True)
+        self._store = store
+        self._cache = cache
+        self._stop = stop
+        self._backoff = Backoff()
+        self._needs_reload = True
+        self.status = TailerStatus()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._needs_reload:
+                    self._reload()
+                events = self._store.read_events(self._cache.last_event_id, block_ms=500)
+                if not self.status.redis_ok:
+                    log.info("redis_reads_resumed")
+                self.status.redis_ok = True
+                self.status.last_error = ""
+                self._backoff.reset()
+                for event in events:
+                    if not self._cache.apply(event):
+                        log.warning("inventory_event_gap", version=event.version)
+                        self._needs_reload = True
+                        break
+                    self.status.applied_events += 1
+            except redis.RedisError as exc:
+                if self.status.redis_ok:
+                    log.error("redis_read_failed", error=str(exc))
+                self.status.redis_ok = False
+                self.status.last_error = str(exc)
+                # Redis may come back empty or from a backup: trust nothing we tailed.
+                self._needs_reload = True
+                self._stop.wait(self._backoff.next_delay())
+
+    def _reload(self) -> None:
+        snapshot = self._store.snapshot()
+        self._cache.load(snapshot)
+        self._needs_reload = False
+        self.status.reloads += 1
+        log.info("inventory_loaded", version=snapshot.version, **self._cache.counts())
