@@ -1,0 +1,240 @@
+"""The whole gateway as real local processes: Redis, the static adapter, the core and
+Envoy. `make run` and the end-to-end tests both start it through LocalStack."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack.pki import DevPki, ensure_dev_pki
+from devstack.processes import ManagedProcess, free_port, port_open, wait_until
+from devstack.redis_server import RedisServer
+from rest_facade.envoy_config import EnvoyConfig
+from rest_facade.envoy_process import RunningEnvoy, start_envoy
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw else default
+
+
+@dataclass
+class StackConfig:
+    """Ports and paths of a local stack. Port 0 picks a free port (tests)."""
+
+    state_dir: Path
+    inventory: Path
+    rest_port: int = 8443
+    grpc_port: int = 50051
+    ops_port: int = 8080
+    adapter_port: int = 50061
+    envoy_admin_port: int = 9901
+    redis_port: int = 6380
+    # Use this Redis instead of starting one.
+    redis_url: str | None = None
+    service_uri: str | None = None
+    extra_core_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        """The `make run` configuration; every port overridable (see README)."""
+        return cls(
+            state_dir=REPO / ".netweave",
+            inventory=Path(
+                os.environ.get("NETWEAVE_INVENTORY", str(REPO / "examples" / "ocloud.yaml"))
+            ).resolve(),
+            rest_port=_env_port("NETWEAVE_REST_PORT", 8443),
+            grpc_port=_env_port("NETWEAVE_GRPC_PORT", 50051),
+            ops_port=_env_port("NETWEAVE_OPS_PORT", 8080),
+            adapter_port=_env_port("NETWEAVE_ADAPTER_PORT", 50061),
+            envoy_admin_port=_env_port("NETWEAVE_ENVOY_ADMIN_PORT", 9901),
+            redis_port=_env_port("NETWEAVE_REDIS_PORT", 6380),
+            redis_url=os.environ.get("REDIS_URL") or None,
+            service_uri=os.environ.get("NETWEAVE_SERVICE_URI") or None,
+        )
+
+    def resolved(self) -> StackConfig:
+        """A copy with every 0 port replaced by a free one."""
+        ports = {
+            name: getattr(self, name) or free_port()
+            for name in (
+                "rest_port",
+                "grpc_port",
+                "ops_port",
+                "adapter_port",
+                "envoy_admin_port",
+                "redis_port",
+            )
+        }
+        return StackConfig(
+            state_dir=self.state_dir,
+            inventory=self.inventory,
+            redis_url=self.redis_url,
+            service_uri=self.service_uri,
+            extra_core_env=dict(self.extra_core_env),
+            **ports,
+        )
+
+
+class LocalStack:
+    """Start in dependency order, wait for each to be ready, stop in reverse."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config.resolved()
+        self.logs = self.config.state_dir / "logs"
+        self.pki: DevPki = ensure_dev_pki(self.config.state_dir / "pki")
+        self.redis: RedisServer | None = None
+        self.adapter: ManagedProcess | None = None
+        self.core: ManagedProcess | None = None
+        self.envoy: RunningEnvoy | None = None
+
+    # --- addresses ---------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        if self.config.redis_url:
+            return self.config.redis_url
+        return f"redis://127.0.0.1:{self.config.redis_port}/0"
+
+    @property
+    def rest_url(self) -> str:
+        return f"https://127.0.0.1:{self.config.rest_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.config.grpc_port}"
+
+    @property
+    def ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ops_port}"
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> LocalStack:
+        try:
+            if not self.config.redis_url:
+                self.start_redis()
+            self.start_adapter(timeout)
+            self.start_core(timeout)
+            self.start_envoy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_redis(self) -> None:
+        self.redis = RedisServer(self.config.state_dir / "redis", self.config.redis_port).start()
+
+    def start_adapter(self, timeout: float = 30.0) -> None:
+        self.adapter = ManagedProcess(
+            "adapter-static",
+            [
+                sys.executable,
+                "-m",
+                "adapters.static",
+                "--inventory",
+                str(self.config.inventory),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.config.adapter_port),
+            ],
+            self.logs / "adapter-static.log",
+            cwd=REPO,
+        ).start()
+        self._wait(self.adapter, lambda: port_open(self.config.adapter_port), timeout)
+
+    def core_env(self) -> dict[str, str]:
+        return {
+            "NETWEAVE_GRPC_PORT": str(self.config.grpc_port),
+            "NETWEAVE_OPS_PORT": str(self.config.ops_port),
+            "REDIS_URL": self.redis_url,
+            "NETWEAVE_ADAPTERS": f"127.0.0.1:{self.config.adapter_port}",
+            "NETWEAVE_SERVICE_URI": self.config.service_uri or self.rest_url,
+            **self.config.extra_core_env,
+        }
+
+    def start_core(self, timeout: float = 30.0) -> None:
+        self.core = ManagedProcess(
+            "core",
+            [sys.executable, "-m", "server"],
+            self.logs / "core.log",
+            env=self.core_env(),
+            cwd=REPO,
+        ).start()
+        self._wait(self.core, lambda: self.readiness()[0] == 200, timeout)
+
+    def start_envoy(self, timeout: float = 30.0) -> None:
+        self.envoy = start_envoy(
+            EnvoyConfig(
+                listen_port=self.config.rest_port,
+                admin_port=self.config.envoy_admin_port,
+                core_port=self.config.grpc_port,
+                descriptor_path=REPO / "gen" / "o2ims.pb",
+                server_cert=self.pki.server_cert,
+                server_key=self.pki.server_key,
+                client_ca=self.pki.ca_cert,
+            ),
+            workdir=self.config.state_dir / "envoy",
+            log_path=self.logs / "envoy.log",
+        )
+        # Ready when a REST call goes all the way through to the core.
+        self._wait(None, self._rest_ok, timeout)
+
+    def _rest_ok(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        url = f"{self.rest_url}/o2ims-infrastructureInventory/v1"
+        with urllib.request.urlopen(url, context=context, timeout=2) as response:
+            return bool(response.status == 200)
+
+    def readiness(self) -> tuple[int, dict[str, object]]:
+        """(HTTP status, body) of the core's /readyz."""
+        try:
+            with urllib.request.urlopen(f"{self.ops_url}/readyz", timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def _wait(
+        self, process: ManagedProcess | None, check: Callable[[], bool], timeout: float
+    ) -> None:
+        def ready() -> bool:
+            if process is not None:
+                process.require_alive()
+            return check()
+
+        try:
+            wait_until(ready, timeout, process.name if process else "the REST edge")
+        except TimeoutError as exc:
+            tail = process.log_tail() if process else ""
+            raise TimeoutError(f"{exc}\n{tail}") from exc
+
+    def processes(self) -> list[tuple[str, bool]]:
+        """(name, alive) of everything this stack started."""
+        found: list[tuple[str, bool]] = []
+        if self.redis is not None:
+            found.append(("redis", self.redis.alive()))
+        for process in (self.adapter, self.core):
+            if process is not None:
+                found.append((process.name, process.alive()))
+        if self.envoy is not None:
+            found.append(("envoy", self.envoy.alive()))
+        return found
+
+    def stop(self) -> None:
+        if self.envoy is not None:
+            self.envoy.stop()
+        for process in (self.core, self.adapter):
+            if process is not None:
+                process.stop()
+        if self.redis is not None:
+            self.redis.stop()
