@@ -1,0 +1,202 @@
+"""Helpers for the Envoy edge tests: a test double of the core, Envoy and client set-up.
+
+The unit under test is the Envoy layer (rendered config, transcoder, Lua shaper, local
+replies), so the core is a small in-test gRPC server with the real service contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health
+from grpc_status import rpc_status
+from o2ims.inventory.v1 import inventory_pb2 as v1
+from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
+
+from devstack.pki import DevPki, IssuedCertificate
+from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
+from rest_facade.envoy_config import EnvoyConfig
+from rest_facade.envoy_process import RunningEnvoy, start_envoy
+
+REPO = Path(__file__).resolve().parents[2]
+# Overridable so the suite can check a descriptor set built elsewhere (CI artefact).
+DESCRIPTOR = Path(os.environ.get("NETWEAVE_DESCRIPTOR", REPO / "gen" / "o2ims.pb"))
+INVENTORY_SERVICE = "o2ims.inventory.v1.InventoryService"
+COLLECTION_HEADER = "x-o2ims-collection"
+ERROR_DOMAIN = "o2ims.netweave.test"
+
+
+def sample_pools() -> list[v1.ResourcePoolInfo]:
+    return [
+        v1.ResourcePoolInfo(
+            resource_pool_id="5e0f7c3a-1b2d-4c8e-9f00-aa0000000001",
+            name="edge-pool-madrid",
+            description="Madrid edge cluster",
+            o_cloud_id="c0ffee00-0000-4000-8000-000000000001",
+            global_location_id="ES-MAD-1",
+            location="Madrid",
+        ),
+        v1.ResourcePoolInfo(
+            resource_pool_id="5e0f7c3a-1b2d-4c8e-9f00-aa0000000002",
+            name="edge-pool-lisbon",
+            o_cloud_id="c0ffee00-0000-4000-8000-000000000001",
+        ),
+    ]
+
+
+class FakeInventory(v1_grpc.InventoryServiceServicer):
+    """Stands in for the core: serves `pools`, records the metadata of every call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pools: list[v1.ResourcePoolInfo] = []
+        self.next_page_token = ""
+        self.calls: list[dict[str, str]] = []
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.pools = sample_pools()
+            self.next_page_token = ""
+            self.calls = []
+
+    def last_metadata(self) -> dict[str, str]:
+        with self._lock:
+            assert self.calls, "the core received no call"
+            return self.calls[-1]
+
+    def _record(self, context: grpc.ServicerContext) -> None:
+        with self._lock:
+            self.calls.append({item.key: item.value for item in context.invocation_metadata()})
+
+    def GetCloudInfo(
+        self, request: v1.GetCloudInfoRequest, context: grpc.ServicerContext
+    ) -> v1.OCloudInfo:
+        self._record(context)
+        return v1.OCloudInfo(o_cloud_id="c0ffee00-0000-4000-8000-000000000001", name="test")
+
+    def ListResourcePools(
+        self, request: v1.ListResourcePoolsRequest, context: grpc.ServicerContext
+    ) -> v1.ListResourcePoolsResponse:
+        self._record(context)
+        # As the real core does: name the collection so the REST shaper can unwrap it.
+        context.send_initial_metadata(((COLLECTION_HEADER, "resourcePools"),))
+        return v1.ListResourcePoolsResponse(
+            next_page_token=self.next_page_token, resource_pools=self.pools
+        )
+
+    def GetResourcePool(
+        self, request: v1.GetResourcePoolRequest, context: grpc.ServicerContext
+    ) -> v1.ResourcePoolInfo:
+        self._record(context)
+        for pool in self.pools:
+            if pool.resource_pool_id == request.resource_pool_id:
+                return pool
+        status = status_pb2.Status(
+            code=code_pb2.NOT_FOUND,
+            message=f"resource pool {request.resource_pool_id!r} not found",
+        )
+        status.details.add().Pack(
+            error_details_pb2.ErrorInfo(
+                reason="RESOURCE_POOL_NOT_FOUND",
+                domain=ERROR_DOMAIN,
+                metadata={"resourcePoolId": request.resource_pool_id},
+            )
+        )
+        context.abort_with_status(rpc_status.to_status(status))
+        raise AssertionError("abort_with_status returned")
+
+
+@dataclass
+class FakeCore:
+    inventory: FakeInventory
+    server: grpc.Server
+    health: health.HealthServicer
+    port: int
+    stopped: bool = field(default=False)
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.server.stop(grace=None).wait()
+            self.stopped = True
+
+
+def start_fake_core() -> FakeCore:
+    # The double implements only the RPCs these tests call; the others keep the generated
+    # UNIMPLEMENTED behaviour, which the stub declares abstract.
+    inventory = FakeInventory()  # type: ignore[abstract]
+    server = new_server(max_workers=8)
+    v1_grpc.add_InventoryServiceServicer_to_server(inventory, server)
+    health_servicer = add_health_and_reflection(server, [INVENTORY_SERVICE])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    # Envoy's health check asks for the service by name; it must be SERVING.
+    set_serving(health_servicer, [INVENTORY_SERVICE], True)
+    return FakeCore(inventory, server, health_servicer, port)
+
+
+def envoy_config(pki: DevPki, core_port: int, **overrides: Any) -> EnvoyConfig:
+    """A config for tests: loopback, kernel-chosen ports, the dev PKI, gen/o2ims.pb."""
+    values: dict[str, Any] = {
+        "listen_port": 0,
+        "admin_port": 0,
+        "core_port": core_port,
+        "descriptor_path": DESCRIPTOR,
+        "server_cert": pki.server_cert,
+        "server_key": pki.server_key,
+        "client_ca": pki.ca_cert,
+    }
+    values.update(overrides)
+    return EnvoyConfig(**values)
+
+
+def launch_envoy(config: EnvoyConfig, workdir: Path) -> RunningEnvoy:
+    # One worker is plenty for tests and starts faster; flush the access log quickly so
+    # tests can read it.
+    return start_envoy(
+        config, workdir, workdir / "envoy.log", concurrency=1, log_flush_interval_ms=50
+    )
+
+
+def tls_context(pki: DevPki, client: IssuedCertificate | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    if client is not None:
+        context.load_cert_chain(str(client.cert), str(client.key))
+    return context
+
+
+def rest_client(
+    envoy: RunningEnvoy, pki: DevPki, client: IssuedCertificate | None = None
+) -> httpx.Client:
+    # trust_env=False: a developer's HTTPS_PROXY must not capture calls to localhost.
+    return httpx.Client(
+        base_url=envoy.url, verify=tls_context(pki, client), trust_env=False, timeout=10
+    )
+
+
+EnvoyFactory = Callable[..., RunningEnvoy]
+
+
+def access_log_entry(envoy: RunningEnvoy, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The JSON access-log line of one request (Envoy writes it to stdout, our log file)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in envoy.process.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{") and request_id in line:
+                entry: dict[str, Any] = json.loads(line)
+                if entry.get("request_id") == request_id:
+                    return entry
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no access-log line for request {request_id}")
+        time.sleep(0.05)

@@ -1,0 +1,395 @@
+"""REST and native gRPC through real Envoy: transcoding, the Lua shaper, local replies, XFCC."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from o2ims.inventory.v1 import inventory_pb2 as v1
+from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
+
+from devstack.pki import DevPki, client_uri
+from rest_facade.envoy_process import RunningEnvoy
+
+from .support import (
+    COLLECTION_HEADER,
+    ERROR_DOMAIN,
+    EnvoyFactory,
+    FakeInventory,
+    access_log_entry,
+    rest_client,
+    start_fake_core,
+)
+
+INVENTORY = "/o2ims-infrastructureInventory/v1"
+POOLS = f"{INVENTORY}/resourcePools"
+UNKNOWN_POOL = "00000000-0000-4000-8000-00000000dead"
+POOL_FIELDS = {
+    "resourcePoolId",
+    "name",
+    "description",
+    "oCloudId",
+    "globalLocationId",
+    "location",
+}
+PROBLEM = "application/problem+json"
+
+
+def assert_no_internal_headers(response: httpx.Response) -> None:
+    leaked = [name for name in response.headers if name.startswith(("grpc-", "x-o2ims-"))]
+    assert leaked == [], f"internal headers reached a REST client: {leaked}"
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert isinstance(problem["title"], str)
+    assert problem["title"]
+    assert isinstance(problem["detail"], str)
+    assert problem["detail"]
+    assert "instance" not in problem
+    assert_no_internal_headers(response)
+    return problem
+
+
+# --- lists -------------------------------------------------------------------------------
+
+
+def test_list_is_a_bare_json_array_with_o2ims_field_names(
+    rest: httpx.Client, inventory: FakeInventory
+) -> None:
+    response = rest.get(POOLS)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert isinstance(body, list)
+    assert [pool["resourcePoolId"] for pool in body] == [
+        pool.resource_pool_id for pool in inventory.pools
+    ]
+    # Every attribute, defaults included (always_print_primitive_fields), in lowerCamelCase.
+    assert set(body[0]) >= POOL_FIELDS
+    assert body[0]["globalLocationId"] == "ES-MAD-1"
+    assert body[1]["description"] == ""
+    assert_no_internal_headers(response)
+
+
+def test_empty_list_is_an_empty_array(rest: httpx.Client, inventory: FakeInventory) -> None:
+    inventory.pools = []
+
+    response = rest.get(POOLS)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.content == b"[]"
+
+
+def test_page_token_is_kept_out_of_the_array(rest: httpx.Client, inventory: FakeInventory) -> None:
+    inventory.next_page_token = "eyJvZmZzZXQiOjJ9-_AZ09"
+
+    response = rest.get(POOLS)
+
+    assert response.status_code == 200
+    assert [pool["name"] for pool in response.json()] == [p.name for p in inventory.pools]
+    assert b"eyJvZmZzZXQiOjJ9" not in response.content
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+def test_items_containing_brackets_and_quotes_survive_unwrapping(
+    rest: httpx.Client, inventory: FakeInventory
+) -> None:
+    inventory.pools[0].description = 'racks ["A1"] and [B2] \\ "quoted" ]'
+
+    response = rest.get(POOLS)
+
+    assert response.json()[0]["description"] == 'racks ["A1"] and [B2] \\ "quoted" ]'
+
+
+def test_list_of_several_mebibytes_is_unwrapped(
+    rest: httpx.Client, inventory: FakeInventory
+) -> None:
+    # Above Envoy's default 1 MiB stream buffer, below the transcoder's 4 MiB response cap.
+    inventory.pools = [
+        v1.ResourcePoolInfo(resource_pool_id=f"pool-{index}", description="x" * 1000)
+        for index in range(2000)
+    ]
+
+    response = rest.get(POOLS)
+
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.content) > 2 * 1024 * 1024
+    assert len(response.json()) == 2000
+
+
+# --- single resources and errors -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [INVENTORY, f"{INVENTORY}/"])
+def test_cloud_info_answers_with_and_without_trailing_slash(
+    rest: httpx.Client, inventory: FakeInventory, path: str
+) -> None:
+    response = rest.get(path)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["oCloudId"] == "c0ffee00-0000-4000-8000-000000000001"
+    assert_no_internal_headers(response)
+
+
+def test_get_pool_returns_the_object(rest: httpx.Client, inventory: FakeInventory) -> None:
+    pool = inventory.pools[0]
+
+    response = rest.get(f"{POOLS}/{pool.resource_pool_id}")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["resourcePoolId"] == pool.resource_pool_id
+    assert_no_internal_headers(response)
+
+
+def test_unknown_pool_returns_404_problem_details(
+    rest: httpx.Client, inventory: FakeInventory
+) -> None:
+    response = rest.get(f"{POOLS}/{UNKNOWN_POOL}")
+
+    problem = assert_problem(response, 404)
+    assert problem == {
+        "status": 404,
+        "title": "Not Found",
+        "detail": f"resource pool {UNKNOWN_POOL!r} not found",
+    }
+
+
+def test_error_message_is_json_escaped_in_problem_details(
+    rest: httpx.Client, inventory: FakeInventory
+) -> None:
+    tricky_id = 'a"b\\c<d>é'
+
+    response = rest.get(f"{POOLS}/{quote(tricky_id, safe='')}")
+
+    problem = assert_problem(response, 404)
+    assert problem["detail"] == f"resource pool {tricky_id!r} not found"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"{INVENTORY}/noSuchCollection", "/o2ims-infrastructureInventory/v9/resourcePools", "/"],
+)
+def test_unknown_path_returns_404_problem_details(rest: httpx.Client, path: str) -> None:
+    assert_problem(rest.get(path), 404)
+
+
+def test_unknown_query_parameter_returns_400_problem_details(rest: httpx.Client) -> None:
+    problem = assert_problem(rest.get(POOLS, params={"typo": "1"}), 400)
+
+    assert "typo" in problem["detail"]
+
+
+def test_core_down_is_503_problem_for_rest_and_plain_unavailable_for_grpc(
+    envoy_factory: EnvoyFactory, pki: DevPki
+) -> None:
+    core = start_fake_core()
+    envoy = envoy_factory(core.port)
+    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes())
+    with (
+        rest_client(envoy, pki) as client,
+        grpc.secure_channel(f"localhost:{envoy.listener_port}", credentials) as channel,
+    ):
+        assert client.get(POOLS).status_code == 200
+        core.stop()
+
+        response = client.get(POOLS)
+        with pytest.raises(grpc.RpcError) as raised:
+            v1_grpc.InventoryServiceStub(channel).ListResourcePools(
+                v1.ListResourcePoolsRequest(), timeout=5
+            )
+
+    problem = assert_problem(response, 503)
+    assert problem["title"] == "Service Unavailable"
+    text = response.text.lower()
+    for internal in ("upstream", "connect", "refused", "reset", "127.0.0.1"):
+        assert internal not in text
+    # Native gRPC keeps Envoy's own status and message: no ProblemDetails JSON.
+    error: Any = raised.value
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert not error.details().startswith("{")
+
+
+# --- HTTP/2 REST ----------------------------------------------------------------------------
+
+
+def _get_over_h2(envoy: RunningEnvoy, pki: DevPki, path: str) -> tuple[int, dict[str, str], bytes]:
+    if importlib.util.find_spec("h2") is not None:
+        with httpx.Client(
+            base_url=envoy.url, verify=str(pki.ca_cert), http1=False, http2=True, trust_env=False
+        ) as client:
+            response = client.get(path)
+            assert response.http_version == "HTTP/2"
+            return response.status_code, dict(response.headers), response.content
+    curl = shutil.which("curl")
+    if (
+        curl is None
+        or "HTTP2"
+        not in subprocess.run(
+            [curl, "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    ):
+        pytest.skip("neither httpx[http2] nor an HTTP/2-capable curl is installed")
+    result = subprocess.run(
+        [curl, "-sS", "--http2", "--cacert", str(pki.ca_cert), "-D", "-", envoy.url + path],
+        capture_output=True,
+        check=True,
+        timeout=10,
+    )
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    assert status_line.startswith("HTTP/2 "), status_line
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, value in (line.split(":", 1) for line in header_lines)
+    }
+    return int(status_line.split()[1]), headers, body
+
+
+def test_rest_over_http2_is_shaped_the_same(
+    envoy: RunningEnvoy, pki: DevPki, inventory: FakeInventory
+) -> None:
+    status, headers, body = _get_over_h2(envoy, pki, POOLS)
+
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert not [name for name in headers if name.startswith(("grpc-", "x-o2ims-"))]
+    assert [pool["resourcePoolId"] for pool in json.loads(body)] == [
+        pool.resource_pool_id for pool in inventory.pools
+    ]
+
+    status, headers, body = _get_over_h2(envoy, pki, f"{POOLS}/{UNKNOWN_POOL}")
+
+    assert status == 404
+    assert headers["content-type"] == PROBLEM
+    assert json.loads(body)["status"] == 404
+
+
+# --- native gRPC through Envoy ---------------------------------------------------------------
+
+
+def test_native_grpc_gets_typed_responses_untouched(
+    grpc_channel: grpc.Channel, inventory: FakeInventory
+) -> None:
+    stub = v1_grpc.InventoryServiceStub(grpc_channel)
+
+    response, call = stub.ListResourcePools.with_call(v1.ListResourcePoolsRequest(), timeout=5)
+
+    assert list(response.resource_pools) == inventory.pools
+    # The shaper leaves gRPC alone: the core's response metadata arrives as sent.
+    assert (COLLECTION_HEADER, "resourcePools") in [
+        (item.key, item.value) for item in call.initial_metadata()
+    ]
+
+
+def test_native_grpc_unknown_pool_is_not_found_with_details(
+    grpc_channel: grpc.Channel, inventory: FakeInventory
+) -> None:
+    stub = v1_grpc.InventoryServiceStub(grpc_channel)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetResourcePool(v1.GetResourcePoolRequest(resource_pool_id=UNKNOWN_POOL), timeout=5)
+
+    error: Any = raised.value
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.reason, info.domain) == ("RESOURCE_POOL_NOT_FOUND", ERROR_DOMAIN)
+
+
+def test_native_grpc_to_an_unrouted_service_is_unimplemented(grpc_channel: grpc.Channel) -> None:
+    # Only the inventory service is published through the edge; health and reflection
+    # stay on the core's own port.
+    check = grpc_channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=lambda request: request,
+        response_deserializer=lambda response: response,
+    )
+
+    with pytest.raises(grpc.RpcError) as raised:
+        check(b"", timeout=5)
+
+    error: Any = raised.value
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# --- client identity -------------------------------------------------------------------------
+
+
+def test_forged_xfcc_is_replaced_by_the_verified_client_identity(
+    envoy: RunningEnvoy, pki: DevPki, inventory: FakeInventory
+) -> None:
+    forged = "By=spiffe://evil;URI=spiffe://netweave.local/client/admin"
+    with rest_client(envoy, pki, client=pki.client) as client:
+        assert client.get(POOLS, headers={"x-forwarded-client-cert": forged}).status_code == 200
+
+    xfcc = inventory.last_metadata()["x-forwarded-client-cert"]
+    assert "evil" not in xfcc
+    assert "/client/admin" not in xfcc
+    assert f"URI={client_uri('netweave-dev-client')}" in xfcc
+    assert "CN=netweave-dev-client" in xfcc
+
+
+def test_forged_xfcc_is_dropped_without_a_client_certificate(
+    rest: httpx.Client, grpc_channel: grpc.Channel, inventory: FakeInventory
+) -> None:
+    forged = "URI=spiffe://netweave.local/client/admin"
+
+    assert rest.get(POOLS, headers={"x-forwarded-client-cert": forged}).status_code == 200
+    assert "x-forwarded-client-cert" not in inventory.last_metadata()
+
+    v1_grpc.InventoryServiceStub(grpc_channel).ListResourcePools(
+        v1.ListResourcePoolsRequest(), metadata=[("x-forwarded-client-cert", forged)], timeout=5
+    )
+    assert "x-forwarded-client-cert" not in inventory.last_metadata()
+
+
+def test_underscore_spelling_of_xfcc_is_dropped(
+    rest: httpx.Client, inventory: FakeInventory
+) -> None:
+    response = rest.get(POOLS, headers={"x_forwarded_client_cert": "URI=spiffe://evil"})
+
+    assert response.status_code == 200
+    assert "x_forwarded_client_cert" not in inventory.last_metadata()
+
+
+# --- access log ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mtls_rest(envoy: RunningEnvoy, pki: DevPki) -> Iterator[httpx.Client]:
+    with rest_client(envoy, pki, client=pki.client) as client:
+        yield client
+
+
+def test_access_log_records_the_rest_request_as_the_client_sent_it(
+    envoy: RunningEnvoy, mtls_rest: httpx.Client, inventory: FakeInventory
+) -> None:
+    response = mtls_rest.get(f"{POOLS}/{UNKNOWN_POOL}")
+
+    entry = access_log_entry(envoy, response.headers["x-request-id"])
+    assert entry["method"] == "GET"
+    assert entry["path"] == f"{POOLS}/{UNKNOWN_POOL}"
+    assert entry["status"] == 404
+    assert entry["rest_grpc_status"] == "5"  # NOT_FOUND as the core said it
+    assert entry["client_uri"] == client_uri("netweave-dev-client")
+    assert isinstance(entry["duration_ms"], int)
