@@ -1,0 +1,49 @@
+"""The whole stack as real processes (redis-server, static adapter, core, Envoy)."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.stack import LocalStack, StackConfig
+from tests.conftest import EXAMPLE_INVENTORY
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    state = tmp_path_factory.mktemp("stack")
+    inventory = state / "ocloud.yaml"
+    shutil.copy(EXAMPLE_INVENTORY, inventory)
+    config = StackConfig(
+        state_dir=state,
+        inventory=inventory,
+        rest_port=0,
+        grpc_port=0,
+        ops_port=0,
+        adapter_port=0,
+        envoy_admin_port=0,
+        redis_port=0,
+    )
+    running = LocalStack(config).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def rest(stack: LocalStack) -> Iterator[httpx.Client]:
+    tls = ssl.create_default_context(cafile=str(stack.pki.ca_cert))
+    with httpx.Client(base_url=stack.rest_url, verify=tls, timeout=5.0) as client:
+        yield client
+
+
+@pytest.fixture
+def inventory_file(stack: LocalStack) -> Iterator[Path]:
+    """The live inventory file; restored after the test so tests stay independent."""
+    original = stack.config.inventory.read_text()
+    yield stack.config.inventory
+    stack.config.inventory.write_text(original)
