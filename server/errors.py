@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-ERROR_DOMAIN: Final = "o2ims.netweave.io"
+from netweave.errors import ERROR_DOMAIN
 
 
 class ApiError(Exception):

@@ -260,7 +260,7 @@ def test_editing_the_inventory_changes_rest_within_a_second(
     assert _pool_names(rest)[pool_id] == "renamed-while-running"
 
 
-def _redis_state(url: str) -> tuple[dict[str, dict[bytes, bytes]], int]:
+def _redis_state(url: str) -> tuple[dict[str, dict[Any, Any]], int]:
     client = redis.Redis.from_url(url)
     try:
         kinds = ("resource_pool", "resource", "resource_type", "deployment_manager", "o_cloud")

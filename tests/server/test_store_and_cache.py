@@ -111,7 +111,8 @@ def test_cache_reports_a_gap_instead_of_applying_out_of_order(redis_url: str) ->
     events = store.read_events("0-0", block_ms=0)
     assert not cache.apply(events[1])  # version 2 before version 1: a gap
     assert cache.apply(events[0]) and cache.apply(events[1])
-    assert cache.v1_get("resource_pool", POOL_ID).name == "b"
+    pool = cache.v1_get("resource_pool", POOL_ID)
+    assert pool is not None and pool.name == "b"
 
 
 def test_snapshot_reload_matches_incremental_view(redis_url: str) -> None:

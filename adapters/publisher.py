@@ -1,0 +1,369 @@
+"""What every adapter serves: its current object set, as a snapshot and as a stream of
+changes, over o2ims.adapter.v1.AdapterService.
+
+An adapter only has to compute "the objects I see now" and hand them to
+ObjectSetPublisher.replace(); the publisher works out what changed, numbers the
+change and fans it out to every watcher.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc, domain_pb2
+
+from adapters.contract import KINDS, ObjectKey, object_key, serialize
+from netweave.errors import ERROR_DOMAIN
+from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
+
+SERVICE_NAME: Final = adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name
+# Same domain as the core's API errors, so one ErrorInfo reader understands both.
+DEFAULT_MAX_PENDING_EVENTS: Final = 10_000
+
+_KIND_ORDER: Final = {kind: index for index, kind in enumerate(KINDS)}
+
+
+def _order(key: ObjectKey) -> tuple[int, str]:
+    return _KIND_ORDER[key[0]], key[1]
+
+
+def _reverse_order(key: ObjectKey) -> tuple[int, str]:
+    return -_KIND_ORDER[key[0]], key[1]
+
+
+class SubscriberLaggedError(Exception):
+    """The watcher fell so far behind that its backlog was dropped; it must re-sync."""
+
+
+class Subscription(Iterator[adapter_pb2.WatchObjectsResponse]):
+    """One watcher's view: an optional replay of the current set, then live events.
+
+    Live events wait in a bounded backlog. A watcher that lets it overflow is cut off
+    (SubscriberLaggedError) instead of making the adapter hold an ever-growing
+    queue; a fresh watch with the initial replay costs it far less than that memory.
+    """
+
+    def __init__(
+        self,
+        publisher: ObjectSetPublisher | None,
+        initial: Iterable[domain_pb2.InventoryObject] | None,
+        revision: str,
+        max_pending: int,
+    ) -> None:
+        self._publisher = publisher
+        self._condition = threading.Condition()
+        self._initial: deque[domain_pb2.InventoryObject] = deque(initial or ())
+        self._initial_revision = revision
+        self._synced_pending = initial is not None
+        self._pending: deque[adapter_pb2.WatchObjectsResponse] = deque()
+        self._max_pending = max_pending
+        self._closed = publisher is None
+        self._lagged = False
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __next__(self) -> adapter_pb2.WatchObjectsResponse:
+        event = self.next_event(timeout=None)
+        if event is None:
+            raise StopIteration
+        return event
+
+    @property
+    def closed(self) -> bool:
+        with self._condition:
+            return self._closed
+
+    def next_event(self, timeout: float | None = None) -> adapter_pb2.WatchObjectsResponse | None:
+        """The next event, waiting up to `timeout` seconds (None: for ever).
+
+        Returns None once the subscription is closed; raises TimeoutError when nothing
+        arrived in time and SubscriberLaggedError when the backlog overflowed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while True:
+                if self._closed:
+                    return None
+                if self._lagged:
+                    raise SubscriberLaggedError(
+                        f"more than {self._max_pending} events were waiting for this watcher"
+                    )
+                if self._initial:
+                    return adapter_pb2.WatchObjectsResponse(
+                        type=adapter_pb2.EVENT_TYPE_ADDED,
+                        object=self._initial.popleft(),
+                        revision=self._initial_revision,
+                    )
+                if self._synced_pending:
+                    self._synced_pending = False
+                    return adapter_pb2.WatchObjectsResponse(
+                        type=adapter_pb2.EVENT_TYPE_SYNCED, revision=self._initial_revision
+                    )
+                if self._pending:
+                    return self._pending.popleft()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("no event arrived in time")
+                self._condition.wait(remaining)
+
+    def close(self) -> None:
+        """End the subscription; a blocked next_event() returns None. Idempotent."""
+        with self._condition:
+            if self._closed:
+                return
+            self._closed = True
+            self._initial.clear()
+            self._pending.clear()
+            self._condition.notify_all()
+        if self._publisher is not None:
+            self._publisher._unsubscribe(self)
+
+    def _offer(self, events: list[adapter_pb2.WatchObjectsResponse]) -> bool:
+        """Queue live events; False when the watcher is gone or has just been cut off."""
+        with self._condition:
+            if self._closed or self._lagged:
+                return False
+            if len(self._pending) + len(events) > self._max_pending:
+                self._lagged = True
+                self._pending.clear()  # the point of cutting it off is to free this
+                self._condition.notify_all()
+                return False
+            self._pending.extend(events)
+            self._condition.notify_all()
+            return True
+
+
+class ObjectSetPublisher:
+    """Thread-safe holder of an adapter's current objects, keyed by contract.object_key."""
+
+    def __init__(self, max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[ObjectKey, tuple[domain_pb2.InventoryObject, bytes]] = {}
+        self._ordered: list[domain_pb2.InventoryObject] | None = []
+        self._revision = 0
+        self._subscribers: set[Subscription] = set()
+        self._max_pending_events = max_pending_events
+        self._closed = False
+
+    @property
+    def revision(self) -> str:
+        with self._lock:
+            return str(self._revision)
+
+    @property
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def replace(
+        self, objects: Iterable[domain_pb2.InventoryObject]
+    ) -> list[adapter_pb2.WatchObjectsResponse]:
+        """Make `objects` the current set; returns (and broadcasts) what changed.
+
+        The objects are copied, so the caller may reuse them; the returned events are
+        the ones sent to watchers, so read them only. All events of one call carry the
+        same new revision; a call that changes nothing bumps nothing.
+        """
+        incoming: dict[ObjectKey, tuple[domain_pb2.InventoryObject, bytes]] = {}
+        for obj in objects:
+            key = object_key(obj)
+            if key in incoming:
+                raise ValueError(f"two objects share the key {key}")
+            stored = domain_pb2.InventoryObject()
+            stored.CopyFrom(obj)
+            incoming[key] = (stored, serialize(stored))
+        with self._lock:
+            upserts = sorted(
+                (
+                    key
+                    for key, (_, data) in incoming.items()
+                    if key not in self._objects or self._objects[key][1] != data
+                ),
+                key=_order,
+            )
+            deletions = sorted(self._objects.keys() - incoming.keys(), key=_reverse_order)
+            if not upserts and not deletions:
+                return []
+            self._revision += 1
+            revision = str(self._revision)
+            # Parents before children on the way in, children before parents on the way
+            # out, so a consumer applying events one by one never sees a dangling reference.
+            events = [
+                adapter_pb2.WatchObjectsResponse(
+                    type=(
+                        adapter_pb2.EVENT_TYPE_MODIFIED
+                        if key in self._objects
+                        else adapter_pb2.EVENT_TYPE_ADDED
+                    ),
+                    object=incoming[key][0],
+                    revision=revision,
+                )
+                for key in upserts
+            ]
+            events += [
+                adapter_pb2.WatchObjectsResponse(
+                    type=adapter_pb2.EVENT_TYPE_DELETED,
+                    object=self._objects[key][0],
+                    revision=revision,
+                )
+                for key in deletions
+            ]
+            self._objects = incoming
+            self._ordered = None
+            for subscription in list(self._subscribers):
+                if not subscription._offer(events):
+                    self._subscribers.discard(subscription)
+            return events
+
+    def snapshot(self) -> tuple[str, list[domain_pb2.InventoryObject]]:
+        """The revision and the objects, parents first (contract.KINDS order, then id).
+
+        The objects are shared with the publisher: read them, do not modify them.
+        """
+        with self._lock:
+            return str(self._revision), self._ordered_objects()
+
+    def subscribe(self, send_initial: bool) -> Subscription:
+        """Start watching. With `send_initial`, the subscription first yields ADDED for
+        every current object and one SYNCED, then the changes made after that snapshot.
+        """
+        with self._lock:
+            # Snapshot and registration under one lock: a concurrent replace() lands
+            # either wholly in the replay or wholly in the live events, never both or neither.
+            if self._closed:
+                return Subscription(None, None, str(self._revision), self._max_pending_events)
+            subscription = Subscription(
+                self,
+                self._ordered_objects() if send_initial else None,
+                str(self._revision),
+                self._max_pending_events,
+            )
+            self._subscribers.add(subscription)
+            return subscription
+
+    def close(self) -> None:
+        """End every subscription (for shutdown); later subscriptions start closed."""
+        with self._lock:
+            self._closed = True
+            subscriptions = list(self._subscribers)
+        for subscription in subscriptions:
+            subscription.close()
+
+    def _ordered_objects(self) -> list[domain_pb2.InventoryObject]:
+        if self._ordered is None:
+            self._ordered = [self._objects[key][0] for key in sorted(self._objects, key=_order)]
+        return list(self._ordered)
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            self._subscribers.discard(subscription)
+
+
+def _abort(context: grpc.ServicerContext, code: int, reason: str, message: str) -> None:
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+    status = status_pb2.Status(code=code, message=message, details=[detail])
+    context.abort_with_status(rpc_status.to_status(status))
+
+
+class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
+    """o2ims.adapter.v1.AdapterService over an ObjectSetPublisher."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: str,
+        source: str,
+        publisher: ObjectSetPublisher,
+        liveness_check_interval: float = 1.0,
+    ) -> None:
+        self._name = name
+        self._backend = backend
+        self._source = source
+        self._publisher = publisher
+        self._liveness_check_interval = liveness_check_interval
+
+    def GetAdapterInfo(
+        self, request: adapter_pb2.GetAdapterInfoRequest, context: grpc.ServicerContext
+    ) -> adapter_pb2.GetAdapterInfoResponse:
+        return adapter_pb2.GetAdapterInfoResponse(
+            name=self._name,
+            backend=self._backend,
+            source=self._source,
+            revision=self._publisher.revision,
+        )
+
+    def ListObjects(
+        self, request: adapter_pb2.ListObjectsRequest, context: grpc.ServicerContext
+    ) -> adapter_pb2.ListObjectsResponse:
+        revision, objects = self._publisher.snapshot()
+        return adapter_pb2.ListObjectsResponse(revision=revision, objects=objects)
+
+    def WatchObjects(
+        self, request: adapter_pb2.WatchObjectsRequest, context: grpc.ServicerContext
+    ) -> Iterator[adapter_pb2.WatchObjectsResponse]:
+        subscription = self._publisher.subscribe(send_initial=request.send_initial_objects)
+        # Wakes the blocked handler thread as soon as the client cancels or disconnects.
+        if not context.add_callback(subscription.close):
+            subscription.close()
+            return
+        try:
+            while True:
+                try:
+                    event = subscription.next_event(timeout=self._liveness_check_interval)
+                except TimeoutError:
+                    # Belt and braces: never hold a server thread for a dead RPC, even if
+                    # the termination callback were somehow missed.
+                    if not context.is_active():
+                        return
+                    continue
+                except SubscriberLaggedError as error:
+                    _abort(
+                        context,
+                        code_pb2.ABORTED,
+                        "WATCH_LAGGED",
+                        f"{error}; watch again with send_initial_objects to re-sync",
+                    )
+                    return
+                if event is None:
+                    break
+                yield event
+            if context.is_active():  # closed by the publisher, not by the client
+                _abort(context, code_pb2.UNAVAILABLE, "ADAPTER_STOPPING", "the adapter is stopping")
+        finally:
+            subscription.close()
+
+
+def create_adapter_server(
+    servicer: AdapterServicer, host: str = "127.0.0.1", port: int = 0, max_workers: int = 16
+) -> tuple[grpc.Server, int]:
+    """A started server for `servicer` with health (SERVING) and reflection.
+
+    Port 0 picks a free port; the bound port is returned. Every open watch holds one of
+    the `max_workers` threads, so size it for the expected watchers plus a few calls.
+    """
+    server = new_server(max_workers)
+    adapter_pb2_grpc.add_AdapterServiceServicer_to_server(servicer, server)
+    health = add_health_and_reflection(server, [SERVICE_NAME])
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound_port = int(server.add_insecure_port(address))
+    except RuntimeError as error:
+        raise OSError(f"cannot listen on {address}: {error}") from error
+    if bound_port == 0:
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+    set_serving(health, [SERVICE_NAME], serving=True)
+    return server, bound_port
