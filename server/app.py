@@ -9,12 +9,13 @@ from typing import Any, Final
 import redis
 import structlog
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
+from o2ims.inventory.v2 import inventory_pb2_grpc as v2_grpc
 from prometheus_client.core import GaugeMetricFamily
 
 from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
 from server.cache import InventoryCache
 from server.config import GatewayConfig
-from server.inventory_v1 import InventoryV1Servicer
+from server.inventory import InventoryV1Servicer, InventoryV2Servicer
 from server.metrics import GatewayMetrics, MetricsInterceptor
 from server.ops import OpsServer
 from server.store import InventoryStore, connect
@@ -22,7 +23,10 @@ from server.sync import AdapterWatcher, EventTailer, StoreWriter
 
 log = structlog.get_logger()
 
-SERVICE_NAMES: Final = ("o2ims.inventory.v1.InventoryService",)
+SERVICE_NAMES: Final = (
+    "o2ims.inventory.v1.InventoryService",
+    "o2ims.inventory.v2.InventoryService",
+)
 
 
 class Gateway:
@@ -46,6 +50,9 @@ class Gateway:
         self._health = add_health_and_reflection(self.grpc_server, SERVICE_NAMES)
         v1_grpc.add_InventoryServiceServicer_to_server(
             InventoryV1Servicer(self.cache, config.service_uri), self.grpc_server
+        )
+        v2_grpc.add_InventoryServiceServicer_to_server(
+            InventoryV2Servicer(self.cache, config.service_uri), self.grpc_server
         )
         self.metrics.add_state(self._state_metrics)
         self.ops = OpsServer(

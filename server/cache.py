@@ -5,31 +5,25 @@ inventory:events stream in version order (see server.store), so a steady SMO pol
 never costs a Redis round trip, every replica converges on the same view, and reads
 keep working from the last known state while Redis is away.
 
-Wire objects are built from domain objects lazily and memoized; a change to an
-object drops its memo, and a change to an object others embed (the O-Cloud, a site,
-an alarm dictionary) drops the memos of the kinds that embed it.
+Wire objects of each served major version are built from the domain objects lazily
+and memoized. Resources (the one large collection) embed nothing from other objects,
+so a change to a resource drops only its own memos. Every other kind is small, and
+some wire objects embed or derive from others (a 1.x resource type embeds its alarm
+dictionary, a 2.0 site lists its pools), so a change to any of them drops the memos of
+all the small kinds: always correct, and cheap.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from google.protobuf.message import Message
 from o2ims.adapter.v1 import domain_pb2
-from o2ims.inventory.v1 import inventory_pb2 as v1
 
 from adapters.contract import KINDS
-from server import wire_v1
 from server.store import Snapshot, StoredEvent
-
-# Which memoized wire kinds embed data of another kind.
-_DEPENDENTS: Final[dict[str, tuple[str, ...]]] = {
-    "o_cloud": ("resource_pool", "deployment_manager"),
-    "site": ("resource_pool",),
-    "alarm_dictionary": ("resource_type",),
-}
+from server.wire import BuildContext, WireModel
 
 
 def _parse(kind: str, payload: bytes) -> Any:
@@ -46,7 +40,8 @@ class InventoryCache:
         self._objects: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
         self._pool_resources: dict[str, set[str]] = {}
         self._sorted: dict[str, list[str]] = {}
-        self._v1: dict[str, dict[str, Message]] = {kind: {} for kind in KINDS}
+        # (major, kind) -> id -> wire message
+        self._memo: dict[tuple[str, str], dict[str, Message]] = {}
         self._version = 0
         self._last_event_id = "0-0"
         self._loaded = False
@@ -82,7 +77,7 @@ class InventoryCache:
             self._objects = objects
             self._pool_resources = pool_resources
             self._sorted.clear()
-            self._v1 = {kind: {} for kind in KINDS}
+            self._memo.clear()
             self._version = snapshot.version
             self._last_event_id = snapshot.last_event_id
             self._loaded = True
@@ -102,15 +97,17 @@ class InventoryCache:
                 objects.pop(object_id, None)
             else:
                 objects[object_id] = _parse(kind, event.post)
-            if kind == "resource":
-                self._reindex_resource(object_id, previous, objects.get(object_id))
             if (previous is None) != (object_id not in objects):
                 self._sorted.pop(kind, None)
-            self._v1[kind].pop(object_id, None)
-            if kind == "o_cloud":
-                self._v1["o_cloud"].clear()
-            for dependent in _DEPENDENTS.get(kind, ()):
-                self._v1[dependent].clear()
+            if kind == "resource":
+                self._reindex_resource(object_id, previous, objects.get(object_id))
+                for (_, memo_kind), memo in self._memo.items():
+                    if memo_kind == "resource":
+                        memo.pop(object_id, None)
+            else:
+                for (_, memo_kind), memo in self._memo.items():
+                    if memo_kind != "resource":
+                        memo.clear()
             self._version = event.version
             self._last_event_id = event.stream_id
             return True
@@ -127,7 +124,7 @@ class InventoryCache:
                 members.discard(resource_id)
             self._sorted.pop("resource@" + pool, None)
 
-    # --- v1 reads ----------------------------------------------------------------
+    # --- reads -------------------------------------------------------------------
 
     def _ordered_ids(self, kind: str) -> list[str]:
         ids = self._sorted.get(kind)
@@ -135,59 +132,42 @@ class InventoryCache:
             ids = self._sorted[kind] = sorted(self._objects[kind])
         return ids
 
-    def _wire(self, kind: str, object_id: str, build: Callable[[Any], Message]) -> Message | None:
-        memo = self._v1[kind]
+    def _o_cloud_id(self) -> str:
+        ids = self._ordered_ids("o_cloud")
+        return ids[0] if ids else ""
+
+    def _wire(self, model: WireModel, kind: str, object_id: str) -> Message | None:
+        memo = self._memo.setdefault((model.major, kind), {})
         wire = memo.get(object_id)
         if wire is None:
             domain = self._objects[kind].get(object_id)
             if domain is None:
                 return None
-            wire = memo[object_id] = build(domain)
+            context = BuildContext(self._objects, self._o_cloud_id(), self._service_uri)
+            wire = memo[object_id] = model.builders[kind](domain, context)
         return wire
 
-    def _o_cloud(self) -> domain_pb2.OCloud | None:
-        ids = self._ordered_ids("o_cloud")
-        return self._objects["o_cloud"][ids[0]] if ids else None
-
-    def _builder(self, kind: str) -> Callable[[Any], Message]:
-        o_cloud = self._o_cloud()
-        o_cloud_id = o_cloud.o_cloud_id if o_cloud is not None else ""
-        builders: dict[str, Callable[[Any], Message]] = {
-            "resource_type": lambda rt: wire_v1.resource_type_info(
-                rt, self._objects["alarm_dictionary"]
-            ),
-            "resource_pool": lambda pool: wire_v1.resource_pool_info(
-                pool, o_cloud_id, self._objects["site"]
-            ),
-            "resource": wire_v1.resource_info,
-            "deployment_manager": lambda dm: wire_v1.deployment_manager_info(dm, o_cloud_id),
-        }
-        return builders[kind]
-
-    def v1_cloud_info(self) -> v1.OCloudInfo | None:
+    def domain(self, kind: str, object_id: str) -> Any | None:
+        """The domain object itself (for checks the wire model cannot answer)."""
         with self._lock:
-            o_cloud = self._o_cloud()
-            if o_cloud is None:
-                return None
-            wire = self._wire(
-                "o_cloud",
-                o_cloud.o_cloud_id,
-                lambda oc: wire_v1.cloud_info(oc, self._service_uri),
-            )
-            assert isinstance(wire, v1.OCloudInfo)
-            return wire
+            return self._objects[kind].get(object_id)
 
-    def v1_list(self, kind: str) -> list[Any]:
-        """Every object of a kind, as v1 wire objects, ordered by id."""
+    def cloud_info(self, model: WireModel) -> Any | None:
+        """The O-Cloud in `model`'s wire form; None until an adapter provides it."""
         with self._lock:
-            build = self._builder(kind)
-            return [self._wire(kind, oid, build) for oid in self._ordered_ids(kind)]
+            o_cloud_id = self._o_cloud_id()
+            return self._wire(model, "o_cloud", o_cloud_id) if o_cloud_id else None
 
-    def v1_get(self, kind: str, object_id: str) -> Any | None:
+    def collection(self, model: WireModel, kind: str) -> list[Any]:
+        """Every object of a kind in `model`'s wire form, ordered by id."""
         with self._lock:
-            return self._wire(kind, object_id, self._builder(kind))
+            return [self._wire(model, kind, oid) for oid in self._ordered_ids(kind)]
 
-    def v1_pool_resources(self, pool_id: str) -> list[Any] | None:
+    def get(self, model: WireModel, kind: str, object_id: str) -> Any | None:
+        with self._lock:
+            return self._wire(model, kind, object_id)
+
+    def pool_resources(self, model: WireModel, pool_id: str) -> list[Any] | None:
         """The resources of a pool, ordered by id; None if the pool is unknown."""
         with self._lock:
             if pool_id not in self._objects["resource_pool"]:
@@ -196,5 +176,4 @@ class InventoryCache:
             ids = self._sorted.get(key)
             if ids is None:
                 ids = self._sorted[key] = sorted(self._pool_resources.get(pool_id, ()))
-            build = self._builder("resource")
-            return [self._wire("resource", oid, build) for oid in ids]
+            return [self._wire(model, "resource", oid) for oid in ids]

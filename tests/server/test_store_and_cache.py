@@ -8,6 +8,7 @@ from o2ims.adapter.v1 import domain_pb2
 from adapters.contract import serialize
 from server.cache import InventoryCache
 from server.store import EVENTS_KEY, Change, InventoryStore, connect
+from server.wire.v1 import MODEL as V1
 
 POOL_ID = "7d1d5a2a-5a47-4c8e-9f0b-8d5a3e3f1c11"
 OTHER_POOL_ID = "0b3f9a51-1f27-4d7e-8c1e-6a0d2c4b9e22"
@@ -67,7 +68,7 @@ def test_cache_follows_events_and_builds_v1_wire_objects(redis_url: str) -> None
     store = InventoryStore(connect(redis_url))
     cache = InventoryCache("https://gw.example:8443")
     cache.load(store.snapshot())
-    assert cache.loaded and cache.v1_list("resource_pool") == []
+    assert cache.loaded and cache.collection(V1, "resource_pool") == []
 
     store.apply(
         "static",
@@ -78,14 +79,14 @@ def test_cache_follows_events_and_builds_v1_wire_objects(redis_url: str) -> None
     )
     for event in store.read_events(cache.last_event_id, block_ms=0):
         assert cache.apply(event)
-    pools = cache.v1_list("resource_pool")
+    pools = cache.collection(V1, "resource_pool")
     assert [p.name for p in pools] == ["edge"]
-    resources = cache.v1_pool_resources(POOL_ID)
+    resources = cache.pool_resources(V1, POOL_ID)
     assert resources is not None and len(resources) == 1
     wire = json_format.MessageToDict(resources[0])
     assert wire["resourceId"] == RESOURCE_ID
     assert wire["elements"][0]["description"] == "NIC"
-    assert cache.v1_pool_resources(OTHER_POOL_ID) is None
+    assert cache.pool_resources(V1, OTHER_POOL_ID) is None
 
     # Moving the resource to another pool re-indexes it.
     store.apply(
@@ -97,8 +98,8 @@ def test_cache_follows_events_and_builds_v1_wire_objects(redis_url: str) -> None
     )
     for event in store.read_events(cache.last_event_id, block_ms=0):
         assert cache.apply(event)
-    assert cache.v1_pool_resources(POOL_ID) == []
-    moved = cache.v1_pool_resources(OTHER_POOL_ID)
+    assert cache.pool_resources(V1, POOL_ID) == []
+    moved = cache.pool_resources(V1, OTHER_POOL_ID)
     assert moved is not None and moved[0].description == "moved"
 
 
@@ -111,7 +112,7 @@ def test_cache_reports_a_gap_instead_of_applying_out_of_order(redis_url: str) ->
     events = store.read_events("0-0", block_ms=0)
     assert not cache.apply(events[1])  # version 2 before version 1: a gap
     assert cache.apply(events[0]) and cache.apply(events[1])
-    pool = cache.v1_get("resource_pool", POOL_ID)
+    pool = cache.get(V1, "resource_pool", POOL_ID)
     assert pool is not None and pool.name == "b"
 
 
@@ -127,6 +128,6 @@ def test_snapshot_reload_matches_incremental_view(redis_url: str) -> None:
     cache = InventoryCache("https://gw")
     cache.load(store.snapshot())
     assert cache.version == 50
-    assert [p.resource_pool_id for p in cache.v1_list("resource_pool")] == [
+    assert [p.resource_pool_id for p in cache.collection(V1, "resource_pool")] == [
         f"pool-{i:03d}" for i in range(50)
     ]

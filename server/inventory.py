@@ -1,0 +1,202 @@
+"""o2ims.inventory.v{1,2}.InventoryService, served from the cache.
+
+One implementation serves every major version: the versions' RPCs have the same names
+and shapes, and differ only in their wire messages, which the WireModel supplies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+import grpc
+from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
+from o2ims.inventory.v2 import inventory_pb2_grpc as v2_grpc
+
+from server.cache import InventoryCache
+from server.errors import NotFound, Unavailable, grpc_errors
+from server.wire import WireModel
+from server.wire import v1 as wire_v1
+from server.wire import v2 as wire_v2
+
+API_NAME: Final = "o2ims-infrastructureInventory"
+MODELS: Final = (wire_v1.MODEL, wire_v2.MODEL)
+# Response header naming the collection field of a list response. The REST shaper in
+# Envoy unwraps that field into the bare JSON array O2ims requires; gRPC ignores it.
+COLLECTION_HEADER: Final = "x-o2ims-collection"
+
+# kind: (List response message, collection field, its JSON name)
+_COLLECTIONS: Final = {
+    "resource_type": ("ListResourceTypesResponse", "resource_types", "resourceTypes"),
+    "alarm_dictionary": (
+        "ListAlarmDictionariesResponse",
+        "alarm_dictionaries",
+        "alarmDictionaries",
+    ),
+    "resource_pool": ("ListResourcePoolsResponse", "resource_pools", "resourcePools"),
+    "resource": ("ListResourcesResponse", "resources", "resources"),
+    "deployment_manager": (
+        "ListDeploymentManagersResponse",
+        "deployment_managers",
+        "deploymentManagers",
+    ),
+    "location": ("ListLocationsResponse", "locations", "locations"),
+    "site": ("ListOCloudSitesResponse", "o_cloud_sites", "oCloudSites"),
+}
+# kind: (O2ims object type, id attribute) for NOT_FOUND details.
+_NAMES: Final = {
+    "resource_type": ("ResourceType", "resourceTypeId"),
+    "alarm_dictionary": ("AlarmDictionary", "alarmDictionaryId"),
+    "resource_pool": ("ResourcePool", "resourcePoolId"),
+    "resource": ("Resource", "resourceId"),
+    "deployment_manager": ("DeploymentManager", "deploymentManagerId"),
+    "location": ("Location", "globalLocationId"),
+    "site": ("OCloudSite", "oCloudSiteId"),
+}
+
+
+def not_found(kind: str, object_id: str) -> NotFound:
+    object_type, id_field = _NAMES[kind]
+    return NotFound(object_type, id_field, object_id, reason=f"{kind.upper()}_NOT_FOUND")
+
+
+class InventoryServicer:
+    """The RPCs of every Inventory major; subclasses bind a WireModel and the
+    generated servicer base of that major."""
+
+    model: ClassVar[WireModel]
+
+    def __init__(self, cache: InventoryCache, service_uri: str) -> None:
+        self._cache = cache
+        self._service_uri = service_uri.rstrip("/")
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _list(self, context: grpc.ServicerContext, kind: str, items: list[Any]) -> Any:
+        response_name, field, json_name = _COLLECTIONS[kind]
+        context.send_initial_metadata(((COLLECTION_HEADER, json_name),))
+        return getattr(self.model.pb, response_name)(**{field: items})
+
+    def _get(self, kind: str, object_id: str) -> Any:
+        found = self._cache.get(self.model, kind, object_id)
+        if found is None:
+            raise not_found(kind, object_id)
+        return found
+
+    def _versions(self, uri_prefix: str, models: tuple[WireModel, ...]) -> Any:
+        pb = self.model.pb
+        return pb.ApiVersionInformation(
+            uri_prefix=uri_prefix,
+            api_versions=[pb.ApiVersion(version=m.version) for m in models],
+        )
+
+    # --- API versions and the O-Cloud ---------------------------------------------
+
+    @grpc_errors
+    def GetAllApiVersions(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._versions(f"{self._service_uri}/{API_NAME}", MODELS)
+
+    @grpc_errors
+    def GetApiVersions(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._versions(f"{self._service_uri}/{API_NAME}/{self.model.major}", (self.model,))
+
+    @grpc_errors
+    def GetCloudInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
+        info = self._cache.cloud_info(self.model)
+        if info is None:
+            raise Unavailable("OCLOUD_NOT_CONFIGURED", "no adapter has provided the O-Cloud yet")
+        return info
+
+    # --- resource types and alarm dictionaries --------------------------------------
+
+    @grpc_errors
+    def ListResourceTypes(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._list(
+            context, "resource_type", self._cache.collection(self.model, "resource_type")
+        )
+
+    @grpc_errors
+    def GetResourceType(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._get("resource_type", request.resource_type_id)
+
+    @grpc_errors
+    def GetResourceTypeAlarmDictionary(self, request: Any, context: grpc.ServicerContext) -> Any:
+        resource_type = self._cache.domain("resource_type", request.resource_type_id)
+        if resource_type is None:
+            raise not_found("resource_type", request.resource_type_id)
+        return self._get("alarm_dictionary", resource_type.alarm_dictionary_id)
+
+    @grpc_errors
+    def ListAlarmDictionaries(self, request: Any, context: grpc.ServicerContext) -> Any:
+        items = self._cache.collection(self.model, "alarm_dictionary")
+        return self._list(context, "alarm_dictionary", items)
+
+    @grpc_errors
+    def GetAlarmDictionary(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._get("alarm_dictionary", request.alarm_dictionary_id)
+
+    # --- pools and resources -------------------------------------------------------
+
+    @grpc_errors
+    def ListResourcePools(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._list(
+            context, "resource_pool", self._cache.collection(self.model, "resource_pool")
+        )
+
+    @grpc_errors
+    def GetResourcePool(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._get("resource_pool", request.resource_pool_id)
+
+    @grpc_errors
+    def ListResources(self, request: Any, context: grpc.ServicerContext) -> Any:
+        resources = self._cache.pool_resources(self.model, request.resource_pool_id)
+        if resources is None:
+            raise not_found("resource_pool", request.resource_pool_id)
+        return self._list(context, "resource", resources)
+
+    @grpc_errors
+    def GetResource(self, request: Any, context: grpc.ServicerContext) -> Any:
+        pool_id = request.resource_pool_id
+        if self._cache.domain("resource_pool", pool_id) is None:
+            raise not_found("resource_pool", pool_id)
+        resource = self._cache.get(self.model, "resource", request.resource_id)
+        # A resource asked for under another pool does not exist at that path.
+        if resource is None or resource.resource_pool_id != pool_id:
+            raise not_found("resource", request.resource_id)
+        return resource
+
+    # --- deployment managers -------------------------------------------------------
+
+    @grpc_errors
+    def ListDeploymentManagers(self, request: Any, context: grpc.ServicerContext) -> Any:
+        items = self._cache.collection(self.model, "deployment_manager")
+        return self._list(context, "deployment_manager", items)
+
+    @grpc_errors
+    def GetDeploymentManager(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._get("deployment_manager", request.deployment_manager_id)
+
+    # --- locations and sites (2.0.0) ---------------------------------------------------
+
+    @grpc_errors
+    def ListLocations(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._list(context, "location", self._cache.collection(self.model, "location"))
+
+    @grpc_errors
+    def GetLocation(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._get("location", request.global_location_id)
+
+    @grpc_errors
+    def ListOCloudSites(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._list(context, "site", self._cache.collection(self.model, "site"))
+
+    @grpc_errors
+    def GetOCloudSite(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._get("site", request.o_cloud_site_id)
+
+
+class InventoryV1Servicer(InventoryServicer, v1_grpc.InventoryServiceServicer):
+    model = wire_v1.MODEL
+
+
+class InventoryV2Servicer(InventoryServicer, v2_grpc.InventoryServiceServicer):
+    model = wire_v2.MODEL

@@ -1,0 +1,62 @@
+"""The Inventory 1.x wire model (o2ims.inventory.v1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from o2ims.adapter.v1 import domain_pb2
+from o2ims.inventory.v1 import inventory_pb2 as pb
+
+from server.wire import BuildContext, WireModel, common
+
+
+def cloud_info(ocloud: domain_pb2.OCloud, context: BuildContext) -> pb.OCloudInfo:
+    info = pb.OCloudInfo(
+        o_cloud_id=ocloud.o_cloud_id,
+        # 1.x clients (and the conformance tests) read the lower-case-c spelling; emit both.
+        globalcloud_id=ocloud.global_cloud_id,
+        global_cloud_id=ocloud.global_cloud_id,
+        name=ocloud.name,
+        description=ocloud.description,
+        service_uri=context.service_uri,
+    )
+    common.extensions(info.extensions, ocloud.extensions)
+    return info
+
+
+def resource_type_info(resource_type: domain_pb2.ResourceType, context: BuildContext) -> Any:
+    info = common.resource_type_fields(pb, resource_type)
+    # 1.x embeds the dictionary itself.
+    dictionary = context.objects["alarm_dictionary"].get(resource_type.alarm_dictionary_id)
+    if dictionary is not None:
+        info.alarm_dictionary.CopyFrom(common.alarm_dictionary(pb, dictionary))
+    return info
+
+
+def resource_pool_info(pool: domain_pb2.ResourcePool, context: BuildContext) -> pb.ResourcePoolInfo:
+    info = pb.ResourcePoolInfo(
+        resource_pool_id=pool.resource_pool_id,
+        name=pool.name,
+        description=pool.description,
+        o_cloud_id=context.o_cloud_id,
+        # 1.x carries the location on the pool; 2.0 moved it to the site.
+        global_location_id=common.site_location_id(context, pool.o_cloud_site_id),
+        location=pool.location,
+    )
+    common.extensions(info.extensions, pool.extensions)
+    return info
+
+
+MODEL = WireModel(
+    major="v1",
+    version="1.2.0",
+    pb=pb,
+    builders={
+        "o_cloud": cloud_info,
+        "alarm_dictionary": lambda d, _: common.alarm_dictionary(pb, d),
+        "resource_type": resource_type_info,
+        "resource_pool": resource_pool_info,
+        "resource": lambda r, _: common.resource_info(pb, r),
+        "deployment_manager": lambda m, c: common.deployment_manager_info(pb, m, c),
+    },
+)

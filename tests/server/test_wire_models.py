@@ -1,0 +1,150 @@
+"""One domain model, two wire models: the §3 attribute sets of Inventory 1.x and 2.0.0,
+and the 2.0.0 cross references between locations, sites and pools."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from o2ims.adapter.v1 import domain_pb2
+
+from adapters.contract import KINDS, object_key, serialize
+from adapters.static.loader import load_inventory
+from server.cache import InventoryCache
+from server.store import Snapshot, StoredEvent
+from server.wire import WireModel
+from server.wire.v1 import MODEL as V1
+from server.wire.v2 import MODEL as V2
+from tests.conftest import EXAMPLE_INVENTORY
+
+SERVICE_URI = "https://o2ims.example.net"
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[domain_pb2.InventoryObject]:
+    return load_inventory(EXAMPLE_INVENTORY)
+
+
+@pytest.fixture
+def cache(objects: list[domain_pb2.InventoryObject]) -> InventoryCache:
+    stored: dict[str, dict[str, bytes]] = {kind: {} for kind in KINDS}
+    for obj in objects:
+        kind, object_id = object_key(obj)
+        stored[kind][object_id] = serialize(obj)
+    cache = InventoryCache(SERVICE_URI)
+    cache.load(Snapshot(version=len(objects), last_event_id="1-0", objects=stored))
+    return cache
+
+
+def _json(message: Any) -> dict[str, Any]:
+    # What Envoy's transcoder prints: JSON names, defaults included.
+    result: dict[str, Any] = json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True
+    )
+    return result
+
+
+def _all(cache: InventoryCache, model: WireModel, kind: str) -> list[dict[str, Any]]:
+    return [_json(m) for m in cache.collection(model, kind)]
+
+
+def test_cloud_info_spells_the_global_id_per_version(cache: InventoryCache) -> None:
+    v1 = _json(cache.cloud_info(V1))
+    v2 = _json(cache.cloud_info(V2))
+    assert v1["globalcloudId"] == v1["globalCloudId"] == v2["globalCloudId"]
+    assert "globalcloudId" not in v2
+    for info in (v1, v2):
+        assert info["serviceUri"] == SERVICE_URI
+        assert {"oCloudId", "name", "description", "extensions"} <= set(info)
+
+
+def test_v1_resource_types_embed_the_dictionary_and_v2_reference_it(
+    cache: InventoryCache,
+) -> None:
+    v1_types = {t["resourceTypeId"]: t for t in _all(cache, V1, "resource_type")}
+    v2_types = {t["resourceTypeId"]: t for t in _all(cache, V2, "resource_type")}
+    assert v1_types.keys() == v2_types.keys()
+    with_dictionary = [t for t in v2_types.values() if t["alarmDictionaryId"]]
+    assert with_dictionary, "the example should give some types an alarm dictionary"
+    for v2_type in with_dictionary:
+        v1_type = v1_types[v2_type["resourceTypeId"]]
+        assert "alarmDictionary" not in v2_type
+        assert v1_type["alarmDictionary"]["alarmDictionaryId"] == v2_type["alarmDictionaryId"]
+        assert v1_type["alarmDictionary"]["managementInterfaceId"] == ["O2IMS"]
+        assert v1_type["alarmDictionaryId"] == v2_type["alarmDictionaryId"]
+        assert v1_type["resourceKind"] in {"PHYSICAL", "LOGICAL", "UNDEFINED"}
+
+
+def test_pools_carry_the_fields_of_their_version(cache: InventoryCache) -> None:
+    v1_pools = _all(cache, V1, "resource_pool")
+    v2_pools = _all(cache, V2, "resource_pool")
+    for pool in v1_pools:
+        assert {"oCloudId", "globalLocationId", "location", "extensions"} <= set(pool)
+        assert "oCloudSiteId" not in pool
+    for pool in v2_pools:
+        assert {"oCloudSiteId", "oCloudId", "globalLocationId"} <= set(pool)
+        assert "location" not in pool
+    assert {p["globalLocationId"] for p in v1_pools} == {p["globalLocationId"] for p in v2_pools}
+
+
+def test_v2_locations_sites_and_pools_reference_each_other_consistently(
+    cache: InventoryCache,
+) -> None:
+    locations = {loc["globalLocationId"]: loc for loc in _all(cache, V2, "location")}
+    sites = {site["oCloudSiteId"]: site for site in _all(cache, V2, "site")}
+    pools = {pool["resourcePoolId"]: pool for pool in _all(cache, V2, "resource_pool")}
+    assert len(locations) >= 2 and len(sites) >= 2
+    for location_id, location in locations.items():
+        assert location["oCloudSiteIds"], location_id
+        for site_id in location["oCloudSiteIds"]:
+            assert sites[site_id]["globalLocationId"] == location_id
+        assert location["coordinate"]["type"] == "Point"
+        assert len(location["coordinate"]["coordinates"]) in (2, 3)
+    for site_id, site in sites.items():
+        assert site_id in locations[site["globalLocationId"]]["oCloudSiteIds"]
+        for pool_id in site["resourcePools"]:
+            assert pools[pool_id]["oCloudSiteId"] == site_id
+            assert pools[pool_id]["globalLocationId"] == site["globalLocationId"]
+    assert {p for s in sites.values() for p in s["resourcePools"]} == set(pools)
+
+
+def test_a_site_change_reaches_the_wire_objects_that_derive_from_it(
+    cache: InventoryCache, objects: list[domain_pb2.InventoryObject]
+) -> None:
+    site_obj = next(o for o in objects if o.WhichOneof("kind") == "site")
+    pool = next(
+        p
+        for p in _all(cache, V2, "resource_pool")
+        if p["oCloudSiteId"] == site_obj.site.o_cloud_site_id
+    )
+    other_location = next(
+        loc["globalLocationId"]
+        for loc in _all(cache, V2, "location")
+        if loc["globalLocationId"] != site_obj.site.global_location_id
+    )
+    moved = domain_pb2.InventoryObject()
+    moved.CopyFrom(site_obj)
+    moved.site.global_location_id = other_location
+    applied = cache.apply(
+        StoredEvent(
+            stream_id="2-0",
+            version=cache.version + 1,
+            kind="site",
+            object_id=moved.site.o_cloud_site_id,
+            event="modify",
+            prior=serialize(site_obj),
+            post=serialize(moved),
+        )
+    )
+    assert applied
+    assert (
+        _json(cache.get(V2, "resource_pool", pool["resourcePoolId"]))["globalLocationId"]
+        == other_location
+    )
+    assert (
+        _json(cache.get(V1, "resource_pool", pool["resourcePoolId"]))["globalLocationId"]
+        == other_location
+    )
+    location = _json(cache.get(V2, "location", other_location))
+    assert moved.site.o_cloud_site_id in location["oCloudSiteIds"]
