@@ -14,17 +14,19 @@ BUF_VERSION := 1.75.0
 GEN := gen/python
 DESCRIPTOR := gen/o2ims.pb
 THIRD_PARTY := build/third_party/proto
+OPENAPI := rest_facade/openapi/o2ims.json
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROTOS := $(shell find proto -name '*.proto' | sort)
 # Debian packages the tests and `make run` need on a fresh machine.
 DEB_PACKAGES := redis-server nghttp2-client
 
-.PHONY: help run test lint typecheck pytest gen venv system-deps tools clean
+.PHONY: help run test lint typecheck pytest gen openapi venv system-deps tools clean
 
 help:
 	@echo "make run    start the gateway locally (see README.md)"
 	@echo "make test   lint, type-check and test (installs what is missing)"
 	@echo "make gen    regenerate code and the descriptor set from proto/"
+	@echo "make openapi regenerate $(OPENAPI) from proto/ (commit it; a test checks it)"
 
 ## --- environment -----------------------------------------------------------
 
@@ -69,6 +71,9 @@ $(GEN)/.stamp: $(PROTOS) $(VENV)/.installed
 	  --descriptor_set_out=$(DESCRIPTOR) $(PROTOS) $(THIRD_PARTY)/google/rpc/status.proto $(THIRD_PARTY)/google/rpc/error_details.proto
 	@find $(GEN)/o2ims -type d -exec touch {}/__init__.py \;
 	@touch $(GEN)/py.typed $@
+
+openapi: gen
+	$(PY) -m rest_facade.openapi --descriptor $(DESCRIPTOR) --out $(OPENAPI)
 
 ## --- the two commands -------------------------------------------------------
 

@@ -22,6 +22,11 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 10_000),
     # A watch stream is long-lived; never cut it for age.
     ("grpc.max_connection_age_ms", 2**31 - 1),
+    # Envoy forwards the REST path twice (:path and x-envoy-original-path). gRPC's default
+    # soft limit (8 KiB) rejects requests between it and the hard limit (16 KiB) at random;
+    # equal limits make it deterministic, and the edge turns the refusal into a 431.
+    ("grpc.max_metadata_size", 16 * 1024),
+    ("grpc.absolute_max_metadata_size", 16 * 1024),
 ]
 
 # Client side of the same policy, for channels to long-lived watch streams.

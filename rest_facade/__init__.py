@@ -1,3 +1,5 @@
-"""Everything that makes Envoy's gRPC-JSON transcoding speak exact O2ims REST: the Envoy
-configuration (rendered from envoy/gateway.yaml.in), the Lua response shaper, the
-ProblemDetails mapping of Envoy's own replies, and running Envoy itself."""
+"""Everything that makes Envoy's gRPC-JSON transcoding speak exact O2ims REST: the HTTP
+rules read from the descriptor set (http_rules), the routes and the Envoy configuration
+rendered from them (envoy_routes, envoy_config, envoy/gateway.yaml.in), the Lua shaper,
+the ProblemDetails mapping of Envoy's own replies, the OpenAPI document (openapi), and
+running Envoy itself."""

@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+from rest_facade import envoy_routes, openapi
+from rest_facade.http_rules import HttpRule, read_rules, services_with_rules
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = REPO_ROOT / "envoy" / "gateway.yaml.in"
 SHAPER_PATH = Path(__file__).resolve().parent / "shaper.lua"
@@ -40,6 +43,11 @@ SERVER_ERROR_DETAILS = {
     504: "the inventory service did not answer in time; retry later",
 }
 GENERIC_SERVER_ERROR_DETAIL = "the gateway could not complete the request"
+# Envoy's response code details name the check that failed (e.g. "http1.codec_error"); they
+# are about the request only, as nothing upstream happened yet.
+PRE_FILTER_DETAIL = "the request is malformed (%RESPONSE_CODE_DETAILS%)"
+# Where the Lua shaper records "this is a REST request" (rest_facade/shaper.lua NAMESPACE).
+REST_METADATA_NAMESPACE = "netweave.rest"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
@@ -67,6 +75,9 @@ class EnvoyConfig:
     require_client_certificate: bool = False
     # None: the access log goes to Envoy's stdout.
     access_log_path: Path | None = None
+    # The gRPC services published through the edge (REST and native gRPC). None: every
+    # service of the descriptor set that has HTTP rules. Services left out answer 404.
+    services: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("listen_port", "core_port", "admin_port"):
@@ -120,15 +131,34 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "require_client_certificate": "true" if config.require_client_certificate else "false",
         "access_log_path": _path(access_log),
     }
+    rules = served_rules(config)
+    openapi_json = openapi.render_json(openapi.build_document(config.descriptor_path, rules))
+    scalars["transcoded_services"] = json.dumps(services_with_rules(rules))
+    # Room for the document plus the other direct responses (short ProblemDetails texts).
+    scalars["max_direct_response_body_size_bytes"] = str(len(openapi_json.encode()) + 4096)
     blocks = {
+        "routes": _yaml_block(envoy_routes.routes(rules, openapi_json)),
         "shaper_lua": SHAPER_PATH.read_text(),
-        "local_reply_mappers": yaml.safe_dump(
-            _local_reply_mappers(), sort_keys=False, default_flow_style=False, width=1000
-        ),
+        "local_reply_mappers": _yaml_block(_local_reply_mappers()),
     }
     for name, text in blocks.items():
         scalars[name] = _indent_continuation(text, _placeholder_indent(template_text, name))
     return scalars
+
+
+def served_rules(config: EnvoyConfig) -> list[HttpRule]:
+    """The HTTP rules of the services `config` publishes, read from its descriptor set."""
+    rules = read_rules(config.descriptor_path)
+    if config.services is None:
+        return rules
+    unknown = set(config.services) - set(services_with_rules(rules))
+    if unknown:
+        raise ValueError(f"services without HTTP rules in {config.descriptor_path}: {unknown}")
+    return [rule for rule in rules if rule.service in config.services]
+
+
+def _yaml_block(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=1000)
 
 
 def _path(path: Path) -> str:
@@ -151,21 +181,56 @@ def _indent_continuation(text: str, indent: int) -> str:
 
 
 def _local_reply_mappers() -> list[dict[str, Any]]:
-    mappers = [
-        _problem_mapper(
-            _status_filter("EQ", status),
-            status,
-            http.HTTPStatus(status).phrase,
-            SERVER_ERROR_DETAILS.get(status, "%LOCAL_REPLY_BODY%"),
+    mappers: list[dict[str, Any]] = []
+    for status in LOCAL_REPLY_STATUSES:
+        title = http.HTTPStatus(status).phrase
+        if status in SERVER_ERROR_DETAILS:
+            mappers.append(
+                _problem_mapper(
+                    [_status_filter("EQ", status)], status, title, SERVER_ERROR_DETAILS[status]
+                )
+            )
+            continue
+        # Inside the filter chain every local reply has a body that says what was wrong
+        # (the transcoder's parse error, a route's 404/405 text, the shaper's 400).
+        mappers.append(
+            _problem_mapper(
+                [_status_filter("EQ", status), _in_filter_chain()],
+                status,
+                title,
+                "%LOCAL_REPLY_BODY%",
+            )
         )
-        for status in LOCAL_REPLY_STATUSES
-    ]
+        # The HTTP codec and connection manager reject some requests before any filter
+        # runs, with an empty body (a path with %00, too many headers): say which check.
+        mappers.append(
+            _problem_mapper([_status_filter("EQ", status)], status, title, PRE_FILTER_DETAIL)
+        )
     # Whatever else Envoy may produce: a problem, never a leak of internal detail.
     mappers.append(
-        _problem_mapper(_status_filter("GE", 500), None, "Error", GENERIC_SERVER_ERROR_DETAIL)
+        _problem_mapper([_status_filter("GE", 500)], None, "Error", GENERIC_SERVER_ERROR_DETAIL)
     )
-    mappers.append(_problem_mapper(_status_filter("GE", 400), None, "Error", "%LOCAL_REPLY_BODY%"))
+    mappers.append(
+        _problem_mapper(
+            [_status_filter("GE", 400), _in_filter_chain()], None, "Error", "%LOCAL_REPLY_BODY%"
+        )
+    )
+    mappers.append(_problem_mapper([_status_filter("GE", 400)], None, "Error", PRE_FILTER_DETAIL))
     return mappers
+
+
+def _in_filter_chain() -> dict[str, Any]:
+    """Matches replies to requests the Lua shaper has seen (it marks every REST request)."""
+    return {
+        "metadata_filter": {
+            "matcher": {
+                "filter": REST_METADATA_NAMESPACE,
+                "path": [{"key": "rest"}],
+                "value": {"string_match": {"exact": "1"}},
+            },
+            "match_if_key_not_found": False,
+        }
+    }
 
 
 def _status_filter(op: str, status: int) -> dict[str, Any]:
@@ -213,10 +278,10 @@ def _rest_request() -> dict[str, Any]:
 
 
 def _problem_mapper(
-    status_filter: dict[str, Any], status: int | None, title: str, detail: str
+    filters: list[dict[str, Any]], status: int | None, title: str, detail: str
 ) -> dict[str, Any]:
     return {
-        "filter": {"and_filter": {"filters": [_rest_request(), status_filter]}},
+        "filter": {"and_filter": {"filters": [_rest_request(), *filters]}},
         "body_format_override": {
             "json_format": {
                 # A number, not a string: %RESPONSE_CODE% alone keeps its type in json_format.

@@ -1,19 +1,31 @@
--- netweave REST response shaper (Envoy Lua filter, placed BEFORE the gRPC-JSON transcoder,
--- so on the way out it sees the transcoded JSON). It closes the gap between what the
--- transcoder emits and the O2ims wire contract:
+-- netweave REST shaper (Envoy Lua filter, placed BEFORE the gRPC-JSON transcoder, so on
+-- the way in it sees the client's REST request and on the way out the transcoded JSON). It
+-- closes the gap between what the transcoder does and the O2ims wire contract:
+--   * requests whose path or query is not UTF-8 once percent-decoded: 400 (the core could
+--     not even decode the gRPC request, and would answer 500); dot segments: 400
+--   * bare boolean query flags (`?all_fields`) get their implied `=true`
 --   * list responses: {"nextPageToken":"..","resourcePools":[..]} -> the bare array [..]
+--   * google.protobuf.Empty responses (DELETE): no body at all instead of `{}`
+--   * `x-o2ims-http-status` from the core (201 on create, with `location`) becomes the HTTP
+--     status of a success
+--   * gRPC UNIMPLEMENTED (a published API the core does not serve): 404, not 501
 --   * upstream errors: google.rpc.Status JSON -> RFC 7807 application/problem+json
 --   * no grpc-* or internal x-o2ims-* headers leak to REST clients
 -- Native gRPC callers (content-type application/grpc*) pass through untouched.
+--
+-- What a response is (list, empty) comes from the route: rest_facade/envoy_routes.py puts
+-- it into each gRPC method route's metadata, derived from the descriptor set.
 
--- Request side records "this is REST" here; the access log reads grpc_status from it too.
+-- Request side records "this is REST" here; the access log reads grpc_status from it too,
+-- and local_reply_config tells replies made inside the filter chain by the `rest` key.
 local NAMESPACE = "netweave.rest"
 
 -- The HTTP statuses the transcoder maps gRPC codes to; anything else is titled "Error".
 local REASON_PHRASES = {
   [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
-  [404] = "Not Found", [409] = "Conflict",
-  [429] = "Too Many Requests", [499] = "Client Closed Request",
+  [404] = "Not Found", [409] = "Conflict", [412] = "Precondition Failed",
+  [429] = "Too Many Requests", [431] = "Request Header Fields Too Large",
+  [499] = "Client Closed Request",
   [500] = "Internal Server Error", [501] = "Not Implemented",
   [503] = "Service Unavailable", [504] = "Gateway Timeout",
 }
@@ -21,7 +33,13 @@ local REASON_PHRASES = {
 local STRIPPED_HEADERS = {
   "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding",
   "grpc-encoding",
+  -- Pre-`x-o2ims-` spelling of the status override; honoured, and never leaked either.
+  "x-http-status",
 }
+
+local GRPC_UNKNOWN = "2"
+local GRPC_RESOURCE_EXHAUSTED = "8"
+local GRPC_UNIMPLEMENTED = "12"
 
 local function starts_with(text, prefix)
   return text:sub(1, #prefix) == prefix
@@ -66,11 +84,182 @@ local function bare_array(body, name)
   return "[]"
 end
 
-function envoy_on_request(handle)
-  local content_type = handle:headers():get("content-type") or ""
-  if not starts_with(content_type, "application/grpc") then
-    handle:streamInfo():dynamicMetadata():set(NAMESPACE, "rest", "1")
+-- Whether `text` is well-formed UTF-8 as protobuf requires of string fields: no overlong
+-- forms, no surrogates, nothing above U+10FFFF.
+local function valid_utf8(text)
+  local i, n = 1, #text
+  while i <= n do
+    local c = text:byte(i)
+    local count, low, high = 0, 0x80, 0xBF
+    if c < 0x80 then
+      count = 0
+    elseif c >= 0xC2 and c <= 0xDF then
+      count = 1
+    elseif c >= 0xE0 and c <= 0xEF then
+      count = 2
+      if c == 0xE0 then low = 0xA0 elseif c == 0xED then high = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      count = 3
+      if c == 0xF0 then low = 0x90 elseif c == 0xF4 then high = 0x8F end
+    else
+      return false
+    end
+    for k = 1, count do
+      local next_byte = text:byte(i + k)
+      if next_byte == nil then
+        return false
+      end
+      -- Only the first continuation byte has the narrowed range.
+      local lo, hi = 0x80, 0xBF
+      if k == 1 then lo, hi = low, high end
+      if next_byte < lo or next_byte > hi then
+        return false
+      end
+    end
+    i = i + count + 1
   end
+  return true
+end
+
+-- Fetched afresh each time: a stream-info object taken before handle:body() is dead after it.
+local function record(handle, key, value)
+  handle:streamInfo():dynamicMetadata():set(NAMESPACE, key, value)
+end
+
+local function percent_decoded(text)
+  return (text:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+-- Whether the path (query excluded) has a `.` or `..` segment, also spelled %2E.
+local function has_dot_segment(path)
+  local path_only = path:match("^[^?]*")
+  for segment in path_only:gmatch("[^/]+") do
+    local dots = segment:lower():gsub("%%2e", ".")
+    if dots == "." or dots == ".." then
+      return true
+    end
+  end
+  return false
+end
+
+-- REST bodies above this are refused with 413 (the transcoder's own limit is on its
+-- internal buffer, and a long JSON string passes it). Equal to max_request_body_size in
+-- envoy/gateway.yaml.in; a test keeps the two in step.
+local MAX_REQUEST_BODY_BYTES = 1048576
+
+-- 413 for a body over the limit. A declared length is checked without buffering (over
+-- HTTP/2 a buffering filter is capped by the 64 KiB stream window). A body of unknown
+-- length is buffered, and Envoy itself answers 413 when it outgrows the stream's buffer.
+local function check_body_size(handle, headers)
+  local length = headers:get("content-length")
+  if length ~= nil then
+    if (tonumber(length) or 0) > MAX_REQUEST_BODY_BYTES then
+      handle:respond({[":status"] = "413"},
+        "the request body is larger than " .. MAX_REQUEST_BODY_BYTES .. " bytes")
+    end
+  elseif headers:get("transfer-encoding") ~= nil or headers:get(":method") ~= "GET" then
+    handle:body(true)
+  end
+end
+
+-- `?all_fields` (or `?all_fields=`) -> `?all_fields=true` for the boolean flags of this path (the route's
+-- metadata lists them): O2ims sends such flags bare, and the transcoder would ignore a
+-- query parameter without a value.
+local function complete_flags(handle, headers, path)
+  local flags = handle:metadata():get("flags")
+  local base, query = path:match("^([^?]*)%?(.*)$")
+  if flags == nil or query == nil then
+    return
+  end
+  local is_flag = {}
+  for _, name in pairs(flags) do
+    is_flag[name] = true
+  end
+  local parts, changed = {}, false
+  for part in query:gmatch("[^&]+") do
+    -- `all_fields=` too: form encoders write an empty value that way.
+    local name = part:match("^(.-)=?$")
+    if is_flag[name] then
+      part = name .. "=true"
+      changed = true
+    end
+    parts[#parts + 1] = part
+  end
+  if changed then
+    headers:replace(":path", base .. "?" .. table.concat(parts, "&"))
+  end
+end
+
+-- The first query parameter whose (percent-decoded) name this path does not accept, or
+-- nil. The route's metadata lists the accepted names, derived from the request message
+-- (fields the path and body do not bind).
+local function unknown_query_parameter(handle, path)
+  local query = path:match("%?(.*)$")
+  local accepted = handle:metadata():get("query")
+  if query == nil or query == "" or accepted == nil then
+    return nil
+  end
+  local ok = {}
+  for _, name in pairs(accepted) do
+    ok[name] = true
+  end
+  for part in query:gmatch("[^&]+") do
+    local raw = part:match("^([^=]*)") or ""
+    local name = percent_decoded((raw:gsub("%+", " ")))
+    if not ok[name] then
+      return name:sub(1, 64)
+    end
+  end
+  return nil
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local content_type = headers:get("content-type") or ""
+  if starts_with(content_type, "application/grpc") then
+    return
+  end
+  record(handle, "rest", "1")
+  local path = headers:get(":path") or ""
+  -- Both become a ProblemDetails through local_reply_config, like every local reply.
+  if not valid_utf8(percent_decoded(path)) then
+    handle:respond({[":status"] = "400"},
+      "the request path or query is not valid UTF-8 once percent-decoded")
+  elseif has_dot_segment(path) then
+    -- Envoy does not resolve them (normalize_path is off, see the template): an id of
+    -- "." or ".." is never valid, and guessing what the client meant is worse.
+    handle:respond({[":status"] = "400"}, "the request path has a '.' or '..' segment")
+  else
+    local unknown = unknown_query_parameter(handle, path)
+    if unknown ~= nil then
+      handle:respond({[":status"] = "400"}, "unknown query parameter '" .. unknown ..
+        "': this path accepts only the O2ims query parameters")
+      return
+    end
+    complete_flags(handle, headers, path)
+    check_body_size(handle, headers)
+  end
+end
+
+-- How to present an upstream (core) error: HTTP status, title, and a fixed detail (nil:
+-- the core's own message is the detail).
+local function upstream_problem(status, grpc_status, grpc_message)
+  grpc_message = grpc_message or ""
+  if grpc_status == GRPC_UNIMPLEMENTED then
+    -- The descriptor set publishes a method the core does not serve (an API version this
+    -- deployment does not run): for O2ims that path does not exist.
+    return 404, "Not Found", "no such resource: this gateway does not serve it"
+  end
+  if grpc_status == GRPC_RESOURCE_EXHAUSTED and grpc_message:find("metadata size", 1, true) then
+    -- The core's gRPC library refused the request headers as too large: the client's
+    -- request is too big, not rate limited.
+    return 431, REASON_PHRASES[431], "the request headers (path and query included) are too large"
+  end
+  if grpc_status == GRPC_UNKNOWN then
+    -- gRPC's answer to an unhandled exception in the core; its text is internal.
+    return status, REASON_PHRASES[status] or "Error", "the gateway failed to process the request"
+  end
+  return status, REASON_PHRASES[status] or "Error", nil
 end
 
 function envoy_on_response(handle)
@@ -79,14 +268,17 @@ function envoy_on_response(handle)
     return -- native gRPC: leave headers, body and trailers alone
   end
   local headers = handle:headers()
+  local route = handle:metadata()
 
   -- For the access log: Envoy's own %GRPC_STATUS% is derived from the HTTP status once the
   -- transcoder has converted an error (NOT_FOUND would be logged as 12, UNIMPLEMENTED).
   local grpc_status = headers:get("grpc-status")
   if grpc_status ~= nil then
-    handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", grpc_status)
+    record(handle, "grpc_status", grpc_status)
   end
-  local collection = headers:get("x-o2ims-collection")
+  -- The core may name the collection itself; otherwise the route knows it from the proto.
+  local collection = headers:get("x-o2ims-collection") or route:get("collection")
+  local status_override = headers:get("x-o2ims-http-status") or headers:get("x-http-status")
   -- Collect first: removing while iterating the header map is undefined.
   local internal = {}
   for name, _ in pairs(headers) do
@@ -104,18 +296,32 @@ function envoy_on_response(handle)
   local status = tonumber(headers:get(":status")) or 0
   local content_type = headers:get("content-type") or ""
 
-  -- Every header change must come BEFORE handle:body(): once the body is buffered the
-  -- headers have moved on and touching them raises "object used outside of proper scope".
-  -- Envoy updates content-length itself when setBytes() changes the body.
+  -- Only a plain success may be promoted (201 Created, 202 Accepted...): an error or a
+  -- status Envoy chose must never be masked by what the core asked for.
+  if status == 200 and status_override ~= nil and status_override:match("^2%d%d$") then
+    status = tonumber(status_override)
+    headers:replace(":status", status_override)
+  end
+
+  -- `headers` is only usable until handle:body(): after it, touching it raises "object
+  -- used outside of proper scope" (a fresh handle:headers() still works: the headers are
+  -- held back until the buffered body is complete). Envoy updates content-length itself
+  -- when setBytes() changes the body.
   if status >= 200 and status < 300 then
-    if collection ~= nil then
+    if route:get("empty") == true or status == 204 then
+      headers:remove("content-type")
+      local body = handle:body(true)
+      if body ~= nil then
+        body:setBytes("")
+      end
+    elseif collection ~= nil then
       headers:replace("content-type", "application/json")
       local body = handle:body(true)
       local text = body:getBytes(0, body:length())
       local token = raw_json_string(text, "nextPageToken")
       if token ~= nil and token ~= "" then
         -- Kept for the paging step (Link: rel="next"); never part of the O2ims body.
-        handle:streamInfo():dynamicMetadata():set(NAMESPACE, "next_page_token", token)
+        record(handle, "next_page_token", token)
       end
       body:setBytes(bare_array(text, collection))
     elseif content_type == "" or starts_with(content_type, "application/grpc") then
@@ -124,19 +330,27 @@ function envoy_on_response(handle)
   elseif status >= 400 and starts_with(content_type, "application/json") then
     -- With convert_grpc_status the transcoder's JSON error body is a google.rpc.Status
     -- {"code":N,"message":"...","details":[...]}. (Envoy's own replies are not JSON here:
-    -- local_reply_config has already made them application/problem+json.)
+    -- local_reply_config has already made them application/problem+json.) An error is a
+    -- trailers-only gRPC response, so its code is only in that body.
     headers:replace("content-type", "application/problem+json")
     local body = handle:body(true)
     local text = body:getBytes(0, body:length())
     local code = text:match('"code":(%d+)')
     if code ~= nil then
-      handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", code)
+      record(handle, "grpc_status", code)
     end
-    local title = REASON_PHRASES[status] or "Error"
-    local detail = raw_json_string(text, "message")
+    local message = raw_json_string(text, "message")
+    local problem_status, title, fixed_detail = upstream_problem(status, code, message)
+    if problem_status ~= status then
+      -- A fresh header handle: the one taken before body() is out of scope by now, but
+      -- the headers themselves are held back until the body is complete.
+      handle:headers():replace(":status", tostring(problem_status))
+    end
+    local detail = fixed_detail or message
     if detail == nil or detail == "" then
       detail = title
     end
-    body:setBytes('{"status":' .. status .. ',"title":"' .. title .. '","detail":"' .. detail .. '"}')
+    body:setBytes('{"status":' .. problem_status .. ',"title":"' .. title .. '","detail":"'
+      .. detail .. '"}')
   end
 end

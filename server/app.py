@@ -10,6 +10,8 @@ import redis
 import structlog
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 from o2ims.inventory.v2 import inventory_pb2_grpc as v2_grpc
+from o2ims.monitoring.v1 import monitoring_pb2_grpc as monitoring_v1_grpc
+from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as subscriptions_v1_grpc
 from prometheus_client.core import GaugeMetricFamily
 
 from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
@@ -17,8 +19,10 @@ from server.cache import InventoryCache
 from server.config import GatewayConfig
 from server.inventory import InventoryV1Servicer, InventoryV2Servicer
 from server.metrics import GatewayMetrics, MetricsInterceptor
+from server.monitoring_v1 import AlarmRecords, MonitoringV1Servicer
 from server.ops import OpsServer
 from server.store import InventoryStore, connect
+from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
 from server.sync import AdapterWatcher, EventTailer, StoreWriter
 
 log = structlog.get_logger()
@@ -26,6 +30,8 @@ log = structlog.get_logger()
 SERVICE_NAMES: Final = (
     "o2ims.inventory.v1.InventoryService",
     "o2ims.inventory.v2.InventoryService",
+    "o2ims.subscriptions.v1.SubscriptionService",
+    "o2ims.monitoring.v1.MonitoringService",
 )
 
 
@@ -53,6 +59,25 @@ class Gateway:
         )
         v2_grpc.add_InventoryServiceServicer_to_server(
             InventoryV2Servicer(self.cache, config.service_uri), self.grpc_server
+        )
+        # Subscriptions and alarms are read and written in Redis directly (no cache): they
+        # must survive restarts and be shared by every replica at once.
+        state = connect(config.redis_url)
+        subscriptions = SubscriptionStore(state)
+        subscriptions_v1_grpc.add_SubscriptionServiceServicer_to_server(
+            InventorySubscriptionServicer(
+                subscriptions, config.service_uri, config.duplicate_subscription_status
+            ),
+            self.grpc_server,
+        )
+        monitoring_v1_grpc.add_MonitoringServiceServicer_to_server(
+            MonitoringV1Servicer(
+                subscriptions,
+                AlarmRecords(state),
+                config.service_uri,
+                config.duplicate_subscription_status,
+            ),
+            self.grpc_server,
         )
         self.metrics.add_state(self._state_metrics)
         self.ops = OpsServer(

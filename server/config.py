@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from server.errors import DUPLICATE_HTTP_STATUSES
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -31,6 +33,16 @@ class GatewayConfig:
     service_uri: str = "https://127.0.0.1:8443"
     grpc_workers: int = 8
     events_max_len: int = 100_000
+    # HTTP status of a duplicate subscription POST: 400 (what the O2ims conformance tests
+    # require) or 409 (what several SMOs expect).
+    duplicate_subscription_status: int = 400
+
+    def __post_init__(self) -> None:
+        if self.duplicate_subscription_status not in DUPLICATE_HTTP_STATUSES:
+            raise ValueError(
+                "NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS must be 400 or 409, "
+                f"got {self.duplicate_subscription_status}"
+            )
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -45,4 +57,5 @@ class GatewayConfig:
             service_uri=os.environ.get("NETWEAVE_SERVICE_URI", "https://127.0.0.1:8443"),
             grpc_workers=_env_int("NETWEAVE_GRPC_WORKERS", 8),
             events_max_len=_env_int("NETWEAVE_EVENTS_MAX_LEN", 100_000),
+            duplicate_subscription_status=_env_int("NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS", 400),
         )

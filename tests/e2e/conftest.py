@@ -12,6 +12,7 @@ import pytest
 
 from devstack.stack import LocalStack, StackConfig
 from tests.conftest import EXAMPLE_INVENTORY
+from tests.openapi_contract import ContractRecorder
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
-def rest(stack: LocalStack) -> Iterator[httpx.Client]:
+def rest_contract(stack: LocalStack) -> Iterator[ContractRecorder]:
+    """Checks every response of the module's `rest` client against the OpenAPI document
+    the gateway serves (GET /openapi.json); at teardown the module fails if any response
+    was not as documented (status, content type, body schema, required headers)."""
     tls = ssl.create_default_context(cafile=str(stack.pki.ca_cert))
     with httpx.Client(base_url=stack.rest_url, verify=tls, timeout=5.0) as client:
+        document = client.get("/openapi.json").raise_for_status().json()
+    recorder = ContractRecorder(document)
+    yield recorder
+    recorder.assert_all_valid()
+
+
+@pytest.fixture(scope="module")
+def rest(stack: LocalStack, rest_contract: ContractRecorder) -> Iterator[httpx.Client]:
+    tls = ssl.create_default_context(cafile=str(stack.pki.ca_cert))
+    with httpx.Client(
+        base_url=stack.rest_url,
+        verify=tls,
+        timeout=5.0,
+        event_hooks={"response": [rest_contract.record]},
+    ) as client:
         yield client
 
 

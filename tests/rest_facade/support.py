@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ DESCRIPTOR = Path(os.environ.get("NETWEAVE_DESCRIPTOR", REPO / "gen" / "o2ims.pb
 INVENTORY_SERVICE = "o2ims.inventory.v1.InventoryService"
 COLLECTION_HEADER = "x-o2ims-collection"
 ERROR_DOMAIN = "o2ims.netweave.test"
+PROBLEM = "application/problem+json"
 
 
 def sample_pools() -> list[v1.ResourcePoolInfo]:
@@ -132,12 +134,14 @@ class FakeCore:
             self.stopped = True
 
 
-def start_fake_core() -> FakeCore:
+def start_fake_core(extra_services: Sequence[grpc.GenericRpcHandler] = ()) -> FakeCore:
+    """The double of the core: FakeInventory, plus `extra_services` (test-only APIs)."""
     # The double implements only the RPCs these tests call; the others keep the generated
     # UNIMPLEMENTED behaviour, which the stub declares abstract.
     inventory = FakeInventory()  # type: ignore[abstract]
     server = new_server(max_workers=8)
     v1_grpc.add_InventoryServiceServicer_to_server(inventory, server)
+    server.add_generic_rpc_handlers(tuple(extra_services))
     health_servicer = add_health_and_reflection(server, [INVENTORY_SERVICE])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -177,11 +181,19 @@ def tls_context(pki: DevPki, client: IssuedCertificate | None = None) -> ssl.SSL
 
 
 def rest_client(
-    envoy: RunningEnvoy, pki: DevPki, client: IssuedCertificate | None = None
+    envoy: RunningEnvoy,
+    pki: DevPki,
+    client: IssuedCertificate | None = None,
+    hooks: Sequence[Callable[[httpx.Response], None]] = (),
 ) -> httpx.Client:
+    """An HTTP/1.1 client of `envoy`; `hooks` see every response (the OpenAPI contract)."""
     # trust_env=False: a developer's HTTPS_PROXY must not capture calls to localhost.
     return httpx.Client(
-        base_url=envoy.url, verify=tls_context(pki, client), trust_env=False, timeout=10
+        base_url=envoy.url,
+        verify=tls_context(pki, client),
+        trust_env=False,
+        timeout=10,
+        event_hooks={"response": list(hooks)},
     )
 
 
@@ -200,3 +212,62 @@ def access_log_entry(envoy: RunningEnvoy, request_id: str, timeout: float = 5.0)
         if time.monotonic() > deadline:
             raise AssertionError(f"no access-log line for request {request_id}")
         time.sleep(0.05)
+
+
+def assert_no_internal_headers(response: httpx.Response) -> None:
+    leaked = [name for name in response.headers if name.startswith(("grpc-", "x-o2ims-"))]
+    assert leaked == [], f"internal headers reached a REST client: {leaked}"
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """An RFC 7807 ProblemDetails as O2ims wants it (o2ims-spec.md 3.13, G2)."""
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"] == PROBLEM
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert isinstance(problem["title"], str)
+    assert problem["title"]
+    assert isinstance(problem["detail"], str)
+    assert problem["detail"]
+    assert "instance" not in problem
+    assert_no_internal_headers(response)
+    return problem
+
+
+def raw_https_request(
+    envoy: RunningEnvoy, pki: DevPki, head: bytes, body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes no HTTP client library would send; (status, headers, body) of the reply.
+
+    `head` is the request line and headers without the final blank line; the connection is
+    closed after one response."""
+    context = tls_context(pki)
+    context.set_alpn_protocols(["http/1.1"])
+    with (
+        socket.create_connection(("127.0.0.1", envoy.listener_port), timeout=10) as tcp,
+        context.wrap_socket(tcp, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(head + b"\r\nConnection: close\r\n\r\n" + body)
+        received = b""
+        # Stop at the end of the body: Envoy closes the connection only after its delayed
+        # close timeout (1 s).
+        while not _complete(received) and (chunk := tls.recv(65536)):
+            received += chunk
+    raw_head, _, raw_body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = raw_head.decode("latin-1").split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, value in (line.split(":", 1) for line in header_lines)
+    }
+    return int(status_line.split()[1]), headers, raw_body
+
+
+def _complete(received: bytes) -> bool:
+    head, separator, body = received.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import string
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +12,13 @@ import pytest
 import yaml
 
 from devstack.pki import DevPki
-from rest_facade.envoy_config import SHAPER_PATH, render, write
+from rest_facade.envoy_config import SHAPER_PATH, TEMPLATE_PATH, render, write
 from rest_facade.envoy_process import EnvoyError, validate
+from rest_facade.envoy_routes import LUA_FILTER
+from rest_facade.http_rules import read_rules, services_with_rules
 
 from .support import envoy_config
+from .widgets import WIDGET_SERVICE
 
 
 def http_connection_manager(rendered: dict[str, Any]) -> dict[str, Any]:
@@ -45,6 +50,50 @@ def test_rendered_config_passes_envoy_validate(
     validate(write(config, tmp_path / "envoy.yaml"))
 
 
+def test_config_with_writes_and_a_service_subset_passes_envoy_validate(
+    pki: DevPki, edge_descriptor: Path, tmp_path: Path
+) -> None:
+    # Bodies, PATCH/PUT/DELETE, additional bindings and literal-bound variables.
+    validate(write(envoy_config(pki, 50051, descriptor_path=edge_descriptor), tmp_path / "a.yaml"))
+    subset = envoy_config(pki, 50051, descriptor_path=edge_descriptor, services=(WIDGET_SERVICE,))
+    validate(write(subset, tmp_path / "b.yaml"))
+
+
+def test_transcoder_and_routes_come_from_the_descriptor(pki: DevPki, edge_descriptor: Path) -> None:
+    rendered = yaml.safe_load(render(envoy_config(pki, 50051, descriptor_path=edge_descriptor)))
+    transcoder = http_filter(rendered, "envoy.filters.http.grpc_json_transcoder")
+    routes = http_connection_manager(rendered)["route_config"]["virtual_hosts"][0]["routes"]
+
+    assert transcoder["services"] == services_with_rules(read_rules(edge_descriptor))
+    assert WIDGET_SERVICE in transcoder["services"]
+    assert transcoder["request_validation_options"]["reject_unknown_method"] is False
+    by_name = {route.get("name"): route for route in routes}
+    # Each method route tells the shaper what its REST responses are.
+    list_route = by_name[f"grpc:/{WIDGET_SERVICE}/ListWidgets"]
+    assert list_route["metadata"]["filter_metadata"][LUA_FILTER] == {"collection": "widgets"}
+    delete_route = by_name[f"grpc:/{WIDGET_SERVICE}/DeleteWidget"]
+    assert delete_route["metadata"]["filter_metadata"][LUA_FILTER] == {"empty": True}
+    allows = {
+        route["match"]["safe_regex"]["regex"]: route["response_headers_to_add"][0]["header"]
+        for route in routes
+        if "safe_regex" in route["match"]
+    }
+    assert allows[r"^/o2ims\-edgeTest/v1/widgets/?$"] == {"key": "allow", "value": "GET, POST"}
+    assert routes[-1]["match"] == {"prefix": "/"}
+    assert routes[-1]["direct_response"]["status"] == 404
+
+
+def test_the_lua_filter_name_matches_the_route_metadata_key(pki: DevPki, descriptor: Path) -> None:
+    rendered = yaml.safe_load(render(envoy_config(pki, core_port=50051)))
+
+    assert http_filter(rendered, LUA_FILTER)
+
+
+def test_unknown_services_are_refused(pki: DevPki, descriptor: Path) -> None:
+    with pytest.raises(ValueError, match=r"no\.such\.Service"):
+        render(envoy_config(pki, 50051, services=("no.such.Service",)))
+
+
 def test_validate_reports_envoys_complaint(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("static_resources: {clusters: [{name: x, connect_timeout: forever}]}\n")
@@ -67,7 +116,10 @@ def test_every_placeholder_is_substituted(pki: DevPki, descriptor: Path, tmp_pat
 
     text = render(config)
 
-    assert not re.search(r"\$\{?\w", text), "an unsubstituted placeholder is left"
+    # `$ref` (OpenAPI) and `$` (route regexes) are legitimate; template names are not.
+    placeholders = string.Template(TEMPLATE_PATH.read_text()).get_identifiers()
+    left = [name for name in placeholders if re.search(rf"\$\{{?{name}\b", text)]
+    assert left == [], f"unsubstituted placeholders: {left}"
     rendered = yaml.safe_load(text)
     listener = rendered["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 8443}
@@ -111,8 +163,13 @@ def test_lua_shaper_is_inlined_verbatim_before_the_transcoder(
     assert lua["default_source_code"]["inline_string"] == SHAPER_PATH.read_text()
 
 
-def test_paths_with_yaml_special_characters_are_quoted(pki: DevPki, tmp_path: Path) -> None:
+def test_paths_with_yaml_special_characters_are_quoted(
+    pki: DevPki, descriptor: Path, tmp_path: Path
+) -> None:
     odd = tmp_path / "dir: with #odd 'chars'" / "o2ims.pb"
+    # The renderer reads the descriptor set (routes and OpenAPI come from its HTTP rules).
+    odd.parent.mkdir()
+    shutil.copy(descriptor, odd)
 
     rendered = yaml.safe_load(render(envoy_config(pki, core_port=50051, descriptor_path=odd)))
 
@@ -130,3 +187,12 @@ def test_ports_are_checked(pki: DevPki, field: str) -> None:
     overrides: dict[str, Any] = {"core_port": 50051, field: 70000}
     with pytest.raises(ValueError, match=field):
         envoy_config(pki, **overrides)
+
+
+def test_shaper_body_limit_is_the_transcoders(pki: DevPki, descriptor: Path) -> None:
+    rendered = yaml.safe_load(render(envoy_config(pki, core_port=50051)))
+    transcoder = http_filter(rendered, "envoy.filters.http.grpc_json_transcoder")
+
+    match = re.search(r"^local MAX_REQUEST_BODY_BYTES = (\d+)$", SHAPER_PATH.read_text(), re.M)
+    assert match is not None
+    assert int(match.group(1)) == transcoder["max_request_body_size"]

@@ -24,9 +24,12 @@ from rest_facade.envoy_process import RunningEnvoy
 from .support import (
     COLLECTION_HEADER,
     ERROR_DOMAIN,
+    PROBLEM,
     EnvoyFactory,
     FakeInventory,
     access_log_entry,
+    assert_no_internal_headers,
+    assert_problem,
     rest_client,
     start_fake_core,
 )
@@ -42,26 +45,6 @@ POOL_FIELDS = {
     "globalLocationId",
     "location",
 }
-PROBLEM = "application/problem+json"
-
-
-def assert_no_internal_headers(response: httpx.Response) -> None:
-    leaked = [name for name in response.headers if name.startswith(("grpc-", "x-o2ims-"))]
-    assert leaked == [], f"internal headers reached a REST client: {leaked}"
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == status
-    assert isinstance(problem["title"], str)
-    assert problem["title"]
-    assert isinstance(problem["detail"], str)
-    assert problem["detail"]
-    assert "instance" not in problem
-    assert_no_internal_headers(response)
-    return problem
 
 
 # --- lists -------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""Envoy's route table for the O2ims edge, rendered from the HTTP rules of the descriptor set.
+
+How a request is routed (the transcoder runs before the router):
+
+1. A REST request that matches an HTTP rule (path AND method) is rewritten by the
+   transcoder into a gRPC call, `/pkg.Service/Method` with content-type application/grpc,
+   and takes that method's route to the core; the route's metadata tells the Lua shaper
+   what the response is (a list to unwrap, an Empty to drop). Native gRPC calls take the
+   same routes, or their service's prefix route for methods without HTTP rules.
+2. Anything the transcoder cannot map passes through unchanged (reject_unknown_method is
+   off). If its path matches a REST path template, only the method was wrong: 405 with an
+   `Allow` header listing the methods the .proto files define there.
+3. `GET /openapi.json` serves the OpenAPI document generated from the same rules.
+4. Everything else: 404. Envoy's local_reply_config turns the 404/405 direct responses into
+   ProblemDetails for REST callers (direct responses are local replies), while a native gRPC
+   call to an unknown service still sees HTTP 404, i.e. UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rest_facade.http_rules import HttpRule, resource_paths, services_with_rules
+from rest_facade.openapi import OPENAPI_PATH
+
+CORE_CLUSTER = "o2ims_core"
+# The shaper's filter name in envoy/gateway.yaml.in: route metadata under it is what the
+# Lua filter sees as handle:metadata().
+LUA_FILTER = "envoy.filters.http.lua"
+# Unary calls must not hang an SMO's poll loop (Envoy's default is 15 s too; explicit).
+UNARY_TIMEOUT = "15s"
+NOT_FOUND_DETAIL = "no such resource: the path matches no O2ims API served by this gateway"
+
+
+def routes(rules: Iterable[HttpRule], openapi_json: str) -> list[dict[str, Any]]:
+    """The `routes:` list of the O2ims virtual host."""
+    rules = list(rules)
+    table: list[dict[str, Any]] = [
+        _grpc_method_route(rule) for rule in {rule.grpc_path: rule for rule in rules}.values()
+    ]
+    table.extend(_grpc_route(service) for service in services_with_rules(rules))
+    table.append(_openapi_route(openapi_json))
+    table.append(_method_not_allowed({"path": OPENAPI_PATH}, ("GET",)))
+    for path in resource_paths(rules):
+        route = _method_not_allowed({"safe_regex": {"regex": path.template.regex}}, path.methods)
+        # Before transcoding this is the request's route. The shaper reads which bare query
+        # flags (`?all_fields`) to complete as `=true`, and which query names are allowed:
+        # the transcoder would let a query parameter named like a path field (e.g.
+        # ?resource_pool_id=B) override the id in the path.
+        route["metadata"] = {
+            "filter_metadata": {LUA_FILTER: {"flags": list(path.flags), "query": list(path.query)}}
+        }
+        table.append(route)
+    table.append(
+        {
+            "name": "not_found",
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_DETAIL}},
+        }
+    )
+    return table
+
+
+def _grpc_route(service: str) -> dict[str, Any]:
+    return {
+        "name": f"grpc:{service}",
+        "match": {
+            "prefix": f"/{service}/",
+            # Transcoded REST calls carry application/grpc by now, as native calls do. A
+            # REST client that POSTs JSON to a gRPC path directly must not reach the core
+            # as junk gRPC: it falls through to the 404.
+            "headers": [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}],
+        },
+        "route": {"cluster": CORE_CLUSTER, "timeout": UNARY_TIMEOUT},
+    }
+
+
+def _grpc_method_route(rule: HttpRule) -> dict[str, Any]:
+    route = _grpc_route(rule.service)
+    route["name"] = f"grpc:{rule.grpc_path}"
+    route["match"]["path"] = rule.grpc_path
+    del route["match"]["prefix"]
+    # What the Lua shaper must do with this method's REST responses (handle:metadata()).
+    shape: dict[str, Any] = {}
+    if rule.collection is not None:
+        shape["collection"] = rule.collection
+    if rule.empty_response:
+        shape["empty"] = True
+    if shape:
+        route["metadata"] = {"filter_metadata": {LUA_FILTER: shape}}
+    return route
+
+
+def _openapi_route(openapi_json: str) -> dict[str, Any]:
+    return {
+        "name": "openapi",
+        "match": {
+            "path": OPENAPI_PATH,
+            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        "direct_response": {"status": 200, "body": {"inline_string": openapi_json}},
+        # A direct response with a body is text/plain unless told otherwise.
+        "response_headers_to_add": [_header("content-type", "application/json")],
+    }
+
+
+def _method_not_allowed(match: dict[str, Any], methods: Iterable[str]) -> dict[str, Any]:
+    allowed = ", ".join(methods)
+    return {
+        "match": match,
+        "direct_response": {
+            "status": 405,
+            # Becomes the ProblemDetails `detail` (local_reply_config, %LOCAL_REPLY_BODY%).
+            "body": {"inline_string": f"method not allowed on this resource; allowed: {allowed}"},
+        },
+        "response_headers_to_add": [_header("allow", allowed)],
+    }
+
+
+def _header(name: str, value: str) -> dict[str, Any]:
+    return {
+        "header": {"key": name, "value": value},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }

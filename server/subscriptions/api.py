@@ -1,0 +1,210 @@
+"""The subscription operations both servicers share: validate, create, list, get, delete,
+with every failure raised as an ApiError (server/errors.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+import redis
+import structlog
+
+from server.errors import AlreadyExists, ApiError, InvalidArgument, NotFound, Unavailable
+from server.subscriptions.store import (
+    DuplicateSubscription,
+    Subscription,
+    SubscriptionKind,
+    SubscriptionStore,
+)
+from server.subscriptions.validation import (
+    callback_problem,
+    consumer_subscription_id_problem,
+    validate_filter,
+)
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class SubscriptionResource:
+    """One kind of subscription as the O2ims API exposes it."""
+
+    kind: SubscriptionKind
+    # For error messages and google.rpc.ResourceInfo, e.g. "AlarmSubscription".
+    object_type: str
+    # The REST location: {service_uri}/{api_name}/{major}/{collection}/{id}.
+    api_name: str
+    collection: str
+    # The API majors it is served under (REST binds the major from the path).
+    majors: tuple[str, ...]
+
+    @property
+    def reason_prefix(self) -> str:
+        """UPPER_SNAKE stem of the error reasons, e.g. ALARM_SUBSCRIPTION."""
+        return self.kind.name.upper()
+
+
+@dataclass(frozen=True)
+class SubscriptionDraft:
+    """A create request, as sent by the client."""
+
+    # Must be empty: the server assigns ids (a client-chosen one is rejected, not ignored).
+    subscription_id: str
+    callback: str
+    filter: str
+    consumer_subscription_id: str
+
+
+class SubscriptionApi:
+    """Subscriptions of one kind, over the shared SubscriptionStore."""
+
+    def __init__(
+        self,
+        store: SubscriptionStore,
+        resource: SubscriptionResource,
+        *,
+        service_uri: str,
+        duplicate_status: int,
+    ) -> None:
+        self._store = store
+        self.resource = resource
+        self._service_uri = service_uri.rstrip("/")
+        self._duplicate_status = duplicate_status
+
+    def check_major(self, api_version: str, *, required: bool) -> None:
+        """REST binds the major from the path; gRPC callers may omit it where it does not
+        matter (reads and deletes see one collection across majors)."""
+        if api_version in self.resource.majors or (not api_version and not required):
+            return
+        raise InvalidArgument(
+            f"INVALID_{self.resource.reason_prefix}",
+            [("api_version", f"must be one of {', '.join(self.resource.majors)}")],
+        )
+
+    def create(self, draft: SubscriptionDraft, api_version: str) -> tuple[Subscription, str]:
+        """Store a new subscription; returns it and its REST location."""
+        self.check_major(api_version, required=True)
+        self._validate(draft)
+        subscription_id = str(uuid.uuid4())
+        with redis_errors(SUBSCRIPTION_STORE):
+            try:
+                created = self._store.create(
+                    self.resource.kind,
+                    subscription_id,
+                    callback=draft.callback,
+                    filter_=draft.filter,
+                    consumer_subscription_id=draft.consumer_subscription_id,
+                    api_version=api_version,
+                )
+            except DuplicateSubscription as duplicate:
+                raise AlreadyExists(
+                    self.resource.object_type,
+                    self.resource.kind.id_field,
+                    duplicate.existing_id,
+                    reason=f"DUPLICATE_{self.resource.reason_prefix}",
+                    message=(
+                        f"a subscription with the same callback, filter and "
+                        f"consumerSubscriptionId already exists: "
+                        f"{self.resource.kind.id_field} {duplicate.existing_id}"
+                    ),
+                    http_status=self._duplicate_status,
+                ) from None
+        log.info(
+            "subscription_created",
+            kind=self.resource.kind.name,
+            subscription_id=subscription_id,
+            api_version=api_version,
+            # The host only: a callback URL may carry credentials in its query or userinfo.
+            callback_host=urlsplit(draft.callback).hostname,
+        )
+        return created, self.location(api_version, subscription_id)
+
+    def list(self) -> list[Subscription]:
+        with redis_errors(SUBSCRIPTION_STORE):
+            return self._store.list(self.resource.kind)
+
+    def get(self, subscription_id: str) -> Subscription:
+        self._require_id(subscription_id)
+        with redis_errors(SUBSCRIPTION_STORE):
+            found = self._store.get(self.resource.kind, subscription_id)
+        if found is None:
+            raise self._not_found(subscription_id)
+        return found
+
+    def delete(self, subscription_id: str) -> None:
+        self._require_id(subscription_id)
+        with redis_errors(SUBSCRIPTION_STORE):
+            deleted = self._store.delete(self.resource.kind, subscription_id)
+        if not deleted:
+            raise self._not_found(subscription_id)
+        log.info(
+            "subscription_deleted", kind=self.resource.kind.name, subscription_id=subscription_id
+        )
+
+    def location(self, api_version: str, subscription_id: str) -> str:
+        resource = self.resource
+        return (
+            f"{self._service_uri}/{resource.api_name}/{api_version}/"
+            f"{resource.collection}/{subscription_id}"
+        )
+
+    # --- implementation --------------------------------------------------------------
+
+    def _validate(self, draft: SubscriptionDraft) -> None:
+        id_field = self.resource.kind.id_field
+        checks = [
+            (
+                id_field,
+                "is assigned by the server; leave it out" if draft.subscription_id else None,
+            ),
+            ("callback", callback_problem(draft.callback)),
+            ("filter", validate_filter(self.resource.kind, draft.filter)),
+            (
+                "consumerSubscriptionId",
+                consumer_subscription_id_problem(draft.consumer_subscription_id),
+            ),
+        ]
+        violations = [(field, problem) for field, problem in checks if problem is not None]
+        if violations:
+            raise InvalidArgument(f"INVALID_{self.resource.reason_prefix}", violations)
+
+    def _require_id(self, subscription_id: str) -> None:
+        if not subscription_id:
+            raise InvalidArgument(
+                f"INVALID_{self.resource.reason_prefix}",
+                [(self.resource.kind.id_field, "is required")],
+            )
+
+    def _not_found(self, subscription_id: str) -> NotFound:
+        return NotFound(
+            self.resource.object_type,
+            self.resource.kind.id_field,
+            subscription_id,
+            reason=f"{self.resource.reason_prefix}_NOT_FOUND",
+        )
+
+
+SUBSCRIPTION_STORE: Final = "subscription store"
+
+
+@contextmanager
+def redis_errors(store: str) -> Iterator[None]:
+    """Raise a Redis failure as the ApiError a client can act on. `store` names the data
+    for the message and the reason, e.g. "subscription store" -> SUBSCRIPTION_STORE_..."""
+    stem = store.upper().replace(" ", "_")
+    try:
+        yield
+    # A lost connection, a timeout, a Redis still loading its data, a replica after a
+    # failover: all transient, so UNAVAILABLE (REST 503) tells the caller to retry.
+    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
+        log.warning("redis_unavailable", store=store, error=str(error))
+        raise Unavailable(
+            f"{stem}_UNAVAILABLE", f"the {store} is unavailable; retry later"
+        ) from error
+    except redis.RedisError as error:
+        log.error("redis_failed", store=store, error=str(error))
+        raise ApiError(f"{stem}_FAILED", f"the {store} failed the request") from error

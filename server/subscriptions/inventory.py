@@ -1,0 +1,85 @@
+"""o2ims.subscriptions.v1.SubscriptionService: inventory subscriptions under both
+Inventory majors (/o2ims-infrastructureInventory/v1 and /v2)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import grpc
+from google.protobuf import empty_pb2
+from o2ims.subscriptions.v1 import subscriptions_pb2 as pb
+from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as pb_grpc
+
+from server.errors import grpc_errors
+from server.inventory import API_NAME
+from server.subscriptions.api import SubscriptionApi, SubscriptionDraft, SubscriptionResource
+from server.subscriptions.rest import mark_collection, mark_created
+from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, Subscription, SubscriptionStore
+
+INVENTORY_SUBSCRIPTION_RESOURCE: Final = SubscriptionResource(
+    kind=INVENTORY_SUBSCRIPTIONS,
+    object_type="Subscription",
+    api_name=API_NAME,
+    collection="subscriptions",
+    majors=("v1", "v2"),
+)
+
+
+def _wire(subscription: Subscription) -> pb.InventorySubscriptionInfo:
+    return pb.InventorySubscriptionInfo(
+        subscription_id=subscription.subscription_id,
+        consumer_subscription_id=subscription.consumer_subscription_id,
+        filter=subscription.filter,
+        callback=subscription.callback,
+    )
+
+
+class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
+    def __init__(self, store: SubscriptionStore, service_uri: str, duplicate_status: int) -> None:
+        self._api = SubscriptionApi(
+            store,
+            INVENTORY_SUBSCRIPTION_RESOURCE,
+            service_uri=service_uri,
+            duplicate_status=duplicate_status,
+        )
+
+    @grpc_errors
+    def ListSubscriptions(
+        self, request: pb.ListSubscriptionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSubscriptionsResponse:
+        self._api.check_major(request.api_version, required=False)
+        subscriptions = [_wire(s) for s in self._api.list()]
+        mark_collection(context, "subscriptions")
+        return pb.ListSubscriptionsResponse(subscriptions=subscriptions)
+
+    @grpc_errors
+    def CreateSubscription(
+        self, request: pb.CreateSubscriptionRequest, context: grpc.ServicerContext
+    ) -> pb.InventorySubscriptionInfo:
+        wanted = request.subscription
+        created, location = self._api.create(
+            SubscriptionDraft(
+                subscription_id=wanted.subscription_id,
+                callback=wanted.callback,
+                filter=wanted.filter,
+                consumer_subscription_id=wanted.consumer_subscription_id,
+            ),
+            request.api_version,
+        )
+        mark_created(context, location)
+        return _wire(created)
+
+    @grpc_errors
+    def GetSubscription(
+        self, request: pb.GetSubscriptionRequest, context: grpc.ServicerContext
+    ) -> pb.InventorySubscriptionInfo:
+        self._api.check_major(request.api_version, required=False)
+        return _wire(self._api.get(request.subscription_id))
+
+    @grpc_errors
+    def DeleteSubscription(
+        self, request: pb.DeleteSubscriptionRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        self._api.check_major(request.api_version, required=False)
+        self._api.delete(request.subscription_id)
+        return empty_pb2.Empty()

@@ -1,0 +1,231 @@
+"""Subscriptions in Redis: one store for inventory and alarm subscriptions.
+
+Layout, per kind (<kind> is `subscription` or `alarm_subscription`):
+  <kind>:<id>               hash    one subscription: its O2ims attributes under their O2ims
+                                    names (`subscriptionId` or `alarmSubscriptionId`,
+                                    `consumerSubscriptionId`, `filter`, `callback`), plus
+                                      apiVersion   the API major it was created through ("v1",
+                                                   "v2"): its notifications use that JSON model
+                                      createdAt    RFC 3339 UTC creation time
+                                      eventsAfter  (inventory only) the last `inventory:events`
+                                                   entry at creation: the notifier delivers the
+                                                   entries after it, never older changes
+                                      dedupeKey    the name of its <kind>_dedupe key
+  <kind>s                   set     the ids of every subscription of the kind (the index that
+                                    lists and the notifier walk)
+  <kind>_dedupe:<sha256>    string  the id of the subscription with that (callback, filter,
+                                    consumerSubscriptionId): what makes a duplicate detectable
+                                    atomically
+Nothing has a TTL: a subscription lives until it is deleted.
+
+Create and delete are each one Lua script, so Redis applies all of a subscription's keys or
+none of them: two identical concurrent creates make exactly one subscription, and a Redis
+failure never leaves a half-written one. (If the reply to a create is lost, the subscription
+may exist although the caller saw an error; a retry then reports it as a duplicate, with its
+id.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+import redis
+
+from server.store import EVENTS_KEY
+
+_CREATE: Final = """
+-- KEYS: subscription hash, index set, dedupe key[, event stream to record the position of]
+-- ARGV: id, subscription key prefix, then the hash's field/value pairs
+local existing = redis.call('GET', KEYS[3])
+-- A dedupe key whose subscription is gone (deleted by hand) must not block a new one.
+-- (The key is derived, not declared: fine on a single primary, which netweave uses.)
+if existing and redis.call('EXISTS', ARGV[2] .. existing) == 1 then
+  return {0, existing}
+end
+local fields = {}
+for i = 3, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+local events_after = ''
+if KEYS[4] then
+  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+  events_after = '0-0'
+  if last[1] then
+    events_after = last[1][1]
+  end
+  fields[#fields + 1] = 'eventsAfter'
+  fields[#fields + 1] = events_after
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1])
+return {1, events_after}
+"""
+
+_DELETE: Final = """
+-- KEYS: subscription hash, index set
+-- ARGV: id
+local dedupe = redis.call('HGET', KEYS[1], 'dedupeKey')
+local existed = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+-- Only our own dedupe entry: the key may already name a newer subscription.
+if dedupe and redis.call('GET', dedupe) == ARGV[1] then
+  redis.call('DEL', dedupe)
+end
+return existed
+"""
+
+
+@dataclass(frozen=True)
+class SubscriptionKind:
+    """What differs between inventory and alarm subscriptions in Redis."""
+
+    name: str
+    # The O2ims name of the id attribute, used as its hash field too.
+    id_field: str
+    # The change stream whose position is recorded at creation, if the kind has one yet.
+    events_stream: str | None = None
+
+    def key(self, subscription_id: str) -> str:
+        return f"{self.name}:{subscription_id}"
+
+    @property
+    def index_key(self) -> str:
+        return f"{self.name}s"
+
+    def dedupe_key(self, callback: str, filter_: str, consumer_subscription_id: str) -> str:
+        # JSON keeps the three strings apart: no separator can be forged inside one of them.
+        identity = json.dumps([callback, filter_, consumer_subscription_id])
+        return f"{self.name}_dedupe:{hashlib.sha256(identity.encode()).hexdigest()}"
+
+
+INVENTORY_SUBSCRIPTIONS: Final = SubscriptionKind("subscription", "subscriptionId", EVENTS_KEY)
+# The alarm event stream does not exist yet; the notifier issue adds it here.
+ALARM_SUBSCRIPTIONS: Final = SubscriptionKind("alarm_subscription", "alarmSubscriptionId")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One stored subscription."""
+
+    subscription_id: str
+    callback: str
+    filter: str
+    consumer_subscription_id: str
+    api_version: str
+    created_at: str
+    # "" for kinds without an event stream.
+    events_after: str = ""
+
+
+class DuplicateSubscription(Exception):
+    """A subscription with the same callback, filter and consumerSubscriptionId exists."""
+
+    def __init__(self, existing_id: str) -> None:
+        super().__init__(f"an identical subscription exists: {existing_id}")
+        self.existing_id = existing_id
+
+
+class SubscriptionStore:
+    """Creates, reads and deletes subscriptions; raises redis.RedisError when Redis is away."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._create = client.register_script(_CREATE)
+        self._delete = client.register_script(_DELETE)
+
+    def create(
+        self,
+        kind: SubscriptionKind,
+        subscription_id: str,
+        *,
+        callback: str,
+        filter_: str,
+        consumer_subscription_id: str,
+        api_version: str,
+    ) -> Subscription:
+        """Store a new subscription; raises DuplicateSubscription if an identical one exists."""
+        dedupe_key = kind.dedupe_key(callback, filter_, consumer_subscription_id)
+        created_at = _now_rfc3339()
+        fields = {
+            kind.id_field: subscription_id,
+            "consumerSubscriptionId": consumer_subscription_id,
+            "filter": filter_,
+            "callback": callback,
+            "apiVersion": api_version,
+            "createdAt": created_at,
+            "dedupeKey": dedupe_key,
+        }
+        keys = [kind.key(subscription_id), kind.index_key, dedupe_key]
+        if kind.events_stream is not None:
+            keys.append(kind.events_stream)
+        created, value = cast(
+            list[Any],
+            self._create(
+                keys=keys,
+                args=[
+                    subscription_id,
+                    kind.key(""),
+                    *(item for pair in fields.items() for item in pair),
+                ],
+            ),
+        )
+        if not created:
+            raise DuplicateSubscription(value.decode())
+        return Subscription(
+            subscription_id=subscription_id,
+            callback=callback,
+            filter=filter_,
+            consumer_subscription_id=consumer_subscription_id,
+            api_version=api_version,
+            created_at=created_at,
+            events_after=value.decode(),
+        )
+
+    def get(self, kind: SubscriptionKind, subscription_id: str) -> Subscription | None:
+        stored = cast(dict[bytes, bytes], self._client.hgetall(kind.key(subscription_id)))
+        return _decode(subscription_id, stored) if stored else None
+
+    def list(self, kind: SubscriptionKind) -> list[Subscription]:
+        """Every subscription of the kind, oldest first."""
+        ids = sorted(
+            member.decode() for member in cast(set[bytes], self._client.smembers(kind.index_key))
+        )
+        pipe = self._client.pipeline(transaction=False)
+        for subscription_id in ids:
+            pipe.hgetall(kind.key(subscription_id))
+        found = [
+            _decode(subscription_id, stored)
+            for subscription_id, stored in zip(ids, pipe.execute(), strict=True)
+            # An id whose hash an operator deleted by hand is simply not there.
+            if stored
+        ]
+        return sorted(found, key=lambda s: (s.created_at, s.subscription_id))
+
+    def delete(self, kind: SubscriptionKind, subscription_id: str) -> bool:
+        """Remove a subscription; False if there was none with that id."""
+        existed = self._delete(
+            keys=[kind.key(subscription_id), kind.index_key], args=[subscription_id]
+        )
+        return bool(existed)
+
+
+def _decode(subscription_id: str, stored: dict[bytes, bytes]) -> Subscription:
+    fields = {name.decode(): value.decode() for name, value in stored.items()}
+    return Subscription(
+        subscription_id=subscription_id,
+        callback=fields.get("callback", ""),
+        filter=fields.get("filter", ""),
+        consumer_subscription_id=fields.get("consumerSubscriptionId", ""),
+        api_version=fields.get("apiVersion", ""),
+        created_at=fields.get("createdAt", ""),
+        events_after=fields.get("eventsAfter", ""),
+    )
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,64 @@
+"""What a subscription must look like to be accepted: each check returns a problem
+description (for a google.rpc.BadRequest field violation) or None."""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import urlsplit
+
+from server.subscriptions.store import ALARM_SUBSCRIPTIONS, SubscriptionKind
+
+# Bounds on what one subscription may store; Envoy already caps the whole body at 1 MiB.
+MAX_CALLBACK_LENGTH: Final = 2048
+MAX_CONSUMER_SUBSCRIPTION_ID_LENGTH: Final = 256
+MAX_FILTER_LENGTH: Final = 4096
+
+# The alarm subscription `filter` of Monitoring 1.x: the one alarm event type to report.
+ALARM_EVENT_FILTERS: Final = ("NEW", "CHANGE", "CLEAR", "ACKNOWLEDGE")
+
+_CALLBACK_SCHEMES: Final = ("http", "https")
+
+
+def callback_problem(callback: str) -> str | None:
+    """Why `callback` cannot receive notifications, or None if it can."""
+    if not callback:
+        return "is required (the absolute http or https URL notifications are POSTed to)"
+    if len(callback) > MAX_CALLBACK_LENGTH:
+        return f"must be at most {MAX_CALLBACK_LENGTH} characters"
+    if any(char.isspace() or not char.isprintable() for char in callback):
+        return "must not contain spaces or control characters"
+    parts = urlsplit(callback)
+    if parts.scheme.lower() not in _CALLBACK_SCHEMES or not parts.netloc:
+        return f"must be an absolute http or https URL, got {callback!r}"
+    if not parts.hostname:
+        return f"must name a host, got {callback!r}"
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return f"has an invalid port, got {callback!r}"
+    return None
+
+
+def consumer_subscription_id_problem(consumer_subscription_id: str) -> str | None:
+    if len(consumer_subscription_id) > MAX_CONSUMER_SUBSCRIPTION_ID_LENGTH:
+        return f"must be at most {MAX_CONSUMER_SUBSCRIPTION_ID_LENGTH} characters"
+    return None
+
+
+def validate_filter(kind: SubscriptionKind, expression: str) -> str | None:
+    """Why `expression` is not a valid filter for `kind`, or None. Empty means "everything".
+
+    The expression is stored exactly as given; the notifier interprets it later.
+    """
+    if len(expression) > MAX_FILTER_LENGTH:
+        return f"must be at most {MAX_FILTER_LENGTH} characters"
+    if not expression:
+        return None
+    if kind == ALARM_SUBSCRIPTIONS:
+        if expression not in ALARM_EVENT_FILTERS:
+            return f"must be one of {', '.join(ALARM_EVENT_FILTERS)} or empty, got {expression!r}"
+        return None
+    # TODO(query engine): parse inventory filters with the SOL013 filter parser once it
+    # exists, so an unknown attribute or operator is a 400 at creation (as OSC does), not a
+    # notification that silently never matches. Until then any expression is accepted.
+    return None
