@@ -213,6 +213,21 @@ local function unknown_query_parameter(handle, path)
   return nil
 end
 
+-- `path` with its nextpage_opaque_marker replaced by `marker` (the next page's URL).
+local function next_page_path(path, marker)
+  local base, query = path:match("^([^?]*)%?(.*)$")
+  base = base or path
+  local kept = {}
+  for part in (query or ""):gmatch("[^&]+") do
+    if part:match("^([^=]*)") ~= "nextpage_opaque_marker" then
+      kept[#kept + 1] = part
+    end
+  end
+  -- The marker is base64url: safe in a query string as it is.
+  kept[#kept + 1] = "nextpage_opaque_marker=" .. marker
+  return base .. "?" .. table.concat(kept, "&")
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type") or ""
@@ -221,6 +236,8 @@ function envoy_on_request(handle)
   end
   record(handle, "rest", "1")
   local path = headers:get(":path") or ""
+  -- For the Link header of a paged list: the next page is this URL with a new marker.
+  record(handle, "path", path)
   -- Both become a ProblemDetails through local_reply_config, like every local reply.
   if not valid_utf8(percent_decoded(path)) then
     handle:respond({[":status"] = "400"},
@@ -279,6 +296,7 @@ function envoy_on_response(handle)
   -- The core may name the collection itself; otherwise the route knows it from the proto.
   local collection = headers:get("x-o2ims-collection") or route:get("collection")
   local status_override = headers:get("x-o2ims-http-status") or headers:get("x-http-status")
+  local next_marker = headers:get("x-o2ims-next-page-token")
   -- Collect first: removing while iterating the header map is undefined.
   local internal = {}
   for name, _ in pairs(headers) do
@@ -307,6 +325,11 @@ function envoy_on_response(handle)
   -- used outside of proper scope" (a fresh handle:headers() still works: the headers are
   -- held back until the buffered body is complete). Envoy updates content-length itself
   -- when setBytes() changes the body.
+  if status >= 200 and status < 300 and next_marker ~= nil and next_marker ~= "" then
+    -- SOL013 paging: the client follows rel="next" until it is absent.
+    headers:add("link", "<" .. next_page_path(metadata["path"] or "", next_marker) ..
+      '>; rel="next"')
+  end
   if status >= 200 and status < 300 then
     if route:get("empty") == true or status == 204 then
       headers:remove("content-type")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterator
 from typing import Any, Final
@@ -18,6 +19,7 @@ from netweave.grpc_server import add_health_and_reflection, new_server, set_serv
 from server.cache import InventoryCache
 from server.config import GatewayConfig
 from server.inventory import InventoryV1Servicer, InventoryV2Servicer
+from server.listing import Lister, ListingSettings
 from server.metrics import GatewayMetrics, MetricsInterceptor
 from server.monitoring_v1 import AlarmRecords, MonitoringV1Servicer
 from server.ops import OpsServer
@@ -51,14 +53,17 @@ class Gateway:
         self.tailer = EventTailer(self._tail_store, self.cache, self._stop)
         self.watchers = [AdapterWatcher(a, self.writer, self._stop) for a in config.adapters]
 
+        lister = Lister(
+            ListingSettings(secret=_page_secret(config, self._probe), page_size=config.page_size)
+        )
         self.grpc_server = new_server(config.grpc_workers, [MetricsInterceptor(self.metrics)])
         self.port = 0
         self._health = add_health_and_reflection(self.grpc_server, SERVICE_NAMES)
         v1_grpc.add_InventoryServiceServicer_to_server(
-            InventoryV1Servicer(self.cache, config.service_uri), self.grpc_server
+            InventoryV1Servicer(self.cache, config.service_uri, lister), self.grpc_server
         )
         v2_grpc.add_InventoryServiceServicer_to_server(
-            InventoryV2Servicer(self.cache, config.service_uri), self.grpc_server
+            InventoryV2Servicer(self.cache, config.service_uri, lister), self.grpc_server
         )
         # Subscriptions and alarms are read and written in Redis directly (no cache): they
         # must survive restarts and be shared by every replica at once.
@@ -66,7 +71,7 @@ class Gateway:
         subscriptions = SubscriptionStore(state)
         subscriptions_v1_grpc.add_SubscriptionServiceServicer_to_server(
             InventorySubscriptionServicer(
-                subscriptions, config.service_uri, config.duplicate_subscription_status
+                subscriptions, config.service_uri, config.duplicate_subscription_status, lister
             ),
             self.grpc_server,
         )
@@ -76,6 +81,7 @@ class Gateway:
                 AlarmRecords(state),
                 config.service_uri,
                 config.duplicate_subscription_status,
+                lister,
             ),
             self.grpc_server,
         )
@@ -182,6 +188,26 @@ class Gateway:
                 1.0 if watcher.status.connected else 0.0,
             )
         yield adapters
+
+
+PAGE_SECRET_KEY: Final = "config:page_marker_secret"
+
+
+def _page_secret(config: GatewayConfig, client: redis.Redis) -> bytes:
+    """The key that signs page markers. Every replica must share it, or a marker from
+    one is refused by the next: configured, else created once in Redis (SET NX) and read
+    by all. With Redis away at start-up, a process-local one (markers then fail across
+    replicas and restarts, with a 400 the client recovers from by starting over)."""
+    if config.page_secret:
+        return config.page_secret.encode()
+    try:
+        client.set(PAGE_SECRET_KEY, secrets.token_hex(32), nx=True)
+        stored = client.get(PAGE_SECRET_KEY)
+        if stored:
+            return stored if isinstance(stored, bytes) else str(stored).encode()
+    except redis.RedisError as exc:
+        log.warning("page_secret_local", error=str(exc))
+    return secrets.token_bytes(32)
 
 
 def create_server(config: GatewayConfig) -> tuple[Gateway, int]:

@@ -16,14 +16,25 @@ all the small kinds: always correct, and cheap.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from google.protobuf.message import Message
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import KINDS
+from server.query import index_key
 from server.store import Snapshot, StoredEvent
 from server.wire import BuildContext, WireModel
+
+# Resource attributes SMOs filter on with eq/in, indexed so such a filter never scans the
+# whole inventory: JSON name -> domain field.
+RESOURCE_INDEXES: Final = {
+    "resourcePoolId": "resource_pool_id",
+    "resourceTypeId": "resource_type_id",
+    "resourceId": "resource_id",
+    "name": "name",
+}
 
 
 def _parse(kind: str, payload: bytes) -> Any:
@@ -38,7 +49,8 @@ class InventoryCache:
         self._service_uri = service_uri
         self._lock = threading.RLock()
         self._objects: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
-        self._pool_resources: dict[str, set[str]] = {}
+        # attribute -> index_key(value) -> resource ids
+        self._resource_index: dict[str, dict[str, set[str]]] = {a: {} for a in RESOURCE_INDEXES}
         self._sorted: dict[str, list[str]] = {}
         # (major, kind) -> id -> wire message
         self._memo: dict[tuple[str, str], dict[str, Message]] = {}
@@ -70,12 +82,14 @@ class InventoryCache:
             kind: {oid: _parse(kind, payload) for oid, payload in snapshot.objects[kind].items()}
             for kind in KINDS
         }
-        pool_resources: dict[str, set[str]] = {}
+        index: dict[str, dict[str, set[str]]] = {a: {} for a in RESOURCE_INDEXES}
         for resource_id, resource in objects["resource"].items():
-            pool_resources.setdefault(resource.resource_pool_id, set()).add(resource_id)
+            for attribute, domain_field in RESOURCE_INDEXES.items():
+                key = index_key(getattr(resource, domain_field))
+                index[attribute].setdefault(key, set()).add(resource_id)
         with self._lock:
             self._objects = objects
-            self._pool_resources = pool_resources
+            self._resource_index = index
             self._sorted.clear()
             self._memo.clear()
             self._version = snapshot.version
@@ -116,13 +130,14 @@ class InventoryCache:
         for resource, add in ((previous, False), (current, True)):
             if resource is None:
                 continue
-            pool = resource.resource_pool_id
-            members = self._pool_resources.setdefault(pool, set())
-            if add:
-                members.add(resource_id)
-            else:
-                members.discard(resource_id)
-            self._sorted.pop("resource@" + pool, None)
+            for attribute, domain_field in RESOURCE_INDEXES.items():
+                key = index_key(getattr(resource, domain_field))
+                members = self._resource_index[attribute].setdefault(key, set())
+                if add:
+                    members.add(resource_id)
+                else:
+                    members.discard(resource_id)
+            self._sorted.pop("resource@" + resource.resource_pool_id, None)
 
     # --- reads -------------------------------------------------------------------
 
@@ -167,13 +182,45 @@ class InventoryCache:
         with self._lock:
             return self._wire(model, kind, object_id)
 
-    def pool_resources(self, model: WireModel, pool_id: str) -> list[Any] | None:
-        """The resources of a pool, ordered by id; None if the pool is unknown."""
+    def ids(self, kind: str) -> list[str]:
+        """Every id of a kind, sorted. The list is never mutated afterwards (a change
+        replaces it), so callers may keep iterating it without the lock."""
+        with self._lock:
+            return self._ordered_ids(kind)
+
+    def resource_ids(
+        self, pool_id: str, constraints: Mapping[str, set[str]] | None = None
+    ) -> list[str] | None:
+        """Sorted ids of a pool's resources, narrowed by index constraints (indexed
+        attribute -> acceptable index keys); None if the pool is unknown."""
         with self._lock:
             if pool_id not in self._objects["resource_pool"]:
                 return None
-            key = "resource@" + pool_id
-            ids = self._sorted.get(key)
+            cache_key = "resource@" + pool_id
+            ids = self._sorted.get(cache_key)
             if ids is None:
-                ids = self._sorted[key] = sorted(self._pool_resources.get(pool_id, ()))
+                members = self._resource_index["resourcePoolId"].get(index_key(pool_id), set())
+                ids = self._sorted[cache_key] = sorted(members)
+            if not constraints:
+                return ids
+            index = self._resource_index
+            narrowed = min(
+                (
+                    set().union(*(index[attribute].get(key, ()) for key in keys))
+                    for attribute, keys in constraints.items()
+                ),
+                key=len,
+            )
+            narrowed &= index["resourcePoolId"].get(index_key(pool_id), set())
+            # Sorting a few candidates beats walking the pool; walking keeps order otherwise.
+            if len(narrowed) * 8 < len(ids):
+                return sorted(narrowed)
+            return [oid for oid in ids if oid in narrowed]
+
+    def pool_resources(self, model: WireModel, pool_id: str) -> list[Any] | None:
+        """The resources of a pool, ordered by id; None if the pool is unknown."""
+        with self._lock:
+            ids = self.resource_ids(pool_id)
+            if ids is None:
+                return None
             return [self._wire(model, "resource", oid) for oid in ids]

@@ -36,6 +36,10 @@ class GatewayConfig:
     # HTTP status of a duplicate subscription POST: 400 (what the O2ims conformance tests
     # require) or 409 (what several SMOs expect).
     duplicate_subscription_status: int = 400
+    # Items per page of every list; large enough that ordinary inventories fit in one.
+    page_size: int = 1000
+    # Signs page markers. Empty: a secret generated once and shared through Redis.
+    page_secret: str = ""
 
     def __post_init__(self) -> None:
         if self.duplicate_subscription_status not in DUPLICATE_HTTP_STATUSES:
@@ -58,4 +62,6 @@ class GatewayConfig:
             grpc_workers=_env_int("NETWEAVE_GRPC_WORKERS", 8),
             events_max_len=_env_int("NETWEAVE_EVENTS_MAX_LEN", 100_000),
             duplicate_subscription_status=_env_int("NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS", 400),
+            page_size=_env_int("NETWEAVE_PAGE_SIZE", 1000),
+            page_secret=os.environ.get("NETWEAVE_PAGE_SECRET", ""),
         )

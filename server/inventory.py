@@ -6,24 +6,23 @@ and shapes, and differ only in their wire messages, which the WireModel supplies
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 import grpc
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 from o2ims.inventory.v2 import inventory_pb2_grpc as v2_grpc
 
-from server.cache import InventoryCache
+from server.cache import RESOURCE_INDEXES, InventoryCache
 from server.errors import NotFound, Unavailable, grpc_errors
+from server.listing import Lister, invalid_query
+from server.query import CompiledQuery, QueryError, parse_selection
 from server.wire import WireModel
 from server.wire import v1 as wire_v1
 from server.wire import v2 as wire_v2
 
 API_NAME: Final = "o2ims-infrastructureInventory"
 MODELS: Final = (wire_v1.MODEL, wire_v2.MODEL)
-# Response header naming the collection field of a list response. The REST shaper in
-# Envoy unwraps that field into the bare JSON array O2ims requires; gRPC ignores it.
-COLLECTION_HEADER: Final = "x-o2ims-collection"
-
 # kind: (List response message, collection field, its JSON name)
 _COLLECTIONS: Final = {
     "resource_type": ("ListResourceTypesResponse", "resource_types", "resourceTypes"),
@@ -65,16 +64,31 @@ class InventoryServicer:
 
     model: ClassVar[WireModel]
 
-    def __init__(self, cache: InventoryCache, service_uri: str) -> None:
+    def __init__(self, cache: InventoryCache, service_uri: str, lister: Lister) -> None:
         self._cache = cache
         self._service_uri = service_uri.rstrip("/")
+        self._lister = lister
 
     # --- helpers -----------------------------------------------------------------
 
-    def _list(self, context: grpc.ServicerContext, kind: str, items: list[Any]) -> Any:
-        response_name, field, json_name = _COLLECTIONS[kind]
-        context.send_initial_metadata(((COLLECTION_HEADER, json_name),))
-        return getattr(self.model.pb, response_name)(**{field: items})
+    def _list(
+        self,
+        context: grpc.ServicerContext,
+        request: Any,
+        kind: str,
+        ids: Callable[[CompiledQuery], list[str]] | None = None,
+        scope: str = "",
+    ) -> Any:
+        response_name, field, _ = _COLLECTIONS[kind]
+        return self._lister.respond(
+            context,
+            request,
+            getattr(self.model.pb, response_name),
+            field,
+            scope=f"{API_NAME}/{self.model.major}/{kind}/{scope}",
+            ids=ids or (lambda _query: self._cache.ids(kind)),
+            fetch=lambda oid: self._cache.get(self.model, kind, oid),
+        )
 
     def _get(self, kind: str, object_id: str) -> Any:
         found = self._cache.get(self.model, kind, object_id)
@@ -104,15 +118,23 @@ class InventoryServicer:
         info = self._cache.cloud_info(self.model)
         if info is None:
             raise Unavailable("OCLOUD_NOT_CONFIGURED", "no adapter has provided the O-Cloud yet")
-        return info
+        try:
+            selection = parse_selection(
+                True if request.all_fields else None,
+                request.fields or None,
+                request.exclude_fields or None,
+                True if request.exclude_default else None,
+                info.DESCRIPTOR,
+            )
+        except QueryError as error:
+            raise invalid_query(error) from error
+        return selection.apply(info)
 
     # --- resource types and alarm dictionaries --------------------------------------
 
     @grpc_errors
     def ListResourceTypes(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._list(
-            context, "resource_type", self._cache.collection(self.model, "resource_type")
-        )
+        return self._list(context, request, "resource_type")
 
     @grpc_errors
     def GetResourceType(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -127,8 +149,7 @@ class InventoryServicer:
 
     @grpc_errors
     def ListAlarmDictionaries(self, request: Any, context: grpc.ServicerContext) -> Any:
-        items = self._cache.collection(self.model, "alarm_dictionary")
-        return self._list(context, "alarm_dictionary", items)
+        return self._list(context, request, "alarm_dictionary")
 
     @grpc_errors
     def GetAlarmDictionary(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -138,9 +159,7 @@ class InventoryServicer:
 
     @grpc_errors
     def ListResourcePools(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._list(
-            context, "resource_pool", self._cache.collection(self.model, "resource_pool")
-        )
+        return self._list(context, request, "resource_pool")
 
     @grpc_errors
     def GetResourcePool(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -148,10 +167,20 @@ class InventoryServicer:
 
     @grpc_errors
     def ListResources(self, request: Any, context: grpc.ServicerContext) -> Any:
-        resources = self._cache.pool_resources(self.model, request.resource_pool_id)
-        if resources is None:
-            raise not_found("resource_pool", request.resource_pool_id)
-        return self._list(context, "resource", resources)
+        pool_id = request.resource_pool_id
+        if self._cache.domain("resource_pool", pool_id) is None:
+            raise not_found("resource_pool", pool_id)
+
+        def indexed_ids(query: CompiledQuery) -> list[str]:
+            # eq/in on an indexed attribute: fetch the candidates, never scan the pool.
+            constraints = {
+                attribute: keys
+                for attribute in RESOURCE_INDEXES
+                if (keys := query.equality_candidates(attribute)) is not None
+            }
+            return self._cache.resource_ids(pool_id, constraints) or []
+
+        return self._list(context, request, "resource", indexed_ids, scope=pool_id)
 
     @grpc_errors
     def GetResource(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -168,8 +197,7 @@ class InventoryServicer:
 
     @grpc_errors
     def ListDeploymentManagers(self, request: Any, context: grpc.ServicerContext) -> Any:
-        items = self._cache.collection(self.model, "deployment_manager")
-        return self._list(context, "deployment_manager", items)
+        return self._list(context, request, "deployment_manager")
 
     @grpc_errors
     def GetDeploymentManager(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -179,7 +207,7 @@ class InventoryServicer:
 
     @grpc_errors
     def ListLocations(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._list(context, "location", self._cache.collection(self.model, "location"))
+        return self._list(context, request, "location")
 
     @grpc_errors
     def GetLocation(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -187,7 +215,7 @@ class InventoryServicer:
 
     @grpc_errors
     def ListOCloudSites(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._list(context, "site", self._cache.collection(self.model, "site"))
+        return self._list(context, request, "site")
 
     @grpc_errors
     def GetOCloudSite(self, request: Any, context: grpc.ServicerContext) -> Any:

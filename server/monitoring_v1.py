@@ -25,6 +25,7 @@ from o2ims.monitoring.v1 import monitoring_pb2 as pb
 from o2ims.monitoring.v1 import monitoring_pb2_grpc as pb_grpc
 
 from server.errors import ApiError, InvalidArgument, NotFound, grpc_errors
+from server.listing import Lister
 from server.subscriptions import (
     ALARM_SUBSCRIPTIONS,
     Subscription,
@@ -34,7 +35,7 @@ from server.subscriptions import (
     SubscriptionStore,
 )
 from server.subscriptions.api import redis_errors
-from server.subscriptions.rest import mark_collection, mark_created
+from server.subscriptions.rest import mark_created
 
 API_NAME: Final = "o2ims-infrastructureMonitoring"
 # Alarm query and subscriptions: Monitoring 1.0.0. Acknowledge/clear (PATCH) and the alarm
@@ -122,6 +123,16 @@ def _wire(subscription: Subscription) -> pb.AlarmSubscriptionInfo:
     )
 
 
+# Monitoring 1.x spells these with "ID"; the 2.x spellings are accepted in filters too.
+ALARM_FILTER_ALIASES: Final = {
+    "resourceTypeId": "resourceTypeID",
+    "resourceId": "resourceID",
+    "alarmDefinitionId": "alarmDefinitionID",
+    "probableCauseId": "probableCauseID",
+    "alarmAcknowledgedTime": "alarmAcknowledgeTime",
+}
+
+
 class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
     def __init__(
         self,
@@ -129,7 +140,9 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
         alarms: AlarmRecords,
         service_uri: str,
         duplicate_status: int,
+        lister: Lister,
     ) -> None:
+        self._lister = lister
         self._service_uri = service_uri.rstrip("/")
         self._alarms = alarms
         self._subscriptions = SubscriptionApi(
@@ -163,9 +176,17 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
         self, request: pb.ListAlarmsRequest, context: grpc.ServicerContext
     ) -> pb.ListAlarmsResponse:
         with redis_errors(ALARM_STORE):
-            alarms = self._alarms.list()
-        mark_collection(context, "alarms")
-        return pb.ListAlarmsResponse(alarms=alarms)
+            alarms = {a.alarm_event_record_id: a for a in self._alarms.list()}
+        return self._lister.respond(
+            context,
+            request,
+            pb.ListAlarmsResponse,
+            "alarms",
+            scope="o2ims-infrastructureMonitoring/v1/alarms",
+            ids=sorted(alarms),
+            fetch=alarms.get,
+            aliases=ALARM_FILTER_ALIASES,
+        )
 
     @grpc_errors
     def GetAlarm(
@@ -196,9 +217,16 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
     def ListAlarmSubscriptions(
         self, request: pb.ListAlarmSubscriptionsRequest, context: grpc.ServicerContext
     ) -> pb.ListAlarmSubscriptionsResponse:
-        subscriptions = [_wire(s) for s in self._subscriptions.list()]
-        mark_collection(context, "alarmSubscriptions")
-        return pb.ListAlarmSubscriptionsResponse(alarm_subscriptions=subscriptions)
+        subscriptions = {s.subscription_id: _wire(s) for s in self._subscriptions.list()}
+        return self._lister.respond(
+            context,
+            request,
+            pb.ListAlarmSubscriptionsResponse,
+            "alarm_subscriptions",
+            scope="o2ims-infrastructureMonitoring/v1/alarmSubscriptions",
+            ids=sorted(subscriptions),
+            fetch=subscriptions.get,
+        )
 
     @grpc_errors
     def CreateAlarmSubscription(

@@ -12,8 +12,9 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as pb_grpc
 
 from server.errors import grpc_errors
 from server.inventory import API_NAME
+from server.listing import Lister
 from server.subscriptions.api import SubscriptionApi, SubscriptionDraft, SubscriptionResource
-from server.subscriptions.rest import mark_collection, mark_created
+from server.subscriptions.rest import mark_created
 from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, Subscription, SubscriptionStore
 
 INVENTORY_SUBSCRIPTION_RESOURCE: Final = SubscriptionResource(
@@ -35,7 +36,10 @@ def _wire(subscription: Subscription) -> pb.InventorySubscriptionInfo:
 
 
 class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
-    def __init__(self, store: SubscriptionStore, service_uri: str, duplicate_status: int) -> None:
+    def __init__(
+        self, store: SubscriptionStore, service_uri: str, duplicate_status: int, lister: Lister
+    ) -> None:
+        self._lister = lister
         self._api = SubscriptionApi(
             store,
             INVENTORY_SUBSCRIPTION_RESOURCE,
@@ -48,9 +52,16 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         self, request: pb.ListSubscriptionsRequest, context: grpc.ServicerContext
     ) -> pb.ListSubscriptionsResponse:
         self._api.check_major(request.api_version, required=False)
-        subscriptions = [_wire(s) for s in self._api.list()]
-        mark_collection(context, "subscriptions")
-        return pb.ListSubscriptionsResponse(subscriptions=subscriptions)
+        subscriptions = {s.subscription_id: _wire(s) for s in self._api.list()}
+        return self._lister.respond(
+            context,
+            request,
+            pb.ListSubscriptionsResponse,
+            "subscriptions",
+            scope=f"{API_NAME}/subscriptions",
+            ids=sorted(subscriptions),
+            fetch=subscriptions.get,
+        )
 
     @grpc_errors
     def CreateSubscription(

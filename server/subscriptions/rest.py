@@ -6,8 +6,6 @@ from typing import Final
 
 import grpc
 
-from server.inventory import COLLECTION_HEADER
-
 # Initial metadata carrying the HTTP status a REST caller must see (the transcoder answers
 # every success with 200); the shaper sets :status from it and, like every x-o2ims-*
 # header, never forwards it. Must match the name rest_facade/shaper.lua reads.
@@ -19,8 +17,3 @@ def mark_created(context: grpc.ServicerContext, location: str) -> None:
     """REST: 201 Created with `Location`. Send only once the object exists: initial
     metadata cannot be taken back if the call fails afterwards."""
     context.send_initial_metadata(((HTTP_STATUS_HEADER, "201"), (LOCATION_HEADER, location)))
-
-
-def mark_collection(context: grpc.ServicerContext, json_field: str) -> None:
-    """REST: unwrap the list response's `json_field` into a bare JSON array."""
-    context.send_initial_metadata(((COLLECTION_HEADER, json_field),))

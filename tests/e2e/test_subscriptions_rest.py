@@ -213,10 +213,6 @@ def test_list_is_a_bare_array_including_the_new_subscription(
     assert len(ids) == len(set(ids)), "unique"
 
 
-@pytest.mark.skip(
-    reason="no SOL013 query engine yet: the list requests have no `filter` field, so the "
-    "transcoder rejects ?filter=... as an unknown query parameter (400)"
-)
 @pytest.mark.parametrize("collection", BOTH_KINDS, ids=str)
 def test_list_filter_by_consumer_subscription_id(
     rest: httpx.Client, collection: Collection

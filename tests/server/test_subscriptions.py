@@ -28,6 +28,7 @@ from devstack.redis_server import RedisServer
 from netweave.errors import ERROR_DOMAIN
 from netweave.grpc_server import new_server
 from server.config import GatewayConfig
+from server.listing import Lister, ListingSettings
 from server.monitoring_v1 import AlarmRecords, MonitoringV1Servicer
 from server.store import EVENTS_KEY, connect
 from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
@@ -53,11 +54,13 @@ def serve(redis_url: str, duplicate_status: int = 400) -> Iterator[Core]:
     server = new_server(max_workers=16)
     client = connect(redis_url)
     store = SubscriptionStore(client)
+    lister = Lister(ListingSettings(secret=b"test-secret"))
     sub_grpc.add_SubscriptionServiceServicer_to_server(
-        InventorySubscriptionServicer(store, SERVICE_URI, duplicate_status), server
+        InventorySubscriptionServicer(store, SERVICE_URI, duplicate_status, lister), server
     )
     mon_grpc.add_MonitoringServiceServicer_to_server(
-        MonitoringV1Servicer(store, AlarmRecords(client), SERVICE_URI, duplicate_status), server
+        MonitoringV1Servicer(store, AlarmRecords(client), SERVICE_URI, duplicate_status, lister),
+        server,
     )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

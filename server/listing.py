@@ -1,0 +1,135 @@
+"""Every list RPC runs its SOL013 query (filter, selectors, paging) through here.
+
+The query engine (server.query) works on wire messages; this module adapts it to RPCs:
+the request's query fields become a ListQuery, a QueryError becomes INVALID_ARGUMENT
+with a google.rpc.BadRequest violation (REST 400), and the page token travels both in the
+response message (gRPC) and in a response header the REST shaper turns into
+`Link: <...>; rel="next"`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar, cast
+
+import grpc
+from google.protobuf.descriptor import Descriptor
+
+from server.errors import InvalidArgument
+from server.query import CompiledQuery, ListQuery, Page, QueryError, compile_query
+
+# Internal response headers (stripped from REST responses by the shaper).
+COLLECTION_HEADER: Final = "x-o2ims-collection"
+NEXT_PAGE_HEADER: Final = "x-o2ims-next-page-token"
+
+Response = TypeVar("Response")
+
+
+@dataclass(frozen=True)
+class ListingSettings:
+    """Paging configuration shared by every list."""
+
+    # Signs page markers; every replica must use the same one.
+    secret: bytes
+    # Large enough that an ordinary inventory fits in one page.
+    page_size: int = 1000
+    marker_max_age_s: float = 3600.0
+    previous_secrets: tuple[bytes, ...] = field(default_factory=tuple)
+
+
+def list_query(request: Any) -> ListQuery:
+    """The SOL013 parameters of a List request (absent parameters as None)."""
+    return ListQuery(
+        filters=tuple(request.filter),
+        all_fields=True if request.all_fields else None,
+        fields=request.fields or None,
+        exclude_fields=request.exclude_fields or None,
+        exclude_default=True if request.exclude_default else None,
+        marker=request.nextpage_opaque_marker or None,
+    )
+
+
+def invalid_query(error: QueryError) -> InvalidArgument:
+    return InvalidArgument(error.reason, [error.violation()])
+
+
+class Lister:
+    """Compiles and runs list queries with one ListingSettings."""
+
+    def __init__(self, settings: ListingSettings) -> None:
+        self.settings = settings
+
+    def compile(
+        self,
+        request: Any,
+        descriptor: Descriptor,
+        scope: str,
+        aliases: Mapping[str, str] | None = None,
+    ) -> CompiledQuery:
+        try:
+            return compile_query(
+                list_query(request),
+                descriptor,
+                aliases,
+                secret=self.settings.secret,
+                scope=scope,
+                default_page_size=self.settings.page_size,
+                max_page_size=self.settings.page_size,
+                marker_max_age_s=self.settings.marker_max_age_s,
+                previous_secrets=self.settings.previous_secrets,
+            )
+        except QueryError as error:
+            raise invalid_query(error) from error
+
+    def page(
+        self,
+        query: CompiledQuery,
+        ordered_ids: Sequence[str],
+        fetch: Callable[[str], Any | None],
+    ) -> Page:
+        """Run `query` over the objects whose ids are `ordered_ids` (sorted)."""
+
+        def source(after_key: str | None) -> Iterator[tuple[str, Any]]:
+            start = 0 if after_key is None else bisect.bisect_right(ordered_ids, after_key)
+            for object_id in ordered_ids[start:]:
+                item = fetch(object_id)
+                if item is not None:  # removed since the ids were taken
+                    yield object_id, item
+
+        try:
+            return query.page(source)
+        except QueryError as error:
+            raise invalid_query(error) from error
+
+    def respond(
+        self,
+        context: grpc.ServicerContext,
+        request: Any,
+        response_type: type[Response],
+        field: str,
+        *,
+        scope: str,
+        ids: Sequence[str] | Callable[[CompiledQuery], Sequence[str]],
+        fetch: Callable[[str], Any | None],
+        aliases: Mapping[str, str] | None = None,
+    ) -> Response:
+        """The whole list RPC: compile the request's query against the type of the
+        collection `field` of `response_type`, page it over `ids` (sorted; or a function
+        of the compiled query, for index lookups), and build the response."""
+        collection = cast(Any, response_type).DESCRIPTOR.fields_by_name[field]
+        query = self.compile(request, collection.message_type, scope, aliases)
+        ordered = ids(query) if callable(ids) else ids
+        page = self.page(query, ordered, fetch)
+        send_list_headers(context, collection.json_name, page)
+        return response_type(next_page_token=page.next_page_token, **{field: page.items})  # type: ignore[call-arg]
+
+
+def send_list_headers(context: grpc.ServicerContext, collection: str, page: Page) -> None:
+    """Initial metadata of a list response: the collection (for the REST shaper's bare
+    array) and the next page's marker (for its Link header)."""
+    metadata = [(COLLECTION_HEADER, collection)]
+    if page.next_page_token:
+        metadata.append((NEXT_PAGE_HEADER, page.next_page_token))
+    context.send_initial_metadata(tuple(metadata))
