@@ -36,6 +36,7 @@ from server.subscriptions import (
 )
 from server.subscriptions.api import redis_errors
 from server.subscriptions.rest import mark_created
+from server.subscriptions.store import paging_key
 
 API_NAME: Final = "o2ims-infrastructureMonitoring"
 # Alarm query and subscriptions: Monitoring 1.0.0. Acknowledge/clear (PATCH) and the alarm
@@ -217,7 +218,8 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
     def ListAlarmSubscriptions(
         self, request: pb.ListAlarmSubscriptionsRequest, context: grpc.ServicerContext
     ) -> pb.ListAlarmSubscriptionsResponse:
-        subscriptions = {s.subscription_id: _wire(s) for s in self._subscriptions.list()}
+        # Pages are keyed by (creation time, id): oldest first, and stable for markers.
+        subscriptions = {paging_key(s): _wire(s) for s in self._subscriptions.list()}
         return self._lister.respond(
             context,
             request,

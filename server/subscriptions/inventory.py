@@ -15,7 +15,12 @@ from server.inventory import API_NAME
 from server.listing import Lister
 from server.subscriptions.api import SubscriptionApi, SubscriptionDraft, SubscriptionResource
 from server.subscriptions.rest import mark_created
-from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, Subscription, SubscriptionStore
+from server.subscriptions.store import (
+    INVENTORY_SUBSCRIPTIONS,
+    Subscription,
+    SubscriptionStore,
+    paging_key,
+)
 
 INVENTORY_SUBSCRIPTION_RESOURCE: Final = SubscriptionResource(
     kind=INVENTORY_SUBSCRIPTIONS,
@@ -52,7 +57,8 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         self, request: pb.ListSubscriptionsRequest, context: grpc.ServicerContext
     ) -> pb.ListSubscriptionsResponse:
         self._api.check_major(request.api_version, required=False)
-        subscriptions = {s.subscription_id: _wire(s) for s in self._api.list()}
+        # Pages are keyed by (creation time, id): oldest first, and stable for markers.
+        subscriptions = {paging_key(s): _wire(s) for s in self._api.list()}
         return self._lister.respond(
             context,
             request,

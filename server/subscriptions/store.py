@@ -227,5 +227,11 @@ def _decode(subscription_id: str, stored: dict[bytes, bytes]) -> Subscription:
     )
 
 
+def paging_key(subscription: Subscription) -> str:
+    """Orders subscriptions oldest first (fixed-width UTC timestamps sort as text), with
+    the id breaking ties, so page markers stay valid while others come and go."""
+    return f"{subscription.created_at}|{subscription.subscription_id}"
+
+
 def _now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
