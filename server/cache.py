@@ -16,7 +16,7 @@ all the small kinds: always correct, and cheap.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from google.protobuf.message import Message
@@ -177,6 +177,25 @@ class InventoryCache:
         """Every object of a kind in `model`'s wire form, ordered by id."""
         with self._lock:
             return [self._wire(model, kind, oid) for oid in self._ordered_ids(kind)]
+
+    def iter_wire(
+        self, model: WireModel, kind: str, ids: Sequence[str], chunk: int = 512
+    ) -> Iterator[tuple[str, Any]]:
+        """(id, wire object) for each of `ids` that still exists, in order. The lock is
+        taken once per chunk, not per object: a full scan of 100,000 resources is
+        dominated by per-object overhead otherwise, while other threads still get in."""
+        for start in range(0, len(ids), chunk):
+            with self._lock:
+                memo = self._memo.setdefault((model.major, kind), {})
+                found = []
+                for object_id in ids[start : start + chunk]:
+                    wire = memo.get(object_id)
+                    if wire is None:
+                        wire = self._wire(model, kind, object_id)
+                        if wire is None:
+                            continue  # removed since the ids were taken
+                    found.append((object_id, wire))
+            yield from found
 
     def get(self, model: WireModel, kind: str, object_id: str) -> Any | None:
         with self._lock:

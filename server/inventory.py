@@ -87,7 +87,7 @@ class InventoryServicer:
             field,
             scope=f"{API_NAME}/{self.model.major}/{kind}/{scope}",
             ids=ids or (lambda _query: self._cache.ids(kind)),
-            fetch=lambda oid: self._cache.get(self.model, kind, oid),
+            fetch=lambda ids_in_order: self._cache.iter_wire(self.model, kind, ids_in_order),
         )
 
     def _get(self, kind: str, object_id: str) -> Any:

@@ -10,7 +10,7 @@ response message (gRPC) and in a response header the REST shaper turns into
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, cast
 
@@ -25,6 +25,17 @@ COLLECTION_HEADER: Final = "x-o2ims-collection"
 NEXT_PAGE_HEADER: Final = "x-o2ims-next-page-token"
 
 Response = TypeVar("Response")
+# Given ids in order, yields (id, object) for those that exist, in the same order.
+Fetch = Callable[[Sequence[str]], Iterable[tuple[str, Any]]]
+
+
+def from_mapping(objects: Mapping[str, Any]) -> Fetch:
+    """A Fetch over objects already in memory."""
+
+    def fetch(ids: Sequence[str]) -> Iterator[tuple[str, Any]]:
+        return ((oid, objects[oid]) for oid in ids if oid in objects)
+
+    return fetch
 
 
 @dataclass(frozen=True)
@@ -83,20 +94,12 @@ class Lister:
         except QueryError as error:
             raise invalid_query(error) from error
 
-    def page(
-        self,
-        query: CompiledQuery,
-        ordered_ids: Sequence[str],
-        fetch: Callable[[str], Any | None],
-    ) -> Page:
+    def page(self, query: CompiledQuery, ordered_ids: Sequence[str], fetch: Fetch) -> Page:
         """Run `query` over the objects whose ids are `ordered_ids` (sorted)."""
 
-        def source(after_key: str | None) -> Iterator[tuple[str, Any]]:
+        def source(after_key: str | None) -> Iterable[tuple[str, Any]]:
             start = 0 if after_key is None else bisect.bisect_right(ordered_ids, after_key)
-            for object_id in ordered_ids[start:]:
-                item = fetch(object_id)
-                if item is not None:  # removed since the ids were taken
-                    yield object_id, item
+            return fetch(ordered_ids[start:])
 
         try:
             return query.page(source)
@@ -112,7 +115,7 @@ class Lister:
         *,
         scope: str,
         ids: Sequence[str] | Callable[[CompiledQuery], Sequence[str]],
-        fetch: Callable[[str], Any | None],
+        fetch: Fetch,
         aliases: Mapping[str, str] | None = None,
     ) -> Response:
         """The whole list RPC: compile the request's query against the type of the

@@ -25,7 +25,7 @@ from o2ims.monitoring.v1 import monitoring_pb2 as pb
 from o2ims.monitoring.v1 import monitoring_pb2_grpc as pb_grpc
 
 from server.errors import ApiError, InvalidArgument, NotFound, grpc_errors
-from server.listing import Lister
+from server.listing import Lister, from_mapping
 from server.subscriptions import (
     ALARM_SUBSCRIPTIONS,
     Subscription,
@@ -185,7 +185,7 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
             "alarms",
             scope="o2ims-infrastructureMonitoring/v1/alarms",
             ids=sorted(alarms),
-            fetch=alarms.get,
+            fetch=from_mapping(alarms),
             aliases=ALARM_FILTER_ALIASES,
         )
 
@@ -227,7 +227,7 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
             "alarm_subscriptions",
             scope="o2ims-infrastructureMonitoring/v1/alarmSubscriptions",
             ids=sorted(subscriptions),
-            fetch=subscriptions.get,
+            fetch=from_mapping(subscriptions),
         )
 
     @grpc_errors

@@ -12,7 +12,7 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as pb_grpc
 
 from server.errors import grpc_errors
 from server.inventory import API_NAME
-from server.listing import Lister
+from server.listing import Lister, from_mapping
 from server.subscriptions.api import SubscriptionApi, SubscriptionDraft, SubscriptionResource
 from server.subscriptions.rest import mark_created
 from server.subscriptions.store import (
@@ -66,7 +66,7 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
             "subscriptions",
             scope=f"{API_NAME}/subscriptions",
             ids=sorted(subscriptions),
-            fetch=subscriptions.get,
+            fetch=from_mapping(subscriptions),
         )
 
     @grpc_errors

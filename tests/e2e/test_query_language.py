@@ -372,3 +372,41 @@ def test_grpc_filters_pages_and_reports_bad_queries_with_details(
             violations.extend(bad.field_violations)
     assert [v.field for v in violations] == ["filter"]
     assert "WrongAttrName" in violations[0].description
+
+
+PARITY_FILTERS = [
+    "(eq,name,pserver_if)",
+    "(neq,name,pserver_if)",
+    "(gt,name,pserver_if)",
+    "(lte,name,pserver_if)",
+    "(cont,description,Ethernet)",
+    "(ncont,description,Ethernet)",
+    "(in,name,pserver,pserver_mem)",
+    "(nin,name,pserver,pserver_mem)",
+    "(eq,resourceKind,PHYSICAL);(cont,description,server)",
+    "(eq,description,'4x25GbE Ethernet network adapter, GNSS')",
+    "(eq,extensions/nothing/here,x)",
+    # errors: unknown attribute, syntax, arity, type
+    "(eq,WrongAttrName,x)",
+    "(eq,name,x",
+    "(eq,name,a,b)",
+    "(eq,resourceKind,BANANA)",
+]
+
+
+@pytest.mark.parametrize("expression", PARITY_FILTERS)
+def test_rest_and_grpc_answer_every_query_alike(
+    rest: httpx.Client, inventory: v1_grpc.InventoryServiceStub, expression: str
+) -> None:
+    response = rest.get(f"{INV}/resourceTypes?filter=" + quote(expression))
+    try:
+        reply = inventory.ListResourceTypes(v1.ListResourceTypesRequest(filter=[expression]))
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        problem = assert_problem(response, 400)
+        assert problem["detail"] == error.details()
+        return
+    assert response.status_code == 200, response.text
+    assert ids(json.loads(response.content), "resourceTypeId") == [
+        t.resource_type_id for t in reply.resource_types
+    ]
