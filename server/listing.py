@@ -128,6 +128,29 @@ class Lister:
         send_list_headers(context, collection.json_name, page)
         return response_type(next_page_token=page.next_page_token, **{field: page.items})  # type: ignore[call-arg]
 
+    def respond_in_memory(
+        self,
+        context: grpc.ServicerContext,
+        request: Any,
+        response_type: type[Response],
+        field: str,
+        *,
+        scope: str,
+        objects: Mapping[str, Any],
+        aliases: Mapping[str, str] | None = None,
+    ) -> Response:
+        """`respond` over a collection already in memory, paged in its keys' order."""
+        return self.respond(
+            context,
+            request,
+            response_type,
+            field,
+            scope=scope,
+            ids=sorted(objects),
+            fetch=from_mapping(objects),
+            aliases=aliases,
+        )
+
 
 def send_list_headers(context: grpc.ServicerContext, collection: str, page: Page) -> None:
     """Initial metadata of a list response: the collection (for the REST shaper's bare

@@ -25,7 +25,7 @@ from o2ims.monitoring.v1 import monitoring_pb2 as pb
 from o2ims.monitoring.v1 import monitoring_pb2_grpc as pb_grpc
 
 from server.errors import ApiError, InvalidArgument, NotFound, grpc_errors
-from server.listing import Lister, from_mapping
+from server.listing import Lister
 from server.subscriptions import (
     ALARM_SUBSCRIPTIONS,
     Subscription,
@@ -178,14 +178,13 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
     ) -> pb.ListAlarmsResponse:
         with redis_errors(ALARM_STORE):
             alarms = {a.alarm_event_record_id: a for a in self._alarms.list()}
-        return self._lister.respond(
+        return self._lister.respond_in_memory(
             context,
             request,
             pb.ListAlarmsResponse,
             "alarms",
             scope="o2ims-infrastructureMonitoring/v1/alarms",
-            ids=sorted(alarms),
-            fetch=from_mapping(alarms),
+            objects=alarms,
             aliases=ALARM_FILTER_ALIASES,
         )
 
@@ -220,14 +219,13 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
     ) -> pb.ListAlarmSubscriptionsResponse:
         # Pages are keyed by (creation time, id): oldest first, and stable for markers.
         subscriptions = {paging_key(s): _wire(s) for s in self._subscriptions.list()}
-        return self._lister.respond(
+        return self._lister.respond_in_memory(
             context,
             request,
             pb.ListAlarmSubscriptionsResponse,
             "alarm_subscriptions",
             scope="o2ims-infrastructureMonitoring/v1/alarmSubscriptions",
-            ids=sorted(subscriptions),
-            fetch=from_mapping(subscriptions),
+            objects=subscriptions,
         )
 
     @grpc_errors

@@ -12,7 +12,7 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as pb_grpc
 
 from server.errors import grpc_errors
 from server.inventory import API_NAME
-from server.listing import Lister, from_mapping
+from server.listing import Lister
 from server.subscriptions.api import SubscriptionApi, SubscriptionDraft, SubscriptionResource
 from server.subscriptions.rest import mark_created
 from server.subscriptions.store import (
@@ -59,14 +59,13 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         self._api.check_major(request.api_version, required=False)
         # Pages are keyed by (creation time, id): oldest first, and stable for markers.
         subscriptions = {paging_key(s): _wire(s) for s in self._api.list()}
-        return self._lister.respond(
+        return self._lister.respond_in_memory(
             context,
             request,
             pb.ListSubscriptionsResponse,
             "subscriptions",
             scope=f"{API_NAME}/subscriptions",
-            ids=sorted(subscriptions),
-            fetch=from_mapping(subscriptions),
+            objects=subscriptions,
         )
 
     @grpc_errors

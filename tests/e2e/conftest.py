@@ -15,8 +15,10 @@ from tests.conftest import EXAMPLE_INVENTORY
 from tests.openapi_contract import ContractRecorder
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def start_stack(
+    tmp_path_factory: pytest.TempPathFactory, core_env: dict[str, str] | None = None
+) -> LocalStack:
+    """A whole stack on free ports, over its own copy of the example inventory."""
     state = tmp_path_factory.mktemp("stack")
     inventory = state / "ocloud.yaml"
     shutil.copy(EXAMPLE_INVENTORY, inventory)
@@ -29,8 +31,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         adapter_port=0,
         envoy_admin_port=0,
         redis_port=0,
+        extra_core_env=core_env or {},
     )
-    running = LocalStack(config).start()
+    return LocalStack(config).start()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    running = start_stack(tmp_path_factory)
     yield running
     running.stop()
 

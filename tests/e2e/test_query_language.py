@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import operator
 import re
-import shutil
-import ssl
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -22,8 +20,8 @@ from o2ims.inventory.v1 import inventory_pb2 as v1
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 
 from devstack.processes import wait_until
-from devstack.stack import LocalStack, StackConfig
-from tests.conftest import EXAMPLE_INVENTORY
+from devstack.stack import LocalStack
+from tests.e2e.conftest import start_stack
 from tests.e2e.test_conformance_rest import assert_problem
 
 pytestmark = pytest.mark.e2e
@@ -34,30 +32,10 @@ PAGE_SIZE = 4
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    state = tmp_path_factory.mktemp("query-stack")
-    inventory = state / "ocloud.yaml"
-    shutil.copy(EXAMPLE_INVENTORY, inventory)
-    config = StackConfig(
-        state_dir=state,
-        inventory=inventory,
-        rest_port=0,
-        grpc_port=0,
-        ops_port=0,
-        adapter_port=0,
-        envoy_admin_port=0,
-        redis_port=0,
-        extra_core_env={"NETWEAVE_PAGE_SIZE": str(PAGE_SIZE)},
-    )
-    running = LocalStack(config).start()
+    """Small pages, so that paging is exercised on the example inventory."""
+    running = start_stack(tmp_path_factory, {"NETWEAVE_PAGE_SIZE": str(PAGE_SIZE)})
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def rest(stack: LocalStack) -> Iterator[httpx.Client]:
-    tls = ssl.create_default_context(cafile=str(stack.pki.ca_cert))
-    with httpx.Client(base_url=stack.rest_url, verify=tls, timeout=5.0) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
