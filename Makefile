@@ -20,13 +20,15 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 # Debian packages the tests and `make run` need on a fresh machine.
 DEB_PACKAGES := redis-server nghttp2-client
 
-.PHONY: help run test lint typecheck pytest gen openapi venv system-deps tools clean
+.PHONY: help run test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token
 
 help:
 	@echo "make run    start the gateway locally (see README.md)"
 	@echo "make test   lint, type-check and test (installs what is missing)"
 	@echo "make gen    regenerate code and the descriptor set from proto/"
 	@echo "make openapi regenerate $(OPENAPI) from proto/ (commit it; a test checks it)"
+	@echo "make client-cert NAME=smo-north   issue a dev client certificate (mTLS)"
+	@echo "make token NAME=smo-north ROLE=o2ims-reader   mint a dev bearer token"
 
 ## --- environment -----------------------------------------------------------
 
@@ -79,6 +81,15 @@ openapi: gen
 
 run: system-deps gen
 	$(PY) -m devstack
+
+# Development credentials for `make run` (dev CA in .netweave/pki, dev issuer in .netweave/pki/jwt).
+client-cert: venv
+	@test -n "$(NAME)" || { echo "usage: make client-cert NAME=smo-north [DAYS=365]" >&2; exit 2; }
+	$(PY) -m devstack.pki --dir .netweave/pki issue-client $(NAME) --days $(or $(DAYS),365)
+
+token: venv
+	@test -n "$(NAME)" || { echo "usage: make token NAME=smo-north ROLE=o2ims-reader [TTL=3600]" >&2; exit 2; }
+	@$(PY) -m devstack.tokens --dir .netweave/pki/jwt mint $(NAME) $(foreach r,$(ROLE),--role $(r)) --ttl $(or $(TTL),3600)
 
 lint: gen tools
 	$(VENV)/bin/ruff check .

@@ -5,32 +5,39 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from devstack.stack import REPO, LocalStack, StackConfig
 
 
+def _short(path: Path) -> Path:
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def _banner(stack: LocalStack) -> str:
-    ca = (
-        stack.pki.ca_cert.relative_to(REPO)
-        if stack.pki.ca_cert.is_relative_to(REPO)
-        else stack.pki.ca_cert
-    )
+    ca = _short(stack.pki.ca_cert)
+    cert, key = _short(stack.pki.client_cert), _short(stack.pki.client_key)
+    tls = f"--cacert {ca} --cert {cert} --key {key}"
     base = f"{stack.rest_url}/o2ims-infrastructureInventory/v1"
     grpc = stack.grpc_address
+    required = "required" if stack.config.require_token else "optional"
     return f"""
 netweave is running (inventory: {stack.config.inventory})
 
-  REST (Envoy, TLS)   {stack.rest_url}
-  gRPC core           {grpc}  (plaintext, loopback, reflection on)
-  operations          {stack.ops_url}/healthz  {stack.ops_url}/readyz  {stack.ops_url}/metrics
-  logs                {stack.logs}/
+  REST + gRPC (Envoy)  {stack.rest_url}  (mTLS: client certificate required; token {required})
+  gRPC core            {grpc}  (plaintext, loopback, reflection on; admin)
+  operations           {stack.ops_url}/healthz  {stack.ops_url}/readyz  {stack.ops_url}/metrics
+  logs                 {stack.logs}/  (audit trail: audit.log, audit-edge.log)
+  access policy        {stack.config.auth_policy}
 
-Try:
-  curl --cacert {ca} {base}
-  curl --cacert {ca} {base}/resourcePools
-  curl --cacert {ca} {base}/resourceTypes
-  curl --cacert {ca} {base}/deploymentManagers
-  curl --cacert {ca} {base}/resourcePools/<resourcePoolId>/resources
+Try (the dev client certificate is an admin):
+  curl {tls} {base}
+  curl {tls} {base}/resourcePools
+  curl {tls} {base}/resourceTypes
+  curl {tls} {base}/deploymentManagers
+  curl {tls} {base}/resourcePools/<resourcePoolId>/resources
+  make client-cert NAME=smo-north          # another client (smo-* may read and subscribe)
+  curl {tls} -H "Authorization: Bearer $(make -s token NAME=smo-north ROLE=o2ims-reader)" {base}
   .venv/bin/grpcurl -plaintext {grpc} list
   .venv/bin/grpcurl -plaintext {grpc} describe o2ims.inventory.v1.InventoryService
   .venv/bin/grpcurl -plaintext {grpc} o2ims.inventory.v1.InventoryService/ListResourcePools

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import ssl
 import sys
 import urllib.error
@@ -13,18 +14,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.pki import DevPki, ensure_dev_pki
+from devstack.pki import DevPki, IssuedCertificate, ensure_dev_pki
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until
 from devstack.redis_server import RedisServer
-from rest_facade.envoy_config import EnvoyConfig
+from devstack.tokens import DevIssuer, ensure_dev_issuer
+from rest_facade.envoy_config import EnvoyConfig, JwtConfig, RateLimitConfig
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_POLICY = REPO / "examples" / "access-policy.yaml"
 
 
 def _env_port(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
     return int(raw) if raw else default
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("1", "true", "yes")
 
 
 @dataclass
@@ -43,6 +55,15 @@ class StackConfig:
     redis_url: str | None = None
     service_uri: str | None = None
     extra_core_env: dict[str, str] = field(default_factory=dict)
+    # Edge security (the `make run` defaults: certificate required, token optional).
+    require_client_certificate: bool = True
+    require_token: bool = False
+    # The access policy of the core; None: no access control.
+    auth_policy: Path | None = DEFAULT_POLICY
+    # Requests per second per client identity at the edge, and the burst a client may
+    # spend at once (0: one second's worth).
+    rate_limit_rps: int = 100
+    rate_limit_burst: int = 0
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -60,6 +81,11 @@ class StackConfig:
             redis_port=_env_port("NETWEAVE_REDIS_PORT", 6380),
             redis_url=os.environ.get("REDIS_URL") or None,
             service_uri=os.environ.get("NETWEAVE_SERVICE_URI") or None,
+            require_client_certificate=_env_flag("NETWEAVE_REQUIRE_CLIENT_CERT", True),
+            require_token=_env_flag("NETWEAVE_REQUIRE_TOKEN", False),
+            auth_policy=Path(os.environ.get("NETWEAVE_AUTH_POLICY", str(DEFAULT_POLICY))),
+            rate_limit_rps=_env_port("NETWEAVE_RATE_LIMIT_RPS", 100),
+            rate_limit_burst=_env_port("NETWEAVE_RATE_LIMIT_BURST", 0),
         )
 
     def resolved(self) -> StackConfig:
@@ -81,6 +107,11 @@ class StackConfig:
             redis_url=self.redis_url,
             service_uri=self.service_uri,
             extra_core_env=dict(self.extra_core_env),
+            require_client_certificate=self.require_client_certificate,
+            require_token=self.require_token,
+            auth_policy=self.auth_policy,
+            rate_limit_rps=self.rate_limit_rps,
+            rate_limit_burst=self.rate_limit_burst,
             **ports,
         )
 
@@ -92,6 +123,9 @@ class LocalStack:
         self.config = config.resolved()
         self.logs = self.config.state_dir / "logs"
         self.pki: DevPki = ensure_dev_pki(self.config.state_dir / "pki")
+        self.issuer: DevIssuer = ensure_dev_issuer(self.config.state_dir / "pki" / "jwt")
+        # Proves to the core that a call came through Envoy; new for every start.
+        self.edge_secret = secrets.token_urlsafe(32)
         self.redis: RedisServer | None = None
         self.adapter: ManagedProcess | None = None
         self.core: ManagedProcess | None = None
@@ -112,6 +146,16 @@ class LocalStack:
     @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.config.grpc_port}"
+
+    @property
+    def audit_log(self) -> Path:
+        """The core's audit records (one JSON line per API call)."""
+        return self.logs / "audit.log"
+
+    @property
+    def edge_audit_log(self) -> Path:
+        """Envoy's audit records of the calls it refused itself (401, 429)."""
+        return self.logs / "audit-edge.log"
 
     @property
     def ops_url(self) -> str:
@@ -160,6 +204,9 @@ class LocalStack:
             "REDIS_URL": self.redis_url,
             "NETWEAVE_ADAPTERS": f"127.0.0.1:{self.config.adapter_port}",
             "NETWEAVE_SERVICE_URI": self.config.service_uri or self.rest_url,
+            "NETWEAVE_EDGE_SECRET": self.edge_secret,
+            "NETWEAVE_AUTH_POLICY": str(self.config.auth_policy or ""),
+            "NETWEAVE_AUDIT_LOG": str(self.audit_log),
             **self.config.extra_core_env,
         }
 
@@ -183,6 +230,20 @@ class LocalStack:
                 server_cert=self.pki.server_cert,
                 server_key=self.pki.server_key,
                 client_ca=self.pki.ca_cert,
+                require_client_certificate=self.config.require_client_certificate,
+                jwt=JwtConfig(
+                    issuer=self.issuer.issuer,
+                    audiences=(self.issuer.audience,),
+                    jwks_path=self.issuer.jwks_path,
+                    required=self.config.require_token,
+                ),
+                rate_limit=RateLimitConfig(
+                    tokens_per_fill=max(1, self.config.rate_limit_rps // 10),
+                    fill_interval_s=0.1,
+                    max_tokens=self.config.rate_limit_burst or self.config.rate_limit_rps,
+                ),
+                edge_secret=self.edge_secret,
+                audit_log_path=self.edge_audit_log,
             ),
             workdir=self.config.state_dir / "envoy",
             log_path=self.logs / "envoy.log",
@@ -191,10 +252,24 @@ class LocalStack:
         self._wait(None, self._rest_ok, timeout)
 
     def _rest_ok(self) -> bool:
-        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
         url = f"{self.rest_url}/o2ims-infrastructureInventory/v1"
-        with urllib.request.urlopen(url, context=context, timeout=2) as response:
+        request = urllib.request.Request(url, headers=self.dev_token_header())
+        with urllib.request.urlopen(request, context=self.client_tls(), timeout=2) as response:
             return bool(response.status == 200)
+
+    def client_tls(self, client: IssuedCertificate | None = None) -> ssl.SSLContext:
+        """TLS for calling the edge as `client` (default: the dev client, an admin)."""
+        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        chosen = client or self.pki.client
+        context.load_cert_chain(str(chosen.cert), str(chosen.key))
+        return context
+
+    def dev_token_header(self) -> dict[str, str]:
+        """An Authorization header for the dev client when tokens are required."""
+        if not self.config.require_token:
+            return {}
+        token = self.issuer.mint("netweave-dev-client", ["o2ims-admin"])
+        return {"authorization": f"Bearer {token}"}
 
     def readiness(self) -> tuple[int, dict[str, object]]:
         """(HTTP status, body) of the core's /readyz."""

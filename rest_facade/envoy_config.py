@@ -13,6 +13,7 @@ import json
 import os
 import re
 import string
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,87 @@ PRE_FILTER_DETAIL = "the request is malformed (%RESPONSE_CODE_DETAILS%)"
 # Where the Lua shaper records "this is a REST request" (rest_facade/shaper.lua NAMESPACE).
 REST_METADATA_NAMESPACE = "netweave.rest"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+IDENTITY_LUA_PATH = Path(__file__).resolve().parent / "identity.lua"
+
+# Headers Envoy sets for the core; whatever a client sent under these names is dropped first.
+JWT_PAYLOAD_HEADER = "x-jwt-payload"
+CLIENT_ID_HEADER = "x-netweave-client-id"
+# Carries the shared edge secret to the core (server/auth): "this call came through Envoy".
+EDGE_HEADER = "x-netweave-edge"
+JWT_PROVIDER = "o2ims"
+# jwt_authn puts the verified payload here (namespace = the filter name); identity.lua reads it.
+JWT_METADATA_KEY = "payload"
+JWT_REALM = "o2ims"
+WWW_AUTHENTICATE = f'Bearer realm="{JWT_REALM}", error="invalid_token"'
+RATE_LIMIT_DESCRIPTOR_KEY = "client"
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    """OAuth2 bearer tokens, verified by Envoy's jwt_authn.
+
+    Exactly one of `jwks_path` (a local JWKS file) or `jwks_uri` (fetched and cached by
+    Envoy) gives the signing keys. `required=False`: a request without a token passes
+    (mTLS may identify it), but a request WITH a token that does not verify is still a 401.
+    """
+
+    issuer: str
+    audiences: tuple[str, ...]
+    jwks_path: Path | None = None
+    jwks_uri: str | None = None
+    required: bool = True
+    forward_payload_header: str = JWT_PAYLOAD_HEADER
+    # How long Envoy caches a remote JWKS.
+    jwks_cache_seconds: int = 300
+
+    def __post_init__(self) -> None:
+        if (self.jwks_path is None) == (self.jwks_uri is None):
+            raise ValueError("JwtConfig needs exactly one of jwks_path or jwks_uri")
+        if not self.audiences:
+            raise ValueError("JwtConfig needs at least one audience")
+        if self.jwks_uri is not None:
+            parsed = urllib.parse.urlsplit(self.jwks_uri)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"jwks_uri {self.jwks_uri!r} is not an http(s) URL")
+
+
+@dataclass(frozen=True)
+class ClientLimit:
+    """A token bucket for one client identity (see RateLimitConfig)."""
+
+    identity: str
+    tokens_per_fill: int
+    fill_interval_s: float = 1.0
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Per-client token buckets in Envoy (local rate limit, per Envoy process).
+
+    A client's identity is the URI SAN of its certificate (e.g.
+    `spiffe://netweave.local/client/smo-north`) when it presented one, else `jwt:<sub>` of
+    its verified token. Each distinct identity gets its own bucket of `tokens_per_fill`
+    per `fill_interval_s` (burst `max_tokens`, default `tokens_per_fill`), unless
+    `per_client` names it. Requests with neither share one anonymous bucket of the same size.
+    """
+
+    tokens_per_fill: int = 100
+    fill_interval_s: float = 1.0
+    max_tokens: int | None = None
+    per_client: tuple[ClientLimit, ...] = ()
+    # LRU bound on the number of per-client buckets Envoy keeps.
+    max_dynamic_descriptors: int = 10000
+
+    def __post_init__(self) -> None:
+        buckets: list[RateLimitConfig | ClientLimit] = [self, *self.per_client]
+        for bucket in buckets:
+            if bucket.tokens_per_fill < 1:
+                raise ValueError("tokens_per_fill must be at least 1")
+            if bucket.fill_interval_s < 0.05:
+                raise ValueError("fill_interval_s must be at least 0.05 (Envoy's minimum)")
+            if bucket.max_tokens is not None and bucket.max_tokens < 1:
+                raise ValueError("max_tokens must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -78,8 +160,23 @@ class EnvoyConfig:
     # The gRPC services published through the edge (REST and native gRPC). None: every
     # service of the descriptor set that has HTTP rules. Services left out answer 404.
     services: tuple[str, ...] | None = None
+    # URI SAN prefixes a client certificate must match (one of); empty: any the CA signed.
+    client_san_allow_list: tuple[str, ...] = ()
+    # OAuth2 bearer tokens; None: no token checks (today's behaviour).
+    jwt: JwtConfig | None = None
+    # Per-client token buckets; None: no rate limiting.
+    rate_limit: RateLimitConfig | None = None
+    # Shared with the core (NETWEAVE_EDGE_SECRET): sent on every request it forwards, so the
+    # core trusts the identity headers only on calls that came through this edge.
+    edge_secret: str = ""
+    # Where Envoy writes audit records of the calls it refuses itself (401, 429); None: none.
+    audit_log_path: Path | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.client_san_allow_list, str):
+            raise TypeError("client_san_allow_list is a tuple of prefixes, not a string")
+        if any(not prefix for prefix in self.client_san_allow_list):
+            raise ValueError("client_san_allow_list has an empty prefix (it would allow all)")
         for name in ("listen_port", "core_port", "admin_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -139,8 +236,15 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
     blocks = {
         "routes": _yaml_block(envoy_routes.routes(rules, openapi_json)),
         "shaper_lua": SHAPER_PATH.read_text(),
-        "local_reply_mappers": _yaml_block(_local_reply_mappers()),
+        "local_reply_mappers": _yaml_block(_auth_reply_mappers(config) + _local_reply_mappers()),
+        "client_san_matchers": _client_san_matchers(config),
+        "auth_filters": _auth_filters(config),
+        "jwks_clusters": _jwks_clusters(config),
+        "audit_access_log": _audit_access_log(config),
     }
+    scalars["edge_request_headers"] = json.dumps(
+        [_header(EDGE_HEADER, config.edge_secret)] if config.edge_secret else []
+    )
     for name, text in blocks.items():
         scalars[name] = _indent_continuation(text, _placeholder_indent(template_text, name))
     return scalars
@@ -178,6 +282,297 @@ def _indent_continuation(text: str, indent: int) -> str:
     lines = text.rstrip("\n").split("\n")
     pad = " " * indent
     return "\n".join([lines[0], *[pad + line if line else "" for line in lines[1:]]])
+
+
+def _client_san_matchers(config: EnvoyConfig) -> str:
+    if not config.client_san_allow_list:
+        return ""
+    return _yaml_block(
+        {
+            "match_typed_subject_alt_names": [
+                {"san_type": "URI", "matcher": {"prefix": prefix}}
+                for prefix in config.client_san_allow_list
+            ]
+        }
+    )
+
+
+def _auth_filters(config: EnvoyConfig) -> str:
+    filters: list[dict[str, Any]] = [
+        {
+            # A client must never smuggle in what only Envoy may assert.
+            "name": "netweave.strip_identity_headers",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation."
+                "v3.HeaderMutation",
+                "mutations": {
+                    "request_mutations": [
+                        {"remove": name}
+                        for name in _sorted_unique(
+                            JWT_PAYLOAD_HEADER,
+                            CLIENT_ID_HEADER,
+                            EDGE_HEADER,
+                            config.jwt.forward_payload_header if config.jwt else JWT_PAYLOAD_HEADER,
+                        )
+                    ]
+                },
+            },
+        }
+    ]
+    if config.jwt is not None:
+        filters.append(_jwt_filter(config.jwt))
+    if config.rate_limit is not None:
+        filters.append(
+            {
+                "name": "netweave.identity",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                    "default_source_code": {"inline_string": IDENTITY_LUA_PATH.read_text()},
+                },
+            }
+        )
+        filters.append(_rate_limit_filter(config.rate_limit))
+    return _yaml_block(filters)
+
+
+def _sorted_unique(*names: str) -> list[str]:
+    return sorted({name.lower() for name in names})
+
+
+def _jwt_filter(jwt: JwtConfig) -> dict[str, Any]:
+    provider: dict[str, Any] = {
+        "issuer": jwt.issuer,
+        "audiences": list(jwt.audiences),
+        # The Authorization header is not forwarded: the core gets the verified claims.
+        "forward": False,
+        "forward_payload_header": jwt.forward_payload_header,
+        "payload_in_metadata": JWT_METADATA_KEY,
+        "clock_skew_seconds": 60,
+    }
+    if jwt.jwks_path is not None:
+        provider["local_jwks"] = {"filename": os.path.abspath(jwt.jwks_path)}
+    else:
+        assert jwt.jwks_uri is not None
+        provider["remote_jwks"] = {
+            "http_uri": {"uri": jwt.jwks_uri, "cluster": "jwks", "timeout": "5s"},
+            "cache_duration": f"{jwt.jwks_cache_seconds}s",
+            # Fetch at start-up, not on the first request (which would otherwise wait).
+            "async_fetch": {"fast_listener": False},
+            "retry_policy": {"num_retries": 3},
+        }
+    requires: dict[str, Any] = {"provider_name": JWT_PROVIDER}
+    if not jwt.required:
+        # No token: pass. A token that fails verification: 401 (allow_missing, unlike
+        # allow_missing_or_failed).
+        requires = {"requires_any": {"requirements": [requires, {"allow_missing": {}}]}}
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3."
+            "JwtAuthentication",
+            "providers": {JWT_PROVIDER: provider},
+            "rules": [{"match": {"prefix": "/"}, "requires": requires}],
+        },
+    }
+
+
+# The same fields as the core's audit records (server/auth/audit.py).
+_EDGE_AUDIT_FORMAT: dict[str, str] = {
+    "ts": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
+    "audit": "o2ims",
+    "source": "edge",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "client": "%DOWNSTREAM_PEER_URI_SAN%",
+    "certificate_subject": "%DOWNSTREAM_PEER_SUBJECT%",
+    "token_subject": "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:payload:sub)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "status": "%RESPONSE_CODE%",
+    "decision": "deny",
+    "reason": "%RESPONSE_CODE_DETAILS%",
+    "client_ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+}
+
+
+def _audit_access_log(config: EnvoyConfig) -> str:
+    if config.audit_log_path is None:
+        return ""
+    refused_here = _cel_filter(
+        "response.code_details.startsWith('jwt_authn') || "
+        "response.code_details == 'local_rate_limited'"
+    )
+    return _yaml_block(
+        [
+            {
+                "name": "envoy.access_loggers.file",
+                "filter": refused_here,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3."
+                    "FileAccessLog",
+                    "path": os.path.abspath(config.audit_log_path),
+                    "log_format": {"json_format": _EDGE_AUDIT_FORMAT},
+                },
+            }
+        ]
+    )
+
+
+def _jwks_clusters(config: EnvoyConfig) -> str:
+    if config.jwt is None or config.jwt.jwks_uri is None:
+        return ""
+    parsed = urllib.parse.urlsplit(config.jwt.jwks_uri)
+    assert parsed.hostname is not None
+    https = parsed.scheme == "https"
+    cluster: dict[str, Any] = {
+        "name": "jwks",
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "5s",
+        "load_assignment": {
+            "cluster_name": "jwks",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": parsed.hostname,
+                                        "port_value": parsed.port or (443 if https else 80),
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if https:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                "UpstreamTlsContext",
+                "sni": parsed.hostname,
+                "common_tls_context": {
+                    "validation_context": {
+                        "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"}
+                    }
+                },
+            },
+        }
+    return _yaml_block([cluster])
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _bucket(tokens_per_fill: int, fill_interval_s: float, max_tokens: int | None) -> dict[str, Any]:
+    return {
+        "max_tokens": max_tokens if max_tokens is not None else tokens_per_fill,
+        "tokens_per_fill": tokens_per_fill,
+        "fill_interval": _duration(fill_interval_s),
+    }
+
+
+def _rate_limit_filter(limit: RateLimitConfig) -> dict[str, Any]:
+    percent = {"numerator": 100, "denominator": "HUNDRED"}
+    descriptors: list[dict[str, Any]] = [
+        {
+            "entries": [{"key": RATE_LIMIT_DESCRIPTOR_KEY, "value": client.identity}],
+            "token_bucket": _bucket(
+                client.tokens_per_fill, client.fill_interval_s, client.max_tokens
+            ),
+        }
+        for client in limit.per_client
+    ]
+    # No value: one bucket per distinct identity (at most max_dynamic_descriptors, LRU).
+    descriptors.append(
+        {
+            "entries": [{"key": RATE_LIMIT_DESCRIPTOR_KEY}],
+            "token_bucket": _bucket(limit.tokens_per_fill, limit.fill_interval_s, limit.max_tokens),
+        }
+    )
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3."
+            "LocalRateLimit",
+            "stat_prefix": "o2ims_client_rl",
+            # Requests without an identity (no certificate, no token) share this bucket.
+            "token_bucket": _bucket(limit.tokens_per_fill, limit.fill_interval_s, limit.max_tokens),
+            "filter_enabled": {
+                "runtime_key": "netweave.rate_limit.enabled",
+                "default_value": percent,
+            },
+            "filter_enforced": {
+                "runtime_key": "netweave.rate_limit.enforced",
+                "default_value": percent,
+            },
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+            "rate_limited_as_resource_exhausted": True,
+            # An identified client draws only from its own bucket.
+            "always_consume_default_token_bucket": False,
+            "max_dynamic_descriptors": limit.max_dynamic_descriptors,
+            "rate_limits": [
+                {
+                    "actions": [
+                        {
+                            "request_headers": {
+                                "header_name": CLIENT_ID_HEADER,
+                                "descriptor_key": RATE_LIMIT_DESCRIPTOR_KEY,
+                            }
+                        }
+                    ]
+                }
+            ],
+            "descriptors": descriptors,
+        },
+    }
+
+
+def _auth_reply_mappers(config: EnvoyConfig) -> list[dict[str, Any]]:
+    """401 (jwt_authn) and 429 (rate limit) as ProblemDetails with their REST headers.
+
+    They come before the generic mappers (first match wins). jwt_authn and the rate limiter
+    run before the shaper marks the request as REST, so these match on the request alone.
+    """
+    mappers: list[dict[str, Any]] = []
+    if config.jwt is not None:
+        # jwt_authn answers 403 for a token of the wrong audience: for OAuth2 that is an
+        # invalid token too (RFC 6750 3.1), so every jwt_authn refusal becomes a 401.
+        token_refused = _cel_filter("response.code_details.startsWith('jwt_authn')")
+        mapper = _problem_mapper([token_refused], 401, "Unauthorized", "%LOCAL_REPLY_BODY%")
+        mapper["status_code"] = 401
+        mapper["headers_to_add"] = [_header("www-authenticate", WWW_AUTHENTICATE)]
+        mappers.append(mapper)
+        # Native gRPC callers: UNAUTHENTICATED, whatever jwt_authn's HTTP status was.
+        mappers.append(
+            {
+                "filter": token_refused,
+                "status_code": 401,
+                "headers_to_add": [_header("www-authenticate", WWW_AUTHENTICATE)],
+            }
+        )
+    if config.rate_limit is not None:
+        mapper = _problem_mapper(
+            [_status_filter("EQ", 429)],
+            429,
+            "Too Many Requests",
+            "this client exceeded its request rate; retry after Retry-After seconds",
+        )
+        # Retry-After is added by rest_facade/identity.lua from x-ratelimit-reset.
+        mappers.append(mapper)
+    return mappers
+
+
+def _header(name: str, value: str) -> dict[str, Any]:
+    return {
+        "header": {"key": name, "value": value},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
 
 
 def _local_reply_mappers() -> list[dict[str, Any]]:
@@ -229,6 +624,19 @@ def _in_filter_chain() -> dict[str, Any]:
                 "value": {"string_match": {"exact": "1"}},
             },
             "match_if_key_not_found": False,
+        }
+    }
+
+
+def _cel_filter(expression: str) -> dict[str, Any]:
+    return {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3."
+                "ExpressionFilter",
+                "expression": expression,
+            },
         }
     }
 

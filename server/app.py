@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Final
 
 import redis
@@ -16,6 +17,7 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as subscriptions_v1_gr
 from prometheus_client.core import GaugeMetricFamily
 
 from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
+from server.auth import AccessPolicy, AuditLog, AuthInterceptor
 from server.cache import InventoryCache
 from server.config import GatewayConfig
 from server.inventory import InventoryV1Servicer, InventoryV2Servicer
@@ -56,7 +58,14 @@ class Gateway:
         lister = Lister(
             ListingSettings(secret=_page_secret(config, self._probe), page_size=config.page_size)
         )
-        self.grpc_server = new_server(config.grpc_workers, [MetricsInterceptor(self.metrics)])
+        if config.auth_policy:
+            policy = AccessPolicy.load(Path(config.auth_policy))
+        else:
+            log.warning("access_control_disabled", hint="set NETWEAVE_AUTH_POLICY")
+            policy = AccessPolicy.open_policy()
+        self.audit = AuditLog(config.audit_log) if config.audit_log else None
+        auth = AuthInterceptor(policy, self.audit, self.metrics, config.edge_secret)
+        self.grpc_server = new_server(config.grpc_workers, [auth, MetricsInterceptor(self.metrics)])
         self.port = 0
         self._health = add_health_and_reflection(self.grpc_server, SERVICE_NAMES)
         v1_grpc.add_InventoryServiceServicer_to_server(

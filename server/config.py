@@ -40,6 +40,13 @@ class GatewayConfig:
     page_size: int = 1000
     # Signs page markers. Empty: a secret generated once and shared through Redis.
     page_secret: str = ""
+    # The access policy (YAML, see server/auth/policy.py). Empty: no access control (every
+    # caller is an admin), for development only.
+    auth_policy: str = ""
+    # Shared with Envoy: proves a call came through the edge (see server/auth/identity.py).
+    edge_secret: str = ""
+    # Audit records: a file path, `-` for standard output, or empty for none.
+    audit_log: str = "-"
 
     def __post_init__(self) -> None:
         if self.duplicate_subscription_status not in DUPLICATE_HTTP_STATUSES:
@@ -64,4 +71,7 @@ class GatewayConfig:
             duplicate_subscription_status=_env_int("NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS", 400),
             page_size=_env_int("NETWEAVE_PAGE_SIZE", 1000),
             page_secret=os.environ.get("NETWEAVE_PAGE_SECRET", ""),
+            auth_policy=os.environ.get("NETWEAVE_AUTH_POLICY", ""),
+            edge_secret=os.environ.get("NETWEAVE_EDGE_SECRET", ""),
+            audit_log=os.environ.get("NETWEAVE_AUDIT_LOG", "-"),
         )

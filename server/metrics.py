@@ -31,6 +31,22 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.auth = Counter(
+            "o2ims_auth",
+            "Calls by authentication outcome (success/failure) and how the caller was "
+            "identified (certificate, token, certificate_and_token, internal, none). Calls "
+            "Envoy refused itself (bad token) are counted by Envoy's jwt_authn stats.",
+            ["result", "via"],
+            registry=self.registry,
+        )
+        self.authz = Counter(
+            "o2ims_authz",
+            "Authorization decisions by result (allowed/denied) and role (the role that "
+            "granted the call; for a denial the caller's first role, or none).",
+            ["result", "role"],
+            registry=self.registry,
+        )
+
     def add_state(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
         """Expose gauges computed at scrape time (Redis up, adapters, object counts)."""
 

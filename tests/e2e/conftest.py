@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,9 +16,12 @@ from tests.openapi_contract import ContractRecorder
 
 
 def start_stack(
-    tmp_path_factory: pytest.TempPathFactory, core_env: dict[str, str] | None = None
+    tmp_path_factory: pytest.TempPathFactory,
+    core_env: dict[str, str] | None = None,
+    **settings: Any,
 ) -> LocalStack:
-    """A whole stack on free ports, over its own copy of the example inventory."""
+    """A whole stack on free ports, over its own copy of the example inventory; `settings`
+    override StackConfig fields (edge security, rate limits)."""
     state = tmp_path_factory.mktemp("stack")
     inventory = state / "ocloud.yaml"
     shutil.copy(EXAMPLE_INVENTORY, inventory)
@@ -32,6 +35,7 @@ def start_stack(
         envoy_admin_port=0,
         redis_port=0,
         extra_core_env=core_env or {},
+        **settings,
     )
     return LocalStack(config).start()
 
@@ -48,8 +52,7 @@ def rest_contract(stack: LocalStack) -> Iterator[ContractRecorder]:
     """Checks every response of the module's `rest` client against the OpenAPI document
     the gateway serves (GET /openapi.json); at teardown the module fails if any response
     was not as documented (status, content type, body schema, required headers)."""
-    tls = ssl.create_default_context(cafile=str(stack.pki.ca_cert))
-    with httpx.Client(base_url=stack.rest_url, verify=tls, timeout=5.0) as client:
+    with httpx.Client(base_url=stack.rest_url, verify=stack.client_tls(), timeout=5.0) as client:
         document = client.get("/openapi.json").raise_for_status().json()
     recorder = ContractRecorder(document)
     yield recorder
@@ -58,10 +61,9 @@ def rest_contract(stack: LocalStack) -> Iterator[ContractRecorder]:
 
 @pytest.fixture(scope="module")
 def rest(stack: LocalStack, rest_contract: ContractRecorder) -> Iterator[httpx.Client]:
-    tls = ssl.create_default_context(cafile=str(stack.pki.ca_cert))
     with httpx.Client(
         base_url=stack.rest_url,
-        verify=tls,
+        verify=stack.client_tls(),
         timeout=5.0,
         event_hooks={"response": [rest_contract.record]},
     ) as client:

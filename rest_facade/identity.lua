@@ -1,0 +1,58 @@
+-- netweave identity filter (runs for REST and native gRPC, after jwt_authn, before the
+-- per-client rate limiter): sets x-netweave-client-id to the caller's identity.
+--   a verified client certificate: its first URI SAN (else "subject:" .. its subject)
+--   otherwise a verified bearer token: "jwt:" .. its sub claim
+-- A client-sent x-netweave-client-id was already removed by the header_mutation filter.
+local CLIENT_ID_HEADER = "x-netweave-client-id"
+local JWT_NAMESPACE = "envoy.filters.http.jwt_authn"
+
+local function certificate_identity(handle)
+  local ssl = handle:streamInfo():downstreamSslConnection()
+  if ssl == nil or not ssl:peerCertificatePresented() then
+    return nil
+  end
+  local uris = ssl:uriSanPeerCertificate()
+  if uris ~= nil and #uris > 0 then
+    return uris[1]
+  end
+  local subject = ssl:subjectPeerCertificate()
+  if subject ~= nil and subject ~= "" then
+    return "subject:" .. subject
+  end
+  return nil
+end
+
+local function token_identity(handle)
+  local metadata = handle:streamInfo():dynamicMetadata():get(JWT_NAMESPACE)
+  if metadata == nil then
+    return nil
+  end
+  local payload = metadata["payload"]
+  if payload == nil or type(payload["sub"]) ~= "string" or payload["sub"] == "" then
+    return nil
+  end
+  return "jwt:" .. payload["sub"]
+end
+
+function envoy_on_request(handle)
+  local identity = certificate_identity(handle) or token_identity(handle)
+  if identity ~= nil then
+    handle:headers():replace(CLIENT_ID_HEADER, identity)
+  end
+end
+
+-- The rate limiter's 429 passes back through this filter (it sits before the limiter), with
+-- the limiter's x-ratelimit-* headers already set: tell the client when to come back.
+-- x-ratelimit-reset is the seconds until a token is available again; Retry-After must be a
+-- whole number of seconds, and at least 1 so that a client does not spin.
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  if headers:get(":status") ~= "429" or headers:get("retry-after") ~= nil then
+    return
+  end
+  local reset = tonumber(headers:get("x-ratelimit-reset") or "") or 1
+  if reset < 1 then
+    reset = 1
+  end
+  headers:add("retry-after", tostring(math.floor(reset)))
+end

@@ -1,0 +1,73 @@
+"""The audit trail: one JSON line per API call, on its own stream.
+
+Records go to NETWEAVE_AUDIT_LOG: a file path (appended to; rotate it with copytruncate or
+ship it with a sidecar) or `-` for standard output (the application log is on standard
+error, so the two streams stay apart). Retention is the shipper's job.
+
+Fields: ts (UTC), audit ("o2ims"), source ("core"; Envoy writes "edge" records of the
+calls it refuses itself in the same fields), request_id, client, via, certificate_subject,
+certificate_uri, token_subject, roles, role, operation (the gRPC method), method and path
+(what the client sent: REST method and path, or POST and the gRPC path), permission,
+decision (allow/deny), grpc_code, status (the HTTP status a REST client saw), duration_ms,
+and for POST/PUT/PATCH/DELETE the request body (the gRPC request as O2ims JSON) with any
+field that looks like a credential replaced by "[redacted]". Tokens never reach the core
+(Envoy forwards only their verified claims), so none can be logged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Final
+
+_SECRET_FIELD: Final = re.compile(r"(?i)(token|secret|password|authorization|credential|apikey)")
+
+
+class AuditLog:
+    def __init__(self, target: str = "-") -> None:
+        self._lock = threading.Lock()
+        self.target = target
+        self._stream: IO[str]
+        if target == "-":
+            self._stream = sys.stdout
+        else:
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream = path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(
+            {"ts": _now(), "audit": "o2ims", "source": "core", **record},
+            separators=(",", ":"),
+            default=str,
+        )
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._stream is not sys.stdout:
+            self._stream.close()
+
+
+def redact(value: Any) -> Any:
+    """`value` with credential-looking fields masked (and callback URL passwords)."""
+    if isinstance(value, dict):
+        return {
+            key: "[redacted]" if _SECRET_FIELD.search(key) else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        # https://user:password@host/ -> https://user:[redacted]@host/
+        return re.sub(r"(?<=://)([^/@:\s]+):[^/@\s]+@", r"\1:[redacted]@", value)
+    return value
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,203 @@
+"""Who may do what: roles, the permission each gRPC method needs, and the access policy
+that maps identities to roles.
+
+Roles (a client may hold several):
+  o2ims-reader      read the inventory and alarms
+  o2ims-subscriber  create, read and delete subscriptions (inventory and alarm)
+  o2ims-maintainer  read, acknowledge and clear alarms
+  o2ims-admin       everything, including the operational services (gRPC reflection)
+
+The permission of a method follows from its service and its verb (Get/List read, anything
+else writes), so every method of the .proto files has one without a hand-kept table; a
+method of a service this module does not know needs `ops` (admin only): new APIs are
+closed until someone decides otherwise.
+
+The policy file (NETWEAVE_AUTH_POLICY, YAML):
+
+    clients:                 # first match wins; a trailing * matches a prefix
+    - match: spiffe://netweave.local/client/ops-console     # a certificate's URI SAN
+      roles: [o2ims-admin]
+    - match: cn:smo-north                                   # a certificate's CN
+      roles: [o2ims-reader, o2ims-subscriber]
+    - match: sub:smo-south                                  # a token's subject
+      roles: [o2ims-reader]
+    tokens:
+      roles_claim: roles     # a claim listing netweave roles directly (trusted issuer)
+      scopes:                # OAuth2 scope -> role
+        o2ims.read: o2ims-reader
+    direct_calls: [o2ims-admin]   # calls to the core's port that bypass Envoy
+
+A caller with a verified token gets the roles of its token (claim, scopes, `sub:` entries);
+otherwise those of its certificate. An authenticated caller that matches nothing has no role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from server.auth.identity import Identity
+
+READER: Final = "o2ims-reader"
+SUBSCRIBER: Final = "o2ims-subscriber"
+MAINTAINER: Final = "o2ims-maintainer"
+ADMIN: Final = "o2ims-admin"
+ROLES: Final = (READER, SUBSCRIBER, MAINTAINER, ADMIN)
+
+INVENTORY_READ: Final = "inventory.read"
+ALARMS_READ: Final = "alarms.read"
+ALARMS_WRITE: Final = "alarms.write"
+SUBSCRIPTIONS_READ: Final = "subscriptions.read"
+SUBSCRIPTIONS_WRITE: Final = "subscriptions.write"
+OPS: Final = "ops"
+PUBLIC: Final = "public"
+
+ROLE_PERMISSIONS: Final[Mapping[str, frozenset[str]]] = {
+    READER: frozenset({INVENTORY_READ, ALARMS_READ}),
+    SUBSCRIBER: frozenset({SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE}),
+    MAINTAINER: frozenset({ALARMS_READ, ALARMS_WRITE}),
+    ADMIN: frozenset(
+        {INVENTORY_READ, ALARMS_READ, ALARMS_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE, OPS}
+    ),
+}
+
+
+def required_permission(full_method: str) -> str:
+    """The permission a call of `/package.Service/Method` needs."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    reads = method.startswith(("Get", "List"))
+    if service.startswith("grpc.health."):
+        return PUBLIC
+    if service.startswith("o2ims.inventory."):
+        return INVENTORY_READ if reads else OPS
+    if service.startswith("o2ims.subscriptions."):
+        return SUBSCRIPTIONS_READ if reads else SUBSCRIPTIONS_WRITE
+    if service.startswith("o2ims.monitoring."):
+        if "Subscription" in method:
+            return SUBSCRIPTIONS_READ if reads else SUBSCRIPTIONS_WRITE
+        return ALARMS_READ if reads else ALARMS_WRITE
+    return OPS
+
+
+@dataclass(frozen=True)
+class ClientRule:
+    match: str
+    roles: tuple[str, ...]
+
+    def matches(self, names: Iterable[str]) -> bool:
+        if self.match.endswith("*"):
+            prefix = self.match[:-1]
+            return any(name.startswith(prefix) for name in names)
+        return self.match in names
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    permission: str
+    roles: tuple[str, ...]
+    # The role that granted the call ("" when denied or public).
+    granted_by: str = ""
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    clients: tuple[ClientRule, ...] = ()
+    roles_claim: str = "roles"
+    scopes: Mapping[str, str] = field(default_factory=dict)
+    direct_calls: tuple[str, ...] = ()
+    # No policy configured: every caller is an admin (development and tests only; the core
+    # logs a warning at start-up).
+    open: bool = False
+
+    @classmethod
+    def open_policy(cls) -> AccessPolicy:
+        return cls(open=True)
+
+    @classmethod
+    def load(cls, path: Path) -> AccessPolicy:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return cls.from_mapping(raw, str(path))
+
+    @classmethod
+    def from_mapping(cls, raw: Any, origin: str = "policy") -> AccessPolicy:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{origin}: the policy must be a mapping")
+        unknown = set(raw) - {"clients", "tokens", "direct_calls"}
+        if unknown:
+            raise ValueError(f"{origin}: unknown keys {sorted(unknown)}")
+        clients = []
+        for index, entry in enumerate(raw.get("clients") or []):
+            where = f"{origin}: clients[{index}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("match"), str):
+                raise ValueError(f"{where} needs a `match` string")
+            if not entry["match"] or entry["match"] == "*":
+                raise ValueError(f"{where}: `match` must name clients (not all of them)")
+            clients.append(ClientRule(entry["match"], _roles(entry.get("roles"), where)))
+        tokens = raw.get("tokens") or {}
+        if not isinstance(tokens, dict):
+            raise ValueError(f"{origin}: `tokens` must be a mapping")
+        scopes = tokens.get("scopes") or {}
+        if not isinstance(scopes, dict):
+            raise ValueError(f"{origin}: tokens.scopes must map scopes to roles")
+        for scope, role in scopes.items():
+            _roles([role], f"{origin}: tokens.scopes[{scope}]")
+        return cls(
+            clients=tuple(clients),
+            roles_claim=str(tokens.get("roles_claim", "roles")),
+            scopes={str(k): str(v) for k, v in scopes.items()},
+            direct_calls=_roles(raw.get("direct_calls") or [], f"{origin}: direct_calls"),
+        )
+
+    def roles_of(self, identity: Identity) -> tuple[str, ...]:
+        if self.open:
+            return (ADMIN,)
+        if identity.via == "internal":
+            return self.direct_calls
+        if not identity.authenticated:
+            return ()
+        if identity.token_subject or identity.claims:
+            found = list(self._token_roles(identity.claims))
+            names = [f"sub:{identity.token_subject}"] if identity.token_subject else []
+        else:
+            found = []
+            names = identity.names()
+        for rule in self.clients:
+            if rule.matches(names):
+                found.extend(rule.roles)
+                break
+        return tuple(dict.fromkeys(role for role in found if role in ROLES))
+
+    def _token_roles(self, claims: Mapping[str, Any]) -> Iterable[str]:
+        listed = claims.get(self.roles_claim)
+        if isinstance(listed, str):
+            listed = listed.split()
+        if isinstance(listed, list):
+            yield from (role for role in listed if isinstance(role, str))
+        scope = claims.get("scope")
+        granted = scope.split() if isinstance(scope, str) else []
+        for name in granted:
+            if name in self.scopes:
+                yield self.scopes[name]
+
+    def decide(self, full_method: str, roles: Sequence[str]) -> Decision:
+        permission = required_permission(full_method)
+        if permission == PUBLIC:
+            return Decision(True, permission, tuple(roles))
+        for role in roles:
+            if permission in ROLE_PERMISSIONS.get(role, frozenset()):
+                return Decision(True, permission, tuple(roles), granted_by=role)
+        return Decision(False, permission, tuple(roles))
+
+
+def _roles(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(role, str) for role in value):
+        raise ValueError(f"{where}: roles must be a list of role names")
+    unknown = [role for role in value if role not in ROLES]
+    if unknown:
+        raise ValueError(f"{where}: unknown roles {unknown} (known: {', '.join(ROLES)})")
+    return tuple(value)

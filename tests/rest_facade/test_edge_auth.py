@@ -1,0 +1,299 @@
+"""Edge security in real Envoy: bearer tokens (jwt_authn), the certificate SAN allow-list,
+per-client token buckets, identity headers a client cannot forge, and the edge's audit
+records of what it refuses. The core is the test double, which records call metadata."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from o2ims.inventory.v1 import inventory_pb2 as v1
+from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
+
+from devstack.pki import DevPki, IssuedCertificate, client_uri, issue_client_certificate
+from devstack.tokens import DevIssuer, ensure_dev_issuer
+from rest_facade.envoy_config import ClientLimit, JwtConfig, RateLimitConfig
+from rest_facade.envoy_process import RunningEnvoy
+
+from .support import EnvoyFactory, FakeCore, FakeInventory, assert_problem, rest_client
+from .test_tls import rejected
+
+POOLS = "/o2ims-infrastructureInventory/v1/resourcePools"
+EDGE_SECRET = "edge-secret-for-tests"
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
+    return ensure_dev_issuer(tmp_path_factory.mktemp("issuer"))
+
+
+@pytest.fixture(scope="module")
+def stranger(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
+    """Another issuer's key: its tokens are well-formed but not signed by ours."""
+    return ensure_dev_issuer(tmp_path_factory.mktemp("stranger"))
+
+
+@pytest.fixture(scope="module")
+def smo(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> IssuedCertificate:
+    return issue_client_certificate(pki.directory, "smo-north", tmp_path_factory.mktemp("smo"))
+
+
+@pytest.fixture(scope="module")
+def outsider(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> IssuedCertificate:
+    """Signed by the right CA, but not on the allow-list (`lab-*` only, below)."""
+    return issue_client_certificate(pki.directory, "intruder", tmp_path_factory.mktemp("out"))
+
+
+def jwt_config(issuer: DevIssuer, *, required: bool) -> JwtConfig:
+    return JwtConfig(
+        issuer=issuer.issuer,
+        audiences=(issuer.audience,),
+        jwks_path=issuer.jwks_path,
+        required=required,
+    )
+
+
+@pytest.fixture
+def token_envoy(
+    envoy_factory: EnvoyFactory, core: FakeCore, issuer: DevIssuer, tmp_path: Path
+) -> Iterator[RunningEnvoy]:
+    yield envoy_factory(
+        core.port,
+        jwt=jwt_config(issuer, required=True),
+        edge_secret=EDGE_SECRET,
+        audit_log_path=tmp_path / "audit-edge.log",
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def assert_unauthorized(response: httpx.Response) -> None:
+    assert_problem(response, 401)
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+
+
+def edge_audit(path: Path, timeout: float = 5.0, count: int = 1) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = (
+            [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        )
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+# --- bearer tokens ------------------------------------------------------------------
+
+
+def test_valid_token_passes_and_the_core_sees_only_verified_claims(
+    token_envoy: RunningEnvoy, pki: DevPki, issuer: DevIssuer, inventory: FakeInventory
+) -> None:
+    token = issuer.mint("smo-north", ["o2ims-reader"])
+    with rest_client(token_envoy, pki) as http:
+        response = http.get(POOLS, headers=bearer(token))
+    assert response.status_code == 200, response.text
+    seen = inventory.last_metadata()
+    payload = json.loads(base64.urlsafe_b64decode(seen["x-jwt-payload"] + "=="))
+    assert payload["sub"] == "smo-north"
+    assert payload["roles"] == ["o2ims-reader"]
+    # The token itself goes no further than the edge; the core gets the edge's proof.
+    assert "authorization" not in seen
+    assert seen["x-netweave-edge"] == EDGE_SECRET
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "garbage", "expired", "wrong-key", "wrong-audience", "wrong-issuer"],
+)
+def test_bad_tokens_get_401_problem_with_a_challenge(
+    *,
+    case: str,
+    token_envoy: RunningEnvoy,
+    pki: DevPki,
+    issuer: DevIssuer,
+    stranger: DevIssuer,
+    inventory: FakeInventory,
+    tmp_path: Path,
+) -> None:
+    headers = {
+        "missing": {},
+        "garbage": bearer("not.a.token"),
+        "expired": bearer(issuer.mint("smo-north", ["o2ims-reader"], ttl_s=-120)),
+        "wrong-key": bearer(stranger.mint("smo-north", ["o2ims-admin"])),
+        "wrong-audience": bearer(issuer.mint("smo-north", audience="someone-else")),
+        "wrong-issuer": bearer(issuer.mint("smo-north", issuer="https://evil.example")),
+    }[case]
+    with rest_client(token_envoy, pki) as http:
+        response = http.get(POOLS, headers=headers)
+    assert_unauthorized(response)
+    assert inventory.calls == [], "a refused call reached the core"
+    # The edge audits what it refused, without the token.
+    records = edge_audit(tmp_path / "audit-edge.log")
+    assert records, "no edge audit record"
+    record = records[-1]
+    assert record["status"] == 401
+    assert record["path"] == POOLS
+    assert record["decision"] == "deny"
+    assert record["request_id"] == response.headers["x-request-id"]
+    text = (tmp_path / "audit-edge.log").read_text()
+    if "authorization" in headers:
+        assert headers["authorization"].split()[1] not in text
+
+
+def test_native_grpc_without_token_is_unauthenticated(
+    token_envoy: RunningEnvoy, pki: DevPki, issuer: DevIssuer, inventory: FakeInventory
+) -> None:
+    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes())
+    with grpc.secure_channel(f"localhost:{token_envoy.listener_port}", credentials) as channel:
+        stub = v1_grpc.InventoryServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListResourcePools(v1.ListResourcePoolsRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        token = issuer.mint("smo-north", ["o2ims-reader"])
+        reply = stub.ListResourcePools(
+            v1.ListResourcePoolsRequest(), metadata=bearer(token).items(), timeout=5
+        )
+        assert len(reply.resource_pools) == 2
+
+
+def test_optional_token_lets_certificate_callers_in_but_still_refuses_bad_tokens(
+    *,
+    envoy_factory: EnvoyFactory,
+    core: FakeCore,
+    pki: DevPki,
+    issuer: DevIssuer,
+    smo: IssuedCertificate,
+    inventory: FakeInventory,
+) -> None:
+    running = envoy_factory(
+        core.port, require_client_certificate=True, jwt=jwt_config(issuer, required=False)
+    )
+    with rest_client(running, pki, smo) as http:
+        assert http.get(POOLS).status_code == 200
+        assert_unauthorized(http.get(POOLS, headers=bearer("garbage")))
+        good = http.get(POOLS, headers=bearer(issuer.mint("smo-north", ["o2ims-reader"])))
+        assert good.status_code == 200
+    assert rejected(running, pki, None)
+
+
+# --- identity headers ----------------------------------------------------------------
+
+
+def test_client_sent_identity_headers_never_reach_the_core(
+    token_envoy: RunningEnvoy,
+    pki: DevPki,
+    issuer: DevIssuer,
+    smo: IssuedCertificate,
+    inventory: FakeInventory,
+) -> None:
+    forged_payload = base64.urlsafe_b64encode(b'{"sub":"root","roles":["o2ims-admin"]}').decode()
+    forged = {
+        "x-forwarded-client-cert": 'By=x;URI=spiffe://netweave.local/client/admin;Subject="CN=admin"',
+        "x-jwt-payload": forged_payload,
+        "x-netweave-edge": "guessed",
+        "x-netweave-client-id": "admin",
+    }
+    token = issuer.mint("smo-north", ["o2ims-reader"])
+    with rest_client(token_envoy, pki, smo) as http:
+        assert http.get(POOLS, headers={**forged, **bearer(token)}).status_code == 200
+    seen = inventory.last_metadata()
+    assert seen["x-netweave-edge"] == EDGE_SECRET
+    assert "admin" not in seen["x-forwarded-client-cert"]
+    assert f"URI={client_uri('smo-north')}" in seen["x-forwarded-client-cert"]
+    assert json.loads(base64.urlsafe_b64decode(seen["x-jwt-payload"] + "=="))["sub"] == "smo-north"
+    assert seen.get("x-netweave-client-id") != "admin"
+
+    # Without a certificate, a forged XFCC is dropped altogether.
+    inventory.reset()
+    with rest_client(token_envoy, pki) as http:
+        assert http.get(POOLS, headers={**forged, **bearer(token)}).status_code == 200
+    assert "x-forwarded-client-cert" not in inventory.last_metadata()
+
+
+def test_san_allow_list_refuses_other_certificates_of_the_same_ca(
+    *,
+    envoy_factory: EnvoyFactory,
+    core: FakeCore,
+    pki: DevPki,
+    smo: IssuedCertificate,
+    outsider: IssuedCertificate,
+    inventory: FakeInventory,
+) -> None:
+    running = envoy_factory(
+        core.port,
+        require_client_certificate=True,
+        client_san_allow_list=(client_uri("smo-"), client_uri("lab-")),
+    )
+    assert rejected(running, pki, outsider)
+    assert not rejected(running, pki, smo)
+
+
+# --- rate limits ----------------------------------------------------------------------
+
+
+def test_rate_limit_answers_429_problem_with_headers_per_client(
+    *,
+    envoy_factory: EnvoyFactory,
+    core: FakeCore,
+    pki: DevPki,
+    issuer: DevIssuer,
+    smo: IssuedCertificate,
+    inventory: FakeInventory,
+    tmp_path: Path,
+) -> None:
+    running = envoy_factory(
+        core.port,
+        jwt=jwt_config(issuer, required=False),
+        rate_limit=RateLimitConfig(
+            tokens_per_fill=50,
+            fill_interval_s=1.0,
+            per_client=(
+                ClientLimit(client_uri("smo-north"), tokens_per_fill=3, fill_interval_s=60),
+            ),
+        ),
+        audit_log_path=tmp_path / "audit-edge.log",
+    )
+    with rest_client(running, pki, smo) as noisy:
+        statuses = [noisy.get(POOLS) for _ in range(5)]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
+    first = statuses[0]
+    assert first.headers["x-ratelimit-limit"] == "3"
+    assert first.headers["x-ratelimit-remaining"] == "2"
+    assert int(first.headers["x-ratelimit-reset"]) >= 0
+    limited = statuses[-1]
+    assert_problem(limited, 429)
+    assert limited.headers["x-ratelimit-remaining"] == "0"
+    assert int(limited.headers["retry-after"]) >= 1
+    # Another identity (a token's subject) has its own bucket, untouched.
+    token = issuer.mint("smo-south", ["o2ims-reader"])
+    with rest_client(running, pki) as other:
+        assert all(other.get(POOLS, headers=bearer(token)).status_code == 200 for _ in range(5))
+    records = edge_audit(tmp_path / "audit-edge.log", count=2)
+    assert [r["status"] for r in records] == [429, 429]
+    assert all(r["client"] == client_uri("smo-north") for r in records)
+
+
+def test_rate_limited_grpc_callers_get_resource_exhausted(
+    envoy_factory: EnvoyFactory, core: FakeCore, pki: DevPki, inventory: FakeInventory
+) -> None:
+    running = envoy_factory(
+        core.port, rate_limit=RateLimitConfig(tokens_per_fill=1, fill_interval_s=60)
+    )
+    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes())
+    with grpc.secure_channel(f"localhost:{running.listener_port}", credentials) as channel:
+        stub = v1_grpc.InventoryServiceStub(channel)
+        stub.ListResourcePools(v1.ListResourcePoolsRequest(), timeout=5)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListResourcePools(v1.ListResourcePoolsRequest(), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
