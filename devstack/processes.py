@@ -4,20 +4,55 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+# Ports handed out by this process: never handed out twice.
+_GIVEN: set[int] = set()
+_GIVEN_LOCK = threading.Lock()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free on `host` right now, for a server started a moment later.
+
+    Chosen at random OUTSIDE the kernel's ephemeral range: a port the kernel picks itself
+    (bind to 0) is one it may also give to the next outgoing connection of any process
+    (a Redis client, an HTTP client) before our server binds it, which failed start-ups with
+    "address already in use". Outside that range only another listener can take it.
+    """
+    low, high = _ephemeral_range()
+    candidates = [(1025, low - 1), (high + 1, 65535)]
+    span = [(a, b) for a, b in candidates if b - a > 1000] or [(20000, 30000)]
+    for _ in range(200):
+        start, end = random.choice(span)
+        port = random.randint(start, end)
+        with _GIVEN_LOCK:
+            if port in _GIVEN:
+                continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        with _GIVEN_LOCK:
+            _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free TCP port found outside the ephemeral range")
 
 
 def wait_until(

@@ -369,6 +369,11 @@ function envoy_on_response(handle)
       -- the headers themselves are held back until the body is complete.
       handle:headers():replace(":status", tostring(problem_status))
     end
+    if problem_status == 401 then
+      -- The core refused a caller with neither certificate nor token (RFC 7235: a 401
+      -- names the scheme to use).
+      handle:headers():replace("www-authenticate", 'Bearer realm="o2ims"')
+    end
     local detail = fixed_detail or message
     if detail == nil or detail == "" then
       detail = title

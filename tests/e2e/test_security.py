@@ -367,3 +367,35 @@ def test_one_client_flooding_is_held_to_its_rate_and_others_never_see_429(
     assert int(limited.headers["retry-after"]) >= 1
     # B: its own bucket, never touched by A.
     assert b.statuses == Counter({200: b.offered}), b.statuses
+
+
+# --- a listener where neither credential is required -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def open_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    running = start_stack(tmp_path_factory, require_client_certificate=False)
+    yield running
+    running.stop()
+
+
+def test_callers_with_neither_certificate_nor_token_are_refused_by_the_core(
+    open_edge: LocalStack,
+) -> None:
+    with client(open_edge, None) as http:
+        response = http.get(POOLS)
+    problem(response, 401)
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+    record = audit_record(open_edge, response.headers["x-request-id"])
+    assert (record["source"], record["via"], record["decision"]) == ("core", "none", "deny")
+    credentials = grpc.ssl_channel_credentials(root_certificates=open_edge.pki.ca_cert.read_bytes())
+    with grpc.secure_channel(f"localhost:{open_edge.config.rest_port}", credentials) as channel:
+        stub = v1_grpc.InventoryServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListResourcePools(v1.ListResourcePoolsRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        token = open_edge.issuer.mint("smo-west", ["o2ims-reader"])
+        reply = stub.ListResourcePools(
+            v1.ListResourcePoolsRequest(), metadata=[("authorization", f"Bearer {token}")]
+        )
+    assert len(reply.resource_pools) == 2

@@ -5,7 +5,9 @@ records of what it refuses. The core is the test double, which records call meta
 from __future__ import annotations
 
 import base64
+import http.server
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,3 +299,46 @@ def test_rate_limited_grpc_callers_get_resource_exhausted(
         with pytest.raises(grpc.RpcError) as refused:
             stub.ListResourcePools(v1.ListResourcePoolsRequest(), timeout=5)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_keys_from_a_jwks_url(
+    envoy_factory: EnvoyFactory,
+    core: FakeCore,
+    pki: DevPki,
+    issuer: DevIssuer,
+    inventory: FakeInventory,
+) -> None:
+    """remote_jwks: Envoy fetches the keys from an HTTP endpoint (the issuer's jwks_uri)."""
+    jwks = issuer.jwks_path.read_bytes()
+    fetched: list[str] = []
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(jwks)))
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        running = envoy_factory(
+            core.port,
+            jwt=JwtConfig(
+                issuer=issuer.issuer,
+                audiences=(issuer.audience,),
+                jwks_uri=f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json",
+            ),
+        )
+        with rest_client(running, pki) as http_client:
+            good = http_client.get(POOLS, headers=bearer(issuer.mint("smo", ["o2ims-reader"])))
+            assert good.status_code == 200, good.text
+            assert_unauthorized(http_client.get(POOLS, headers=bearer("x.y.z")))
+        assert fetched == ["/.well-known/jwks.json"]
+    finally:
+        server.shutdown()
