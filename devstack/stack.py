@@ -18,8 +18,9 @@ from devstack.pki import DevPki, IssuedCertificate, ensure_dev_pki
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until
 from devstack.redis_server import RedisServer
 from devstack.tokens import DevIssuer, ensure_dev_issuer
-from rest_facade.envoy_config import EnvoyConfig, JwtConfig, RateLimitConfig
+from rest_facade.envoy_config import ClientLimit, EnvoyConfig, JwtConfig, RateLimitConfig
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
+from server.auth.policy import AccessPolicy
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = REPO / "examples" / "access-policy.yaml"
@@ -28,6 +29,13 @@ DEFAULT_POLICY = REPO / "examples" / "access-policy.yaml"
 def _env_port(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
     return int(raw) if raw else default
+
+
+def _bucket(rps: int, burst: int) -> tuple[int, float, int]:
+    """(tokens per fill, fill interval, bucket size) admitting `rps` requests per second."""
+    if rps >= 10:
+        return rps // 10, 0.1, burst or rps
+    return rps, 1.0, burst or rps
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -237,11 +245,7 @@ class LocalStack:
                     jwks_path=self.issuer.jwks_path,
                     required=self.config.require_token,
                 ),
-                rate_limit=RateLimitConfig(
-                    tokens_per_fill=max(1, self.config.rate_limit_rps // 10),
-                    fill_interval_s=0.1,
-                    max_tokens=self.config.rate_limit_burst or self.config.rate_limit_rps,
-                ),
+                rate_limit=self.rate_limit(),
                 edge_secret=self.edge_secret,
                 audit_log_path=self.edge_audit_log,
             ),
@@ -250,6 +254,23 @@ class LocalStack:
         )
         # Ready when a REST call goes all the way through to the core.
         self._wait(None, self._rest_ok, timeout)
+
+    def rate_limit(self) -> RateLimitConfig:
+        """The edge's buckets: the stack's default rate, and the access policy's per-role
+        and per-client rates (`rate_limits`). Refilled every 100 ms so a client's admitted
+        rate is smooth; the burst defaults to one second's worth."""
+        policy = AccessPolicy.load(self.config.auth_policy) if self.config.auth_policy else None
+        overrides = policy.client_rates() if policy else {}
+        tokens, interval, burst = _bucket(self.config.rate_limit_rps, self.config.rate_limit_burst)
+        return RateLimitConfig(
+            tokens_per_fill=tokens,
+            fill_interval_s=interval,
+            max_tokens=burst,
+            per_client=tuple(
+                ClientLimit(identity, *_bucket(rps, 0))
+                for identity, rps in sorted(overrides.items())
+            ),
+        )
 
     def _rest_ok(self) -> bool:
         url = f"{self.rest_url}/o2ims-infrastructureInventory/v1"

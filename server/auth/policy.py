@@ -26,6 +26,13 @@ The policy file (NETWEAVE_AUTH_POLICY, YAML):
       scopes:                # OAuth2 scope -> role
         o2ims.read: o2ims-reader
     direct_calls: [o2ims-admin]   # calls to the core's port that bypass Envoy
+    rate_limits:             # requests/s per client at the edge (read when Envoy's
+      roles: {o2ims-admin: 500}   # configuration is rendered; the core ignores it)
+      clients: {spiffe://netweave.local/client/smo-north: 50}
+
+A rate for a role applies to every client the `clients` rules name exactly (no `*`) with
+that role; a rate for a client (its certificate URI SAN, or `jwt:<sub>` for a token-only
+client) overrides it. Everyone else gets the edge's default rate.
 
 A caller with a verified token gets the roles of its token (claim, scopes, `sub:` entries);
 otherwise those of its certificate. An authenticated caller that matches nothing has no role.
@@ -110,6 +117,8 @@ class AccessPolicy:
     roles_claim: str = "roles"
     scopes: Mapping[str, str] = field(default_factory=dict)
     direct_calls: tuple[str, ...] = ()
+    # Edge rate limits: (per role, per client) requests per second; see the module doc.
+    rate_limits: tuple[Mapping[str, int], Mapping[str, int]] = ({}, {})
     # No policy configured: every caller is an admin (development and tests only; the core
     # logs a warning at start-up).
     open: bool = False
@@ -127,7 +136,7 @@ class AccessPolicy:
     def from_mapping(cls, raw: Any, origin: str = "policy") -> AccessPolicy:
         if not isinstance(raw, dict):
             raise ValueError(f"{origin}: the policy must be a mapping")
-        unknown = set(raw) - {"clients", "tokens", "direct_calls"}
+        unknown = set(raw) - {"clients", "tokens", "direct_calls", "rate_limits"}
         if unknown:
             raise ValueError(f"{origin}: unknown keys {sorted(unknown)}")
         clients = []
@@ -146,7 +155,9 @@ class AccessPolicy:
             raise ValueError(f"{origin}: tokens.scopes must map scopes to roles")
         for scope, role in scopes.items():
             _roles([role], f"{origin}: tokens.scopes[{scope}]")
+        rates = _rate_limits(raw.get("rate_limits") or {}, origin)
         return cls(
+            rate_limits=rates,
             clients=tuple(clients),
             roles_claim=str(tokens.get("roles_claim", "roles")),
             scopes={str(k): str(v) for k, v in scopes.items()},
@@ -184,6 +195,20 @@ class AccessPolicy:
             if name in self.scopes:
                 yield self.scopes[name]
 
+    def client_rates(self) -> dict[str, int]:
+        """Requests/s per client identity (as Envoy keys its buckets) from `rate_limits`."""
+        by_role, by_client = self.rate_limits
+        rates: dict[str, int] = {}
+        for rule in self.clients:
+            if rule.match.endswith("*") or rule.match.startswith("cn:"):
+                continue
+            key = "jwt:" + rule.match[4:] if rule.match.startswith("sub:") else rule.match
+            granted = [by_role[role] for role in rule.roles if role in by_role]
+            if granted:
+                rates[key] = max(granted)
+        rates.update(by_client)
+        return rates
+
     def decide(self, full_method: str, roles: Sequence[str]) -> Decision:
         permission = required_permission(full_method)
         if permission == PUBLIC:
@@ -192,6 +217,23 @@ class AccessPolicy:
             if permission in ROLE_PERMISSIONS.get(role, frozenset()):
                 return Decision(True, permission, tuple(roles), granted_by=role)
         return Decision(False, permission, tuple(roles))
+
+
+def _rate_limits(raw: Any, origin: str) -> tuple[dict[str, int], dict[str, int]]:
+    where = f"{origin}: rate_limits"
+    if not isinstance(raw, dict) or set(raw) - {"roles", "clients"}:
+        raise ValueError(f"{where} may have only `roles` and `clients` mappings")
+    by_role, by_client = raw.get("roles") or {}, raw.get("clients") or {}
+    for name, table in (("roles", by_role), ("clients", by_client)):
+        if not isinstance(table, dict):
+            raise ValueError(f"{where}.{name} must be a mapping")
+        for key, rate in table.items():
+            if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
+                raise ValueError(f"{where}.{name}[{key}] must be a whole number >= 1")
+    _roles(list(by_role), f"{where}.roles")
+    return {str(k): int(v) for k, v in by_role.items()}, {
+        str(k): int(v) for k, v in by_client.items()
+    }
 
 
 def _roles(value: Any, where: str) -> tuple[str, ...]:

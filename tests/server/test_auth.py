@@ -134,3 +134,23 @@ def test_redaction() -> None:
         "callback": "https://user:[redacted]@smo.example/n",
         "nested": [{"clientSecret": "[redacted]", "accessToken": "[redacted]", "name": "ok"}],
     }
+
+
+def test_rate_limits_per_role_and_client() -> None:
+    policy = AccessPolicy.from_mapping(
+        {
+            "clients": [
+                {"match": "spiffe://x/ops", "roles": ["o2ims-admin"]},
+                {"match": "sub:bot", "roles": ["o2ims-reader", "o2ims-admin"]},
+                {"match": "spiffe://x/smo-*", "roles": ["o2ims-admin"]},
+                {"match": "spiffe://x/slow", "roles": ["o2ims-reader"]},
+            ],
+            "rate_limits": {"roles": {"o2ims-admin": 500}, "clients": {"spiffe://x/slow": 5}},
+        }
+    )
+    # Wildcard rules name no client; a client's own rate beats its role's.
+    assert policy.client_rates() == {"spiffe://x/ops": 500, "jwt:bot": 500, "spiffe://x/slow": 5}
+    with pytest.raises(ValueError, match="whole number"):
+        AccessPolicy.from_mapping({"rate_limits": {"clients": {"a": 0}}})
+    with pytest.raises(ValueError, match="unknown roles"):
+        AccessPolicy.from_mapping({"rate_limits": {"roles": {"root": 5}}})
