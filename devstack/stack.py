@@ -3,6 +3,7 @@ Envoy. `make run` and the end-to-end tests both start it through LocalStack."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -29,6 +30,11 @@ DEFAULT_POLICY = REPO / "examples" / "access-policy.yaml"
 def _env_port(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
     return int(raw) if raw else default
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)
 
 
 def _bucket(rps: int, burst: int) -> tuple[int, float, int]:
@@ -59,6 +65,7 @@ class StackConfig:
     adapter_port: int = 50061
     envoy_admin_port: int = 9901
     redis_port: int = 6380
+    notifier_ops_port: int = 8081
     # Use this Redis instead of starting one.
     redis_url: str | None = None
     service_uri: str | None = None
@@ -72,6 +79,12 @@ class StackConfig:
     # spend at once (0: one second's worth).
     rate_limit_rps: int = 100
     rate_limit_burst: int = 0
+    # Development callbacks: plain http and loopback receivers allowed (production: https
+    # and public addresses only; see server/subscriptions/callbacks.py).
+    dev_callbacks: bool = True
+    # Where the notifier POSTs the O-Cloud Available notification (None: no registration).
+    smo_registration_url: str | None = None
+    extra_notifier_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -87,6 +100,8 @@ class StackConfig:
             adapter_port=_env_port("NETWEAVE_ADAPTER_PORT", 50061),
             envoy_admin_port=_env_port("NETWEAVE_ENVOY_ADMIN_PORT", 9901),
             redis_port=_env_port("NETWEAVE_REDIS_PORT", 6380),
+            notifier_ops_port=_env_port("NETWEAVE_NOTIFIER_OPS_PORT", 8081),
+            smo_registration_url=os.environ.get("NETWEAVE_SMO_REGISTRATION_URL") or None,
             redis_url=os.environ.get("REDIS_URL") or None,
             service_uri=os.environ.get("NETWEAVE_SERVICE_URI") or None,
             require_client_certificate=_env_flag("NETWEAVE_REQUIRE_CLIENT_CERT", True),
@@ -107,6 +122,7 @@ class StackConfig:
                 "adapter_port",
                 "envoy_admin_port",
                 "redis_port",
+                "notifier_ops_port",
             )
         }
         return StackConfig(
@@ -120,6 +136,9 @@ class StackConfig:
             auth_policy=self.auth_policy,
             rate_limit_rps=self.rate_limit_rps,
             rate_limit_burst=self.rate_limit_burst,
+            dev_callbacks=self.dev_callbacks,
+            smo_registration_url=self.smo_registration_url,
+            extra_notifier_env=dict(self.extra_notifier_env),
             **ports,
         )
 
@@ -137,6 +156,7 @@ class LocalStack:
         self.redis: RedisServer | None = None
         self.adapter: ManagedProcess | None = None
         self.core: ManagedProcess | None = None
+        self.notifier: ManagedProcess | None = None
         self.envoy: RunningEnvoy | None = None
 
     # --- addresses ---------------------------------------------------------------
@@ -177,6 +197,7 @@ class LocalStack:
                 self.start_redis()
             self.start_adapter(timeout)
             self.start_core(timeout)
+            self.start_notifier(timeout)
             self.start_envoy(timeout)
         except BaseException:
             self.stop()
@@ -215,8 +236,56 @@ class LocalStack:
             "NETWEAVE_EDGE_SECRET": self.edge_secret,
             "NETWEAVE_AUTH_POLICY": str(self.config.auth_policy or ""),
             "NETWEAVE_AUDIT_LOG": str(self.audit_log),
+            **self.callback_env(),
             **self.config.extra_core_env,
         }
+
+    def callback_env(self) -> dict[str, str]:
+        """Where subscription callbacks may point (core: at creation; notifier: at delivery)."""
+        if not self.config.dev_callbacks:
+            return {}
+        return {
+            "NETWEAVE_CALLBACK_ALLOW_HTTP": "1",
+            "NETWEAVE_CALLBACK_ALLOWED_CIDRS": "127.0.0.0/8,::1/128",
+        }
+
+    @property
+    def webhook_secret(self) -> str:
+        """The dev signing secret of notifications (Standard Webhooks `whsec_` form), kept
+        under the state directory so a receiver's configuration survives restarts."""
+        path = self.config.state_dir / "webhook-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+            path.write_text(secret + "\n")
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    @property
+    def notifier_ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.notifier_ops_port}"
+
+    def notifier_env(self) -> dict[str, str]:
+        env = {
+            "REDIS_URL": self.redis_url,
+            "NETWEAVE_WEBHOOK_SECRET": self.webhook_secret,
+            "NETWEAVE_NOTIFIER_OPS_PORT": str(self.config.notifier_ops_port),
+            "NETWEAVE_SERVICE_URI": self.config.service_uri or self.rest_url,
+            **self.callback_env(),
+        }
+        if self.config.smo_registration_url:
+            env["NETWEAVE_SMO_REGISTRATION_URL"] = self.config.smo_registration_url
+        return {**env, **self.config.extra_notifier_env}
+
+    def start_notifier(self, timeout: float = 30.0) -> None:
+        self.notifier = ManagedProcess(
+            "notifier",
+            [sys.executable, "-m", "server.notifier"],
+            self.logs / "notifier.log",
+            env=self.notifier_env(),
+            cwd=REPO,
+        ).start()
+        self._wait(self.notifier, lambda: _http_ok(f"{self.notifier_ops_url}/readyz"), timeout)
 
     def start_core(self, timeout: float = 30.0) -> None:
         self.core = ManagedProcess(
@@ -319,7 +388,7 @@ class LocalStack:
         found: list[tuple[str, bool]] = []
         if self.redis is not None:
             found.append(("redis", self.redis.alive()))
-        for process in (self.adapter, self.core):
+        for process in (self.adapter, self.core, self.notifier):
             if process is not None:
                 found.append((process.name, process.alive()))
         if self.envoy is not None:
@@ -329,7 +398,7 @@ class LocalStack:
     def stop(self) -> None:
         if self.envoy is not None:
             self.envoy.stop()
-        for process in (self.core, self.adapter):
+        for process in (self.notifier, self.core, self.adapter):
             if process is not None:
                 process.stop()
         if self.redis is not None:

@@ -80,7 +80,11 @@ class Gateway:
         subscriptions = SubscriptionStore(state)
         subscriptions_v1_grpc.add_SubscriptionServiceServicer_to_server(
             InventorySubscriptionServicer(
-                subscriptions, config.service_uri, config.duplicate_subscription_status, lister
+                subscriptions,
+                config.service_uri,
+                config.duplicate_subscription_status,
+                lister,
+                callback_policy=config.callback_policy,
             ),
             self.grpc_server,
         )
@@ -91,6 +95,7 @@ class Gateway:
                 config.service_uri,
                 config.duplicate_subscription_status,
                 lister,
+                callback_policy=config.callback_policy,
             ),
             self.grpc_server,
         )

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from server.errors import DUPLICATE_HTTP_STATUSES
+from server.subscriptions.callbacks import CallbackPolicy
 
 
 def _env_int(name: str, default: int) -> int:
@@ -47,6 +48,9 @@ class GatewayConfig:
     edge_secret: str = ""
     # Audit records: a file path, `-` for standard output, or empty for none.
     audit_log: str = "-"
+    # Where subscription callbacks may point (NETWEAVE_CALLBACK_*): https and public
+    # addresses only unless configured otherwise; see server/subscriptions/callbacks.py.
+    callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
 
     def __post_init__(self) -> None:
         if self.duplicate_subscription_status not in DUPLICATE_HTTP_STATUSES:
@@ -74,4 +78,5 @@ class GatewayConfig:
             auth_policy=os.environ.get("NETWEAVE_AUTH_POLICY", ""),
             edge_secret=os.environ.get("NETWEAVE_EDGE_SECRET", ""),
             audit_log=os.environ.get("NETWEAVE_AUDIT_LOG", "-"),
+            callback_policy=CallbackPolicy.from_env(),
         )

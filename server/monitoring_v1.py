@@ -35,6 +35,7 @@ from server.subscriptions import (
     SubscriptionStore,
 )
 from server.subscriptions.api import redis_errors
+from server.subscriptions.callbacks import CallbackPolicy
 from server.subscriptions.rest import mark_created
 from server.subscriptions.store import paging_key
 
@@ -142,6 +143,8 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
         service_uri: str,
         duplicate_status: int,
         lister: Lister,
+        *,
+        callback_policy: CallbackPolicy | None = None,
     ) -> None:
         self._lister = lister
         self._service_uri = service_uri.rstrip("/")
@@ -151,6 +154,7 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
             ALARM_SUBSCRIPTION_RESOURCE,
             service_uri=service_uri,
             duplicate_status=duplicate_status,
+            callback_policy=callback_policy,
         )
 
     def _version_info(self, uri_prefix: str) -> pb.ApiVersionInformation:

@@ -14,6 +14,7 @@ import redis
 import structlog
 
 from server.errors import AlreadyExists, ApiError, InvalidArgument, NotFound, Unavailable
+from server.subscriptions.callbacks import CallbackPolicy
 from server.subscriptions.store import (
     DuplicateSubscription,
     Subscription,
@@ -23,6 +24,7 @@ from server.subscriptions.store import (
 from server.subscriptions.validation import (
     callback_problem,
     consumer_subscription_id_problem,
+    probe_problem,
     validate_filter,
 )
 
@@ -69,11 +71,15 @@ class SubscriptionApi:
         *,
         service_uri: str,
         duplicate_status: int,
+        callback_policy: CallbackPolicy | None = None,
     ) -> None:
         self._store = store
         self.resource = resource
         self._service_uri = service_uri.rstrip("/")
         self._duplicate_status = duplicate_status
+        # Unset: the policy of the environment (NETWEAVE_CALLBACK_*), whose defaults are
+        # the production posture (https only, public addresses only).
+        self._callback_policy = callback_policy or CallbackPolicy.from_env()
 
     def check_major(self, api_version: str, *, required: bool) -> None:
         """REST binds the major from the path; gRPC callers may omit it where it does not
@@ -88,7 +94,7 @@ class SubscriptionApi:
     def create(self, draft: SubscriptionDraft, api_version: str) -> tuple[Subscription, str]:
         """Store a new subscription; returns it and its REST location."""
         self.check_major(api_version, required=True)
-        self._validate(draft)
+        self._validate(draft, api_version)
         subscription_id = str(uuid.uuid4())
         with redis_errors(SUBSCRIPTION_STORE):
             try:
@@ -154,21 +160,26 @@ class SubscriptionApi:
 
     # --- implementation --------------------------------------------------------------
 
-    def _validate(self, draft: SubscriptionDraft) -> None:
+    def _validate(self, draft: SubscriptionDraft, api_version: str) -> None:
         id_field = self.resource.kind.id_field
         checks = [
             (
                 id_field,
                 "is assigned by the server; leave it out" if draft.subscription_id else None,
             ),
-            ("callback", callback_problem(draft.callback)),
-            ("filter", validate_filter(self.resource.kind, draft.filter)),
+            ("callback", callback_problem(draft.callback, self._callback_policy)),
+            ("filter", validate_filter(self.resource.kind, draft.filter, api_version)),
             (
                 "consumerSubscriptionId",
                 consumer_subscription_id_problem(draft.consumer_subscription_id),
             ),
         ]
         violations = [(field, problem) for field, problem in checks if problem is not None]
+        if not violations:
+            # Last, and only for an otherwise valid request: it costs a round trip.
+            unreachable = probe_problem(draft.callback, self._callback_policy)
+            if unreachable is not None:
+                violations.append(("callback", unreachable))
         if violations:
             raise InvalidArgument(f"INVALID_{self.resource.reason_prefix}", violations)
 

@@ -14,6 +14,7 @@ from server.errors import grpc_errors
 from server.inventory import API_NAME
 from server.listing import Lister
 from server.subscriptions.api import SubscriptionApi, SubscriptionDraft, SubscriptionResource
+from server.subscriptions.callbacks import CallbackPolicy
 from server.subscriptions.rest import mark_created
 from server.subscriptions.store import (
     INVENTORY_SUBSCRIPTIONS,
@@ -42,7 +43,12 @@ def _wire(subscription: Subscription) -> pb.InventorySubscriptionInfo:
 
 class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
     def __init__(
-        self, store: SubscriptionStore, service_uri: str, duplicate_status: int, lister: Lister
+        self,
+        store: SubscriptionStore,
+        service_uri: str,
+        duplicate_status: int,
+        lister: Lister,
+        callback_policy: CallbackPolicy | None = None,
     ) -> None:
         self._lister = lister
         self._api = SubscriptionApi(
@@ -50,6 +56,7 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
             INVENTORY_SUBSCRIPTION_RESOURCE,
             service_uri=service_uri,
             duplicate_status=duplicate_status,
+            callback_policy=callback_policy,
         )
 
     @grpc_errors

@@ -16,7 +16,15 @@ Layout, per kind (<kind> is `subscription` or `alarm_subscription`):
   <kind>_dedupe:<sha256>    string  the id of the subscription with that (callback, filter,
                                     consumerSubscriptionId): what makes a duplicate detectable
                                     atomically
+  subscriptions:generation  int   bumped by every create and delete of either kind: the
+                                    notifier reloads its subscriptions when it moves
 Nothing has a TTL: a subscription lives until it is deleted.
+
+Deleting an inventory subscription also removes, in the same script, what the notifier
+keeps for it (server/notifier/keys.py): its delivery queue `notifier:queue:<id>` with every
+pending notification, its retry state `notifier:retry:<id>` and its cursor in
+`notifier:cursors`, so nothing more is delivered once the delete has answered (a POST
+already on the wire completes).
 
 Create and delete are each one Lua script, so Redis applies all of a subscription's keys or
 none of them: two identical concurrent creates make exactly one subscription, and a Redis
@@ -38,7 +46,8 @@ import redis
 from server.store import EVENTS_KEY
 
 _CREATE: Final = """
--- KEYS: subscription hash, index set, dedupe key[, event stream to record the position of]
+-- KEYS: subscription hash, index set, dedupe key, generation key[, event stream to record
+--       the position of]
 -- ARGV: id, subscription key prefix, then the hash's field/value pairs
 local existing = redis.call('GET', KEYS[3])
 -- A dedupe key whose subscription is gone (deleted by hand) must not block a new one.
@@ -51,8 +60,8 @@ for i = 3, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 local events_after = ''
-if KEYS[4] then
-  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+if KEYS[5] then
+  local last = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
   events_after = '0-0'
   if last[1] then
     events_after = last[1][1]
@@ -63,15 +72,24 @@ end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[1])
+redis.call('INCR', KEYS[4])
 return {1, events_after}
 """
 
 _DELETE: Final = """
--- KEYS: subscription hash, index set
+-- KEYS: subscription hash, index set, generation key[, delivery queue, retry state,
+--       cursors hash]
 -- ARGV: id
 local dedupe = redis.call('HGET', KEYS[1], 'dedupeKey')
 local existed = redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
+if KEYS[4] then
+  redis.call('DEL', KEYS[4], KEYS[5])
+  redis.call('HDEL', KEYS[6], ARGV[1])
+end
+if existed == 1 then
+  redis.call('INCR', KEYS[3])
+end
 -- Only our own dedupe entry: the key may already name a newer subscription.
 if dedupe and redis.call('GET', dedupe) == ARGV[1] then
   redis.call('DEL', dedupe)
@@ -102,6 +120,12 @@ class SubscriptionKind:
         identity = json.dumps([callback, filter_, consumer_subscription_id])
         return f"{self.name}_dedupe:{hashlib.sha256(identity.encode()).hexdigest()}"
 
+
+GENERATION_KEY: Final = "subscriptions:generation"
+# What the notifier keeps per inventory subscription (removed with the subscription).
+DELIVERY_QUEUE_PREFIX: Final = "notifier:queue:"
+RETRY_STATE_PREFIX: Final = "notifier:retry:"
+CURSORS_KEY: Final = "notifier:cursors"
 
 INVENTORY_SUBSCRIPTIONS: Final = SubscriptionKind("subscription", "subscriptionId", EVENTS_KEY)
 # The alarm event stream does not exist yet; the notifier issue adds it here.
@@ -160,7 +184,7 @@ class SubscriptionStore:
             "createdAt": created_at,
             "dedupeKey": dedupe_key,
         }
-        keys = [kind.key(subscription_id), kind.index_key, dedupe_key]
+        keys = [kind.key(subscription_id), kind.index_key, dedupe_key, GENERATION_KEY]
         if kind.events_stream is not None:
             keys.append(kind.events_stream)
         created, value = cast(
@@ -190,6 +214,10 @@ class SubscriptionStore:
         stored = cast(dict[bytes, bytes], self._client.hgetall(kind.key(subscription_id)))
         return _decode(subscription_id, stored) if stored else None
 
+    def generation(self) -> int:
+        """Moves on every create and delete: reload the subscriptions when it changes."""
+        return int(cast(bytes | None, self._client.get(GENERATION_KEY)) or 0)
+
     def list(self, kind: SubscriptionKind) -> list[Subscription]:
         """Every subscription of the kind, oldest first."""
         ids = sorted(
@@ -208,9 +236,14 @@ class SubscriptionStore:
 
     def delete(self, kind: SubscriptionKind, subscription_id: str) -> bool:
         """Remove a subscription; False if there was none with that id."""
-        existed = self._delete(
-            keys=[kind.key(subscription_id), kind.index_key], args=[subscription_id]
-        )
+        keys = [kind.key(subscription_id), kind.index_key, GENERATION_KEY]
+        if kind.events_stream is not None:
+            keys += [
+                DELIVERY_QUEUE_PREFIX + subscription_id,
+                RETRY_STATE_PREFIX + subscription_id,
+                CURSORS_KEY,
+            ]
+        existed = self._delete(keys=keys, args=[subscription_id])
         return bool(existed)
 
 

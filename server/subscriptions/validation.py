@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import Final
 from urllib.parse import urlsplit
 
+from server.subscriptions import callbacks
+from server.subscriptions.callbacks import CallbackPolicy, CallbackRefused
+from server.subscriptions.filters import inventory_filter_problem
 from server.subscriptions.store import ALARM_SUBSCRIPTIONS, SubscriptionKind
 
 # Bounds on what one subscription may store; Envoy already caps the whole body at 1 MiB.
@@ -19,8 +22,10 @@ ALARM_EVENT_FILTERS: Final = ("NEW", "CHANGE", "CLEAR", "ACKNOWLEDGE")
 _CALLBACK_SCHEMES: Final = ("http", "https")
 
 
-def callback_problem(callback: str) -> str | None:
-    """Why `callback` cannot receive notifications, or None if it can."""
+def callback_problem(callback: str, policy: CallbackPolicy | None = None) -> str | None:
+    """Why `callback` cannot receive notifications, or None if it can. With a policy, the
+    scheme and the addresses the host resolves to are checked too (see
+    server/subscriptions/callbacks.py); the reachability probe is `probe_problem`."""
     if not callback:
         return "is required (the absolute http or https URL notifications are POSTed to)"
     if len(callback) > MAX_CALLBACK_LENGTH:
@@ -36,7 +41,18 @@ def callback_problem(callback: str) -> str | None:
         parts.port  # noqa: B018 - parsing the port is the check
     except ValueError:
         return f"has an invalid port, got {callback!r}"
+    if policy is None:
+        return None
+    try:
+        policy.check_url(callback)
+    except CallbackRefused as refused:
+        return str(refused)
     return None
+
+
+def probe_problem(callback: str, policy: CallbackPolicy) -> str | None:
+    """Why the callback failed the reachability probe, if the policy asks for one."""
+    return callbacks.probe(callback, policy) if policy.probe else None
 
 
 def consumer_subscription_id_problem(consumer_subscription_id: str) -> str | None:
@@ -45,10 +61,12 @@ def consumer_subscription_id_problem(consumer_subscription_id: str) -> str | Non
     return None
 
 
-def validate_filter(kind: SubscriptionKind, expression: str) -> str | None:
-    """Why `expression` is not a valid filter for `kind`, or None. Empty means "everything".
+def validate_filter(kind: SubscriptionKind, expression: str, major: str = "v1") -> str | None:
+    """Why `expression` is not a valid filter for `kind` (in API major `major`), or None.
+    Empty means "everything".
 
-    The expression is stored exactly as given; the notifier interprets it later.
+    The expression is stored exactly as given; the notifier interprets it later
+    (server/subscriptions/filters.py says how).
     """
     if len(expression) > MAX_FILTER_LENGTH:
         return f"must be at most {MAX_FILTER_LENGTH} characters"
@@ -58,7 +76,6 @@ def validate_filter(kind: SubscriptionKind, expression: str) -> str | None:
         if expression not in ALARM_EVENT_FILTERS:
             return f"must be one of {', '.join(ALARM_EVENT_FILTERS)} or empty, got {expression!r}"
         return None
-    # TODO(query engine): parse inventory filters with the SOL013 filter parser once it
-    # exists, so an unknown attribute or operator is a 400 at creation (as OSC does), not a
-    # notification that silently never matches. Until then any expression is accepted.
-    return None
+    # Parsed and bound now, so an unknown attribute or operator is a 400 at creation (as
+    # OSC does), not a notification that silently never matches.
+    return inventory_filter_problem(expression, major)

@@ -1,0 +1,294 @@
+"""Notification delivery end to end: the real notifier process (`python -m server.notifier`)
+on a real redis-server, changes written through InventoryStore.apply (the Lua path the
+core uses), signed webhooks received by real HTTP servers in separate processes.
+
+Run: .venv/bin/python bench/notify_bench.py [--rate 200] [--seconds 10] [--backlog 20000]
+
+Prints, each beside the baseline measured in the same run (a bare keep-alive POST loop from
+this process to the same receiver: what the receiver and the loopback cost by themselves):
+- end-to-end latency, inventory change -> notification received, p50/p99 at --rate
+  changes/s for one subscription (target: p99 < 50 ms);
+- signed deliveries/s one notifier process sustains over a backlog spread over
+  several subscriptions (target: >= 2,000/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from o2ims.adapter.v1 import domain_pb2
+
+from adapters.contract import serialize
+from devstack.processes import free_port, wait_until
+from devstack.redis_server import RedisServer
+from server.store import Change, InventoryStore, connect
+from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, SubscriptionStore
+
+REPO = Path(__file__).resolve().parent.parent
+POOL = "9a6a0d5e-0000-4000-8000-000000000001"
+
+# A receiver process: answers 204 to every POST and remembers (resourceId, arrival time);
+# GET /dump returns and forgets them.
+RECEIVER = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    seen = []
+    lock = threading.Lock()
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            now = time.time()
+            state = json.loads(body).get("postObjectState") or {}
+            with lock:
+                seen.append((state.get("resourceId", ""), now))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        def do_GET(self):
+            with lock:
+                payload = json.dumps(seen).encode()
+                seen.clear()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+    """
+)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def resource_change(resource_id: str, generation: int) -> Change:
+    return Change(
+        "resource",
+        resource_id,
+        serialize(
+            domain_pb2.InventoryObject(
+                resource=domain_pb2.Resource(
+                    resource_id=resource_id,
+                    resource_pool_id=POOL,
+                    name=f"host-{resource_id[:8]}",
+                    description=f"generation {generation}",
+                )
+            )
+        ),
+    )
+
+
+class ReceiverProcess:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, "-c", RECEIVER, str(self.port)])
+        wait_until(self._up, 10, "the receiver")
+
+    def _up(self) -> bool:
+        self.dump()
+        return True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def dump(self) -> list[tuple[str, float]]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        connection.request("GET", "/dump")
+        found: list[tuple[str, float]] = json.loads(connection.getresponse().read())
+        connection.close()
+        return found
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(5)
+
+
+def baseline(receiver: ReceiverProcess, count: int) -> tuple[float, float, float]:
+    """A bare keep-alive POST loop: (p50 s, p99 s, posts/s)."""
+    connection = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=10)
+    body = json.dumps({"postObjectState": {"resourceId": "baseline"}}).encode()
+    times = []
+    started = time.perf_counter()
+    for _ in range(count):
+        begin = time.perf_counter()
+        connection.request("POST", "/b", body=body, headers={"Content-Type": "application/json"})
+        connection.getresponse().read()
+        times.append(time.perf_counter() - begin)
+    elapsed = time.perf_counter() - started
+    connection.close()
+    receiver.dump()
+    return statistics.median(times), percentile(times, 0.99), count / elapsed
+
+
+def start_notifier(redis_url: str, log: Path) -> subprocess.Popen[bytes]:
+    ops = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "NETWEAVE_WEBHOOK_SECRET": "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        "NETWEAVE_NOTIFIER_OPS_PORT": str(ops),
+        "NETWEAVE_CALLBACK_ALLOW_HTTP": "1",
+        "NETWEAVE_CALLBACK_ALLOWED_CIDRS": "127.0.0.0/8",
+        "NETWEAVE_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.notifier"],
+        cwd=REPO,
+        env=env,
+        stderr=log.open("ab"),
+    )
+    wait_until(lambda: _get(f"http://127.0.0.1:{ops}/readyz") == 200, 15, "the notifier's /readyz")
+    return process
+
+
+def _get(url: str) -> int:
+    host, _, port = url.removeprefix("http://").split("/")[0].partition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=2)
+    connection.request("GET", "/" + url.split("/", 3)[3])
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def subscribe(redis_url: str, callback: str) -> str:
+    client = connect(redis_url)
+    created = SubscriptionStore(client).create(
+        INVENTORY_SUBSCRIPTIONS,
+        str(uuid.uuid4()),
+        callback=callback,
+        filter_="",
+        consumer_subscription_id="bench",
+        api_version="v1",
+    )
+    client.close()
+    return created.subscription_id
+
+
+def unsubscribe(redis_url: str, subscription_id: str) -> None:
+    client = connect(redis_url)
+    SubscriptionStore(client).delete(INVENTORY_SUBSCRIPTIONS, subscription_id)
+    client.close()
+
+
+def wait_count(
+    receivers: list[ReceiverProcess], seen: list[list[tuple[str, float]]], want: int, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(len(s) for s in seen) < want and time.monotonic() < deadline:
+        time.sleep(0.2)
+        for index, receiver in enumerate(receivers):
+            seen[index].extend(receiver.dump())
+
+
+def latency_run(
+    redis_url: str, rate: int, seconds: float, receiver: ReceiverProcess
+) -> list[float]:
+    subscription_id = subscribe(redis_url, receiver.url + "/latency")
+    # Steady state: a notifier has taken the subscription (within a scheduler tick).
+    time.sleep(1.0)
+    store = InventoryStore(connect(redis_url))
+    ids = [str(uuid.uuid4()) for _ in range(int(rate * seconds))]
+    changed_at: dict[str, float] = {}
+    started = time.perf_counter()
+    for index, resource_id in enumerate(ids):
+        target = started + index / rate
+        pause = target - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        changed_at[resource_id] = time.time()
+        store.apply("bench", [resource_change(resource_id, 0)])
+    seen: list[list[tuple[str, float]]] = [[]]
+    wait_count([receiver], seen, len(ids), 60)
+    unsubscribe(redis_url, subscription_id)
+    return [arrived - changed_at[rid] for rid, arrived in seen[0] if rid in changed_at]
+
+
+def throughput_run(
+    redis_url: str, backlog: int, receivers: list[ReceiverProcess], subscriptions: int
+) -> tuple[int, float]:
+    for index in range(subscriptions):
+        subscribe(redis_url, f"{receivers[index % len(receivers)].url}/t{index}")
+    store = InventoryStore(connect(redis_url))
+    changes = backlog // subscriptions
+    store.apply("bench", [resource_change(str(uuid.uuid4()), 1) for _ in range(changes)])
+    seen: list[list[tuple[str, float]]] = [[] for _ in receivers]
+    wait_count(receivers, seen, changes * subscriptions, 180)
+    arrivals = sorted(at for found in seen for _, at in found)
+    # From the first delivery to the last: the steady rate, start-up excluded.
+    return len(arrivals), arrivals[-1] - arrivals[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backlog", type=int, default=20_000)
+    parser.add_argument("--subscriptions", type=int, default=8)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        redis_server = RedisServer(Path(scratch) / "redis").start()
+        receivers = [ReceiverProcess(), ReceiverProcess()]
+        notifier: subprocess.Popen[bytes] | None = None
+        try:
+            base_p50, base_p99, base_rate = baseline(receivers[0], 3000)
+            notifier = start_notifier(redis_server.url, Path(scratch) / "notifier.log")
+            latencies = latency_run(redis_server.url, args.rate, args.seconds, receivers[0])
+            delivered, elapsed = throughput_run(
+                redis_server.url, args.backlog, receivers, args.subscriptions
+            )
+        finally:
+            if notifier is not None:
+                notifier.terminate()
+                notifier.wait(10)
+            for receiver in receivers:
+                receiver.stop()
+            redis_server.stop()
+
+    p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+    rate = delivered / elapsed if elapsed > 0 else float("nan")
+    report: dict[str, Any] = {
+        "baseline_post_p50_ms": round(base_p50 * 1000, 3),
+        "baseline_post_p99_ms": round(base_p99 * 1000, 3),
+        "baseline_posts_per_s": round(base_rate),
+        "latency_changes": len(latencies),
+        "latency_rate_per_s": args.rate,
+        "latency_p50_ms": round(p50 * 1000, 2),
+        "latency_p99_ms": round(p99 * 1000, 2),
+        "latency_p99_vs_baseline_p99": round(p99 / base_p99, 1),
+        "throughput_deliveries": delivered,
+        "throughput_subscriptions": args.subscriptions,
+        "throughput_deliveries_per_s": round(rate),
+        "throughput_vs_baseline": round(rate / base_rate, 2),
+    }
+    print(json.dumps(report, indent=2))
+    print(
+        f"latency p99 {p99 * 1000:.1f} ms (target < 50 ms): "
+        f"{'OK' if p99 < 0.05 else 'MISSED'}; "
+        f"{rate:.0f} signed deliveries/s (target >= 2000): "
+        f"{'OK' if rate >= 2000 else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""The notifier: inventory changes -> signed, retried, at-least-once webhook notifications.
+
+`python -m server.notifier` runs one notifier process; run as many as you like against the
+same Redis. The pieces, each in its own module:
+
+  matching.py      one matcher at a time turns `inventory:events` (consumer group
+                   `notifier:match`) into notifications on per-subscription queues
+  scheduler.py     spreads the subscriptions over the live processes (leases, fair share)
+  delivery.py      one ordered worker per owned subscription: POST, retry, dead-letter
+  http.py          signed POSTs over kept-alive, policy-checked connections (mTLS, OAuth2)
+  deadletters.py   the dead-letter stream and replay (`python -m server.notifier dlq`)
+  registration.py  the O-Cloud Available notification to the SMO (spec §3.15)
+  keys.py          every Redis key, documented
+
+Guarantees: at-least-once (a notification leaves its queue only after a 2xx, a dead-letter
+or its subscription's deletion); in order per subscription (one reader per queue); a slow
+or dead subscriber delays only its own queue (its own worker thread and connection).
+"""

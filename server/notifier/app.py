@@ -1,0 +1,187 @@
+"""Assemble one notifier process: the matcher, the scheduler with its delivery workers,
+the optional O-Cloud registration and the ops endpoint (/healthz, /readyz, /metrics)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+import structlog
+from prometheus_client.core import GaugeMetricFamily
+
+from server.notifier import keys
+from server.notifier.config import NotifierConfig
+from server.notifier.deadletters import DeadLetters
+from server.notifier.delivery import DeliveryWorker
+from server.notifier.http import TokenSource, WebhookClient, tls_context
+from server.notifier.matching import Matcher
+from server.notifier.metrics import NotifierMetrics
+from server.notifier.registration import TRUSTED, Registration
+from server.notifier.scheduler import Scheduler
+from server.ops import OpsServer
+from server.store import connect
+from server.subscriptions.callbacks import describe
+from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
+
+log = structlog.get_logger()
+
+
+def consumer_name() -> str:
+    """Unique per process start: a restarted notifier is a new consumer, and reclaims the
+    old one's pending entries like anybody else's."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Notifier:
+    def __init__(self, config: NotifierConfig) -> None:
+        self.config = config
+        self.consumer = consumer_name()
+        self._stop = threading.Event()
+        self.metrics = NotifierMetrics()
+        # Blocking reads (XREADGROUP BLOCK <= 1 s) need a socket timeout above the block.
+        self._state = connect(config.redis_url, socket_timeout=5.0)
+        self._probe = connect(config.redis_url, socket_timeout=0.5)
+        self._tls = tls_context(config)
+        self._tokens = TokenSource(config.oauth)
+        self.dead_letters = DeadLetters(self._state, config.dead_letter_max_len)
+        self.matcher = Matcher(
+            connect(config.redis_url, socket_timeout=5.0),
+            self.consumer,
+            lease_ms=config.lease_ms,
+            filter_mode=config.filter_mode,
+            service_uri=config.service_uri,
+            metrics=self.metrics,
+            stop=self._stop,
+        )
+        self.scheduler = Scheduler(
+            self._state, self.consumer, config.lease_ms, self._new_worker, self._stop
+        )
+        self.registration = (
+            Registration(
+                config.smo_registration_url,
+                config.service_uri,
+                self._state,
+                WebhookClient(
+                    config.webhook_secret,
+                    TRUSTED,
+                    timeout_s=config.request_timeout_s,
+                    tls=self._tls,
+                    tokens=self._tokens,
+                ),
+                self._stop,
+            )
+            if config.smo_registration_url
+            else None
+        )
+        self.metrics.add_state(self._state_metrics)
+        self.ops = OpsServer(
+            config.ops_host, config.ops_port, self.readiness, self.metrics.registry
+        )
+        self._threads: list[threading.Thread] = []
+
+    def _new_worker(self, subscription_id: str) -> DeliveryWorker:
+        return DeliveryWorker(
+            subscription_id,
+            # Its own connection: it blocks in XREADGROUP.
+            client=connect(self.config.redis_url, socket_timeout=5.0),
+            consumer=self.consumer,
+            webhooks=WebhookClient(
+                self.config.webhook_secret,
+                self.config.callback_policy,
+                timeout_s=self.config.request_timeout_s,
+                tls=self._tls,
+                tokens=self._tokens,
+            ),
+            schedule=self.config.retry,
+            lease_ms=self.config.lease_ms,
+            dead_letters=self.dead_letters,
+            metrics=self.metrics,
+        )
+
+    def start(self) -> None:
+        self.ops.start()
+        roles: list[tuple[str, Any]] = [
+            ("matcher", self.matcher.run),
+            ("scheduler", self.scheduler.run),
+        ]
+        if self.registration is not None:
+            roles.append(("registration", self.registration.run))
+        for name, target in roles:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "notifier_started",
+            consumer=self.consumer,
+            ops_port=self.ops.port,
+            filter_mode=self.config.filter_mode,
+            callback_policy=describe(self.config.callback_policy),
+            registration=bool(self.registration),
+            oauth=self._tokens.enabled,
+            client_certificate=bool(self.config.tls_cert),
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.ops.stop()
+
+    # --- readiness and metrics -------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {}
+        try:
+            self._probe.ping()
+            checks["redis"] = {"ok": True}
+        except redis.RedisError as exc:
+            checks["redis"] = {"ok": False, "error": f"Redis unreachable: {exc}"}
+        checks["matcher"] = {"ok": True, "leader": self.matcher.leader}
+        checks["deliveries"] = {"ok": True, "subscriptions": len(self.scheduler.workers)}
+        if self.registration is not None:
+            checks["registration"] = {"ok": True, "accepted": self.registration.accepted}
+        ready = bool(checks["redis"]["ok"])
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        if not ready:
+            body["failing"] = ["redis"]
+        return ready, body
+
+    def _state_metrics(self) -> Iterator[GaugeMetricFamily]:
+        queue = GaugeMetricFamily(
+            "o2ims_webhook_queue_depth", "Notifications queued for delivery, all subscriptions."
+        )
+        dead = GaugeMetricFamily(
+            "o2ims_webhook_dead_letters", "Notifications in the dead-letter stream."
+        )
+        try:
+            members: Any = self._probe.smembers(INVENTORY_SUBSCRIPTIONS.index_key)
+            ids = [m.decode() for m in members]
+            pipe = self._probe.pipeline(transaction=False)
+            for subscription_id in ids:
+                pipe.xlen(keys.queue_key(subscription_id))
+            pipe.xlen(keys.DEAD_LETTERS_KEY)
+            *lengths, dead_letters = pipe.execute()
+            queue.add_metric([], float(sum(lengths)))
+            dead.add_metric([], float(dead_letters))
+            yield queue
+            yield dead
+        except redis.RedisError:
+            pass  # unknown: better no sample than a wrong one
+        owned = GaugeMetricFamily(
+            "o2ims_notifier_subscriptions_owned", "Subscriptions this process delivers."
+        )
+        owned.add_metric([], float(len(self.scheduler.workers)))
+        yield owned
+        leader = GaugeMetricFamily(
+            "o2ims_notifier_matcher_leader", "1 if this process is the matcher at work."
+        )
+        leader.add_metric([], 1.0 if self.matcher.leader else 0.0)
+        yield leader
+        redis_up = GaugeMetricFamily("o2ims_redis_up", "1 if the last Redis operation succeeded.")
+        redis_up.add_metric([], 1.0 if self.matcher.redis_ok and self.scheduler.redis_ok else 0.0)
+        yield redis_up

@@ -1,0 +1,82 @@
+"""The dead-letter stream: notifications that could not be delivered, kept for an operator
+to inspect and replay (`python -m server.notifier dlq ...`).
+
+Each entry holds the notification exactly as it was queued (notificationId, body, the
+inventory event id) plus why it died: reason, attempts, lastStatus, deadAt, callback.
+Replaying puts it back at the end of its subscription's queue, with the same
+notificationId (so a receiver that did get it after all can deduplicate), if the
+subscription still exists.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+import redis
+
+from server.notifier import keys
+from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
+
+_REPLAY: Final = """
+-- KEYS: dead-letter stream, subscription hash, delivery queue
+-- ARGV: dead-letter id, consumer group, notification id, event id, body
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[2], '0', 'MKSTREAM')
+end
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[3], 'event', ARGV[4], 'body', ARGV[5],
+  'replayed', '1')
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def _text(fields: dict[bytes, bytes]) -> dict[str, str]:
+    return {name.decode(): value.decode(errors="replace") for name, value in fields.items()}
+
+
+class DeadLetters:
+    def __init__(self, client: redis.Redis, max_len: int = 100_000) -> None:
+        self._client = client
+        self._max_len = max_len
+        self._replay = client.register_script(_REPLAY)
+
+    def add(self, pipe: Any, fields: dict[str, str | bytes]) -> None:
+        """Queue the XADD on `pipe` (the caller acknowledges the delivery in the same one)."""
+        stamped = {"deadAt": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
+        pipe.xadd(keys.DEAD_LETTERS_KEY, stamped, maxlen=self._max_len, approximate=True)
+
+    def depth(self) -> int:
+        return int(self._client.xlen(keys.DEAD_LETTERS_KEY))
+
+    def list(self, count: int = 100) -> list[tuple[str, dict[str, str]]]:
+        """The oldest `count` dead letters."""
+        entries = cast(list[Any], self._client.xrange(keys.DEAD_LETTERS_KEY, "-", "+", count=count))
+        return [(entry_id.decode(), _text(fields)) for entry_id, fields in entries]
+
+    def get(self, entry_id: str) -> dict[str, str] | None:
+        entries = cast(list[Any], self._client.xrange(keys.DEAD_LETTERS_KEY, entry_id, entry_id))
+        return _text(entries[0][1]) if entries else None
+
+    def replay(self, entry_id: str) -> str:
+        """Put one dead letter back on its subscription's queue; returns what happened."""
+        letter = self.get(entry_id)
+        if letter is None:
+            return "not found"
+        subscription_id = letter.get("subscriptionId", "")
+        replayed = self._replay(
+            keys=[
+                keys.DEAD_LETTERS_KEY,
+                INVENTORY_SUBSCRIPTIONS.key(subscription_id),
+                keys.queue_key(subscription_id),
+            ],
+            args=[
+                entry_id,
+                keys.DELIVER_GROUP,
+                letter.get("notificationId", ""),
+                letter.get("event", ""),
+                letter.get("body", ""),
+            ],
+        )
+        return "replayed" if replayed else f"subscription {subscription_id} no longer exists"

@@ -1,0 +1,317 @@
+"""Delivering one subscription's queue, in order, one notification at a time.
+
+A DeliveryWorker is a thread of the process that holds the subscription's lease (see
+scheduler.py): nobody else reads the queue meanwhile, which is what keeps the order, and a
+subscriber that is slow, failing or down holds up only its own thread. The queue
+`notifier:queue:<subId>` is read through its consumer group `notifier:deliver`:
+
+1. Recovery, on taking the lease: entries a previous owner read but did not finish are
+   claimed (XAUTOCLAIM, once they have been idle for a lease period, so a still-running
+   old owner is not raced) and delivered first, oldest first, then
+2. new entries (XREADGROUP >, blocking, so a new notification goes out at once).
+
+Each entry is POSTed until it is delivered (XACK + XDEL), found permanently undeliverable
+or out of retries (to the dead-letter stream, XACK + XDEL in the same transaction), or its
+subscription is gone (dropped). Retries back off exponentially with full jitter, at least
+as long as a Retry-After asks; the head's attempt count and first failure time are kept in
+`notifier:retry:<subId>`, so the schedule's deadline survives restarts.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any, Final, Literal
+
+import redis
+import structlog
+
+from server.notifier import keys
+from server.notifier.config import RetrySchedule
+from server.notifier.deadletters import DeadLetters
+from server.notifier.http import DeliveryResult, WebhookClient
+from server.notifier.metrics import NotifierMetrics
+from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
+
+log = structlog.get_logger()
+
+_ENSURE_GROUP: Final = """
+-- KEYS: subscription hash, delivery queue; ARGV: group
+-- Only for a live subscription: a deleted one must not get its queue back.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
+end
+return 1
+"""
+
+READ_COUNT: Final = 100
+Finished = Literal["delivered", "dead_lettered", "dropped", "stopped"]
+
+
+def backoff_delay(schedule: RetrySchedule, attempt: int, retry_after_s: float | None) -> float:
+    """Seconds before attempt `attempt + 1`, after `attempt` failures (full jitter)."""
+    ceiling = min(schedule.max_delay_s, schedule.base_s * (2 ** min(attempt - 1, 62)))
+    delay = random.uniform(0.0, ceiling)
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, schedule.max_delay_s))
+    return delay
+
+
+def event_time_s(event_id: str) -> float | None:
+    """The unix time of an inventory event, from its stream entry id."""
+    ms, _, _ = event_id.partition("-")
+    return int(ms) / 1000.0 if ms.isdigit() else None
+
+
+class DeliveryWorker:
+    """Delivers one subscription's queue until stopped (see the module docstring)."""
+
+    def __init__(
+        self,
+        subscription_id: str,
+        *,
+        client: redis.Redis,
+        consumer: str,
+        webhooks: WebhookClient,
+        schedule: RetrySchedule,
+        lease_ms: int,
+        dead_letters: DeadLetters,
+        metrics: NotifierMetrics,
+    ) -> None:
+        self.subscription_id = subscription_id
+        self._client = client
+        self._consumer = consumer
+        self._webhooks = webhooks
+        self._schedule = schedule
+        self._lease_ms = lease_ms
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._queue = keys.queue_key(subscription_id)
+        self._retry_key = keys.retry_key(subscription_id)
+        self._subscription_key = INVENTORY_SUBSCRIPTIONS.key(subscription_id)
+        self._ensure_group = client.register_script(_ENSURE_GROUP)
+        self._stop = threading.Event()
+        self._callback = ""
+        self.gone = False  # the subscription no longer exists
+        self.busy = False  # something is (or was just) queued
+        self._thread = threading.Thread(
+            target=self._run, name=f"deliver-{subscription_id[:8]}", daemon=True
+        )
+        self._log = log.bind(subscription_id=subscription_id)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the attempt in flight, then stop (without acknowledging the rest)."""
+        self._stop.set()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        try:
+            while not self._stop.is_set() and not self.gone:
+                try:
+                    self._serve()
+                    backoff = 0.1
+                except redis.RedisError as exc:
+                    self._log.warning("delivery_redis_error", error=str(exc))
+                    self._stop.wait(backoff)
+                    backoff = min(2.0, backoff * 2)
+        except Exception:
+            self._log.exception("delivery_worker_failed")
+        finally:
+            self._webhooks.close()
+
+    # --- the queue -------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        stored: Any = self._client.hget(self._subscription_key, "callback")
+        if stored is None or not self._ensure_group(
+            keys=[self._subscription_key, self._queue], args=[keys.DELIVER_GROUP]
+        ):
+            self.gone = True
+            return
+        self._callback = stored.decode()
+        self._recover()
+        while not self._stop.is_set() and not self.gone:
+            reply: Any = self._client.xreadgroup(
+                keys.DELIVER_GROUP,
+                self._consumer,
+                {self._queue: ">"},
+                count=READ_COUNT,
+                block=1000,
+            )
+            entries = _entries(reply)
+            self.busy = bool(entries)
+            if not entries and not self._client.exists(self._subscription_key):
+                self.gone = True
+            self._deliver_all(entries)
+
+    def _recover(self) -> None:
+        while not self._stop.is_set() and not self.gone:
+            cursor = "0-0"
+            while True:
+                reply: Any = self._client.xautoclaim(
+                    self._queue,
+                    keys.DELIVER_GROUP,
+                    self._consumer,
+                    min_idle_time=self._lease_ms,
+                    start_id=cursor,
+                    count=READ_COUNT,
+                )
+                cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+                if cursor == "0-0":
+                    break
+            own: Any = self._client.xreadgroup(
+                keys.DELIVER_GROUP, self._consumer, {self._queue: "0"}, count=READ_COUNT
+            )
+            entries = _entries(own)
+            if entries:
+                self.busy = True
+                self._deliver_all(entries)
+                continue
+            pending: Any = self._client.xpending(self._queue, keys.DELIVER_GROUP)
+            if not pending or int(pending.get("pending", 0)) == 0:
+                return
+            self._stop.wait(0.1)  # a previous owner's entries, not idle long enough yet
+
+    def _deliver_all(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+        for entry_id, fields in entries:
+            if self._stop.is_set() or self.gone:
+                return
+            if not fields:  # trimmed or deleted meanwhile: nothing to deliver
+                self._client.xack(self._queue, keys.DELIVER_GROUP, entry_id)
+                continue
+            self._deliver(entry_id, fields)
+
+    def _deliver(self, entry_id: str, fields: dict[bytes, bytes]) -> Finished:
+        notification_id = fields[b"id"].decode()
+        body = fields[b"body"]
+        event_id = fields.get(b"event", b"").decode()
+        attempts, first_failure_ms = self._retry_state(entry_id)
+        while not self._stop.is_set():
+            if attempts and not self._client.exists(self._subscription_key):
+                return self._drop()
+            result = self._webhooks.post(self._callback, notification_id, body)
+            attempts += 1
+            if result.ok:
+                return self._delivered(entry_id, event_id, fields, attempts)
+            now_ms = int(time.time() * 1000)
+            first_failure_ms = first_failure_ms or now_ms
+            exhausted = (now_ms - first_failure_ms) / 1000 >= self._schedule.deadline_s or (
+                self._schedule.max_attempts and attempts >= self._schedule.max_attempts
+            )
+            if result.permanent or exhausted:
+                return self._dead_letter(entry_id, fields, result, attempts, bool(exhausted))
+            delay = backoff_delay(self._schedule, attempts, result.retry_after_s)
+            # Never wait past the deadline: the last attempt is made at it.
+            remaining = self._schedule.deadline_s - (now_ms - first_failure_ms) / 1000
+            delay = max(0.0, min(delay, remaining))
+            self._metrics.deliveries.labels("retried").inc()
+            self._client.hset(
+                self._retry_key,
+                mapping={
+                    "entry": entry_id,
+                    "attempts": attempts,
+                    "firstFailureMs": first_failure_ms,
+                    "lastError": result.reason,
+                },
+            )
+            self._log.info(
+                "delivery_retry",
+                notification_id=notification_id,
+                attempts=attempts,
+                reason=result.reason,
+                delay_s=round(delay, 3),
+            )
+            self._stop.wait(delay)
+        return "stopped"
+
+    def _retry_state(self, entry_id: str) -> tuple[int, int]:
+        state: Any = self._client.hgetall(self._retry_key)
+        if state and state.get(b"entry", b"").decode() == entry_id:
+            return int(state[b"attempts"]), int(state[b"firstFailureMs"])
+        return 0, 0
+
+    def _delivered(
+        self, entry_id: str, event_id: str, fields: dict[bytes, bytes], attempts: int
+    ) -> Finished:
+        # No MULTI needed: XACK alone ends the delivery; XDEL only keeps the stream short.
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xack(self._queue, keys.DELIVER_GROUP, entry_id)
+        pipe.xdel(self._queue, entry_id)
+        if attempts > 1:
+            pipe.delete(self._retry_key)
+        pipe.exists(self._subscription_key)
+        still_there = pipe.execute()[-1]
+        self._metrics.deliveries.labels("delivered").inc()
+        happened = event_time_s(event_id)
+        if happened is not None and b"replayed" not in fields:
+            self._metrics.latency.observe(max(0.0, time.time() - happened))
+        if not still_there:
+            self.gone = True
+        return "delivered"
+
+    def _dead_letter(
+        self,
+        entry_id: str,
+        fields: dict[bytes, bytes],
+        result: DeliveryResult,
+        attempts: int,
+        exhausted: bool,
+    ) -> Finished:
+        reason = (
+            result.reason
+            if not exhausted or result.permanent
+            else (f"retries exhausted after {attempts} attempts; last: {result.reason}")
+        )
+        pipe = self._client.pipeline(transaction=True)
+        self._dead_letters.add(
+            pipe,
+            {
+                "subscriptionId": self.subscription_id,
+                "notificationId": fields[b"id"].decode(),
+                "event": fields.get(b"event", b"").decode(),
+                "callback": self._callback,
+                "reason": reason,
+                "attempts": str(attempts),
+                "lastStatus": str(result.status or ""),
+                "body": fields[b"body"],
+            },
+        )
+        pipe.xack(self._queue, keys.DELIVER_GROUP, entry_id)
+        pipe.xdel(self._queue, entry_id)
+        pipe.delete(self._retry_key)
+        pipe.execute()
+        self._metrics.deliveries.labels("refused" if result.refused else "dead_lettered").inc()
+        self._log.warning(
+            "delivery_dead_lettered",
+            notification_id=fields[b"id"].decode(),
+            attempts=attempts,
+            reason=reason,
+        )
+        return "dead_lettered"
+
+    def _drop(self) -> Finished:
+        self.gone = True
+        self._metrics.deliveries.labels("dropped").inc()
+        self._log.info("delivery_dropped_subscription_deleted")
+        return "dropped"
+
+
+def _entries(reply: Any) -> list[tuple[str, dict[bytes, bytes]]]:
+    found = []
+    for _stream, entries in reply or []:
+        for entry_id, fields in entries:
+            found.append((entry_id.decode(), fields or {}))
+    return found

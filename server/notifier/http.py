@@ -1,0 +1,252 @@
+"""Outbound webhook POSTs: signed, over kept-alive connections to policy-checked addresses,
+with an optional client certificate and OAuth2 client-credentials token.
+
+Each DeliveryWorker owns one WebhookClient (no locking on the hot path); a client keeps one
+connection per callback origin and reuses it until it fails or grows old, when a new one is
+opened after resolving and checking the host again (the SSRF check at delivery time).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import http.client
+import json
+import ssl
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from server.notifier import signing
+from server.notifier.config import NotifierConfig, OAuthClient
+from server.subscriptions.callbacks import (
+    USER_AGENT,
+    CallbackPolicy,
+    CallbackRefused,
+    PinnedConnection,
+    open_connection,
+    request_target,
+)
+
+# A kept-alive connection is replaced after this long, so DNS changes are picked up and
+# the address is checked against the policy again.
+MAX_CONNECTION_AGE_S: Final = 60.0
+# Response bodies are read (to keep the connection reusable) up to this size.
+MAX_RESPONSE_BYTES: Final = 64 * 1024
+# Statuses worth retrying; every other 4xx is the subscriber saying "never".
+RETRYABLE_STATUSES: Final = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What one attempt came to."""
+
+    ok: bool
+    # True: retrying cannot help (4xx, redirect, refused by policy).
+    permanent: bool
+    reason: str
+    status: int | None = None
+    retry_after_s: float | None = None
+    refused: bool = False
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def tls_context(config: NotifierConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=config.tls_ca or None)
+    if config.tls_cert:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+class TokenError(Exception):
+    """The OAuth2 token endpoint did not give a token."""
+
+
+class TokenSource:
+    """OAuth2 client-credentials tokens, cached until shortly before they expire; shared
+    by every worker of the process. The token and the client secret are never logged."""
+
+    def __init__(self, client: OAuthClient, timeout_s: float = 10.0) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._token = ""
+        self._expires = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._client.token_url)
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token and time.monotonic() < self._expires:
+                return self._token
+            self._token, lifetime = self._fetch()
+            # Renew a little early, so a token never expires on its way to the subscriber.
+            self._expires = time.monotonic() + max(0.0, lifetime - 30.0)
+            return self._token
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._token = ""
+
+    def _fetch(self) -> tuple[str, float]:
+        form = {"grant_type": "client_credentials"}
+        if self._client.scope:
+            form["scope"] = self._client.scope
+        basic = base64.b64encode(
+            f"{urllib.parse.quote(self._client.client_id)}:"
+            f"{urllib.parse.quote(self._client.client_secret)}".encode()
+        ).decode()
+        request = urllib.request.Request(
+            self._client.token_url,
+            data=urllib.parse.urlencode(form).encode(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Authorization": f"Basic {basic}",
+                "Accept": "application/json",
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                answer = json.loads(response.read(MAX_RESPONSE_BYTES))
+        except (OSError, ValueError) as exc:
+            raise TokenError(f"token endpoint failed: {type(exc).__name__}") from None
+        token = answer.get("access_token") if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise TokenError("token endpoint answered without an access_token")
+        lifetime = answer.get("expires_in", 300)
+        return token, float(lifetime) if isinstance(lifetime, int | float) else 300.0
+
+
+class WebhookClient:
+    """Signs and POSTs notifications; one per worker thread."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        policy: CallbackPolicy,
+        *,
+        timeout_s: float,
+        tls: ssl.SSLContext | None = None,
+        tokens: TokenSource | None = None,
+    ) -> None:
+        self._secret = secret
+        self._policy = policy
+        self._timeout_s = timeout_s
+        self._tls = tls
+        self._tokens = tokens
+        # origin -> (connection, opened at)
+        self._connections: dict[tuple[str, str, int | None], tuple[PinnedConnection, float]] = {}
+
+    def close(self) -> None:
+        for connection, _ in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    def post(self, url: str, message_id: str, body: bytes) -> DeliveryResult:
+        """One signed attempt. Never raises for network or HTTP failures."""
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **signing.headers(self._secret, message_id, int(time.time()), body),
+        }
+        if self._tokens is not None and self._tokens.enabled:
+            try:
+                headers["Authorization"] = f"Bearer {self._tokens.token()}"
+            except TokenError as exc:
+                return DeliveryResult(ok=False, permanent=False, reason=str(exc))
+        origin = _origin(url)
+        try:
+            response_status, retry_after = self._send(origin, url, headers, body)
+        except CallbackRefused as refused:
+            return DeliveryResult(
+                ok=False,
+                permanent=True,
+                refused=True,
+                reason=f"refused by the callback policy: {refused}",
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(origin)
+            return DeliveryResult(
+                ok=False, permanent=False, reason=f"{type(exc).__name__}: {exc}"[:300]
+            )
+        if 200 <= response_status < 300:
+            return DeliveryResult(ok=True, permanent=False, reason="", status=response_status)
+        retry_after_s = parse_retry_after(retry_after, time.time())
+        if response_status == 401 and self._tokens is not None and self._tokens.enabled:
+            # Perhaps a revoked token: fetch a new one for the next attempt.
+            self._tokens.invalidate()
+            return DeliveryResult(
+                ok=False, permanent=False, reason="HTTP 401", status=response_status
+            )
+        transient = response_status >= 500 or response_status in RETRYABLE_STATUSES
+        return DeliveryResult(
+            ok=False,
+            permanent=not transient,
+            reason=f"HTTP {response_status}"
+            + (" (redirects are not followed)" if 300 <= response_status < 400 else ""),
+            status=response_status,
+            retry_after_s=retry_after_s,
+        )
+
+    def _send(
+        self, origin: tuple[str, str, int | None], url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str | None]:
+        target = request_target(url)
+        for fresh in (False, True):
+            connection, reused = self._connection(origin, url, fresh)
+            try:
+                connection.request("POST", target, body=body, headers=headers)
+                response = connection.getresponse()
+                payload = response.read(MAX_RESPONSE_BYTES + 1)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._drop(origin)
+                if reused and not fresh:
+                    continue  # the server closed an idle kept-alive connection: reconnect
+                raise
+            if len(payload) > MAX_RESPONSE_BYTES or response.will_close:
+                self._drop(origin)
+            return response.status, response.getheader("Retry-After")
+        raise http.client.HTTPException("unreachable")  # pragma: no cover
+
+    def _connection(
+        self, origin: tuple[str, str, int | None], url: str, fresh: bool
+    ) -> tuple[PinnedConnection, bool]:
+        found = self._connections.get(origin)
+        if found is not None and not fresh:
+            connection, opened = found
+            if time.monotonic() - opened < MAX_CONNECTION_AGE_S:
+                return connection, True
+            self._drop(origin)
+        connection = open_connection(url, self._policy, timeout=self._timeout_s, tls=self._tls)
+        self._connections[origin] = (connection, time.monotonic())
+        return connection, False
+
+    def _drop(self, origin: tuple[str, str, int | None]) -> None:
+        found = self._connections.pop(origin, None)
+        if found is not None:
+            found[0].close()
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port

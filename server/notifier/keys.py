@@ -1,0 +1,62 @@
+"""Every Redis key and consumer group the notifier uses (documented once, here).
+
+  inventory:events            stream  the store's change events (server/store.py); read
+                                      through the consumer group `notifier:match`
+  notifier:match:lease        string  the consumer name of the one matcher at work (PX lease)
+  notifier:queue:<subId>      stream  the notifications of one subscription, in order; read
+                                      through its consumer group `notifier:deliver` by the
+                                      one notifier process that holds the subscription's lease
+  notifier:lease:<subId>      string  that process's consumer name (PX lease)
+  notifier:cursors            hash    subId -> the last inventory event id queued for it:
+                                      what keeps a re-read event from being queued twice
+  notifier:retry:<subId>      hash    retry state of the queue's head: entry, attempts,
+                                      firstFailureMs (survives a restart of the notifier)
+  notifier:members            zset    live notifier processes, scored by lease expiry (ms):
+                                      how each computes its fair share of subscriptions
+  notifier:dead-letters       stream  notifications that could not be delivered
+  notifier:registered         hash    the last accepted O-Cloud registration (URL, time)
+
+The subscription's own keys (server/subscriptions/store.py) are removed together with its
+queue, retry state and cursor by the subscription store's delete script.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from server.store import EVENTS_KEY
+from server.subscriptions.store import CURSORS_KEY, DELIVERY_QUEUE_PREFIX, RETRY_STATE_PREFIX
+
+__all__ = [
+    "CURSORS_KEY",
+    "DEAD_LETTERS_KEY",
+    "DELIVER_GROUP",
+    "EVENTS_KEY",
+    "MATCH_GROUP",
+    "MATCH_LEASE_KEY",
+    "MEMBERS_KEY",
+    "REGISTERED_KEY",
+    "lease_key",
+    "queue_key",
+    "retry_key",
+]
+
+MATCH_GROUP: Final = "notifier:match"
+MATCH_LEASE_KEY: Final = "notifier:match:lease"
+DELIVER_GROUP: Final = "notifier:deliver"
+LEASE_PREFIX: Final = "notifier:lease:"
+MEMBERS_KEY: Final = "notifier:members"
+DEAD_LETTERS_KEY: Final = "notifier:dead-letters"
+REGISTERED_KEY: Final = "notifier:registered"
+
+
+def queue_key(subscription_id: str) -> str:
+    return DELIVERY_QUEUE_PREFIX + subscription_id
+
+
+def lease_key(subscription_id: str) -> str:
+    return LEASE_PREFIX + subscription_id
+
+
+def retry_key(subscription_id: str) -> str:
+    return RETRY_STATE_PREFIX + subscription_id

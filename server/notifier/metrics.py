@@ -1,0 +1,56 @@
+"""Prometheus metrics of the notifier (one registry per instance, so tests can run several
+in one process). The names are the ones the operations guide documents."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Outcomes of o2ims_webhook_delivery_total:
+#   delivered      2xx from the subscriber
+#   retried        a transient failure (5xx, 408, 429, connection error); tried again later
+#   dead_lettered  a permanent failure or an exhausted retry schedule
+#   refused        the callback policy refused the address at delivery (dead-lettered too)
+#   dropped        the subscription was deleted with the notification still queued
+OUTCOMES = ("delivered", "retried", "dead_lettered", "refused", "dropped")
+
+
+class NotifierMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "o2ims_webhook_delivery_total",
+            "Webhook delivery attempts by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in OUTCOMES:
+            self.deliveries.labels(outcome)
+        self.latency = Histogram(
+            "o2ims_webhook_delivery_latency_seconds",
+            "From the inventory change (its event's stream time) to the subscriber's 2xx.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600),
+            registry=self.registry,
+        )
+        self.events_matched = Counter(
+            "o2ims_notifier_events_matched_total",
+            "Inventory events matched against the subscriptions.",
+            registry=self.registry,
+        )
+        self.notifications_queued = Counter(
+            "o2ims_notifier_notifications_queued_total",
+            "Notifications put on delivery queues.",
+            registry=self.registry,
+        )
+
+    def add_state(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
+        """Gauges computed at scrape time (queue depths, roles)."""
+
+        class _State(Collector):
+            def collect(self) -> Iterator[GaugeMetricFamily]:
+                return collect()
+
+        self.registry.register(_State())

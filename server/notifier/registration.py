@@ -1,0 +1,106 @@
+"""O-Cloud registration (spec §3.15, checklist R1): on start-up the O-Cloud Available
+notification `{globalCloudId, oCloudId, IMS_EP}` is POSTed to the SMO's registration URL
+and retried, with capped exponential backoff and full jitter, until the SMO answers 2xx.
+
+The URL is the operator's own configuration, not client input, so it is not subject to
+the callback policy (a lab SMO on a private address is normal). The request is signed like
+every notification and carries the OAuth2 token when one is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import structlog
+from o2ims.adapter.v1 import domain_pb2
+
+from server.notifier import keys
+from server.notifier.http import WebhookClient
+from server.store import OBJECTS_PREFIX
+from server.subscriptions.callbacks import CallbackPolicy, parse_cidrs
+
+log = structlog.get_logger()
+
+# The operator's registration URL may be anywhere.
+TRUSTED: CallbackPolicy = CallbackPolicy(
+    allow_http=True, allowed_networks=parse_cidrs("0.0.0.0/0,::/0")
+)
+
+
+class Registration:
+    def __init__(
+        self,
+        url: str,
+        service_uri: str,
+        client: redis.Redis,
+        webhooks: WebhookClient,
+        stop: threading.Event,
+        *,
+        max_delay_s: float = 60.0,
+    ) -> None:
+        self._url = url
+        self._service_uri = service_uri
+        self._client = client
+        self._webhooks = webhooks
+        self._stop = stop
+        self._max_delay_s = max_delay_s
+        self.accepted = False
+
+    def body(self) -> dict[str, Any] | None:
+        """The notification, once an adapter has reported the O-Cloud; None before."""
+        stored: Any = self._client.hgetall(OBJECTS_PREFIX + "o_cloud")
+        if not stored:
+            return None
+        _, payload = sorted(stored.items())[0]
+        o_cloud = domain_pb2.InventoryObject.FromString(payload).o_cloud
+        return {
+            "globalCloudId": o_cloud.global_cloud_id,
+            "oCloudId": o_cloud.o_cloud_id,
+            "IMS_EP": self._service_uri,
+        }
+
+    def run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                body = self.body()
+            except redis.RedisError as exc:
+                log.warning("registration_redis_error", error=str(exc))
+                body = None
+            if body is None:
+                self._stop.wait(1.0)  # no O-Cloud known yet
+                continue
+            attempt += 1
+            result = self._webhooks.post(
+                self._url, str(uuid.uuid4()), json.dumps(body, separators=(",", ":")).encode()
+            )
+            if result.ok:
+                self.accepted = True
+                log.info("registration_accepted", url=self._url, attempts=attempt)
+                with contextlib.suppress(redis.RedisError):  # informational only
+                    self._client.hset(
+                        keys.REGISTERED_KEY,
+                        mapping={
+                            "url": self._url,
+                            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                            "oCloudId": body["oCloudId"],
+                        },
+                    )
+                return
+            ceiling = min(self._max_delay_s, 2 ** min(attempt - 1, 10))
+            delay = max(random.uniform(0, ceiling), result.retry_after_s or 0.0)
+            log.warning(
+                "registration_retry",
+                url=self._url,
+                attempts=attempt,
+                reason=result.reason,
+                delay_s=round(delay, 2),
+            )
+            self._stop.wait(min(delay, self._max_delay_s))

@@ -1,0 +1,290 @@
+"""Callback safety: which URLs the gateway may POST notifications to, checked on the
+addresses a host resolves to, at creation and again at every new delivery connection.
+
+Server-side request forgery is the risk: a subscription is a way to make the gateway send
+HTTP requests to an address of the client's choosing, from inside the operator's network.
+So, by default (the production posture):
+
+- only `https` callbacks (`NETWEAVE_CALLBACK_ALLOW_HTTP=1` allows plain http);
+- every address the host resolves to must be globally routable: loopback, link-local
+  (169.254.0.0/16 with the cloud metadata service at 169.254.169.254, fe80::/10),
+  unspecified, multicast, reserved and private ranges (10/8, 172.16/12, 192.168/16,
+  100.64/10, fc00::/7 ...) are refused. `NETWEAVE_CALLBACK_ALLOW_PRIVATE=1` admits the
+  private ranges (an SMO in the same data centre) but never loopback or link-local;
+  `NETWEAVE_CALLBACK_ALLOWED_CIDRS` admits exactly the listed networks, whatever their
+  category (development: `127.0.0.0/8,::1/128`).
+
+A host that does not resolve at creation is accepted (split-horizon DNS, an SMO deployed
+later): there is no address to judge yet, and the check that protects is the one at
+delivery, which connects to the very address it checked (`open_connection`), so a DNS
+answer that changes between check and connect (rebinding) cannot slip through. The
+optional reachability probe (`NETWEAVE_CALLBACK_PROBE=1`) refuses such hosts at creation.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Shared address space (carrier-grade NAT): not private in Python's sense, never public.
+_SHARED_ADDRESS_SPACE: Final = ipaddress.ip_network("100.64.0.0/10")
+
+
+class CallbackRefused(Exception):
+    """A callback the policy does not allow; the message says precisely why."""
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def parse_cidrs(text: str) -> tuple[IpNetwork, ...]:
+    """Comma-separated networks, e.g. "127.0.0.0/8,::1/128". Raises ValueError."""
+    networks = []
+    for item in text.split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError as exc:
+                raise ValueError(f"not a network: {item.strip()!r} ({exc})") from exc
+    return tuple(networks)
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    """Where notifications may go. The defaults are the production posture."""
+
+    allow_http: bool = False
+    allow_private: bool = False
+    allowed_networks: tuple[IpNetwork, ...] = field(default_factory=tuple)
+    # Creation: GET the callback and require a 2xx within probe_timeout_s.
+    probe: bool = False
+    probe_timeout_s: float = 5.0
+    # A DNS answer slower than this counts as "does not resolve now" (creation must not
+    # hang on a slow resolver; delivery checks again).
+    dns_timeout_s: float = 2.0
+
+    @classmethod
+    def from_env(cls) -> CallbackPolicy:
+        try:
+            allowed = parse_cidrs(os.environ.get("NETWEAVE_CALLBACK_ALLOWED_CIDRS", ""))
+        except ValueError as exc:
+            raise ValueError(f"NETWEAVE_CALLBACK_ALLOWED_CIDRS: {exc}") from exc
+        return cls(
+            allow_http=_env_flag("NETWEAVE_CALLBACK_ALLOW_HTTP"),
+            allow_private=_env_flag("NETWEAVE_CALLBACK_ALLOW_PRIVATE"),
+            allowed_networks=allowed,
+            probe=_env_flag("NETWEAVE_CALLBACK_PROBE"),
+            probe_timeout_s=_env_float("NETWEAVE_CALLBACK_PROBE_TIMEOUT_S", 5.0),
+            dns_timeout_s=_env_float("NETWEAVE_CALLBACK_DNS_TIMEOUT_S", 2.0),
+        )
+
+    @classmethod
+    def development(cls) -> CallbackPolicy:
+        """What `make run` and the tests use: http and loopback receivers allowed."""
+        return cls(allow_http=True, allowed_networks=parse_cidrs("127.0.0.0/8,::1/128"))
+
+    def scheme_problem(self, scheme: str) -> str | None:
+        if scheme == "https" or (scheme == "http" and self.allow_http):
+            return None
+        if scheme == "http":
+            return "must use https (plain http callbacks are not allowed by this gateway)"
+        return f"must be an http or https URL, got scheme {scheme!r}"
+
+    def address_problem(self, address: IpAddress) -> str | None:
+        """Why the gateway must not connect to `address`, or None."""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in self.allowed_networks):
+            return None
+        category = _category(address)
+        if category is None:
+            return None
+        if category == "private" and self.allow_private:
+            return None
+        return f"resolves to {address}, a {category} address"
+
+    def check_url(self, url: str) -> tuple[str, int, list[IpAddress]]:
+        """(host, port, allowed addresses) of `url`; raises CallbackRefused. The addresses
+        are empty when the host does not resolve (see the module docstring)."""
+        parts = urlsplit(url)
+        problem = self.scheme_problem(parts.scheme.lower())
+        if problem is not None:
+            raise CallbackRefused(problem)
+        host = parts.hostname or ""
+        if not host:
+            raise CallbackRefused("must name a host")
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            addresses = resolve(host, port, self.dns_timeout_s)
+        except (socket.gaierror, TimeoutError):
+            return host, port, []
+        for address in addresses:
+            problem = self.address_problem(address)
+            if problem is not None:
+                raise CallbackRefused(f"host {host!r} {problem}")
+        return host, port, addresses
+
+
+def _category(address: IpAddress) -> str | None:
+    """The non-public category an address belongs to, or None if it is public."""
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_multicast:
+        return "multicast"
+    if isinstance(address, ipaddress.IPv4Address) and address in _SHARED_ADDRESS_SPACE:
+        return "private"
+    if address.is_private:
+        return "private"
+    if address.is_reserved or not address.is_global:
+        return "reserved"
+    return None
+
+
+def resolve(host: str, port: int, timeout_s: float = 2.0) -> list[IpAddress]:
+    """Every address `host` resolves to (an IP literal resolves to itself). Raises
+    socket.gaierror, or TimeoutError when the resolver takes longer than `timeout_s`
+    (getaddrinfo cannot be cancelled: it finishes in a daemon thread, unheard)."""
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    outcome: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            outcome.append(exc)
+
+    resolver = threading.Thread(target=lookup, name="resolve", daemon=True)
+    resolver.start()
+    resolver.join(timeout_s)
+    if not outcome:
+        raise TimeoutError(f"resolving {host!r} took longer than {timeout_s:g} s")
+    if isinstance(outcome[0], OSError):
+        raise outcome[0]
+    infos: list[Any] = outcome[0]
+    found: list[IpAddress] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in found:
+            found.append(address)
+    return found
+
+
+class PinnedConnection(http.client.HTTPSConnection):
+    """An HTTP(S) connection to one already-checked address: the Host header, SNI and
+    certificate verification use the URL's host name, the socket goes to `address`.
+    Plain http when `tls` is None."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        address: IpAddress,
+        *,
+        timeout: float,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=tls or ssl.create_default_context())
+        self._address = address
+        self._tls = tls
+        if tls is None:
+            self.default_port = 80
+
+    def connect(self) -> None:
+        sock = socket.create_connection((str(self._address), self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls is not None:
+            sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+        self.sock = sock
+
+
+def open_connection(
+    url: str,
+    policy: CallbackPolicy,
+    *,
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+) -> PinnedConnection:
+    """A connection (not yet connected) to the first allowed address of `url`'s host.
+    Raises CallbackRefused (policy) or OSError (the host does not resolve)."""
+    host, port, addresses = policy.check_url(url)
+    if not addresses:
+        raise OSError(f"host {host!r} does not resolve (now)")
+    secure = urlsplit(url).scheme.lower() == "https"
+    return PinnedConnection(
+        host,
+        port,
+        addresses[0],
+        timeout=timeout,
+        tls=(tls or ssl.create_default_context()) if secure else None,
+    )
+
+
+def request_target(url: str) -> str:
+    """The path and query of `url`, as sent in the request line."""
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def probe(url: str, policy: CallbackPolicy, tls: ssl.SSLContext | None = None) -> str | None:
+    """GET the callback (ETSI "test the notification endpoint"): None if it answered 2xx
+    within the probe timeout, else why not."""
+    try:
+        connection = open_connection(url, policy, timeout=policy.probe_timeout_s, tls=tls)
+    except CallbackRefused as refused:
+        return str(refused)
+    except OSError as exc:
+        return f"is unreachable: {exc}"
+    try:
+        connection.request("GET", request_target(url), headers={"User-Agent": USER_AGENT})
+        response = connection.getresponse()
+        response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return f"did not answer the validation GET within {policy.probe_timeout_s:g} s: {exc}"
+    finally:
+        connection.close()
+    if not 200 <= response.status < 300:
+        return f"answered the validation GET with {response.status}, expected 2xx"
+    return None
+
+
+USER_AGENT: Final = "netweave-notifier/1"
+
+
+def describe(policy: CallbackPolicy) -> dict[str, object]:
+    """The policy for logs (no secrets in it)."""
+    networks: Sequence[IpNetwork] = policy.allowed_networks
+    return {
+        "allow_http": policy.allow_http,
+        "allow_private": policy.allow_private,
+        "allowed_networks": [str(n) for n in networks],
+        "probe": policy.probe,
+    }
