@@ -21,12 +21,14 @@ def _banner(stack: LocalStack) -> str:
     base = f"{stack.rest_url}/o2ims-infrastructureInventory/v1"
     grpc = stack.grpc_address
     required = "required" if stack.config.require_token else "optional"
+    secret_file = _short(stack.config.state_dir / "webhook-secret")
     return f"""
 netweave is running (inventory: {stack.config.inventory})
 
   REST + gRPC (Envoy)  {stack.rest_url}  (mTLS: client certificate required; token {required})
   gRPC core            {grpc}  (plaintext, loopback, reflection on; admin)
   operations           {stack.ops_url}/healthz  {stack.ops_url}/readyz  {stack.ops_url}/metrics
+  notifier             {stack.notifier_ops_url}/metrics  (webhook secret: {secret_file})
   logs                 {stack.logs}/  (audit trail: audit.log, audit-edge.log)
   access policy        {stack.config.auth_policy}
 
@@ -51,7 +53,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stack = LocalStack(StackConfig.from_env())
-    print("starting Redis, the static adapter, the core and Envoy ...", flush=True)
+    print("starting Redis, the static adapter, the core, the notifier and Envoy ...", flush=True)
     try:
         stack.start()
     except Exception as exc:
