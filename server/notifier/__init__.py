@@ -8,6 +8,7 @@ same Redis. The pieces, each in its own module:
   scheduler.py     spreads the subscriptions over the live processes (leases, fair share)
   delivery.py      one ordered worker per owned subscription: POST, retry, dead-letter
   http.py          signed POSTs over kept-alive, policy-checked connections (mTLS, OAuth2)
+  http1.py         the HTTP/1.1 exchange of one POST on such a connection
   deadletters.py   the dead-letter stream and replay (`python -m server.notifier dlq`)
   registration.py  the O-Cloud Available notification to the SMO (spec §3.15)
   keys.py          every Redis key, documented

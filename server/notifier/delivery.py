@@ -15,6 +15,19 @@ or out of retries (to the dead-letter stream, XACK + XDEL in the same transactio
 subscription is gone (dropped). Retries back off exponentially with full jitter, at least
 as long as a Retry-After asks; the head's attempt count and first failure time are kept in
 `notifier:retry:<subId>`, so the schedule's deadline survives restarts.
+
+Acknowledging in batches. The POSTs stay strictly one at a time, in order; what is
+batched is the Redis work around them. Delivered entries are acknowledged (XACK + XDEL of
+all of them, and an EXISTS of the subscription, in one pipeline: a "check") before the
+next POST once ACK_EVERY are waiting or ACK_INTERVAL_S has passed since the last check, at
+the end of every batch read (so nothing waits while the worker blocks for new entries),
+before any retry wait and when the worker stops. A read that returns entries counts as a
+check too: deleting a subscription deletes its queue in the same script. The bounds this
+sets, each per subscription:
+- after a subscription is deleted, at most ACK_EVERY POSTs start, all of them within
+  ACK_INTERVAL_S of the deletion (before: only the POST in flight completed);
+- after a crash (kill -9), at most ACK_EVERY delivered notifications are delivered again
+  (before: at most the one in flight); receivers deduplicate on webhook-id anyway.
 """
 
 from __future__ import annotations
@@ -22,10 +35,12 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 import redis
 import structlog
+from redis.typing import EncodableT, FieldT
 
 from server.notifier import keys
 from server.notifier.config import RetrySchedule
@@ -47,6 +62,10 @@ return 1
 """
 
 READ_COUNT: Final = 100
+# Acknowledgements are sent together once this many are waiting, or this long after the
+# last check: the bounds of the module docstring.
+ACK_EVERY: Final = 16
+ACK_INTERVAL_S: Final = 0.01
 Finished = Literal["delivered", "dead_lettered", "dropped", "stopped"]
 
 
@@ -94,6 +113,11 @@ class DeliveryWorker:
         self._ensure_group = client.register_script(_ENSURE_GROUP)
         self._stop = threading.Event()
         self._callback = ""
+        # Delivered, not acknowledged yet (see "Acknowledging in batches").
+        self._acks: list[str] = []
+        self._clear_retry = False  # a delivered entry had retry state: delete it
+        self._checked = 0.0  # time.monotonic() the subscription was last seen to exist
+        self._delivered_total = metrics.deliveries.labels("delivered")
         self.gone = False  # the subscription no longer exists
         self.busy = False  # something is (or was just) queued
         self._thread = threading.Thread(
@@ -130,11 +154,18 @@ class DeliveryWorker:
         except Exception:
             self._log.exception("delivery_worker_failed")
         finally:
+            try:
+                if self._acks or self._clear_retry:
+                    self._check()  # acknowledge what was delivered before stopping
+            except redis.RedisError:
+                pass  # delivered again by whoever reads the queue next: at least once
             self._webhooks.close()
 
     # --- the queue -------------------------------------------------------------------
 
     def _serve(self) -> None:
+        if self._acks or self._clear_retry:
+            self._check()  # what was delivered before a Redis error: acknowledge it first
         stored: Any = self._client.hget(self._subscription_key, "callback")
         if stored is None or not self._ensure_group(
             keys=[self._subscription_key, self._queue], args=[keys.DELIVER_GROUP]
@@ -155,7 +186,7 @@ class DeliveryWorker:
             self.busy = bool(entries)
             if not entries and not self._client.exists(self._subscription_key):
                 self.gone = True
-            self._deliver_all(entries)
+            self._deliver_all(entries, recovering=False)
 
     def _recover(self) -> None:
         while not self._stop.is_set() and not self.gone:
@@ -178,34 +209,74 @@ class DeliveryWorker:
             entries = _entries(own)
             if entries:
                 self.busy = True
-                self._deliver_all(entries)
+                self._deliver_all(entries, recovering=True)
                 continue
             pending: Any = self._client.xpending(self._queue, keys.DELIVER_GROUP)
             if not pending or int(pending.get("pending", 0)) == 0:
                 return
             self._stop.wait(0.1)  # a previous owner's entries, not idle long enough yet
 
-    def _deliver_all(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+    def _deliver_all(
+        self, entries: list[tuple[str, dict[bytes, bytes]]], *, recovering: bool
+    ) -> None:
+        """Deliver a batch read from the queue, in order, then acknowledge it."""
+        if entries:
+            # The read found the queue, so the subscription existed (module docstring).
+            self._checked = time.monotonic()
+        # Only an entry read again (after a Redis error, a restart or a takeover) can have
+        # been attempted before: one read the first time (">") has no retry state.
+        retry = self._retry_state() if recovering and entries else None
         for entry_id, fields in entries:
             if self._stop.is_set() or self.gone:
-                return
+                break
             if not fields:  # trimmed or deleted meanwhile: nothing to deliver
-                self._client.xack(self._queue, keys.DELIVER_GROUP, entry_id)
+                self._acks.append(entry_id)
                 continue
-            self._deliver(entry_id, fields)
+            if len(self._acks) >= ACK_EVERY or (
+                self._acks and time.monotonic() - self._checked >= ACK_INTERVAL_S
+            ):
+                self._check()
+                if self.gone:
+                    break
+            attempts, first_failure_ms = (
+                retry[1:] if retry is not None and retry[0] == entry_id else (0, 0)
+            )
+            self._deliver(entry_id, fields, attempts, first_failure_ms)
+        self._check()
 
-    def _deliver(self, entry_id: str, fields: dict[bytes, bytes]) -> Finished:
+    def _check(self, retry_state: Mapping[FieldT, EncodableT] | None = None) -> None:
+        """Acknowledge the delivered entries and see whether the subscription still
+        exists, in one round trip; `retry_state` (of the head, which just failed) is
+        written after them."""
+        pipe = self._client.pipeline(transaction=False)
+        if self._acks:
+            # No MULTI needed: XACK alone ends a delivery; XDEL only keeps the stream short.
+            pipe.xack(self._queue, keys.DELIVER_GROUP, *self._acks)
+            pipe.xdel(self._queue, *self._acks)
+        if self._clear_retry:
+            pipe.delete(self._retry_key)
+        if retry_state is not None:
+            pipe.hset(self._retry_key, mapping=retry_state)
+        pipe.exists(self._subscription_key)
+        still_there = pipe.execute()[-1]
+        self._acks.clear()
+        self._clear_retry = False
+        self._checked = time.monotonic()
+        if not still_there:
+            self.gone = True
+
+    def _deliver(
+        self, entry_id: str, fields: dict[bytes, bytes], attempts: int, first_failure_ms: int
+    ) -> Finished:
         notification_id = fields[b"id"].decode()
         body = fields[b"body"]
-        event_id = fields.get(b"event", b"").decode()
-        attempts, first_failure_ms = self._retry_state(entry_id)
         while not self._stop.is_set():
             if attempts and not self._client.exists(self._subscription_key):
                 return self._drop()
             result = self._webhooks.post(self._callback, notification_id, body)
             attempts += 1
             if result.ok:
-                return self._delivered(entry_id, event_id, fields, attempts)
+                return self._delivered(entry_id, fields, attempts)
             now_ms = int(time.time() * 1000)
             first_failure_ms = first_failure_ms or now_ms
             exhausted = (now_ms - first_failure_ms) / 1000 >= self._schedule.deadline_s or (
@@ -218,15 +289,18 @@ class DeliveryWorker:
             remaining = self._schedule.deadline_s - (now_ms - first_failure_ms) / 1000
             delay = max(0.0, min(delay, remaining))
             self._metrics.deliveries.labels("retried").inc()
-            self._client.hset(
-                self._retry_key,
-                mapping={
+            # Acknowledges the entries delivered before this one too: nothing waits out
+            # the backoff unacknowledged.
+            self._check(
+                retry_state={
                     "entry": entry_id,
                     "attempts": attempts,
                     "firstFailureMs": first_failure_ms,
                     "lastError": result.reason,
-                },
+                }
             )
+            if self.gone:
+                return self._drop()
             self._log.info(
                 "delivery_retry",
                 notification_id=notification_id,
@@ -237,29 +311,21 @@ class DeliveryWorker:
             self._stop.wait(delay)
         return "stopped"
 
-    def _retry_state(self, entry_id: str) -> tuple[int, int]:
+    def _retry_state(self) -> tuple[str, int, int] | None:
+        """(entry id, attempts, first failure ms) of the queue's head, if it has failed."""
         state: Any = self._client.hgetall(self._retry_key)
-        if state and state.get(b"entry", b"").decode() == entry_id:
-            return int(state[b"attempts"]), int(state[b"firstFailureMs"])
-        return 0, 0
+        if not state or b"entry" not in state:
+            return None
+        return state[b"entry"].decode(), int(state[b"attempts"]), int(state[b"firstFailureMs"])
 
-    def _delivered(
-        self, entry_id: str, event_id: str, fields: dict[bytes, bytes], attempts: int
-    ) -> Finished:
-        # No MULTI needed: XACK alone ends the delivery; XDEL only keeps the stream short.
-        pipe = self._client.pipeline(transaction=False)
-        pipe.xack(self._queue, keys.DELIVER_GROUP, entry_id)
-        pipe.xdel(self._queue, entry_id)
+    def _delivered(self, entry_id: str, fields: dict[bytes, bytes], attempts: int) -> Finished:
+        self._acks.append(entry_id)
         if attempts > 1:
-            pipe.delete(self._retry_key)
-        pipe.exists(self._subscription_key)
-        still_there = pipe.execute()[-1]
-        self._metrics.deliveries.labels("delivered").inc()
-        happened = event_time_s(event_id)
+            self._clear_retry = True
+        self._delivered_total.inc()
+        happened = event_time_s(fields.get(b"event", b"").decode())
         if happened is not None and b"replayed" not in fields:
             self._metrics.latency.observe(max(0.0, time.time() - happened))
-        if not still_there:
-            self.gone = True
         return "delivered"
 
     def _dead_letter(
@@ -270,6 +336,7 @@ class DeliveryWorker:
         attempts: int,
         exhausted: bool,
     ) -> Finished:
+        self._check()  # the entries delivered before this one, first
         reason = (
             result.reason
             if not exhausted or result.permanent

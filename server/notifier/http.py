@@ -4,6 +4,7 @@ with an optional client certificate and OAuth2 client-credentials token.
 Each DeliveryWorker owns one WebhookClient (no locking on the hot path); a client keeps one
 connection per callback origin and reuses it until it fails or grows old, when a new one is
 opened after resolving and checking the host again (the SSRF check at delivery time).
+The exchange on a connection is http1.py's.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from urllib.parse import urlsplit
 
 from server.notifier import signing
 from server.notifier.config import NotifierConfig, OAuthClient
+from server.notifier.http1 import KeptAliveConnection
 from server.subscriptions.callbacks import (
     USER_AGENT,
     CallbackPolicy,
     CallbackRefused,
-    PinnedConnection,
     open_connection,
     request_target,
 )
@@ -154,11 +155,13 @@ class WebhookClient:
         self._timeout_s = timeout_s
         self._tls = tls
         self._tokens = tokens
-        # origin -> (connection, opened at)
-        self._connections: dict[tuple[str, str, int | None], tuple[PinnedConnection, float]] = {}
+        self._connections: dict[tuple[str, str, int | None], KeptAliveConnection] = {}
+        # The callback URL is the same for every POST of a worker: parsed once.
+        self._origins: dict[str, tuple[str, str, int | None]] = {}
+        self._targets: dict[str, str] = {}
 
     def close(self) -> None:
-        for connection, _ in self._connections.values():
+        for connection in self._connections.values():
             connection.close()
         self._connections.clear()
 
@@ -174,7 +177,9 @@ class WebhookClient:
                 headers["Authorization"] = f"Bearer {self._tokens.token()}"
             except TokenError as exc:
                 return DeliveryResult(ok=False, permanent=False, reason=str(exc))
-        origin = _origin(url)
+        origin = self._origins.get(url)
+        if origin is None:
+            origin = self._origins[url] = _origin(url)
         try:
             response_status, retry_after = self._send(origin, url, headers, body)
         except CallbackRefused as refused:
@@ -211,40 +216,43 @@ class WebhookClient:
     def _send(
         self, origin: tuple[str, str, int | None], url: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, str | None]:
-        target = request_target(url)
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = request_target(url)
         for fresh in (False, True):
             connection, reused = self._connection(origin, url, fresh)
             try:
-                connection.request("POST", target, body=body, headers=headers)
-                response = connection.getresponse()
-                payload = response.read(MAX_RESPONSE_BYTES + 1)
+                answer = connection.post(target, headers, body, MAX_RESPONSE_BYTES)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self._drop(origin)
                 if reused and not fresh:
                     continue  # the server closed an idle kept-alive connection: reconnect
                 raise
-            if len(payload) > MAX_RESPONSE_BYTES or response.will_close:
+            if not answer.reusable:
                 self._drop(origin)
-            return response.status, response.getheader("Retry-After")
+            return answer.status, answer.retry_after
         raise http.client.HTTPException("unreachable")  # pragma: no cover
 
     def _connection(
         self, origin: tuple[str, str, int | None], url: str, fresh: bool
-    ) -> tuple[PinnedConnection, bool]:
+    ) -> tuple[KeptAliveConnection, bool]:
         found = self._connections.get(origin)
         if found is not None and not fresh:
-            connection, opened = found
-            if time.monotonic() - opened < MAX_CONNECTION_AGE_S:
-                return connection, True
+            if time.monotonic() - found.opened < MAX_CONNECTION_AGE_S:
+                return found, True
             self._drop(origin)
-        connection = open_connection(url, self._policy, timeout=self._timeout_s, tls=self._tls)
-        self._connections[origin] = (connection, time.monotonic())
+        # Resolved and checked against the policy again, then connected to exactly the
+        # checked address (the SSRF check at connection time).
+        connection = KeptAliveConnection(
+            open_connection(url, self._policy, timeout=self._timeout_s, tls=self._tls)
+        )
+        self._connections[origin] = connection
         return connection, False
 
     def _drop(self, origin: tuple[str, str, int | None]) -> None:
         found = self._connections.pop(origin, None)
         if found is not None:
-            found[0].close()
+            found.close()
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

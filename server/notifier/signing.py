@@ -8,13 +8,12 @@ webhook-signature: "v1," + base64(HMAC-SHA256(secret, f"{id}.{timestamp}.{body}"
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 
 
 def signature(secret: bytes, message_id: str, timestamp: int, body: bytes) -> str:
     signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret, signed, hashlib.sha256).digest()
+    digest = hmac.digest(secret, signed, "sha256")  # one-shot, in C
     return "v1," + base64.b64encode(digest).decode()
 
 
