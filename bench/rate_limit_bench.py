@@ -14,7 +14,6 @@ requests/s per client identity (burst R/10), then:
 from __future__ import annotations
 
 import argparse
-import shutil
 import ssl
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import httpx
 
 from devstack.load import LoadResult, offer
 from devstack.pki import IssuedCertificate, issue_client_certificate
-from devstack.stack import REPO, LocalStack, StackConfig
+from devstack.stack import LocalStack, StackConfig
 
 PATH = "/o2ims-infrastructureInventory/v1/resourcePools"
 QUIET_RATE = 5.0
@@ -53,19 +52,8 @@ def main() -> int:
     rate: int = args.rate
     with tempfile.TemporaryDirectory(prefix="netweave-rl-bench-") as tmp:
         state = Path(tmp)
-        inventory = state / "ocloud.yaml"
-        shutil.copy(REPO / "examples" / "ocloud.yaml", inventory)
-        config = StackConfig(
-            state_dir=state,
-            inventory=inventory,
-            rest_port=0,
-            grpc_port=0,
-            ops_port=0,
-            adapter_port=0,
-            envoy_admin_port=0,
-            redis_port=0,
-            rate_limit_rps=rate,
-            rate_limit_burst=max(1, rate // 10),
+        config = StackConfig.ephemeral(
+            state, rate_limit_rps=rate, rate_limit_burst=max(1, rate // 10)
         )
         stack = LocalStack(config).start()
         try:

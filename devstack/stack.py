@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import ssl
 import sys
 import urllib.error
@@ -14,22 +15,29 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from devstack.pki import DevPki, IssuedCertificate, ensure_dev_pki
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until
 from devstack.redis_server import RedisServer
 from devstack.tokens import DevIssuer, ensure_dev_issuer
+from netweave.env import env_flag, env_int
 from rest_facade.envoy_config import ClientLimit, EnvoyConfig, JwtConfig, RateLimitConfig
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
 from server.auth.policy import AccessPolicy
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = REPO / "examples" / "access-policy.yaml"
-
-
-def _env_port(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    return int(raw) if raw else default
+EXAMPLE_INVENTORY = REPO / "examples" / "ocloud.yaml"
+PORT_FIELDS = (
+    "rest_port",
+    "grpc_port",
+    "ops_port",
+    "adapter_port",
+    "envoy_admin_port",
+    "redis_port",
+    "notifier_ops_port",
+)
 
 
 def _http_ok(url: str) -> bool:
@@ -42,15 +50,6 @@ def _bucket(rps: int, burst: int) -> tuple[int, float, int]:
     if rps >= 10:
         return rps // 10, 0.1, burst or rps
     return rps, 1.0, burst or rps
-
-
-def _env_flag(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw not in ("1", "0", "true", "false", "yes", "no"):
-        raise ValueError(f"{name} must be true or false, got {raw!r}")
-    return raw in ("1", "true", "yes")
 
 
 @dataclass
@@ -94,37 +93,35 @@ class StackConfig:
             inventory=Path(
                 os.environ.get("NETWEAVE_INVENTORY", str(REPO / "examples" / "ocloud.yaml"))
             ).resolve(),
-            rest_port=_env_port("NETWEAVE_REST_PORT", 8443),
-            grpc_port=_env_port("NETWEAVE_GRPC_PORT", 50051),
-            ops_port=_env_port("NETWEAVE_OPS_PORT", 8080),
-            adapter_port=_env_port("NETWEAVE_ADAPTER_PORT", 50061),
-            envoy_admin_port=_env_port("NETWEAVE_ENVOY_ADMIN_PORT", 9901),
-            redis_port=_env_port("NETWEAVE_REDIS_PORT", 6380),
-            notifier_ops_port=_env_port("NETWEAVE_NOTIFIER_OPS_PORT", 8081),
+            rest_port=env_int("NETWEAVE_REST_PORT", 8443),
+            grpc_port=env_int("NETWEAVE_GRPC_PORT", 50051),
+            ops_port=env_int("NETWEAVE_OPS_PORT", 8080),
+            adapter_port=env_int("NETWEAVE_ADAPTER_PORT", 50061),
+            envoy_admin_port=env_int("NETWEAVE_ENVOY_ADMIN_PORT", 9901),
+            redis_port=env_int("NETWEAVE_REDIS_PORT", 6380),
+            notifier_ops_port=env_int("NETWEAVE_NOTIFIER_OPS_PORT", 8081),
             smo_registration_url=os.environ.get("NETWEAVE_SMO_REGISTRATION_URL") or None,
             redis_url=os.environ.get("REDIS_URL") or None,
             service_uri=os.environ.get("NETWEAVE_SERVICE_URI") or None,
-            require_client_certificate=_env_flag("NETWEAVE_REQUIRE_CLIENT_CERT", True),
-            require_token=_env_flag("NETWEAVE_REQUIRE_TOKEN", False),
+            require_client_certificate=env_flag("NETWEAVE_REQUIRE_CLIENT_CERT", True),
+            require_token=env_flag("NETWEAVE_REQUIRE_TOKEN", False),
             auth_policy=Path(os.environ.get("NETWEAVE_AUTH_POLICY", str(DEFAULT_POLICY))),
-            rate_limit_rps=_env_port("NETWEAVE_RATE_LIMIT_RPS", 100),
-            rate_limit_burst=_env_port("NETWEAVE_RATE_LIMIT_BURST", 0),
+            rate_limit_rps=env_int("NETWEAVE_RATE_LIMIT_RPS", 100),
+            rate_limit_burst=env_int("NETWEAVE_RATE_LIMIT_BURST", 0),
         )
+
+    @classmethod
+    def ephemeral(cls, state_dir: Path, **overrides: Any) -> StackConfig:
+        """A stack for tests and benchmarks: every port free-picked, over its own copy of
+        the example inventory under `state_dir`; `overrides` set any other field."""
+        inventory = state_dir / "ocloud.yaml"
+        shutil.copy(EXAMPLE_INVENTORY, inventory)
+        ports = dict.fromkeys(PORT_FIELDS, 0)
+        return cls(state_dir=state_dir, inventory=inventory, **{**ports, **overrides})
 
     def resolved(self) -> StackConfig:
         """A copy with every 0 port replaced by a free one."""
-        ports = {
-            name: getattr(self, name) or free_port()
-            for name in (
-                "rest_port",
-                "grpc_port",
-                "ops_port",
-                "adapter_port",
-                "envoy_admin_port",
-                "redis_port",
-                "notifier_ops_port",
-            )
-        }
+        ports = {name: getattr(self, name) or free_port() for name in PORT_FIELDS}
         return StackConfig(
             state_dir=self.state_dir,
             inventory=self.inventory,

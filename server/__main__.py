@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
+from netweave.lifecycle import run_until_signalled
 from netweave.logs import configure_logging
 from server.app import create_server
 from server.config import GatewayConfig
@@ -19,17 +18,7 @@ def main() -> int:
         print(f"netweave core: {exc}", file=sys.stderr)
         return 2
     gateway, port = create_server(config)
-    stopping = threading.Event()
-
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("gateway_stopping", signal=signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    gateway.start()
-    stopping.wait()
-    gateway.stop(grace=2.0).wait(5.0)
+    run_until_signalled(log, "gateway", gateway.start, lambda: gateway.stop(grace=2.0).wait(5.0))
     log.info("gateway_stopped", grpc_port=port)
     return 0
 

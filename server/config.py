@@ -5,18 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from netweave.env import env_int
 from server.errors import DUPLICATE_HTTP_STATUSES
 from server.subscriptions.callbacks import CallbackPolicy
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -64,16 +55,16 @@ class GatewayConfig:
         adapters = os.environ.get("NETWEAVE_ADAPTERS", "127.0.0.1:50061")
         return cls(
             grpc_host=os.environ.get("NETWEAVE_GRPC_HOST", "127.0.0.1"),
-            grpc_port=_env_int("NETWEAVE_GRPC_PORT", 50051),
+            grpc_port=env_int("NETWEAVE_GRPC_PORT", 50051),
             ops_host=os.environ.get("NETWEAVE_OPS_HOST", "127.0.0.1"),
-            ops_port=_env_int("NETWEAVE_OPS_PORT", 8080),
+            ops_port=env_int("NETWEAVE_OPS_PORT", 8080),
             redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             adapters=tuple(a.strip() for a in adapters.split(",") if a.strip()),
             service_uri=os.environ.get("NETWEAVE_SERVICE_URI", "https://127.0.0.1:8443"),
-            grpc_workers=_env_int("NETWEAVE_GRPC_WORKERS", 8),
-            events_max_len=_env_int("NETWEAVE_EVENTS_MAX_LEN", 100_000),
-            duplicate_subscription_status=_env_int("NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS", 400),
-            page_size=_env_int("NETWEAVE_PAGE_SIZE", 1000),
+            grpc_workers=env_int("NETWEAVE_GRPC_WORKERS", 8),
+            events_max_len=env_int("NETWEAVE_EVENTS_MAX_LEN", 100_000),
+            duplicate_subscription_status=env_int("NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS", 400),
+            page_size=env_int("NETWEAVE_PAGE_SIZE", 1000),
             page_secret=os.environ.get("NETWEAVE_PAGE_SECRET", ""),
             auth_policy=os.environ.get("NETWEAVE_AUTH_POLICY", ""),
             edge_secret=os.environ.get("NETWEAVE_EDGE_SECRET", ""),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+
+from netweave.metrics import StateCollector, register_state
 
 
 class GatewayMetrics:
@@ -47,14 +47,9 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
-    def add_state(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
-        """Expose gauges computed at scrape time (Redis up, adapters, object counts)."""
-
-        class _State(Collector):
-            def collect(self) -> Iterator[GaugeMetricFamily]:
-                return collect()
-
-        self.registry.register(_State())
+    def add_state(self, collect: StateCollector) -> None:
+        """Expose gauges computed at scrape time."""
+        register_state(self.registry, collect)
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 import redis
 
+from netweave.lifecycle import run_until_signalled
 from netweave.logs import configure_logging
 from server.notifier.config import NotifierConfig
 from server.notifier.deadletters import DeadLetters
@@ -35,17 +34,7 @@ def run() -> int:
     from server.notifier.app import Notifier
 
     notifier = Notifier(config)
-    stopping = threading.Event()
-
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("notifier_stopping", signal=signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    notifier.start()
-    stopping.wait()
-    notifier.stop()
+    run_until_signalled(log, "notifier", notifier.start, notifier.stop)
     log.info("notifier_stopped")
     return 0
 

@@ -8,29 +8,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+from netweave.env import env_float, env_int
 from server.subscriptions.callbacks import CallbackPolicy
 
 FilterMode = Literal["include", "exclude"]
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
 def decode_webhook_secret(text: str) -> bytes:
@@ -114,19 +95,19 @@ class NotifierConfig:
         return cls(
             redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             ops_host=os.environ.get("NETWEAVE_NOTIFIER_OPS_HOST", "127.0.0.1"),
-            ops_port=_env_int("NETWEAVE_NOTIFIER_OPS_PORT", 8081),
+            ops_port=env_int("NETWEAVE_NOTIFIER_OPS_PORT", 8081),
             webhook_secret=decode_webhook_secret(os.environ.get("NETWEAVE_WEBHOOK_SECRET", "")),
             # Anything but include/exclude is refused by __post_init__.
             filter_mode=cast(FilterMode, mode),
             retry=RetrySchedule(
-                base_s=_env_float("NETWEAVE_NOTIFY_RETRY_BASE_S", 1.0),
-                max_delay_s=_env_float("NETWEAVE_NOTIFY_RETRY_MAX_DELAY_S", 3600.0),
-                deadline_s=_env_float("NETWEAVE_NOTIFY_RETRY_DEADLINE_S", 86400.0),
-                max_attempts=_env_int("NETWEAVE_NOTIFY_MAX_ATTEMPTS", 0),
+                base_s=env_float("NETWEAVE_NOTIFY_RETRY_BASE_S", 1.0),
+                max_delay_s=env_float("NETWEAVE_NOTIFY_RETRY_MAX_DELAY_S", 3600.0),
+                deadline_s=env_float("NETWEAVE_NOTIFY_RETRY_DEADLINE_S", 86400.0),
+                max_attempts=env_int("NETWEAVE_NOTIFY_MAX_ATTEMPTS", 0),
             ),
-            request_timeout_s=_env_float("NETWEAVE_NOTIFY_TIMEOUT_S", 10.0),
-            lease_ms=_env_int("NETWEAVE_NOTIFY_LEASE_MS", 5000),
-            dead_letter_max_len=_env_int("NETWEAVE_NOTIFY_DEAD_LETTER_MAX_LEN", 100_000),
+            request_timeout_s=env_float("NETWEAVE_NOTIFY_TIMEOUT_S", 10.0),
+            lease_ms=env_int("NETWEAVE_NOTIFY_LEASE_MS", 5000),
+            dead_letter_max_len=env_int("NETWEAVE_NOTIFY_DEAD_LETTER_MAX_LEN", 100_000),
             callback_policy=CallbackPolicy.from_env(),
             tls_ca=os.environ.get("NETWEAVE_NOTIFY_TLS_CA", ""),
             tls_cert=os.environ.get("NETWEAVE_NOTIFY_TLS_CERT", ""),

@@ -3,11 +3,9 @@ in one process). The names are the ones the operations guide documents."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+
+from netweave.metrics import StateCollector, register_state
 
 # Outcomes of o2ims_webhook_delivery_total:
 #   delivered      2xx from the subscriber
@@ -46,11 +44,6 @@ class NotifierMetrics:
             registry=self.registry,
         )
 
-    def add_state(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
-        """Gauges computed at scrape time (queue depths, roles)."""
-
-        class _State(Collector):
-            def collect(self) -> Iterator[GaugeMetricFamily]:
-                return collect()
-
-        self.registry.register(_State())
+    def add_state(self, collect: StateCollector) -> None:
+        """Expose gauges computed at scrape time."""
+        register_state(self.registry, collect)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from netweave.env import env_flag, env_float
+
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,20 +45,6 @@ _SHARED_ADDRESS_SPACE: Final = ipaddress.ip_network("100.64.0.0/10")
 
 class CallbackRefused(Exception):
     """A callback the policy does not allow; the message says precisely why."""
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
 def parse_cidrs(text: str) -> tuple[IpNetwork, ...]:
@@ -92,12 +80,12 @@ class CallbackPolicy:
         except ValueError as exc:
             raise ValueError(f"NETWEAVE_CALLBACK_ALLOWED_CIDRS: {exc}") from exc
         return cls(
-            allow_http=_env_flag("NETWEAVE_CALLBACK_ALLOW_HTTP"),
-            allow_private=_env_flag("NETWEAVE_CALLBACK_ALLOW_PRIVATE"),
+            allow_http=env_flag("NETWEAVE_CALLBACK_ALLOW_HTTP"),
+            allow_private=env_flag("NETWEAVE_CALLBACK_ALLOW_PRIVATE"),
             allowed_networks=allowed,
-            probe=_env_flag("NETWEAVE_CALLBACK_PROBE"),
-            probe_timeout_s=_env_float("NETWEAVE_CALLBACK_PROBE_TIMEOUT_S", 5.0),
-            dns_timeout_s=_env_float("NETWEAVE_CALLBACK_DNS_TIMEOUT_S", 2.0),
+            probe=env_flag("NETWEAVE_CALLBACK_PROBE"),
+            probe_timeout_s=env_float("NETWEAVE_CALLBACK_PROBE_TIMEOUT_S", 5.0),
+            dns_timeout_s=env_float("NETWEAVE_CALLBACK_DNS_TIMEOUT_S", 2.0),
         )
 
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,6 @@ import httpx
 import pytest
 
 from devstack.stack import LocalStack, StackConfig
-from tests.conftest import EXAMPLE_INVENTORY
 from tests.openapi_contract import ContractRecorder
 
 
@@ -22,20 +20,8 @@ def start_stack(
 ) -> LocalStack:
     """A whole stack on free ports, over its own copy of the example inventory; `settings`
     override StackConfig fields (edge security, rate limits)."""
-    state = tmp_path_factory.mktemp("stack")
-    inventory = state / "ocloud.yaml"
-    shutil.copy(EXAMPLE_INVENTORY, inventory)
-    config = StackConfig(
-        state_dir=state,
-        inventory=inventory,
-        rest_port=0,
-        grpc_port=0,
-        ops_port=0,
-        adapter_port=0,
-        envoy_admin_port=0,
-        redis_port=0,
-        extra_core_env=core_env or {},
-        **settings,
+    config = StackConfig.ephemeral(
+        tmp_path_factory.mktemp("stack"), extra_core_env=core_env or {}, **settings
     )
     return LocalStack(config).start()
 
