@@ -15,17 +15,14 @@ from collections.abc import Iterable, Iterator
 from typing import Final
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2, error_details_pb2
 from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc, domain_pb2
 
 from adapters.contract import KINDS, ObjectKey, object_key, serialize
-from netweave.errors import ERROR_DOMAIN
+from netweave.errors import ERROR_DOMAIN, error_status
 from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
 
 SERVICE_NAME: Final = adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name
-# Same domain as the core's API errors, so one ErrorInfo reader understands both.
 DEFAULT_MAX_PENDING_EVENTS: Final = 10_000
 
 _KIND_ORDER: Final = {kind: index for index, kind in enumerate(KINDS)}
@@ -272,10 +269,8 @@ class ObjectSetPublisher:
 
 
 def _abort(context: grpc.ServicerContext, code: int, reason: str, message: str) -> None:
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
-    status = status_pb2.Status(code=code, message=message, details=[detail])
-    context.abort_with_status(rpc_status.to_status(status))
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    context.abort_with_status(error_status(code, message, [info]))
 
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):

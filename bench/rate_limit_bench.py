@@ -14,7 +14,6 @@ requests/s per client identity (burst R/10), then:
 from __future__ import annotations
 
 import argparse
-import ssl
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +30,9 @@ QUIET_RATE = 5.0
 
 
 def client_factory(stack: LocalStack, cert: IssuedCertificate) -> httpx.Client:
-    tls = ssl.create_default_context(cafile=str(stack.pki.ca_cert))
-    tls.load_cert_chain(str(cert.cert), str(cert.key))
-    return httpx.Client(base_url=stack.rest_url, verify=tls, timeout=10.0, trust_env=False)
+    return httpx.Client(
+        base_url=stack.rest_url, verify=stack.client_tls(cert), timeout=10.0, trust_env=False
+    )
 
 
 def describe(name: str, result: LoadResult) -> str:

@@ -21,7 +21,7 @@ def _banner(stack: LocalStack) -> str:
     base = f"{stack.rest_url}/o2ims-infrastructureInventory/v1"
     grpc = stack.grpc_address
     required = "required" if stack.config.require_token else "optional"
-    secret_file = _short(stack.config.state_dir / "webhook-secret")
+    secret_file = _short(stack.webhook_secret_path)
     return f"""
 netweave is running (inventory: {stack.config.inventory})
 

@@ -89,6 +89,10 @@ class DevPki:
     def client(self) -> IssuedCertificate:
         return IssuedCertificate(self.client_cert, self.client_key)
 
+    @property
+    def ca(self) -> IssuedCertificate:
+        return IssuedCertificate(self.ca_cert, self.ca_key)
+
 
 def ensure_dev_pki(directory: Path = DEFAULT_DIR) -> DevPki:
     """Create the development PKI under `directory`, or reuse what is there and valid.
@@ -306,7 +310,7 @@ def _write_pair(
 ) -> None:
     # Key first: a crash between the two writes leaves a cert/key mismatch, which
     # the validity check detects and repairs, never a new cert with an old key in use.
-    _write_atomically(
+    write_atomically(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -315,10 +319,10 @@ def _write_pair(
         ),
         mode=0o600,
     )
-    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+def write_atomically(path: Path, data: bytes, mode: int) -> None:
     """Write via a temporary file and rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -348,14 +352,14 @@ def _read_pair(
 
 
 def _load_ca(pki: DevPki) -> _CaPair:
-    pair = _read_pair(IssuedCertificate(pki.ca_cert, pki.ca_key))
+    pair = _read_pair(pki.ca)
     if pair is None:
         raise RuntimeError(f"no usable CA in {pki.directory}")
     return pair
 
 
 def _load_valid_ca(pki: DevPki, now: dt.datetime) -> _CaPair | None:
-    pair = _read_pair(IssuedCertificate(pki.ca_cert, pki.ca_key))
+    pair = _read_pair(pki.ca)
     if pair is None or not _in_validity(pair[0], now):
         return None
     constraints = pair[0].extensions.get_extension_for_class(x509.BasicConstraints)

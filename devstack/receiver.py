@@ -9,9 +9,7 @@ Subscribe with callback http://127.0.0.1:9999/notify, then edit the inventory fi
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import hashlib
 import hmac
 import json
 import sys
@@ -19,17 +17,24 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from server.notifier.config import decode_webhook_secret
+from server.notifier.signing import signature
+
 
 def signature_ok(secret: bytes, headers: dict[str, str], body: bytes) -> bool:
-    signed = f"{headers.get('webhook-id', '')}.{headers.get('webhook-timestamp', '')}.".encode()
-    expected = base64.b64encode(hmac.new(secret, signed + body, hashlib.sha256).digest()).decode()
+    """Whether one of the offered signatures is the notifier's (server/notifier/signing.py)."""
+    try:
+        timestamp = int(headers.get("webhook-timestamp", ""))
+    except ValueError:
+        return False
+    expected = signature(secret, headers.get("webhook-id", ""), timestamp, body)
     offered = headers.get("webhook-signature", "").split()
-    return any(hmac.compare_digest("v1," + expected, candidate) for candidate in offered)
+    return any(hmac.compare_digest(expected, candidate) for candidate in offered)
 
 
 def decode_secret(text: str) -> bytes:
-    text = text.strip()
-    return base64.b64decode(text[len("whsec_") :]) if text.startswith("whsec_") else text.encode()
+    """The key of a secret file (as the notifier reads NETWEAVE_WEBHOOK_SECRET)."""
+    return decode_webhook_secret(text.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

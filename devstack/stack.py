@@ -4,6 +4,7 @@ Envoy. `make run` and the end-to-end tests both start it through LocalStack."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import secrets
@@ -13,7 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,7 @@ class StackConfig:
         """The `make run` configuration; every port overridable (see README)."""
         return cls(
             state_dir=REPO / ".netweave",
-            inventory=Path(
-                os.environ.get("NETWEAVE_INVENTORY", str(REPO / "examples" / "ocloud.yaml"))
-            ).resolve(),
+            inventory=Path(os.environ.get("NETWEAVE_INVENTORY", str(EXAMPLE_INVENTORY))).resolve(),
             rest_port=env_int("NETWEAVE_REST_PORT", 8443),
             grpc_port=env_int("NETWEAVE_GRPC_PORT", 50051),
             ops_port=env_int("NETWEAVE_OPS_PORT", 8080),
@@ -121,20 +120,10 @@ class StackConfig:
 
     def resolved(self) -> StackConfig:
         """A copy with every 0 port replaced by a free one."""
-        ports = {name: getattr(self, name) or free_port() for name in PORT_FIELDS}
-        return StackConfig(
-            state_dir=self.state_dir,
-            inventory=self.inventory,
-            redis_url=self.redis_url,
-            service_uri=self.service_uri,
+        ports: dict[str, Any] = {name: getattr(self, name) or free_port() for name in PORT_FIELDS}
+        return replace(
+            self,
             extra_core_env=dict(self.extra_core_env),
-            require_client_certificate=self.require_client_certificate,
-            require_token=self.require_token,
-            auth_policy=self.auth_policy,
-            rate_limit_rps=self.rate_limit_rps,
-            rate_limit_burst=self.rate_limit_burst,
-            dev_callbacks=self.dev_callbacks,
-            smo_registration_url=self.smo_registration_url,
             extra_notifier_env=dict(self.extra_notifier_env),
             **ports,
         )
@@ -247,10 +236,14 @@ class LocalStack:
         }
 
     @property
+    def webhook_secret_path(self) -> Path:
+        return self.config.state_dir / "webhook-secret"
+
+    @functools.cached_property
     def webhook_secret(self) -> str:
         """The dev signing secret of notifications (Standard Webhooks `whsec_` form), kept
         under the state directory so a receiver's configuration survives restarts."""
-        path = self.config.state_dir / "webhook-secret"
+        path = self.webhook_secret_path
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()

@@ -25,6 +25,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from devstack.pki import write_atomically
+
 DEFAULT_DIR = Path(".netweave/pki/jwt")
 DEV_ISSUER = "https://netweave.local/dev-issuer"
 DEV_AUDIENCE = "o2ims"
@@ -113,10 +115,7 @@ def ensure_dev_issuer(directory: Path = DEFAULT_DIR) -> DevIssuer:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    temporary = issuer.key_path.with_suffix(".tmp")
-    temporary.write_bytes(pem)
-    temporary.chmod(0o600)
-    temporary.replace(issuer.key_path)
+    write_atomically(issuer.key_path, pem, mode=0o600)
     issuer.jwks_path.write_text(json.dumps({"keys": [jwk]}, indent=2) + "\n")
     return issuer
 

@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
+from netweave.headers import EDGE_HEADER, JWT_PAYLOAD_HEADER
 from rest_facade import envoy_routes, openapi
+from rest_facade.envoy_routes import header_value_option
 from rest_facade.http_rules import HttpRule, read_rules, services_with_rules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,14 +51,12 @@ GENERIC_SERVER_ERROR_DETAIL = "the gateway could not complete the request"
 PRE_FILTER_DETAIL = "the request is malformed (%RESPONSE_CODE_DETAILS%)"
 # Where the Lua shaper records "this is a REST request" (rest_facade/shaper.lua NAMESPACE).
 REST_METADATA_NAMESPACE = "netweave.rest"
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 IDENTITY_LUA_PATH = Path(__file__).resolve().parent / "identity.lua"
 
-# Headers Envoy sets for the core; whatever a client sent under these names is dropped first.
-JWT_PAYLOAD_HEADER = "x-jwt-payload"
+# Headers Envoy sets (the core reads JWT_PAYLOAD_HEADER and EDGE_HEADER, server/auth); whatever
+# a client sent under these names is dropped first.
 CLIENT_ID_HEADER = "x-netweave-client-id"
-# Carries the shared edge secret to the core (server/auth): "this call came through Envoy".
-EDGE_HEADER = "x-netweave-edge"
+IDENTITY_HEADERS = (JWT_PAYLOAD_HEADER, CLIENT_ID_HEADER, EDGE_HEADER)
 JWT_PROVIDER = "o2ims"
 # jwt_authn puts the verified payload here (namespace = the filter name); identity.lua reads it.
 JWT_METADATA_KEY = "payload"
@@ -79,7 +79,6 @@ class JwtConfig:
     jwks_path: Path | None = None
     jwks_uri: str | None = None
     required: bool = True
-    forward_payload_header: str = JWT_PAYLOAD_HEADER
     # How long Envoy caches a remote JWKS.
     jwks_cache_seconds: int = 300
 
@@ -194,8 +193,9 @@ def render(config: EnvoyConfig) -> str:
     template_text = TEMPLATE_PATH.read_text()
     template = string.Template(template_text)
     values = _template_values(config, template_text)
-    missing = set(template.get_identifiers()) - values.keys()
-    unused = values.keys() - set(template.get_identifiers())
+    placeholders = set(template.get_identifiers())
+    missing = placeholders - values.keys()
+    unused = values.keys() - placeholders
     if missing or unused:
         raise RuntimeError(f"template/renderer drift: missing {missing}, unused {unused}")
     return template.substitute(values)
@@ -243,7 +243,7 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "audit_access_log": _audit_access_log(config),
     }
     scalars["edge_request_headers"] = json.dumps(
-        [_header(EDGE_HEADER, config.edge_secret)] if config.edge_secret else []
+        [header_value_option(EDGE_HEADER, config.edge_secret)] if config.edge_secret else []
     )
     for name, text in blocks.items():
         scalars[name] = _indent_continuation(text, _placeholder_indent(template_text, name))
@@ -306,15 +306,7 @@ def _auth_filters(config: EnvoyConfig) -> str:
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation."
                 "v3.HeaderMutation",
                 "mutations": {
-                    "request_mutations": [
-                        {"remove": name}
-                        for name in _sorted_unique(
-                            JWT_PAYLOAD_HEADER,
-                            CLIENT_ID_HEADER,
-                            EDGE_HEADER,
-                            config.jwt.forward_payload_header if config.jwt else JWT_PAYLOAD_HEADER,
-                        )
-                    ]
+                    "request_mutations": [{"remove": name} for name in sorted(IDENTITY_HEADERS)]
                 },
             },
         }
@@ -335,17 +327,13 @@ def _auth_filters(config: EnvoyConfig) -> str:
     return _yaml_block(filters)
 
 
-def _sorted_unique(*names: str) -> list[str]:
-    return sorted({name.lower() for name in names})
-
-
 def _jwt_filter(jwt: JwtConfig) -> dict[str, Any]:
     provider: dict[str, Any] = {
         "issuer": jwt.issuer,
         "audiences": list(jwt.audiences),
         # The Authorization header is not forwarded: the core gets the verified claims.
         "forward": False,
-        "forward_payload_header": jwt.forward_payload_header,
+        "forward_payload_header": JWT_PAYLOAD_HEADER,
         "payload_in_metadata": JWT_METADATA_KEY,
         "clock_skew_seconds": 60,
     }
@@ -384,7 +372,7 @@ _EDGE_AUDIT_FORMAT: dict[str, str] = {
     "request_id": "%REQ(X-REQUEST-ID)%",
     "client": "%DOWNSTREAM_PEER_URI_SAN%",
     "certificate_subject": "%DOWNSTREAM_PEER_SUBJECT%",
-    "token_subject": "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:payload:sub)%",
+    "token_subject": f"%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:{JWT_METADATA_KEY}:sub)%",
     "method": "%REQ(:METHOD)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "status": "%RESPONSE_CODE%",
@@ -469,11 +457,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
-def _bucket(tokens_per_fill: int, fill_interval_s: float, max_tokens: int | None) -> dict[str, Any]:
+def _bucket(limit: RateLimitConfig | ClientLimit) -> dict[str, Any]:
     return {
-        "max_tokens": max_tokens if max_tokens is not None else tokens_per_fill,
-        "tokens_per_fill": tokens_per_fill,
-        "fill_interval": _duration(fill_interval_s),
+        "max_tokens": limit.max_tokens if limit.max_tokens is not None else limit.tokens_per_fill,
+        "tokens_per_fill": limit.tokens_per_fill,
+        "fill_interval": _duration(limit.fill_interval_s),
     }
 
 
@@ -482,9 +470,7 @@ def _rate_limit_filter(limit: RateLimitConfig) -> dict[str, Any]:
     descriptors: list[dict[str, Any]] = [
         {
             "entries": [{"key": RATE_LIMIT_DESCRIPTOR_KEY, "value": client.identity}],
-            "token_bucket": _bucket(
-                client.tokens_per_fill, client.fill_interval_s, client.max_tokens
-            ),
+            "token_bucket": _bucket(client),
         }
         for client in limit.per_client
     ]
@@ -492,7 +478,7 @@ def _rate_limit_filter(limit: RateLimitConfig) -> dict[str, Any]:
     descriptors.append(
         {
             "entries": [{"key": RATE_LIMIT_DESCRIPTOR_KEY}],
-            "token_bucket": _bucket(limit.tokens_per_fill, limit.fill_interval_s, limit.max_tokens),
+            "token_bucket": _bucket(limit),
         }
     )
     return {
@@ -502,7 +488,7 @@ def _rate_limit_filter(limit: RateLimitConfig) -> dict[str, Any]:
             "LocalRateLimit",
             "stat_prefix": "o2ims_client_rl",
             # Requests without an identity (no certificate, no token) share this bucket.
-            "token_bucket": _bucket(limit.tokens_per_fill, limit.fill_interval_s, limit.max_tokens),
+            "token_bucket": _bucket(limit),
             "filter_enabled": {
                 "runtime_key": "netweave.rate_limit.enabled",
                 "default_value": percent,
@@ -544,18 +530,14 @@ def _auth_reply_mappers(config: EnvoyConfig) -> list[dict[str, Any]]:
         # jwt_authn answers 403 for a token of the wrong audience: for OAuth2 that is an
         # invalid token too (RFC 6750 3.1), so every jwt_authn refusal becomes a 401.
         token_refused = _cel_filter("response.code_details.startsWith('jwt_authn')")
-        mapper = _problem_mapper([token_refused], 401, "Unauthorized", "%LOCAL_REPLY_BODY%")
-        mapper["status_code"] = 401
-        mapper["headers_to_add"] = [_header("www-authenticate", WWW_AUTHENTICATE)]
-        mappers.append(mapper)
-        # Native gRPC callers: UNAUTHENTICATED, whatever jwt_authn's HTTP status was.
-        mappers.append(
-            {
-                "filter": token_refused,
-                "status_code": 401,
-                "headers_to_add": [_header("www-authenticate", WWW_AUTHENTICATE)],
-            }
-        )
+        rest_problem = _problem_mapper([token_refused], 401, "Unauthorized", "%LOCAL_REPLY_BODY%")
+        grpc_reply: dict[str, Any] = {"filter": token_refused}
+        # REST callers get the problem, native gRPC callers UNAUTHENTICATED: both a 401
+        # with the challenge, whatever jwt_authn's status was.
+        for mapper in (rest_problem, grpc_reply):
+            mapper["status_code"] = 401
+            mapper["headers_to_add"] = [header_value_option("www-authenticate", WWW_AUTHENTICATE)]
+            mappers.append(mapper)
     if config.rate_limit is not None:
         mapper = _problem_mapper(
             [_status_filter("EQ", 429)],
@@ -566,13 +548,6 @@ def _auth_reply_mappers(config: EnvoyConfig) -> list[dict[str, Any]]:
         # Retry-After is added by rest_facade/identity.lua from x-ratelimit-reset.
         mappers.append(mapper)
     return mappers
-
-
-def _header(name: str, value: str) -> dict[str, Any]:
-    return {
-        "header": {"key": name, "value": value},
-        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-    }
 
 
 def _local_reply_mappers() -> list[dict[str, Any]]:
@@ -697,7 +672,7 @@ def _problem_mapper(
                 "title": title,
                 "detail": detail,
             },
-            "content_type": PROBLEM_CONTENT_TYPE,
+            "content_type": openapi.PROBLEM,
         },
     }
 

@@ -101,7 +101,7 @@ def _openapi_route(openapi_json: str) -> dict[str, Any]:
         },
         "direct_response": {"status": 200, "body": {"inline_string": openapi_json}},
         # A direct response with a body is text/plain unless told otherwise.
-        "response_headers_to_add": [_header("content-type", "application/json")],
+        "response_headers_to_add": [header_value_option("content-type", "application/json")],
     }
 
 
@@ -114,11 +114,12 @@ def _method_not_allowed(match: dict[str, Any], methods: Iterable[str]) -> dict[s
             # Becomes the ProblemDetails `detail` (local_reply_config, %LOCAL_REPLY_BODY%).
             "body": {"inline_string": f"method not allowed on this resource; allowed: {allowed}"},
         },
-        "response_headers_to_add": [_header("allow", allowed)],
+        "response_headers_to_add": [header_value_option("allow", allowed)],
     }
 
 
-def _header(name: str, value: str) -> dict[str, Any]:
+def header_value_option(name: str, value: str) -> dict[str, Any]:
+    """An Envoy HeaderValueOption that sets `name`, replacing any value it had."""
     return {
         "header": {"key": name, "value": value},
         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",

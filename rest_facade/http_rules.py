@@ -213,7 +213,22 @@ class ResourcePath:
 def load_pool(descriptor_set: Path) -> descriptor_pool.DescriptorPool:
     """A descriptor pool holding every file of a FileDescriptorSet built with
     --include_imports (protoc writes the files in dependency order)."""
-    return _pool(_file_set(descriptor_set))
+    return pool_of(read_file_set(descriptor_set))
+
+
+def read_file_set(path: Path) -> descriptor_pb2.FileDescriptorSet:
+    """The FileDescriptorSet in `path` (as `make gen` writes gen/o2ims.pb)."""
+    file_set = descriptor_pb2.FileDescriptorSet()
+    file_set.ParseFromString(path.read_bytes())
+    return file_set
+
+
+def pool_of(file_set: descriptor_pb2.FileDescriptorSet) -> descriptor_pool.DescriptorPool:
+    """A descriptor pool of every file in `file_set` (see load_pool)."""
+    pool = descriptor_pool.DescriptorPool()
+    for file_proto in file_set.file:
+        pool.Add(file_proto)
+    return pool
 
 
 def services_with_rules(rules: Iterable[HttpRule]) -> list[str]:
@@ -223,8 +238,8 @@ def services_with_rules(rules: Iterable[HttpRule]) -> list[str]:
 
 def read_rules(descriptor_set: Path) -> list[HttpRule]:
     """Every HTTP rule of every service in the descriptor set, in declaration order."""
-    file_set = _file_set(descriptor_set)
-    pool = _pool(file_set)
+    file_set = read_file_set(descriptor_set)
+    pool = pool_of(file_set)
     rules: list[HttpRule] = []
     for file_proto in file_set.file:
         package = f"{file_proto.package}." if file_proto.package else ""
@@ -291,19 +306,6 @@ def resource_paths(rules: Iterable[HttpRule]) -> list[ResourcePath]:
 
 
 # --- implementation ------------------------------------------------------------------------
-
-
-def _file_set(path: Path) -> descriptor_pb2.FileDescriptorSet:
-    file_set = descriptor_pb2.FileDescriptorSet()
-    file_set.ParseFromString(path.read_bytes())
-    return file_set
-
-
-def _pool(file_set: descriptor_pb2.FileDescriptorSet) -> descriptor_pool.DescriptorPool:
-    pool = descriptor_pool.DescriptorPool()
-    for file_proto in file_set.file:
-        pool.Add(file_proto)
-    return pool
 
 
 def _rule(

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
+from google.protobuf import descriptor, descriptor_pool
 
-from rest_facade.http_rules import HttpRule, load_pool, read_rules, resource_paths
+from rest_facade.http_rules import HttpRule, pool_of, read_file_set, read_rules, resource_paths
 from rest_facade.openapi_schemas import Comments, Schema, SchemaSet
 
 OPENAPI_VERSION = "3.1.0"
@@ -63,9 +63,8 @@ def build_document(
 ) -> dict[str, Any]:
     """The OpenAPI document for `rules` (default: every HTTP rule in the descriptor set)."""
     rules = list(read_rules(descriptor_path) if rules is None else rules)
-    file_set = descriptor_pb2.FileDescriptorSet()
-    file_set.ParseFromString(descriptor_path.read_bytes())
-    pool = load_pool(descriptor_path)
+    file_set = read_file_set(descriptor_path)
+    pool = pool_of(file_set)
     comments = Comments(file_set)
     schemas = SchemaSet(comments)
     paths: dict[str, dict[str, Any]] = {}

@@ -24,7 +24,7 @@ from server.inventory import InventoryV1Servicer, InventoryV2Servicer
 from server.listing import Lister, ListingSettings
 from server.metrics import GatewayMetrics, MetricsInterceptor
 from server.monitoring_v1 import AlarmRecords, MonitoringV1Servicer
-from server.ops import OpsServer
+from server.ops import OpsServer, redis_check
 from server.store import InventoryStore, connect
 from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
 from server.sync import AdapterWatcher, EventTailer, StoreWriter
@@ -149,12 +149,7 @@ class Gateway:
         """Ready when Redis answers and the inventory is loaded. Adapters that are away
         are reported (status "degraded") but do not fail readiness: their last known
         objects are still served, and failing every replica at once helps nobody."""
-        checks: dict[str, Any] = {}
-        try:
-            self._probe.ping()
-            checks["redis"] = {"ok": True}
-        except redis.RedisError as exc:
-            checks["redis"] = {"ok": False, "error": f"Redis unreachable: {exc}"}
+        checks: dict[str, Any] = {"redis": redis_check(self._probe)}
         checks["inventory"] = {
             "ok": self.cache.loaded,
             "version": self.cache.version,

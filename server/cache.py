@@ -173,11 +173,6 @@ class InventoryCache:
             o_cloud_id = self._o_cloud_id()
             return self._wire(model, "o_cloud", o_cloud_id) if o_cloud_id else None
 
-    def collection(self, model: WireModel, kind: str) -> list[Any]:
-        """Every object of a kind in `model`'s wire form, ordered by id."""
-        with self._lock:
-            return [self._wire(model, kind, oid) for oid in self._ordered_ids(kind)]
-
     def iter_wire(
         self, model: WireModel, kind: str, ids: Sequence[str], chunk: int = 512
     ) -> Iterator[tuple[str, Any]]:
@@ -235,11 +230,3 @@ class InventoryCache:
             if len(narrowed) * 8 < len(ids):
                 return sorted(narrowed)
             return [oid for oid in ids if oid in narrowed]
-
-    def pool_resources(self, model: WireModel, pool_id: str) -> list[Any] | None:
-        """The resources of a pool, ordered by id; None if the pool is unknown."""
-        with self._lock:
-            ids = self.resource_ids(pool_id)
-            if ids is None:
-                return None
-            return [self._wire(model, "resource", oid) for oid in ids]

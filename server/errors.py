@@ -8,11 +8,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar, cast
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2, error_details_pb2
 
-from netweave.errors import ERROR_DOMAIN
+from netweave.errors import ERROR_DOMAIN, error_status
 
 
 class ApiError(Exception):
@@ -35,14 +33,7 @@ class ApiError(Exception):
         ]
 
     def to_status(self) -> Any:
-        packed = []
-        for detail in self.details():
-            holder = any_pb2.Any()
-            holder.Pack(detail)
-            packed.append(holder)
-        return rpc_status.to_status(
-            status_pb2.Status(code=self.rpc_code, message=self.message, details=packed)
-        )
+        return error_status(self.rpc_code, self.message, self.details())
 
 
 class NotFound(ApiError):

@@ -15,31 +15,23 @@ from o2ims.inventory.v2 import inventory_pb2_grpc as v2_grpc
 
 from server.cache import RESOURCE_INDEXES, InventoryCache
 from server.errors import NotFound, Unavailable, grpc_errors
-from server.listing import Lister, invalid_query
-from server.query import CompiledQuery, QueryError, parse_selection
+from server.listing import Lister, select
+from server.query import CompiledQuery
 from server.wire import WireModel
 from server.wire import v1 as wire_v1
 from server.wire import v2 as wire_v2
 
 API_NAME: Final = "o2ims-infrastructureInventory"
 MODELS: Final = (wire_v1.MODEL, wire_v2.MODEL)
-# kind: (List response message, collection field, its JSON name)
+# kind: (List response message, its collection field)
 _COLLECTIONS: Final = {
-    "resource_type": ("ListResourceTypesResponse", "resource_types", "resourceTypes"),
-    "alarm_dictionary": (
-        "ListAlarmDictionariesResponse",
-        "alarm_dictionaries",
-        "alarmDictionaries",
-    ),
-    "resource_pool": ("ListResourcePoolsResponse", "resource_pools", "resourcePools"),
-    "resource": ("ListResourcesResponse", "resources", "resources"),
-    "deployment_manager": (
-        "ListDeploymentManagersResponse",
-        "deployment_managers",
-        "deploymentManagers",
-    ),
-    "location": ("ListLocationsResponse", "locations", "locations"),
-    "site": ("ListOCloudSitesResponse", "o_cloud_sites", "oCloudSites"),
+    "resource_type": ("ListResourceTypesResponse", "resource_types"),
+    "alarm_dictionary": ("ListAlarmDictionariesResponse", "alarm_dictionaries"),
+    "resource_pool": ("ListResourcePoolsResponse", "resource_pools"),
+    "resource": ("ListResourcesResponse", "resources"),
+    "deployment_manager": ("ListDeploymentManagersResponse", "deployment_managers"),
+    "location": ("ListLocationsResponse", "locations"),
+    "site": ("ListOCloudSitesResponse", "o_cloud_sites"),
 }
 # kind: (O2ims object type, id attribute) for NOT_FOUND details.
 _NAMES: Final = {
@@ -79,7 +71,7 @@ class InventoryServicer:
         ids: Callable[[CompiledQuery], list[str]] | None = None,
         scope: str = "",
     ) -> Any:
-        response_name, field, _ = _COLLECTIONS[kind]
+        response_name, field = _COLLECTIONS[kind]
         return self._lister.respond(
             context,
             request,
@@ -118,17 +110,7 @@ class InventoryServicer:
         info = self._cache.cloud_info(self.model)
         if info is None:
             raise Unavailable("OCLOUD_NOT_CONFIGURED", "no adapter has provided the O-Cloud yet")
-        try:
-            selection = parse_selection(
-                True if request.all_fields else None,
-                request.fields or None,
-                request.exclude_fields or None,
-                True if request.exclude_default else None,
-                info.DESCRIPTOR,
-            )
-        except QueryError as error:
-            raise invalid_query(error) from error
-        return selection.apply(info)
+        return select(request, info)
 
     # --- resource types and alarm dictionaries --------------------------------------
 

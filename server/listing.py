@@ -9,22 +9,31 @@ response message (gRPC) and in a response header the REST shaper turns into
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, cast
 
 import grpc
 from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
 
 from server.errors import InvalidArgument
-from server.query import CompiledQuery, ListQuery, Page, QueryError, compile_query
+from server.query import (
+    CompiledQuery,
+    ListQuery,
+    Page,
+    QueryError,
+    compile_query,
+    parse_selection,
+    seek,
+)
 
 # Internal response headers (stripped from REST responses by the shaper).
 COLLECTION_HEADER: Final = "x-o2ims-collection"
 NEXT_PAGE_HEADER: Final = "x-o2ims-next-page-token"
 
 Response = TypeVar("Response")
+Selected = TypeVar("Selected", bound=Message)
 # Given ids in order, yields (id, object) for those that exist, in the same order.
 Fetch = Callable[[Sequence[str]], Iterable[tuple[str, Any]]]
 
@@ -66,6 +75,21 @@ def invalid_query(error: QueryError) -> InvalidArgument:
     return InvalidArgument(error.reason, [error.violation()])
 
 
+def select(request: Any, message: Selected) -> Selected:
+    """`message` as the SOL013 attribute selectors of a Get `request` ask for."""
+    try:
+        selection = parse_selection(
+            True if request.all_fields else None,
+            request.fields or None,
+            request.exclude_fields or None,
+            True if request.exclude_default else None,
+            cast(Descriptor, message.DESCRIPTOR),
+        )
+    except QueryError as error:
+        raise invalid_query(error) from error
+    return selection.apply(message)
+
+
 class Lister:
     """Compiles and runs list queries with one ListingSettings."""
 
@@ -98,8 +122,7 @@ class Lister:
         """Run `query` over the objects whose ids are `ordered_ids` (sorted)."""
 
         def source(after_key: str | None) -> Iterable[tuple[str, Any]]:
-            start = 0 if after_key is None else bisect.bisect_right(ordered_ids, after_key)
-            return fetch(ordered_ids[start:])
+            return fetch(ordered_ids[seek(ordered_ids, after_key) :])
 
         try:
             return query.page(source)

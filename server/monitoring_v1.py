@@ -187,7 +187,7 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
             request,
             pb.ListAlarmsResponse,
             "alarms",
-            scope="o2ims-infrastructureMonitoring/v1/alarms",
+            scope=f"{API_NAME}/v1/alarms",
             objects=alarms,
             aliases=ALARM_FILTER_ALIASES,
         )
@@ -228,7 +228,7 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
             request,
             pb.ListAlarmSubscriptionsResponse,
             "alarm_subscriptions",
-            scope="o2ims-infrastructureMonitoring/v1/alarmSubscriptions",
+            scope=f"{API_NAME}/v1/alarmSubscriptions",
             objects=subscriptions,
         )
 

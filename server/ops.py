@@ -9,10 +9,20 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 # (ready, body) computed per request.
 ReadinessCheck = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def redis_check(client: redis.Redis) -> dict[str, Any]:
+    """The `redis` entry of a readiness body: one PING on a short-timeout client."""
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return {"ok": False, "error": f"Redis unreachable: {exc}"}
+    return {"ok": True}
 
 
 class OpsServer:

@@ -182,11 +182,11 @@ class InventoryStore:
         events: list[StoredEvent] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
-                events.append(_decode_event(entry_id, fields))
+                events.append(decode_event(entry_id, fields))
         return events
 
 
-def _decode_event(entry_id: bytes, fields: Mapping[bytes, bytes]) -> StoredEvent:
+def decode_event(entry_id: bytes, fields: Mapping[bytes, bytes]) -> StoredEvent:
     get: Any = fields.get
     return StoredEvent(
         stream_id=entry_id.decode(),

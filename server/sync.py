@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import redis
 import structlog
-from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc, domain_pb2
+from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc
 
 from adapters.contract import ObjectKey, object_key, serialize
 from netweave.grpc_server import CLIENT_OPTIONS
@@ -67,7 +67,6 @@ class _Event:
 class WriterStatus:
     redis_ok: bool = False
     last_error: str = ""
-    applied_changes: int = 0
 
 
 class StoreWriter(threading.Thread):
@@ -90,10 +89,6 @@ class StoreWriter(threading.Thread):
 
     def submit_event(self, adapter: str, key: ObjectKey, payload: bytes | None) -> None:
         self._queue.put(_Event(adapter, key, payload))
-
-    def idle(self) -> bool:
-        """Nothing queued and nothing left to reconcile (for tests and readiness)."""
-        return self._queue.unfinished_tasks == 0 and not self._unreconciled
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -140,7 +135,7 @@ class StoreWriter(threading.Thread):
             events.pop(adapter, None)
         for adapter, items in events.items():
             changes = [Change(item.key[0], item.key[1], item.payload) for item in items]
-            self.status.applied_changes += self._store.apply(adapter, changes)
+            self._store.apply(adapter, changes)
         if not self.status.redis_ok:
             self._store.ping()  # prove recovery before reporting it
 
@@ -162,7 +157,6 @@ class StoreWriter(threading.Thread):
             if stored.get((kind, oid)) == desired[(kind, oid)]
         ]
         applied = self._store.apply(adapter, changes)
-        self.status.applied_changes += applied
         log.info("adapter_reconciled", adapter=adapter, objects=len(desired), changed=applied)
 
     def _mark(self, ok: bool, error: Exception | None = None) -> None:
@@ -183,8 +177,6 @@ class WatcherStatus:
     synced_once: bool = False
     last_error: str = ""
     objects: int = 0
-    events: int = 0
-    reconnects: int = 0
 
 
 class _StreamEnded(Exception):
@@ -231,7 +223,6 @@ class AdapterWatcher(threading.Thread):
             log.warning("adapter_disconnected", adapter=self.status.name, error=error)
         self.status.connected = False
         self.status.last_error = error
-        self.status.reconnects += 1
 
     def _follow(self, stub: adapter_pb2_grpc.AdapterServiceStub) -> None:
         info = stub.GetAdapterInfo(adapter_pb2.GetAdapterInfoRequest(), timeout=5)
@@ -253,27 +244,20 @@ class AdapterWatcher(threading.Thread):
                 continue
             if not event.HasField("object"):
                 continue
-            key, payload = self._decode(event.object)
+            key, payload = object_key(event.object), serialize(event.object)
             deleted = event.type == adapter_pb2.EVENT_TYPE_DELETED
             if initial is not None:
                 if not deleted:
                     initial[key] = payload
                 continue
-            self.status.events += 1
             self._writer.submit_event(name, key, None if deleted else payload)
         raise _StreamEnded("the adapter ended the watch stream")
-
-    @staticmethod
-    def _decode(obj: domain_pb2.InventoryObject) -> tuple[ObjectKey, bytes]:
-        return object_key(obj), serialize(obj)
 
 
 @dataclass
 class TailerStatus:
     redis_ok: bool = False
     last_error: str = ""
-    reloads: int = 0
-    applied_events: int = 0
 
 
 class EventTailer(threading.Thread):
@@ -304,7 +288,6 @@ class EventTailer(threading.Thread):
                         log.warning("inventory_event_gap", version=event.version)
                         self._needs_reload = True
                         break
-                    self.status.applied_events += 1
             except redis.RedisError as exc:
                 if self.status.redis_ok:
                     log.error("redis_read_failed", error=str(exc))
@@ -318,5 +301,4 @@ class EventTailer(threading.Thread):
         snapshot = self._store.snapshot()
         self._cache.load(snapshot)
         self._needs_reload = False
-        self.status.reloads += 1
         log.info("inventory_loaded", version=snapshot.version, **self._cache.counts())

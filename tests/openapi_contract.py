@@ -183,8 +183,10 @@ class ContractRecorder:
 
 
 def normalize_path(path: str) -> str:
-    """The path as Envoy routes it (normalize_path, merge_slashes): runs of slashes merged,
-    dot segments removed (RFC 3986 5.2.4), also when written as %2E."""
+    """The path matched against the document: runs of slashes merged (as Envoy's
+    merge_slashes does), dot segments removed (RFC 3986 5.2.4), also when written as %2E.
+    Envoy itself does not resolve dot segments (the shaper answers 400, which every
+    operation documents), so resolving them here only picks the operation to check."""
     segments = re.sub(r"/{2,}", "/", path).split("/")[1:]
     output: list[str] = []
     for index, segment in enumerate(segments):

@@ -30,7 +30,6 @@ _SECRET_FIELD: Final = re.compile(r"(?i)(token|secret|password|authorization|cre
 class AuditLog:
     def __init__(self, target: str = "-") -> None:
         self._lock = threading.Lock()
-        self.target = target
         self._stream: IO[str]
         if target == "-":
             self._stream = sys.stdout

@@ -18,11 +18,9 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-XFCC_HEADER: Final = "x-forwarded-client-cert"
-JWT_PAYLOAD_HEADER: Final = "x-jwt-payload"
-EDGE_HEADER: Final = "x-netweave-edge"
+from netweave.headers import EDGE_HEADER, JWT_PAYLOAD_HEADER, XFCC_HEADER
 
 
 @dataclass(frozen=True)

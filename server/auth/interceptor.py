@@ -7,6 +7,8 @@ UNAUTHENTICATED (REST 401), both with a google.rpc.ErrorInfo saying why.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -18,7 +20,7 @@ from google.rpc import code_pb2
 
 from server.auth.audit import AuditLog, redact
 from server.auth.identity import Identity, identify
-from server.auth.policy import PUBLIC, AccessPolicy, Decision
+from server.auth.policy import PUBLIC, AccessPolicy, Decision, required_permission
 from server.errors import ApiError
 from server.metrics import GatewayMetrics
 
@@ -73,26 +75,24 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method: str = details.method
+        if required_permission(method) == PUBLIC:
+            return handler  # health checks: neither identified, counted nor audited
         metadata = {item.key.lower(): item.value for item in details.invocation_metadata or ()}
         identity = identify(metadata, self._edge_secret)
-        roles = self._policy.roles_of(identity)
-        decision = self._policy.decide(method, roles)
-        if decision.permission == PUBLIC:
-            return handler  # health checks: neither counted nor audited
+        decision = self._policy.decide(method, self._policy.roles_of(identity))
         refusal = self._refusal(identity, decision, method)
         self._count(identity, decision, refusal)
+        record = functools.partial(
+            self._record,
+            metadata,
+            method=method,
+            identity=identity,
+            decision=decision,
+            refusal=refusal,
+        )
         if handler.unary_unary is None:
             # Streaming (reflection): decided here, audited without an outcome.
-            self._record(
-                metadata,
-                method=method,
-                identity=identity,
-                decision=decision,
-                refusal=refusal,
-                request=None,
-                code=None,
-                duration_s=0.0,
-            )
+            record(request=None, code=None, duration_s=0.0)
             if refusal is not None:
                 return _refusing_handler(handler, refusal)
             return handler
@@ -112,15 +112,11 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 code = code or context.code() or grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                self._record(
-                    metadata,
-                    method=method,
-                    identity=identity,
-                    decision=decision,
-                    refusal=refusal,
+                record(
                     request=request,
                     code=code,
                     duration_s=time.perf_counter() - start,
+                    peer=context.peer(),
                 )
 
         return grpc.unary_unary_rpc_method_handler(
@@ -163,7 +159,11 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         request: Any,
         code: grpc.StatusCode | None,
         duration_s: float,
+        peer: str = "",
     ) -> None:
+        if peer and identity.via == "internal":
+            # Who called the core's port directly: its address is all there is to record.
+            identity = dataclasses.replace(identity, peer=peer)
         if self._audit is None:
             return
         http_method = metadata.get("x-envoy-original-method", "POST").upper()

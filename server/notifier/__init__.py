@@ -5,6 +5,7 @@ same Redis. The pieces, each in its own module:
 
   matching.py      one matcher at a time turns `inventory:events` (consumer group
                    `notifier:match`) into notifications on per-subscription queues
+  streams.py       taking over a previous reader's unfinished stream entries (both of them)
   scheduler.py     spreads the subscriptions over the live processes (leases, fair share)
   delivery.py      one ordered worker per owned subscription: POST, retry, dead-letter
   http.py          signed POSTs over kept-alive, policy-checked connections (mTLS, OAuth2)

@@ -23,7 +23,7 @@ from server.notifier.matching import Matcher
 from server.notifier.metrics import NotifierMetrics
 from server.notifier.registration import TRUSTED, Registration
 from server.notifier.scheduler import Scheduler
-from server.ops import OpsServer
+from server.ops import OpsServer, redis_check
 from server.store import connect
 from server.subscriptions.callbacks import describe
 from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
@@ -135,12 +135,7 @@ class Notifier:
     # --- readiness and metrics -------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        checks: dict[str, Any] = {}
-        try:
-            self._probe.ping()
-            checks["redis"] = {"ok": True}
-        except redis.RedisError as exc:
-            checks["redis"] = {"ok": False, "error": f"Redis unreachable: {exc}"}
+        checks: dict[str, Any] = {"redis": redis_check(self._probe)}
         checks["matcher"] = {"ok": True, "leader": self.matcher.leader}
         checks["deliveries"] = {"ok": True, "subscriptions": len(self.scheduler.workers)}
         if self.registration is not None:

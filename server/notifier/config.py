@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -36,6 +37,14 @@ class RetrySchedule:
     max_delay_s: float = 3600.0
     deadline_s: float = 86400.0
     max_attempts: int = 0
+
+    def delay(self, attempt: int, retry_after_s: float | None) -> float:
+        """Seconds before attempt `attempt + 1`, after `attempt` failures."""
+        ceiling = min(self.max_delay_s, self.base_s * (2 ** min(attempt - 1, 62)))
+        delay = random.uniform(0.0, ceiling)
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, self.max_delay_s))
+        return delay
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,6 @@ class DeadLetters:
         stamped = {"deadAt": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
         pipe.xadd(keys.DEAD_LETTERS_KEY, stamped, maxlen=self._max_len, approximate=True)
 
-    def depth(self) -> int:
-        return int(self._client.xlen(keys.DEAD_LETTERS_KEY))
-
     def list(self, count: int = 100) -> list[tuple[str, dict[str, str]]]:
         """The oldest `count` dead letters."""
         entries = cast(list[Any], self._client.xrange(keys.DEAD_LETTERS_KEY, "-", "+", count=count))

@@ -32,7 +32,6 @@ sets, each per subscription:
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Mapping
@@ -42,7 +41,7 @@ import redis
 import structlog
 from redis.typing import EncodableT, FieldT
 
-from server.notifier import keys
+from server.notifier import keys, streams
 from server.notifier.config import RetrySchedule
 from server.notifier.deadletters import DeadLetters
 from server.notifier.http import DeliveryResult, WebhookClient
@@ -67,15 +66,6 @@ READ_COUNT: Final = 100
 ACK_EVERY: Final = 16
 ACK_INTERVAL_S: Final = 0.01
 Finished = Literal["delivered", "dead_lettered", "dropped", "stopped"]
-
-
-def backoff_delay(schedule: RetrySchedule, attempt: int, retry_after_s: float | None) -> float:
-    """Seconds before attempt `attempt + 1`, after `attempt` failures (full jitter)."""
-    ceiling = min(schedule.max_delay_s, schedule.base_s * (2 ** min(attempt - 1, 62)))
-    delay = random.uniform(0.0, ceiling)
-    if retry_after_s is not None:
-        delay = max(delay, min(retry_after_s, schedule.max_delay_s))
-    return delay
 
 
 def event_time_s(event_id: str) -> float | None:
@@ -182,39 +172,28 @@ class DeliveryWorker:
                 count=READ_COUNT,
                 block=1000,
             )
-            entries = _entries(reply)
+            entries = _decoded(streams.entries(reply))
             self.busy = bool(entries)
             if not entries and not self._client.exists(self._subscription_key):
                 self.gone = True
             self._deliver_all(entries, recovering=False)
 
     def _recover(self) -> None:
-        while not self._stop.is_set() and not self.gone:
-            cursor = "0-0"
-            while True:
-                reply: Any = self._client.xautoclaim(
-                    self._queue,
-                    keys.DELIVER_GROUP,
-                    self._consumer,
-                    min_idle_time=self._lease_ms,
-                    start_id=cursor,
-                    count=READ_COUNT,
-                )
-                cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-                if cursor == "0-0":
-                    break
-            own: Any = self._client.xreadgroup(
-                keys.DELIVER_GROUP, self._consumer, {self._queue: "0"}, count=READ_COUNT
-            )
-            entries = _entries(own)
-            if entries:
-                self.busy = True
-                self._deliver_all(entries, recovering=True)
-                continue
-            pending: Any = self._client.xpending(self._queue, keys.DELIVER_GROUP)
-            if not pending or int(pending.get("pending", 0)) == 0:
-                return
-            self._stop.wait(0.1)  # a previous owner's entries, not idle long enough yet
+        def deliver(found: list[streams.Entry]) -> None:
+            self.busy = True
+            self._deliver_all(_decoded(found), recovering=True)
+
+        streams.recover_pending(
+            self._client,
+            self._queue,
+            keys.DELIVER_GROUP,
+            self._consumer,
+            min_idle_ms=self._lease_ms,
+            count=READ_COUNT,
+            handle=deliver,
+            stop=self._stop,
+            done=lambda: self.gone,
+        )
 
     def _deliver_all(
         self, entries: list[tuple[str, dict[bytes, bytes]]], *, recovering: bool
@@ -284,7 +263,7 @@ class DeliveryWorker:
             )
             if result.permanent or exhausted:
                 return self._dead_letter(entry_id, fields, result, attempts, bool(exhausted))
-            delay = backoff_delay(self._schedule, attempts, result.retry_after_s)
+            delay = self._schedule.delay(attempts, result.retry_after_s)
             # Never wait past the deadline: the last attempt is made at it.
             remaining = self._schedule.deadline_s - (now_ms - first_failure_ms) / 1000
             delay = max(0.0, min(delay, remaining))
@@ -376,9 +355,5 @@ class DeliveryWorker:
         return "dropped"
 
 
-def _entries(reply: Any) -> list[tuple[str, dict[bytes, bytes]]]:
-    found = []
-    for _stream, entries in reply or []:
-        for entry_id, fields in entries:
-            found.append((entry_id.decode(), fields or {}))
-    return found
+def _decoded(found: list[streams.Entry]) -> list[tuple[str, dict[bytes, bytes]]]:
+    return [(entry_id.decode(), fields) for entry_id, fields in found]

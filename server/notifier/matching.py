@@ -33,12 +33,12 @@ from typing import Any, Final
 import redis
 import structlog
 
-from server.notifier import keys
+from server.notifier import keys, streams
 from server.notifier.config import FilterMode
 from server.notifier.leases import Leases
 from server.notifier.metrics import NotifierMetrics
 from server.notifier.notifications import DomainView, EventStates, event_states
-from server.store import InventoryStore, StoredEvent, _decode_event
+from server.store import InventoryStore, StoredEvent, decode_event
 from server.subscriptions.filters import WIRE_MODELS, SubscriptionFilter
 from server.subscriptions.store import (
     INVENTORY_SUBSCRIPTIONS,
@@ -171,7 +171,7 @@ class Matcher:
                 count=BATCH,
                 block=max(100, min(1000, self._lease_ms // 3)),
             )
-            self._process(_entries(reply))
+            self._process(_events(streams.entries(reply)))
         self._leases.release(keys.MATCH_LEASE_KEY)
         self.leader = False
 
@@ -187,32 +187,16 @@ class Matcher:
     def _recover(self) -> None:
         """Finish what a previous matcher read but did not acknowledge, oldest first,
         before reading anything new (so queues stay in event order)."""
-        while not self._stop.is_set():
-            cursor = "0-0"
-            while True:
-                reply: Any = self._client.xautoclaim(
-                    keys.EVENTS_KEY,
-                    keys.MATCH_GROUP,
-                    self._consumer,
-                    min_idle_time=self._lease_ms,
-                    start_id=cursor,
-                    count=BATCH,
-                )
-                cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-                if cursor == "0-0":
-                    break
-            own: Any = self._client.xreadgroup(
-                keys.MATCH_GROUP, self._consumer, {keys.EVENTS_KEY: "0"}, count=BATCH
-            )
-            entries = _entries(own)
-            if entries:
-                self._process(entries)
-                continue
-            pending: Any = self._client.xpending(keys.EVENTS_KEY, keys.MATCH_GROUP)
-            if not pending or int(pending.get("pending", 0)) == 0:
-                return
-            # A dead matcher's entries, not idle long enough to be claimed yet.
-            self._stop.wait(0.1)
+        streams.recover_pending(
+            self._client,
+            keys.EVENTS_KEY,
+            keys.MATCH_GROUP,
+            self._consumer,
+            min_idle_ms=self._lease_ms,
+            count=BATCH,
+            handle=lambda found: self._process(_events(found)),
+            stop=self._stop,
+        )
 
     def _refresh_subscriptions(self) -> None:
         generation = self._subscription_store.generation()
@@ -301,11 +285,10 @@ class Matcher:
         self._metrics.notifications_queued.inc(queued)
 
 
-def _entries(reply: Any) -> list[StoredEvent | str]:
-    """The events of an XREADGROUP reply; a pending entry trimmed from the stream since
-    (it comes back without fields) is left as its bare id, to be acknowledged."""
-    events: list[StoredEvent | str] = []
-    for _stream, entries in reply or []:
-        for entry_id, fields in entries:
-            events.append(_decode_event(entry_id, fields) if fields else entry_id.decode())
-    return events
+def _events(found: list[streams.Entry]) -> list[StoredEvent | str]:
+    """The events read; a pending entry trimmed from the stream since (it comes back
+    without fields) is left as its bare id, to be acknowledged."""
+    return [
+        decode_event(entry_id, fields) if fields else entry_id.decode()
+        for entry_id, fields in found
+    ]

@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import redis
 import structlog
 from o2ims.adapter.v1 import domain_pb2
 
 from server.notifier import keys
+from server.notifier.config import RetrySchedule
 from server.notifier.http import WebhookClient
 from server.store import OBJECTS_PREFIX
 from server.subscriptions.callbacks import CallbackPolicy, parse_cidrs
 
 log = structlog.get_logger()
+
+# 1 s, 2 s, 4 s ... up to a minute (full jitter), at least what a Retry-After asks; no
+# deadline: the registration is retried until the SMO accepts it.
+RETRY: Final = RetrySchedule(base_s=1.0, max_delay_s=60.0)
 
 # The operator's registration URL may be anywhere.
 TRUSTED: CallbackPolicy = CallbackPolicy(
@@ -42,15 +46,12 @@ class Registration:
         client: redis.Redis,
         webhooks: WebhookClient,
         stop: threading.Event,
-        *,
-        max_delay_s: float = 60.0,
     ) -> None:
         self._url = url
         self._service_uri = service_uri
         self._client = client
         self._webhooks = webhooks
         self._stop = stop
-        self._max_delay_s = max_delay_s
         self.accepted = False
 
     def body(self) -> dict[str, Any] | None:
@@ -94,8 +95,7 @@ class Registration:
                         },
                     )
                 return
-            ceiling = min(self._max_delay_s, 2 ** min(attempt - 1, 10))
-            delay = max(random.uniform(0, ceiling), result.retry_after_s or 0.0)
+            delay = RETRY.delay(attempt, result.retry_after_s)
             log.warning(
                 "registration_retry",
                 url=self._url,
@@ -103,4 +103,4 @@ class Registration:
                 reason=result.reason,
                 delay_s=round(delay, 2),
             )
-            self._stop.wait(min(delay, self._max_delay_s))
+            self._stop.wait(delay)

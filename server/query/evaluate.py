@@ -354,9 +354,11 @@ def compile_term(
     field = hops[0].field
     if len(hops) == 1 and field is not None and not field.is_repeated and not field.has_presence:
         # The hot path: one always-present scalar, read straight off the message.
-        test = _scalar_test(operator.attrgetter(field.name), predicate, negated)
+        read = operator.attrgetter(field.name)
         if leaf is Leaf.STRING and op == "cont" and len(values) == 1:
-            test = _substring_test(operator.attrgetter(field.name), values[0])
+            test = _substring_test(read, values[0])
+        else:
+            test = _scalar_test(read, predicate, negated)
         return CompiledTerm(test, resolved.canonical, None if negated else keys)
     get = _getter(hops, leaf, resolved.last_field)
 

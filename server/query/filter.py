@@ -145,9 +145,16 @@ def _both(first: Callable[[Any], bool], second: Callable[[Any], bool]) -> Callab
 
 
 def _term_error(parameter: str, term: Term, message: str, position: int | None) -> QueryError:
-    if term.occurrence > 1:
-        message = f"{message} (in filter parameter {term.occurrence})"
-    return QueryError(parameter, message, position, term.index or None)
+    return _located(parameter, message, position, term.index, term.occurrence)
+
+
+def _located(
+    parameter: str, message: str, position: int | None, term_index: int, occurrence: int
+) -> QueryError:
+    """A QueryError that also names the `filter` parameter when the request has several."""
+    if occurrence > 1:
+        message = f"{message} (in filter parameter {occurrence})"
+    return QueryError(parameter, message, position, term_index or None)
 
 
 def escape_segment(segment: str) -> str:
@@ -229,9 +236,7 @@ class _Parser:
 
     def fail(self, message: str, offset: int | None = None) -> NoReturn:
         offset = self.pos if offset is None else offset
-        if self.occurrence > 1:
-            message = f"{message} (in filter parameter {self.occurrence})"
-        raise QueryError(self.parameter, message, offset + 1, self.term_index or None)
+        raise _located(self.parameter, message, offset + 1, self.term_index, self.occurrence)
 
     def found(self) -> str:
         if self.pos >= len(self.text):

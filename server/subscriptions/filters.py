@@ -75,9 +75,6 @@ class SubscriptionFilter:
     def empty(self) -> bool:
         return not self._parsed
 
-    def applies_to(self, kind: str) -> bool:
-        return self._bind(kind) is not None
-
     def matches(self, kind: str, wire: Any) -> bool:
         """True if `wire` (a `kind` message of this major) satisfies the filter. A filter
         that does not apply to the kind matches nothing of it; an empty one everything."""

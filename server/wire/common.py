@@ -42,6 +42,19 @@ def extensions(target: struct_pb2.Struct, source: struct_pb2.Struct) -> None:
     target.MergeFrom(source)
 
 
+def cloud_info(pb: ModuleType, ocloud: domain_pb2.OCloud, context: BuildContext) -> Any:
+    """The attributes of OCloudInfo that every version shares."""
+    info = pb.OCloudInfo(
+        o_cloud_id=ocloud.o_cloud_id,
+        global_cloud_id=ocloud.global_cloud_id,
+        name=ocloud.name,
+        description=ocloud.description,
+        service_uri=context.service_uri,
+    )
+    extensions(info.extensions, ocloud.extensions)
+    return info
+
+
 def alarm_dictionary(pb: ModuleType, dictionary: domain_pb2.AlarmDictionary) -> Any:
     wire = pb.AlarmDictionary(
         alarm_dictionary_id=dictionary.alarm_dictionary_id,
@@ -82,6 +95,22 @@ def resource_type_fields(pb: ModuleType, resource_type: domain_pb2.ResourceType)
         alarm_dictionary_id=resource_type.alarm_dictionary_id,
     )
     extensions(info.extensions, resource_type.extensions)
+    return info
+
+
+def resource_pool_fields(
+    pb: ModuleType, pool: domain_pb2.ResourcePool, context: BuildContext
+) -> Any:
+    """The attributes of ResourcePoolInfo that every version shares."""
+    info = pb.ResourcePoolInfo(
+        resource_pool_id=pool.resource_pool_id,
+        name=pool.name,
+        description=pool.description,
+        # Derived rather than stored, so they can never disagree with the O-Cloud and site.
+        o_cloud_id=context.o_cloud_id,
+        global_location_id=site_location_id(context, pool.o_cloud_site_id),
+    )
+    extensions(info.extensions, pool.extensions)
     return info
 
 

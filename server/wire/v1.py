@@ -11,16 +11,9 @@ from server.wire import BuildContext, WireModel, common
 
 
 def cloud_info(ocloud: domain_pb2.OCloud, context: BuildContext) -> pb.OCloudInfo:
-    info = pb.OCloudInfo(
-        o_cloud_id=ocloud.o_cloud_id,
-        # 1.x clients (and the conformance tests) read the lower-case-c spelling; emit both.
-        globalcloud_id=ocloud.global_cloud_id,
-        global_cloud_id=ocloud.global_cloud_id,
-        name=ocloud.name,
-        description=ocloud.description,
-        service_uri=context.service_uri,
-    )
-    common.extensions(info.extensions, ocloud.extensions)
+    info: pb.OCloudInfo = common.cloud_info(pb, ocloud, context)
+    # 1.x clients (and the conformance tests) read the lower-case-c spelling; emit both.
+    info.globalcloud_id = ocloud.global_cloud_id
     return info
 
 
@@ -34,16 +27,9 @@ def resource_type_info(resource_type: domain_pb2.ResourceType, context: BuildCon
 
 
 def resource_pool_info(pool: domain_pb2.ResourcePool, context: BuildContext) -> pb.ResourcePoolInfo:
-    info = pb.ResourcePoolInfo(
-        resource_pool_id=pool.resource_pool_id,
-        name=pool.name,
-        description=pool.description,
-        o_cloud_id=context.o_cloud_id,
-        # 1.x carries the location on the pool; 2.0 moved it to the site.
-        global_location_id=common.site_location_id(context, pool.o_cloud_site_id),
-        location=pool.location,
-    )
-    common.extensions(info.extensions, pool.extensions)
+    info: pb.ResourcePoolInfo = common.resource_pool_fields(pb, pool, context)
+    # 1.x carries the location on the pool; 2.0 moved it to the site.
+    info.location = pool.location
     return info
 
 

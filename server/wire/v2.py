@@ -8,29 +8,11 @@ from o2ims.inventory.v2 import inventory_pb2 as pb
 from server.wire import BuildContext, WireModel, common
 
 
-def cloud_info(ocloud: domain_pb2.OCloud, context: BuildContext) -> pb.OCloudInfo:
-    info = pb.OCloudInfo(
-        o_cloud_id=ocloud.o_cloud_id,
-        global_cloud_id=ocloud.global_cloud_id,
-        name=ocloud.name,
-        description=ocloud.description,
-        service_uri=context.service_uri,
-    )
-    common.extensions(info.extensions, ocloud.extensions)
-    return info
-
-
 def resource_pool_info(pool: domain_pb2.ResourcePool, context: BuildContext) -> pb.ResourcePoolInfo:
-    info = pb.ResourcePoolInfo(
-        resource_pool_id=pool.resource_pool_id,
-        name=pool.name,
-        description=pool.description,
-        o_cloud_site_id=pool.o_cloud_site_id,
-        # Deprecated in 2.0.0 but still mandatory: derived, so they can never disagree.
-        o_cloud_id=context.o_cloud_id,
-        global_location_id=common.site_location_id(context, pool.o_cloud_site_id),
-    )
-    common.extensions(info.extensions, pool.extensions)
+    info: pb.ResourcePoolInfo = common.resource_pool_fields(pb, pool, context)
+    # 2.0.0 places the pool on a site; oCloudId and globalLocationId stay (deprecated but
+    # still mandatory).
+    info.o_cloud_site_id = pool.o_cloud_site_id
     return info
 
 
@@ -81,7 +63,7 @@ MODEL = WireModel(
     version="2.0.0",
     pb=pb,
     builders={
-        "o_cloud": cloud_info,
+        "o_cloud": lambda o, c: common.cloud_info(pb, o, c),
         "location": location_info,
         "site": site_info,
         "alarm_dictionary": lambda d, _: common.alarm_dictionary(pb, d),

@@ -399,3 +399,35 @@ def test_callers_with_neither_certificate_nor_token_are_refused_by_the_core(
             v1.ListResourcePoolsRequest(), metadata=[("authorization", f"Bearer {token}")]
         )
     assert len(reply.resource_pools) == 2
+
+
+def test_direct_calls_to_the_core_are_audited_with_the_caller_address(stack: LocalStack) -> None:
+    marker = f"direct-{uuid.uuid4()}"
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        subs_grpc.SubscriptionServiceStub(channel).CreateSubscription(
+            subs.CreateSubscriptionRequest(
+                api_version="v1",
+                subscription=subs.InventorySubscriptionInfo(
+                    callback="http://127.0.0.1:9/direct", consumer_subscription_id=marker
+                ),
+            ),
+            timeout=5,
+        )
+    deadline = time.monotonic() + 5
+    while True:
+        found = [
+            r
+            for r in read_jsonl(stack.audit_log)
+            if r.get("body", {}).get("subscription", {}).get("consumerSubscriptionId") == marker
+        ]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert found, "no audit record of the direct call"
+    record = found[0]
+    assert (record["via"], record["role"], record["decision"]) == (
+        "internal",
+        "o2ims-admin",
+        "allow",
+    )
+    assert record["client"].startswith("internal:ipv4:127.0.0.1:")

@@ -29,12 +29,12 @@ from devstack.pki import DevPki, IssuedCertificate
 from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
 from rest_facade.envoy_config import EnvoyConfig
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
+from server.listing import COLLECTION_HEADER
 
 REPO = Path(__file__).resolve().parents[2]
 # Overridable so the suite can check a descriptor set built elsewhere (CI artefact).
 DESCRIPTOR = Path(os.environ.get("NETWEAVE_DESCRIPTOR", REPO / "gen" / "o2ims.pb"))
 INVENTORY_SERVICE = "o2ims.inventory.v1.InventoryService"
-COLLECTION_HEADER = "x-o2ims-collection"
 ERROR_DOMAIN = "o2ims.netweave.test"
 PROBLEM = "application/problem+json"
 

@@ -22,7 +22,14 @@ from devstack.pki import DevPki
 from rest_facade.envoy_process import RunningEnvoy
 from tests.openapi_contract import ContractValidator
 
-from .support import envoy_config, launch_envoy, rest_client, start_fake_core
+from .support import (
+    assert_no_internal_headers,
+    assert_problem,
+    envoy_config,
+    launch_envoy,
+    rest_client,
+    start_fake_core,
+)
 from .widgets import EdgeCore
 
 # Bounded so the module stays well under a minute; deadline off because the first request
@@ -163,16 +170,9 @@ def _request(
 
 
 def _assert_problem_if_error(response: httpx.Response, method: str) -> None:
-    leaked = [name for name in response.headers if name.startswith(("grpc-", "x-o2ims-"))]
-    assert leaked == [], leaked
-    if response.status_code < 400 or method == "HEAD":
-        return
-    assert response.headers["content-type"] == "application/problem+json", response.text[:300]
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == response.status_code
-    assert isinstance(problem["title"], str) and problem["title"]
-    assert isinstance(problem["detail"], str) and problem["detail"]
-    assert "instance" not in problem
+    assert_no_internal_headers(response)
+    if response.status_code >= 400 and method != "HEAD":
+        assert_problem(response, response.status_code)
 
 
 @FUZZ

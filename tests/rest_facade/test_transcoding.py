@@ -20,9 +20,9 @@ from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 
 from devstack.pki import DevPki, client_uri
 from rest_facade.envoy_process import RunningEnvoy
+from server.listing import COLLECTION_HEADER
 
 from .support import (
-    COLLECTION_HEADER,
     ERROR_DOMAIN,
     PROBLEM,
     EnvoyFactory,

@@ -22,6 +22,7 @@ from google.protobuf import descriptor_pb2, message_factory
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
 from rest_facade.http_rules import load_pool
+from server.subscriptions.rest import mark_created
 
 from .support import FakeCore, start_fake_core
 
@@ -30,8 +31,6 @@ WIDGET_PROTO = "netweave/edgetest/v1/widgets.proto"
 WIDGET_SERVICE = "netweave.edgetest.v1.WidgetService"
 WIDGETS = "/o2ims-edgeTest/v1/widgets"
 SETTINGS = "/o2ims-edgeTest/v1/settings"
-# The core's conventions for REST (rest_facade/shaper.lua reads them).
-HTTP_STATUS_HEADER = "x-o2ims-http-status"
 # A name the double answers with an unhandled exception (gRPC UNKNOWN, HTTP 500).
 CRASHING_NAME = "crash-the-core"
 
@@ -152,9 +151,8 @@ class WidgetStore:
         widget.widget_id = str(uuid.uuid4())
         with self._lock:
             self.widgets[widget.widget_id] = widget
-        context.send_initial_metadata(
-            ((HTTP_STATUS_HEADER, "201"), ("location", f"{WIDGETS}/{widget.widget_id}"))
-        )
+        # The core's REST convention for a create (rest_facade/shaper.lua reads it).
+        mark_created(context, f"{WIDGETS}/{widget.widget_id}")
         return widget
 
     def _get(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import json_format
 from o2ims.adapter.v1 import domain_pb2
 
@@ -36,6 +38,16 @@ def _resource(resource_id: str, pool_id: str, description: str) -> bytes:
     )
 
 
+def _pools(cache: InventoryCache) -> list[Any]:
+    return [pool for _, pool in cache.iter_wire(V1, "resource_pool", cache.ids("resource_pool"))]
+
+
+def _pool_resources(cache: InventoryCache, pool_id: str) -> list[Any] | None:
+    """What ListResources pages over: the pool's ids from the index, then the wire objects."""
+    ids = cache.resource_ids(pool_id)
+    return None if ids is None else [wire for _, wire in cache.iter_wire(V1, "resource", ids)]
+
+
 def test_apply_is_idempotent_and_emits_one_event_per_real_change(redis_url: str) -> None:
     store = InventoryStore(connect(redis_url))
     assert store.apply("static", [Change("resource_pool", POOL_ID, _pool(POOL_ID, "edge"))]) == 1
@@ -68,7 +80,7 @@ def test_cache_follows_events_and_builds_v1_wire_objects(redis_url: str) -> None
     store = InventoryStore(connect(redis_url))
     cache = InventoryCache("https://gw.example:8443")
     cache.load(store.snapshot())
-    assert cache.loaded and cache.collection(V1, "resource_pool") == []
+    assert cache.loaded and _pools(cache) == []
 
     store.apply(
         "static",
@@ -79,14 +91,14 @@ def test_cache_follows_events_and_builds_v1_wire_objects(redis_url: str) -> None
     )
     for event in store.read_events(cache.last_event_id, block_ms=0):
         assert cache.apply(event)
-    pools = cache.collection(V1, "resource_pool")
+    pools = _pools(cache)
     assert [p.name for p in pools] == ["edge"]
-    resources = cache.pool_resources(V1, POOL_ID)
+    resources = _pool_resources(cache, POOL_ID)
     assert resources is not None and len(resources) == 1
     wire = json_format.MessageToDict(resources[0])
     assert wire["resourceId"] == RESOURCE_ID
     assert wire["elements"][0]["description"] == "NIC"
-    assert cache.pool_resources(V1, OTHER_POOL_ID) is None
+    assert _pool_resources(cache, OTHER_POOL_ID) is None
 
     # Moving the resource to another pool re-indexes it.
     store.apply(
@@ -98,8 +110,8 @@ def test_cache_follows_events_and_builds_v1_wire_objects(redis_url: str) -> None
     )
     for event in store.read_events(cache.last_event_id, block_ms=0):
         assert cache.apply(event)
-    assert cache.pool_resources(V1, POOL_ID) == []
-    moved = cache.pool_resources(V1, OTHER_POOL_ID)
+    assert _pool_resources(cache, POOL_ID) == []
+    moved = _pool_resources(cache, OTHER_POOL_ID)
     assert moved is not None and moved[0].description == "moved"
 
 
@@ -128,6 +140,4 @@ def test_snapshot_reload_matches_incremental_view(redis_url: str) -> None:
     cache = InventoryCache("https://gw")
     cache.load(store.snapshot())
     assert cache.version == 50
-    assert [p.resource_pool_id for p in cache.collection(V1, "resource_pool")] == [
-        f"pool-{i:03d}" for i in range(50)
-    ]
+    assert [p.resource_pool_id for p in _pools(cache)] == [f"pool-{i:03d}" for i in range(50)]

@@ -244,20 +244,33 @@ def test_one_collection_is_listed_read_and_deleted_under_both_majors(core: Core)
     assert len(list(core.redis.scan_iter("subscription_dedupe:*"))) == 1
 
 
-def test_unknown_subscription_is_not_found_for_get_and_delete(core: Core) -> None:
-    unknown = str(uuid.uuid4())
-    for call in (
-        lambda: core.subscriptions.GetSubscription(
-            sub.GetSubscriptionRequest(subscription_id=unknown)
-        ),
-        lambda: core.subscriptions.DeleteSubscription(
-            sub.DeleteSubscriptionRequest(subscription_id=unknown)
-        ),
-    ):
+def assert_not_found(
+    calls: tuple[Callable[[], Any], ...], reason: str, id_field: str, subscription_id: str
+) -> None:
+    """Each call fails NOT_FOUND, naming the subscription in its message and ErrorInfo."""
+    for call in calls:
         problem = failure(call)
         assert problem.code == grpc.StatusCode.NOT_FOUND
-        assert problem.error_info.reason == "SUBSCRIPTION_NOT_FOUND"
-        assert unknown in problem.message
+        assert problem.error_info.reason == reason
+        assert problem.error_info.metadata[id_field] == subscription_id
+        assert subscription_id in problem.message
+
+
+def test_unknown_subscription_is_not_found_for_get_and_delete(core: Core) -> None:
+    unknown = str(uuid.uuid4())
+    assert_not_found(
+        (
+            lambda: core.subscriptions.GetSubscription(
+                sub.GetSubscriptionRequest(subscription_id=unknown)
+            ),
+            lambda: core.subscriptions.DeleteSubscription(
+                sub.DeleteSubscriptionRequest(subscription_id=unknown)
+            ),
+        ),
+        "SUBSCRIPTION_NOT_FOUND",
+        "subscriptionId",
+        unknown,
+    )
 
 
 def test_missing_callback_is_invalid_argument_with_a_field_violation(core: Core) -> None:
@@ -460,18 +473,19 @@ def test_alarm_subscription_lifecycle(core: Core) -> None:
     core.monitoring.DeleteAlarmSubscription(
         mon.DeleteAlarmSubscriptionRequest(alarm_subscription_id=subscription_id)
     )
-    for call_after_delete in (
-        lambda: core.monitoring.GetAlarmSubscription(
-            mon.GetAlarmSubscriptionRequest(alarm_subscription_id=subscription_id)
+    assert_not_found(
+        (
+            lambda: core.monitoring.GetAlarmSubscription(
+                mon.GetAlarmSubscriptionRequest(alarm_subscription_id=subscription_id)
+            ),
+            lambda: core.monitoring.DeleteAlarmSubscription(
+                mon.DeleteAlarmSubscriptionRequest(alarm_subscription_id=subscription_id)
+            ),
         ),
-        lambda: core.monitoring.DeleteAlarmSubscription(
-            mon.DeleteAlarmSubscriptionRequest(alarm_subscription_id=subscription_id)
-        ),
-    ):
-        problem = failure(call_after_delete)
-        assert problem.code == grpc.StatusCode.NOT_FOUND
-        assert problem.error_info.reason == "ALARM_SUBSCRIPTION_NOT_FOUND"
-        assert problem.error_info.metadata["alarmSubscriptionId"] == subscription_id
+        "ALARM_SUBSCRIPTION_NOT_FOUND",
+        "alarmSubscriptionId",
+        subscription_id,
+    )
     assert core.redis.keys() in ([], ["subscriptions:generation"])
 
 

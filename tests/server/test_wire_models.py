@@ -46,7 +46,7 @@ def _json(message: Any) -> dict[str, Any]:
 
 
 def _all(cache: InventoryCache, model: WireModel, kind: str) -> list[dict[str, Any]]:
-    return [_json(m) for m in cache.collection(model, kind)]
+    return [_json(m) for _, m in cache.iter_wire(model, kind, cache.ids(kind))]
 
 
 def test_cloud_info_spells_the_global_id_per_version(cache: InventoryCache) -> None:
