@@ -18,7 +18,8 @@ OPENAPI := rest_facade/openapi/o2ims.json
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROTOS := $(shell find proto -name '*.proto' | sort)
 # Debian packages the tests and `make run` need on a fresh machine.
-DEB_PACKAGES := redis-server nghttp2-client
+# gcc + libc6-dev build the Envoy edge's per-source connection limit module (envoy/modules/).
+DEB_PACKAGES := redis-server nghttp2-client gcc libc6-dev
 
 .PHONY: help run test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token
 

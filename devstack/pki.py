@@ -135,6 +135,99 @@ def ensure_dev_pki(directory: Path = DEFAULT_DIR) -> DevPki:
     return pki
 
 
+# The core's and the edge's identities on the channel between them (the edge listener).
+CORE_URI = "spiffe://netweave.local/core"
+EDGE_URI = "spiffe://netweave.local/edge"
+
+
+@dataclass(frozen=True)
+class InternalPki:
+    """The CA of the channel between Envoy and the core, apart from the dev CA that signs
+    SMO certificates: a client certificate of the dev CA must never pass for the edge.
+    `core` serves the core's edge listener; `edge` is Envoy's own client certificate."""
+
+    directory: Path
+    ca_cert: Path
+    ca_key: Path
+    core: IssuedCertificate
+    edge: IssuedCertificate
+
+    @classmethod
+    def at(cls, directory: Path) -> InternalPki:
+        return cls(
+            directory=directory,
+            ca_cert=directory / "ca.crt",
+            ca_key=directory / "ca.key",
+            core=IssuedCertificate(directory / "core.crt", directory / "core.key"),
+            edge=IssuedCertificate(directory / "edge.crt", directory / "edge.key"),
+        )
+
+    @property
+    def ca(self) -> IssuedCertificate:
+        return IssuedCertificate(self.ca_cert, self.ca_key)
+
+    def issue(self, name: str, uri: str, *, server: bool = False) -> IssuedCertificate:
+        """Another certificate of this CA (tests: an edge impostor with the wrong SAN)."""
+        target = IssuedCertificate(self.directory / f"{name}.crt", self.directory / f"{name}.key")
+        now = _now()
+        _issue(
+            _load_ca_pair(self.ca),
+            target,
+            common_name=name,
+            san=_internal_san(uri, server),
+            usage=ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH,
+            not_before=now - CLOCK_SKEW,
+            not_after=now + dt.timedelta(days=LEAF_DAYS),
+        )
+        return target
+
+
+def ensure_internal_pki(directory: Path) -> InternalPki:
+    """Create (or reuse while valid) the internal CA and the core's and edge's certificates.
+    Private keys are 0600 in a 0700 directory: no other local user can read them."""
+    pki = InternalPki.at(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    with _locked(directory):
+        now = _now()
+        ca = _load_valid_ca_pair(pki.ca, now)
+        if ca is None:
+            ca_key = ec.generate_private_key(ec.SECP256R1())
+            ca_cert = _build_ca(ca_key, now, "netweave internal CA")
+            _write_pair(pki.ca_cert, ca_cert, pki.ca_key, ca_key)
+            ca = (ca_cert, ca_key)
+        for target, name, uri, server in (
+            (pki.core, "netweave-core", CORE_URI, True),
+            (pki.edge, "netweave-edge", EDGE_URI, False),
+        ):
+            if not _leaf_is_valid(target, ca[0], now):
+                _issue(
+                    ca,
+                    target,
+                    common_name=name,
+                    san=_internal_san(uri, server),
+                    usage=(
+                        ExtendedKeyUsageOID.SERVER_AUTH
+                        if server
+                        else ExtendedKeyUsageOID.CLIENT_AUTH
+                    ),
+                    not_before=now - CLOCK_SKEW,
+                    not_after=now + dt.timedelta(days=LEAF_DAYS),
+                )
+    return pki
+
+
+def _internal_san(uri: str, server: bool) -> list[x509.GeneralName]:
+    san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
+    if server:
+        san += [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
+    return san
+
+
 def issue_client_certificate(
     pki_dir: Path,
     name: str,
@@ -165,6 +258,29 @@ def issue_client_certificate(
     issued = IssuedCertificate(out_dir / f"{name}.crt", out_dir / f"{name}.key")
     _issue_client(ca, issued, name, start, end)
     return issued
+
+
+def issue_crafted_certificate(
+    ca: IssuedCertificate,
+    target: IssuedCertificate,
+    *,
+    subject: x509.Name,
+    san: Sequence[x509.GeneralName],
+) -> IssuedCertificate:
+    """A client certificate of `ca` with exactly the subject and SANs given, however odd
+    (tests: SANs with commas, subjects with escaped separators, several URIs)."""
+    now = _now()
+    _issue(
+        _load_ca_pair(ca),
+        target,
+        common_name="",
+        subject=subject,
+        san=san,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        not_before=now - CLOCK_SKEW,
+        not_after=now + dt.timedelta(days=1) + RENEW_MARGIN,
+    )
+    return target
 
 
 def client_uri(name: str) -> str:
@@ -203,8 +319,10 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _build_ca(key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> x509.Certificate:
-    name = _name("netweave development CA")
+def _build_ca(
+    key: ec.EllipticCurvePrivateKey, now: dt.datetime, common_name: str = "netweave development CA"
+) -> x509.Certificate:
+    name = _name(common_name)
     public_key = key.public_key()
     return (
         x509.CertificateBuilder()
@@ -262,12 +380,13 @@ def _issue(
     usage: x509.ObjectIdentifier,
     not_before: dt.datetime,
     not_after: dt.datetime,
+    subject: x509.Name | None = None,
 ) -> None:
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name))
+        .subject_name(subject if subject is not None else _name(common_name))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -352,14 +471,22 @@ def _read_pair(
 
 
 def _load_ca(pki: DevPki) -> _CaPair:
-    pair = _read_pair(pki.ca)
+    return _load_ca_pair(pki.ca)
+
+
+def _load_ca_pair(ca: IssuedCertificate) -> _CaPair:
+    pair = _read_pair(ca)
     if pair is None:
-        raise RuntimeError(f"no usable CA in {pki.directory}")
+        raise RuntimeError(f"no usable CA in {ca.cert.parent}")
     return pair
 
 
 def _load_valid_ca(pki: DevPki, now: dt.datetime) -> _CaPair | None:
-    pair = _read_pair(pki.ca)
+    return _load_valid_ca_pair(pki.ca, now)
+
+
+def _load_valid_ca_pair(ca: IssuedCertificate, now: dt.datetime) -> _CaPair | None:
+    pair = _read_pair(ca)
     if pair is None or not _in_validity(pair[0], now):
         return None
     constraints = pair[0].extensions.get_extension_for_class(x509.BasicConstraints)

@@ -18,12 +18,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from devstack.pki import DevPki, IssuedCertificate, ensure_dev_pki
+from devstack.pki import (
+    CORE_URI,
+    EDGE_URI,
+    DevPki,
+    InternalPki,
+    IssuedCertificate,
+    ensure_dev_pki,
+    ensure_internal_pki,
+)
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until
 from devstack.redis_server import RedisServer
 from devstack.tokens import DevIssuer, ensure_dev_issuer
 from netweave.env import env_flag, env_int
-from rest_facade.envoy_config import ClientLimit, EnvoyConfig, JwtConfig, RateLimitConfig
+from rest_facade.envoy_config import (
+    ClientLimit,
+    CoreTls,
+    EnvoyConfig,
+    JwtConfig,
+    RateLimitConfig,
+)
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
 from server.auth.policy import AccessPolicy
 
@@ -33,9 +47,9 @@ EXAMPLE_INVENTORY = REPO / "examples" / "ocloud.yaml"
 PORT_FIELDS = (
     "rest_port",
     "grpc_port",
+    "edge_port",
     "ops_port",
     "adapter_port",
-    "envoy_admin_port",
     "redis_port",
     "notifier_ops_port",
 )
@@ -61,9 +75,10 @@ class StackConfig:
     inventory: Path
     rest_port: int = 8443
     grpc_port: int = 50051
+    # The core's edge listener (mutual TLS, Envoy only).
+    edge_port: int = 50052
     ops_port: int = 8080
     adapter_port: int = 50061
-    envoy_admin_port: int = 9901
     redis_port: int = 6380
     notifier_ops_port: int = 8081
     # Use this Redis instead of starting one.
@@ -94,9 +109,9 @@ class StackConfig:
             inventory=Path(os.environ.get("NETWEAVE_INVENTORY", str(EXAMPLE_INVENTORY))).resolve(),
             rest_port=env_int("NETWEAVE_REST_PORT", 8443),
             grpc_port=env_int("NETWEAVE_GRPC_PORT", 50051),
+            edge_port=env_int("NETWEAVE_EDGE_PORT", 50052),
             ops_port=env_int("NETWEAVE_OPS_PORT", 8080),
             adapter_port=env_int("NETWEAVE_ADAPTER_PORT", 50061),
-            envoy_admin_port=env_int("NETWEAVE_ENVOY_ADMIN_PORT", 9901),
             redis_port=env_int("NETWEAVE_REDIS_PORT", 6380),
             notifier_ops_port=env_int("NETWEAVE_NOTIFIER_OPS_PORT", 8081),
             smo_registration_url=os.environ.get("NETWEAVE_SMO_REGISTRATION_URL") or None,
@@ -137,8 +152,10 @@ class LocalStack:
         self.logs = self.config.state_dir / "logs"
         self.pki: DevPki = ensure_dev_pki(self.config.state_dir / "pki")
         self.issuer: DevIssuer = ensure_dev_issuer(self.config.state_dir / "pki" / "jwt")
-        # Proves to the core that a call came through Envoy; new for every start.
-        self.edge_secret = secrets.token_urlsafe(32)
+        # The channel between Envoy and the core: its own CA, Envoy's and the core's certs.
+        self.internal_pki: InternalPki = ensure_internal_pki(
+            self.config.state_dir / "pki" / "internal"
+        )
         self.redis: RedisServer | None = None
         self.adapter: ManagedProcess | None = None
         self.core: ManagedProcess | None = None
@@ -174,6 +191,12 @@ class LocalStack:
     @property
     def ops_url(self) -> str:
         return f"http://127.0.0.1:{self.config.ops_port}"
+
+    @property
+    def envoy_admin_socket(self) -> Path:
+        """Envoy's admin API (a Unix socket, mode 0600; no TCP port):
+        `curl --unix-socket <this> http://envoy/stats`."""
+        return self.config.state_dir / "envoy" / "admin.sock"
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -219,7 +242,11 @@ class LocalStack:
             "REDIS_URL": self.redis_url,
             "NETWEAVE_ADAPTERS": f"127.0.0.1:{self.config.adapter_port}",
             "NETWEAVE_SERVICE_URI": self.config.service_uri or self.rest_url,
-            "NETWEAVE_EDGE_SECRET": self.edge_secret,
+            "NETWEAVE_EDGE_LISTEN": f"127.0.0.1:{self.config.edge_port}",
+            "NETWEAVE_EDGE_TLS_CERT": str(self.internal_pki.core.cert),
+            "NETWEAVE_EDGE_TLS_KEY": str(self.internal_pki.core.key),
+            "NETWEAVE_EDGE_CLIENT_CA": str(self.internal_pki.ca_cert),
+            "NETWEAVE_EDGE_PEER_URI": EDGE_URI,
             "NETWEAVE_AUTH_POLICY": str(self.config.auth_policy or ""),
             "NETWEAVE_AUDIT_LOG": str(self.audit_log),
             **self.callback_env(),
@@ -227,13 +254,15 @@ class LocalStack:
         }
 
     def callback_env(self) -> dict[str, str]:
-        """Where subscription callbacks may point (core: at creation; notifier: at delivery)."""
-        if not self.config.dev_callbacks:
-            return {}
-        return {
-            "NETWEAVE_CALLBACK_ALLOW_HTTP": "1",
-            "NETWEAVE_CALLBACK_ALLOWED_CIDRS": "127.0.0.0/8,::1/128",
-        }
+        """Where subscription callbacks may point (core: at creation; notifier: at delivery):
+        never at one of the stack's own listeners, in every posture; with dev_callbacks,
+        at plain http and loopback receivers too."""
+        own = ",".join(f"127.0.0.1:{getattr(self.config, name)}" for name in PORT_FIELDS)
+        env = {"NETWEAVE_GATEWAY_ENDPOINTS": own}
+        if self.config.dev_callbacks:
+            env["NETWEAVE_CALLBACK_ALLOW_HTTP"] = "1"
+            env["NETWEAVE_CALLBACK_ALLOWED_CIDRS"] = "127.0.0.0/8,::1/128"
+        return env
 
     @property
     def webhook_secret_path(self) -> Path:
@@ -287,32 +316,45 @@ class LocalStack:
         ).start()
         self._wait(self.core, lambda: self.readiness()[0] == 200, timeout)
 
+    def envoy_config(self) -> EnvoyConfig:
+        """The edge's configuration for this stack (tests vary it with dataclasses.replace)."""
+        return EnvoyConfig(
+            listen_port=self.config.rest_port,
+            admin_socket=self.envoy_admin_socket,
+            core_port=self.config.edge_port,
+            core_tls=self.core_tls(),
+            descriptor_path=REPO / "gen" / "o2ims.pb",
+            server_cert=self.pki.server_cert,
+            server_key=self.pki.server_key,
+            client_ca=self.pki.ca_cert,
+            require_client_certificate=self.config.require_client_certificate,
+            jwt=JwtConfig(
+                issuer=self.issuer.issuer,
+                audiences=(self.issuer.audience,),
+                jwks_path=self.issuer.jwks_path,
+                required=self.config.require_token,
+            ),
+            rate_limit=self.rate_limit(),
+            audit_log_path=self.edge_audit_log,
+        )
+
     def start_envoy(self, timeout: float = 30.0) -> None:
         self.envoy = start_envoy(
-            EnvoyConfig(
-                listen_port=self.config.rest_port,
-                admin_port=self.config.envoy_admin_port,
-                core_port=self.config.grpc_port,
-                descriptor_path=REPO / "gen" / "o2ims.pb",
-                server_cert=self.pki.server_cert,
-                server_key=self.pki.server_key,
-                client_ca=self.pki.ca_cert,
-                require_client_certificate=self.config.require_client_certificate,
-                jwt=JwtConfig(
-                    issuer=self.issuer.issuer,
-                    audiences=(self.issuer.audience,),
-                    jwks_path=self.issuer.jwks_path,
-                    required=self.config.require_token,
-                ),
-                rate_limit=self.rate_limit(),
-                edge_secret=self.edge_secret,
-                audit_log_path=self.edge_audit_log,
-            ),
+            self.envoy_config(),
             workdir=self.config.state_dir / "envoy",
             log_path=self.logs / "envoy.log",
         )
         # Ready when a REST call goes all the way through to the core.
         self._wait(None, self._rest_ok, timeout)
+
+    def core_tls(self) -> CoreTls:
+        """Envoy's side of the mutual TLS to the core's edge listener."""
+        return CoreTls(
+            cert=self.internal_pki.edge.cert,
+            key=self.internal_pki.edge.key,
+            ca=self.internal_pki.ca_cert,
+            core_uri=CORE_URI,
+        )
 
     def rate_limit(self) -> RateLimitConfig:
         """The edge's buckets: the stack's default rate, and the access policy's per-role

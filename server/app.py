@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+import grpc
 import redis
 import structlog
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
@@ -16,8 +18,16 @@ from o2ims.monitoring.v1 import monitoring_pb2_grpc as monitoring_v1_grpc
 from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as subscriptions_v1_grpc
 from prometheus_client.core import GaugeMetricFamily
 
-from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
+from netweave.grpc_server import (
+    BOUNDED_CONNECTION_OPTIONS,
+    ReloadingServerCredentials,
+    StreamLimiter,
+    add_health_and_reflection,
+    new_server,
+    set_serving,
+)
 from server.auth import AccessPolicy, AuditLog, AuthInterceptor
+from server.auth.identity import Channel
 from server.cache import InventoryCache
 from server.config import GatewayConfig
 from server.inventory import InventoryV1Servicer, InventoryV2Servicer
@@ -64,46 +74,90 @@ class Gateway:
             log.warning("access_control_disabled", hint="set NETWEAVE_AUTH_POLICY")
             policy = AccessPolicy.open_policy()
         self.audit = AuditLog(config.audit_log) if config.audit_log else None
-        auth = AuthInterceptor(policy, self.audit, self.metrics, config.edge_secret)
-        self.grpc_server = new_server(config.grpc_workers, [auth, MetricsInterceptor(self.metrics)])
+        # Two listeners, each its own server (and so its own worker threads): the internal
+        # one (loopback, reflection on, `direct_calls` roles) and the edge one (mutual TLS,
+        # Envoy only, forwarded identity). Idle reflection streams on one cannot starve
+        # the other; see server/auth/identity.py for the identity model.
+        self.grpc_server = self._new_server(policy, Channel.INTERNAL)
         self.port = 0
         self._health = add_health_and_reflection(self.grpc_server, SERVICE_NAMES)
-        v1_grpc.add_InventoryServiceServicer_to_server(
-            InventoryV1Servicer(self.cache, config.service_uri, lister), self.grpc_server
-        )
-        v2_grpc.add_InventoryServiceServicer_to_server(
-            InventoryV2Servicer(self.cache, config.service_uri, lister), self.grpc_server
-        )
+        self.edge_server: grpc.Server | None = None
+        self.edge_port = 0
+        if config.edge_listen:
+            self.edge_server = self._new_server(policy, Channel.EDGE)
+            add_health_and_reflection(
+                self.edge_server,
+                SERVICE_NAMES,
+                health_servicer=self._health,
+                with_reflection=False,
+            )
         # Subscriptions and alarms are read and written in Redis directly (no cache): they
         # must survive restarts and be shared by every replica at once.
         state = connect(config.redis_url)
         subscriptions = SubscriptionStore(state)
-        subscriptions_v1_grpc.add_SubscriptionServiceServicer_to_server(
-            InventorySubscriptionServicer(
-                subscriptions,
-                config.service_uri,
-                config.duplicate_subscription_status,
-                lister,
-                callback_policy=config.callback_policy,
+        registrations: list[Callable[[grpc.Server], None]] = [
+            functools.partial(
+                v1_grpc.add_InventoryServiceServicer_to_server,
+                InventoryV1Servicer(self.cache, config.service_uri, lister),
             ),
-            self.grpc_server,
-        )
-        monitoring_v1_grpc.add_MonitoringServiceServicer_to_server(
-            MonitoringV1Servicer(
-                subscriptions,
-                AlarmRecords(state),
-                config.service_uri,
-                config.duplicate_subscription_status,
-                lister,
-                callback_policy=config.callback_policy,
+            functools.partial(
+                v2_grpc.add_InventoryServiceServicer_to_server,
+                InventoryV2Servicer(self.cache, config.service_uri, lister),
             ),
-            self.grpc_server,
-        )
+            functools.partial(
+                subscriptions_v1_grpc.add_SubscriptionServiceServicer_to_server,
+                InventorySubscriptionServicer(
+                    subscriptions,
+                    config.service_uri,
+                    config.duplicate_subscription_status,
+                    lister,
+                    callback_policy=config.callback_policy,
+                ),
+            ),
+            functools.partial(
+                monitoring_v1_grpc.add_MonitoringServiceServicer_to_server,
+                MonitoringV1Servicer(
+                    subscriptions,
+                    AlarmRecords(state),
+                    config.service_uri,
+                    config.duplicate_subscription_status,
+                    lister,
+                    callback_policy=config.callback_policy,
+                ),
+            ),
+        ]
+        for server in self.servers:
+            for register in registrations:
+                register(server)
         self.metrics.add_state(self._state_metrics)
         self.ops = OpsServer(
             config.ops_host, config.ops_port, self.readiness, self.metrics.registry
         )
         self._serving = False
+
+    def _new_server(self, policy: AccessPolicy, channel: Channel) -> grpc.Server:
+        workers = self.config.grpc_workers
+        auth = AuthInterceptor(
+            policy,
+            self.audit,
+            self.metrics,
+            channel,
+            edge_peer_uri=self.config.edge_peer_uri if channel is Channel.EDGE else "",
+        )
+        return new_server(
+            workers,
+            # Streams (reflection, health Watch) get at most half the workers.
+            [StreamLimiter(max(1, workers // 2)), auth, MetricsInterceptor(self.metrics)],
+            options=BOUNDED_CONNECTION_OPTIONS,
+            name=f"grpc-{channel.value}",
+            # Internal callers are few and local: a bounded queue. The edge's load is bounded
+            # by Envoy (its circuit breakers and timeouts) and must not turn into 429s here.
+            max_concurrent_rpcs=4 * workers if channel is Channel.INTERNAL else None,
+        )
+
+    @property
+    def servers(self) -> list[grpc.Server]:
+        return [self.grpc_server, *([self.edge_server] if self.edge_server else [])]
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -113,11 +167,13 @@ class Gateway:
         self.tailer.start()
         for watcher in self.watchers:
             watcher.start()
-        self.grpc_server.start()
+        for server in self.servers:
+            server.start()
         threading.Thread(target=self._serve_when_loaded, name="serving-gate", daemon=True).start()
         log.info(
             "gateway_started",
             grpc_port=self.port,
+            edge_port=self.edge_port or None,
             ops_port=self.ops.port,
             adapters=list(self.config.adapters),
         )
@@ -136,6 +192,8 @@ class Gateway:
         set_serving(self._health, SERVICE_NAMES, False)
         for watcher in self.watchers:
             watcher.cancel()
+        if self.edge_server is not None:
+            self.edge_server.stop(grace)
         done: threading.Event = self.grpc_server.stop(grace)
         self.ops.stop()
         return done
@@ -225,4 +283,13 @@ def create_server(config: GatewayConfig) -> tuple[Gateway, int]:
     gateway.port = gateway.grpc_server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
     if gateway.port == 0:
         raise RuntimeError(f"cannot bind gRPC port {config.grpc_host}:{config.grpc_port}")
+    if gateway.edge_server is not None:
+        credentials = ReloadingServerCredentials(
+            config.edge_tls_cert, config.edge_tls_key, client_ca=config.edge_client_ca
+        )
+        gateway.edge_port = gateway.edge_server.add_secure_port(
+            config.edge_listen, credentials.credentials
+        )
+        if gateway.edge_port == 0:
+            raise RuntimeError(f"cannot bind the edge listener {config.edge_listen}")
     return gateway, gateway.port

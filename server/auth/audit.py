@@ -10,7 +10,8 @@ certificate_uri, token_subject, roles, role, operation (the gRPC method), method
 (what the client sent: REST method and path, or POST and the gRPC path), permission,
 decision (allow/deny), grpc_code, status (the HTTP status a REST client saw), duration_ms,
 and for POST/PUT/PATCH/DELETE the request body (the gRPC request as O2ims JSON) with any
-field that looks like a credential replaced by "[redacted]". Tokens never reach the core
+field that looks like a credential replaced by "[redacted]", as are the userinfo and
+credential parameters of any URL in it (a callback's). Tokens never reach the core
 (Envoy forwards only their verified claims), so none can be logged.
 """
 
@@ -23,6 +24,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
+
+from netweave.redaction import REDACTED, redact_text
 
 _SECRET_FIELD: Final = re.compile(r"(?i)(token|secret|password|authorization|credential|apikey)")
 
@@ -54,17 +57,18 @@ class AuditLog:
 
 
 def redact(value: Any) -> Any:
-    """`value` with credential-looking fields masked (and callback URL passwords)."""
+    """`value` with credential-looking fields masked, and the credentials of every URL in
+    it (netweave/redaction.py)."""
     if isinstance(value, dict):
         return {
-            key: "[redacted]" if _SECRET_FIELD.search(key) else redact(item)
+            key: REDACTED if _SECRET_FIELD.search(key) else redact(item)
             for key, item in value.items()
         }
     if isinstance(value, list):
         return [redact(item) for item in value]
     if isinstance(value, str):
-        # https://user:password@host/ -> https://user:[redacted]@host/
-        return re.sub(r"(?<=://)([^/@:\s]+):[^/@\s]+@", r"\1:[redacted]@", value)
+        # A callback (or any URL in the text): userinfo and credential parameters masked.
+        return redact_text(value)
     return value
 
 

@@ -1,26 +1,53 @@
-"""Who is calling: the identity Envoy verified, read from the headers only Envoy may set.
+"""Who is calling, established from the channel a call arrived on, never from a header
+anyone could send.
 
-Envoy (envoy/gateway.yaml.in) forwards, on every call it lets through:
-  x-forwarded-client-cert  the verified client certificate (SANITIZE_SET: whatever a client
-                           sent under that name was dropped first)
-  x-jwt-payload            the verified bearer token's claims (base64url JSON), if any
-  x-netweave-edge          the edge secret shared with the core: proof the call came
-                           through Envoy, and so that the two headers above are Envoy's
-A call without the edge secret came to the core's port directly (an internal client, a
-health probe, grpcurl on the pod): the identity headers it carries are ignored.
+The core listens on two kinds of channel (server/app.py):
+
+  edge      mutual TLS; the peer must present a certificate of the edge CA whose URI SAN is
+            the configured edge identity (Envoy's own certificate). Only here are the
+            identity headers Envoy sets believed (netweave/headers.py):
+              x-netweave-client-cert  the SMO's verified certificate, URL-encoded PEM, read
+                                      with `cryptography` (SANs and subject attributes as
+                                      parsed X.509, never split from a string)
+              x-jwt-payload           the verified bearer token's claims, base64url JSON
+  internal  plaintext on loopback: operators' grpcurl, in-pod tools. Callers get the
+            policy's `direct_calls` roles; a call carrying any identity header (or the
+            edge's marker) is refused, never downgraded to an internal call.
+
+A certificate whose identity is ambiguous (several URI SANs, several CNs) is refused.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
+import enum
+import functools
 import json
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from netweave.headers import EDGE_HEADER, JWT_PAYLOAD_HEADER, XFCC_HEADER
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from netweave.headers import CLIENT_CERT_HEADER, IDENTITY_HEADERS, JWT_PAYLOAD_HEADER
+
+
+class Channel(enum.Enum):
+    """The kind of listener a call arrived on."""
+
+    EDGE = "edge"
+    INTERNAL = "internal"
+
+
+class IdentityRefused(Exception):
+    """The call cannot be attributed to anybody safely; `reason` is an UPPER_SNAKE code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -53,6 +80,20 @@ class Identity:
             return f"internal:{self.peer}"
         return ""
 
+    @property
+    def owner(self) -> str:
+        """The principal that owns what this caller creates, in a namespace per kind of
+        credential, so that a token subject can never equal a certificate identity."""
+        if self.token_subject:
+            return f"token:{self.token_subject}"
+        if self.certificate_uri:
+            return f"cert-uri:{self.certificate_uri}"
+        if self.certificate_cn:
+            return f"cert-cn:{self.certificate_cn}"
+        if self.via == "internal":
+            return "internal"
+        return ""
+
     def names(self) -> list[str]:
         """The names an access policy can match this identity by (most specific first)."""
         found: list[str] = []
@@ -65,24 +106,29 @@ class Identity:
         return found
 
 
-def identify(metadata: Mapping[str, str], edge_secret: str, peer: str = "") -> Identity:
-    """The caller of a call with `metadata` (lower-case keys)."""
-    if edge_secret:
-        sent = metadata.get(EDGE_HEADER, "")
-        from_edge = hmac.compare_digest(sent.encode(), edge_secret.encode())
-    else:
-        # No secret configured: only Envoy can reach the core's port (documented), so
-        # identity headers are trusted whenever they are present.
-        from_edge = XFCC_HEADER in metadata or JWT_PAYLOAD_HEADER in metadata
-    if not from_edge:
+@dataclass(frozen=True)
+class CertificateIdentity:
+    uri: str
+    subject: str
+    common_name: str
+
+
+def identify(metadata: Mapping[str, str], channel: Channel, peer: str = "") -> Identity:
+    """The caller of a call with `metadata` (lower-case keys) that arrived on `channel`
+    (for the edge: from a peer already checked to be the edge). Raises IdentityRefused."""
+    if channel is Channel.INTERNAL:
+        sent = sorted(name for name in IDENTITY_HEADERS if name in metadata)
+        if sent:
+            raise IdentityRefused(
+                "IDENTITY_HEADERS_OUTSIDE_EDGE",
+                f"identity headers ({', '.join(sent)}) are accepted only on the core's edge "
+                "listener; this call came to the internal listener",
+            )
         return Identity(via="internal", peer=peer)
-    certificate = parse_xfcc(metadata.get(XFCC_HEADER, ""))
+    certificate = certificate_identity(metadata.get(CLIENT_CERT_HEADER, ""))
     claims = decode_jwt_payload(metadata.get(JWT_PAYLOAD_HEADER, ""))
-    uri = certificate.get("URI", "")
-    subject = certificate.get("Subject", "")
-    cn = common_name(subject)
     token_subject = str(claims.get("sub", "")) if claims else ""
-    has_certificate = bool(uri or subject)
+    has_certificate = certificate is not None
     has_token = bool(claims)
     via = (
         "certificate_and_token"
@@ -95,86 +141,74 @@ def identify(metadata: Mapping[str, str], edge_secret: str, peer: str = "") -> I
     )
     return Identity(
         via=via,
-        certificate_uri=uri,
-        certificate_subject=subject,
-        certificate_cn=cn,
+        certificate_uri=certificate.uri if certificate else "",
+        certificate_subject=certificate.subject if certificate else "",
+        certificate_cn=certificate.common_name if certificate else "",
         token_subject=token_subject,
         claims=claims,
         peer=peer,
     )
 
 
-def parse_xfcc(value: str) -> dict[str, str]:
-    """The key/value pairs of the LAST element of an XFCC header (the one our Envoy
-    appended; with SANITIZE_SET it is the only one). Quoted values may contain ; , and
-    escaped quotes. Repeated keys (several URI SANs): the first is kept."""
-    elements: list[dict[str, str]] = [{}]
-    key, quoted, escaped, in_value = "", False, False, False
-    buffer: list[str] = []
-
-    def finish_pair() -> None:
-        nonlocal key, buffer, in_value
-        if key:
-            elements[-1].setdefault(key, "".join(buffer))
-        key, buffer, in_value = "", [], False
-
-    for char in value:
-        if escaped:
-            buffer.append(char)
-            escaped = False
-        elif quoted:
-            if char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-            else:
-                buffer.append(char)
-        elif char == '"' and in_value:
-            quoted = True
-        elif char == "=" and not in_value:
-            key, buffer, in_value = "".join(buffer).strip(), [], True
-        elif char == ";":
-            finish_pair()
-        elif char == ",":
-            finish_pair()
-            elements.append({})
-        else:
-            buffer.append(char)
-    finish_pair()
-    return elements[-1]
+def certificate_identity(header: str) -> CertificateIdentity | None:
+    """The identity in a forwarded certificate (URL-encoded PEM), None when there is none.
+    Raises IdentityRefused for an unreadable or ambiguous certificate."""
+    if not header:
+        return None
+    return _parse_certificate(header)
 
 
-def common_name(subject: str) -> str:
-    """CN of an RFC 4514 distinguished name ("CN=smo-north,O=netweave"), or ''."""
-    parts: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in subject:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    for part in parts:
-        name, _, value = part.partition("=")
-        if name.strip().upper() == "CN":
-            return value.strip()
-    return ""
+@functools.lru_cache(maxsize=4096)
+def _parse_certificate(header: str) -> CertificateIdentity:
+    # Cached: an SMO sends the same certificate on every call, and parsing is the costly
+    # part. Exceptions are not cached, so a bad header costs a parse each time (the edge
+    # only forwards certificates it verified: this is not a path attackers can reach).
+    try:
+        certificate = x509.load_pem_x509_certificate(urllib.parse.unquote(header).encode())
+    except ValueError as exc:
+        raise IdentityRefused(
+            "UNREADABLE_CLIENT_CERTIFICATE",
+            f"the forwarded client certificate is unreadable: {exc}",
+        ) from exc
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    if len(uris) > 1:
+        raise IdentityRefused(
+            "AMBIGUOUS_CLIENT_CERTIFICATE",
+            f"the client certificate has {len(uris)} URI SANs; a client identity needs "
+            "exactly one (SPIFFE)",
+        )
+    common_names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(common_names) > 1:
+        raise IdentityRefused(
+            "AMBIGUOUS_CLIENT_CERTIFICATE",
+            f"the client certificate's subject has {len(common_names)} common names",
+        )
+    common_name = common_names[0].value if common_names else ""
+    return CertificateIdentity(
+        uri=uris[0] if uris else "",
+        subject=certificate.subject.rfc4514_string(),
+        common_name=common_name if isinstance(common_name, str) else common_name.decode(),
+    )
 
 
 def decode_jwt_payload(value: str) -> dict[str, Any]:
-    """The claims Envoy forwarded (base64url JSON, padding optional); {} when absent or
-    unreadable (which only Envoy could have sent, so it is treated as no token)."""
+    """The claims Envoy forwarded (base64url JSON, padding optional); {} when absent.
+    Raises IdentityRefused when present but unreadable (only the edge can send it, so
+    that is a broken edge, never a reason to fall back to certificate-only identity)."""
     if not value:
         return {}
     try:
         decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return {}
-    return decoded if isinstance(decoded, dict) else {}
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise IdentityRefused(
+            "UNREADABLE_TOKEN_CLAIMS", "the forwarded token claims are unreadable"
+        ) from exc
+    if not isinstance(decoded, dict):
+        raise IdentityRefused(
+            "UNREADABLE_TOKEN_CLAIMS", "the forwarded token claims are not an object"
+        )
+    return decoded

@@ -7,8 +7,6 @@ UNAUTHENTICATED (REST 401), both with a google.rpc.ErrorInfo saying why.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -19,7 +17,8 @@ from google.protobuf import json_format
 from google.rpc import code_pb2
 
 from server.auth.audit import AuditLog, redact
-from server.auth.identity import Identity, identify
+from server.auth.caller import Caller, acting_as
+from server.auth.identity import Channel, Identity, IdentityRefused, identify
 from server.auth.policy import PUBLIC, AccessPolicy, Decision, required_permission
 from server.errors import ApiError
 from server.metrics import GatewayMetrics
@@ -58,17 +57,26 @@ class Unauthenticated(ApiError):
 
 
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Access control for one listener of the core. `channel` says which: on the edge
+    listener (mutual TLS) the peer must be the edge (`edge_peer_uri`, its certificate's
+    URI SAN) and the identity Envoy forwarded is believed; on the internal listener the
+    caller gets the policy's `direct_calls` roles and identity headers are refused."""
+
     def __init__(
         self,
         policy: AccessPolicy,
         audit: AuditLog | None,
         metrics: GatewayMetrics,
-        edge_secret: str = "",
+        channel: Channel,
+        edge_peer_uri: str = "",
     ) -> None:
+        if channel is Channel.EDGE and not edge_peer_uri:
+            raise ValueError("the edge listener needs the edge's identity (edge_peer_uri)")
         self._policy = policy
         self._audit = audit
         self._metrics = metrics
-        self._edge_secret = edge_secret
+        self._channel = channel
+        self._edge_peer_uri = edge_peer_uri.encode()
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -78,45 +86,35 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if required_permission(method) == PUBLIC:
             return handler  # health checks: neither identified, counted nor audited
         metadata = {item.key.lower(): item.value for item in details.invocation_metadata or ()}
-        identity = identify(metadata, self._edge_secret)
-        decision = self._policy.decide(method, self._policy.roles_of(identity))
-        refusal = self._refusal(identity, decision, method)
-        self._count(identity, decision, refusal)
-        record = functools.partial(
-            self._record,
-            metadata,
-            method=method,
-            identity=identity,
-            decision=decision,
-            refusal=refusal,
-        )
         if handler.unary_unary is None:
-            # Streaming (reflection): decided here, audited without an outcome.
-            record(request=None, code=None, duration_s=0.0)
-            if refusal is not None:
-                return _refusing_handler(handler, refusal)
-            return handler
+            return self._guard_stream(handler, method, metadata)
         inner = handler.unary_unary
 
         def guarded(request: Any, context: Any) -> Any:
             start = time.perf_counter()
+            identity, decision, refusal = self._admit(method, metadata, context)
             code: grpc.StatusCode | None = None
             try:
                 if refusal is not None:
                     code = refusal.code
                     context.abort_with_status(refusal.to_status())
-                response = inner(request, context)
+                with acting_as(self._caller(identity, decision)):
+                    response = inner(request, context)
                 code = context.code() or grpc.StatusCode.OK
                 return response
             except Exception:
                 code = code or context.code() or grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                record(
+                self._record(
+                    metadata,
+                    method=method,
+                    identity=identity,
+                    decision=decision,
+                    refusal=refusal,
                     request=request,
                     code=code,
                     duration_s=time.perf_counter() - start,
-                    peer=context.peer(),
                 )
 
         return grpc.unary_unary_rpc_method_handler(
@@ -124,6 +122,61 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _guard_stream(self, handler: Any, method: str, metadata: Mapping[str, str]) -> Any:
+        """Streaming calls (reflection): decided when the call starts, audited without an
+        outcome."""
+
+        def admit(context: Any) -> None:
+            identity, decision, refusal = self._admit(method, metadata, context)
+            self._record(
+                metadata,
+                method=method,
+                identity=identity,
+                decision=decision,
+                refusal=refusal,
+                request=None,
+                code=None,
+                duration_s=0.0,
+            )
+            if refusal is not None:
+                context.abort_with_status(refusal.to_status())
+
+        return _stream_handler(handler, admit)
+
+    def _admit(
+        self, method: str, metadata: Mapping[str, str], context: Any
+    ) -> tuple[Identity, Decision, ApiError | None]:
+        """Who is calling, what the policy decides, and the refusal if any (counted)."""
+        peer = context.peer()
+        refusal: ApiError | None = None
+        try:
+            self._check_peer(context)
+            identity = identify(metadata, self._channel, peer)
+        except IdentityRefused as refused:
+            identity = Identity(via="none", peer=peer)
+            refusal = Unauthenticated(refused.reason, str(refused), {"method": method})
+        decision = self._policy.decide(method, self._policy.roles_of(identity))
+        if refusal is None:
+            refusal = self._refusal(identity, decision, method)
+        self._count(identity, decision, refusal)
+        return identity, decision, refusal
+
+    def _check_peer(self, context: Any) -> None:
+        if self._channel is not Channel.EDGE:
+            return
+        # The TLS layer verified the certificate against the edge CA; the SAN says whether
+        # it is the edge's own (another service's certificate of the same CA is not).
+        presented = context.auth_context().get("peer_uri", [])
+        if presented != [self._edge_peer_uri]:
+            raise IdentityRefused(
+                "NOT_THE_EDGE",
+                "calls on the edge listener must come from the edge (its certificate "
+                "identity does not match)",
+            )
+
+    def _caller(self, identity: Identity, decision: Decision) -> Caller:
+        return Caller(owner=identity.owner, sees_all=self._policy.sees_all(decision.roles))
 
     def _refusal(self, identity: Identity, decision: Decision, method: str) -> ApiError | None:
         if decision.allowed:
@@ -159,11 +212,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         request: Any,
         code: grpc.StatusCode | None,
         duration_s: float,
-        peer: str = "",
     ) -> None:
-        if peer and identity.via == "internal":
-            # Who called the core's port directly: its address is all there is to record.
-            identity = dataclasses.replace(identity, peer=peer)
         if self._audit is None:
             return
         http_method = metadata.get("x-envoy-original-method", "POST").upper()
@@ -200,16 +249,33 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             log.error("audit_write_failed", error=str(exc))
 
 
-def _refusing_handler(handler: Any, refusal: ApiError) -> Any:
-    def refuse(_request: Any, context: Any) -> Any:
-        context.abort_with_status(refusal.to_status())
-
+def _stream_handler(handler: Any, admit: Callable[[Any], None]) -> Any:
+    """`handler` (a streaming one) with `admit(context)` run before it; `admit` aborts
+    the call to refuse it."""
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+        unary_stream = handler.unary_stream
+
+        def serve_unary_stream(request: Any, context: Any) -> Any:
+            admit(context)
+            yield from unary_stream(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(serve_unary_stream, **kwargs)
     if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
-    return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
+        stream_unary = handler.stream_unary
+
+        def serve_stream_unary(requests: Any, context: Any) -> Any:
+            admit(context)
+            return stream_unary(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(serve_stream_unary, **kwargs)
+    stream_stream = handler.stream_stream
+
+    def serve_stream_stream(requests: Any, context: Any) -> Any:
+        admit(context)
+        yield from stream_stream(requests, context)
+
+    return grpc.stream_stream_rpc_method_handler(serve_stream_stream, **kwargs)

@@ -5,7 +5,10 @@ Roles (a client may hold several):
   o2ims-reader      read the inventory and alarms
   o2ims-subscriber  create, read and delete subscriptions (inventory and alarm)
   o2ims-maintainer  read, acknowledge and clear alarms
-  o2ims-admin       everything, including the operational services (gRPC reflection)
+  o2ims-deployer    read the inventory, and the deployment managers' admin credentials
+                    (the Kubernetes-native profile); nobody else ever sees them
+  o2ims-admin       everything, including the operational services (gRPC reflection), and
+                    every client's subscriptions (others see only their own)
 
 The permission of a method follows from its service and its verb (Get/List read, anything
 else writes), so every method of the .proto files has one without a hand-kept table; a
@@ -25,7 +28,7 @@ The policy file (NETWEAVE_AUTH_POLICY, YAML):
       roles_claim: roles     # a claim listing netweave roles directly (trusted issuer)
       scopes:                # OAuth2 scope -> role
         o2ims.read: o2ims-reader
-    direct_calls: [o2ims-admin]   # calls to the core's port that bypass Envoy
+    direct_calls: [o2ims-admin]   # calls to the core's internal (loopback) listener
     rate_limits:             # requests/s per client at the edge (read when Envoy's
       roles: {o2ims-admin: 500}   # configuration is rendered; the core ignores it)
       clients: {spiffe://netweave.local/client/smo-north: 50}
@@ -52,14 +55,18 @@ from server.auth.identity import Identity
 READER: Final = "o2ims-reader"
 SUBSCRIBER: Final = "o2ims-subscriber"
 MAINTAINER: Final = "o2ims-maintainer"
+DEPLOYER: Final = "o2ims-deployer"
 ADMIN: Final = "o2ims-admin"
-ROLES: Final = (READER, SUBSCRIBER, MAINTAINER, ADMIN)
+ROLES: Final = (READER, SUBSCRIBER, MAINTAINER, DEPLOYER, ADMIN)
 
 INVENTORY_READ: Final = "inventory.read"
 ALARMS_READ: Final = "alarms.read"
 ALARMS_WRITE: Final = "alarms.write"
 SUBSCRIPTIONS_READ: Final = "subscriptions.read"
 SUBSCRIPTIONS_WRITE: Final = "subscriptions.write"
+# Not a method's permission: what a servicer checks before it puts a deployment manager's
+# admin credentials into a response (see may_read_credentials).
+CREDENTIALS_READ: Final = "deployment_managers.credentials.read"
 OPS: Final = "ops"
 PUBLIC: Final = "public"
 
@@ -67,10 +74,24 @@ ROLE_PERMISSIONS: Final[Mapping[str, frozenset[str]]] = {
     READER: frozenset({INVENTORY_READ, ALARMS_READ}),
     SUBSCRIBER: frozenset({SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE}),
     MAINTAINER: frozenset({ALARMS_READ, ALARMS_WRITE}),
+    DEPLOYER: frozenset({INVENTORY_READ, CREDENTIALS_READ}),
     ADMIN: frozenset(
-        {INVENTORY_READ, ALARMS_READ, ALARMS_WRITE, SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE, OPS}
+        {
+            INVENTORY_READ,
+            ALARMS_READ,
+            ALARMS_WRITE,
+            SUBSCRIPTIONS_READ,
+            SUBSCRIPTIONS_WRITE,
+            OPS,
+            CREDENTIALS_READ,
+        }
     ),
 }
+
+
+def may_read_credentials(roles: Iterable[str]) -> bool:
+    """Whether a caller holding `roles` may see a deployment manager's admin credentials."""
+    return any(CREDENTIALS_READ in ROLE_PERMISSIONS.get(role, frozenset()) for role in roles)
 
 
 def required_permission(full_method: str) -> str:
@@ -208,6 +229,11 @@ class AccessPolicy:
                 rates[key] = max(granted)
         rates.update(by_client)
         return rates
+
+    def sees_all(self, roles: Iterable[str]) -> bool:
+        """Whether a caller holding `roles` sees every client's subscriptions (admins;
+        everybody under the open development policy)."""
+        return self.open or ADMIN in roles
 
     def decide(self, full_method: str, roles: Sequence[str]) -> Decision:
         permission = required_permission(full_method)

@@ -19,6 +19,7 @@ import redis
 
 from netweave.lifecycle import run_until_signalled
 from netweave.logs import configure_logging
+from netweave.redaction import redact_url
 from server.notifier.config import NotifierConfig
 from server.notifier.deadletters import DeadLetters
 from server.store import connect
@@ -76,6 +77,9 @@ def dlq(argv: Sequence[str]) -> int:
                 print(f"no dead letter {args.id}", file=sys.stderr)
                 return 1
             body = letter.pop("body", "")
+            # Dead letters written before callbacks were redacted on the way in.
+            if "callback" in letter:
+                letter["callback"] = redact_url(letter["callback"])
             try:
                 shown: object = json.loads(body)
             except ValueError:

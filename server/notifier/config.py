@@ -6,10 +6,11 @@ import base64
 import binascii
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, cast
 
 from netweave.env import env_float, env_int
+from server.subscriptions.addresses import Endpoint, url_endpoint
 from server.subscriptions.callbacks import CallbackPolicy
 
 FilterMode = Literal["include", "exclude"]
@@ -101,7 +102,7 @@ class NotifierConfig:
     @classmethod
     def from_env(cls) -> NotifierConfig:
         mode = os.environ.get("NETWEAVE_NOTIFY_FILTER_MODE", "include").strip().lower()
-        return cls(
+        config = cls(
             redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             ops_host=os.environ.get("NETWEAVE_NOTIFIER_OPS_HOST", "127.0.0.1"),
             ops_port=env_int("NETWEAVE_NOTIFIER_OPS_PORT", 8081),
@@ -130,3 +131,15 @@ class NotifierConfig:
             smo_registration_url=os.environ.get("NETWEAVE_SMO_REGISTRATION_URL", ""),
             service_uri=os.environ.get("NETWEAVE_SERVICE_URI", "https://127.0.0.1:8443"),
         )
+        # Callbacks never reach the notifier's own ops port or Redis.
+        policy = config.callback_policy.with_gateway_endpoints(own_listeners(config))
+        return replace(config, callback_policy=policy)
+
+
+def own_listeners(config: NotifierConfig) -> list[Endpoint]:
+    """Where the notifier listens, and the Redis it uses."""
+    found = [(config.ops_host, config.ops_port)]
+    redis_endpoint = url_endpoint(config.redis_url, 6379)
+    if redis_endpoint is not None:
+        found.append(redis_endpoint)
+    return found

@@ -2,7 +2,8 @@
 to inspect and replay (`python -m server.notifier dlq ...`).
 
 Each entry holds the notification exactly as it was queued (notificationId, body, the
-inventory event id) plus why it died: reason, attempts, lastStatus, deadAt, callback.
+inventory event id) plus why it died: reason, attempts, lastStatus, deadAt, callback (its
+userinfo and credential parameters masked: netweave/redaction.py).
 Replaying puts it back at the end of its subscription's queue, with the same
 notificationId (so a receiver that did get it after all can deduplicate), if the
 subscription still exists.

@@ -41,6 +41,7 @@ import redis
 import structlog
 from redis.typing import EncodableT, FieldT
 
+from netweave.redaction import redact_url
 from server.notifier import keys, streams
 from server.notifier.config import RetrySchedule
 from server.notifier.deadletters import DeadLetters
@@ -163,6 +164,8 @@ class DeliveryWorker:
             self.gone = True
             return
         self._callback = stored.decode()
+        # Where notifications go, in every record, minus any credential in the URL.
+        self._log = self._log.bind(callback=redact_url(self._callback))
         self._recover()
         while not self._stop.is_set() and not self.gone:
             reply: Any = self._client.xreadgroup(
@@ -328,7 +331,8 @@ class DeliveryWorker:
                 "subscriptionId": self.subscription_id,
                 "notificationId": fields[b"id"].decode(),
                 "event": fields.get(b"event", b"").decode(),
-                "callback": self._callback,
+                # For the operator: where it was going, without the URL's credentials.
+                "callback": redact_url(self._callback),
                 "reason": reason,
                 "attempts": str(attempts),
                 "lastStatus": str(result.status or ""),

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from netweave.redaction import redact_url
 from server.subscriptions.callbacks import PinnedConnection
 
 # http.client's limits.
@@ -70,7 +71,9 @@ class KeptAliveConnection:
         """Send one POST and read its answer. Raises OSError or http.client.HTTPException
         (RemoteDisconnected when the server closed the connection before answering)."""
         if _BAD_TARGET.search(target):
-            raise http.client.InvalidURL(f"URL can't contain control characters: {target!r}")
+            raise http.client.InvalidURL(
+                f"URL can't contain control characters: {redact_url(target)!r}"
+            )
         lines = [
             f"POST {target} HTTP/1.1",
             f"Host: {self._host}",

@@ -20,6 +20,7 @@ import redis
 import structlog
 from o2ims.adapter.v1 import domain_pb2
 
+from netweave.redaction import redact_url
 from server.notifier import keys
 from server.notifier.config import RetrySchedule
 from server.notifier.http import WebhookClient
@@ -84,12 +85,12 @@ class Registration:
             )
             if result.ok:
                 self.accepted = True
-                log.info("registration_accepted", url=self._url, attempts=attempt)
+                log.info("registration_accepted", url=redact_url(self._url), attempts=attempt)
                 with contextlib.suppress(redis.RedisError):  # informational only
                     self._client.hset(
                         keys.REGISTERED_KEY,
                         mapping={
-                            "url": self._url,
+                            "url": redact_url(self._url),
                             "at": datetime.now(UTC).isoformat(timespec="seconds"),
                             "oCloudId": body["oCloudId"],
                         },
@@ -98,7 +99,7 @@ class Registration:
             delay = RETRY.delay(attempt, result.retry_after_s)
             log.warning(
                 "registration_retry",
-                url=self._url,
+                url=redact_url(self._url),
                 attempts=attempt,
                 reason=result.reason,
                 delay_s=round(delay, 2),

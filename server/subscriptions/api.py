@@ -1,5 +1,13 @@
 """The subscription operations both servicers share: validate, create, list, get, delete,
-with every failure raised as an ApiError (server/errors.py)."""
+with every failure raised as an ApiError (server/errors.py).
+
+Subscriptions belong to their client: each records the owner of the call that created it
+(`current_caller()`, set by the auth interceptor), and a caller lists, reads and deletes
+only what it `may_see` (its own; an administrator everything). Another client's
+subscription is answered exactly like an unknown id (same NOT_FOUND, reason and message),
+so ids cannot be probed. Subscriptions created before owners were recorded have owner ""
+and are visible to administrators only.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,12 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+import grpc
 import redis
 import structlog
+from google.rpc import code_pb2
 
+from server.auth.caller import current_caller
 from server.errors import AlreadyExists, ApiError, InvalidArgument, NotFound, Unavailable
 from server.subscriptions.callbacks import CallbackPolicy
 from server.subscriptions.store import (
@@ -29,6 +40,14 @@ from server.subscriptions.validation import (
 )
 
 log = structlog.get_logger()
+
+
+class OwnerRequired(ApiError):
+    """A create by a caller that would own nothing it creates (PERMISSION_DENIED, REST
+    403)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    rpc_code = code_pb2.PERMISSION_DENIED
 
 
 @dataclass(frozen=True)
@@ -92,10 +111,29 @@ class SubscriptionApi:
         )
 
     def create(self, draft: SubscriptionDraft, api_version: str) -> tuple[Subscription, str]:
-        """Store a new subscription; returns it and its REST location."""
+        """Store a new subscription owned by the caller; returns it and its REST location.
+
+        A caller without an owner that is not an administrator (`Caller(owner="")`: no
+        interceptor set the caller, as every caller it admits has an owner) is refused with
+        PERMISSION_DENIED rather than served: it could never read back or delete what it
+        created, nor could anyone but an administrator, while notifications went on being
+        POSTed to its callback; and ownerless callers would share one dedupe namespace, so
+        a duplicate error could name another one's subscription. Failing closed also makes
+        a missing interceptor loud. (An administrator without an owner may create: the
+        subscription is then an administrators-only one, like those from before owners.)
+
+        Duplicates are per owner: another client may hold an identical subscription, and
+        the error names only the caller's own."""
         self.check_major(api_version, required=True)
+        caller = current_caller()
+        if not caller.owner and not caller.sees_all:
+            raise OwnerRequired(
+                f"{self.resource.reason_prefix}_OWNER_REQUIRED",
+                "the call carries no client identity to own the subscription",
+            )
         self._validate(draft, api_version)
         subscription_id = str(uuid.uuid4())
+        owner = caller.owner
         with redis_errors(SUBSCRIPTION_STORE):
             try:
                 created = self._store.create(
@@ -105,6 +143,7 @@ class SubscriptionApi:
                     filter_=draft.filter,
                     consumer_subscription_id=draft.consumer_subscription_id,
                     api_version=api_version,
+                    owner=owner,
                 )
             except DuplicateSubscription as duplicate:
                 raise AlreadyExists(
@@ -124,31 +163,46 @@ class SubscriptionApi:
             kind=self.resource.kind.name,
             subscription_id=subscription_id,
             api_version=api_version,
+            owner=owner,
             # The host only: a callback URL may carry credentials in its query or userinfo.
             callback_host=urlsplit(draft.callback).hostname,
         )
         return created, self.location(api_version, subscription_id)
 
     def list(self) -> list[Subscription]:
+        """The caller's subscriptions (an administrator's: all), oldest first. Filtered
+        here, before any paging, so page sizes, markers and the last page hold only what
+        the caller may see."""
+        caller = current_caller()
         with redis_errors(SUBSCRIPTION_STORE):
-            return self._store.list(self.resource.kind)
+            stored = self._store.list(self.resource.kind)
+        return [subscription for subscription in stored if caller.may_see(subscription.owner)]
 
     def get(self, subscription_id: str) -> Subscription:
         self._require_id(subscription_id)
         with redis_errors(SUBSCRIPTION_STORE):
             found = self._store.get(self.resource.kind, subscription_id)
-        if found is None:
+        if found is None or not current_caller().may_see(found.owner):
             raise self._not_found(subscription_id)
         return found
 
     def delete(self, subscription_id: str) -> None:
         self._require_id(subscription_id)
+        caller = current_caller()
+        # The owner is checked in the same Redis script that deletes: another client's
+        # subscription is left exactly as it was.
+        owned_by = None if caller.sees_all else caller.owner
+        if owned_by == "":
+            raise self._not_found(subscription_id)  # owns nothing, sees nothing
         with redis_errors(SUBSCRIPTION_STORE):
-            deleted = self._store.delete(self.resource.kind, subscription_id)
+            deleted = self._store.delete(self.resource.kind, subscription_id, owned_by=owned_by)
         if not deleted:
             raise self._not_found(subscription_id)
         log.info(
-            "subscription_deleted", kind=self.resource.kind.name, subscription_id=subscription_id
+            "subscription_deleted",
+            kind=self.resource.kind.name,
+            subscription_id=subscription_id,
+            by=caller.owner,
         )
 
     def location(self, api_version: str, subscription_id: str) -> str:
@@ -191,6 +245,8 @@ class SubscriptionApi:
             )
 
     def _not_found(self, subscription_id: str) -> NotFound:
+        """The one answer for an unknown id and for another client's: nothing in it may
+        differ between the two."""
         return NotFound(
             self.resource.object_type,
             self.resource.kind.id_field,

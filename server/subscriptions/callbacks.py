@@ -19,6 +19,15 @@ later): there is no address to judge yet, and the check that protects is the one
 delivery, which connects to the very address it checked (`open_connection`), so a DNS
 answer that changes between check and connect (rebinding) cannot slip through. The
 optional reachability probe (`NETWEAVE_CALLBACK_PROBE=1`) refuses such hosts at creation.
+
+Whatever the allow-lists say, a callback never reaches the gateway's own listeners (Envoy's
+admin and REST listeners, the core's gRPC and ops ports, the notifier's ops port, Redis,
+the adapters): a POST to Envoy's `/quitquitquit` would stop the edge. Each process adds
+the listeners it knows of (its own ports, Redis); `NETWEAVE_GATEWAY_ENDPOINTS` names the
+others (`host:port,[v6]:port,...`). An endpoint on a wildcard, loopback or local address
+protects its port on every address of this machine; one on another host protects its port
+on the addresses that host resolves to (addresses.py). This is checked before the
+allow-lists, on the very address connected to, at creation and at every delivery connection.
 """
 
 from __future__ import annotations
@@ -28,16 +37,21 @@ import ipaddress
 import os
 import socket
 import ssl
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Final
 from urllib.parse import urlsplit
 
 from netweave.env import env_flag, env_float
-
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from server.subscriptions.addresses import (
+    Endpoint,
+    GatewayListeners,
+    IpAddress,
+    IpNetwork,
+    parse_endpoints,
+    resolve,
+    unmapped,
+)
 
 # Shared address space (carrier-grade NAT): not private in Python's sense, never public.
 _SHARED_ADDRESS_SPACE: Final = ipaddress.ip_network("100.64.0.0/10")
@@ -72,6 +86,15 @@ class CallbackPolicy:
     # A DNS answer slower than this counts as "does not resolve now" (creation must not
     # hang on a slow resolver; delivery checks again).
     dns_timeout_s: float = 2.0
+    # The gateway's own listeners, refused whatever the allow-lists say (module docstring).
+    gateway_endpoints: tuple[Endpoint, ...] = field(default_factory=tuple)
+    _listeners: GatewayListeners = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # What the endpoints resolve to, and which addresses are local, learnt lazily.
+        object.__setattr__(
+            self, "_listeners", GatewayListeners(self.gateway_endpoints, self.dns_timeout_s)
+        )
 
     @classmethod
     def from_env(cls) -> CallbackPolicy:
@@ -79,6 +102,10 @@ class CallbackPolicy:
             allowed = parse_cidrs(os.environ.get("NETWEAVE_CALLBACK_ALLOWED_CIDRS", ""))
         except ValueError as exc:
             raise ValueError(f"NETWEAVE_CALLBACK_ALLOWED_CIDRS: {exc}") from exc
+        try:
+            endpoints = parse_endpoints(os.environ.get("NETWEAVE_GATEWAY_ENDPOINTS", ""))
+        except ValueError as exc:
+            raise ValueError(f"NETWEAVE_GATEWAY_ENDPOINTS: {exc}") from exc
         return cls(
             allow_http=env_flag("NETWEAVE_CALLBACK_ALLOW_HTTP"),
             allow_private=env_flag("NETWEAVE_CALLBACK_ALLOW_PRIVATE"),
@@ -86,12 +113,23 @@ class CallbackPolicy:
             probe=env_flag("NETWEAVE_CALLBACK_PROBE"),
             probe_timeout_s=env_float("NETWEAVE_CALLBACK_PROBE_TIMEOUT_S", 5.0),
             dns_timeout_s=env_float("NETWEAVE_CALLBACK_DNS_TIMEOUT_S", 2.0),
+            gateway_endpoints=endpoints,
         )
 
     @classmethod
     def development(cls) -> CallbackPolicy:
         """What `make run` and the tests use: http and loopback receivers allowed."""
         return cls(allow_http=True, allowed_networks=parse_cidrs("127.0.0.0/8,::1/128"))
+
+    def with_gateway_endpoints(self, endpoints: Iterable[Endpoint]) -> CallbackPolicy:
+        """A copy that also refuses `endpoints` (a process's own listeners). Port 0 (a
+        port picked at start, not known yet) is left out."""
+        added = list(self.gateway_endpoints)
+        for host, port in endpoints:
+            endpoint = (host.strip("[]"), port)
+            if port and endpoint not in added:
+                added.append(endpoint)
+        return replace(self, gateway_endpoints=tuple(added))
 
     def scheme_problem(self, scheme: str) -> str | None:
         if scheme == "https" or (scheme == "http" and self.allow_http):
@@ -100,10 +138,12 @@ class CallbackPolicy:
             return "must use https (plain http callbacks are not allowed by this gateway)"
         return f"must be an http or https URL, got scheme {scheme!r}"
 
-    def address_problem(self, address: IpAddress) -> str | None:
-        """Why the gateway must not connect to `address`, or None."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+    def address_problem(self, address: IpAddress, port: int | None = None) -> str | None:
+        """Why the gateway must not connect to `address` (on `port`), or None."""
+        address = unmapped(address)
+        if port is not None and self._listeners.match(address, port):
+            shown = f"[{address}]" if address.version == 6 else str(address)
+            return f"resolves to {shown}:{port}, one of the gateway's own listeners"
         if any(address in network for network in self.allowed_networks):
             return None
         category = _category(address)
@@ -123,13 +163,18 @@ class CallbackPolicy:
         host = parts.hostname or ""
         if not host:
             raise CallbackRefused("must name a host")
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            port = parts.port
+        except ValueError:
+            raise CallbackRefused("has an invalid port") from None
+        if port is None:
+            port = 443 if parts.scheme.lower() == "https" else 80
         try:
             addresses = resolve(host, port, self.dns_timeout_s)
         except (socket.gaierror, TimeoutError):
             return host, port, []
         for address in addresses:
-            problem = self.address_problem(address)
+            problem = self.address_problem(address, port)
             if problem is not None:
                 raise CallbackRefused(f"host {host!r} {problem}")
         return host, port, addresses
@@ -152,38 +197,6 @@ def _category(address: IpAddress) -> str | None:
     if address.is_reserved or not address.is_global:
         return "reserved"
     return None
-
-
-def resolve(host: str, port: int, timeout_s: float = 2.0) -> list[IpAddress]:
-    """Every address `host` resolves to (an IP literal resolves to itself). Raises
-    socket.gaierror, or TimeoutError when the resolver takes longer than `timeout_s`
-    (getaddrinfo cannot be cancelled: it finishes in a daemon thread, unheard)."""
-    try:
-        return [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
-        pass
-    outcome: list[Any] = []
-
-    def lookup() -> None:
-        try:
-            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except OSError as exc:
-            outcome.append(exc)
-
-    resolver = threading.Thread(target=lookup, name="resolve", daemon=True)
-    resolver.start()
-    resolver.join(timeout_s)
-    if not outcome:
-        raise TimeoutError(f"resolving {host!r} took longer than {timeout_s:g} s")
-    if isinstance(outcome[0], OSError):
-        raise outcome[0]
-    infos: list[Any] = outcome[0]
-    found: list[IpAddress] = []
-    for _family, _type, _proto, _name, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if address not in found:
-            found.append(address)
-    return found
 
 
 class PinnedConnection(http.client.HTTPSConnection):
@@ -274,5 +287,9 @@ def describe(policy: CallbackPolicy) -> dict[str, object]:
         "allow_http": policy.allow_http,
         "allow_private": policy.allow_private,
         "allowed_networks": [str(n) for n in networks],
+        "gateway_endpoints": [
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            for host, port in policy.gateway_endpoints
+        ],
         "probe": policy.probe,
     }

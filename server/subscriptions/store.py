@@ -4,6 +4,10 @@ Layout, per kind (<kind> is `subscription` or `alarm_subscription`):
   <kind>:<id>               hash    one subscription: its O2ims attributes under their O2ims
                                     names (`subscriptionId` or `alarmSubscriptionId`,
                                     `consumerSubscriptionId`, `filter`, `callback`), plus
+                                      owner        the authenticated client that created it
+                                                   (server/auth/caller.py); absent in hashes
+                                                   written before owners were recorded, read
+                                                   as "": visible to administrators only
                                       apiVersion   the API major it was created through ("v1",
                                                    "v2"): its notifications use that JSON model
                                       createdAt    RFC 3339 UTC creation time
@@ -13,9 +17,14 @@ Layout, per kind (<kind> is `subscription` or `alarm_subscription`):
                                       dedupeKey    the name of its <kind>_dedupe key
   <kind>s                   set     the ids of every subscription of the kind (the index that
                                     lists and the notifier walk)
-  <kind>_dedupe:<sha256>    string  the id of the subscription with that (callback, filter,
-                                    consumerSubscriptionId): what makes a duplicate detectable
-                                    atomically
+  <kind>_dedupe:<sha256>    string  the id of the subscription with that (owner, callback,
+                                    filter, consumerSubscriptionId): what makes a duplicate
+                                    detectable atomically. Per owner, so two clients may hold
+                                    identical subscriptions and a duplicate never names another
+                                    client's. (Subscriptions written before owners were recorded
+                                    keep their key of (callback, filter,
+                                    consumerSubscriptionId), in their dedupeKey field; it
+                                    matches no new subscription.)
   subscriptions:generation  int   bumped by every create and delete of either kind: the
                                     notifier reloads its subscriptions when it moves
 Nothing has a TTL: a subscription lives until it is deleted.
@@ -30,7 +39,8 @@ Create and delete are each one Lua script, so Redis applies all of a subscriptio
 none of them: two identical concurrent creates make exactly one subscription, and a Redis
 failure never leaves a half-written one. (If the reply to a create is lost, the subscription
 may exist although the caller saw an error; a retry then reports it as a duplicate, with its
-id.)
+id.) A delete on behalf of one owner checks the owner in the same script, so it can never
+remove another client's subscription.
 """
 
 from __future__ import annotations
@@ -48,15 +58,17 @@ from server.store import EVENTS_KEY
 _CREATE: Final = """
 -- KEYS: subscription hash, index set, dedupe key, generation key[, event stream to record
 --       the position of]
--- ARGV: id, subscription key prefix, then the hash's field/value pairs
+-- ARGV: id, subscription key prefix, owner, then the hash's field/value pairs
 local existing = redis.call('GET', KEYS[3])
--- A dedupe key whose subscription is gone (deleted by hand) must not block a new one.
--- (The key is derived, not declared: fine on a single primary, which netweave uses.)
-if existing and redis.call('EXISTS', ARGV[2] .. existing) == 1 then
+-- A dedupe key whose subscription is gone (deleted by hand) must not block a new one, and
+-- one naming another owner's subscription (the owner is in the key, so only by tampering)
+-- must never reveal its id. (The key is derived, not declared: fine on a single primary,
+-- which netweave uses.)
+if existing and redis.call('HGET', ARGV[2] .. existing, 'owner') == ARGV[3] then
   return {0, existing}
 end
 local fields = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 local events_after = ''
@@ -79,7 +91,14 @@ return {1, events_after}
 _DELETE: Final = """
 -- KEYS: subscription hash, index set, generation key[, delivery queue, retry state,
 --       cursors hash]
--- ARGV: id
+-- ARGV: id[, the owner it must have]
+if ARGV[2] then
+  -- Another owner's subscription, or one without an owner, is as absent as an unknown id.
+  local owner = redis.call('HGET', KEYS[1], 'owner')
+  if not owner or owner == '' or owner ~= ARGV[2] then
+    return 0
+  end
+end
 local dedupe = redis.call('HGET', KEYS[1], 'dedupeKey')
 local existed = redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
@@ -115,9 +134,12 @@ class SubscriptionKind:
     def index_key(self) -> str:
         return f"{self.name}s"
 
-    def dedupe_key(self, callback: str, filter_: str, consumer_subscription_id: str) -> str:
-        # JSON keeps the three strings apart: no separator can be forged inside one of them.
-        identity = json.dumps([callback, filter_, consumer_subscription_id])
+    def dedupe_key(
+        self, owner: str, callback: str, filter_: str, consumer_subscription_id: str
+    ) -> str:
+        # JSON keeps the strings apart: no separator can be forged inside one of them. (Keys
+        # written before owners were recorded hashed the last three alone: they match none.)
+        identity = json.dumps([owner, callback, filter_, consumer_subscription_id])
         return f"{self.name}_dedupe:{hashlib.sha256(identity.encode()).hexdigest()}"
 
 
@@ -144,10 +166,14 @@ class Subscription:
     created_at: str
     # "" for kinds without an event stream.
     events_after: str = ""
+    # The client that created it; "" (created before owners were recorded, or stored
+    # without one): visible to administrators only.
+    owner: str = ""
 
 
 class DuplicateSubscription(Exception):
-    """A subscription with the same callback, filter and consumerSubscriptionId exists."""
+    """The same owner has a subscription with the same callback, filter and
+    consumerSubscriptionId (`existing_id` is always that owner's own)."""
 
     def __init__(self, existing_id: str) -> None:
         super().__init__(f"an identical subscription exists: {existing_id}")
@@ -171,12 +197,15 @@ class SubscriptionStore:
         filter_: str,
         consumer_subscription_id: str,
         api_version: str,
+        owner: str = "",
     ) -> Subscription:
-        """Store a new subscription; raises DuplicateSubscription if an identical one exists."""
-        dedupe_key = kind.dedupe_key(callback, filter_, consumer_subscription_id)
+        """Store a new subscription owned by `owner` ("": administrators only); raises
+        DuplicateSubscription if the same owner has an identical one."""
+        dedupe_key = kind.dedupe_key(owner, callback, filter_, consumer_subscription_id)
         created_at = _now_rfc3339()
         fields = {
             kind.id_field: subscription_id,
+            "owner": owner,
             "consumerSubscriptionId": consumer_subscription_id,
             "filter": filter_,
             "callback": callback,
@@ -194,6 +223,7 @@ class SubscriptionStore:
                 args=[
                     subscription_id,
                     kind.key(""),
+                    owner,
                     *(item for pair in fields.items() for item in pair),
                 ],
             ),
@@ -208,6 +238,7 @@ class SubscriptionStore:
             api_version=api_version,
             created_at=created_at,
             events_after=value.decode(),
+            owner=owner,
         )
 
     def get(self, kind: SubscriptionKind, subscription_id: str) -> Subscription | None:
@@ -234,8 +265,11 @@ class SubscriptionStore:
         ]
         return sorted(found, key=lambda s: (s.created_at, s.subscription_id))
 
-    def delete(self, kind: SubscriptionKind, subscription_id: str) -> bool:
-        """Remove a subscription; False if there was none with that id."""
+    def delete(
+        self, kind: SubscriptionKind, subscription_id: str, *, owned_by: str | None = None
+    ) -> bool:
+        """Remove a subscription; False if there was none with that id. With `owned_by`,
+        only if that (non-empty) owner has it: False, and nothing removed, otherwise."""
         keys = [kind.key(subscription_id), kind.index_key, GENERATION_KEY]
         if kind.events_stream is not None:
             keys += [
@@ -243,7 +277,8 @@ class SubscriptionStore:
                 RETRY_STATE_PREFIX + subscription_id,
                 CURSORS_KEY,
             ]
-        existed = self._delete(keys=keys, args=[subscription_id])
+        args = [subscription_id] if owned_by is None else [subscription_id, owned_by]
+        existed = self._delete(keys=keys, args=args)
         return bool(existed)
 
 
@@ -257,6 +292,7 @@ def _decode(subscription_id: str, stored: dict[bytes, bytes]) -> Subscription:
         api_version=fields.get("apiVersion", ""),
         created_at=fields.get("createdAt", ""),
         events_after=fields.get("eventsAfter", ""),
+        owner=fields.get("owner", ""),
     )
 
 

@@ -176,31 +176,32 @@ def rules() -> list[HttpRule]:
 
 
 class Fixtures:
-    """Concrete paths and bodies for every rule, prepared by the admin (the dev client)."""
+    """Concrete paths and bodies for every rule, prepared by the admin (the dev client);
+    subscriptions by `owner` when given (a subscriber sees only its own)."""
 
     def __init__(self, stack: LocalStack) -> None:
         self.stack = stack
         self.admin = client(stack, stack.pki.client)
 
-    def concrete(self, rule: HttpRule) -> str:
+    def concrete(self, rule: HttpRule, owner: httpx.Client | None = None) -> str:
         parts: list[str] = []
         for segment in rule.template.segments:
             if segment.variable is None or segment.text != "*":
                 parts.append(segment.text)
                 continue
-            parts.append(self.some_id("/" + "/".join(parts), segment.variable))
+            parts.append(self.some_id("/" + "/".join(parts), segment.variable, owner))
         return "/" + "/".join(parts)
 
-    def some_id(self, collection: str, variable: str) -> str:
+    def some_id(self, collection: str, variable: str, owner: httpx.Client | None) -> str:
         first, *rest = variable.split("_")
         field = first + "".join(word.title() for word in rest)
         if collection.endswith("ubscriptions"):
-            return self.new_subscription(collection)
+            return self.new_subscription(collection, owner or self.admin)
         items = self.admin.get(collection).raise_for_status().json()
         return str(items[0][field]) if items else NO_SUCH_ID
 
-    def new_subscription(self, collection: str) -> str:
-        created = self.admin.post(collection, json=self.body(collection)).raise_for_status()
+    def new_subscription(self, collection: str, owner: httpx.Client) -> str:
+        created = owner.post(collection, json=self.body(collection)).raise_for_status()
         location: str = created.headers["location"]
         return location.rsplit("/", 1)[1]
 
@@ -227,7 +228,7 @@ def test_role_matrix_every_endpoint(
     outcomes: list[str] = []
     with client(stack, certs["lab"], token) as http:
         for rule in rules():
-            path = fixtures.concrete(rule)
+            path = fixtures.concrete(rule, http if "subscriptions" in MAY[role] else None)
             body = fixtures.body(path) if rule.http_method == "POST" else None
             response = http.request(rule.http_method, path, json=body)
             allowed = family(rule) in MAY[role]

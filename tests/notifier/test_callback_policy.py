@@ -13,11 +13,11 @@ import pytest
 from o2ims.subscriptions.v1 import subscriptions_pb2 as sub
 from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as sub_grpc
 
-from netweave.grpc_server import new_server
 from server.listing import Lister, ListingSettings
 from server.store import connect
 from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
 from server.subscriptions.callbacks import CallbackPolicy, parse_cidrs
+from tests.core_server import open_access_server
 from tests.notifier.receiver import Answer, Receiver
 
 
@@ -25,7 +25,7 @@ from tests.notifier.receiver import Answer, Receiver
 def subscriptions(
     redis_url: str, policy: CallbackPolicy
 ) -> Iterator[sub_grpc.SubscriptionServiceStub]:
-    server = new_server(max_workers=4)
+    server = open_access_server(max_workers=4)
     client = connect(redis_url)
     sub_grpc.add_SubscriptionServiceServicer_to_server(
         InventorySubscriptionServicer(

@@ -13,7 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,6 @@ def envoy_config(pki: DevPki, core_port: int, **overrides: Any) -> EnvoyConfig:
     """A config for tests: loopback, kernel-chosen ports, the dev PKI, gen/o2ims.pb."""
     values: dict[str, Any] = {
         "listen_port": 0,
-        "admin_port": 0,
         "core_port": core_port,
         "descriptor_path": DESCRIPTOR,
         "server_cert": pki.server_cert,
@@ -167,9 +166,13 @@ def envoy_config(pki: DevPki, core_port: int, **overrides: Any) -> EnvoyConfig:
 
 def launch_envoy(config: EnvoyConfig, workdir: Path) -> RunningEnvoy:
     # One worker is plenty for tests and starts faster; flush the access log quickly so
-    # tests can read it.
+    # tests can read it. Each Envoy has its own admin socket, in its own directory.
     return start_envoy(
-        config, workdir, workdir / "envoy.log", concurrency=1, log_flush_interval_ms=50
+        replace(config, admin_socket=workdir / "admin.sock"),
+        workdir,
+        workdir / "envoy.log",
+        concurrency=1,
+        log_flush_interval_ms=50,
     )
 
 

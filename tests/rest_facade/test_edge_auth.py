@@ -9,6 +9,7 @@ import http.server
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from cryptography import x509
 from o2ims.inventory.v1 import inventory_pb2 as v1
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 
 from devstack.pki import DevPki, IssuedCertificate, client_uri, issue_client_certificate
 from devstack.tokens import DevIssuer, ensure_dev_issuer
+from netweave.headers import CLIENT_CERT_HEADER, EDGE_MARKER_HEADER
 from rest_facade.envoy_config import ClientLimit, JwtConfig, RateLimitConfig
 from rest_facade.envoy_process import RunningEnvoy
 
@@ -28,7 +31,6 @@ from .support import EnvoyFactory, FakeCore, FakeInventory, assert_problem, rest
 from .test_tls import rejected
 
 POOLS = "/o2ims-infrastructureInventory/v1/resourcePools"
-EDGE_SECRET = "edge-secret-for-tests"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,6 @@ def token_envoy(
     yield envoy_factory(
         core.port,
         jwt=jwt_config(issuer, required=True),
-        edge_secret=EDGE_SECRET,
         audit_log_path=tmp_path / "audit-edge.log",
     )
 
@@ -109,9 +110,9 @@ def test_valid_token_passes_and_the_core_sees_only_verified_claims(
     payload = json.loads(base64.urlsafe_b64decode(seen["x-jwt-payload"] + "=="))
     assert payload["sub"] == "smo-north"
     assert payload["roles"] == ["o2ims-reader"]
-    # The token itself goes no further than the edge; the core gets the edge's proof.
+    # The token itself goes no further than the edge; the core gets the edge's mark.
     assert "authorization" not in seen
-    assert seen["x-netweave-edge"] == EDGE_SECRET
+    assert seen[EDGE_MARKER_HEADER] == "1"
 
 
 @pytest.mark.parametrize(
@@ -202,25 +203,31 @@ def test_client_sent_identity_headers_never_reach_the_core(
     forged_payload = base64.urlsafe_b64encode(b'{"sub":"root","roles":["o2ims-admin"]}').decode()
     forged = {
         "x-forwarded-client-cert": 'By=x;URI=spiffe://netweave.local/client/admin;Subject="CN=admin"',
+        CLIENT_CERT_HEADER: urllib.parse.quote(pki.client_cert.read_text(), safe=""),
         "x-jwt-payload": forged_payload,
-        "x-netweave-edge": "guessed",
+        EDGE_MARKER_HEADER: "guessed",
         "x-netweave-client-id": "admin",
     }
     token = issuer.mint("smo-north", ["o2ims-reader"])
     with rest_client(token_envoy, pki, smo) as http:
         assert http.get(POOLS, headers={**forged, **bearer(token)}).status_code == 200
     seen = inventory.last_metadata()
-    assert seen["x-netweave-edge"] == EDGE_SECRET
-    assert "admin" not in seen["x-forwarded-client-cert"]
-    assert f"URI={client_uri('smo-north')}" in seen["x-forwarded-client-cert"]
+    assert seen[EDGE_MARKER_HEADER] == "1"
+    assert "x-forwarded-client-cert" not in seen
+    forwarded = x509.load_pem_x509_certificate(
+        urllib.parse.unquote(seen[CLIENT_CERT_HEADER]).encode()
+    )
+    assert forwarded == x509.load_pem_x509_certificate(smo.cert.read_bytes())
     assert json.loads(base64.urlsafe_b64decode(seen["x-jwt-payload"] + "=="))["sub"] == "smo-north"
     assert seen.get("x-netweave-client-id") != "admin"
 
-    # Without a certificate, a forged XFCC is dropped altogether.
+    # Without a certificate, a forged one is dropped altogether.
     inventory.reset()
     with rest_client(token_envoy, pki) as http:
         assert http.get(POOLS, headers={**forged, **bearer(token)}).status_code == 200
-    assert "x-forwarded-client-cert" not in inventory.last_metadata()
+    seen = inventory.last_metadata()
+    assert CLIENT_CERT_HEADER not in seen
+    assert "x-forwarded-client-cert" not in seen
 
 
 def test_san_allow_list_refuses_other_certificates_of_the_same_ca(

@@ -23,7 +23,8 @@ from .widgets import WIDGET_SERVICE
 
 def http_connection_manager(rendered: dict[str, Any]) -> dict[str, Any]:
     listener = rendered["static_resources"]["listeners"][0]
-    manager: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    # The last network filter (the per-source connection limit may come first).
+    manager: dict[str, Any] = listener["filter_chains"][0]["filters"][-1]["typed_config"]
     return manager
 
 
@@ -109,7 +110,7 @@ def test_every_placeholder_is_substituted(pki: DevPki, descriptor: Path, tmp_pat
         core_host="core.o2ims-system.svc",
         listen_port=8443,
         listen_host="0.0.0.0",
-        admin_port=9901,
+        admin_socket=Path("/run/netweave/envoy-admin.sock"),
         require_client_certificate=True,
         access_log_path=Path("relative/access.log"),
     )
@@ -123,9 +124,9 @@ def test_every_placeholder_is_substituted(pki: DevPki, descriptor: Path, tmp_pat
     rendered = yaml.safe_load(text)
     listener = rendered["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 8443}
-    assert rendered["admin"]["address"]["socket_address"] == {
-        "address": "127.0.0.1",
-        "port_value": 9901,
+    # PyYAML reads the template's `mode: 0600` as octal, as Envoy does.
+    assert rendered["admin"]["address"] == {
+        "pipe": {"path": "/run/netweave/envoy-admin.sock", "mode": 0o600}
     }
     tls = listener["filter_chains"][0]["transport_socket"]["typed_config"]
     assert tls["require_client_certificate"] is True
@@ -177,12 +178,21 @@ def test_paths_with_yaml_special_characters_are_quoted(
     assert transcoder["proto_descriptor"] == str(odd)
 
 
-def test_admin_must_stay_on_loopback(pki: DevPki) -> None:
-    with pytest.raises(ValueError, match="loopback"):
-        envoy_config(pki, core_port=50051, admin_host="0.0.0.0")
+def test_the_admin_api_listens_on_a_unix_socket_only(pki: DevPki, descriptor: Path) -> None:
+    rendered = yaml.safe_load(render(envoy_config(pki, core_port=50051)))
+
+    assert list(rendered["admin"]["address"]) == ["pipe"]
+    assert rendered["admin"]["address"]["pipe"]["mode"] == 0o600
+    listeners = rendered["static_resources"]["listeners"]
+    assert [listener["name"] for listener in listeners] == ["o2ims_https"]
 
 
-@pytest.mark.parametrize("field", ["listen_port", "core_port", "admin_port"])
+def test_an_admin_socket_path_too_long_for_unix_sockets_is_refused(pki: DevPki) -> None:
+    with pytest.raises(ValueError, match="admin_socket"):
+        envoy_config(pki, core_port=50051, admin_socket=Path("/tmp/" + "x" * 110))
+
+
+@pytest.mark.parametrize("field", ["listen_port", "core_port"])
 def test_ports_are_checked(pki: DevPki, field: str) -> None:
     overrides: dict[str, Any] = {"core_port": 50051, field: 70000}
     with pytest.raises(ValueError, match=field):

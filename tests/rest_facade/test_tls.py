@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from devstack.pki import DevPki, IssuedCertificate, ensure_dev_pki, issue_client_certificate
+from netweave.headers import CLIENT_CERT_HEADER
 from rest_facade.envoy_process import RunningEnvoy
 
 from .support import EnvoyFactory, FakeCore, FakeInventory, rest_client
@@ -83,7 +86,7 @@ def test_required_mode_serves_a_valid_client(
     with rest_client(mtls_only_envoy, pki, smo) as client:
         assert client.get(POOLS).status_code == 200
 
-    assert (
-        "URI=spiffe://netweave.local/client/smo-north"
-        in (inventory.last_metadata()["x-forwarded-client-cert"])
+    forwarded = urllib.parse.unquote(inventory.last_metadata()[CLIENT_CERT_HEADER])
+    assert x509.load_pem_x509_certificate(forwarded.encode()) == x509.load_pem_x509_certificate(
+        smo.cert.read_bytes()
     )

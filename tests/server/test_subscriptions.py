@@ -26,13 +26,13 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as sub_grpc
 
 from devstack.redis_server import RedisServer
 from netweave.errors import ERROR_DOMAIN
-from netweave.grpc_server import new_server
 from server.config import GatewayConfig
 from server.listing import Lister, ListingSettings
 from server.monitoring_v1 import AlarmRecords, MonitoringV1Servicer
 from server.store import EVENTS_KEY, connect
 from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
 from server.subscriptions.rest import HTTP_STATUS_HEADER
+from tests.core_server import open_access_server
 
 SERVICE_URI = "https://o2ims.example.net:8443"
 CALLBACK = "https://smo.example.net/o2ims/notifications"
@@ -51,7 +51,8 @@ class Core:
 
 @contextmanager
 def serve(redis_url: str, duplicate_status: int = 400) -> Iterator[Core]:
-    server = new_server(max_workers=16)
+    # Every caller is an admin here; ownership is tested in test_subscription_ownership.py.
+    server = open_access_server(max_workers=16)
     client = connect(redis_url)
     store = SubscriptionStore(client)
     lister = Lister(ListingSettings(secret=b"test-secret"))

@@ -1,0 +1,18 @@
+"""A bare gRPC server for tests that register the core's servicers themselves: it carries the
+core's own access control (the auth interceptor on an internal listener) with the open
+development policy, so every caller is an administrator, as on the core without a policy.
+Servicers read their caller from that interceptor; without it they would serve nobody."""
+
+from __future__ import annotations
+
+import grpc
+
+from netweave.grpc_server import new_server
+from server.auth import AccessPolicy, AuthInterceptor
+from server.auth.identity import Channel
+from server.metrics import GatewayMetrics
+
+
+def open_access_server(max_workers: int) -> grpc.Server:
+    auth = AuthInterceptor(AccessPolicy.open_policy(), None, GatewayMetrics(), Channel.INTERNAL)
+    return new_server(max_workers, [auth])
