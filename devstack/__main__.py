@@ -26,9 +26,11 @@ def _banner(stack: LocalStack) -> str:
 netweave is running (inventory: {stack.config.inventory})
 
   REST + gRPC (Envoy)  {stack.rest_url}  (mTLS: client certificate required; token {required})
-  gRPC core            {grpc}  (plaintext, loopback, reflection on; admin)
+  gRPC core            {grpc}  (internal listener: plaintext, loopback, reflection on; admin)
+  core edge listener   127.0.0.1:{stack.config.edge_port}  (mutual TLS, Envoy's certificate only)
   operations           {stack.ops_url}/healthz  {stack.ops_url}/readyz  {stack.ops_url}/metrics
   notifier             {stack.notifier_ops_url}/metrics  (webhook secret: {secret_file})
+  Envoy admin          {_short(stack.envoy_admin_socket)}  (Unix socket, 0600, root only)
   logs                 {stack.logs}/  (audit trail: audit.log, audit-edge.log)
   access policy        {stack.config.auth_policy}
 
