@@ -1,5 +1,6 @@
 # netweave: the few verbs a newcomer needs.
 #   make run    start the whole gateway locally (Redis, static adapter, core, Envoy)
+#   make stop   stop a stack `make run` left running (e.g. in another terminal)
 #   make test   install what is missing, lint, type-check and run the tests
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -21,10 +22,11 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 # gcc + libc6-dev build the Envoy edge's per-source connection limit module (envoy/modules/).
 DEB_PACKAGES := redis-server nghttp2-client gcc libc6-dev
 
-.PHONY: help run test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token
+.PHONY: help run stop test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token
 
 help:
 	@echo "make run    start the gateway locally (see README.md)"
+	@echo "make stop   stop a stack make run left running"
 	@echo "make test   lint, type-check and test (installs what is missing)"
 	@echo "make gen    regenerate code and the descriptor set from proto/"
 	@echo "make openapi regenerate $(OPENAPI) from proto/ (commit it; a test checks it)"
@@ -82,6 +84,10 @@ openapi: gen
 
 run: system-deps gen
 	$(PY) -m devstack
+
+# No prerequisites: stopping must not wait for (or fail on) an install.
+stop:
+	@$(PY) -m devstack stop
 
 # Development credentials for `make run` (dev CA in .netweave/pki, dev issuer in .netweave/pki/jwt).
 client-cert: venv

@@ -8,10 +8,12 @@ change and fans it out to every watcher.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Final
 
 import grpc
@@ -24,6 +26,16 @@ from netweave.grpc_server import add_health_and_reflection, new_server, set_serv
 
 SERVICE_NAME: Final = adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name
 DEFAULT_MAX_PENDING_EVENTS: Final = 10_000
+# The core receives every object inside one WatchObjectsResponse, and gRPC refuses
+# received messages over 4 MiB by default: an object that does not fit would fail the
+# core's watch on every reconnect. The margin leaves room for the event around it.
+DEFAULT_MAX_OBJECT_BYTES: Final = 4 * 1024 * 1024 - 64 * 1024
+# GetAdapterInfo's trailing metadata: JSON list of the adapter's current problems (what
+# it refuses to serve, and why), which the core shows in /readyz. Bounded so it always
+# fits gRPC's metadata limits.
+PROBLEMS_METADATA_KEY: Final = "netweave-adapter-problems-bin"
+MAX_REPORTED_PROBLEMS: Final = 5
+MAX_PROBLEM_CHARS: Final = 500
 
 _KIND_ORDER: Final = {kind: index for index, kind in enumerate(KINDS)}
 
@@ -34,6 +46,43 @@ def _order(key: ObjectKey) -> tuple[int, str]:
 
 def _reverse_order(key: ObjectKey) -> tuple[int, str]:
     return -_KIND_ORDER[key[0]], key[1]
+
+
+@dataclass(frozen=True)
+class RefusedObject:
+    """An object the publisher would not send: its serialized size is over the limit."""
+
+    kind: str
+    object_id: str
+    size: int
+    limit: int
+    held_previous: bool
+
+    def __str__(self) -> str:
+        kept = (
+            "its last published state is still served" if self.held_previous else "it is not served"
+        )
+        return (
+            f"{self.kind} '{self.object_id}' is {self.size} bytes serialized, over the "
+            f"{self.limit}-byte limit of one object; {kept}"
+        )
+
+
+def encode_problems(problems: Iterable[str]) -> bytes:
+    """The PROBLEMS_METADATA_KEY value for `problems` (bounded in number and length)."""
+    kept = [problem[:MAX_PROBLEM_CHARS] for problem in list(problems)[:MAX_REPORTED_PROBLEMS]]
+    return json.dumps(kept).encode()
+
+
+def decode_problems(value: bytes | str) -> list[str]:
+    """The inverse of encode_problems; anything malformed reads as one problem saying so."""
+    try:
+        problems = json.loads(value)
+    except ValueError:
+        return ["the adapter reported problems in an unreadable form"]
+    if not isinstance(problems, list):
+        return ["the adapter reported problems in an unreadable form"]
+    return [str(problem)[:MAX_PROBLEM_CHARS] for problem in problems[:MAX_REPORTED_PROBLEMS]]
 
 
 class SubscriberLaggedError(Exception):
@@ -145,8 +194,15 @@ class Subscription(Iterator[adapter_pb2.WatchObjectsResponse]):
 class ObjectSetPublisher:
     """Thread-safe holder of an adapter's current objects, keyed by contract.object_key."""
 
-    def __init__(self, max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS) -> None:
+    def __init__(
+        self,
+        max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
+        max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    ) -> None:
         self._lock = threading.Lock()
+        self._max_object_bytes = max_object_bytes
+        self._refused: list[RefusedObject] = []
+        self._source_problem = ""
         self._objects: dict[ObjectKey, tuple[domain_pb2.InventoryObject, bytes]] = {}
         self._ordered: list[domain_pb2.InventoryObject] | None = []
         self._revision = 0
@@ -164,6 +220,26 @@ class ObjectSetPublisher:
         with self._lock:
             return len(self._subscribers)
 
+    @property
+    def refused(self) -> list[RefusedObject]:
+        """The objects the last replace() refused (too large to send)."""
+        with self._lock:
+            return list(self._refused)
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the adapter is not serving what its source says: the source problem
+        (set_source_problem) first, then every refused object."""
+        with self._lock:
+            source = [self._source_problem] if self._source_problem else []
+            return source + [str(refused) for refused in self._refused]
+
+    def set_source_problem(self, problem: str) -> None:
+        """Record (or with "" clear) why the adapter's source cannot be read right now,
+        e.g. an invalid file whose last good content is still served."""
+        with self._lock:
+            self._source_problem = problem
+
     def replace(
         self, objects: Iterable[domain_pb2.InventoryObject]
     ) -> list[adapter_pb2.WatchObjectsResponse]:
@@ -172,16 +248,33 @@ class ObjectSetPublisher:
         The objects are copied, so the caller may reuse them; the returned events are
         the ones sent to watchers, so read them only. All events of one call carry the
         same new revision; a call that changes nothing bumps nothing.
+
+        An object whose serialized size is over `max_object_bytes` is refused (see
+        `refused` and `problems`): it keeps its last published state, or stays
+        unpublished if it has none, and everything else is applied as usual.
         """
         incoming: dict[ObjectKey, tuple[domain_pb2.InventoryObject, bytes]] = {}
+        oversized: dict[ObjectKey, int] = {}
         for obj in objects:
             key = object_key(obj)
-            if key in incoming:
+            if key in incoming or key in oversized:
                 raise ValueError(f"two objects share the key {key}")
+            size = obj.ByteSize()
+            if size > self._max_object_bytes:
+                oversized[key] = size
+                continue
             stored = domain_pb2.InventoryObject()
             stored.CopyFrom(obj)
             incoming[key] = (stored, serialize(stored))
         with self._lock:
+            self._refused = []
+            for key, size in sorted(oversized.items(), key=lambda item: _order(item[0])):
+                previous = self._objects.get(key)
+                if previous is not None:
+                    incoming[key] = previous
+                self._refused.append(
+                    RefusedObject(key[0], key[1], size, self._max_object_bytes, bool(previous))
+                )
             upserts = sorted(
                 (
                     key
@@ -293,6 +386,9 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
     def GetAdapterInfo(
         self, request: adapter_pb2.GetAdapterInfoRequest, context: grpc.ServicerContext
     ) -> adapter_pb2.GetAdapterInfoResponse:
+        problems = self._publisher.problems
+        if problems:
+            context.set_trailing_metadata(((PROBLEMS_METADATA_KEY, encode_problems(problems)),))
         return adapter_pb2.GetAdapterInfoResponse(
             name=self._name,
             backend=self._backend,

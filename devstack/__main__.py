@@ -1,13 +1,26 @@
-"""`make run`: start the whole gateway locally and print how to call it; Ctrl-C stops it."""
+"""`make run`: start the whole gateway locally, print how to call it, and supervise it until
+Ctrl-C or SIGTERM; `make stop` (`python -m devstack stop`) stops a stack left running.
+
+    python -m devstack [run] [--state-dir DIR]
+    python -m devstack stop [--state-dir DIR]
+"""
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
+from devstack.processes import StackRecord
 from devstack.stack import REPO, LocalStack, StackConfig
+
+# How often the supervisor looks at its children: an exit is reported within this.
+CHECK_INTERVAL_S = 0.5
 
 
 def _short(path: Path) -> Path:
@@ -22,6 +35,7 @@ def _banner(stack: LocalStack) -> str:
     grpc = stack.grpc_address
     required = "required" if stack.config.require_token else "optional"
     secret_file = _short(stack.webhook_secret_path)
+    redis_url = stack.redis_url
     return f"""
 netweave is running (inventory: {stack.config.inventory})
 
@@ -30,6 +44,7 @@ netweave is running (inventory: {stack.config.inventory})
   core edge listener   127.0.0.1:{stack.config.edge_port}  (mutual TLS, Envoy's certificate only)
   operations           {stack.ops_url}/healthz  {stack.ops_url}/readyz  {stack.ops_url}/metrics
   notifier             {stack.notifier_ops_url}/metrics  (webhook secret: {secret_file})
+  Redis                {redis_url}
   Envoy admin          {_short(stack.envoy_admin_socket)}  (Unix socket, 0600, root only)
   logs                 {stack.logs}/  (audit trail: audit.log, audit-edge.log)
   access policy        {stack.config.auth_policy}
@@ -45,34 +60,75 @@ Try (the dev client certificate is an admin):
   .venv/bin/grpcurl -plaintext {grpc} list
   .venv/bin/grpcurl -plaintext {grpc} describe o2ims.inventory.v1.InventoryService
   .venv/bin/grpcurl -plaintext {grpc} o2ims.inventory.v1.InventoryService/ListResourcePools
+  redis-cli -u {redis_url} XLEN inventory:events
+  REDIS_URL={redis_url} .venv/bin/python -m server.notifier dlq list
 
-Edit {stack.config.inventory} and the API follows within a second. Ctrl-C stops everything.
+Edit {stack.config.inventory} and the API follows within a second.
+Ctrl-C (or `make stop` from another terminal) stops everything.
 """
 
 
-def main() -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stack = LocalStack(StackConfig.from_env())
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(config: StackConfig) -> int:
+    # While starting, SIGINT and SIGTERM interrupt the start (LocalStack.start then stops
+    # what it started); once running, they end the supervision loop.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     print("starting Redis, the static adapter, the core, the notifier and Envoy ...", flush=True)
     try:
-        stack.start()
+        stack = LocalStack(config).start()
+    except KeyboardInterrupt:
+        print("interrupted; stopped.", file=sys.stderr)
+        return 130
     except Exception as exc:
         print(f"netweave failed to start: {exc}", file=sys.stderr)
         return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(_banner(stack), flush=True)
     code = 0
-    while not stop.wait(1.0):
-        dead = [name for name, alive in stack.processes() if not alive]
-        if dead:
-            print(f"stopping: {', '.join(dead)} exited; see {stack.logs}/", file=sys.stderr)
+    while not stop.wait(CHECK_INTERVAL_S):
+        try:
+            stack.require_alive()
+        except RuntimeError as exc:
+            print(f"netweave: {exc}\nstopping the rest of the stack", file=sys.stderr)
             code = 1
             break
     print("stopping ...", flush=True)
     stack.stop()
     print("stopped.", flush=True)
     return code
+
+
+def stop(state_dir: Path) -> int:
+    """Stop the stack recorded in `state_dir`: its supervisor, then anything it left."""
+    stopped = StackRecord(state_dir).stop()
+    if stopped:
+        print(f"stopped: {', '.join(stopped)}")
+    else:
+        print(f"no netweave stack running from {_short(state_dir)}/")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=("run", "stop"), default="run")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the PKI, Redis data, logs and the stack record live [.netweave]",
+    )
+    args = parser.parse_args(argv)
+    config = StackConfig.from_env()
+    if args.state_dir is not None:
+        config = replace(config, state_dir=args.state_dir.resolve())
+    if args.command == "stop":
+        return stop(config.state_dir)
+    return run(config)
 
 
 if __name__ == "__main__":

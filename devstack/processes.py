@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import json
 import os
 import random
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 # Ports handed out by this process: never handed out twice.
 _GIVEN: set[int] = set()
@@ -56,11 +61,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    *,
+    require: Callable[[], None] | None = None,
 ) -> None:
-    """Poll `check` until it returns True, or raise TimeoutError naming `what`."""
+    """Poll `check` until it returns True, or raise TimeoutError naming `what`.
+
+    `check` failing with an exception counts as "not yet". `require` is called before every
+    check and its exception ends the wait at once (a child that exited during start-up must
+    not be waited for until the timeout)."""
     deadline = time.monotonic() + timeout
     while True:
+        if require is not None:
+            require()
         with contextlib.suppress(Exception):
             if check():
                 return
@@ -74,6 +90,95 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could bind host:port now. SO_REUSEADDR as servers set it, so a
+    connection in TIME_WAIT does not count as taken, while any listener (on `host` or on a
+    wildcard address) does."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def port_holder(port: int) -> str | None:
+    """ "pid N (command line)" of a process listening on TCP `port`, if /proc tells."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{inode}]")
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return f"pid {proc.name} ({command_line(int(proc.name))})"
+    return None
+
+
+def command_line(pid: int) -> str:
+    """The command line of a process, as ps shows it ("" if gone or unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When a live (not zombie) process started, in clock ticks after boot: with the PID,
+    the identity of a process (a reused PID has a later start). None: no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: fields after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    state, start = fields[0], fields[19]
+    return None if state in ("Z", "X") else int(start)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+_PR_SET_PDEATHSIG = 1
+# Resolved before any fork: the child only calls it.
+_prctl = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), "prctl", None)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when its parent dies (so a supervisor
+    killed with SIGKILL leaves no child holding ports), or None where that is unavailable.
+
+    Linux sends the signal when the *thread* that forked the child ends: only a child started
+    from the main thread is tied to the parent's life this way."""
+    if _prctl is None or not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def preexec() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return preexec
 
 
 class ManagedProcess:
@@ -93,11 +198,14 @@ class ManagedProcess:
         self.env = env
         self.cwd = cwd
         self._log: IO[bytes] | None = None
+        # Where this run's output starts in the (appended-to) log file.
+        self._log_start = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
+        self._log_start = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
             self.argv,
             stdout=self._log,
@@ -108,6 +216,9 @@ class ManagedProcess:
             # Own process group: Ctrl-C in the terminal reaches the supervisor only,
             # which then stops children in order.
             start_new_session=True,
+            # Threads make a preexec_fn unsafe when it takes locks (imports, logging); this
+            # one only makes two system calls through a function resolved before the fork.
+            preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509
         )
         return self
 
@@ -126,8 +237,13 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} exited (code {code}); last output:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last `lines` lines this run wrote (earlier runs' output is not shown)."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as log:
+                end = log.seek(0, os.SEEK_END)
+                start = self._log_start if self._log_start <= end else 0  # truncated since
+                log.seek(max(start, end - 256 * 1024))
+                text = log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
@@ -154,3 +270,124 @@ class ManagedProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+@dataclass(frozen=True)
+class RecordedProcess:
+    """One process of a stack record: its PID and when it started (its identity)."""
+
+    name: str
+    pid: int
+    started: int
+
+    @classmethod
+    def of(cls, name: str, pid: int) -> RecordedProcess | None:
+        started = _start_ticks(pid)
+        return None if started is None else cls(name, pid, started)
+
+    def running(self) -> bool:
+        """Whether this very process still runs (not merely a process with its PID)."""
+        return _start_ticks(self.pid) == self.started
+
+    def describe(self) -> str:
+        return f"{self.name} (pid {self.pid})"
+
+
+@dataclass(frozen=True)
+class StackState:
+    """What a stack record holds: the supervisor, its children and the ports they bind."""
+
+    boot_id: str
+    supervisor: RecordedProcess
+    children: tuple[RecordedProcess, ...]
+    ports: dict[str, int]
+
+    def running(self) -> list[RecordedProcess]:
+        """The recorded processes still running (none after a reboot)."""
+        if self.boot_id != _boot_id():
+            return []
+        return [p for p in (self.supervisor, *self.children) if p.running()]
+
+
+class StackRecord:
+    """`<state dir>/stack.json`: the supervisor of the stack in a state directory, its
+    children and ports. A later `make run` or `make stop` on the same state directory reads it
+    to find a stack left running and stops exactly those processes: never another state
+    directory's stack, and never a process that merely reuses a recorded PID."""
+
+    FILE_NAME = "stack.json"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / self.FILE_NAME
+
+    def write(self, ports: dict[str, int], children: Iterable[ManagedProcess]) -> None:
+        """Record this process as the supervisor of `children` (replacing the record)."""
+        supervisor = RecordedProcess.of("supervisor", os.getpid())
+        assert supervisor is not None
+        recorded = [RecordedProcess.of(child.name, child.pid) for child in children if child.proc]
+        state = StackState(
+            _boot_id(), supervisor, tuple(r for r in recorded if r is not None), ports
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(state), indent=2) + "\n")
+        temporary.replace(self.path)
+
+    def read(self) -> StackState | None:
+        """The recorded stack, or None if there is none (or the record is unreadable)."""
+        try:
+            raw: dict[str, Any] = json.loads(self.path.read_text())
+            return StackState(
+                boot_id=raw["boot_id"],
+                supervisor=RecordedProcess(**raw["supervisor"]),
+                children=tuple(RecordedProcess(**child) for child in raw["children"]),
+                ports={name: int(port) for name, port in raw["ports"].items()},
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def live_supervisor(self) -> RecordedProcess | None:
+        """The recorded supervisor if it still runs."""
+        state = self.read()
+        if state is None or state.supervisor not in state.running():
+            return None
+        return state.supervisor
+
+    def clear(self) -> None:
+        """Remove the record if this process wrote it."""
+        state = self.read()
+        if state is not None and state.supervisor.pid == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 60.0) -> list[str]:
+        """Stop the recorded stack: SIGTERM to its supervisor (which stops its children in
+        order), then SIGTERM, and SIGKILL after `timeout`/2, to any child still running (left
+        by a supervisor killed with SIGKILL). Removes the record; returns what was stopped."""
+        state = self.read()
+        if state is None:
+            self.path.unlink(missing_ok=True)  # an unreadable record names nothing to stop
+            return []
+        if state.supervisor.pid == os.getpid():
+            raise RuntimeError(f"{self.path} names this process: stop the stack instead")
+        running = state.running()
+        if state.supervisor in running:
+            _terminate([state.supervisor], timeout)
+        _terminate(state.running(), timeout / 2)
+        self.path.unlink(missing_ok=True)
+        return [process.describe() for process in running]
+
+
+def _terminate(processes: Sequence[RecordedProcess], timeout: float) -> None:
+    """SIGTERM `processes`, wait up to `timeout` for them to end, then SIGKILL the rest."""
+    for process in processes:
+        if process.running():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+    try:
+        wait_until(lambda: not any(p.running() for p in processes), timeout, "processes to end")
+    except TimeoutError:
+        for process in processes:
+            if process.running():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+        wait_until(lambda: not any(p.running() for p in processes), 5.0, "killed processes")

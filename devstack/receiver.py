@@ -1,5 +1,6 @@
-"""A webhook receiver for trying notifications locally: prints every notification it gets
-and whether its Standard Webhooks signature verifies with the dev secret.
+"""A webhook receiver for trying notifications locally: prints every notification it gets,
+one line each (compact JSON), with whether its Standard Webhooks signature verifies with the
+dev secret.
 
     python -m devstack.receiver [--port 9999] [--secret-file .netweave/webhook-secret]
 
@@ -13,9 +14,11 @@ import contextlib
 import hmac
 import json
 import sys
+import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TextIO
 
 from server.notifier.config import decode_webhook_secret
 from server.notifier.signing import signature
@@ -37,12 +40,36 @@ def decode_secret(text: str) -> bytes:
     return decode_webhook_secret(text.strip())
 
 
+def notification_line(path: str, verdict: str, body: bytes) -> str:
+    """One line for one notification: the path, the verdict, the body (compact JSON)."""
+    try:
+        shown = json.dumps(json.loads(body), separators=(",", ":"))
+    except ValueError:
+        shown = json.dumps(body.decode(errors="replace"))  # quoted: no newline breaks it
+    return f"POST {path} ({verdict}) {shown}\n"
+
+
+class LinePrinter:
+    """Writes whole lines from many handler threads: one write and flush per line, under a
+    lock, so concurrent notifications never interleave within a line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.receiver", description=__doc__)
     parser.add_argument("--port", type=int, default=9999)
     parser.add_argument("--secret-file", type=Path, default=Path(".netweave/webhook-secret"))
     args = parser.parse_args(argv)
     secret = decode_secret(args.secret_file.read_text()) if args.secret_file.exists() else b""
+    emit = LinePrinter(sys.stdout)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -55,11 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if secret and signature_ok(secret, headers, body)
                 else ("SIGNATURE BAD" if secret else "no secret to check with")
             )
-            try:
-                shown = json.dumps(json.loads(body), indent=2)
-            except ValueError:
-                shown = body.decode(errors="replace")
-            print(f"--- POST {self.path} ({verdict})\n{shown}", flush=True)
+            emit(notification_line(self.path, verdict, body))
             self.send_response(204)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -73,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    print(f"listening on http://127.0.0.1:{args.port}/ (Ctrl-C stops)", flush=True)
+    emit(f"listening on http://127.0.0.1:{args.port}/ (Ctrl-C stops)\n")
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0

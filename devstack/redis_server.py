@@ -55,13 +55,20 @@ class RedisServer:
         ).start()
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         try:
-            wait_until(lambda: bool(client.ping()), timeout, f"redis-server on port {self.port}")
-        except TimeoutError:
-            self._process.require_alive()
-            raise
+            wait_until(
+                lambda: bool(client.ping()),
+                timeout,
+                f"redis-server on port {self.port}",
+                require=self._process.require_alive,
+            )
         finally:
             client.close()
         return self
+
+    @property
+    def process(self) -> ManagedProcess | None:
+        """The redis-server process (None before start)."""
+        return self._process
 
     def alive(self) -> bool:
         return self._process is not None and self._process.alive()

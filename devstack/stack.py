@@ -27,7 +27,15 @@ from devstack.pki import (
     ensure_dev_pki,
     ensure_internal_pki,
 )
-from devstack.processes import ManagedProcess, free_port, port_open, wait_until
+from devstack.processes import (
+    ManagedProcess,
+    StackRecord,
+    free_port,
+    port_free,
+    port_holder,
+    port_open,
+    wait_until,
+)
 from devstack.redis_server import RedisServer
 from devstack.tokens import DevIssuer, ensure_dev_issuer
 from netweave.env import env_flag, env_int
@@ -90,6 +98,8 @@ class StackConfig:
     require_token: bool = False
     # The access policy of the core; None: no access control.
     auth_policy: Path | None = DEFAULT_POLICY
+    # An unknown query parameter is a 400 (strict) or dropped and counted (default).
+    strict_query_parameters: bool = False
     # Requests per second per client identity at the edge, and the burst a client may
     # spend at once (0: one second's worth).
     rate_limit_rps: int = 100
@@ -120,6 +130,7 @@ class StackConfig:
             require_client_certificate=env_flag("NETWEAVE_REQUIRE_CLIENT_CERT", True),
             require_token=env_flag("NETWEAVE_REQUIRE_TOKEN", False),
             auth_policy=Path(os.environ.get("NETWEAVE_AUTH_POLICY", str(DEFAULT_POLICY))),
+            strict_query_parameters=env_flag("NETWEAVE_STRICT_QUERY_PARAMETERS", False),
             rate_limit_rps=env_int("NETWEAVE_RATE_LIMIT_RPS", 100),
             rate_limit_burst=env_int("NETWEAVE_RATE_LIMIT_BURST", 0),
         )
@@ -144,8 +155,16 @@ class StackConfig:
         )
 
 
+class StartRefused(RuntimeError):
+    """The stack cannot start: a file missing, a port taken, a stack already running."""
+
+
 class LocalStack:
-    """Start in dependency order, wait for each to be ready, stop in reverse."""
+    """Start in dependency order, wait for each to be ready, stop in reverse.
+
+    `<state dir>/stack.json` records the running stack (StackRecord): a second start on the
+    same state directory is refused while it runs, and processes a killed supervisor left
+    behind are stopped before a new start."""
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config.resolved()
@@ -200,7 +219,47 @@ class LocalStack:
 
     # --- lifecycle ---------------------------------------------------------------
 
+    @property
+    def record(self) -> StackRecord:
+        return StackRecord(self.config.state_dir)
+
+    def bound_ports(self) -> dict[str, int]:
+        """The TCP ports the stack's processes listen on, by StackConfig field."""
+        return {
+            name: getattr(self.config, name)
+            for name in PORT_FIELDS
+            if not (name == "redis_port" and self.config.redis_url)
+        }
+
+    def preflight(self) -> None:
+        """Refuse to start, before starting anything, what could not start or would collide:
+        raises StartRefused naming the file, the ports or the running stack."""
+        supervisor = self.record.live_supervisor()
+        if supervisor is not None:
+            raise StartRefused(
+                f"a stack is already running from {self.config.state_dir} "
+                f"(supervisor pid {supervisor.pid}; ports "
+                + ", ".join(str(port) for port in self.bound_ports().values())
+                + "): `make stop` stops it"
+            )
+        # Left by a supervisor killed with SIGKILL (or still ending): theirs, so ours to stop.
+        self.record.stop()
+        if not self.config.inventory.is_file():
+            raise StartRefused(
+                f"inventory file not found: {self.config.inventory} (set NETWEAVE_INVENTORY)"
+            )
+        taken = [
+            f"port {port} ({name}) is in use"
+            + (f" by {holder}" if (holder := port_holder(port)) else "")
+            + f"; set NETWEAVE_{name.upper()} to another port"
+            for name, port in self.bound_ports().items()
+            if not port_free(port)
+        ]
+        if taken:
+            raise StartRefused("\n".join(taken))
+
     def start(self, timeout: float = 60.0) -> LocalStack:
+        self.preflight()
         try:
             if not self.config.redis_url:
                 self.start_redis()
@@ -335,6 +394,7 @@ class LocalStack:
                 required=self.config.require_token,
             ),
             rate_limit=self.rate_limit(),
+            strict_query_parameters=self.config.strict_query_parameters,
             audit_log_path=self.edge_audit_log,
         )
 
@@ -404,34 +464,41 @@ class LocalStack:
     def _wait(
         self, process: ManagedProcess | None, check: Callable[[], bool], timeout: float
     ) -> None:
-        def ready() -> bool:
-            if process is not None:
-                process.require_alive()
-            return check()
-
+        # Recorded as soon as it runs: a supervisor killed while it starts leaves it findable.
+        self.record.write(self.bound_ports(), self.managed())
         try:
-            wait_until(ready, timeout, process.name if process else "the REST edge")
+            wait_until(
+                check,
+                timeout,
+                process.name if process else "the REST edge",
+                require=self.require_alive,
+            )
         except TimeoutError as exc:
             tail = process.log_tail() if process else ""
             raise TimeoutError(f"{exc}\n{tail}") from exc
 
+    def managed(self) -> list[ManagedProcess]:
+        """Every process this stack started, in start order."""
+        found = [
+            self.redis.process if self.redis else None,
+            self.adapter,
+            self.core,
+            self.notifier,
+            self.envoy.process if self.envoy else None,
+        ]
+        return [process for process in found if process is not None]
+
     def processes(self) -> list[tuple[str, bool]]:
         """(name, alive) of everything this stack started."""
-        found: list[tuple[str, bool]] = []
-        if self.redis is not None:
-            found.append(("redis", self.redis.alive()))
-        for process in (self.adapter, self.core, self.notifier):
-            if process is not None:
-                found.append((process.name, process.alive()))
-        if self.envoy is not None:
-            found.append(("envoy", self.envoy.alive()))
-        return found
+        return [(process.name, process.alive()) for process in self.managed()]
+
+    def require_alive(self) -> None:
+        """Raise RuntimeError naming the first process that exited, with its exit code and
+        the last lines it logged in this run."""
+        for process in self.managed():
+            process.require_alive()
 
     def stop(self) -> None:
-        if self.envoy is not None:
-            self.envoy.stop()
-        for process in (self.notifier, self.core, self.adapter):
-            if process is not None:
-                process.stop()
-        if self.redis is not None:
-            self.redis.stop()
+        for process in reversed(self.managed()):
+            process.stop()
+        self.record.clear()

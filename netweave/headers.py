@@ -27,3 +27,7 @@ XFCC_HEADER: Final = "x-forwarded-client-cert"
 
 # Headers that assert who the caller is: only the edge may send them.
 IDENTITY_HEADERS: Final = (CLIENT_CERT_HEADER, JWT_PAYLOAD_HEADER, EDGE_MARKER_HEADER, XFCC_HEADER)
+
+# How many query parameters the edge dropped as unknown to the path (REST, lenient mode):
+# the core counts them (o2ims_ignored_query_parameters_total). Stripped from client requests.
+IGNORED_QUERY_HEADER: Final = "x-netweave-ignored-query"

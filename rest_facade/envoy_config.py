@@ -19,7 +19,12 @@ from typing import Any
 
 import yaml
 
-from netweave.headers import EDGE_MARKER_HEADER, IDENTITY_HEADERS, JWT_PAYLOAD_HEADER
+from netweave.headers import (
+    EDGE_MARKER_HEADER,
+    IDENTITY_HEADERS,
+    IGNORED_QUERY_HEADER,
+    JWT_PAYLOAD_HEADER,
+)
 from rest_facade import edge_limits, envoy_routes, openapi
 from rest_facade.edge_limits import ConnectionLimits
 from rest_facade.envoy_routes import header_value_option
@@ -63,7 +68,7 @@ MAX_UNIX_SOCKET_PATH = 107
 # Headers Envoy sets (the core reads netweave.headers.IDENTITY_HEADERS, server/auth; the rate
 # limiter reads CLIENT_ID_HEADER); whatever a client sent under these names is dropped first.
 CLIENT_ID_HEADER = "x-netweave-client-id"
-STRIPPED_HEADERS = (*IDENTITY_HEADERS, CLIENT_ID_HEADER)
+STRIPPED_HEADERS = (*IDENTITY_HEADERS, CLIENT_ID_HEADER, IGNORED_QUERY_HEADER)
 JWT_PROVIDER = "o2ims"
 # jwt_authn puts the verified payload here (namespace = the filter name); identity.lua reads it.
 JWT_METADATA_KEY = "payload"
@@ -204,6 +209,9 @@ class EnvoyConfig:
     # Envoy forwards). None: plaintext, for a test core only; a real core then refuses
     # every call that carries the edge's marker on its internal listener.
     core_tls: CoreTls | None = None
+    # True: a query parameter a path does not know is a 400. False (default): it is dropped
+    # before the transcoder and counted by the core (o2ims_ignored_query_parameters_total).
+    strict_query_parameters: bool = False
     # Where Envoy writes audit records of the calls it refuses itself (401, 429); None: none.
     audit_log_path: Path | None = None
 
@@ -273,7 +281,9 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
     scalars["max_direct_response_body_size_bytes"] = str(len(openapi_json.encode()) + 4096)
     blocks = {
         "routes": _yaml_block(envoy_routes.routes(rules, openapi_json)),
-        "shaper_lua": SHAPER_PATH.read_text(),
+        # Strict: an unknown query parameter is a 400 (else it is dropped and counted).
+        "shaper_lua": ("NETWEAVE_STRICT_QUERY = true\n" if config.strict_query_parameters else "")
+        + SHAPER_PATH.read_text(),
         "local_reply_mappers": _yaml_block(
             _auth_reply_mappers(config) + _timeout_reply_mappers() + _local_reply_mappers()
         ),

@@ -162,6 +162,31 @@ local function check_body_size(handle, headers)
   end
 end
 
+-- Request bodies are JSON (the transcoder parses any body as JSON, whatever its type): a
+-- body declared as something else is not parsed but refused. With 400, not 415: the O2ims
+-- conformance tests (CONF 7.3.11) require 400 for an XML body. Returns true when it answered.
+local BODY_METHODS = {POST = true, PUT = true, PATCH = true}
+local function refuse_non_json_body(handle, headers)
+  if not BODY_METHODS[headers:get(":method") or ""] then
+    return false
+  end
+  local content_type = (headers:get("content-type") or ""):lower()
+  local media_type = content_type:match("^%s*([^;%s]*)") or ""
+  -- No content-length: a chunked (HTTP/1.1) or streamed (HTTP/2) body may follow.
+  local length = headers:get("content-length")
+  local has_body = length == nil or (tonumber(length) or 1) > 0
+  if media_type == "application/json" or media_type:match("^application/[%w.%-]+%+json$") then
+    return false
+  end
+  if media_type == "" and not has_body then
+    return false
+  end
+  handle:respond({[":status"] = "400", ["accept-post"] = "application/json"},
+    "the request body must be JSON (Content-Type: application/json), not '" ..
+    (media_type ~= "" and media_type or "none") .. "'")
+  return true
+end
+
 -- `?all_fields` (or `?all_fields=`) -> `?all_fields=true` for the boolean flags of this path (the route's
 -- metadata lists them): O2ims sends such flags bare, and the transcoder would ignore a
 -- query parameter without a value.
@@ -190,27 +215,38 @@ local function complete_flags(handle, headers, path)
   end
 end
 
--- The first query parameter whose (percent-decoded) name this path does not accept, or
--- nil. The route's metadata lists the accepted names, derived from the request message
--- (fields the path and body do not bind).
-local function unknown_query_parameter(handle, path)
-  local query = path:match("%?(.*)$")
+-- The query parameters of `path` this path does not accept: `path` without them, and their
+-- (percent-decoded, shortened) names. The route's metadata lists the accepted names,
+-- derived from the request message (fields the path and body do not bind). Dropping them
+-- here, before the transcoder, matters: it would bind a parameter named like a path field.
+local IGNORED_QUERY_HEADER = "x-netweave-ignored-query"
+local function split_unknown_query(handle, path)
+  local base, query = path:match("^([^?]*)%?(.*)$")
   local accepted = handle:metadata():get("query")
   if query == nil or query == "" or accepted == nil then
-    return nil
+    return path, {}
   end
   local ok = {}
   for _, name in pairs(accepted) do
     ok[name] = true
   end
+  local kept, dropped = {}, {}
   for part in query:gmatch("[^&]+") do
     local raw = part:match("^([^=]*)") or ""
     local name = percent_decoded((raw:gsub("%+", " ")))
-    if not ok[name] then
-      return name:sub(1, 64)
+    if ok[name] then
+      kept[#kept + 1] = part
+    else
+      dropped[#dropped + 1] = name:sub(1, 64)
     end
   end
-  return nil
+  if #dropped == 0 then
+    return path, dropped
+  end
+  if #kept == 0 then
+    return base, dropped
+  end
+  return base .. "?" .. table.concat(kept, "&"), dropped
 end
 
 -- `path` with its nextpage_opaque_marker replaced by `marker` (the next page's URL).
@@ -247,10 +283,23 @@ function envoy_on_request(handle)
     -- "." or ".." is never valid, and guessing what the client meant is worse.
     handle:respond({[":status"] = "400"}, "the request path has a '.' or '..' segment")
   else
-    local unknown = unknown_query_parameter(handle, path)
-    if unknown ~= nil then
-      handle:respond({[":status"] = "400"}, "unknown query parameter '" .. unknown ..
-        "': this path accepts only the O2ims query parameters")
+    local cleaned, dropped = split_unknown_query(handle, path)
+    if #dropped > 0 then
+      -- Liberal in what it accepts (conformance tools and SMOs send extra parameters):
+      -- an unknown parameter is ignored and counted by the core; NETWEAVE_STRICT_QUERY
+      -- (set when Envoy's config is rendered strict) keeps refusing it.
+      if NETWEAVE_STRICT_QUERY then
+        handle:respond({[":status"] = "400"}, "unknown query parameter '" .. dropped[1] ..
+          "': this path accepts only the O2ims query parameters")
+        return
+      end
+      path = cleaned
+      headers:replace(":path", path)
+      headers:replace(IGNORED_QUERY_HEADER, tostring(#dropped))
+      record(handle, "path", path)
+      record(handle, "ignored_query", table.concat(dropped, ","))
+    end
+    if refuse_non_json_body(handle, headers) then
       return
     end
     complete_flags(handle, headers, path)

@@ -66,7 +66,11 @@ class Gateway:
         self.watchers = [AdapterWatcher(a, self.writer, self._stop) for a in config.adapters]
 
         lister = Lister(
-            ListingSettings(secret=_page_secret(config, self._probe), page_size=config.page_size)
+            ListingSettings(
+                secret=_page_secret(config, self._probe),
+                page_size=config.page_size,
+                page_max_bytes=config.page_max_bytes,
+            )
         )
         if config.auth_policy:
             policy = AccessPolicy.load(Path(config.auth_policy))
@@ -204,31 +208,40 @@ class Gateway:
     # --- readiness and metrics -----------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when Redis answers and the inventory is loaded. Adapters that are away
-        are reported (status "degraded") but do not fail readiness: their last known
-        objects are still served, and failing every replica at once helps nobody."""
+        """Ready when Redis answers and the inventory is loaded. An adapter that is away,
+        whose watch stream is stuck, or that refuses part of its source (an invalid file,
+        an object too large to send) makes the status "degraded" with the reasons, but
+        does not fail readiness: the last good objects are still served, and every replica
+        watches the same adapter, so failing readiness would take the whole API down
+        over one stale object. The reasons are for the operator and the alerts."""
         checks: dict[str, Any] = {"redis": redis_check(self._probe)}
         checks["inventory"] = {
             "ok": self.cache.loaded,
             "version": self.cache.version,
             "objects": self.cache.counts(),
         }
-        checks["adapters"] = {
-            (w.status.name or w.status.address): {
-                "ok": w.status.connected,
-                "address": w.status.address,
-                "synced": w.status.synced_once,
-                **({"error": w.status.last_error} if w.status.last_error else {}),
+        checks["adapters"] = {}
+        reasons: list[str] = []
+        for watcher in self.watchers:
+            status = watcher.status
+            adapter_reasons = status.reasons()
+            reasons += adapter_reasons
+            checks["adapters"][status.name or status.address] = {
+                "ok": not adapter_reasons,
+                "address": status.address,
+                "synced": status.synced_once,
+                "stuck": status.stuck,
+                **({"error": status.last_error} if status.last_error else {}),
+                **({"problems": list(status.problems)} if status.problems else {}),
             }
-            for w in self.watchers
-        }
         ready = bool(checks["redis"]["ok"] and checks["inventory"]["ok"])
-        adapters_ok = all(a["ok"] for a in checks["adapters"].values())
-        status = "ready" if ready and adapters_ok else "degraded" if ready else "not ready"
+        status_text = "ready" if ready and not reasons else "degraded" if ready else "not ready"
         failing = [name for name in ("redis", "inventory") if not checks[name]["ok"]]
-        body: dict[str, Any] = {"status": status, "checks": checks}
+        body: dict[str, Any] = {"status": status_text, "checks": checks}
         if failing:
             body["failing"] = failing
+        if reasons:
+            body["reasons"] = reasons
         return ready, body
 
     def _state_metrics(self) -> Iterator[GaugeMetricFamily]:

@@ -34,6 +34,8 @@ class GatewayConfig:
     duplicate_subscription_status: int = 400
     # Items per page of every list; large enough that ordinary inventories fit in one.
     page_size: int = 1000
+    # Serialized bytes per page of every list (see ListingSettings.page_max_bytes).
+    page_max_bytes: int = 2 * 1024 * 1024
     # Signs page markers. Empty: a secret generated once and shared through Redis.
     page_secret: str = ""
     # The access policy (YAML, see server/auth/policy.py). Empty: no access control (every
@@ -85,6 +87,7 @@ class GatewayConfig:
             events_max_len=env_int("NETWEAVE_EVENTS_MAX_LEN", 100_000),
             duplicate_subscription_status=env_int("NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS", 400),
             page_size=env_int("NETWEAVE_PAGE_SIZE", 1000),
+            page_max_bytes=env_int("NETWEAVE_PAGE_MAX_BYTES", 2 * 1024 * 1024),
             page_secret=os.environ.get("NETWEAVE_PAGE_SECRET", ""),
             auth_policy=os.environ.get("NETWEAVE_AUTH_POLICY", ""),
             edge_listen=os.environ.get("NETWEAVE_EDGE_LISTEN", ""),

@@ -82,11 +82,12 @@ class InventoryServicer:
             fetch=lambda ids_in_order: self._cache.iter_wire(self.model, kind, ids_in_order),
         )
 
-    def _get(self, kind: str, object_id: str) -> Any:
+    def _get(self, kind: str, object_id: str, request: Any) -> Any:
+        """One object, as the request's attribute selectors ask for it."""
         found = self._cache.get(self.model, kind, object_id)
         if found is None:
             raise not_found(kind, object_id)
-        return found
+        return select(request, found)
 
     def _versions(self, uri_prefix: str, models: tuple[WireModel, ...]) -> Any:
         pb = self.model.pb
@@ -120,14 +121,14 @@ class InventoryServicer:
 
     @grpc_errors
     def GetResourceType(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._get("resource_type", request.resource_type_id)
+        return self._get("resource_type", request.resource_type_id, request)
 
     @grpc_errors
     def GetResourceTypeAlarmDictionary(self, request: Any, context: grpc.ServicerContext) -> Any:
         resource_type = self._cache.domain("resource_type", request.resource_type_id)
         if resource_type is None:
             raise not_found("resource_type", request.resource_type_id)
-        return self._get("alarm_dictionary", resource_type.alarm_dictionary_id)
+        return self._get("alarm_dictionary", resource_type.alarm_dictionary_id, request)
 
     @grpc_errors
     def ListAlarmDictionaries(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -135,7 +136,7 @@ class InventoryServicer:
 
     @grpc_errors
     def GetAlarmDictionary(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._get("alarm_dictionary", request.alarm_dictionary_id)
+        return self._get("alarm_dictionary", request.alarm_dictionary_id, request)
 
     # --- pools and resources -------------------------------------------------------
 
@@ -145,7 +146,7 @@ class InventoryServicer:
 
     @grpc_errors
     def GetResourcePool(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._get("resource_pool", request.resource_pool_id)
+        return self._get("resource_pool", request.resource_pool_id, request)
 
     @grpc_errors
     def ListResources(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -173,7 +174,7 @@ class InventoryServicer:
         # A resource asked for under another pool does not exist at that path.
         if resource is None or resource.resource_pool_id != pool_id:
             raise not_found("resource", request.resource_id)
-        return resource
+        return select(request, resource)
 
     # --- deployment managers -------------------------------------------------------
 
@@ -183,7 +184,7 @@ class InventoryServicer:
 
     @grpc_errors
     def GetDeploymentManager(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._get("deployment_manager", request.deployment_manager_id)
+        return self._get("deployment_manager", request.deployment_manager_id, request)
 
     # --- locations and sites (2.0.0) ---------------------------------------------------
 
@@ -193,7 +194,7 @@ class InventoryServicer:
 
     @grpc_errors
     def GetLocation(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._get("location", request.global_location_id)
+        return self._get("location", request.global_location_id, request)
 
     @grpc_errors
     def ListOCloudSites(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -201,7 +202,7 @@ class InventoryServicer:
 
     @grpc_errors
     def GetOCloudSite(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._get("site", request.o_cloud_site_id)
+        return self._get("site", request.o_cloud_site_id, request)
 
 
 class InventoryV1Servicer(InventoryServicer, v1_grpc.InventoryServiceServicer):

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from netweave.headers import IGNORED_QUERY_HEADER
 from netweave.metrics import StateCollector, register_state
 
 
@@ -28,6 +29,14 @@ class GatewayMetrics:
             "Time to handle a gRPC request in the core.",
             ["method"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+
+        self.ignored_query = Counter(
+            "o2ims_ignored_query_parameters",
+            "Query parameters the edge dropped because the path does not know them (REST, "
+            "lenient mode), by gRPC method.",
+            ["method"],
             registry=self.registry,
         )
 
@@ -65,6 +74,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         method = details.method
         inner = handler.unary_unary
         metrics = self._metrics
+        for item in details.invocation_metadata or ():
+            if item.key == IGNORED_QUERY_HEADER and item.value.isdigit():
+                metrics.ignored_query.labels(method).inc(int(item.value))
 
         def timed(request: Any, context: Any) -> Any:
             start = time.perf_counter()

@@ -25,7 +25,7 @@ from o2ims.monitoring.v1 import monitoring_pb2 as pb
 from o2ims.monitoring.v1 import monitoring_pb2_grpc as pb_grpc
 
 from server.errors import ApiError, InvalidArgument, NotFound, grpc_errors
-from server.listing import Lister
+from server.listing import Lister, select
 from server.subscriptions import (
     ALARM_SUBSCRIPTIONS,
     Subscription,
@@ -213,7 +213,7 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
                 ) from error
         if found is None:
             raise NotFound("AlarmEventRecord", "alarmEventRecordId", alarm_id, "ALARM_NOT_FOUND")
-        return found
+        return select(request, found)
 
     # --- alarm subscriptions -------------------------------------------------------------
 
@@ -254,7 +254,7 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
     def GetAlarmSubscription(
         self, request: pb.GetAlarmSubscriptionRequest, context: grpc.ServicerContext
     ) -> pb.AlarmSubscriptionInfo:
-        return _wire(self._subscriptions.get(request.alarm_subscription_id))
+        return select(request, _wire(self._subscriptions.get(request.alarm_subscription_id)))
 
     @grpc_errors
     def DeleteAlarmSubscription(

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 import threading
@@ -26,6 +27,7 @@ import structlog
 from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc
 
 from adapters.contract import ObjectKey, object_key, serialize
+from adapters.publisher import PROBLEMS_METADATA_KEY, decode_problems
 from netweave.grpc_server import CLIENT_OPTIONS
 from server.cache import InventoryCache
 from server.store import Change, InventoryStore
@@ -75,7 +77,7 @@ class StoreWriter(threading.Thread):
     def __init__(self, store: InventoryStore, stop: threading.Event) -> None:
         super().__init__(name="store-writer", daemon=True)
         self._store = store
-        self._stop = stop
+        self._stopping = stop
         self._queue: queue.Queue[_Snapshot | _Event] = queue.Queue()
         # adapter -> key -> canonical bytes: what each adapter currently serves.
         self._desired: dict[str, dict[ObjectKey, bytes]] = {}
@@ -91,7 +93,7 @@ class StoreWriter(threading.Thread):
         self._queue.put(_Event(adapter, key, payload))
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             items = self._drain(timeout=0.2)
             events: dict[str, list[_Event]] = {}
             for item in items:
@@ -113,7 +115,7 @@ class StoreWriter(threading.Thread):
                 # Everything not confirmed is recovered from the desired state.
                 self._unreconciled.update(self._desired)
                 self._mark(ok=False, error=exc)
-                self._stop.wait(self._backoff.next_delay())
+                self._stopping.wait(self._backoff.next_delay())
             finally:
                 for _ in items:
                     self._queue.task_done()
@@ -169,6 +171,14 @@ class StoreWriter(threading.Thread):
         self.status.last_error = "" if ok else str(error)
 
 
+# This many watches in a row that reach the adapter but fail before (re)syncing make a
+# stuck stream: something in the adapter's set breaks every replay (an object over the
+# message limit, one the core cannot apply), so waiting will not fix it.
+STUCK_AFTER_FAILURES = 3
+# How often a connected watcher asks the adapter for its problems (GetAdapterInfo).
+DEFAULT_PROBE_INTERVAL = 2.0
+
+
 @dataclass
 class WatcherStatus:
     address: str
@@ -177,6 +187,30 @@ class WatcherStatus:
     synced_once: bool = False
     last_error: str = ""
     objects: int = 0
+    # What the adapter says it refuses to serve, and why (its GetAdapterInfo trailer).
+    problems: tuple[str, ...] = ()
+    # Watches in a row that reached the adapter and failed without syncing again.
+    failures: int = 0
+    # The last object received before the stream last failed, "kind 'id'".
+    failed_after: str = ""
+
+    @property
+    def stuck(self) -> bool:
+        return self.failures >= STUCK_AFTER_FAILURES
+
+    def reasons(self) -> list[str]:
+        """Why this adapter's objects may not be current, for /readyz; [] when they are."""
+        label = self.name or self.address
+        reasons = [f"adapter {label}: {problem}" for problem in self.problems]
+        if self.stuck:
+            after = f", after {self.failed_after}" if self.failed_after else ""
+            reasons.append(
+                f"adapter {label}: watch stream stuck, failed {self.failures} times in a row "
+                f"({self.last_error}{after}); serving its last synced objects"
+            )
+        elif not self.connected:
+            reasons.append(f"adapter {label}: disconnected ({self.last_error or 'connecting'})")
+        return reasons
 
 
 class _StreamEnded(Exception):
@@ -186,11 +220,19 @@ class _StreamEnded(Exception):
 class AdapterWatcher(threading.Thread):
     """Follows one adapter's WatchObjects stream, reconnecting forever with backoff."""
 
-    def __init__(self, address: str, writer: StoreWriter, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        address: str,
+        writer: StoreWriter,
+        stop: threading.Event,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
+    ) -> None:
         super().__init__(name=f"adapter-watch-{address}", daemon=True)
         self._address = address
+        self._probe_interval = probe_interval
+        self._reached = False
         self._writer = writer
-        self._stop = stop
+        self._stopping = stop
         self._call: Any = None
         self._backoff = Backoff(initial=0.2, maximum=5.0)
         self.status = WatcherStatus(address=address)
@@ -201,12 +243,13 @@ class AdapterWatcher(threading.Thread):
             call.cancel()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
+            self._reached = False
             try:
                 with grpc.insecure_channel(self._address, options=CLIENT_OPTIONS) as channel:
                     self._follow(adapter_pb2_grpc.AdapterServiceStub(channel))
             except grpc.RpcError as exc:
-                if self._stop.is_set():
+                if self._stopping.is_set():
                     return
                 code = exc.code() if isinstance(exc, grpc.Call) else None
                 details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
@@ -216,20 +259,62 @@ class AdapterWatcher(threading.Thread):
             except Exception as exc:  # keep the thread alive whatever the adapter sends
                 log.exception("adapter_watch_crashed", adapter=self.status.name)
                 self._disconnected(repr(exc))
-            self._stop.wait(self._backoff.next_delay())
+            self._stopping.wait(self._backoff.next_delay())
 
     def _disconnected(self, error: str) -> None:
         if self.status.connected:
             log.warning("adapter_disconnected", adapter=self.status.name, error=error)
         self.status.connected = False
         self.status.last_error = error
+        if self._reached:
+            self.status.failures += 1
+            if self.status.failures == STUCK_AFTER_FAILURES:
+                log.error(
+                    "adapter_stream_stuck",
+                    adapter=self.status.name,
+                    failures=self.status.failures,
+                    error=error,
+                    failed_after=self.status.failed_after,
+                )
+
+    def _read_problems(self, stub: adapter_pb2_grpc.AdapterServiceStub) -> str:
+        """Ask the adapter who it is and what it refuses; returns its name."""
+        info, call = stub.GetAdapterInfo.with_call(adapter_pb2.GetAdapterInfoRequest(), timeout=5)
+        problems: tuple[str, ...] = ()
+        for key, value in call.trailing_metadata() or ():
+            if key == PROBLEMS_METADATA_KEY:
+                problems = tuple(decode_problems(value))
+        if problems != self.status.problems:
+            log.warning("adapter_problems", adapter=info.name, problems=list(problems))
+        self.status.problems = problems
+        return str(info.name)
+
+    def _probe(self, stub: adapter_pb2_grpc.AdapterServiceStub, done: threading.Event) -> None:
+        """Keep status.problems current while a watch is open: problems that change
+        nothing in the object set (an invalid file kept at its last good state) send no
+        event down the stream."""
+        while not done.wait(self._probe_interval):
+            # An adapter that went away is reported by the watch itself.
+            with contextlib.suppress(grpc.RpcError):
+                self._read_problems(stub)
 
     def _follow(self, stub: adapter_pb2_grpc.AdapterServiceStub) -> None:
-        info = stub.GetAdapterInfo(adapter_pb2.GetAdapterInfoRequest(), timeout=5)
-        name = info.name or self._address
+        name = self._read_problems(stub) or self._address
+        self._reached = True
         self.status.name = name
         call = stub.WatchObjects(adapter_pb2.WatchObjectsRequest(send_initial_objects=True))
         self._call = call
+        done = threading.Event()
+        prober = threading.Thread(
+            target=self._probe, args=(stub, done), name=f"adapter-probe-{name}", daemon=True
+        )
+        prober.start()
+        try:
+            self._consume(name, call)
+        finally:
+            done.set()
+
+    def _consume(self, name: str, call: Any) -> None:
         initial: dict[ObjectKey, bytes] | None = {}
         for event in call:
             if event.type == adapter_pb2.EVENT_TYPE_SYNCED and initial is not None:
@@ -239,12 +324,15 @@ class AdapterWatcher(threading.Thread):
                 self.status.connected = True
                 self.status.synced_once = True
                 self.status.last_error = ""
+                self.status.failures = 0
+                self.status.failed_after = ""
                 self._backoff.reset()
                 log.info("adapter_synced", adapter=name, objects=self.status.objects)
                 continue
             if not event.HasField("object"):
                 continue
             key, payload = object_key(event.object), serialize(event.object)
+            self.status.failed_after = f"{key[0]} '{key[1]}'"
             deleted = event.type == adapter_pb2.EVENT_TYPE_DELETED
             if initial is not None:
                 if not deleted:
@@ -267,13 +355,14 @@ class EventTailer(threading.Thread):
         super().__init__(name="event-tailer", daemon=True)
         self._store = store
         self._cache = cache
-        self._stop = stop
+        self._stopping = stop
         self._backoff = Backoff()
         self._needs_reload = True
         self.status = TailerStatus()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
+            self._reached = False
             try:
                 if self._needs_reload:
                     self._reload()
@@ -295,7 +384,7 @@ class EventTailer(threading.Thread):
                 self.status.last_error = str(exc)
                 # Redis may come back empty or from a backup: trust nothing we tailed.
                 self._needs_reload = True
-                self._stop.wait(self._backoff.next_delay())
+                self._stopping.wait(self._backoff.next_delay())
 
     def _reload(self) -> None:
         snapshot = self._store.snapshot()

@@ -15,9 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from adapters.publisher import AdapterServicer, ObjectSetPublisher, create_adapter_server
-from adapters.static.loader import InventoryFileError
-from adapters.static.server import DEFAULT_POLL_INTERVAL, StaticAdapter
+from adapters.publisher import (
+    DEFAULT_MAX_OBJECT_BYTES,
+    AdapterServicer,
+    ObjectSetPublisher,
+    create_adapter_server,
+)
+from adapters.static.loader import DEFAULT_MAX_FILE_BYTES, InventoryFileError
+from adapters.static.marked_yaml import DEFAULT_MAX_ALIAS_NODES, DEFAULT_MAX_DEPTH, YamlLimits
+from adapters.static.server import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SETTLE_INTERVAL,
+    FileLimits,
+    StaticAdapter,
+)
 from netweave.logs import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +61,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_POLL_INTERVAL,
         help="seconds between checks of the inventory file",
     )
+    parser.add_argument(
+        "--settle-interval",
+        type=float,
+        default=DEFAULT_SETTLE_INTERVAL,
+        help="seconds a file edited in place must stay unchanged before it is read "
+        "(a file replaced by rename is read at once)",
+    )
+    parser.add_argument(
+        "--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES, help="largest file read"
+    )
+    parser.add_argument(
+        "--max-depth", type=int, default=DEFAULT_MAX_DEPTH, help="deepest YAML nesting accepted"
+    )
+    parser.add_argument(
+        "--max-alias-nodes",
+        type=int,
+        default=DEFAULT_MAX_ALIAS_NODES,
+        help="nodes YAML aliases may add (or as many as the file holds, if more)",
+    )
+    parser.add_argument(
+        "--max-object-bytes",
+        type=int,
+        default=DEFAULT_MAX_OBJECT_BYTES,
+        help="largest serialized object served; larger ones are refused by name",
+    )
     return parser.parse_args(argv)
 
 
@@ -65,8 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     log = configure_logging("adapter-static").bind(adapter=args.name)
-    publisher = ObjectSetPublisher()
-    adapter = StaticAdapter(args.inventory, publisher, log, args.poll_interval)
+    publisher = ObjectSetPublisher(max_object_bytes=args.max_object_bytes)
+    limits = FileLimits(args.max_file_bytes, YamlLimits(args.max_depth, args.max_alias_nodes))
+    adapter = StaticAdapter(
+        args.inventory,
+        publisher,
+        log,
+        args.poll_interval,
+        settle_interval=args.settle_interval,
+        limits=limits,
+    )
     try:
         objects = adapter.load()
     except InventoryFileError as error:

@@ -8,15 +8,25 @@ file can fix it without reading this code.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import ID_FIELDS, KINDS
 from adapters.static.fields import fill_message
-from adapters.static.marked_yaml import LineProblem, MarkedDict, MarkedList, parse_marked_yaml
+from adapters.static.marked_yaml import (
+    LineProblem,
+    MarkedDict,
+    MarkedList,
+    YamlLimits,
+    parse_marked_yaml,
+)
+
+# Parsing YAML in pure Python runs at about 1 MB/s: 16 MiB is a minute-long worst case
+# that still holds tens of thousands of objects.
+DEFAULT_MAX_FILE_BYTES: Final = 16 * 1024 * 1024
 
 # Top-level YAML key -> InventoryObject kind, in the order the file is read.
 SECTIONS: Final[dict[str, str]] = {
@@ -66,19 +76,58 @@ class InventoryFileError(Exception):
         super().__init__(f"{where}: {problem}")
 
 
-def load_inventory(path: str | os.PathLike[str]) -> list[domain_pb2.InventoryObject]:
+def load_inventory(
+    path: str | os.PathLike[str],
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    limits: YamlLimits | None = None,
+) -> list[domain_pb2.InventoryObject]:
     """Every object the file describes, parents before children (contract.KINDS order)."""
     try:
-        data = Path(path).read_bytes()
+        _, data = read_inventory_file(path, max_file_bytes)
     except OSError as error:
         raise InventoryFileError(path, None, f"cannot read: {error.strerror}") from error
-    return parse_inventory(data, path)
+    return parse_inventory(data, path, limits)
 
 
-def parse_inventory(data: bytes, path: str | os.PathLike[str]) -> list[domain_pb2.InventoryObject]:
+def check_inventory_stat(
+    path: str | os.PathLike[str], status: os.stat_result, max_file_bytes: int
+) -> None:
+    """Refuse what must not be read: anything but a regular file (a FIFO would block
+    the reader, a device would never end) and files over `max_file_bytes`."""
+    if not stat.S_ISREG(status.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(status.st_mode) else "not a regular file"
+        raise InventoryFileError(path, None, f"{kind}: the inventory must be a regular file")
+    if status.st_size > max_file_bytes:
+        raise InventoryFileError(
+            path,
+            None,
+            f"the file is {status.st_size} bytes, over the limit of {max_file_bytes} "
+            "(--max-file-bytes)",
+        )
+
+
+def read_inventory_file(
+    path: str | os.PathLike[str], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> tuple[os.stat_result, bytes]:
+    """The file's stat (taken on the open file) and its bytes, after check_inventory_stat;
+    never reads more than `max_file_bytes` + 1, whatever the file grows to meanwhile."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer before fstat can refuse it.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(file.fileno())
+        check_inventory_stat(path, status, max_file_bytes)
+        data = file.read(max_file_bytes + 1)
+    if len(data) > max_file_bytes:
+        raise InventoryFileError(path, None, f"the file grew past {max_file_bytes} bytes")
+    return status, data
+
+
+def parse_inventory(
+    data: bytes, path: str | os.PathLike[str], limits: YamlLimits | None = None
+) -> list[domain_pb2.InventoryObject]:
     """Like load_inventory, for bytes already read (`path` is only used in errors)."""
     try:
-        return _InventoryReader().read(parse_marked_yaml(data))
+        return _InventoryReader().read(parse_marked_yaml(data, limits))
     except LineProblem as problem:
         raise InventoryFileError(path, problem.line, problem.problem) from problem
 

@@ -8,6 +8,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -18,7 +19,7 @@ from server.notifier import keys
 from server.notifier.config import NotifierConfig
 from server.notifier.deadletters import DeadLetters
 from server.notifier.delivery import DeliveryWorker
-from server.notifier.http import TokenSource, WebhookClient, tls_context
+from server.notifier.http import TokenSource, WebhookClient, callback_ca_bundle, tls_context
 from server.notifier.matching import Matcher
 from server.notifier.metrics import NotifierMetrics
 from server.notifier.registration import TRUSTED, Registration
@@ -39,7 +40,9 @@ def consumer_name() -> str:
 
 class Notifier:
     def __init__(self, config: NotifierConfig) -> None:
-        self.config = config
+        # The policy names the CA bundle in force, so failures name it too.
+        trusted = replace(config.callback_policy, ca_bundle=callback_ca_bundle(config))
+        self.config = config = replace(config, callback_policy=trusted)
         self.consumer = consumer_name()
         self._stop = threading.Event()
         self.metrics = NotifierMetrics()
@@ -68,7 +71,7 @@ class Notifier:
                 self._state,
                 WebhookClient(
                     config.webhook_secret,
-                    TRUSTED,
+                    replace(TRUSTED, ca_bundle=trusted.ca_bundle),
                     timeout_s=config.request_timeout_s,
                     tls=self._tls,
                     tokens=self._tokens,

@@ -343,11 +343,13 @@ class DeliveryWorker:
         pipe.xdel(self._queue, entry_id)
         pipe.delete(self._retry_key)
         pipe.execute()
-        self._metrics.deliveries.labels("refused" if result.refused else "dead_lettered").inc()
+        outcome = result.outcome if result.permanent else "dead_lettered"
+        self._metrics.deliveries.labels(outcome).inc()
         self._log.warning(
             "delivery_dead_lettered",
             notification_id=fields[b"id"].decode(),
             attempts=attempts,
+            outcome=outcome,
             reason=reason,
         )
         return "dead_lettered"

@@ -1,6 +1,11 @@
 """Outbound webhook POSTs: signed, over kept-alive connections to policy-checked addresses,
 with an optional client certificate and OAuth2 client-credentials token.
 
+What cannot succeed by trying again is reported as what it is, with its own outcome: a
+redirect (never followed: the policy checked this URL, not the one it points to), a
+certificate that does not verify against the callback CA bundle, an address the policy
+refuses. Those are dead-lettered at once; connection errors, 5xx, 408, 425 and 429 retry.
+
 Each DeliveryWorker owns one WebhookClient (no locking on the hot path); a client keeps one
 connection per callback origin and reuses it until it fails or grows old, when a new one is
 opened after resolving and checking the host again (the SSRF check at delivery time).
@@ -13,6 +18,7 @@ import base64
 import email.utils
 import http.client
 import json
+import os
 import ssl
 import threading
 import time
@@ -24,12 +30,16 @@ from urllib.parse import urlsplit
 
 from server.notifier import signing
 from server.notifier.config import NotifierConfig, OAuthClient
-from server.notifier.http1 import KeptAliveConnection
+from server.notifier.http1 import Answer, KeptAliveConnection
+from server.notifier.metrics import FinalOutcome
 from server.subscriptions.callbacks import (
     USER_AGENT,
     CallbackPolicy,
     CallbackRefused,
+    callback_tls_context,
+    certificate_problem,
     open_connection,
+    redirect_problem,
     request_target,
 )
 
@@ -47,12 +57,13 @@ class DeliveryResult:
     """What one attempt came to."""
 
     ok: bool
-    # True: retrying cannot help (4xx, redirect, refused by policy).
+    # True: retrying cannot help (4xx, redirect, refused by policy, untrusted certificate).
     permanent: bool
     reason: str
     status: int | None = None
     retry_after_s: float | None = None
-    refused: bool = False
+    # What o2ims_webhook_delivery_total counts if this attempt ends the notification.
+    outcome: FinalOutcome = "dead_lettered"
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -69,8 +80,23 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def callback_ca_bundle(config: NotifierConfig) -> str:
+    """The CA bundle callbacks are verified against: NETWEAVE_CALLBACK_CA_BUNDLE (core and
+    notifier), or NETWEAVE_NOTIFY_TLS_CA, the notifier's older name for the same, when only
+    that is set; empty: the system trust store. Raises ValueError when both are set to
+    different files (which one was meant?)."""
+    bundle, older = config.callback_policy.ca_bundle, config.tls_ca
+    if bundle and older and os.path.realpath(bundle) != os.path.realpath(older):
+        raise ValueError(
+            f"NETWEAVE_CALLBACK_CA_BUNDLE ({bundle!r}) and NETWEAVE_NOTIFY_TLS_CA ({older!r}) "
+            "name different CA bundles: set only NETWEAVE_CALLBACK_CA_BUNDLE"
+        )
+    return bundle or older
+
+
 def tls_context(config: NotifierConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=config.tls_ca or None)
+    """Verifies callbacks against `callback_ca_bundle`; presents the client certificate."""
+    context = callback_tls_context(callback_ca_bundle(config))
     if config.tls_cert:
         context.load_cert_chain(config.tls_cert, config.tls_key)
     return context
@@ -181,41 +207,56 @@ class WebhookClient:
         if origin is None:
             origin = self._origins[url] = _origin(url)
         try:
-            response_status, retry_after = self._send(origin, url, headers, body)
+            answer = self._send(origin, url, headers, body)
         except CallbackRefused as refused:
             return DeliveryResult(
                 ok=False,
                 permanent=True,
-                refused=True,
+                outcome="refused",
                 reason=f"refused by the callback policy: {refused}",
+            )
+        except ssl.SSLCertVerificationError as exc:
+            # Retrying cannot make the certificate trusted: fix the trust, then replay.
+            self._drop(origin)
+            return DeliveryResult(
+                ok=False,
+                permanent=True,
+                outcome="tls_error",
+                reason=certificate_problem(exc, self._policy.ca_bundle),
             )
         except (OSError, http.client.HTTPException) as exc:
             self._drop(origin)
             return DeliveryResult(
                 ok=False, permanent=False, reason=f"{type(exc).__name__}: {exc}"[:300]
             )
-        if 200 <= response_status < 300:
-            return DeliveryResult(ok=True, permanent=False, reason="", status=response_status)
-        retry_after_s = parse_retry_after(retry_after, time.time())
-        if response_status == 401 and self._tokens is not None and self._tokens.enabled:
+        status = answer.status
+        if 200 <= status < 300:
+            return DeliveryResult(ok=True, permanent=False, reason="", status=status)
+        if 300 <= status < 400:
+            return DeliveryResult(
+                ok=False,
+                permanent=True,
+                outcome="redirected",
+                reason="the callback " + redirect_problem(status, answer.location),
+                status=status,
+            )
+        retry_after_s = parse_retry_after(answer.retry_after, time.time())
+        if status == 401 and self._tokens is not None and self._tokens.enabled:
             # Perhaps a revoked token: fetch a new one for the next attempt.
             self._tokens.invalidate()
-            return DeliveryResult(
-                ok=False, permanent=False, reason="HTTP 401", status=response_status
-            )
-        transient = response_status >= 500 or response_status in RETRYABLE_STATUSES
+            return DeliveryResult(ok=False, permanent=False, reason="HTTP 401", status=status)
+        transient = status >= 500 or status in RETRYABLE_STATUSES
         return DeliveryResult(
             ok=False,
             permanent=not transient,
-            reason=f"HTTP {response_status}"
-            + (" (redirects are not followed)" if 300 <= response_status < 400 else ""),
-            status=response_status,
+            reason=f"HTTP {status}",
+            status=status,
             retry_after_s=retry_after_s,
         )
 
     def _send(
         self, origin: tuple[str, str, int | None], url: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, str | None]:
+    ) -> Answer:
         target = self._targets.get(url)
         if target is None:
             target = self._targets[url] = request_target(url)
@@ -230,7 +271,7 @@ class WebhookClient:
                 raise
             if not answer.reusable:
                 self._drop(origin)
-            return answer.status, answer.retry_after
+            return answer
         raise http.client.HTTPException("unreachable")  # pragma: no cover
 
     def _connection(

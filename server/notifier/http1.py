@@ -42,6 +42,8 @@ class Answer:
     # False: the connection must not be used again (the server closes it, or the body
     # was not read to its end).
     reusable: bool
+    # Where a 3xx pointed (never followed: the reason of the dead letter names it).
+    location: str | None = None
 
 
 class KeptAliveConnection:
@@ -95,8 +97,9 @@ class KeptAliveConnection:
                 break
             # An interim answer (100 Continue, 103 Early Hints): the final one follows.
         reusable = version == "HTTP/1.1" and "close" not in _tokens(headers.get("connection"))
+        retry_after, location = headers.get("retry-after"), headers.get("location")
         if status in (204, 304) or 100 <= status < 200:
-            return Answer(status, headers.get("retry-after"), reusable)
+            return Answer(status, retry_after, reusable, location)
         if "chunked" in _tokens(headers.get("transfer-encoding")):
             complete = self._chunked(max_body)
         elif "content-length" in headers:
@@ -105,7 +108,7 @@ class KeptAliveConnection:
             # Delimited by the close: read what we allow, then close in any case.
             self._reader.read(max_body + 1)
             complete = False
-        return Answer(status, headers.get("retry-after"), reusable and complete)
+        return Answer(status, retry_after, reusable and complete, location)
 
     def _line(self) -> bytes:
         line = self._reader.readline(MAX_LINE + 1)

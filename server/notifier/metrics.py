@@ -3,17 +3,24 @@ in one process). The names are the ones the operations guide documents."""
 
 from __future__ import annotations
 
+from typing import Final, Literal, get_args
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from netweave.metrics import StateCollector, register_state
 
-# Outcomes of o2ims_webhook_delivery_total:
+# How a notification ends undelivered (dead-lettered), counted under one of these:
+#   dead_lettered  a permanent failure (4xx) or an exhausted retry schedule
+#   refused        the callback policy refused the address at delivery
+#   redirected     the subscriber answered 3xx (redirects are never followed)
+#   tls_error      the subscriber's certificate failed verification (the callback CA bundle)
+FinalOutcome = Literal["dead_lettered", "refused", "redirected", "tls_error"]
+
+# Outcomes of o2ims_webhook_delivery_total: the above, and
 #   delivered      2xx from the subscriber
-#   retried        a transient failure (5xx, 408, 429, connection error); tried again later
-#   dead_lettered  a permanent failure or an exhausted retry schedule
-#   refused        the callback policy refused the address at delivery (dead-lettered too)
+#   retried        a transient failure (5xx, 408, 425, 429, connection error); tried again
 #   dropped        the subscription was deleted with the notification still queued
-OUTCOMES = ("delivered", "retried", "dead_lettered", "refused", "dropped")
+OUTCOMES: Final = ("delivered", "retried", *get_args(FinalOutcome), "dropped")
 
 
 class NotifierMetrics:

@@ -14,6 +14,7 @@ the query parameter, `description` = what is wrong and where).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from server.query.paging import (
     PageCursor,
     decode_cursor,
     encode_cursor,
+    framed_size,
     paginate,
     query_fingerprint,
     seek,
@@ -61,6 +63,7 @@ __all__ = [
     "compile_query",
     "decode_cursor",
     "encode_cursor",
+    "framed_size",
     "index_key",
     "paginate",
     "parse_filter",
@@ -106,6 +109,7 @@ class CompiledQuery:
         selection: Selection,
         fingerprint: bytes,
         page_size: int | None,
+        max_page_bytes: int | None,
         cursor: PageCursor | None,
         marker_error: InvalidCursor | None,
         issue_marker: Callable[[str], str],
@@ -116,6 +120,8 @@ class CompiledQuery:
         self.selection = selection
         self.fingerprint = fingerprint
         self.page_size = page_size
+        # Serialized bytes (framed_size) of the selected objects of one page.
+        self.max_page_bytes = max_page_bytes
         self.after_key = cursor.after_key if cursor is not None else None
         self.marker_error = marker_error
         self._issue_marker = issue_marker
@@ -143,14 +149,21 @@ class CompiledQuery:
         else:
             items, next_key = self._run(source, self.after_key)
         token = self._issue_marker(next_key) if next_key is not None else ""
-        return Page([self.selection.apply(item) for item in items], token)
+        return Page(items, token)
 
     def _run(self, source: Source, after_key: str | None) -> tuple[list[Any], str | None]:
-        match = self.matches
-        matching = ((key, item) for key, item in source(after_key) if match(item))
-        if self.page_size is None:
-            return [item for _, item in matching], None
-        return paginate(matching, after_key, self.page_size)
+        match, select = self.matches, self.selection.apply
+        # Selected before paging: the byte budget counts what is actually sent.
+        selected = ((key, select(item)) for key, item in source(after_key) if match(item))
+        if self.page_size is None and self.max_page_bytes is None:
+            return [item for _, item in selected], None
+        return paginate(
+            selected,
+            after_key,
+            self.page_size or sys.maxsize,
+            max_bytes=self.max_page_bytes,
+            size=None if self.max_page_bytes is None else framed_size,
+        )
 
 
 def compile_query(
@@ -163,6 +176,7 @@ def compile_query(
     selector_schema: SelectorSchema | None = None,
     default_page_size: int | None = None,
     max_page_size: int | None = None,
+    max_page_bytes: int | None = None,
     marker_max_age_s: float = 3600.0,
     previous_secrets: Sequence[bytes] = (),
     clock: Callable[[], float] = time.time,
@@ -172,6 +186,8 @@ def compile_query(
     `scope` names the collection (e.g. "v1/resources@<poolId>") so a marker cannot be
     replayed on another one. `default_page_size` None disables paging (the whole result
     in one response) unless the request sets a page size; `max_page_size` caps it.
+    `max_page_bytes` also ends a page early, before the object that would take its
+    serialized size past it (always at least one object per page; see paginate).
     """
     parsed = [parse_filter(text, occurrence=n) for n, text in enumerate(list_query.filters, 1)]
     bound = combine(parsed).bind(descriptor, aliases)
@@ -208,6 +224,7 @@ def compile_query(
         selection=selection,
         fingerprint=fingerprint,
         page_size=page_size,
+        max_page_bytes=max_page_bytes,
         cursor=cursor,
         marker_error=marker_error,
         issue_marker=lambda key: encode_cursor(key, fingerprint, secret, now=clock()),

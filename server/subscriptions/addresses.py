@@ -99,6 +99,37 @@ def unmapped(address: IpAddress) -> IpAddress:
     return address
 
 
+# Where IPv6 carries an IPv4 address that a packet to it can end up at (the IPv4-mapped
+# ::ffff:0:0/96 is `unmapped`: it *is* the IPv4 address on a dual-stack socket).
+# IPv4-compatible (RFC 4291, deprecated; :: and ::1 are themselves, not 0.0.0.0/0.0.0.1).
+_IPV4_COMPATIBLE: Final = ipaddress.IPv6Network("::/96")
+# NAT64 well-known prefix (RFC 6052): the IPv4 address in the last 32 bits.
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def embedded_ipv4(address: IpAddress) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address embeds, each with how (for a reason text):
+    6to4 (2002::/16, bits 16-48), IPv4-compatible (::/96), NAT64 (64:ff9b::/96) and
+    Teredo (2001::/32: its server, and its client, which is stored obfuscated). A packet
+    to such an address can reach the embedded one through a relay or translator."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    if address.sixtofour is not None:
+        return [("a 6to4 address embedding", address.sixtofour)]
+    if address.teredo is not None:
+        server, client = address.teredo
+        return [
+            ("a Teredo address whose server is", server),
+            ("a Teredo address whose client is", client),
+        ]
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64:
+        return [("a NAT64 address embedding", low32)]
+    if address in _IPV4_COMPATIBLE and int(address) > 1:
+        return [("an IPv4-compatible address embedding", low32)]
+    return []
+
+
 def is_local_address(address: IpAddress) -> bool:
     """Whether connecting to `address` reaches this machine: loopback, unspecified (which
     connects to this machine), or assigned to one of its interfaces, which is exactly

@@ -12,7 +12,17 @@ So, by default (the production posture):
   100.64/10, fc00::/7 ...) are refused. `NETWEAVE_CALLBACK_ALLOW_PRIVATE=1` admits the
   private ranges (an SMO in the same data centre) but never loopback or link-local;
   `NETWEAVE_CALLBACK_ALLOWED_CIDRS` admits exactly the listed networks, whatever their
-  category (development: `127.0.0.0/8,::1/128`).
+  category (development: `127.0.0.0/8,::1/128`);
+- an IPv6 address that embeds an IPv4 address (6to4, NAT64, Teredo, IPv4-compatible:
+  addresses.embedded_ipv4) is judged as that IPv4 address too, first, since a relay or
+  translator delivers to it; allowing the IPv6 range does not admit the IPv4 inside. (An
+  IPv4-mapped address, ::ffff:a.b.c.d, is judged as a.b.c.d only: it is that address.)
+
+TLS: callbacks are verified against the system trust store, or against exactly the PEM
+bundle `NETWEAVE_CALLBACK_CA_BUNDLE` names (it replaces the system store), at creation
+(the probe) and at delivery alike. A certificate that fails verification is reported as
+such (`certificate_problem`), never as a timeout. Redirects are never followed: a 3xx is
+reported with where it pointed (`redirect_problem`).
 
 A host that does not resolve at creation is accepted (split-horizon DNS, an SMO deployed
 later): there is no address to judge yet, and the check that protects is the one at
@@ -43,11 +53,13 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from netweave.env import env_flag, env_float
+from netweave.redaction import redact_url
 from server.subscriptions.addresses import (
     Endpoint,
     GatewayListeners,
     IpAddress,
     IpNetwork,
+    embedded_ipv4,
     parse_endpoints,
     resolve,
     unmapped,
@@ -55,6 +67,8 @@ from server.subscriptions.addresses import (
 
 # Shared address space (carrier-grade NAT): not private in Python's sense, never public.
 _SHARED_ADDRESS_SPACE: Final = ipaddress.ip_network("100.64.0.0/10")
+# A redirect's Location is client-controlled text: this much of it goes into a reason.
+_MAX_LOCATION_SHOWN: Final = 200
 
 
 class CallbackRefused(Exception):
@@ -88,13 +102,19 @@ class CallbackPolicy:
     dns_timeout_s: float = 2.0
     # The gateway's own listeners, refused whatever the allow-lists say (module docstring).
     gateway_endpoints: tuple[Endpoint, ...] = field(default_factory=tuple)
+    # PEM file of the CAs callbacks' certificates are verified against; empty: the system
+    # trust store. Read once, when first needed: a changed bundle needs a restart.
+    ca_bundle: str = ""
     _listeners: GatewayListeners = field(init=False, repr=False, compare=False)
+    # The verifying TLS context, built on first use (loading a trust store takes ms).
+    _tls: list[ssl.SSLContext] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # What the endpoints resolve to, and which addresses are local, learnt lazily.
         object.__setattr__(
             self, "_listeners", GatewayListeners(self.gateway_endpoints, self.dns_timeout_s)
         )
+        object.__setattr__(self, "_tls", [])
 
     @classmethod
     def from_env(cls) -> CallbackPolicy:
@@ -114,6 +134,7 @@ class CallbackPolicy:
             probe_timeout_s=env_float("NETWEAVE_CALLBACK_PROBE_TIMEOUT_S", 5.0),
             dns_timeout_s=env_float("NETWEAVE_CALLBACK_DNS_TIMEOUT_S", 2.0),
             gateway_endpoints=endpoints,
+            ca_bundle=_ca_bundle_from_env(),
         )
 
     @classmethod
@@ -138,12 +159,29 @@ class CallbackPolicy:
             return "must use https (plain http callbacks are not allowed by this gateway)"
         return f"must be an http or https URL, got scheme {scheme!r}"
 
+    def tls_context(self) -> ssl.SSLContext:
+        """The context that verifies callbacks' certificates (`ca_bundle` or the system
+        trust store), shared by every connection; no client certificate."""
+        if not self._tls:
+            self._tls.append(callback_tls_context(self.ca_bundle))
+        return self._tls[0]
+
     def address_problem(self, address: IpAddress, port: int | None = None) -> str | None:
         """Why the gateway must not connect to `address` (on `port`), or None."""
         address = unmapped(address)
+        for embedding, embedded in embedded_ipv4(address):
+            problem = self._own_problem(embedded, port)
+            if problem is not None:
+                return f"resolves to {address}, {embedding} {problem}"
+        problem = self._own_problem(address, port)
+        return None if problem is None else f"resolves to {problem}"
+
+    def _own_problem(self, address: IpAddress, port: int | None) -> str | None:
+        """What `address` itself is, when the gateway must not connect to it: "<address>,
+        a loopback address", "<address>:<port>, one of the gateway's own listeners"."""
         if port is not None and self._listeners.match(address, port):
             shown = f"[{address}]" if address.version == 6 else str(address)
-            return f"resolves to {shown}:{port}, one of the gateway's own listeners"
+            return f"{shown}:{port}, one of the gateway's own listeners"
         if any(address in network for network in self.allowed_networks):
             return None
         category = _category(address)
@@ -151,7 +189,7 @@ class CallbackPolicy:
             return None
         if category == "private" and self.allow_private:
             return None
-        return f"resolves to {address}, a {category} address"
+        return f"{address}, a {category} address"
 
     def check_url(self, url: str) -> tuple[str, int, list[IpAddress]]:
         """(host, port, allowed addresses) of `url`; raises CallbackRefused. The addresses
@@ -178,6 +216,50 @@ class CallbackPolicy:
             if problem is not None:
                 raise CallbackRefused(f"host {host!r} {problem}")
         return host, port, addresses
+
+
+def _ca_bundle_from_env() -> str:
+    """NETWEAVE_CALLBACK_CA_BUNDLE, loaded once here so a wrong path or a file without a
+    certificate stops the process at start, naming the variable."""
+    path = os.environ.get("NETWEAVE_CALLBACK_CA_BUNDLE", "").strip()
+    if path:
+        try:
+            callback_tls_context(path)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"NETWEAVE_CALLBACK_CA_BUNDLE: cannot load {path!r}: {exc}") from exc
+    return path
+
+
+def callback_tls_context(ca_bundle: str) -> ssl.SSLContext:
+    """A client context verifying against exactly `ca_bundle` (a PEM file), or the system
+    trust store when it is empty. Raises OSError or ssl.SSLError for an unusable bundle."""
+    return ssl.create_default_context(cafile=ca_bundle or None)
+
+
+def trust_description(ca_bundle: str) -> str:
+    return f"the CA bundle {ca_bundle}" if ca_bundle else "the system trust store"
+
+
+def certificate_problem(error: ssl.SSLCertVerificationError, ca_bundle: str) -> str:
+    """A certificate that failed verification, in the words used at creation (the probe),
+    in the notifier's log and in the dead letter alike."""
+    why = error.verify_message or error.reason or str(error)
+    return (
+        f"TLS certificate verification failed: {why} (trusted: {trust_description(ca_bundle)};"
+        " NETWEAVE_CALLBACK_CA_BUNDLE names the CAs callbacks are verified against)"
+    )
+
+
+def redirect_problem(status: int, location: str | None, answered: str = "answered") -> str:
+    """A 3xx, with where it pointed (credentials masked, shortened): not followed, since
+    the policy checked this URL, not the one it points to."""
+    if not location:
+        return f"{answered} {status}; redirects are not followed"
+    shown = "".join(c if c.isprintable() else "?" for c in location[:_MAX_LOCATION_SHOWN])
+    more = "..." if len(location) > _MAX_LOCATION_SHOWN else ""
+    return (
+        f"{answered} {status} (redirect to {redact_url(shown)}{more}); redirects are not followed"
+    )
 
 
 def _category(address: IpAddress) -> str | None:
@@ -234,8 +316,9 @@ def open_connection(
     timeout: float,
     tls: ssl.SSLContext | None = None,
 ) -> PinnedConnection:
-    """A connection (not yet connected) to the first allowed address of `url`'s host.
-    Raises CallbackRefused (policy) or OSError (the host does not resolve)."""
+    """A connection (not yet connected) to the first allowed address of `url`'s host,
+    verified with `tls` (default: the policy's context). Raises CallbackRefused (policy)
+    or OSError (the host does not resolve)."""
     host, port, addresses = policy.check_url(url)
     if not addresses:
         raise OSError(f"host {host!r} does not resolve (now)")
@@ -245,7 +328,7 @@ def open_connection(
         port,
         addresses[0],
         timeout=timeout,
-        tls=(tls or ssl.create_default_context()) if secure else None,
+        tls=(tls or policy.tls_context()) if secure else None,
     )
 
 
@@ -257,7 +340,8 @@ def request_target(url: str) -> str:
 
 def probe(url: str, policy: CallbackPolicy, tls: ssl.SSLContext | None = None) -> str | None:
     """GET the callback (ETSI "test the notification endpoint"): None if it answered 2xx
-    within the probe timeout, else why not."""
+    within the probe timeout, else why not. A certificate that does not verify and a
+    redirect are said to be that."""
     try:
         connection = open_connection(url, policy, timeout=policy.probe_timeout_s, tls=tls)
     except CallbackRefused as refused:
@@ -268,10 +352,17 @@ def probe(url: str, policy: CallbackPolicy, tls: ssl.SSLContext | None = None) -
         connection.request("GET", request_target(url), headers={"User-Agent": USER_AGENT})
         response = connection.getresponse()
         response.read()
+    except ssl.SSLCertVerificationError as exc:
+        return certificate_problem(exc, policy.ca_bundle)
+    except ssl.SSLError as exc:
+        return f"failed the TLS handshake of the validation GET: {exc}"
     except (OSError, http.client.HTTPException) as exc:
         return f"did not answer the validation GET within {policy.probe_timeout_s:g} s: {exc}"
     finally:
         connection.close()
+    if 300 <= response.status < 400:
+        answered = "answered the validation GET with"
+        return redirect_problem(response.status, response.getheader("Location"), answered)
     if not 200 <= response.status < 300:
         return f"answered the validation GET with {response.status}, expected 2xx"
     return None
@@ -292,4 +383,5 @@ def describe(policy: CallbackPolicy) -> dict[str, object]:
             for host, port in policy.gateway_endpoints
         ],
         "probe": policy.probe,
+        "ca_bundle": policy.ca_bundle or "system",
     }

@@ -12,7 +12,7 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as pb_grpc
 
 from server.errors import grpc_errors
 from server.inventory import API_NAME
-from server.listing import Lister
+from server.listing import Lister, select
 from server.subscriptions.api import SubscriptionApi, SubscriptionDraft, SubscriptionResource
 from server.subscriptions.callbacks import CallbackPolicy
 from server.subscriptions.rest import mark_created
@@ -97,7 +97,7 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         self, request: pb.GetSubscriptionRequest, context: grpc.ServicerContext
     ) -> pb.InventorySubscriptionInfo:
         self._api.check_major(request.api_version, required=False)
-        return _wire(self._api.get(request.subscription_id))
+        return select(request, _wire(self._api.get(request.subscription_id)))
 
     @grpc_errors
     def DeleteSubscription(

@@ -58,6 +58,15 @@ def probe_problem(callback: str, policy: CallbackPolicy) -> str | None:
 def consumer_subscription_id_problem(consumer_subscription_id: str) -> str | None:
     if len(consumer_subscription_id) > MAX_CONSUMER_SUBSCRIPTION_ID_LENGTH:
         return f"must be at most {MAX_CONSUMER_SUBSCRIPTION_ID_LENGTH} characters"
+    return control_character_problem(consumer_subscription_id)
+
+
+def control_character_problem(text: str) -> str | None:
+    """NUL and other control characters (C0, DEL, C1) have no place in an identifier or
+    expression: they break logs, terminals and the SMO's own parsers downstream."""
+    for index, char in enumerate(text):
+        if ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0:
+            return f"must not contain control characters (U+{ord(char):04X} at {index})"
     return None
 
 
@@ -72,6 +81,9 @@ def validate_filter(kind: SubscriptionKind, expression: str, major: str = "v1") 
         return f"must be at most {MAX_FILTER_LENGTH} characters"
     if not expression:
         return None
+    control = control_character_problem(expression)
+    if control is not None:
+        return control
     if kind == ALARM_SUBSCRIPTIONS:
         if expression not in ALARM_EVENT_FILTERS:
             return f"must be one of {', '.join(ALARM_EVENT_FILTERS)} or empty, got {expression!r}"

@@ -61,4 +61,9 @@ def inventory_file(stack: LocalStack) -> Iterator[Path]:
     """The live inventory file; restored after the test so tests stay independent."""
     original = stack.config.inventory.read_text()
     yield stack.config.inventory
-    stack.config.inventory.write_text(original)
+    # Atomically (a new file renamed over it), as the README asks: applied on the adapter's
+    # next poll, without the settle wait an in-place write gets, so the next test starts
+    # from the original inventory.
+    restored = stack.config.inventory.with_suffix(".restore")
+    restored.write_text(original)
+    restored.replace(stack.config.inventory)

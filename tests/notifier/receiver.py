@@ -1,6 +1,6 @@
-"""A real webhook receiver for the tests: a threaded HTTP/1.1 server on 127.0.0.1 that
-records every request and answers as the test tells it (status, delay, Retry-After), and
-an independent Standard Webhooks signature check."""
+"""A real webhook receiver for the tests: a threaded HTTP/1.1 server on 127.0.0.1 (HTTPS
+with a server TLS context) that records every request and answers as the test tells it
+(status, delay, Retry-After), and an independent Standard Webhooks signature check."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -39,10 +40,12 @@ class Answer:
 
 class Receiver:
     """Start with start(); `answer(request) -> Answer` decides each response (default 204).
-    Only requests answered 2xx are in `delivered`; every request is in `requests`."""
+    Only requests answered 2xx are in `delivered`; every request is in `requests`. With
+    `tls` (a server context) it speaks HTTPS."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
+        self.tls = tls
         self.requests: list[Received] = []
         self.delivered: list[Received] = []
         self.answer: Callable[[Received], Answer] = lambda _request: Answer()
@@ -51,7 +54,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> Receiver:
         receiver = self
@@ -93,6 +96,8 @@ class Receiver:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 

@@ -289,7 +289,7 @@ def test_the_webhook_client_refuses_a_gateway_listener_for_good() -> None:
             result = client.post(f"http://localhost:{port}/quitquitquit", "n-1", b"{}")
         finally:
             client.close()
-        assert result.refused and result.permanent and not result.ok
+        assert result.outcome == "refused" and result.permanent and not result.ok
         assert OWN in result.reason
         assert connections(admin) == 0
 

@@ -21,7 +21,7 @@ from o2ims.inventory.v1 import inventory_pb2 as v1
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 
 from devstack.pki import DevPki, client_uri
-from netweave.headers import CLIENT_CERT_HEADER
+from netweave.headers import CLIENT_CERT_HEADER, IGNORED_QUERY_HEADER
 from rest_facade.envoy_process import RunningEnvoy
 from server.listing import COLLECTION_HEADER
 
@@ -29,6 +29,7 @@ from .support import (
     ERROR_DOMAIN,
     PROBLEM,
     EnvoyFactory,
+    FakeCore,
     FakeInventory,
     access_log_entry,
     assert_no_internal_headers,
@@ -177,10 +178,33 @@ def test_unknown_path_returns_404_problem_details(rest: httpx.Client, path: str)
     assert_problem(rest.get(path), 404)
 
 
-def test_unknown_query_parameter_returns_400_problem_details(rest: httpx.Client) -> None:
-    problem = assert_problem(rest.get(POOLS, params={"typo": "1"}), 400)
+def test_unknown_query_parameters_are_dropped_and_counted(
+    rest: httpx.Client, inventory: FakeInventory
+) -> None:
+    response = rest.get(POOLS, params={"typo": "1", "fields": "name", "other": "x"})
 
-    assert "typo" in problem["detail"]
+    assert response.status_code == 200, response.text
+    seen = inventory.last_metadata()
+    assert seen[IGNORED_QUERY_HEADER] == "2"
+    assert "typo" not in seen.get("x-envoy-original-path", "")
+    assert "fields=name" in seen.get("x-envoy-original-path", "")
+
+
+def test_a_client_cannot_send_the_ignored_count_itself(
+    rest: httpx.Client, inventory: FakeInventory
+) -> None:
+    assert rest.get(POOLS, headers={IGNORED_QUERY_HEADER: "99"}).status_code == 200
+    assert IGNORED_QUERY_HEADER not in inventory.last_metadata()
+
+
+def test_strict_mode_refuses_an_unknown_query_parameter(
+    envoy_factory: EnvoyFactory, core: FakeCore, pki: DevPki
+) -> None:
+    strict = envoy_factory(core.port, strict_query_parameters=True)
+    with rest_client(strict, pki) as client:
+        problem = assert_problem(client.get(POOLS, params={"typo": "1"}), 400)
+        assert "typo" in problem["detail"]
+        assert client.get(POOLS, params={"filter": "(eq,name,x)"}).status_code == 200
 
 
 def test_core_down_is_503_problem_for_rest_and_plain_unavailable_for_grpc(
