@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import os
 import secrets
 import shutil
 import ssl
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from devstack.processes import (
 )
 from devstack.redis_server import RedisServer
 from devstack.tokens import DevIssuer, ensure_dev_issuer
-from netweave.env import env_flag, env_int
+from netweave import settings
 from rest_facade.envoy_config import (
     ClientLimit,
     CoreTls,
@@ -81,29 +80,29 @@ class StackConfig:
 
     state_dir: Path
     inventory: Path
-    rest_port: int = 8443
-    grpc_port: int = 50051
+    rest_port: int = settings.REST_PORT.default
+    grpc_port: int = settings.GRPC_PORT.default
     # The core's edge listener (mutual TLS, Envoy only).
-    edge_port: int = 50052
-    ops_port: int = 8080
-    adapter_port: int = 50061
-    redis_port: int = 6380
-    notifier_ops_port: int = 8081
+    edge_port: int = settings.EDGE_PORT.default
+    ops_port: int = settings.OPS_PORT.default
+    adapter_port: int = settings.ADAPTER_PORT.default
+    redis_port: int = settings.REDIS_PORT.default
+    notifier_ops_port: int = settings.NOTIFIER_OPS_PORT.default
     # Use this Redis instead of starting one.
     redis_url: str | None = None
     service_uri: str | None = None
     extra_core_env: dict[str, str] = field(default_factory=dict)
     # Edge security (the `make run` defaults: certificate required, token optional).
-    require_client_certificate: bool = True
-    require_token: bool = False
+    require_client_certificate: bool = settings.REQUIRE_CLIENT_CERT.default
+    require_token: bool = settings.REQUIRE_TOKEN.default
     # The access policy of the core; None: no access control.
     auth_policy: Path | None = DEFAULT_POLICY
     # An unknown query parameter is a 400 (strict) or dropped and counted (default).
-    strict_query_parameters: bool = False
+    strict_query_parameters: bool = settings.STRICT_QUERY_PARAMETERS.default
     # Requests per second per client identity at the edge, and the burst a client may
     # spend at once (0: one second's worth).
-    rate_limit_rps: int = 100
-    rate_limit_burst: int = 0
+    rate_limit_rps: int = settings.RATE_LIMIT_RPS.default
+    rate_limit_burst: int = settings.RATE_LIMIT_BURST.default
     # Development callbacks: plain http and loopback receivers allowed (production: https
     # and public addresses only; see server/subscriptions/callbacks.py).
     dev_callbacks: bool = True
@@ -112,27 +111,28 @@ class StackConfig:
     extra_notifier_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls) -> StackConfig:
-        """The `make run` configuration; every port overridable (see README)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
+        """The `make run` configuration (netweave/settings.py MAKE_RUN_SETTINGS): every port
+        overridable, see README."""
         return cls(
             state_dir=REPO / ".netweave",
-            inventory=Path(os.environ.get("NETWEAVE_INVENTORY", str(EXAMPLE_INVENTORY))).resolve(),
-            rest_port=env_int("NETWEAVE_REST_PORT", 8443),
-            grpc_port=env_int("NETWEAVE_GRPC_PORT", 50051),
-            edge_port=env_int("NETWEAVE_EDGE_PORT", 50052),
-            ops_port=env_int("NETWEAVE_OPS_PORT", 8080),
-            adapter_port=env_int("NETWEAVE_ADAPTER_PORT", 50061),
-            redis_port=env_int("NETWEAVE_REDIS_PORT", 6380),
-            notifier_ops_port=env_int("NETWEAVE_NOTIFIER_OPS_PORT", 8081),
-            smo_registration_url=os.environ.get("NETWEAVE_SMO_REGISTRATION_URL") or None,
-            redis_url=os.environ.get("REDIS_URL") or None,
-            service_uri=os.environ.get("NETWEAVE_SERVICE_URI") or None,
-            require_client_certificate=env_flag("NETWEAVE_REQUIRE_CLIENT_CERT", True),
-            require_token=env_flag("NETWEAVE_REQUIRE_TOKEN", False),
-            auth_policy=Path(os.environ.get("NETWEAVE_AUTH_POLICY", str(DEFAULT_POLICY))),
-            strict_query_parameters=env_flag("NETWEAVE_STRICT_QUERY_PARAMETERS", False),
-            rate_limit_rps=env_int("NETWEAVE_RATE_LIMIT_RPS", 100),
-            rate_limit_burst=env_int("NETWEAVE_RATE_LIMIT_BURST", 0),
+            inventory=settings.INVENTORY.read(environ).resolve(),
+            rest_port=settings.REST_PORT.read(environ),
+            grpc_port=settings.GRPC_PORT.read(environ),
+            edge_port=settings.EDGE_PORT.read(environ),
+            ops_port=settings.OPS_PORT.read(environ),
+            adapter_port=settings.ADAPTER_PORT.read(environ),
+            redis_port=settings.REDIS_PORT.read(environ),
+            notifier_ops_port=settings.NOTIFIER_OPS_PORT.read(environ),
+            smo_registration_url=settings.SMO_REGISTRATION_URL.read(environ) or None,
+            redis_url=settings.STACK_REDIS_URL.read(environ),
+            service_uri=settings.STACK_SERVICE_URI.read(environ),
+            require_client_certificate=settings.REQUIRE_CLIENT_CERT.read(environ),
+            require_token=settings.REQUIRE_TOKEN.read(environ),
+            auth_policy=settings.STACK_AUTH_POLICY.read(environ),
+            strict_query_parameters=settings.STRICT_QUERY_PARAMETERS.read(environ),
+            rate_limit_rps=settings.RATE_LIMIT_RPS.read(environ),
+            rate_limit_burst=settings.RATE_LIMIT_BURST.read(environ),
         )
 
     @classmethod

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
+
+from netweave import settings
 
 
 def configure_logging(component: str, level: str | None = None) -> structlog.stdlib.BoundLogger:
@@ -14,7 +15,7 @@ def configure_logging(component: str, level: str | None = None) -> structlog.std
 
     The level comes from `level`, else NETWEAVE_LOG_LEVEL, else INFO.
     """
-    level_name = (level or os.environ.get("NETWEAVE_LOG_LEVEL", "INFO")).upper()
+    level_name = (level or settings.LOG_LEVEL.read()).upper()
     logging.basicConfig(stream=sys.stderr, format="%(message)s", level=level_name, force=True)
     structlog.configure(
         processors=[

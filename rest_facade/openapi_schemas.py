@@ -1,6 +1,9 @@
 """JSON Schemas (OpenAPI 3.1 dialect, i.e. JSON Schema 2020-12) for protobuf messages, as
 the transcoder prints and parses them: proto3 JSON mapping with the json_name of each
-field, enums as value names, and every field without presence always printed.
+field, enums as value names, and every field without presence always printed. The
+o2ims.options.v1 field options add what the mapping cannot say: `format` (e.g. uuid),
+allowed string values, request behaviour (required, output only) and Values that carry one
+message or null.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import descriptor, descriptor_pb2
+from o2ims.options.v1 import field_pb2 as options
 
 Schema = dict[str, Any]
 FieldType = descriptor.FieldDescriptor
@@ -87,8 +91,9 @@ class SchemaSet:
 
     Each message gets a response schema, in which every field without presence is required
     (the transcoder always prints those) and nothing else appears, and, if it appears in a
-    request body, an input variant (`<name>.Input`) that requires nothing (clients send
-    partial objects) and allows unknown members (the transcoder ignores them).
+    request body, an input variant (`<name>.Input`) that requires only the fields declared
+    REQUIRED (clients send partial objects), leaves out the OUTPUT_ONLY ones and allows
+    unknown members (the transcoder ignores them).
     """
 
     def __init__(self, comments: Comments) -> None:
@@ -120,6 +125,12 @@ class SchemaSet:
         return single
 
     def _single(self, field: descriptor.FieldDescriptor, request: bool) -> Schema:
+        field_options = field.GetOptions()
+        value_of = field_options.Extensions[options.value_of]
+        if value_of:
+            assert field.message_type is not None  # a google.protobuf.Value, same pool
+            carried = field.message_type.file.pool.FindMessageTypeByName(value_of)
+            return {"anyOf": [self.ref(carried, request=request), {"type": "null"}]}
         if field.enum_type is not None:
             names = self._enum(field.enum_type)
             # The parser also takes the value's number.
@@ -127,6 +138,10 @@ class SchemaSet:
         if field.message_type is not None:
             return self.ref(field.message_type, request=request)
         schema = dict(_SCALARS[field.type])
+        if field_options.Extensions[options.format]:
+            schema["format"] = field_options.Extensions[options.format]
+        if field_options.Extensions[options.allowed_values]:
+            schema["enum"] = list(field_options.Extensions[options.allowed_values])
         if request and schema.get("format") in ("int64", "uint64"):
             # The parser takes a number as well as the string the printer writes.
             schema["type"] = ["string", "integer"]
@@ -145,13 +160,27 @@ class SchemaSet:
         properties: dict[str, Schema] = {}
         required: list[str] = []
         for field in message.fields:
+            behavior = set(field.GetOptions().Extensions[options.behavior])
+            output_only = options.FIELD_BEHAVIOR_OUTPUT_ONLY in behavior
+            if request and output_only:
+                continue  # the server sets it; a request carrying it is refused
             schema = self.field(field, request=request)
             comment = self._comments.get(field.full_name)
             if comment:
                 # Next to a $ref, other keywords are allowed in JSON Schema 2020-12.
                 schema = {**schema, "description": comment}
+            if output_only:
+                schema["readOnly"] = True
+            if not request and _optional_string(field):
+                # Set only with a value: an unset optional attribute is left out, never "".
+                schema["minLength"] = 1
             properties[field.json_name] = schema
-            if not request and not field.has_presence:
+            if request:
+                if options.FIELD_BEHAVIOR_REQUIRED in behavior:
+                    required.append(field.json_name)
+            elif not field.has_presence:
+                # Unset optional fields are left out, and selectors may leave out messages
+                # (a value_of Value among them: it is a complex attribute).
                 required.append(field.json_name)
         schema = {"type": "object", "properties": properties}
         if not request:
@@ -162,6 +191,11 @@ class SchemaSet:
         if comment:
             schema["description"] = comment
         return schema
+
+
+def _optional_string(field: descriptor.FieldDescriptor) -> bool:
+    """A proto3 `optional string` (explicit presence): printed only when set."""
+    return field.type == FieldType.TYPE_STRING and field.has_presence and not field.is_repeated
 
 
 def _is_map(field: descriptor.FieldDescriptor) -> bool:

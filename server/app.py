@@ -32,6 +32,7 @@ from server.cache import InventoryCache
 from server.config import GatewayConfig
 from server.inventory import InventoryV1Servicer, InventoryV2Servicer
 from server.listing import Lister, ListingSettings
+from server.majors import MajorGate
 from server.metrics import GatewayMetrics, MetricsInterceptor
 from server.monitoring_v1 import AlarmRecords, MonitoringV1Servicer
 from server.ops import OpsServer, redis_check
@@ -102,11 +103,15 @@ class Gateway:
         registrations: list[Callable[[grpc.Server], None]] = [
             functools.partial(
                 v1_grpc.add_InventoryServiceServicer_to_server,
-                InventoryV1Servicer(self.cache, config.service_uri, lister),
+                InventoryV1Servicer(
+                    self.cache, config.service_uri, lister, served_majors=config.served_majors
+                ),
             ),
             functools.partial(
                 v2_grpc.add_InventoryServiceServicer_to_server,
-                InventoryV2Servicer(self.cache, config.service_uri, lister),
+                InventoryV2Servicer(
+                    self.cache, config.service_uri, lister, served_majors=config.served_majors
+                ),
             ),
             functools.partial(
                 subscriptions_v1_grpc.add_SubscriptionServiceServicer_to_server,
@@ -116,6 +121,7 @@ class Gateway:
                     config.duplicate_subscription_status,
                     lister,
                     callback_policy=config.callback_policy,
+                    served_majors=config.served_majors,
                 ),
             ),
             functools.partial(
@@ -151,7 +157,12 @@ class Gateway:
         return new_server(
             workers,
             # Streams (reflection, health Watch) get at most half the workers.
-            [StreamLimiter(max(1, workers // 2)), auth, MetricsInterceptor(self.metrics)],
+            [
+                StreamLimiter(max(1, workers // 2)),
+                auth,
+                MajorGate(self.config.served_majors),
+                MetricsInterceptor(self.metrics),
+            ],
             options=BOUNDED_CONNECTION_OPTIONS,
             name=f"grpc-{channel.value}",
             # Internal callers are few and local: a bounded queue. The edge's load is bounded

@@ -1,15 +1,18 @@
-"""Gateway configuration: a typed dataclass, read from the environment."""
+"""Gateway configuration: a typed dataclass, read from the environment through the
+definitions in netweave/settings.py (CORE_SETTINGS)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from netweave import settings
 from netweave.addresses import is_loopback
-from netweave.env import env_int
 from server.errors import DUPLICATE_HTTP_STATUSES
+from server.majors import INVENTORY_MAJORS, parse_majors
 from server.subscriptions.addresses import Endpoint, parse_endpoint, url_endpoint
 from server.subscriptions.callbacks import CallbackPolicy
 
@@ -18,24 +21,26 @@ from server.subscriptions.callbacks import CallbackPolicy
 class GatewayConfig:
     """Everything the core needs to start. Port 0 picks a free port."""
 
-    grpc_host: str = "127.0.0.1"
-    grpc_port: int = 50051
-    ops_host: str = "127.0.0.1"
-    ops_port: int = 8080
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    grpc_host: str = settings.GRPC_HOST.default
+    grpc_port: int = settings.GRPC_PORT.default
+    ops_host: str = settings.OPS_HOST.default
+    ops_port: int = settings.OPS_PORT.default
+    redis_url: str = settings.REDIS_URL.default
     # host:port of each adapter sub-service.
     adapters: tuple[str, ...] = field(default_factory=tuple)
     # The externally reachable root of the O2ims API (OCloudInfo.serviceUri).
-    service_uri: str = "https://127.0.0.1:8443"
-    grpc_workers: int = 8
-    events_max_len: int = 100_000
+    service_uri: str = settings.SERVICE_URI.default
+    grpc_workers: int = settings.GRPC_WORKERS.default
+    events_max_len: int = settings.EVENTS_MAX_LEN.default
     # HTTP status of a duplicate subscription POST: 400 (what the O2ims conformance tests
     # require) or 409 (what several SMOs expect).
-    duplicate_subscription_status: int = 400
+    duplicate_subscription_status: int = settings.DUPLICATE_SUBSCRIPTION_STATUS.default
+    # The Inventory API majors served (server/majors.py): a major not served is 404.
+    served_majors: tuple[str, ...] = INVENTORY_MAJORS
     # Items per page of every list; large enough that ordinary inventories fit in one.
-    page_size: int = 1000
+    page_size: int = settings.PAGE_SIZE.default
     # Serialized bytes per page of every list (see ListingSettings.page_max_bytes).
-    page_max_bytes: int = 2 * 1024 * 1024
+    page_max_bytes: int = settings.PAGE_MAX_BYTES.default
     # Signs page markers. Empty: a secret generated once and shared through Redis.
     page_secret: str = ""
     # The access policy (YAML, see server/auth/policy.py). Empty: no access control (every
@@ -52,7 +57,7 @@ class GatewayConfig:
     edge_client_ca: str = ""
     edge_peer_uri: str = ""
     # Audit records: a file path, `-` for standard output, or empty for none.
-    audit_log: str = "-"
+    audit_log: str = settings.AUDIT_LOG.default
     # Where subscription callbacks may point (NETWEAVE_CALLBACK_*): https and public
     # addresses only unless configured otherwise; see server/subscriptions/callbacks.py.
     callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
@@ -66,37 +71,38 @@ class GatewayConfig:
             )
 
     @classmethod
-    def from_env(cls) -> GatewayConfig:
-        if os.environ.get("NETWEAVE_EDGE_SECRET"):
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+        """The core's configuration from `environ` (default: the process environment)."""
+        if settings.EDGE_SECRET.read(environ):
             # A stale deployment would otherwise believe it still had the old protection.
             raise ValueError(
                 "NETWEAVE_EDGE_SECRET is no longer read: the edge is identified by mutual "
                 "TLS (NETWEAVE_EDGE_LISTEN, NETWEAVE_EDGE_TLS_*, NETWEAVE_EDGE_PEER_URI); "
                 "remove it"
             )
-        adapters = os.environ.get("NETWEAVE_ADAPTERS", "127.0.0.1:50061")
         config = cls(
-            grpc_host=os.environ.get("NETWEAVE_GRPC_HOST", "127.0.0.1"),
-            grpc_port=env_int("NETWEAVE_GRPC_PORT", 50051),
-            ops_host=os.environ.get("NETWEAVE_OPS_HOST", "127.0.0.1"),
-            ops_port=env_int("NETWEAVE_OPS_PORT", 8080),
-            redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            adapters=tuple(a.strip() for a in adapters.split(",") if a.strip()),
-            service_uri=os.environ.get("NETWEAVE_SERVICE_URI", "https://127.0.0.1:8443"),
-            grpc_workers=env_int("NETWEAVE_GRPC_WORKERS", 8),
-            events_max_len=env_int("NETWEAVE_EVENTS_MAX_LEN", 100_000),
-            duplicate_subscription_status=env_int("NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS", 400),
-            page_size=env_int("NETWEAVE_PAGE_SIZE", 1000),
-            page_max_bytes=env_int("NETWEAVE_PAGE_MAX_BYTES", 2 * 1024 * 1024),
-            page_secret=os.environ.get("NETWEAVE_PAGE_SECRET", ""),
-            auth_policy=os.environ.get("NETWEAVE_AUTH_POLICY", ""),
-            edge_listen=os.environ.get("NETWEAVE_EDGE_LISTEN", ""),
-            edge_tls_cert=os.environ.get("NETWEAVE_EDGE_TLS_CERT", ""),
-            edge_tls_key=os.environ.get("NETWEAVE_EDGE_TLS_KEY", ""),
-            edge_client_ca=os.environ.get("NETWEAVE_EDGE_CLIENT_CA", ""),
-            edge_peer_uri=os.environ.get("NETWEAVE_EDGE_PEER_URI", ""),
-            audit_log=os.environ.get("NETWEAVE_AUDIT_LOG", "-"),
-            callback_policy=CallbackPolicy.from_env(),
+            grpc_host=settings.GRPC_HOST.read(environ),
+            grpc_port=settings.GRPC_PORT.read(environ),
+            ops_host=settings.OPS_HOST.read(environ),
+            ops_port=settings.OPS_PORT.read(environ),
+            redis_url=settings.REDIS_URL.read(environ),
+            adapters=settings.ADAPTERS.read(environ),
+            service_uri=settings.SERVICE_URI.read(environ),
+            grpc_workers=settings.GRPC_WORKERS.read(environ),
+            events_max_len=settings.EVENTS_MAX_LEN.read(environ),
+            duplicate_subscription_status=settings.DUPLICATE_SUBSCRIPTION_STATUS.read(environ),
+            served_majors=settings.SERVED_MAJORS.read_as(parse_majors, environ),
+            page_size=settings.PAGE_SIZE.read(environ),
+            page_max_bytes=settings.PAGE_MAX_BYTES.read(environ),
+            page_secret=settings.PAGE_SECRET.read(environ),
+            auth_policy=settings.AUTH_POLICY.read(environ),
+            edge_listen=settings.EDGE_LISTEN.read(environ),
+            edge_tls_cert=settings.EDGE_TLS_CERT.read(environ),
+            edge_tls_key=settings.EDGE_TLS_KEY.read(environ),
+            edge_client_ca=settings.EDGE_CLIENT_CA.read(environ),
+            edge_peer_uri=settings.EDGE_PEER_URI.read(environ),
+            audit_log=settings.AUDIT_LOG.read(environ),
+            callback_policy=CallbackPolicy.from_env(environ),
         )
         # Callbacks never reach the core's own listeners, Redis or the adapters.
         policy = config.callback_policy.with_gateway_endpoints(own_listeners(config))

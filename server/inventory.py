@@ -6,14 +6,17 @@ and shapes, and differ only in their wire messages, which the WireModel supplies
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final
 
 import grpc
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 from o2ims.inventory.v2 import inventory_pb2_grpc as v2_grpc
 
+from server.auth.caller import current_caller
+from server.auth.policy import may_read_credentials
 from server.cache import RESOURCE_INDEXES, InventoryCache
+from server.deployment_profiles import requested_profile, serve_deployment_manager
 from server.errors import NotFound, Unavailable, grpc_errors
 from server.listing import Lister, select
 from server.query import CompiledQuery
@@ -56,10 +59,19 @@ class InventoryServicer:
 
     model: ClassVar[WireModel]
 
-    def __init__(self, cache: InventoryCache, service_uri: str, lister: Lister) -> None:
+    def __init__(
+        self,
+        cache: InventoryCache,
+        service_uri: str,
+        lister: Lister,
+        *,
+        served_majors: Iterable[str] = ("v1", "v2"),
+    ) -> None:
         self._cache = cache
         self._service_uri = service_uri.rstrip("/")
         self._lister = lister
+        # api_versions lists what is served (server/majors.py refuses the rest).
+        self._served_models = tuple(m for m in MODELS if m.major in set(served_majors))
 
     # --- helpers -----------------------------------------------------------------
 
@@ -100,7 +112,7 @@ class InventoryServicer:
 
     @grpc_errors
     def GetAllApiVersions(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._versions(f"{self._service_uri}/{API_NAME}", MODELS)
+        return self._versions(f"{self._service_uri}/{API_NAME}", self._served_models)
 
     @grpc_errors
     def GetApiVersions(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -184,7 +196,19 @@ class InventoryServicer:
 
     @grpc_errors
     def GetDeploymentManager(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._get("deployment_manager", request.deployment_manager_id, request)
+        # Never the admin credentials, unless a profile is asked for by a caller whose
+        # roles may read them (server/deployment_profiles.py).
+        profile = requested_profile(request.profile)
+        manager_id = request.deployment_manager_id
+        manager = self._cache.get(self.model, "deployment_manager", manager_id)
+        if manager is None:
+            raise not_found("deployment_manager", manager_id)
+        may_read = may_read_credentials(current_caller().roles)
+        adapter_given = self._cache.domain("deployment_manager", manager_id)
+        source = adapter_given.extensions if adapter_given is not None else None
+        return select(
+            request, serve_deployment_manager(manager, manager_id, profile, may_read, source)
+        )
 
     # --- locations and sites (2.0.0) ---------------------------------------------------
 

@@ -119,8 +119,9 @@ def _decode_alarm(alarm_id: str, stored: dict[bytes, bytes]) -> pb.AlarmEventRec
 def _wire(subscription: Subscription) -> pb.AlarmSubscriptionInfo:
     return pb.AlarmSubscriptionInfo(
         alarm_subscription_id=subscription.subscription_id,
-        consumer_subscription_id=subscription.consumer_subscription_id,
-        filter=subscription.filter,
+        # Optional attributes: left out (not "") when the client gave none.
+        consumer_subscription_id=subscription.consumer_subscription_id or None,
+        filter=subscription.filter or None,
         callback=subscription.callback,
     )
 

@@ -3,9 +3,9 @@
 A `ContractRecorder` is an httpx response event hook: every response a test client gets is
 matched to its operation (path template and method) and checked: the status must be
 documented for it, the content type must be one it documents, the body must validate
-against its schema (or be empty where none is documented), and required headers
-(Location on 201, Allow on 405) must be present. Failures are collected, and
-`assert_all_valid()` reports them at the end of a module or session, so one test's
+against its schema, formats (uuid, ...) included (or be empty where none is documented),
+and required headers (Location on 201, Allow on 405) must be present. Failures are
+collected, and `assert_all_valid()` reports them at the end of a module or session, so one test's
 undocumented response fails the run even if that test only looked at the status.
 
     contract = ContractRecorder(document)
@@ -139,8 +139,12 @@ class ContractValidator:
 
     def _validator(self, pointer: str) -> Draft202012Validator:
         if pointer not in self._validators:
+            # Formats are assertions here: "" is no uuid, so an attribute sent empty
+            # instead of left out fails the contract.
             self._validators[pointer] = Draft202012Validator(
-                {"$ref": DOCUMENT_URI + pointer}, registry=self._registry
+                {"$ref": DOCUMENT_URI + pointer},
+                registry=self._registry,
+                format_checker=Draft202012Validator.FORMAT_CHECKER,
             )
         return self._validators[pointer]
 

@@ -7,7 +7,6 @@ Exit codes: 0 after SIGTERM/SIGINT, 2 when the inventory is invalid at start-up,
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -29,6 +28,7 @@ from adapters.static.server import (
     FileLimits,
     StaticAdapter,
 )
+from netweave import settings
 from netweave.logs import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,18 +40,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m adapters.static", description="Serve an O-Cloud inventory YAML file."
     )
+    try:
+        default_inventory, default_port = settings.INVENTORY.read(), settings.ADAPTER_PORT.read()
+    except ValueError as exc:
+        parser.error(str(exc))
     parser.add_argument(
         "--inventory",
         type=Path,
-        default=os.environ.get("NETWEAVE_INVENTORY", str(REPO_ROOT / "examples" / "ocloud.yaml")),
+        default=default_inventory,
         help="inventory file (default: $NETWEAVE_INVENTORY, else examples/ocloud.yaml)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
         "--port",
         type=int,
-        # A string default goes through type=int, so a bad variable is a usage error.
-        default=os.environ.get("NETWEAVE_ADAPTER_PORT", str(DEFAULT_PORT)),
+        default=default_port,
         help=f"port to listen on, 0 for any (default: $NETWEAVE_ADAPTER_PORT, else {DEFAULT_PORT})",
     )
     parser.add_argument("--name", default="static", help="adapter name the core records")

@@ -20,10 +20,13 @@ from typing import Final
 class Caller:
     """`owner`: the principal that owns what this caller creates ("" for nobody: such a
     caller can create nothing it could read back). `sees_all`: an administrator, who
-    lists, reads and deletes every client's objects."""
+    lists, reads and deletes every client's objects. `roles`: the roles the access
+    policy gave the caller, for what a servicer decides per response (a deployment
+    manager's admin credentials: server/auth/policy.py, may_read_credentials)."""
 
     owner: str
     sees_all: bool = False
+    roles: tuple[str, ...] = ()
 
     def may_see(self, owner: str) -> bool:
         """Whether an object owned by `owner` exists for this caller ("" = created before

@@ -176,7 +176,11 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             )
 
     def _caller(self, identity: Identity, decision: Decision) -> Caller:
-        return Caller(owner=identity.owner, sees_all=self._policy.sees_all(decision.roles))
+        return Caller(
+            owner=identity.owner,
+            sees_all=self._policy.sees_all(decision.roles),
+            roles=decision.roles,
+        )
 
     def _refusal(self, identity: Identity, decision: Decision, method: str) -> ApiError | None:
         if decision.allowed:

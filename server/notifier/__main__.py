@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 
 import redis
 
+from netweave import settings
 from netweave.lifecycle import run_until_signalled
 from netweave.logs import configure_logging
 from netweave.redaction import redact_url
@@ -54,7 +54,7 @@ def dlq(argv: Sequence[str]) -> int:
     target.add_argument("--all", action="store_true")
     args = parser.parse_args(argv)
 
-    letters = DeadLetters(connect(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")))
+    letters = DeadLetters(connect(settings.REDIS_URL.read()))
     try:
         if args.command == "list":
             for entry_id, fields in letters.list(args.count):

@@ -1,15 +1,16 @@
-"""Notifier configuration: a typed dataclass, read from the environment."""
+"""Notifier configuration: a typed dataclass, read from the environment through the
+definitions in netweave/settings.py (NOTIFIER_SETTINGS)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, cast
 
-from netweave.env import env_float, env_int
+from netweave import settings
 from server.subscriptions.addresses import Endpoint, url_endpoint
 from server.subscriptions.callbacks import CallbackPolicy
 
@@ -34,10 +35,10 @@ class RetrySchedule:
     (capped at max_delay). A notification still failing `deadline_s` after its first
     failed attempt, or after `max_attempts` attempts (0: no limit), is dead-lettered."""
 
-    base_s: float = 1.0
-    max_delay_s: float = 3600.0
-    deadline_s: float = 86400.0
-    max_attempts: int = 0
+    base_s: float = settings.NOTIFY_RETRY_BASE_S.default
+    max_delay_s: float = settings.NOTIFY_RETRY_MAX_DELAY_S.default
+    deadline_s: float = settings.NOTIFY_RETRY_DEADLINE_S.default
+    max_attempts: int = settings.NOTIFY_MAX_ATTEMPTS.default
 
     def delay(self, attempt: int, retry_after_s: float | None) -> float:
         """Seconds before attempt `attempt + 1`, after `attempt` failures."""
@@ -62,19 +63,19 @@ class OAuthClient:
 class NotifierConfig:
     """Everything the notifier needs to start. Port 0 picks a free port."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    ops_host: str = "127.0.0.1"
-    ops_port: int = 8081
+    redis_url: str = settings.REDIS_URL.default
+    ops_host: str = settings.NOTIFIER_OPS_HOST.default
+    ops_port: int = settings.NOTIFIER_OPS_PORT.default
     # HMAC key of the webhook signatures (decoded; never logged).
     webhook_secret: bytes = field(default=b"", repr=False)
     filter_mode: FilterMode = "include"
     retry: RetrySchedule = field(default_factory=RetrySchedule)
     # Connect + response timeout of one delivery attempt.
-    request_timeout_s: float = 10.0
+    request_timeout_s: float = settings.NOTIFY_TIMEOUT_S.default
     # How long a subscription (or the matcher role) stays with a process that stopped
     # renewing it; a killed notifier's work moves on after this.
-    lease_ms: int = 5000
-    dead_letter_max_len: int = 100_000
+    lease_ms: int = settings.NOTIFY_LEASE_MS.default
+    dead_letter_max_len: int = settings.NOTIFY_DEAD_LETTER_MAX_LEN.default
     callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
     # Outbound TLS: CA bundle to verify callbacks with (empty: the system's), and an
     # optional client certificate for mTLS.
@@ -84,7 +85,7 @@ class NotifierConfig:
     oauth: OAuthClient = field(default_factory=OAuthClient)
     # O-Cloud registration (spec 3.15): POSTed here on start-up when set.
     smo_registration_url: str = ""
-    service_uri: str = "https://127.0.0.1:8443"
+    service_uri: str = settings.SERVICE_URI.default
 
     def __post_init__(self) -> None:
         if not self.webhook_secret:
@@ -100,36 +101,36 @@ class NotifierConfig:
             raise ValueError("NETWEAVE_NOTIFY_TLS_CERT and NETWEAVE_NOTIFY_TLS_KEY go together")
 
     @classmethod
-    def from_env(cls) -> NotifierConfig:
-        mode = os.environ.get("NETWEAVE_NOTIFY_FILTER_MODE", "include").strip().lower()
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> NotifierConfig:
+        """The notifier's configuration from `environ` (default: the process environment)."""
         config = cls(
-            redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            ops_host=os.environ.get("NETWEAVE_NOTIFIER_OPS_HOST", "127.0.0.1"),
-            ops_port=env_int("NETWEAVE_NOTIFIER_OPS_PORT", 8081),
-            webhook_secret=decode_webhook_secret(os.environ.get("NETWEAVE_WEBHOOK_SECRET", "")),
-            # Anything but include/exclude is refused by __post_init__.
-            filter_mode=cast(FilterMode, mode),
+            redis_url=settings.REDIS_URL.read(environ),
+            ops_host=settings.NOTIFIER_OPS_HOST.read(environ),
+            ops_port=settings.NOTIFIER_OPS_PORT.read(environ),
+            webhook_secret=settings.WEBHOOK_SECRET.read_as(decode_webhook_secret, environ),
+            # The setting admits include or exclude only.
+            filter_mode=cast(FilterMode, settings.NOTIFY_FILTER_MODE.read(environ)),
             retry=RetrySchedule(
-                base_s=env_float("NETWEAVE_NOTIFY_RETRY_BASE_S", 1.0),
-                max_delay_s=env_float("NETWEAVE_NOTIFY_RETRY_MAX_DELAY_S", 3600.0),
-                deadline_s=env_float("NETWEAVE_NOTIFY_RETRY_DEADLINE_S", 86400.0),
-                max_attempts=env_int("NETWEAVE_NOTIFY_MAX_ATTEMPTS", 0),
+                base_s=settings.NOTIFY_RETRY_BASE_S.read(environ),
+                max_delay_s=settings.NOTIFY_RETRY_MAX_DELAY_S.read(environ),
+                deadline_s=settings.NOTIFY_RETRY_DEADLINE_S.read(environ),
+                max_attempts=settings.NOTIFY_MAX_ATTEMPTS.read(environ),
             ),
-            request_timeout_s=env_float("NETWEAVE_NOTIFY_TIMEOUT_S", 10.0),
-            lease_ms=env_int("NETWEAVE_NOTIFY_LEASE_MS", 5000),
-            dead_letter_max_len=env_int("NETWEAVE_NOTIFY_DEAD_LETTER_MAX_LEN", 100_000),
-            callback_policy=CallbackPolicy.from_env(),
-            tls_ca=os.environ.get("NETWEAVE_NOTIFY_TLS_CA", ""),
-            tls_cert=os.environ.get("NETWEAVE_NOTIFY_TLS_CERT", ""),
-            tls_key=os.environ.get("NETWEAVE_NOTIFY_TLS_KEY", ""),
+            request_timeout_s=settings.NOTIFY_TIMEOUT_S.read(environ),
+            lease_ms=settings.NOTIFY_LEASE_MS.read(environ),
+            dead_letter_max_len=settings.NOTIFY_DEAD_LETTER_MAX_LEN.read(environ),
+            callback_policy=CallbackPolicy.from_env(environ),
+            tls_ca=settings.NOTIFY_TLS_CA.read(environ),
+            tls_cert=settings.NOTIFY_TLS_CERT.read(environ),
+            tls_key=settings.NOTIFY_TLS_KEY.read(environ),
             oauth=OAuthClient(
-                token_url=os.environ.get("NETWEAVE_NOTIFY_OAUTH_TOKEN_URL", ""),
-                client_id=os.environ.get("NETWEAVE_NOTIFY_OAUTH_CLIENT_ID", ""),
-                client_secret=os.environ.get("NETWEAVE_NOTIFY_OAUTH_CLIENT_SECRET", ""),
-                scope=os.environ.get("NETWEAVE_NOTIFY_OAUTH_SCOPE", ""),
+                token_url=settings.NOTIFY_OAUTH_TOKEN_URL.read(environ),
+                client_id=settings.NOTIFY_OAUTH_CLIENT_ID.read(environ),
+                client_secret=settings.NOTIFY_OAUTH_CLIENT_SECRET.read(environ),
+                scope=settings.NOTIFY_OAUTH_SCOPE.read(environ),
             ),
-            smo_registration_url=os.environ.get("NETWEAVE_SMO_REGISTRATION_URL", ""),
-            service_uri=os.environ.get("NETWEAVE_SERVICE_URI", "https://127.0.0.1:8443"),
+            smo_registration_url=settings.SMO_REGISTRATION_URL.read(environ),
+            service_uri=settings.SERVICE_URI.read(environ),
         )
         # Callbacks never reach the notifier's own ops port or Redis.
         policy = config.callback_policy.with_gateway_endpoints(own_listeners(config))

@@ -1,13 +1,14 @@
 """Inventory change events -> InventoryChangeNotification bodies (spec §3.8).
 
 A notification carries the object's states in the JSON model of the subscription's API
-major, exactly as a GET of that major would show them (every attribute, "" and false
-included, as Envoy prints them), and `objectRef`, the object's relative API path in that
-major. Some wire attributes derive from other objects (a 1.x resource type embeds its alarm
-dictionary, a 1.x pool carries its site's location), so the states are built against a
-view of the whole domain inventory, kept by following the same events. Events read again
-after a restart are built against the newer view: derived attributes may then show the
-newer related objects, the object's own attributes never change.
+major, exactly as a GET of that major shows them (server.wire.printing prints them as Envoy
+does: the same attributes, numbers of the same JSON type), and `objectRef`, the object's
+relative API path in that major. Some wire attributes derive from other objects (a 1.x
+resource type embeds its alarm dictionary, a 1.x pool carries its site's location), so the
+states are built against a view of the whole domain inventory, kept by following the same
+events. Events read again after a restart are built against the newer view: derived
+attributes may then show the newer related objects, the object's own attributes never
+change.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
-from google.protobuf import json_format
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import KINDS
 from server.store import Snapshot, StoredEvent
 from server.wire import BuildContext, WireModel
+from server.wire.printing import as_json
 
 API_NAME: Final = "o2ims-infrastructureInventory"
 EVENT_TYPES: Final = {"create": 0, "modify": 1, "delete": 2}
@@ -92,13 +93,6 @@ def object_ref(major: str, kind: str, domain: Any) -> str:
     return f"{root}/{_COLLECTIONS[kind]}/{getattr(domain, id_field)}"
 
 
-def wire_json(wire: Any) -> dict[str, Any]:
-    printed: dict[str, Any] = json_format.MessageToDict(
-        wire, always_print_fields_with_no_presence=True
-    )
-    return printed
-
-
 @dataclass
 class EventStates:
     """One event in one major's wire model: what filters see and notifications carry."""
@@ -120,16 +114,16 @@ class EventStates:
     ) -> tuple[str, bytes]:
         """(notificationId, the JSON body) of this event for one subscription."""
         if self.prior is not None and self._prior_json is None:
-            self._prior_json = wire_json(self.prior)
+            self._prior_json = as_json(self.prior)
         if self.post is not None and self._post_json is None:
-            self._post_json = wire_json(self.post)
+            self._post_json = as_json(self.post)
         identifier = notification_id(subscription_id, event_id)
-        notification: dict[str, Any] = {
-            "notificationId": identifier,
-            "consumerSubscriptionId": consumer_subscription_id,
-            "notificationEventType": self.event_type,
-            "objectRef": self.object_ref,
-        }
+        notification: dict[str, Any] = {"notificationId": identifier}
+        # Optional: left out when the subscription has none (never "").
+        if consumer_subscription_id:
+            notification["consumerSubscriptionId"] = consumer_subscription_id
+        notification["notificationEventType"] = self.event_type
+        notification["objectRef"] = self.object_ref
         if self._prior_json is not None:
             notification["priorObjectState"] = self._prior_json
         if self._post_json is not None:

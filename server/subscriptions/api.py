@@ -96,9 +96,9 @@ class SubscriptionApi:
         self.resource = resource
         self._service_uri = service_uri.rstrip("/")
         self._duplicate_status = duplicate_status
-        # Unset: the policy of the environment (NETWEAVE_CALLBACK_*), whose defaults are
-        # the production posture (https only, public addresses only).
-        self._callback_policy = callback_policy or CallbackPolicy.from_env()
+        # Unset: the production posture (https only, public addresses only). The process's
+        # configuration (NETWEAVE_CALLBACK_*) reaches here as an argument, never read here.
+        self._callback_policy = callback_policy or CallbackPolicy()
 
     def check_major(self, api_version: str, *, required: bool) -> None:
         """REST binds the major from the path; gRPC callers may omit it where it does not

@@ -44,15 +44,14 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
-import os
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import urlsplit
 
-from netweave.env import env_flag, env_float
+from netweave import settings
 from netweave.redaction import redact_url
 from server.subscriptions.addresses import (
     Endpoint,
@@ -117,24 +116,27 @@ class CallbackPolicy:
         object.__setattr__(self, "_tls", [])
 
     @classmethod
-    def from_env(cls) -> CallbackPolicy:
-        try:
-            allowed = parse_cidrs(os.environ.get("NETWEAVE_CALLBACK_ALLOWED_CIDRS", ""))
-        except ValueError as exc:
-            raise ValueError(f"NETWEAVE_CALLBACK_ALLOWED_CIDRS: {exc}") from exc
-        try:
-            endpoints = parse_endpoints(os.environ.get("NETWEAVE_GATEWAY_ENDPOINTS", ""))
-        except ValueError as exc:
-            raise ValueError(f"NETWEAVE_GATEWAY_ENDPOINTS: {exc}") from exc
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CallbackPolicy:
+        """The policy of NETWEAVE_CALLBACK_* and NETWEAVE_GATEWAY_ENDPOINTS in `environ`
+        (default: the process environment). The CA bundle is loaded here, so a wrong path
+        or a file without a certificate stops the process at start, naming the variable."""
+        ca_bundle = settings.CALLBACK_CA_BUNDLE.read(environ).strip()
+        if ca_bundle:
+            try:
+                callback_tls_context(ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"{settings.CALLBACK_CA_BUNDLE.name}: cannot load {ca_bundle!r}: {exc}"
+                ) from exc
         return cls(
-            allow_http=env_flag("NETWEAVE_CALLBACK_ALLOW_HTTP"),
-            allow_private=env_flag("NETWEAVE_CALLBACK_ALLOW_PRIVATE"),
-            allowed_networks=allowed,
-            probe=env_flag("NETWEAVE_CALLBACK_PROBE"),
-            probe_timeout_s=env_float("NETWEAVE_CALLBACK_PROBE_TIMEOUT_S", 5.0),
-            dns_timeout_s=env_float("NETWEAVE_CALLBACK_DNS_TIMEOUT_S", 2.0),
-            gateway_endpoints=endpoints,
-            ca_bundle=_ca_bundle_from_env(),
+            allow_http=settings.CALLBACK_ALLOW_HTTP.read(environ),
+            allow_private=settings.CALLBACK_ALLOW_PRIVATE.read(environ),
+            allowed_networks=settings.CALLBACK_ALLOWED_CIDRS.read_as(parse_cidrs, environ),
+            probe=settings.CALLBACK_PROBE.read(environ),
+            probe_timeout_s=settings.CALLBACK_PROBE_TIMEOUT_S.read(environ),
+            dns_timeout_s=settings.CALLBACK_DNS_TIMEOUT_S.read(environ),
+            gateway_endpoints=settings.GATEWAY_ENDPOINTS.read_as(parse_endpoints, environ),
+            ca_bundle=ca_bundle,
         )
 
     @classmethod
@@ -216,18 +218,6 @@ class CallbackPolicy:
             if problem is not None:
                 raise CallbackRefused(f"host {host!r} {problem}")
         return host, port, addresses
-
-
-def _ca_bundle_from_env() -> str:
-    """NETWEAVE_CALLBACK_CA_BUNDLE, loaded once here so a wrong path or a file without a
-    certificate stops the process at start, naming the variable."""
-    path = os.environ.get("NETWEAVE_CALLBACK_CA_BUNDLE", "").strip()
-    if path:
-        try:
-            callback_tls_context(path)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"NETWEAVE_CALLBACK_CA_BUNDLE: cannot load {path!r}: {exc}") from exc
-    return path
 
 
 def callback_tls_context(ca_bundle: str) -> ssl.SSLContext:

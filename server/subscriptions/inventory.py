@@ -3,6 +3,7 @@ Inventory majors (/o2ims-infrastructureInventory/v1 and /v2)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 import grpc
@@ -13,6 +14,7 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as pb_grpc
 from server.errors import grpc_errors
 from server.inventory import API_NAME
 from server.listing import Lister, select
+from server.majors import INVENTORY_MAJORS, MajorNotServed
 from server.subscriptions.api import SubscriptionApi, SubscriptionDraft, SubscriptionResource
 from server.subscriptions.callbacks import CallbackPolicy
 from server.subscriptions.rest import mark_created
@@ -35,8 +37,9 @@ INVENTORY_SUBSCRIPTION_RESOURCE: Final = SubscriptionResource(
 def _wire(subscription: Subscription) -> pb.InventorySubscriptionInfo:
     return pb.InventorySubscriptionInfo(
         subscription_id=subscription.subscription_id,
-        consumer_subscription_id=subscription.consumer_subscription_id,
-        filter=subscription.filter,
+        # Optional attributes: left out (not "") when the client gave none.
+        consumer_subscription_id=subscription.consumer_subscription_id or None,
+        filter=subscription.filter or None,
         callback=subscription.callback,
     )
 
@@ -49,8 +52,11 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         duplicate_status: int,
         lister: Lister,
         callback_policy: CallbackPolicy | None = None,
+        *,
+        served_majors: Iterable[str] = INVENTORY_MAJORS,
     ) -> None:
         self._lister = lister
+        self._served_majors = frozenset(served_majors)
         self._api = SubscriptionApi(
             store,
             INVENTORY_SUBSCRIPTION_RESOURCE,
@@ -59,10 +65,20 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
             callback_policy=callback_policy,
         )
 
+    def _check_served(self, api_version: str) -> None:
+        """A major this gateway does not serve has no subscriptions path (404)."""
+        if (
+            api_version
+            and api_version in INVENTORY_MAJORS
+            and api_version not in self._served_majors
+        ):
+            raise MajorNotServed(api_version)
+
     @grpc_errors
     def ListSubscriptions(
         self, request: pb.ListSubscriptionsRequest, context: grpc.ServicerContext
     ) -> pb.ListSubscriptionsResponse:
+        self._check_served(request.api_version)
         self._api.check_major(request.api_version, required=False)
         # Pages are keyed by (creation time, id): oldest first, and stable for markers.
         subscriptions = {paging_key(s): _wire(s) for s in self._api.list()}
@@ -79,6 +95,7 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
     def CreateSubscription(
         self, request: pb.CreateSubscriptionRequest, context: grpc.ServicerContext
     ) -> pb.InventorySubscriptionInfo:
+        self._check_served(request.api_version)
         wanted = request.subscription
         created, location = self._api.create(
             SubscriptionDraft(
@@ -96,6 +113,7 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
     def GetSubscription(
         self, request: pb.GetSubscriptionRequest, context: grpc.ServicerContext
     ) -> pb.InventorySubscriptionInfo:
+        self._check_served(request.api_version)
         self._api.check_major(request.api_version, required=False)
         return select(request, _wire(self._api.get(request.subscription_id)))
 
@@ -103,6 +121,7 @@ class InventorySubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
     def DeleteSubscription(
         self, request: pb.DeleteSubscriptionRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
+        self._check_served(request.api_version)
         self._api.check_major(request.api_version, required=False)
         self._api.delete(request.subscription_id)
         return empty_pb2.Empty()

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 from o2ims.adapter.v1 import domain_pb2
 
+from server.deployment_profiles import strip_credentials
 from server.wire import BuildContext
 
 _CHANGE_TYPE = {
@@ -92,8 +93,10 @@ def resource_type_fields(pb: ModuleType, resource_type: domain_pb2.ResourceType)
         version=resource_type.version,
         resource_kind=RESOURCE_KIND[resource_type.resource_kind],
         resource_class=RESOURCE_CLASS[resource_type.resource_class],
-        alarm_dictionary_id=resource_type.alarm_dictionary_id,
     )
+    # Optional attributes are set only with a value: unset, they are left out (never "").
+    if resource_type.alarm_dictionary_id:
+        info.alarm_dictionary_id = resource_type.alarm_dictionary_id
     extensions(info.extensions, resource_type.extensions)
     return info
 
@@ -119,12 +122,13 @@ def resource_info(pb: ModuleType, resource: domain_pb2.Resource) -> Any:
         resource_id=resource.resource_id,
         resource_pool_id=resource.resource_pool_id,
         resource_type_id=resource.resource_type_id,
-        name=resource.name,
         description=resource.description,
         global_asset_id=resource.global_asset_id,
         tags=list(resource.tags),
         groups=list(resource.groups),
     )
+    if resource.name:
+        info.name = resource.name
     if resource.parent_id:
         info.parent_id = resource.parent_id
     info.elements.extend(resource_info(pb, element) for element in resource.elements)
@@ -149,6 +153,9 @@ def deployment_manager_info(
         (info.extensions, manager.extensions),
     ):
         extensions(target, source)
+    # Admin credentials never go out in a list, a plain read or a notification: only a read
+    # with ?profile= by a caller who may see them (server/deployment_profiles.py).
+    strip_credentials(info.extensions)
     return info
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import struct_pb2
 from o2ims.adapter.v1 import domain_pb2
 from o2ims.inventory.v1 import inventory_pb2 as pb
 
-from server.wire import BuildContext, WireModel, common
+from server.wire import BuildContext, WireModel, common, printing
 
 
 def cloud_info(ocloud: domain_pb2.OCloud, context: BuildContext) -> pb.OCloudInfo:
@@ -19,10 +20,16 @@ def cloud_info(ocloud: domain_pb2.OCloud, context: BuildContext) -> pb.OCloudInf
 
 def resource_type_info(resource_type: domain_pb2.ResourceType, context: BuildContext) -> Any:
     info = common.resource_type_fields(pb, resource_type)
-    # 1.x embeds the dictionary itself.
+    # 1.x embeds the dictionary itself, and its model requires the key: null when the type
+    # has none. A Value is the one field type the transcoder prints as null, so the object
+    # travels as the JSON of the typed AlarmDictionary (what GET .../alarmDictionary shows).
     dictionary = context.objects["alarm_dictionary"].get(resource_type.alarm_dictionary_id)
-    if dictionary is not None:
-        info.alarm_dictionary.CopyFrom(common.alarm_dictionary(pb, dictionary))
+    if dictionary is None:
+        info.alarm_dictionary.null_value = struct_pb2.NULL_VALUE
+    else:
+        info.alarm_dictionary.struct_value.update(
+            printing.as_json(common.alarm_dictionary(pb, dictionary))
+        )
     return info
 
 

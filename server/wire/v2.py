@@ -30,8 +30,9 @@ def location_info(location: domain_pb2.Location, context: BuildContext) -> pb.Lo
             pb.CivicAddressElement(ca_type=e.ca_type, ca_value=e.ca_value)
             for e in location.civic_address
         ],
-        address=location.address,
     )
+    if location.address:
+        info.address = location.address
     if location.HasField("coordinate"):
         point = location.coordinate
         coordinates = [point.longitude, point.latitude]

@@ -302,7 +302,7 @@ def test_i7_alarm_dictionaries(rest: httpx.Client) -> None:
             one = rest.get(f"{INV}/{major}/alarmDictionaries/{dictionary['alarmDictionaryId']}")
             assert _body(one) == dictionary
         types = _body(rest.get(f"{INV}/v2/resourceTypes"))
-        typed = next(t for t in types if t["alarmDictionaryId"])
+        typed = next(t for t in types if t.get("alarmDictionaryId"))  # optional
         via_type = rest.get(
             f"{INV}/{major}/resourceTypes/{typed['resourceTypeId']}/alarmDictionary"
         )

@@ -20,6 +20,7 @@ import yaml
 from o2ims.subscriptions.v1 import subscriptions_pb2 as subs
 from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as subs_grpc
 
+from devstack.processes import wait_until
 from devstack.stack import LocalStack
 from tests.notifier.receiver import Receiver, verify_signature
 
@@ -161,6 +162,63 @@ def test_s9_s10_inventory_edits_notify_every_subscriber_in_its_major(
     finally:
         stack.config.inventory.write_text(original)
         for major, sid in (("v2", ids["v2"]), ("v1", ids["grpc"])):
+            rest.delete(f"{INVENTORY}/{major}/subscriptions/{sid}")
+
+
+def typed(value: Any) -> Any:
+    """`value` with every JSON scalar paired with its Python type: 1040 and 1040.0 differ."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed(item) for item in value]
+    return (type(value).__name__, value)
+
+
+def test_object_states_match_the_rest_read_field_by_field_types_included(
+    stack: LocalStack, rest: httpx.Client, receiver: Receiver
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    paths = {major: f"/{run}/states-{major}" for major in ("v1", "v2")}
+    ids = {}
+    for major, path in paths.items():
+        # No consumerSubscriptionId: the notifications leave it out (never "").
+        response = rest.post(
+            f"{INVENTORY}/{major}/subscriptions", json={"callback": receiver.url + path}
+        )
+        assert response.status_code == 201, response.text
+        ids[major] = response.json()["subscriptionId"]
+    original = stack.config.inventory.read_text()
+    pool_id = yaml.safe_load(original)["resourcePools"][0]["resourcePoolId"]
+    extensions = {"memoryGb": 1040, "ratio": 0.25, "racks": [1, 2], "site": {"floor": 3}}
+
+    def changes(doc: dict[str, Any]) -> None:
+        doc["resourcePools"][0]["description"] = f"typed {run}"
+        doc["resourcePools"][0]["extensions"] = extensions
+
+    try:
+        edit(stack.config.inventory, changes)
+        for major, path in paths.items():
+            # Earlier tests' restores may notify too: take this test's modification.
+            def ours(path: str = path) -> list[dict[str, Any]]:
+                return [
+                    n
+                    for n in receiver.notifications(path)
+                    if (n.get("postObjectState") or {}).get("description") == f"typed {run}"
+                ]
+
+            wait_until(lambda: bool(ours()), timeout=20, what=f"the {major} modification")
+            [notification] = ours()
+            assert "consumerSubscriptionId" not in notification
+            state = notification["postObjectState"]
+            read = rest.get(f"{INVENTORY}/{major}/resourcePools/{pool_id}")
+            assert read.status_code == 200, read.text
+
+            assert state["extensions"]["memoryGb"] == 1040
+            assert type(state["extensions"]["memoryGb"]) is int  # not 1040.0
+            assert typed(state) == typed(read.json()), major
+    finally:
+        stack.config.inventory.write_text(original)
+        for major, sid in ids.items():
             rest.delete(f"{INVENTORY}/{major}/subscriptions/{sid}")
 
 

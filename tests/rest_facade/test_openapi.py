@@ -255,3 +255,150 @@ def test_contract_recorder_collects_and_reports(edge_openapi_document: dict[str,
 )
 def test_paths_are_matched_as_normalized(raw: str, normalized: str) -> None:
     assert normalize_path(raw) == normalized
+
+
+# --- what the edge enforces: request bodies, optional attributes, formats ---------------------
+
+SUBSCRIPTION_BODIES = [
+    (
+        f"{INV}/v1/subscriptions",
+        "o2ims.subscriptions.v1.InventorySubscriptionInfo",
+        "subscriptionId",
+    ),
+    (
+        "/o2ims-infrastructureMonitoring/v1/alarmSubscriptions",
+        "o2ims.monitoring.v1.AlarmSubscriptionInfo",
+        "alarmSubscriptionId",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "message", "id_attribute"), SUBSCRIPTION_BODIES)
+def test_subscription_bodies_require_a_callback_and_take_no_id(
+    openapi_document: dict[str, Any], path: str, message: str, id_attribute: str
+) -> None:
+    body = openapi_document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": f"#/components/schemas/{message}.Input"}
+    request = _schema(openapi_document, f"{message}.Input")
+    assert request["required"] == ["callback"]
+    assert id_attribute not in request["properties"]  # server-assigned, refused on input
+    response = _schema(openapi_document, message)
+    assert response["properties"][id_attribute]["readOnly"] is True
+    assert response["properties"][id_attribute]["format"] == "uuid"
+    assert set(response["required"]) == {id_attribute, "callback"}
+
+
+def test_optional_attributes_are_not_required_and_never_empty(
+    openapi_document: dict[str, Any],
+) -> None:
+    v2_type = _schema(openapi_document, "o2ims.inventory.v2.ResourceTypeInfo")
+    assert "alarmDictionaryId" not in v2_type["required"]
+    assert v2_type["properties"]["alarmDictionaryId"] == {
+        "type": "string",
+        "format": "uuid",
+        "minLength": 1,
+        "description": "Left out when the type has no alarm dictionary.",
+    }
+    alarm_subscription = _schema(openapi_document, "o2ims.monitoring.v1.AlarmSubscriptionInfo")
+    assert alarm_subscription["properties"]["filter"]["enum"] == [
+        "NEW",
+        "CHANGE",
+        "CLEAR",
+        "ACKNOWLEDGE",
+    ]
+    # The 1.x embedded dictionary: the AlarmDictionary object or null, never anything else.
+    v1_type = _schema(openapi_document, "o2ims.inventory.v1.ResourceTypeInfo")
+    assert v1_type["properties"]["alarmDictionary"]["anyOf"] == [
+        {"$ref": "#/components/schemas/o2ims.inventory.v1.AlarmDictionary"},
+        {"type": "null"},
+    ]
+
+
+def test_uuid_format_only_on_attributes_whose_values_are_uuids(
+    openapi_document: dict[str, Any],
+) -> None:
+    def uuid_attributes(name: str) -> set[str]:
+        properties = _schema(openapi_document, name)["properties"]
+        return {key for key, value in properties.items() if value.get("format") == "uuid"}
+
+    # SMO-defined or free-text identifiers are plain strings.
+    assert uuid_attributes("o2ims.inventory.v2.LocationInfo") == set()
+    assert uuid_attributes("o2ims.inventory.v2.OCloudSiteInfo") == {"oCloudSiteId"}
+    assert uuid_attributes("o2ims.inventory.v1.ResourceInfo") == {
+        "resourceId",
+        "resourcePoolId",
+        "parentId",
+    }
+    assert "consumerSubscriptionId" not in uuid_attributes(
+        "o2ims.subscriptions.v1.InventorySubscriptionInfo"
+    )
+
+
+V1_TYPE_ID = "8f0c7e6a-1d2b-4c3e-9f00-000000000001"
+V1_TYPE: dict[str, Any] = {
+    "resourceTypeId": V1_TYPE_ID,
+    "name": "pserver",
+    "description": "",
+    "vendor": "",
+    "model": "",
+    "version": "",
+    "resourceKind": "PHYSICAL",
+    "resourceClass": "COMPUTE",
+    "extensions": {},
+    "alarmDictionary": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "complaint"),
+    [
+        # The 1.x model requires the key; null says "no dictionary".
+        (f"{INV}/v1/resourceTypes/{V1_TYPE_ID}", V1_TYPE, None),
+        (
+            f"{INV}/v1/resourceTypes/{V1_TYPE_ID}",
+            {**V1_TYPE, "alarmDictionaryId": ""},
+            "/alarmDictionaryId: '' should be non-empty",
+        ),
+        (f"{INV}/v1/resourceTypes/{V1_TYPE_ID}", {**V1_TYPE, "resourceTypeId": ""}, "'uuid'"),
+        (f"{INV}/v1/resourceTypes/{V1_TYPE_ID}", {**V1_TYPE, "alarmDictionary": ""}, "alarm"),
+        (
+            f"{INV}/v2/resourceTypes/{V1_TYPE_ID}",
+            {
+                **{k: v for k, v in V1_TYPE.items() if k != "alarmDictionary"},
+                "alarmDictionaryId": "",
+            },
+            "/alarmDictionaryId: '' should be non-empty",
+        ),
+        (
+            "/o2ims-infrastructureMonitoring/v1/alarmSubscriptions/x",
+            {"alarmSubscriptionId": V1_TYPE_ID, "callback": "https://smo/cb", "filter": "NOPE"},
+            "/filter: 'NOPE'",
+        ),
+        (
+            f"{INV}/v1/resourcePools/{V1_TYPE_ID}/resources/{V1_TYPE_ID}",
+            {
+                "resourceId": V1_TYPE_ID,
+                "resourcePoolId": V1_TYPE_ID,
+                "resourceTypeId": V1_TYPE_ID,
+                "name": "",
+                "description": "",
+                "globalAssetId": "",
+                "elements": [],
+                "tags": [],
+                "groups": [],
+            },
+            "/name: '' should be non-empty",
+        ),
+    ],
+)
+def test_empty_strings_for_optional_uuid_or_enum_attributes_break_the_contract(
+    openapi_document: dict[str, Any], path: str, body: dict[str, Any], complaint: str | None
+) -> None:
+    errors = ContractValidator(openapi_document).check(
+        "GET", path, 200, {"content-type": "application/json"}, json.dumps(body).encode()
+    )
+
+    if complaint is None:
+        assert errors == []
+    else:
+        assert any(complaint in error for error in errors), errors

@@ -109,7 +109,9 @@ def test_list_of_several_mebibytes_is_unwrapped(
 ) -> None:
     # Above Envoy's default 1 MiB stream buffer, below the transcoder's 4 MiB response cap.
     inventory.pools = [
-        v1.ResourcePoolInfo(resource_pool_id=f"pool-{index}", description="x" * 1000)
+        v1.ResourcePoolInfo(
+            resource_pool_id=f"5e0f7c3a-1b2d-4c8e-9f00-{index:012d}", description="x" * 1000
+        )
         for index in range(2000)
     ]
 

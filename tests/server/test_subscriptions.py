@@ -182,15 +182,12 @@ def test_create_stores_the_subscription_and_marks_201_with_location(core: Core, 
     assert core.redis.ttl(f"subscription:{created.subscription_id}") == -1, "no TTL"
 
 
-def test_unset_optional_fields_are_empty_strings(core: Core) -> None:
+def test_unset_optional_fields_are_left_out(core: Core) -> None:
     created = core.subscriptions.CreateSubscription(inventory_request())
     as_json = json_format.MessageToDict(created, always_print_fields_with_no_presence=True)
-    assert as_json == {
-        "subscriptionId": created.subscription_id,
-        "consumerSubscriptionId": "",
-        "filter": "",
-        "callback": CALLBACK,
-    }
+    assert as_json == {"subscriptionId": created.subscription_id, "callback": CALLBACK}
+    assert not created.HasField("filter")
+    assert not created.HasField("consumer_subscription_id")
 
 
 def test_subscription_records_the_inventory_event_position_at_creation(core: Core) -> None:

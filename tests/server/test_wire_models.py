@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import KINDS, object_key, serialize
 from adapters.static.loader import load_inventory
 from server.cache import InventoryCache
 from server.store import Snapshot, StoredEvent
-from server.wire import WireModel
+from server.wire import BuildContext, WireModel
+from server.wire.printing import as_json
 from server.wire.v1 import MODEL as V1
 from server.wire.v2 import MODEL as V2
 from tests.conftest import EXAMPLE_INVENTORY
@@ -38,11 +39,8 @@ def cache(objects: list[domain_pb2.InventoryObject]) -> InventoryCache:
 
 
 def _json(message: Any) -> dict[str, Any]:
-    # What Envoy's transcoder prints: JSON names, defaults included.
-    result: dict[str, Any] = json_format.MessageToDict(
-        message, always_print_fields_with_no_presence=True
-    )
-    return result
+    # What Envoy's transcoder prints: JSON names, defaults included, integral numbers as ints.
+    return as_json(message)
 
 
 def _all(cache: InventoryCache, model: WireModel, kind: str) -> list[dict[str, Any]]:
@@ -148,3 +146,47 @@ def test_a_site_change_reaches_the_wire_objects_that_derive_from_it(
     )
     location = _json(cache.get(V2, "location", other_location))
     assert moved.site.o_cloud_site_id in location["oCloudSiteIds"]
+
+
+# --- optional attributes: left out when unset, null where the 1.x model requires the key ----
+
+
+def _context() -> BuildContext:
+    objects: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+    return BuildContext(objects, "", SERVICE_URI)
+
+
+def test_a_type_without_a_dictionary_is_null_in_v1_and_has_no_id_in_v2() -> None:
+    bare = domain_pb2.ResourceType(resource_type_id="5c459001-2644-4721-9365-a280dfca5954")
+
+    v1 = _json(V1.builders["resource_type"](bare, _context()))
+    v2 = _json(V2.builders["resource_type"](bare, _context()))
+
+    assert v1["alarmDictionary"] is None
+    assert "alarmDictionaryId" not in v1
+    assert "alarmDictionaryId" not in v2 and "alarmDictionary" not in v2
+
+
+def test_unset_optional_strings_are_left_out_and_mandatory_ones_stay() -> None:
+    resource = domain_pb2.Resource(resource_id="r", resource_pool_id="p")
+    location = domain_pb2.Location(global_location_id="ES-MAD")
+
+    for model in (V1, V2):
+        info = _json(model.builders["resource"](resource, _context()))
+        assert "name" not in info and "parentId" not in info
+        assert info["description"] == "" and info["globalAssetId"] == ""  # mandatory
+    assert "address" not in _json(V2.builders["location"](location, _context()))
+    named = domain_pb2.Resource(resource_id="r", name="du-1", parent_id="q")
+    assert _json(V1.builders["resource"](named, _context()))["name"] == "du-1"
+
+
+def test_numbers_print_as_the_transcoder_prints_them() -> None:
+    extensions = struct_pb2.Struct()
+    extensions.update({"memoryGb": 1040, "ratio": 0.25, "huge": 1e15, "nested": {"n": [3]}})
+
+    printed = as_json(extensions)
+
+    assert printed == {"memoryGb": 1040, "ratio": 0.25, "huge": 1e15, "nested": {"n": [3]}}
+    assert type(printed["memoryGb"]) is int and type(printed["nested"]["n"][0]) is int
+    assert type(printed["ratio"]) is float
+    assert type(printed["huge"]) is float  # the C++ printer writes 1e+15

@@ -1,0 +1,542 @@
+"""Every environment variable netweave reads, defined once: name, type, default, meaning and
+which processes read it (netweave/env.py Setting). The processes' config classes
+(server/config.py GatewayConfig, server/notifier/config.py NotifierConfig, devstack/stack.py
+StackConfig) are built from these definitions, and README's configuration table is generated
+from them:
+
+    python -m netweave.settings --markdown        print the table
+    python -m netweave.settings --update-readme   rewrite it in README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from netweave.env import (
+    FILE_PATH,
+    FLAG,
+    HOST,
+    HOST_PORT,
+    HOST_PORT_LIST,
+    INTEGER,
+    NUMBER,
+    PATH,
+    TEXT,
+    URL,
+    Kind,
+    Setting,
+    choice,
+)
+
+REPO: Final = Path(__file__).resolve().parent.parent
+README: Final = REPO / "README.md"
+
+# Who reads a variable: the README's "read by" column, and each process's list below.
+CORE: Final = "core"
+NOTIFIER: Final = "notifier"
+ADAPTER: Final = "adapter"
+MAKE_RUN: Final = "make run"
+READERS: Final = (CORE, NOTIFIER, ADAPTER, MAKE_RUN)
+
+# Kept as text here and parsed by their readers (server.subscriptions, server.majors), which
+# name the variable on a bad value (Setting.read_as).
+ENDPOINT_LIST: Final[Kind[str]] = Kind("host:port list", TEXT.parse)
+CIDR_LIST: Final[Kind[str]] = Kind("CIDR list", TEXT.parse)
+MAJORS: Final[Kind[str]] = Kind("major list", TEXT.parse)
+FILTER_MODE: Final = choice("include", "exclude")
+
+
+# --- listeners and addresses --------------------------------------------------------------
+
+GRPC_HOST: Final = Setting(
+    "NETWEAVE_GRPC_HOST",
+    HOST,
+    "127.0.0.1",
+    (CORE,),
+    "address of the internal gRPC listener (plaintext); must be loopback: its callers get "
+    "the access policy's `direct_calls` roles",
+)
+GRPC_PORT: Final = Setting(
+    "NETWEAVE_GRPC_PORT",
+    INTEGER,
+    50051,
+    (CORE, MAKE_RUN),
+    "port of the core's internal gRPC listener",
+)
+EDGE_LISTEN: Final = Setting(
+    "NETWEAVE_EDGE_LISTEN",
+    HOST_PORT,
+    "",
+    (CORE,),
+    "the core's edge listener for Envoy, mutual TLS; set together with "
+    "`NETWEAVE_EDGE_TLS_CERT`, `NETWEAVE_EDGE_TLS_KEY`, `NETWEAVE_EDGE_CLIENT_CA` and "
+    "`NETWEAVE_EDGE_PEER_URI` (all or none) [`make run`: `127.0.0.1:$NETWEAVE_EDGE_PORT`]",
+)
+EDGE_TLS_CERT: Final = Setting(
+    "NETWEAVE_EDGE_TLS_CERT", PATH, "", (CORE,), "the edge listener's certificate (PEM)"
+)
+EDGE_TLS_KEY: Final = Setting(
+    "NETWEAVE_EDGE_TLS_KEY", PATH, "", (CORE,), "the edge listener's private key (PEM)"
+)
+EDGE_CLIENT_CA: Final = Setting(
+    "NETWEAVE_EDGE_CLIENT_CA",
+    PATH,
+    "",
+    (CORE,),
+    "CA bundle (PEM) the edge's client certificate must chain to",
+)
+EDGE_PEER_URI: Final = Setting(
+    "NETWEAVE_EDGE_PEER_URI",
+    URL,
+    "",
+    (CORE,),
+    "URI SAN the edge's client certificate must carry: the only caller whose forwarded "
+    "identity is believed",
+)
+EDGE_SECRET: Final = Setting(
+    "NETWEAVE_EDGE_SECRET",
+    TEXT,
+    "",
+    (CORE,),
+    "no longer read: the core refuses to start while it is set (the edge is identified by "
+    "mutual TLS)",
+)
+EDGE_PORT: Final = Setting(
+    "NETWEAVE_EDGE_PORT", INTEGER, 50052, (MAKE_RUN,), "port of the core's edge listener"
+)
+OPS_HOST: Final = Setting(
+    "NETWEAVE_OPS_HOST", HOST, "127.0.0.1", (CORE,), "address of `/healthz`, `/readyz`, `/metrics`"
+)
+OPS_PORT: Final = Setting(
+    "NETWEAVE_OPS_PORT",
+    INTEGER,
+    8080,
+    (CORE, MAKE_RUN),
+    "port of the core's `/healthz`, `/readyz`, `/metrics`",
+)
+REST_PORT: Final = Setting(
+    "NETWEAVE_REST_PORT", INTEGER, 8443, (MAKE_RUN,), "Envoy's HTTPS listener, REST and gRPC"
+)
+REDIS_URL: Final = Setting(
+    "REDIS_URL", URL, "redis://127.0.0.1:6379/0", (CORE, NOTIFIER), "the Redis to use"
+)
+STACK_REDIS_URL: Final = Setting[str | None](
+    "REDIS_URL",
+    URL,
+    None,
+    (MAKE_RUN,),
+    "use this Redis instead of starting one",
+    shown_default="none: start one on `NETWEAVE_REDIS_PORT`",
+)
+REDIS_PORT: Final = Setting(
+    "NETWEAVE_REDIS_PORT", INTEGER, 6380, (MAKE_RUN,), "port of the Redis `make run` starts"
+)
+ADAPTERS: Final = Setting(
+    "NETWEAVE_ADAPTERS",
+    HOST_PORT_LIST,
+    ("127.0.0.1:50061",),
+    (CORE,),
+    "comma-separated `host:port` of the adapters",
+)
+ADAPTER_PORT: Final = Setting(
+    "NETWEAVE_ADAPTER_PORT", INTEGER, 50061, (ADAPTER, MAKE_RUN), "the static adapter's gRPC port"
+)
+INVENTORY: Final = Setting(
+    "NETWEAVE_INVENTORY",
+    FILE_PATH,
+    REPO / "examples" / "ocloud.yaml",
+    (ADAPTER, MAKE_RUN),
+    "the static adapter's inventory file",
+)
+SERVICE_URI: Final = Setting(
+    "NETWEAVE_SERVICE_URI",
+    URL,
+    "https://127.0.0.1:8443",
+    (CORE, NOTIFIER),
+    "externally reachable API root, reported as `serviceUri`",
+)
+STACK_SERVICE_URI: Final = Setting[str | None](
+    "NETWEAVE_SERVICE_URI",
+    URL,
+    None,
+    (MAKE_RUN,),
+    "the `serviceUri` `make run` gives the core and the notifier",
+    shown_default="`https://127.0.0.1:$NETWEAVE_REST_PORT`",
+)
+
+# --- the core -----------------------------------------------------------------------------
+
+GRPC_WORKERS: Final = Setting("NETWEAVE_GRPC_WORKERS", INTEGER, 8, (CORE,), "gRPC handler threads")
+EVENTS_MAX_LEN: Final = Setting(
+    "NETWEAVE_EVENTS_MAX_LEN",
+    INTEGER,
+    100_000,
+    (CORE,),
+    "approximate length the change-event stream is trimmed to",
+)
+DUPLICATE_SUBSCRIPTION_STATUS: Final = Setting(
+    "NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS",
+    INTEGER,
+    400,
+    (CORE,),
+    "HTTP status of a duplicate subscription, 400 (the conformance tests) or 409",
+)
+SERVED_MAJORS: Final = Setting(
+    "NETWEAVE_SERVED_MAJORS",
+    MAJORS,
+    "v1,v2",
+    (CORE,),
+    "the Inventory API majors served; every path of another major is a 404",
+)
+PAGE_SIZE: Final = Setting(
+    "NETWEAVE_PAGE_SIZE", INTEGER, 1000, (CORE,), "items per page of every list"
+)
+PAGE_MAX_BYTES: Final = Setting(
+    "NETWEAVE_PAGE_MAX_BYTES",
+    INTEGER,
+    2 * 1024 * 1024,
+    (CORE,),
+    "serialized bytes per page of every list, at most",
+)
+PAGE_SECRET: Final = Setting(
+    "NETWEAVE_PAGE_SECRET",
+    TEXT,
+    "",
+    (CORE,),
+    "key that signs page markers; unset: one is created once in Redis "
+    "(`config:page_marker_secret`) and shared by every replica",
+)
+AUTH_POLICY: Final = Setting(
+    "NETWEAVE_AUTH_POLICY",
+    PATH,
+    "",
+    (CORE,),
+    "access policy file (YAML); unset: no access control, every caller is an admin "
+    "(development only)",
+)
+STACK_AUTH_POLICY: Final = Setting[Path | None](
+    "NETWEAVE_AUTH_POLICY",
+    FILE_PATH,
+    REPO / "examples" / "access-policy.yaml",
+    (MAKE_RUN,),
+    "the access policy `make run` gives the core",
+)
+AUDIT_LOG: Final = Setting(
+    "NETWEAVE_AUDIT_LOG",
+    PATH,
+    "-",
+    (CORE,),
+    "audit records: a file path, `-` for standard output, or empty for none "
+    "[`make run`: `.netweave/logs/audit.log`]",
+    empty_is_value=True,
+)
+
+# --- callbacks (core: at creation; notifier: at delivery) ---------------------------------
+
+CALLBACK_ALLOW_HTTP: Final = Setting(
+    "NETWEAVE_CALLBACK_ALLOW_HTTP",
+    FLAG,
+    False,
+    (CORE, NOTIFIER),
+    "plain http callbacks allowed (see Subscriptions) [`make run`: 1]",
+)
+CALLBACK_ALLOW_PRIVATE: Final = Setting(
+    "NETWEAVE_CALLBACK_ALLOW_PRIVATE",
+    FLAG,
+    False,
+    (CORE, NOTIFIER),
+    "callbacks to private addresses allowed (never loopback or link-local)",
+)
+CALLBACK_ALLOWED_CIDRS: Final = Setting(
+    "NETWEAVE_CALLBACK_ALLOWED_CIDRS",
+    CIDR_LIST,
+    "",
+    (CORE, NOTIFIER),
+    "networks callbacks may reach whatever their category, comma-separated "
+    "[`make run`: `127.0.0.0/8,::1/128`]",
+)
+CALLBACK_PROBE: Final = Setting(
+    "NETWEAVE_CALLBACK_PROBE",
+    FLAG,
+    False,
+    (CORE, NOTIFIER),
+    "at creation, GET the callback and require a 2xx",
+)
+CALLBACK_PROBE_TIMEOUT_S: Final = Setting(
+    "NETWEAVE_CALLBACK_PROBE_TIMEOUT_S",
+    NUMBER,
+    5.0,
+    (CORE, NOTIFIER),
+    "seconds the creation probe may take",
+)
+CALLBACK_DNS_TIMEOUT_S: Final = Setting(
+    "NETWEAVE_CALLBACK_DNS_TIMEOUT_S",
+    NUMBER,
+    2.0,
+    (CORE, NOTIFIER),
+    "seconds a callback host's DNS answer may take (slower: does not resolve now)",
+)
+CALLBACK_CA_BUNDLE: Final = Setting(
+    "NETWEAVE_CALLBACK_CA_BUNDLE",
+    PATH,
+    "",
+    (CORE, NOTIFIER),
+    "PEM file of the CAs https callbacks are verified against (replaces the system trust "
+    "store); unset: the system trust store",
+)
+GATEWAY_ENDPOINTS: Final = Setting(
+    "NETWEAVE_GATEWAY_ENDPOINTS",
+    ENDPOINT_LIST,
+    "",
+    (CORE, NOTIFIER),
+    "further `host:port` of the gateway's own listeners that callbacks may never reach "
+    "(each process adds its own listeners and Redis) [`make run`: every port it opens]",
+)
+
+# --- the notifier -------------------------------------------------------------------------
+
+NOTIFIER_OPS_HOST: Final = Setting(
+    "NETWEAVE_NOTIFIER_OPS_HOST",
+    HOST,
+    "127.0.0.1",
+    (NOTIFIER,),
+    "address of the notifier's `/healthz`, `/readyz`, `/metrics`",
+)
+NOTIFIER_OPS_PORT: Final = Setting(
+    "NETWEAVE_NOTIFIER_OPS_PORT",
+    INTEGER,
+    8081,
+    (NOTIFIER, MAKE_RUN),
+    "port of the notifier's `/healthz`, `/readyz`, `/metrics`",
+)
+WEBHOOK_SECRET: Final = Setting(
+    "NETWEAVE_WEBHOOK_SECRET",
+    TEXT,
+    "",
+    (NOTIFIER,),
+    "required: the key notifications are signed with (Standard Webhooks; `whsec_` + base64, "
+    "or used as given) [`make run`: `.netweave/webhook-secret`]",
+)
+NOTIFY_FILTER_MODE: Final = Setting(
+    "NETWEAVE_NOTIFY_FILTER_MODE",
+    FILTER_MODE,
+    "include",
+    (NOTIFIER,),
+    "`include`: a notification is sent when the subscription's filter matches; `exclude`: "
+    "the filter names events that need not be reported (the spec's literal reading)",
+)
+NOTIFY_RETRY_BASE_S: Final = Setting(
+    "NETWEAVE_NOTIFY_RETRY_BASE_S",
+    NUMBER,
+    1.0,
+    (NOTIFIER,),
+    "first retry delay, seconds (doubling, full jitter)",
+)
+NOTIFY_RETRY_MAX_DELAY_S: Final = Setting(
+    "NETWEAVE_NOTIFY_RETRY_MAX_DELAY_S", NUMBER, 3600.0, (NOTIFIER,), "longest retry delay, seconds"
+)
+NOTIFY_RETRY_DEADLINE_S: Final = Setting(
+    "NETWEAVE_NOTIFY_RETRY_DEADLINE_S",
+    NUMBER,
+    86400.0,
+    (NOTIFIER,),
+    "seconds after its first failure a notification is dead-lettered",
+)
+NOTIFY_MAX_ATTEMPTS: Final = Setting(
+    "NETWEAVE_NOTIFY_MAX_ATTEMPTS",
+    INTEGER,
+    0,
+    (NOTIFIER,),
+    "attempts after which a notification is dead-lettered; 0: no limit",
+)
+NOTIFY_TIMEOUT_S: Final = Setting(
+    "NETWEAVE_NOTIFY_TIMEOUT_S",
+    NUMBER,
+    10.0,
+    (NOTIFIER,),
+    "connect and response timeout of one delivery, seconds",
+)
+NOTIFY_LEASE_MS: Final = Setting(
+    "NETWEAVE_NOTIFY_LEASE_MS",
+    INTEGER,
+    5000,
+    (NOTIFIER,),
+    "ownership lease, ms: a stopped notifier's subscriptions move on after this",
+)
+NOTIFY_DEAD_LETTER_MAX_LEN: Final = Setting(
+    "NETWEAVE_NOTIFY_DEAD_LETTER_MAX_LEN",
+    INTEGER,
+    100_000,
+    (NOTIFIER,),
+    "approximate length the dead-letter stream is trimmed to",
+)
+NOTIFY_TLS_CA: Final = Setting(
+    "NETWEAVE_NOTIFY_TLS_CA",
+    PATH,
+    "",
+    (NOTIFIER,),
+    "CA bundle (PEM) deliveries are verified against; unset: the system's",
+)
+NOTIFY_TLS_CERT: Final = Setting(
+    "NETWEAVE_NOTIFY_TLS_CERT",
+    PATH,
+    "",
+    (NOTIFIER,),
+    "client certificate (PEM) for mutual TLS to callbacks, with `NETWEAVE_NOTIFY_TLS_KEY`",
+)
+NOTIFY_TLS_KEY: Final = Setting(
+    "NETWEAVE_NOTIFY_TLS_KEY", PATH, "", (NOTIFIER,), "the client certificate's private key"
+)
+NOTIFY_OAUTH_TOKEN_URL: Final = Setting(
+    "NETWEAVE_NOTIFY_OAUTH_TOKEN_URL",
+    URL,
+    "",
+    (NOTIFIER,),
+    "OAuth2 token endpoint (client credentials) for deliveries; unset: no token",
+)
+NOTIFY_OAUTH_CLIENT_ID: Final = Setting(
+    "NETWEAVE_NOTIFY_OAUTH_CLIENT_ID", TEXT, "", (NOTIFIER,), "OAuth2 client id"
+)
+NOTIFY_OAUTH_CLIENT_SECRET: Final = Setting(
+    "NETWEAVE_NOTIFY_OAUTH_CLIENT_SECRET", TEXT, "", (NOTIFIER,), "OAuth2 client secret"
+)
+NOTIFY_OAUTH_SCOPE: Final = Setting(
+    "NETWEAVE_NOTIFY_OAUTH_SCOPE", TEXT, "", (NOTIFIER,), "OAuth2 scope requested"
+)
+SMO_REGISTRATION_URL: Final = Setting(
+    "NETWEAVE_SMO_REGISTRATION_URL",
+    URL,
+    "",
+    (NOTIFIER, MAKE_RUN),
+    "where to POST the O-Cloud Available notification on start-up; unset: no registration",
+)
+
+# --- the edge, as `make run` configures it -----------------------------------------------
+
+REQUIRE_CLIENT_CERT: Final = Setting(
+    "NETWEAVE_REQUIRE_CLIENT_CERT", FLAG, True, (MAKE_RUN,), "Envoy demands a client certificate"
+)
+REQUIRE_TOKEN: Final = Setting(
+    "NETWEAVE_REQUIRE_TOKEN",
+    FLAG,
+    False,
+    (MAKE_RUN,),
+    "Envoy demands a bearer token (a present token is always verified)",
+)
+STRICT_QUERY_PARAMETERS: Final = Setting(
+    "NETWEAVE_STRICT_QUERY_PARAMETERS",
+    FLAG,
+    False,
+    (MAKE_RUN,),
+    "a query parameter the path does not know is a 400 (else it is dropped at the edge and "
+    "counted in `o2ims_ignored_query_parameters_total`)",
+)
+RATE_LIMIT_RPS: Final = Setting(
+    "NETWEAVE_RATE_LIMIT_RPS",
+    INTEGER,
+    100,
+    (MAKE_RUN,),
+    "requests per second per client at the edge",
+)
+RATE_LIMIT_BURST: Final = Setting(
+    "NETWEAVE_RATE_LIMIT_BURST",
+    INTEGER,
+    0,
+    (MAKE_RUN,),
+    "requests a client may spend at once; 0: one second's worth",
+)
+
+# --- every process ------------------------------------------------------------------------
+
+LOG_LEVEL: Final = Setting(
+    "NETWEAVE_LOG_LEVEL", TEXT, "INFO", (CORE, NOTIFIER, ADAPTER), "log level"
+)
+
+# Every definition above, in order: the README table's rows.
+ALL_SETTINGS: Final[tuple[Setting[Any], ...]] = tuple(
+    value for value in tuple(globals().values()) if isinstance(value, Setting)
+)
+
+
+def settings_of(reader: str) -> tuple[Setting[Any], ...]:
+    """What one process reads."""
+    return tuple(setting for setting in ALL_SETTINGS if reader in setting.readers)
+
+
+CORE_SETTINGS: Final = settings_of(CORE)
+NOTIFIER_SETTINGS: Final = settings_of(NOTIFIER)
+ADAPTER_SETTINGS: Final = settings_of(ADAPTER)
+MAKE_RUN_SETTINGS: Final = settings_of(MAKE_RUN)
+
+
+def default_text(setting: Setting[Any]) -> str:
+    """A default as README shows it."""
+    if setting.shown_default:
+        return setting.shown_default
+    value: Any = setting.default
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        shown = "1" if value else "0"
+    elif isinstance(value, float):
+        shown = f"{value:g}"
+    elif isinstance(value, tuple):
+        shown = ",".join(value)
+    elif isinstance(value, Path):
+        shown = str(value.relative_to(REPO)) if value.is_relative_to(REPO) else str(value)
+    else:
+        shown = str(value)
+    return f"`{shown}`"
+
+
+def markdown_table(settings: Sequence[Setting[Any]] = ALL_SETTINGS) -> str:
+    """README's configuration table."""
+    lines = [
+        "| variable | read by | type | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for setting in settings:
+        cells = (
+            f"`{setting.name}`",
+            ", ".join(setting.readers),
+            setting.kind.name,
+            default_text(setting),
+            setting.meaning,
+        )
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_table(readme: str) -> str:
+    """The table of README's "## Configuration" section, as written."""
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    return "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+
+
+def with_table(readme: str, table: str) -> str:
+    """`readme` with its configuration table replaced by `table`."""
+    old = readme_table(readme)
+    head, rest = readme.split("\n## Configuration\n", 1)
+    section, tail = rest.split("\n## ", 1)
+    return f"{head}\n## Configuration\n{section.replace(old, table, 1)}\n## {tail}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m netweave.settings", description=__doc__)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--markdown", action="store_true", help="print README's table")
+    action.add_argument("--update-readme", action="store_true", help="rewrite README's table")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown_table())
+    else:
+        README.write_text(with_table(README.read_text(), markdown_table()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
