@@ -3,7 +3,9 @@ changes, over o2ims.adapter.v1.AdapterService.
 
 An adapter only has to compute "the objects I see now" and hand them to
 ObjectSetPublisher.replace(); the publisher works out what changed, numbers the
-change and fans it out to every watcher.
+change and fans it out to every watcher as one change set: its events, then one
+COMMIT (the stream's SYNCED says so with `commits_change_sets`), so the core applies
+the set whole or, if the stream breaks before the COMMIT, not at all.
 """
 
 from __future__ import annotations
@@ -155,7 +157,9 @@ class Subscription(Iterator[adapter_pb2.WatchObjectsResponse]):
                 if self._synced_pending:
                     self._synced_pending = False
                     return adapter_pb2.WatchObjectsResponse(
-                        type=adapter_pb2.EVENT_TYPE_SYNCED, revision=self._initial_revision
+                        type=adapter_pb2.EVENT_TYPE_SYNCED,
+                        revision=self._initial_revision,
+                        commits_change_sets=True,
                     )
                 if self._pending:
                     return self._pending.popleft()
@@ -177,7 +181,8 @@ class Subscription(Iterator[adapter_pb2.WatchObjectsResponse]):
             self._publisher._unsubscribe(self)
 
     def _offer(self, events: list[adapter_pb2.WatchObjectsResponse]) -> bool:
-        """Queue live events; False when the watcher is gone or has just been cut off."""
+        """Queue one change set whole (or, if it does not fit, nothing of it and cut the
+        watcher off); False when the watcher is gone or has just been cut off."""
         with self._condition:
             if self._closed or self._lagged:
                 return False
@@ -247,7 +252,10 @@ class ObjectSetPublisher:
 
         The objects are copied, so the caller may reuse them; the returned events are
         the ones sent to watchers, so read them only. All events of one call carry the
-        same new revision; a call that changes nothing bumps nothing.
+        same new revision; a call that changes nothing bumps nothing and sends nothing.
+        Watchers receive the events as one change set, followed by a COMMIT event of
+        that revision (not among the returned events); each watcher's queue takes a
+        set whole or not at all.
 
         An object whose serialized size is over `max_object_bytes` is refused (see
         `refused` and `problems`): it keeps its last published state, or stays
@@ -312,8 +320,14 @@ class ObjectSetPublisher:
             ]
             self._objects = incoming
             self._ordered = None
+            change_set = [
+                *events,
+                adapter_pb2.WatchObjectsResponse(
+                    type=adapter_pb2.EVENT_TYPE_COMMIT, revision=revision
+                ),
+            ]
             for subscription in list(self._subscribers):
-                if not subscription._offer(events):
+                if not subscription._offer(change_set):
                     self._subscribers.discard(subscription)
             return events
 
@@ -327,7 +341,8 @@ class ObjectSetPublisher:
 
     def subscribe(self, send_initial: bool) -> Subscription:
         """Start watching. With `send_initial`, the subscription first yields ADDED for
-        every current object and one SYNCED, then the changes made after that snapshot.
+        every current object and one SYNCED, then the change sets made after that
+        snapshot, each ended by a COMMIT.
         """
         with self._lock:
             # Snapshot and registration under one lock: a concurrent replace() lands

@@ -10,6 +10,9 @@ Layout (every key documented for operators in docs/operations.md):
 Every write goes through one Lua script that compares the stored bytes with the new
 ones, so re-applying a state (after a reconnect, a resync or from a second replica)
 changes nothing and emits no event: the store can be replayed into, never doubled.
+One call of the script applies a whole batch of changes, and Redis runs a script
+without interleaving anything else: a batch's objects and its events (in the batch's
+order) become visible together, so a reader never sees half of a change set.
 """
 
 from __future__ import annotations
@@ -31,28 +34,42 @@ EVENTS_KEY: Final = "inventory:events"
 
 EventName = Literal["create", "modify", "delete"]
 
+# Out of memory, Redis refuses a script's first write and lets a script that has
+# written finish, so even then a batch is applied whole or not at all.
 _APPLY = """
--- KEYS: objects hash, owner hash, version key, events stream
--- ARGV: kind, id, adapter, payload ('' = delete), stream max length
-local prior = redis.call('HGET', KEYS[1], ARGV[2])
-local owner_field = ARGV[1] .. '/' .. ARGV[2]
-local event
-if ARGV[4] == '' then
-  if not prior then return 0 end
-  redis.call('HDEL', KEYS[1], ARGV[2])
-  redis.call('HDEL', KEYS[2], owner_field)
-  event = 'delete'
-else
-  redis.call('HSET', KEYS[2], owner_field, ARGV[3])
-  if prior == ARGV[4] then return 0 end
-  redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
-  if prior then event = 'modify' else event = 'create' end
+-- KEYS: owner hash, version key, events stream, then one objects hash per kind
+-- ARGV: adapter, stream max length, then per change: index of its objects hash in
+--       KEYS, kind, id, payload ('' = delete)
+-- Returns how many changes changed the store (each one emits one event).
+local changed = 0
+for i = 3, #ARGV, 4 do
+  local objects = KEYS[tonumber(ARGV[i])]
+  local kind, id, payload = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local prior = redis.call('HGET', objects, id)
+  local owner_field = kind .. '/' .. id
+  local event = nil
+  if payload == '' then
+    if prior then
+      redis.call('HDEL', objects, id)
+      redis.call('HDEL', KEYS[1], owner_field)
+      event = 'delete'
+    end
+  else
+    redis.call('HSET', KEYS[1], owner_field, ARGV[1])
+    if prior ~= payload then
+      redis.call('HSET', objects, id, payload)
+      if prior then event = 'modify' else event = 'create' end
+    end
+  end
+  if event then
+    local version = redis.call('INCR', KEYS[2])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*',
+      'version', version, 'kind', kind, 'id', id, 'event', event,
+      'prior', prior or '', 'post', payload)
+    changed = changed + 1
+  end
 end
-local version = redis.call('INCR', KEYS[3])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',
-  'version', version, 'kind', ARGV[1], 'id', ARGV[2], 'event', event,
-  'prior', prior or '', 'post', ARGV[4])
-return version
+return changed
 """
 
 
@@ -114,26 +131,31 @@ class InventoryStore:
     def ping(self) -> bool:
         return bool(self._client.ping())
 
-    def apply(self, adapter: str, changes: Iterable[Change], chunk: int = 500) -> int:
-        """Write changes in pipelined chunks; returns how many actually changed the store."""
-        changed = 0
+    def apply(self, adapter: str, changes: Iterable[Change], chunk: int | None = 500) -> int:
+        """Write changes in order; returns how many actually changed the store.
+
+        Each chunk of `chunk` changes is one script call: its objects, owners and
+        events land together, in order, or not at all. `chunk=None` makes the whole
+        batch one call, for a change set no reader may see half-applied (keep such a
+        set bounded: Redis serves nothing else while the script runs).
+        """
         batch = list(changes)
-        for start in range(0, len(batch), chunk):
-            pipe = self._client.pipeline(transaction=False)
-            for change in batch[start : start + chunk]:
-                self._apply(
-                    keys=[OBJECTS_PREFIX + change.kind, OWNER_KEY, VERSION_KEY, EVENTS_KEY],
-                    args=[
-                        change.kind,
-                        change.object_id,
-                        adapter,
-                        change.payload or b"",
-                        self._events_max_len,
-                    ],
-                    client=pipe,
-                )
-            changed += sum(1 for result in pipe.execute() if result)
-        return changed
+        size = chunk or max(len(batch), 1)
+        return sum(
+            self._apply_batch(adapter, batch[start : start + size])
+            for start in range(0, len(batch), size)
+        )
+
+    def _apply_batch(self, adapter: str, batch: list[Change]) -> int:
+        keys = [OWNER_KEY, VERSION_KEY, EVENTS_KEY]
+        key_index: dict[str, int] = {}
+        args: list[str | bytes | int] = [adapter, self._events_max_len]
+        for change in batch:
+            if change.kind not in key_index:
+                keys.append(OBJECTS_PREFIX + change.kind)
+                key_index[change.kind] = len(keys)  # Lua's KEYS count from 1
+            args += [key_index[change.kind], change.kind, change.object_id, change.payload or b""]
+        return int(self._apply(keys=keys, args=args))
 
     def owned_by(self, adapter: str) -> set[ObjectKey]:
         """The (kind, id) of every stored object that `adapter` owns."""

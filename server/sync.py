@@ -2,9 +2,14 @@
 
 - One AdapterWatcher thread per adapter holds a WatchObjects stream. Each (re)connect
   replays the adapter's whole set, so the watcher always knows the adapter's current
-  objects (its desired state) and reconnects never need a separate List.
-- One StoreWriter thread owns every write. It applies changes as they come; when
-  Redis fails it keeps nothing half-done but remembers that the store may lag, and on
+  objects (its desired state) and reconnects never need a separate List. From an
+  adapter that commits its change sets (its SYNCED says so), the watcher holds each
+  set's events until the set's COMMIT and hands the set over whole; a stream that
+  breaks before the COMMIT leaves nothing of the set (the reconnect's replay brings
+  it). Other adapters' events are handed over one by one, as they come.
+- One StoreWriter thread owns every write. It applies a change set as one store
+  operation, so its objects and events appear together or not at all; when Redis
+  fails it keeps nothing half-done but remembers that the store may lag, and on
   recovery reconciles every adapter's desired state against what Redis holds. The
   store's compare-and-write script makes that idempotent: an outage loses nothing
   and duplicates nothing.
@@ -59,10 +64,12 @@ class _Snapshot:
 
 
 @dataclass
-class _Event:
+class _ChangeSet:
     adapter: str
-    key: ObjectKey
-    payload: bytes | None
+    changes: list[Change]
+    # Applied as one store operation; a lone event from an adapter that does not
+    # commit its change sets is not, and is batched with its neighbours instead.
+    atomic: bool
 
 
 @dataclass
@@ -78,7 +85,7 @@ class StoreWriter(threading.Thread):
         super().__init__(name="store-writer", daemon=True)
         self._store = store
         self._stopping = stop
-        self._queue: queue.Queue[_Snapshot | _Event] = queue.Queue()
+        self._queue: queue.Queue[_Snapshot | _ChangeSet] = queue.Queue()
         # adapter -> key -> canonical bytes: what each adapter currently serves.
         self._desired: dict[str, dict[ObjectKey, bytes]] = {}
         # Adapters whose desired state Redis may not reflect yet.
@@ -90,26 +97,36 @@ class StoreWriter(threading.Thread):
         self._queue.put(_Snapshot(adapter, objects))
 
     def submit_event(self, adapter: str, key: ObjectKey, payload: bytes | None) -> None:
-        self._queue.put(_Event(adapter, key, payload))
+        """One change that stands alone (from an adapter that does not commit sets)."""
+        self._queue.put(_ChangeSet(adapter, [Change(key[0], key[1], payload)], atomic=False))
+
+    def submit_change_set(self, adapter: str, changes: list[Change]) -> None:
+        """A committed change set, to apply in order as one store operation."""
+        self._queue.put(_ChangeSet(adapter, changes, atomic=True))
 
     def run(self) -> None:
         while not self._stopping.is_set():
             items = self._drain(timeout=0.2)
-            events: dict[str, list[_Event]] = {}
+            change_sets: dict[str, list[_ChangeSet]] = {}
             for item in items:
                 if isinstance(item, _Snapshot):
                     self._desired[item.adapter] = item.objects
                     self._unreconciled.add(item.adapter)
-                    events.pop(item.adapter, None)  # the snapshot supersedes them
-                else:
-                    desired = self._desired.setdefault(item.adapter, {})
-                    if item.payload is None:
-                        desired.pop(item.key, None)
+                    change_sets.pop(item.adapter, None)  # the snapshot supersedes them
+                    continue
+                desired = self._desired.setdefault(item.adapter, {})
+                for change in item.changes:
+                    if change.payload is None:
+                        desired.pop((change.kind, change.object_id), None)
                     else:
-                        desired[item.key] = item.payload
-                    events.setdefault(item.adapter, []).append(item)
+                        desired[(change.kind, change.object_id)] = change.payload
+                queued = change_sets.setdefault(item.adapter, [])
+                if queued and not item.atomic and not queued[-1].atomic:
+                    queued[-1].changes.extend(item.changes)
+                else:
+                    queued.append(item)
             try:
-                self._write(events)
+                self._write(change_sets)
                 self._mark(ok=True)
             except redis.RedisError as exc:
                 # Everything not confirmed is recovered from the desired state.
@@ -120,8 +137,8 @@ class StoreWriter(threading.Thread):
                 for _ in items:
                     self._queue.task_done()
 
-    def _drain(self, timeout: float) -> list[_Snapshot | _Event]:
-        items: list[_Snapshot | _Event] = []
+    def _drain(self, timeout: float) -> list[_Snapshot | _ChangeSet]:
+        items: list[_Snapshot | _ChangeSet] = []
         try:
             items.append(self._queue.get(timeout=timeout))
             while len(items) < 2000:
@@ -130,14 +147,17 @@ class StoreWriter(threading.Thread):
             pass
         return items
 
-    def _write(self, events: dict[str, list[_Event]]) -> None:
+    def _write(self, change_sets: dict[str, list[_ChangeSet]]) -> None:
         for adapter in sorted(self._unreconciled):
             self._reconcile(adapter)
             self._unreconciled.discard(adapter)
-            events.pop(adapter, None)
-        for adapter, items in events.items():
-            changes = [Change(item.key[0], item.key[1], item.payload) for item in items]
-            self._store.apply(adapter, changes)
+            change_sets.pop(adapter, None)
+        for adapter, queued in change_sets.items():
+            for change_set in queued:
+                if change_set.atomic:
+                    self._store.apply(adapter, change_set.changes, chunk=None)
+                else:
+                    self._store.apply(adapter, change_set.changes)
         if not self.status.redis_ok:
             self._store.ping()  # prove recovery before reporting it
 
@@ -177,6 +197,11 @@ class StoreWriter(threading.Thread):
 STUCK_AFTER_FAILURES = 3
 # How often a connected watcher asks the adapter for its problems (GetAdapterInfo).
 DEFAULT_PROBE_INTERVAL = 2.0
+# The most a watcher holds of one change set before its COMMIT. A larger set is
+# treated as a broken stream: dropped, and brought by the reconnect's replay instead
+# (one store operation per set also holds Redis for as long as it runs).
+DEFAULT_MAX_CHANGE_SET_OBJECTS = 10_000
+DEFAULT_MAX_CHANGE_SET_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -217,6 +242,34 @@ class _StreamEnded(Exception):
     """The adapter closed the stream without an error status."""
 
 
+class _ChangeSetTooLarge(Exception):
+    """A change set outgrew the watcher's buffer before its COMMIT."""
+
+
+class _ChangeSetBuffer:
+    """The events of the change set being received, held until its COMMIT."""
+
+    def __init__(self, max_objects: int, max_bytes: int) -> None:
+        self._max_objects = max_objects
+        self._max_bytes = max_bytes
+        self.changes: list[Change] = []
+        self.size = 0
+
+    def add(self, change: Change, size: int) -> None:
+        self.changes.append(change)
+        self.size += size
+        if len(self.changes) > self._max_objects or self.size > self._max_bytes:
+            raise _ChangeSetTooLarge(
+                f"a change set outgrew the core's limit of {self._max_objects} objects or "
+                f"{self._max_bytes} bytes ({len(self.changes)} objects, {self.size} bytes "
+                "before its COMMIT); dropped it to re-sync from the replay"
+            )
+
+    def take(self) -> list[Change]:
+        changes, self.changes, self.size = self.changes, [], 0
+        return changes
+
+
 class AdapterWatcher(threading.Thread):
     """Follows one adapter's WatchObjects stream, reconnecting forever with backoff."""
 
@@ -225,11 +278,16 @@ class AdapterWatcher(threading.Thread):
         address: str,
         writer: StoreWriter,
         stop: threading.Event,
+        *,
         probe_interval: float = DEFAULT_PROBE_INTERVAL,
+        max_change_set_objects: int = DEFAULT_MAX_CHANGE_SET_OBJECTS,
+        max_change_set_bytes: int = DEFAULT_MAX_CHANGE_SET_BYTES,
     ) -> None:
         super().__init__(name=f"adapter-watch-{address}", daemon=True)
         self._address = address
         self._probe_interval = probe_interval
+        self._max_change_set_objects = max_change_set_objects
+        self._max_change_set_bytes = max_change_set_bytes
         self._reached = False
         self._writer = writer
         self._stopping = stop
@@ -254,7 +312,7 @@ class AdapterWatcher(threading.Thread):
                 code = exc.code() if isinstance(exc, grpc.Call) else None
                 details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
                 self._disconnected(f"{code.name if code else 'ERROR'}: {details}")
-            except _StreamEnded as exc:
+            except (_StreamEnded, _ChangeSetTooLarge) as exc:
                 self._disconnected(str(exc))
             except Exception as exc:  # keep the thread alive whatever the adapter sends
                 log.exception("adapter_watch_crashed", adapter=self.status.name)
@@ -315,9 +373,30 @@ class AdapterWatcher(threading.Thread):
             done.set()
 
     def _consume(self, name: str, call: Any) -> None:
+        change_set = _ChangeSetBuffer(self._max_change_set_objects, self._max_change_set_bytes)
+        try:
+            self._consume_into(name, call, change_set)
+        finally:
+            # Whatever ended the stream, a set without its COMMIT is not applied: the
+            # next watch's replay reconciles the store with the adapter's whole set.
+            if change_set.changes:
+                log.warning(
+                    "adapter_change_set_discarded",
+                    adapter=name,
+                    objects=len(change_set.changes),
+                    bytes=change_set.size,
+                )
+
+    def _consume_into(self, name: str, call: Any, change_set: _ChangeSetBuffer) -> None:
         initial: dict[ObjectKey, bytes] | None = {}
+        commits = False
         for event in call:
+            if event.type == adapter_pb2.EVENT_TYPE_COMMIT:
+                if commits and initial is None and change_set.changes:
+                    self._writer.submit_change_set(name, change_set.take())
+                continue
             if event.type == adapter_pb2.EVENT_TYPE_SYNCED and initial is not None:
+                commits = event.commits_change_sets
                 self._writer.submit_snapshot(name, initial)
                 self.status.objects = len(initial)
                 initial = None
@@ -327,7 +406,12 @@ class AdapterWatcher(threading.Thread):
                 self.status.failures = 0
                 self.status.failed_after = ""
                 self._backoff.reset()
-                log.info("adapter_synced", adapter=name, objects=self.status.objects)
+                log.info(
+                    "adapter_synced",
+                    adapter=name,
+                    objects=self.status.objects,
+                    commits_change_sets=commits,
+                )
                 continue
             if not event.HasField("object"):
                 continue
@@ -338,7 +422,10 @@ class AdapterWatcher(threading.Thread):
                 if not deleted:
                     initial[key] = payload
                 continue
-            self._writer.submit_event(name, key, None if deleted else payload)
+            if commits:
+                change_set.add(Change(key[0], key[1], None if deleted else payload), len(payload))
+            else:
+                self._writer.submit_event(name, key, None if deleted else payload)
         raise _StreamEnded("the adapter ended the watch stream")
 
 

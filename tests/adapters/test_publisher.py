@@ -28,6 +28,7 @@ ADDED = adapter_pb2.EVENT_TYPE_ADDED
 MODIFIED = adapter_pb2.EVENT_TYPE_MODIFIED
 DELETED = adapter_pb2.EVENT_TYPE_DELETED
 SYNCED = adapter_pb2.EVENT_TYPE_SYNCED
+COMMIT = adapter_pb2.EVENT_TYPE_COMMIT
 
 POOL_ID = "40000000-0000-4000-8000-000000000001"
 
@@ -158,8 +159,32 @@ def test_subscribe_replays_the_set_then_synced_then_live_events() -> None:
         ("EVENT_TYPE_ADDED", "resource", resource(1).resource.resource_id),
         ("EVENT_TYPE_SYNCED", "", ""),
         ("EVENT_TYPE_ADDED", "resource", resource(2).resource.resource_id),
+        ("EVENT_TYPE_COMMIT", "", ""),
     ]
-    assert [event.revision for event in events] == ["1", "1", "1", "2"]
+    assert [event.revision for event in events] == ["1", "1", "1", "2", "2"]
+    # The stream says it commits its change sets, on SYNCED only.
+    assert [event.commits_change_sets for event in events] == [False, False, True, False, False]
+
+
+def test_every_change_set_ends_with_one_commit_of_its_revision() -> None:
+    publisher = ObjectSetPublisher()
+    with publisher.subscribe(send_initial=True) as subscription:
+        returned = publisher.replace([pool(), resource(1), resource(2)])
+        publisher.replace([pool(), resource(1), resource(2)])  # no change: no set at all
+        returned += publisher.replace([pool(), resource(1, "edited")])
+        events = drain(subscription)
+    assert COMMIT not in {event.type for event in returned}
+    assert [(event.type, event.revision) for event in events] == [
+        (SYNCED, "0"),
+        (ADDED, "1"),
+        (ADDED, "1"),
+        (ADDED, "1"),
+        (COMMIT, "1"),
+        (MODIFIED, "2"),
+        (DELETED, "2"),
+        (COMMIT, "2"),
+    ]
+    assert [event for event in events if event.type not in {SYNCED, COMMIT}] == returned
 
 
 def test_subscribe_without_replay_sees_only_later_changes() -> None:
@@ -168,7 +193,8 @@ def test_subscribe_without_replay_sees_only_later_changes() -> None:
     with publisher.subscribe(send_initial=False) as subscription:
         publisher.replace([])
         assert summary(drain(subscription)) == [
-            ("EVENT_TYPE_DELETED", "resource", resource(1).resource.resource_id)
+            ("EVENT_TYPE_DELETED", "resource", resource(1).resource.resource_id),
+            ("EVENT_TYPE_COMMIT", "", ""),
         ]
 
 
@@ -203,11 +229,21 @@ def test_no_event_is_lost_or_duplicated_between_snapshot_and_live() -> None:
         state: dict[ObjectKey, bytes] = {}
         synced_at: int | None = None
         last_revision = 0
+        committed = True
         for event in drain(subscription):
             revision = int(event.revision)
             if event.type == SYNCED:
                 synced_at = last_revision = revision
                 continue
+            if event.type == COMMIT:
+                # Each set is whole: its COMMIT follows its last event, with its revision.
+                assert revision == last_revision and not committed
+                committed = True
+                continue
+            if synced_at is not None:
+                # A new revision only after the previous set's COMMIT.
+                assert committed or revision == last_revision
+                committed = False
             key = object_key(event.object)
             if synced_at is None:
                 assert event.type == ADDED and key not in state, "replay repeats an object"
@@ -221,6 +257,7 @@ def test_no_event_is_lost_or_duplicated_between_snapshot_and_live() -> None:
             else:
                 state[key] = serialize(event.object)
         assert synced_at is not None
+        assert committed
         assert last_revision == int(final_revision)
         assert state == expected
         subscription.close()
@@ -231,14 +268,16 @@ def test_a_subscriber_that_falls_behind_is_dropped_and_the_others_are_not() -> N
     slow = publisher.subscribe(send_initial=False)
     fast = publisher.subscribe(send_initial=False)
     for number in range(8):
-        publisher.replace([resource(number)])  # one ADDED and (after the first) one DELETED
+        # One ADDED, (after the first) one DELETED, one COMMIT.
+        publisher.replace([resource(number)])
         drain(fast)
     with pytest.raises(SubscriberLaggedError):
         slow.next_event(timeout=0)
     assert publisher.subscriber_count == 1
     publisher.replace([])
     assert summary(drain(fast)) == [
-        ("EVENT_TYPE_DELETED", "resource", resource(7).resource.resource_id)
+        ("EVENT_TYPE_DELETED", "resource", resource(7).resource.resource_id),
+        ("EVENT_TYPE_COMMIT", "", ""),
     ]
 
 
@@ -326,12 +365,15 @@ def test_watch_streams_replay_synced_and_live_changes(
     call = stub.WatchObjects(adapter_pb2.WatchObjectsRequest(send_initial_objects=True), timeout=5)
     replay = [next(call) for _ in range(4)]
     assert [event.type for event in replay] == [ADDED, ADDED, ADDED, SYNCED]
+    assert replay[-1].commits_change_sets
     publisher.replace([pool(), resource(1, "edited")])
-    live = [next(call), next(call)]
+    live = [next(call), next(call), next(call)]
     assert summary(live) == [
         ("EVENT_TYPE_MODIFIED", "resource", resource(1).resource.resource_id),
         ("EVENT_TYPE_DELETED", "resource", resource(2).resource.resource_id),
+        ("EVENT_TYPE_COMMIT", "", ""),
     ]
+    assert live[-1].revision == "2"
     assert live[0].object.resource.description == "edited"
     call.cancel()
 

@@ -27,6 +27,7 @@ ADDED = adapter_pb2.EVENT_TYPE_ADDED
 MODIFIED = adapter_pb2.EVENT_TYPE_MODIFIED
 DELETED = adapter_pb2.EVENT_TYPE_DELETED
 SYNCED = adapter_pb2.EVENT_TYPE_SYNCED
+COMMIT = adapter_pb2.EVENT_TYPE_COMMIT
 UNKNOWN_POOL = "99999999-0000-4000-8000-000000000009"
 
 
@@ -142,6 +143,7 @@ def test_edits_arrive_as_modified_added_and_deleted_within_a_second(
     write_atomically(adapter.inventory, yaml.safe_dump(document, sort_keys=False))
     events = [next(call), next(call), next(call)]
     elapsed = time.monotonic() - started
+    commit = next(call)  # the one edit is one change set
     call.cancel()
 
     assert elapsed < 1.0
@@ -151,6 +153,7 @@ def test_edits_arrive_as_modified_added_and_deleted_within_a_second(
     modified = next(event for event in events if event.type == MODIFIED)
     assert modified.object.resource.description.endswith("moved to rack A2 U11")
     assert len({event.revision for event in events}) == 1
+    assert (commit.type, commit.revision) == (COMMIT, events[0].revision)
     assert adapter.list_objects() == by_key(load_inventory(adapter.inventory))
     applied = adapter.log_records("inventory_applied")
     assert [(r["added"], r["modified"], r["deleted"]) for r in applied] == [(1, 1, 1)]

@@ -259,7 +259,10 @@ def test_a_file_written_in_two_halves_is_applied_whole_once_it_settles(
         time.sleep(0.3)
     finally:
         adapter.stop()
-    assert [event.type for event in received] == [adapter_pb2.EVENT_TYPE_MODIFIED]
+    assert [event.type for event in received] == [
+        adapter_pb2.EVENT_TYPE_MODIFIED,
+        adapter_pb2.EVENT_TYPE_COMMIT,
+    ]
     assert received[0].object.resource.description.endswith("row D rack 8")
 
 

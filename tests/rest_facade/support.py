@@ -26,8 +26,9 @@ from o2ims.inventory.v1 import inventory_pb2 as v1
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 
 from devstack.pki import DevPki, IssuedCertificate
+from devstack.tokens import DevIssuer
 from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
-from rest_facade.envoy_config import EnvoyConfig
+from rest_facade.envoy_config import EnvoyConfig, JwtConfig
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
 from server.listing import COLLECTION_HEADER
 
@@ -274,3 +275,17 @@ def _complete(received: bytes) -> bool:
         if name.strip().lower() == b"content-length":
             return len(body) >= int(value)
     return False
+
+
+def jwt_config(issuer: DevIssuer, **overrides: Any) -> JwtConfig:
+    """Envoy's token checks for tokens of the dev `issuer`; `overrides` set other fields."""
+    return JwtConfig(
+        issuer=issuer.issuer,
+        audiences=(issuer.audience,),
+        jwks_path=issuer.jwks_path,
+        **overrides,
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}

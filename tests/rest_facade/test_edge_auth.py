@@ -27,7 +27,15 @@ from netweave.headers import CLIENT_CERT_HEADER, EDGE_MARKER_HEADER
 from rest_facade.envoy_config import ClientLimit, JwtConfig, RateLimitConfig
 from rest_facade.envoy_process import RunningEnvoy
 
-from .support import EnvoyFactory, FakeCore, FakeInventory, assert_problem, rest_client
+from .support import (
+    EnvoyFactory,
+    FakeCore,
+    FakeInventory,
+    assert_problem,
+    bearer,
+    jwt_config,
+    rest_client,
+)
 from .test_tls import rejected
 
 POOLS = "/o2ims-infrastructureInventory/v1/resourcePools"
@@ -55,15 +63,6 @@ def outsider(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> IssuedCer
     return issue_client_certificate(pki.directory, "intruder", tmp_path_factory.mktemp("out"))
 
 
-def jwt_config(issuer: DevIssuer, *, required: bool) -> JwtConfig:
-    return JwtConfig(
-        issuer=issuer.issuer,
-        audiences=(issuer.audience,),
-        jwks_path=issuer.jwks_path,
-        required=required,
-    )
-
-
 @pytest.fixture
 def token_envoy(
     envoy_factory: EnvoyFactory, core: FakeCore, issuer: DevIssuer, tmp_path: Path
@@ -73,10 +72,6 @@ def token_envoy(
         jwt=jwt_config(issuer, required=True),
         audit_log_path=tmp_path / "audit-edge.log",
     )
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 def assert_unauthorized(response: httpx.Response) -> None:

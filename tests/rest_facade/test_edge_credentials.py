@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devstack.pki import DevPki
 from devstack.tokens import DevIssuer, ensure_dev_issuer
-from rest_facade.envoy_config import JwtConfig, render
+from rest_facade.envoy_config import render
 from rest_facade.envoy_process import RunningEnvoy
 
 from .support import (
@@ -31,7 +31,9 @@ from .support import (
     FakeCore,
     FakeInventory,
     assert_problem,
+    bearer,
     envoy_config,
+    jwt_config,
     raw_https_request,
     rest_client,
 )
@@ -44,15 +46,6 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
     return ensure_dev_issuer(tmp_path_factory.mktemp("issuer"))
 
 
-def jwt_config(issuer: DevIssuer, **overrides: Any) -> JwtConfig:
-    return JwtConfig(
-        issuer=issuer.issuer,
-        audiences=(issuer.audience,),
-        jwks_path=issuer.jwks_path,
-        **overrides,
-    )
-
-
 @pytest.fixture
 def logged_envoy(
     envoy_factory: EnvoyFactory, core: FakeCore, issuer: DevIssuer, tmp_path: Path
@@ -63,10 +56,6 @@ def logged_envoy(
         access_log_path=tmp_path / "access.log",
         audit_log_path=tmp_path / "audit-edge.log",
     )
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 def signed(issuer: DevIssuer, claims: dict[str, Any]) -> str:

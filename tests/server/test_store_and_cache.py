@@ -141,3 +141,65 @@ def test_snapshot_reload_matches_incremental_view(redis_url: str) -> None:
     cache.load(store.snapshot())
     assert cache.version == 50
     assert [p.resource_pool_id for p in _pools(cache)] == [f"pool-{i:03d}" for i in range(50)]
+
+
+def _command_calls(store: InventoryStore) -> dict[str, int]:
+    stats: dict[str, Any] = store.client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
+
+
+def test_a_change_set_is_one_script_call_whose_events_keep_their_order(redis_url: str) -> None:
+    store = InventoryStore(connect(redis_url))
+    store.apply("static", [Change("resource_pool", POOL_ID, _pool(POOL_ID, "edge"))])
+    resource_ids = [f"r-{n:02d}" for n in range(22)]
+    change_set = [Change("resource_pool", POOL_ID, _pool(POOL_ID, "renamed"))] + [
+        Change("resource", resource_id, _resource(resource_id, POOL_ID, "server"))
+        for resource_id in resource_ids
+    ]
+    store.client.config_resetstat()
+
+    assert store.apply("static", change_set, chunk=None) == 23
+
+    calls = _command_calls(store)
+    # One EVALSHA, so Redis ran the 23 writes and their events with nothing in between.
+    assert calls.get("evalsha") == 1 and "eval" not in calls, calls
+    assert calls.get("xadd") == 23
+    events = store.read_events("0-0", block_ms=0)[1:]
+    assert [(e.kind, e.object_id, e.event) for e in events] == [
+        ("resource_pool", POOL_ID, "modify"),
+        *(("resource", resource_id, "create") for resource_id in resource_ids),
+    ]
+    assert [e.version for e in events] == list(range(2, 25))
+    assert store.owned_by("static") == {("resource_pool", POOL_ID)} | {
+        ("resource", resource_id) for resource_id in resource_ids
+    }
+
+
+def test_a_batch_mixing_deletes_and_unchanged_objects_emits_only_real_changes(
+    redis_url: str,
+) -> None:
+    store = InventoryStore(connect(redis_url))
+    store.apply(
+        "static",
+        [
+            Change("resource_pool", POOL_ID, _pool(POOL_ID, "edge")),
+            Change("resource", RESOURCE_ID, _resource(RESOURCE_ID, POOL_ID, "server")),
+        ],
+    )
+    applied = store.apply(
+        "k8s",
+        [
+            Change("resource_pool", POOL_ID, _pool(POOL_ID, "edge")),  # same bytes: owner only
+            Change("resource", RESOURCE_ID, None),
+            Change("resource", "never-stored", None),
+        ],
+        chunk=None,
+    )
+    assert applied == 1
+    assert [e.event for e in store.read_events("0-0", block_ms=0)] == [
+        "create",
+        "create",
+        "delete",
+    ]
+    assert store.owned_by("k8s") == {("resource_pool", POOL_ID)}
+    assert store.read_objects([("resource", RESOURCE_ID)]) == {}
