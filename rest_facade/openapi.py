@@ -24,6 +24,7 @@ from typing import Any
 from google.protobuf import descriptor, descriptor_pool
 
 from rest_facade.http_rules import HttpRule, pool_of, read_file_set, read_rules, resource_paths
+from rest_facade.openapi_query import filter_pattern, selector_pattern
 from rest_facade.openapi_schemas import Comments, Schema, SchemaSet
 
 OPENAPI_VERSION = "3.1.0"
@@ -145,7 +146,7 @@ def _operation(
         if rest:
             operation["description"] = comment
     parameters = _path_parameters(rule, request, schemas, names) + _query_parameters(
-        rule, request, schemas
+        rule, request, schemas, _object_type(rule, response)
     )
     if parameters:
         operation["parameters"] = parameters
@@ -183,19 +184,43 @@ def _path_parameters(
     return parameters
 
 
+def _object_type(rule: HttpRule, response: descriptor.Descriptor) -> descriptor.Descriptor | None:
+    """The type of the objects an operation answers with (a list's items), or None."""
+    if rule.empty_response:
+        return None
+    if rule.collection is None:
+        return response
+    return response.fields_by_name[_proto_name(response, rule.collection)].message_type
+
+
 def _query_parameters(
-    rule: HttpRule, request: descriptor.Descriptor, schemas: SchemaSet
+    rule: HttpRule,
+    request: descriptor.Descriptor,
+    schemas: SchemaSet,
+    object_type: descriptor.Descriptor | None,
 ) -> list[dict[str, Any]]:
     """What a query string can set (HttpRule.query_fields), by proto field name as the
-    transcoder takes it. A boolean may also be sent bare (`?all_fields`)."""
+    transcoder takes it. A boolean may also be sent bare (`?all_fields`). The SOL013
+    query parameters get a pattern from `object_type` (rest_facade/openapi_query.py)."""
+    patterns = {}
+    if object_type is not None:
+        patterns = {
+            "filter": filter_pattern(object_type),
+            "fields": selector_pattern(object_type),
+            "exclude_fields": selector_pattern(object_type),
+        }
     parameters = []
     for name in rule.query_fields:
         field = request.fields_by_name[name]
+        schema = schemas.field(field)
+        pattern = patterns.get(name)
+        if pattern is not None:
+            (schema["items"] if field.is_repeated else schema)["pattern"] = pattern
         parameter: dict[str, Any] = {
             "name": name,
             "in": "query",
             "required": False,
-            "schema": schemas.field(field),
+            "schema": schema,
         }
         if name in rule.flags:
             parameter["allowEmptyValue"] = True

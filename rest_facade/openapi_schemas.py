@@ -2,8 +2,8 @@
 the transcoder prints and parses them: proto3 JSON mapping with the json_name of each
 field, enums as value names, and every field without presence always printed. The
 o2ims.options.v1 field options add what the mapping cannot say: `format` (e.g. uuid),
-allowed string values, request behaviour (required, output only) and Values that carry one
-message or null.
+allowed string values, a `pattern`, request behaviour (required, output only) and Values
+that carry one message or null.
 """
 
 from __future__ import annotations
@@ -142,6 +142,9 @@ class SchemaSet:
             schema["format"] = field_options.Extensions[options.format]
         if field_options.Extensions[options.allowed_values]:
             schema["enum"] = list(field_options.Extensions[options.allowed_values])
+        if request and field_options.Extensions[options.pattern]:
+            # What the core checks on input; stored values may predate the pattern.
+            schema["pattern"] = field_options.Extensions[options.pattern]
         if request and schema.get("format") in ("int64", "uint64"):
             # The parser takes a number as well as the string the printer writes.
             schema["type"] = ["string", "integer"]
@@ -174,16 +177,25 @@ class SchemaSet:
             if not request and _optional_string(field):
                 # Set only with a value: an unset optional attribute is left out, never "".
                 schema["minLength"] = 1
+            if request and _optional_scalar(field):
+                # The parser takes null for "unset", which an optional attribute may be.
+                schema = _nullable(schema)
             properties[field.json_name] = schema
             if request:
                 if options.FIELD_BEHAVIOR_REQUIRED in behavior:
                     required.append(field.json_name)
+                    if field.type == FieldType.TYPE_STRING and not field.is_repeated:
+                        # Without presence, "" is the same as left out.
+                        schema["minLength"] = 1
             elif not field.has_presence:
                 # Unset optional fields are left out, and selectors may leave out messages
                 # (a value_of Value among them: it is a complex attribute).
                 required.append(field.json_name)
         schema = {"type": "object", "properties": properties}
-        if not request:
+        if request:
+            # Unknown members are ignored, but one with an empty name is refused.
+            schema["propertyNames"] = {"minLength": 1}
+        else:
             schema["additionalProperties"] = False
         if required:
             schema["required"] = required
@@ -196,6 +208,21 @@ class SchemaSet:
 def _optional_string(field: descriptor.FieldDescriptor) -> bool:
     """A proto3 `optional string` (explicit presence): printed only when set."""
     return field.type == FieldType.TYPE_STRING and field.has_presence and not field.is_repeated
+
+
+def _optional_scalar(field: descriptor.FieldDescriptor) -> bool:
+    """A proto3 `optional` scalar (explicit presence, not a message)."""
+    return field.message_type is None and field.has_presence and not field.is_repeated
+
+
+def _nullable(schema: Schema) -> Schema:
+    """`schema` that also takes null."""
+    schema = dict(schema)
+    if "enum" in schema:
+        schema["enum"] = [*schema["enum"], None]
+    if isinstance(schema.get("type"), str):
+        schema["type"] = [schema["type"], "null"]
+    return schema
 
 
 def _is_map(field: descriptor.FieldDescriptor) -> bool:
