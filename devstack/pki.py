@@ -104,7 +104,7 @@ def ensure_dev_pki(directory: Path = DEFAULT_DIR) -> DevPki:
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):
         now = _now()
-        ca = _load_valid_ca(pki, now)
+        ca = _load_valid_ca_pair(pki.ca, now)
         if ca is None:
             ca_key = ec.generate_private_key(ec.SECP256R1())
             ca_cert = _build_ca(ca_key, now)
@@ -253,7 +253,7 @@ def issue_client_certificate(
     if end <= start:
         raise ValueError("not_after must be later than not_before")
     pki = ensure_dev_pki(pki_dir)
-    ca = _load_ca(pki)
+    ca = _load_ca_pair(pki.ca)
     out_dir.mkdir(parents=True, exist_ok=True)
     issued = IssuedCertificate(out_dir / f"{name}.crt", out_dir / f"{name}.key")
     _issue_client(ca, issued, name, start, end)
@@ -470,19 +470,11 @@ def _read_pair(
     return cert, key
 
 
-def _load_ca(pki: DevPki) -> _CaPair:
-    return _load_ca_pair(pki.ca)
-
-
 def _load_ca_pair(ca: IssuedCertificate) -> _CaPair:
     pair = _read_pair(ca)
     if pair is None:
         raise RuntimeError(f"no usable CA in {ca.cert.parent}")
     return pair
-
-
-def _load_valid_ca(pki: DevPki, now: dt.datetime) -> _CaPair | None:
-    return _load_valid_ca_pair(pki.ca, now)
 
 
 def _load_valid_ca_pair(ca: IssuedCertificate, now: dt.datetime) -> _CaPair | None:

@@ -36,6 +36,20 @@ class ApiError(Exception):
         return error_status(self.rpc_code, self.message, self.details())
 
 
+class PermissionDenied(ApiError):
+    """The caller may not do this (PERMISSION_DENIED, REST 403)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    rpc_code = code_pb2.PERMISSION_DENIED
+
+
+class Unauthenticated(ApiError):
+    """The caller could not be identified safely (UNAUTHENTICATED, REST 401)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    rpc_code = code_pb2.UNAUTHENTICATED
+
+
 class NotFound(ApiError):
     """An object that does not exist (NOT_FOUND, REST 404)."""
 

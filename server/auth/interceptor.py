@@ -14,13 +14,12 @@ from typing import Any, Final
 import grpc
 import structlog
 from google.protobuf import json_format
-from google.rpc import code_pb2
 
 from server.auth.audit import AuditLog, redact
 from server.auth.caller import Caller, acting_as
 from server.auth.identity import Channel, Identity, IdentityRefused, identify
 from server.auth.policy import PUBLIC, AccessPolicy, Decision, required_permission
-from server.errors import ApiError
+from server.errors import ApiError, PermissionDenied, Unauthenticated
 from server.metrics import GatewayMetrics
 
 log = structlog.get_logger()
@@ -44,16 +43,6 @@ HTTP_STATUS: Final[Mapping[grpc.StatusCode, int]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class PermissionDenied(ApiError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-    rpc_code = code_pb2.PERMISSION_DENIED
-
-
-class Unauthenticated(ApiError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-    rpc_code = code_pb2.UNAUTHENTICATED
 
 
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]

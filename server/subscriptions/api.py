@@ -18,13 +18,18 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-import grpc
 import redis
 import structlog
-from google.rpc import code_pb2
 
 from server.auth.caller import current_caller
-from server.errors import AlreadyExists, ApiError, InvalidArgument, NotFound, Unavailable
+from server.errors import (
+    AlreadyExists,
+    ApiError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from server.subscriptions.callbacks import CallbackPolicy
 from server.subscriptions.store import (
     DuplicateSubscription,
@@ -40,14 +45,6 @@ from server.subscriptions.validation import (
 )
 
 log = structlog.get_logger()
-
-
-class OwnerRequired(ApiError):
-    """A create by a caller that would own nothing it creates (PERMISSION_DENIED, REST
-    403)."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-    rpc_code = code_pb2.PERMISSION_DENIED
 
 
 @dataclass(frozen=True)
@@ -127,7 +124,7 @@ class SubscriptionApi:
         self.check_major(api_version, required=True)
         caller = current_caller()
         if not caller.owner and not caller.sees_all:
-            raise OwnerRequired(
+            raise PermissionDenied(
                 f"{self.resource.reason_prefix}_OWNER_REQUIRED",
                 "the call carries no client identity to own the subscription",
             )

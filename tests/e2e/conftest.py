@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from devstack.stack import LocalStack, StackConfig
+from tests.notifier.receiver import Receiver
 from tests.openapi_contract import ContractRecorder
 
 
@@ -67,3 +68,11 @@ def inventory_file(stack: LocalStack) -> Iterator[Path]:
     restored = stack.config.inventory.with_suffix(".restore")
     restored.write_text(original)
     restored.replace(stack.config.inventory)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    """A real webhook receiver (counts, verifies signatures) for the module's stack."""
+    started = Receiver().start()
+    yield started
+    started.stop()

@@ -25,13 +25,6 @@ V1 = "/o2ims-infrastructureInventory/v1"
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
 def rest(stack: LocalStack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.rest_url, verify=stack.client_tls(), timeout=10) as client:
         yield client

@@ -30,13 +30,6 @@ INVENTORY = "/o2ims-infrastructureInventory"
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[LocalStack]:
     running = start_stack(tmp_path_factory, smo_registration_url=f"{receiver.url}/smo/register")
     yield running

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from devstack.pki import DevPki, ensure_dev_pki
+from devstack.tokens import DevIssuer, ensure_dev_issuer
 from rest_facade import openapi
 from rest_facade.envoy_process import RunningEnvoy
 from tests.openapi_contract import ContractRecorder
@@ -170,3 +171,9 @@ def envoy_factory(tmp_path: Path, pki: DevPki, descriptor: Path) -> Iterator[Env
     yield factory
     for running in started:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
+    """The dev token issuer (a signing key and its JWKS) of the module's edge."""
+    return ensure_dev_issuer(tmp_path_factory.mktemp("issuer"))

@@ -42,11 +42,6 @@ POOLS = "/o2ims-infrastructureInventory/v1/resourcePools"
 
 
 @pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
-    return ensure_dev_issuer(tmp_path_factory.mktemp("issuer"))
-
-
-@pytest.fixture(scope="module")
 def stranger(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
     """Another issuer's key: its tokens are well-formed but not signed by ours."""
     return ensure_dev_issuer(tmp_path_factory.mktemp("stranger"))

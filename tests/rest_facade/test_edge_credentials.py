@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devstack.pki import DevPki
-from devstack.tokens import DevIssuer, ensure_dev_issuer
+from devstack.tokens import DevIssuer
 from rest_facade.envoy_config import render
 from rest_facade.envoy_process import RunningEnvoy
 
@@ -39,11 +39,6 @@ from .support import (
 )
 
 POOLS = "/o2ims-infrastructureInventory/v1/resourcePools"
-
-
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
-    return ensure_dev_issuer(tmp_path_factory.mktemp("issuer"))
 
 
 @pytest.fixture

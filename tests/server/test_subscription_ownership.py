@@ -17,7 +17,7 @@ from o2ims.monitoring.v1 import monitoring_pb2 as mon
 from o2ims.subscriptions.v1 import subscriptions_pb2 as sub
 
 from server.auth.caller import NOBODY, Caller, acting_as
-from server.errors import AlreadyExists, ApiError, NotFound
+from server.errors import AlreadyExists, ApiError, NotFound, PermissionDenied
 from server.listing import Lister, ListingSettings
 from server.monitoring_v1 import ALARM_SUBSCRIPTION_RESOURCE, AlarmRecords, MonitoringV1Servicer
 from server.store import connect
@@ -29,7 +29,6 @@ from server.subscriptions import (
     SubscriptionResource,
     SubscriptionStore,
 )
-from server.subscriptions.api import OwnerRequired
 from server.subscriptions.callbacks import CallbackPolicy
 
 NORTH = Caller(owner="cert-uri:spiffe://netweave.local/client/smo-north")
@@ -250,7 +249,7 @@ def test_a_duplicate_by_the_same_owner_reports_that_owners_id(
 
 def test_a_caller_without_an_owner_may_not_create(subscriptions: Subscriptions) -> None:
     refused = raised(lambda: subscriptions.create(NOBODY))
-    assert isinstance(refused, OwnerRequired)
+    assert isinstance(refused, PermissionDenied)
     assert refused.code == grpc.StatusCode.PERMISSION_DENIED
     assert refused.reason == f"{subscriptions.api.resource.reason_prefix}_OWNER_REQUIRED"
     assert subscriptions.stored_keys() == []
