@@ -5,7 +5,10 @@ An adapter only has to compute "the objects I see now" and hand them to
 ObjectSetPublisher.replace(); the publisher works out what changed, numbers the
 change and fans it out to every watcher as one change set: its events, then one
 COMMIT (the stream's SYNCED says so with `commits_change_sets`), so the core applies
-the set whole or, if the stream breaks before the COMMIT, not at all.
+the set whole or, if the stream breaks before the COMMIT, not at all. An adapter that
+knows which objects it touched (a watch-driven one) hands only those to
+ObjectSetPublisher.update(), with the same result at a cost that follows the change,
+not the size of the set.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ DEFAULT_MAX_OBJECT_BYTES: Final = 4 * 1024 * 1024 - 64 * 1024
 # fits gRPC's metadata limits.
 PROBLEMS_METADATA_KEY: Final = "netweave-adapter-problems-bin"
 MAX_REPORTED_PROBLEMS: Final = 5
+# ErrorInfo reason of ListObjects/WatchObjects refused by an adapter that has not read its
+# source yet (UNAVAILABLE): the core waits for it instead of counting a failed watch.
+NOT_SYNCED_REASON: Final = "ADAPTER_NOT_SYNCED"
 MAX_PROBLEM_CHARS: Final = 500
 
 _KIND_ORDER: Final = {kind: index for index, kind in enumerate(KINDS)}
@@ -206,11 +212,13 @@ class ObjectSetPublisher:
     ) -> None:
         self._lock = threading.Lock()
         self._max_object_bytes = max_object_bytes
-        self._refused: list[RefusedObject] = []
+        self._refused: dict[ObjectKey, RefusedObject] = {}
         self._source_problem = ""
         self._objects: dict[ObjectKey, tuple[domain_pb2.InventoryObject, bytes]] = {}
         self._ordered: list[domain_pb2.InventoryObject] | None = []
         self._revision = 0
+        # Whether the adapter has published its set yet (even an empty one).
+        self._published = False
         self._subscribers: set[Subscription] = set()
         self._max_pending_events = max_pending_events
         self._closed = False
@@ -221,15 +229,23 @@ class ObjectSetPublisher:
             return str(self._revision)
 
     @property
+    def published(self) -> bool:
+        """True once replace() or update() has been called: before, the publisher holds
+        no set at all (which is not the same as an empty one)."""
+        with self._lock:
+            return self._published
+
+    @property
     def subscriber_count(self) -> int:
         with self._lock:
             return len(self._subscribers)
 
     @property
     def refused(self) -> list[RefusedObject]:
-        """The objects the last replace() refused (too large to send)."""
+        """The objects refused as too large to send: by the last replace(), and by the
+        update() calls since that last offered them (kind order, then id)."""
         with self._lock:
-            return list(self._refused)
+            return self._refused_in_order()
 
     @property
     def problems(self) -> list[str]:
@@ -237,7 +253,7 @@ class ObjectSetPublisher:
         (set_source_problem) first, then every refused object."""
         with self._lock:
             source = [self._source_problem] if self._source_problem else []
-            return source + [str(refused) for refused in self._refused]
+            return source + [str(refused) for refused in self._refused_in_order()]
 
     def set_source_problem(self, problem: str) -> None:
         """Record (or with "" clear) why the adapter's source cannot be read right now,
@@ -261,6 +277,74 @@ class ObjectSetPublisher:
         `refused` and `problems`): it keeps its last published state, or stays
         unpublished if it has none, and everything else is applied as usual.
         """
+        incoming, oversized = self._prepare(objects)
+        with self._lock:
+            self._published = True
+            self._refused = {}
+            for key, size in oversized.items():
+                previous = self._objects.get(key)
+                if previous is not None:
+                    incoming[key] = previous
+                self._refuse(key, size, previous is not None)
+            upserts = [
+                key
+                for key, (_, data) in incoming.items()
+                if key not in self._objects or self._objects[key][1] != data
+            ]
+            deletions = list(self._objects.keys() - incoming.keys())
+            events = self._events(incoming, upserts, deletions)
+            if events:
+                self._objects = incoming
+                self._broadcast(events)
+            return events
+
+    def update(
+        self,
+        upserts: Iterable[domain_pb2.InventoryObject],
+        deletions: Iterable[ObjectKey] = (),
+    ) -> list[adapter_pb2.WatchObjectsResponse]:
+        """Add or change `upserts` and remove the objects keyed by `deletions`, leaving
+        every other object as it is; returns (and broadcasts) what changed.
+
+        The same as replace() with the current set so edited (diff by canonical bytes,
+        one revision and one change set with its COMMIT per call, nothing sent when
+        nothing changed, parents before children, oversized objects refused), at a cost
+        that follows the size of the call rather than of the set. Deleting a key that
+        is not published does nothing but clear a refusal of it; naming a key twice,
+        or both upserting and deleting it, is a ValueError.
+        """
+        incoming, oversized = self._prepare(upserts)
+        removed: set[ObjectKey] = set()
+        for key in deletions:
+            if key in incoming or key in oversized or key in removed:
+                raise ValueError(f"the key {key} is named twice")
+            removed.add(key)
+        with self._lock:
+            self._published = True
+            for key in removed | incoming.keys():
+                self._refused.pop(key, None)
+            for key, size in oversized.items():
+                self._refuse(key, size, key in self._objects)
+            changed = [
+                key
+                for key, (_, data) in incoming.items()
+                if key not in self._objects or self._objects[key][1] != data
+            ]
+            gone = [key for key in removed if key in self._objects]
+            events = self._events(incoming, changed, gone)
+            if events:
+                for key in changed:
+                    self._objects[key] = incoming[key]
+                for key in gone:
+                    del self._objects[key]
+                self._broadcast(events)
+            return events
+
+    def _prepare(
+        self, objects: Iterable[domain_pb2.InventoryObject]
+    ) -> tuple[dict[ObjectKey, tuple[domain_pb2.InventoryObject, bytes]], dict[ObjectKey, int]]:
+        """Private copies of `objects` with their canonical bytes, and the size of each
+        one over the limit (left out of the copies); a repeated key is a ValueError."""
         incoming: dict[ObjectKey, tuple[domain_pb2.InventoryObject, bytes]] = {}
         oversized: dict[ObjectKey, int] = {}
         for obj in objects:
@@ -274,62 +358,65 @@ class ObjectSetPublisher:
             stored = domain_pb2.InventoryObject()
             stored.CopyFrom(obj)
             incoming[key] = (stored, serialize(stored))
-        with self._lock:
-            self._refused = []
-            for key, size in sorted(oversized.items(), key=lambda item: _order(item[0])):
-                previous = self._objects.get(key)
-                if previous is not None:
-                    incoming[key] = previous
-                self._refused.append(
-                    RefusedObject(key[0], key[1], size, self._max_object_bytes, bool(previous))
-                )
-            upserts = sorted(
-                (
-                    key
-                    for key, (_, data) in incoming.items()
-                    if key not in self._objects or self._objects[key][1] != data
+        return incoming, oversized
+
+    def _refuse(self, key: ObjectKey, size: int, held_previous: bool) -> None:
+        self._refused[key] = RefusedObject(
+            key[0], key[1], size, self._max_object_bytes, held_previous
+        )
+
+    def _refused_in_order(self) -> list[RefusedObject]:
+        return [self._refused[key] for key in sorted(self._refused, key=_order)]
+
+    def _events(
+        self,
+        incoming: dict[ObjectKey, tuple[domain_pb2.InventoryObject, bytes]],
+        upserts: list[ObjectKey],
+        deletions: list[ObjectKey],
+    ) -> list[adapter_pb2.WatchObjectsResponse]:
+        """The events of one change (under the lock, before the set is changed), under
+        a new revision; none, and no new revision, when nothing changes."""
+        if not upserts and not deletions:
+            return []
+        self._revision += 1
+        revision = str(self._revision)
+        # Parents before children on the way in, children before parents on the way
+        # out, so a consumer applying events one by one never sees a dangling reference.
+        events = [
+            adapter_pb2.WatchObjectsResponse(
+                type=(
+                    adapter_pb2.EVENT_TYPE_MODIFIED
+                    if key in self._objects
+                    else adapter_pb2.EVENT_TYPE_ADDED
                 ),
-                key=_order,
+                object=incoming[key][0],
+                revision=revision,
             )
-            deletions = sorted(self._objects.keys() - incoming.keys(), key=_reverse_order)
-            if not upserts and not deletions:
-                return []
-            self._revision += 1
-            revision = str(self._revision)
-            # Parents before children on the way in, children before parents on the way
-            # out, so a consumer applying events one by one never sees a dangling reference.
-            events = [
-                adapter_pb2.WatchObjectsResponse(
-                    type=(
-                        adapter_pb2.EVENT_TYPE_MODIFIED
-                        if key in self._objects
-                        else adapter_pb2.EVENT_TYPE_ADDED
-                    ),
-                    object=incoming[key][0],
-                    revision=revision,
-                )
-                for key in upserts
-            ]
-            events += [
-                adapter_pb2.WatchObjectsResponse(
-                    type=adapter_pb2.EVENT_TYPE_DELETED,
-                    object=self._objects[key][0],
-                    revision=revision,
-                )
-                for key in deletions
-            ]
-            self._objects = incoming
-            self._ordered = None
-            change_set = [
-                *events,
-                adapter_pb2.WatchObjectsResponse(
-                    type=adapter_pb2.EVENT_TYPE_COMMIT, revision=revision
-                ),
-            ]
-            for subscription in list(self._subscribers):
-                if not subscription._offer(change_set):
-                    self._subscribers.discard(subscription)
-            return events
+            for key in sorted(upserts, key=_order)
+        ]
+        events += [
+            adapter_pb2.WatchObjectsResponse(
+                type=adapter_pb2.EVENT_TYPE_DELETED,
+                object=self._objects[key][0],
+                revision=revision,
+            )
+            for key in sorted(deletions, key=_reverse_order)
+        ]
+        return events
+
+    def _broadcast(self, events: list[adapter_pb2.WatchObjectsResponse]) -> None:
+        """Offer one change set, ended by its COMMIT, to every watcher (under the lock,
+        after the set was changed)."""
+        self._ordered = None
+        change_set = [
+            *events,
+            adapter_pb2.WatchObjectsResponse(
+                type=adapter_pb2.EVENT_TYPE_COMMIT, revision=events[0].revision
+            ),
+        ]
+        for subscription in list(self._subscribers):
+            if not subscription._offer(change_set):
+                self._subscribers.discard(subscription)
 
     def snapshot(self) -> tuple[str, list[domain_pb2.InventoryObject]]:
         """The revision and the objects, parents first (contract.KINDS order, then id).
@@ -411,15 +498,33 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
             revision=self._publisher.revision,
         )
 
+    def _refuse_until_published(self, context: grpc.ServicerContext) -> None:
+        """An adapter that has not read its source yet has no set to give: an empty one
+        would tell the core that every object it holds from this adapter is gone, so a
+        restart would delete and re-add them all, notifications included. Refused, the
+        core keeps serving what it has and shows the adapter degraded, with the problems
+        GetAdapterInfo (always answered) reports."""
+        if self._publisher.published:
+            return
+        problems = "; ".join(self._publisher.problems) or "reading its source"
+        _abort(
+            context,
+            code_pb2.UNAVAILABLE,
+            NOT_SYNCED_REASON,
+            f"the adapter has not read its source yet ({problems})",
+        )
+
     def ListObjects(
         self, request: adapter_pb2.ListObjectsRequest, context: grpc.ServicerContext
     ) -> adapter_pb2.ListObjectsResponse:
+        self._refuse_until_published(context)
         revision, objects = self._publisher.snapshot()
         return adapter_pb2.ListObjectsResponse(revision=revision, objects=objects)
 
     def WatchObjects(
         self, request: adapter_pb2.WatchObjectsRequest, context: grpc.ServicerContext
     ) -> Iterator[adapter_pb2.WatchObjectsResponse]:
+        self._refuse_until_published(context)
         subscription = self._publisher.subscribe(send_initial=request.send_initial_objects)
         # Wakes the blocked handler thread as soon as the client cancels or disconnects.
         if not context.add_callback(subscription.close):

@@ -36,6 +36,12 @@ def _banner(stack: LocalStack) -> str:
     required = "required" if stack.config.require_token else "optional"
     secret_file = _short(stack.webhook_secret_path)
     redis_url = stack.redis_url
+    clusters = "".join(
+        f"\n  Kubernetes adapter   127.0.0.1:{cluster.port}  {cluster.name}: "
+        f"{_short(cluster.kubeconfig)}"
+        + (f" (context {cluster.context})" if cluster.context else "")
+        for cluster in stack.config.kube_clusters
+    )
     return f"""
 netweave is running (inventory: {stack.config.inventory})
 
@@ -47,7 +53,7 @@ netweave is running (inventory: {stack.config.inventory})
   Redis                {redis_url}
   Envoy admin          {_short(stack.envoy_admin_socket)}  (Unix socket, 0600, root only)
   logs                 {stack.logs}/  (audit trail: audit.log, audit-edge.log)
-  access policy        {stack.config.auth_policy}
+  access policy        {stack.config.auth_policy}{clusters}
 
 Try (the dev client certificate is an admin):
   curl {tls} {base}

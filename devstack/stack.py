@@ -12,7 +12,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,71 @@ PORT_FIELDS = (
 )
 
 
+@dataclass(frozen=True)
+class KubeCluster:
+    """One Kubernetes cluster `make run` fronts: one adapter process (adapters/kubernetes).
+    Port 0 picks a free port."""
+
+    kubeconfig: Path
+    context: str | None = None
+    name: str = ""
+    port: int = 0
+
+
+def _kubeconfig_contexts(path: Path) -> tuple[list[str], str | None]:
+    """The context names of a kubeconfig file and its current context."""
+    import yaml  # local: only make run with NETWEAVE_KUBECONFIG needs it
+
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"NETWEAVE_KUBECONFIG: cannot read {path}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"NETWEAVE_KUBECONFIG: {path} is not a kubeconfig (not a mapping)")
+    names = [
+        str(entry.get("name"))
+        for entry in document.get("contexts") or []
+        if isinstance(entry, dict) and entry.get("name")
+    ]
+    current = document.get("current-context")
+    return names, str(current) if current else None
+
+
+def kube_clusters(
+    kubeconfigs: Sequence[Path], contexts: Sequence[str], first_port: int
+) -> tuple[KubeCluster, ...]:
+    """One cluster per context named in `contexts` (each looked up in the kubeconfig files
+    in order), else one per kubeconfig file (its current context). Adapter names are
+    `kubernetes-<context>`, made unique; ports count up from `first_port` (0: free ports).
+    Raises ValueError naming a context no file holds or a file that cannot be read."""
+    wanted: list[tuple[Path, str | None, str | None]] = []
+    if contexts:
+        known = {path: _kubeconfig_contexts(path)[0] for path in kubeconfigs}
+        for context in contexts:
+            holder = next((path for path in kubeconfigs if context in known[path]), None)
+            if holder is None:
+                raise ValueError(
+                    f"NETWEAVE_KUBE_CONTEXT names {context!r}, which no kubeconfig in "
+                    f"NETWEAVE_KUBECONFIG holds ({', '.join(str(p) for p in kubeconfigs)})"
+                )
+            wanted.append((holder, context, context))
+    else:
+        for path in kubeconfigs:
+            _, current = _kubeconfig_contexts(path)
+            wanted.append((path, None, current))
+    clusters: list[KubeCluster] = []
+    used: set[str] = set()
+    for index, (path, chosen, label) in enumerate(wanted):
+        base = label or path.stem
+        name, suffix = f"kubernetes-{base}", 2
+        while name in used:
+            name, suffix = f"kubernetes-{base}-{suffix}", suffix + 1
+        used.add(name)
+        port = first_port + index if first_port else 0
+        clusters.append(KubeCluster(path.resolve(), chosen, name, port))
+    return tuple(clusters)
+
+
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:
         return bool(response.status == 200)
@@ -109,6 +174,10 @@ class StackConfig:
     # Where the notifier POSTs the O-Cloud Available notification (None: no registration).
     smo_registration_url: str | None = None
     extra_notifier_env: dict[str, str] = field(default_factory=dict)
+    # Kubernetes clusters, each served by its own adapter process beside the static one.
+    kube_clusters: tuple[KubeCluster, ...] = ()
+    # Extra arguments for every Kubernetes adapter (tests: faster retries).
+    kube_adapter_args: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
@@ -133,6 +202,11 @@ class StackConfig:
             strict_query_parameters=settings.STRICT_QUERY_PARAMETERS.read(environ),
             rate_limit_rps=settings.RATE_LIMIT_RPS.read(environ),
             rate_limit_burst=settings.RATE_LIMIT_BURST.read(environ),
+            kube_clusters=kube_clusters(
+                [Path(path) for path in settings.STACK_KUBECONFIGS.read(environ)],
+                settings.STACK_KUBE_CONTEXTS.read(environ),
+                settings.STACK_KUBE_ADAPTER_PORT.read(environ),
+            ),
         )
 
     @classmethod
@@ -151,6 +225,9 @@ class StackConfig:
             self,
             extra_core_env=dict(self.extra_core_env),
             extra_notifier_env=dict(self.extra_notifier_env),
+            kube_clusters=tuple(
+                replace(cluster, port=cluster.port or free_port()) for cluster in self.kube_clusters
+            ),
             **ports,
         )
 
@@ -177,6 +254,8 @@ class LocalStack:
         )
         self.redis: RedisServer | None = None
         self.adapter: ManagedProcess | None = None
+        # One per entry of config.kube_clusters, in that order.
+        self.kube_adapters: list[ManagedProcess] = []
         self.core: ManagedProcess | None = None
         self.notifier: ManagedProcess | None = None
         self.envoy: RunningEnvoy | None = None
@@ -224,12 +303,21 @@ class LocalStack:
         return StackRecord(self.config.state_dir)
 
     def bound_ports(self) -> dict[str, int]:
-        """The TCP ports the stack's processes listen on, by StackConfig field."""
-        return {
+        """The TCP ports the stack's processes listen on, by StackConfig field (the
+        Kubernetes adapters' by adapter name)."""
+        ports = {
             name: getattr(self.config, name)
             for name in PORT_FIELDS
             if not (name == "redis_port" and self.config.redis_url)
         }
+        return ports | {cluster.name: cluster.port for cluster in self.config.kube_clusters}
+
+    @property
+    def adapter_addresses(self) -> list[str]:
+        """What the core watches: the static adapter, then each Kubernetes adapter."""
+        return [f"127.0.0.1:{self.config.adapter_port}"] + [
+            f"127.0.0.1:{cluster.port}" for cluster in self.config.kube_clusters
+        ]
 
     def preflight(self) -> None:
         """Refuse to start, before starting anything, what could not start or would collide:
@@ -251,7 +339,11 @@ class LocalStack:
         taken = [
             f"port {port} ({name}) is in use"
             + (f" by {holder}" if (holder := port_holder(port)) else "")
-            + f"; set NETWEAVE_{name.upper()} to another port"
+            + (
+                f"; set NETWEAVE_{name.upper()} to another port"
+                if name in PORT_FIELDS
+                else "; set NETWEAVE_KUBE_ADAPTER_PORT to another first port"
+            )
             for name, port in self.bound_ports().items()
             if not port_free(port)
         ]
@@ -264,6 +356,7 @@ class LocalStack:
             if not self.config.redis_url:
                 self.start_redis()
             self.start_adapter(timeout)
+            self.start_kube_adapters(timeout)
             self.start_core(timeout)
             self.start_notifier(timeout)
             self.start_envoy(timeout)
@@ -294,12 +387,48 @@ class LocalStack:
         ).start()
         self._wait(self.adapter, lambda: port_open(self.config.adapter_port), timeout)
 
+    def kube_adapter_process(self, cluster: KubeCluster) -> ManagedProcess:
+        """The (not yet started) adapter process of one cluster."""
+        argv = [
+            sys.executable,
+            "-m",
+            "adapters.kubernetes",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(cluster.port),
+            "--name",
+            cluster.name,
+            *(["--context", cluster.context] if cluster.context else []),
+            *self.config.kube_adapter_args,
+        ]
+        return ManagedProcess(
+            argv=argv, name=cluster.name, log_path=self.logs / f"{cluster.name}.log", cwd=REPO
+        )
+
+    def start_kube_adapters(self, timeout: float = 30.0) -> None:
+        for cluster in self.config.kube_clusters:
+            process = self.kube_adapter_process(cluster).start()
+            self.kube_adapters.append(process)
+            self._wait(process, functools.partial(port_open, cluster.port), timeout)
+
+    def restart_kube_adapter(self, index: int, timeout: float = 30.0) -> ManagedProcess:
+        """Start the `index`-th Kubernetes adapter again (after a test killed it)."""
+        cluster = self.config.kube_clusters[index]
+        self.kube_adapters[index].stop()
+        process = self.kube_adapter_process(cluster).start()
+        self.kube_adapters[index] = process
+        self._wait(process, functools.partial(port_open, cluster.port), timeout)
+        return process
+
     def core_env(self) -> dict[str, str]:
         return {
             "NETWEAVE_GRPC_PORT": str(self.config.grpc_port),
             "NETWEAVE_OPS_PORT": str(self.config.ops_port),
             "REDIS_URL": self.redis_url,
-            "NETWEAVE_ADAPTERS": f"127.0.0.1:{self.config.adapter_port}",
+            "NETWEAVE_ADAPTERS": ",".join(self.adapter_addresses),
             "NETWEAVE_SERVICE_URI": self.config.service_uri or self.rest_url,
             "NETWEAVE_EDGE_LISTEN": f"127.0.0.1:{self.config.edge_port}",
             "NETWEAVE_EDGE_TLS_CERT": str(self.internal_pki.core.cert),
@@ -316,7 +445,7 @@ class LocalStack:
         """Where subscription callbacks may point (core: at creation; notifier: at delivery):
         never at one of the stack's own listeners, in every posture; with dev_callbacks,
         at plain http and loopback receivers too."""
-        own = ",".join(f"127.0.0.1:{getattr(self.config, name)}" for name in PORT_FIELDS)
+        own = ",".join(f"127.0.0.1:{port}" for port in self.bound_ports().values())
         env = {"NETWEAVE_GATEWAY_ENDPOINTS": own}
         if self.config.dev_callbacks:
             env["NETWEAVE_CALLBACK_ALLOW_HTTP"] = "1"
@@ -482,6 +611,7 @@ class LocalStack:
         found = [
             self.redis.process if self.redis else None,
             self.adapter,
+            *self.kube_adapters,
             self.core,
             self.notifier,
             self.envoy.process if self.envoy else None,

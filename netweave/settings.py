@@ -48,6 +48,8 @@ ENDPOINT_LIST: Final[Kind[str]] = Kind("host:port list", TEXT.parse)
 CIDR_LIST: Final[Kind[str]] = Kind("CIDR list", TEXT.parse)
 MAJORS: Final[Kind[str]] = Kind("major list", TEXT.parse)
 FILTER_MODE: Final = choice("include", "exclude")
+PATH_LIST: Final[Kind[tuple[str, ...]]] = Kind("path list", HOST_PORT_LIST.parse)
+NAME_LIST: Final[Kind[tuple[str, ...]]] = Kind("name list", HOST_PORT_LIST.parse)
 
 
 # --- listeners and addresses --------------------------------------------------------------
@@ -145,12 +147,82 @@ ADAPTERS: Final = Setting(
 ADAPTER_PORT: Final = Setting(
     "NETWEAVE_ADAPTER_PORT", INTEGER, 50061, (ADAPTER, MAKE_RUN), "the static adapter's gRPC port"
 )
+STACK_KUBECONFIGS: Final = Setting[tuple[str, ...]](
+    "NETWEAVE_KUBECONFIG",
+    PATH_LIST,
+    (),
+    (MAKE_RUN,),
+    "kubeconfig file(s), comma-separated: `make run` starts one Kubernetes adapter per file "
+    "(its current context), or one per context named in `NETWEAVE_KUBE_CONTEXT`",
+    shown_default="none: no Kubernetes adapter",
+)
+STACK_KUBE_CONTEXTS: Final = Setting[tuple[str, ...]](
+    "NETWEAVE_KUBE_CONTEXT",
+    NAME_LIST,
+    (),
+    (MAKE_RUN,),
+    "kubeconfig context(s), comma-separated: one Kubernetes adapter (one cluster, one "
+    "deployment manager) each",
+    shown_default="none: each file's current context",
+)
+STACK_KUBE_ADAPTER_PORT: Final = Setting(
+    "NETWEAVE_KUBE_ADAPTER_PORT",
+    INTEGER,
+    50071,
+    (MAKE_RUN,),
+    "gRPC port of the first Kubernetes adapter; the next ones count up from it",
+)
 INVENTORY: Final = Setting(
     "NETWEAVE_INVENTORY",
     FILE_PATH,
     REPO / "examples" / "ocloud.yaml",
     (ADAPTER, MAKE_RUN),
     "the static adapter's inventory file",
+)
+KUBECONFIG: Final = Setting[Path | None](
+    "NETWEAVE_KUBECONFIG",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "the Kubernetes adapter's kubeconfig (read-only credential, never published)",
+    shown_default="none: the pod's service account (in-cluster)",
+)
+KUBE_CONTEXT: Final = Setting(
+    "NETWEAVE_KUBE_CONTEXT",
+    TEXT,
+    "",
+    (ADAPTER,),
+    "the kubeconfig context the Kubernetes adapter uses",
+    shown_default="the kubeconfig's current context",
+)
+KUBE_ADAPTER_PORT: Final = Setting(
+    "NETWEAVE_KUBE_ADAPTER_PORT", INTEGER, 50071, (ADAPTER,), "the Kubernetes adapter's gRPC port"
+)
+KUBE_ADAPTER_NAME: Final = Setting(
+    "NETWEAVE_KUBE_ADAPTER_NAME",
+    TEXT,
+    "",
+    (ADAPTER,),
+    "the Kubernetes adapter's name, the owner the core records for its objects",
+    shown_default="`kubernetes-<context or cluster name>`",
+)
+KUBE_MAPPING: Final = Setting[Path | None](
+    "NETWEAVE_KUBE_MAPPING",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "YAML file overriding how the Kubernetes adapter maps nodes to O2ims objects "
+    "(adapters/kubernetes/mapping_file.py)",
+    shown_default="none: the built-in mapping",
+)
+KUBE_ADMIN_KUBECONFIG: Final = Setting[Path | None](
+    "NETWEAVE_KUBE_ADMIN_KUBECONFIG",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "kubeconfig whose user's client certificate and key the Kubernetes adapter publishes as "
+    "the native_k8sapi profile's admin credentials",
+    shown_default="none: no admin credentials published",
 )
 SERVICE_URI: Final = Setting(
     "NETWEAVE_SERVICE_URI",

@@ -62,7 +62,7 @@ class Gateway:
         # The tailer blocks in XREAD; it gets its own connection with a longer timeout.
         self._tail_store = InventoryStore(connect(config.redis_url, socket_timeout=5.0))
         self._probe = connect(config.redis_url, socket_timeout=0.5)
-        self.writer = StoreWriter(self.store, self._stop)
+        self.writer = StoreWriter(self.store, self._stop, expected_adapters=len(config.adapters))
         self.tailer = EventTailer(self._tail_store, self.cache, self._stop)
         self.watchers = [AdapterWatcher(a, self.writer, self._stop) for a in config.adapters]
 

@@ -166,6 +166,14 @@ class InventoryStore:
                 owned.add((kind, object_id))
         return owned
 
+    def owners(self) -> dict[str, set[ObjectKey]]:
+        """Every owning adapter and the (kind, id) of the objects it owns (one scan)."""
+        owned: dict[str, set[ObjectKey]] = {}
+        for field, owner in self._client.hscan_iter(OWNER_KEY, count=5000):
+            kind, _, object_id = field.decode().partition("/")
+            owned.setdefault(owner.decode(), set()).add((kind, object_id))
+        return owned
+
     def read_objects(self, keys: Iterable[ObjectKey]) -> dict[ObjectKey, bytes]:
         """The stored bytes of the given objects (missing ones are left out)."""
         by_kind: dict[str, list[str]] = {}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import random
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +30,10 @@ import redis
 import structlog
 from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc
 
-from adapters.contract import ObjectKey, object_key, serialize
-from adapters.publisher import PROBLEMS_METADATA_KEY, decode_problems
+from adapters.contract import KINDS, ObjectKey, object_key, serialize
+from adapters.publisher import NOT_SYNCED_REASON, PROBLEMS_METADATA_KEY, decode_problems
+from netweave.backoff import Backoff
+from netweave.errors import error_reason
 from netweave.grpc_server import CLIENT_OPTIONS
 from server.cache import InventoryCache
 from server.store import Change, InventoryStore
@@ -40,21 +41,8 @@ from server.store import Change, InventoryStore
 log = structlog.get_logger()
 
 
-class Backoff:
-    """Exponential backoff with full jitter, reset on success."""
-
-    def __init__(self, initial: float = 0.1, maximum: float = 5.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.maximum, self.initial * (2**self._attempt))
-        self._attempt += 1
-        return random.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self._attempt = 0
+def _children_first(key: ObjectKey) -> tuple[int, str]:
+    return -KINDS.index(key[0]) if key[0] in KINDS else 0, key[1]
 
 
 @dataclass
@@ -81,10 +69,17 @@ class WriterStatus:
 class StoreWriter(threading.Thread):
     """The single writer of the inventory snapshot."""
 
-    def __init__(self, store: InventoryStore, stop: threading.Event) -> None:
+    def __init__(
+        self, store: InventoryStore, stop: threading.Event, expected_adapters: int | None = None
+    ) -> None:
         super().__init__(name="store-writer", daemon=True)
         self._store = store
         self._stopping = stop
+        # How many adapters are configured. Once that many have each delivered a snapshot
+        # (so every configured adapter's name is known), objects owned by any other name
+        # belong to an adapter removed from the configuration and are deleted. None: never.
+        self._expected_adapters = expected_adapters
+        self._orphans_checked = expected_adapters is None
         self._queue: queue.Queue[_Snapshot | _ChangeSet] = queue.Queue()
         # adapter -> key -> canonical bytes: what each adapter currently serves.
         self._desired: dict[str, dict[ObjectKey, bytes]] = {}
@@ -158,8 +153,23 @@ class StoreWriter(threading.Thread):
                     self._store.apply(adapter, change_set.changes, chunk=None)
                 else:
                     self._store.apply(adapter, change_set.changes)
+        if not self._orphans_checked and len(self._desired) >= (self._expected_adapters or 0):
+            self._remove_orphans()
         if not self.status.redis_ok:
             self._store.ping()  # prove recovery before reporting it
+
+    def _remove_orphans(self) -> None:
+        """Delete what adapters no longer configured left in the store (each deletion is an
+        event, so subscribers hear of it). Runs once per process, when every configured
+        adapter has synced: an adapter that is merely away keeps its objects served."""
+        for owner, keys in sorted(self._store.owners().items()):
+            if owner in self._desired:
+                continue
+            removed = self._store.apply(
+                owner, [Change(kind, oid, None) for kind, oid in sorted(keys, key=_children_first)]
+            )
+            log.warning("adapter_removed", adapter=owner, objects=len(keys), deleted=removed)
+        self._orphans_checked = True
 
     def _reconcile(self, adapter: str) -> None:
         desired = self._desired.get(adapter, {})
@@ -311,7 +321,10 @@ class AdapterWatcher(threading.Thread):
                     return
                 code = exc.code() if isinstance(exc, grpc.Call) else None
                 details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-                self._disconnected(f"{code.name if code else 'ERROR'}: {details}")
+                # Not synced yet: the adapter is waiting for its source, nothing is wrong
+                # with the stream (and its problems say why it waits).
+                waiting = error_reason(exc) == NOT_SYNCED_REASON
+                self._disconnected(f"{code.name if code else 'ERROR'}: {details}", waiting)
             except (_StreamEnded, _ChangeSetTooLarge) as exc:
                 self._disconnected(str(exc))
             except Exception as exc:  # keep the thread alive whatever the adapter sends
@@ -319,12 +332,12 @@ class AdapterWatcher(threading.Thread):
                 self._disconnected(repr(exc))
             self._stopping.wait(self._backoff.next_delay())
 
-    def _disconnected(self, error: str) -> None:
+    def _disconnected(self, error: str, waiting: bool = False) -> None:
         if self.status.connected:
             log.warning("adapter_disconnected", adapter=self.status.name, error=error)
         self.status.connected = False
         self.status.last_error = error
-        if self._reached:
+        if self._reached and not waiting:
             self.status.failures += 1
             if self.status.failures == STUCK_AFTER_FAILURES:
                 log.error(

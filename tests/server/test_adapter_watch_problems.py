@@ -94,3 +94,31 @@ def test_the_adapters_problems_reach_the_watcher_status(
         )
         publisher.set_source_problem("")
         wait_until(lambda: not watcher.status.problems, timeout=5, what="the problem cleared")
+
+
+def test_an_adapter_that_has_not_read_its_source_is_waited_for_not_stuck(
+    redis_url: str, publisher: ObjectSetPublisher
+) -> None:
+    publisher.set_source_problem("cluster unreachable since 10:00:00")
+    with _watch(redis_url, publisher) as (watcher, store):
+        # Several refused watches (backoff from 0.2 s): none counts as a failure.
+        wait_until(
+            lambda: (
+                "ADAPTER_NOT_SYNCED" not in watcher.status.last_error
+                and "not read its source" in watcher.status.last_error
+            ),
+            timeout=15,
+            what="the refusal seen",
+        )
+        threading.Event().wait(2.0)
+        assert watcher.status.failures == 0 and not watcher.status.stuck
+        reasons = watcher.status.reasons()
+        assert any("cluster unreachable since 10:00:00" in reason for reason in reasons)
+        assert any("disconnected (UNAVAILABLE: the adapter has not read" in r for r in reasons)
+        assert store.owned_by("lab") == set()
+
+        publisher.set_source_problem("")
+        publisher.replace(_objects("listed"))
+        wait_until(lambda: watcher.status.synced_once, timeout=15, what="the watch synced")
+        wait_until(lambda: len(store.owned_by("lab")) == 2, timeout=10, what="the set stored")
+        assert watcher.status.reasons() == []

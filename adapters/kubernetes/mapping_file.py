@@ -1,0 +1,318 @@
+"""The optional mapping file (NETWEAVE_KUBE_MAPPING, --mapping): how nodes become O2ims
+objects, read strictly (an unknown key or a wrong type names the key and the file).
+
+Every key is optional; the defaults are the ones shown:
+
+    cluster_name: ""                  # "" = the kubeconfig's cluster (context) name
+    pool_label: topology.kubernetes.io/zone      # one resource pool (and site) per value;
+                                      # nodes without it share the pool "<cluster>-default"
+    region_label: topology.kubernetes.io/region  # one location per value
+    default_region: ""                # region of nodes without region_label; "" = cluster name
+    resource_types:
+      labels: [node.kubernetes.io/instance-type, kubernetes.io/arch, kubernetes.io/os]
+                                      # node labels whose values make a node's hardware type
+      vendor_label: ""                # label holding the vendor (also part of the type)
+      model_label: node.kubernetes.io/instance-type   # label holding the model
+      kind: physical                  # physical | logical: what a node is
+      element_model_labels:           # extended resource -> node label naming its model
+        nvidia.com/gpu: nvidia.com/gpu.product
+    locations:                        # by region (label value, or default_region)
+      region-1:
+        global_location_id: ""        # default "<adapter name>/<region>"
+        name: ""                      # default the region
+        description: ""
+        coordinate: {longitude: 2.35, latitude: 48.85, altitude: 35}
+        civic_address: [{ca_type: 1, ca_value: Paris}]
+        address: ""                   # default the region, when no coordinate/civic address
+        extensions: {}
+      region-2:
+        ref: paris-dc                 # declared elsewhere (the static inventory): used as
+                                      # the global_location_id, not emitted by this adapter
+    sites:                            # by pool label value; `_default` = the default pool
+      zone-a: {name: "", description: "", extensions: {}}
+    pools:                            # same keys as sites
+      zone-a: {name: "", description: "", extensions: {}}
+    deployment_manager: {name: "", description: "", extensions: {}}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+DEFAULT_POOL_KEY: Final = "_default"  # never a label value: those start alphanumerically
+MAX_MAPPING_FILE_BYTES: Final = 1024 * 1024
+
+
+class MappingFileError(Exception):
+    """A mapping file that cannot be used; str() names the file and the key."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class LocationSpec:
+    """What the mapping file says about one region's location (all optional)."""
+
+    ref: str = ""
+    global_location_id: str = ""
+    name: str = ""
+    description: str = ""
+    coordinate: tuple[float, float, float | None] | None = None  # longitude, latitude, alt
+    civic_address: tuple[tuple[int, str], ...] = ()
+    address: str = ""
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NamedSpec:
+    """Name, description and extensions given to a site, a pool or the deployment manager."""
+
+    name: str = ""
+    description: str = ""
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    cluster_name: str = ""
+    pool_label: str = "topology.kubernetes.io/zone"
+    region_label: str = "topology.kubernetes.io/region"
+    default_region: str = ""
+    type_labels: tuple[str, ...] = (
+        "node.kubernetes.io/instance-type",
+        "kubernetes.io/arch",
+        "kubernetes.io/os",
+    )
+    vendor_label: str = ""
+    model_label: str = "node.kubernetes.io/instance-type"
+    node_kind: str = "physical"
+    element_model_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"nvidia.com/gpu": "nvidia.com/gpu.product"}
+    )
+    locations: Mapping[str, LocationSpec] = field(default_factory=dict)
+    sites: Mapping[str, NamedSpec] = field(default_factory=dict)
+    pools: Mapping[str, NamedSpec] = field(default_factory=dict)
+    deployment_manager: NamedSpec = field(default_factory=NamedSpec)
+
+
+class _Problem(Exception):
+    pass
+
+
+def load_mapping_file(path: Path) -> MappingConfig:
+    """The mapping file's configuration; MappingFileError naming the key on any problem."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_MAPPING_FILE_BYTES + 1)
+    except OSError as error:
+        raise MappingFileError(path, f"cannot read: {error.strerror or error}") from error
+    if len(data) > MAX_MAPPING_FILE_BYTES:
+        raise MappingFileError(path, f"larger than {MAX_MAPPING_FILE_BYTES} bytes")
+    try:
+        document = yaml.safe_load(data)
+    except yaml.YAMLError as error:
+        raise MappingFileError(path, f"not valid YAML: {error}") from error
+    return parse_mapping(document, path)
+
+
+def parse_mapping(document: Any, path: str | Path = "<mapping>") -> MappingConfig:
+    """Like load_mapping_file, for an already parsed YAML document."""
+    try:
+        return _read_config({} if document is None else document)
+    except _Problem as problem:
+        raise MappingFileError(path, str(problem)) from None
+
+
+def _mapping(value: Any, where: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Problem(f"{where or 'the top level'}: must be a mapping")
+    for key in value:
+        if not isinstance(key, str):
+            raise _Problem(f"{where or 'the top level'}: key {key!r} must be a string")
+        if allowed is not None and key not in allowed:
+            raise _Problem(f"{_join(where, key)}: unknown key (allowed: {', '.join(allowed)})")
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _Problem(f"{where}: must be a string")
+    return value
+
+
+def _number(value: Any, where: str, limit: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _Problem(f"{where}: must be a number")
+    if limit is not None and abs(value) > limit:
+        raise _Problem(f"{where}: must be between -{limit:g} and {limit:g}")
+    return float(value)
+
+
+def _text_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Problem(f"{where}: must be a list of strings")
+    return tuple(_text(item, f"{where}[{index}]") for index, item in enumerate(value))
+
+
+def _text_map(value: Any, where: str) -> dict[str, str]:
+    return {key: _text(item, _join(where, key)) for key, item in _mapping(value, where).items()}
+
+
+def _extensions(value: Any, where: str) -> dict[str, Any]:
+    mapping = _mapping(value, where)
+    _check_json(mapping, where)
+    return mapping
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Extensions become google.protobuf.Struct: strings, numbers, booleans, null, lists
+    and mappings with string keys only (no dates, no binary)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _Problem(f"{where}: key {key!r} must be a string")
+            _check_json(item, _join(where, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]")
+    elif value is not None and not isinstance(value, str | int | float | bool):
+        raise _Problem(f"{where}: {type(value).__name__} is not a JSON value")
+
+
+_NAMED_KEYS: Final = ("name", "description", "extensions")
+_LOCATION_KEYS: Final = (
+    "ref",
+    "global_location_id",
+    "name",
+    "description",
+    "coordinate",
+    "civic_address",
+    "address",
+    "extensions",
+)
+_TYPE_KEYS: Final = ("labels", "vendor_label", "model_label", "kind", "element_model_labels")
+_TOP_KEYS: Final = (
+    "cluster_name",
+    "pool_label",
+    "region_label",
+    "default_region",
+    "resource_types",
+    "locations",
+    "sites",
+    "pools",
+    "deployment_manager",
+)
+
+
+def _named(value: Any, where: str) -> NamedSpec:
+    item = _mapping(value, where, _NAMED_KEYS)
+    return NamedSpec(
+        name=_text(item.get("name", ""), _join(where, "name")),
+        description=_text(item.get("description", ""), _join(where, "description")),
+        extensions=_extensions(item.get("extensions", {}), _join(where, "extensions")),
+    )
+
+
+def _location(value: Any, where: str) -> LocationSpec:
+    item = _mapping(value, where, _LOCATION_KEYS)
+    ref = _text(item.get("ref", ""), _join(where, "ref"))
+    if ref and set(item) != {"ref"}:
+        others = ", ".join(sorted(set(item) - {"ref"}))
+        raise _Problem(f"{where}: a location declared elsewhere (ref) takes no other key: {others}")
+    coordinate = None
+    if "coordinate" in item:
+        point_where = _join(where, "coordinate")
+        point = _mapping(item["coordinate"], point_where, ("longitude", "latitude", "altitude"))
+        for axis in ("longitude", "latitude"):
+            if axis not in point:
+                raise _Problem(f"{_join(point_where, axis)}: missing")
+        altitude = point.get("altitude")
+        coordinate = (
+            _number(point["longitude"], _join(point_where, "longitude"), 180.0),
+            _number(point["latitude"], _join(point_where, "latitude"), 90.0),
+            None if altitude is None else _number(altitude, _join(point_where, "altitude")),
+        )
+    civic: list[tuple[int, str]] = []
+    civic_where = _join(where, "civic_address")
+    elements = item.get("civic_address", [])
+    if not isinstance(elements, list):
+        raise _Problem(f"{civic_where}: must be a list of {{ca_type, ca_value}}")
+    for index, element in enumerate(elements):
+        element_where = f"{civic_where}[{index}]"
+        entry = _mapping(element, element_where, ("ca_type", "ca_value"))
+        ca_type = entry.get("ca_type")
+        if isinstance(ca_type, bool) or not isinstance(ca_type, int) or not 0 <= ca_type <= 255:
+            raise _Problem(f"{element_where}.ca_type: must be an integer from 0 to 255")
+        civic.append((ca_type, _text(entry.get("ca_value"), f"{element_where}.ca_value")))
+    return LocationSpec(
+        ref=ref,
+        global_location_id=_text(
+            item.get("global_location_id", ""), _join(where, "global_location_id")
+        ),
+        name=_text(item.get("name", ""), _join(where, "name")),
+        description=_text(item.get("description", ""), _join(where, "description")),
+        coordinate=coordinate,
+        civic_address=tuple(civic),
+        address=_text(item.get("address", ""), _join(where, "address")),
+        extensions=_extensions(item.get("extensions", {}), _join(where, "extensions")),
+    )
+
+
+def _read_config(document: Any) -> MappingConfig:
+    top = _mapping(document, "", _TOP_KEYS)
+    defaults = MappingConfig()
+    types = _mapping(top.get("resource_types", {}), "resource_types", _TYPE_KEYS)
+    kind = _text(types.get("kind", defaults.node_kind), "resource_types.kind")
+    if kind not in ("physical", "logical"):
+        raise _Problem(f"resource_types.kind: must be physical or logical, got {kind!r}")
+    labels = (
+        _text_list(types["labels"], "resource_types.labels")
+        if "labels" in types
+        else defaults.type_labels
+    )
+    for name in ("pool_label", "region_label"):
+        if name in top and not _text(top[name], name):
+            raise _Problem(f"{name}: must not be empty")
+    return MappingConfig(
+        cluster_name=_text(top.get("cluster_name", ""), "cluster_name"),
+        pool_label=_text(top.get("pool_label", defaults.pool_label), "pool_label"),
+        region_label=_text(top.get("region_label", defaults.region_label), "region_label"),
+        default_region=_text(top.get("default_region", ""), "default_region"),
+        type_labels=labels,
+        vendor_label=_text(types.get("vendor_label", ""), "resource_types.vendor_label"),
+        model_label=_text(
+            types.get("model_label", defaults.model_label), "resource_types.model_label"
+        ),
+        node_kind=kind,
+        element_model_labels=(
+            _text_map(types["element_model_labels"], "resource_types.element_model_labels")
+            if "element_model_labels" in types
+            else defaults.element_model_labels
+        ),
+        locations={
+            region: _location(value, f"locations.{region}")
+            for region, value in _mapping(top.get("locations", {}), "locations").items()
+        },
+        sites={
+            key: _named(value, f"sites.{key}")
+            for key, value in _mapping(top.get("sites", {}), "sites").items()
+        },
+        pools={
+            key: _named(value, f"pools.{key}")
+            for key, value in _mapping(top.get("pools", {}), "pools").items()
+        },
+        deployment_manager=_named(top.get("deployment_manager", {}), "deployment_manager"),
+    )

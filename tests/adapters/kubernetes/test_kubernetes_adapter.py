@@ -1,0 +1,451 @@
+"""The Kubernetes adapter against the API simulator, with the real client, watched over gRPC.
+
+After every change and every fault the adapter's set must equal the mapping of the
+simulator's truth, and the events a watcher received must be exactly the difference
+between the two truths: nothing lost, duplicated or spurious.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc
+
+from adapters.contract import ObjectKey, object_key, serialize
+from adapters.kubernetes.adapter import KubernetesAdapter
+from adapters.kubernetes.cluster import KubeTarget, connect
+from adapters.kubernetes.inventory import Inventory
+from adapters.kubernetes.mapping import ClusterIdentity, node_view
+from adapters.kubernetes.mapping_file import MappingConfig
+from adapters.publisher import (
+    PROBLEMS_METADATA_KEY,
+    AdapterServicer,
+    ObjectSetPublisher,
+    create_adapter_server,
+    decode_problems,
+)
+from devstack.kubesim.nodes import make_node, simulated_cluster
+from devstack.kubesim.server import KubeApiSimulator
+from devstack.processes import ManagedProcess, free_port, wait_until
+from netweave.backoff import Backoff
+
+ADDED = adapter_pb2.EVENT_TYPE_ADDED
+MODIFIED = adapter_pb2.EVENT_TYPE_MODIFIED
+DELETED = adapter_pb2.EVENT_TYPE_DELETED
+SYNCED = adapter_pb2.EVENT_TYPE_SYNCED
+COMMIT = adapter_pb2.EVENT_TYPE_COMMIT
+CONFIG = MappingConfig()
+NAME = "kubernetes-sim"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+State = dict[ObjectKey, bytes]
+
+
+class Watcher:
+    """Follows WatchObjects with replay, applying each change set at its COMMIT."""
+
+    def __init__(self, stub: adapter_pb2_grpc.AdapterServiceStub) -> None:
+        self._call = stub.WatchObjects(adapter_pb2.WatchObjectsRequest(send_initial_objects=True))
+        self._lock = threading.Lock()
+        self._state: State = {}
+        self._committed: list[tuple[int, ObjectKey]] = []
+        self.synced = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        pending: list[adapter_pb2.WatchObjectsResponse] = []
+        try:
+            for event in self._call:
+                with self._lock:
+                    if event.type == SYNCED:
+                        assert event.commits_change_sets
+                        self.synced.set()
+                    elif not self.synced.is_set():
+                        assert event.type == ADDED
+                        self._state[object_key(event.object)] = serialize(event.object)
+                    elif event.type == COMMIT:
+                        for change in pending:
+                            key = object_key(change.object)
+                            if change.type == DELETED:
+                                del self._state[key]
+                            else:
+                                assert (key in self._state) == (change.type == MODIFIED)
+                                self._state[key] = serialize(change.object)
+                            self._committed.append((change.type, key))
+                        pending = []
+                    else:
+                        pending.append(event)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.CANCELLED, error
+
+    def state(self) -> State:
+        with self._lock:
+            return dict(self._state)
+
+    def take(self) -> Counter[tuple[int, ObjectKey]]:
+        """The committed events since the last take()."""
+        with self._lock:
+            taken, self._committed = self._committed, []
+        return Counter(taken)
+
+    def close(self) -> None:
+        self._call.cancel()
+        self._thread.join(5)
+
+
+def truth(sim: KubeApiSimulator) -> State:
+    """What the adapter must serve for the simulator's nodes, mapped from scratch."""
+    identity = ClusterIdentity(
+        uid=sim.cluster_uid,
+        name="sim",
+        version=sim.git_version,
+        api_url=sim.url,
+        ca_cert=base64.b64encode(sim.ca_pem).decode(),
+    )
+    inventory = Inventory(CONFIG, NAME)
+    inventory.reset(identity)
+    inventory.apply(
+        {name: node_view(node, CONFIG, identity.name) for name, node in sim.nodes().items()}
+    )
+    return {object_key(obj): serialize(obj) for obj in inventory.objects()}
+
+
+def difference(before: State, after: State) -> Counter[tuple[int, ObjectKey]]:
+    events: Counter[tuple[int, ObjectKey]] = Counter()
+    for key, data in after.items():
+        if key not in before:
+            events[ADDED, key] += 1
+        elif before[key] != data:
+            events[MODIFIED, key] += 1
+    for key in before.keys() - after.keys():
+        events[DELETED, key] += 1
+    return events
+
+
+@dataclass
+class Harness:
+    sim: KubeApiSimulator
+    publisher: ObjectSetPublisher
+    stub: adapter_pb2_grpc.AdapterServiceStub
+    watcher: Watcher
+    expected: State
+
+    def settle(self, what: str) -> Counter[tuple[int, ObjectKey]]:
+        """Wait until the watcher holds the simulator's truth; assert the events since the
+        last settle are exactly the difference; returns them."""
+        after = truth(self.sim)
+        wait_until(lambda: self.watcher.state() == after, 10, f"the adapter to show {what}")
+        events = self.watcher.take()
+        assert events == difference(self.expected, after), what
+        self.expected = after
+        listed = self.stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=5)
+        assert {object_key(obj): serialize(obj) for obj in listed.objects} == after
+        return events
+
+    def problems(self) -> list[str]:
+        return problems_of(self.stub)
+
+
+def problems_of(stub: adapter_pb2_grpc.AdapterServiceStub) -> list[str]:
+    """The adapter's problems, as the core reads them (GetAdapterInfo's trailer)."""
+    _, call = stub.GetAdapterInfo.with_call(adapter_pb2.GetAdapterInfoRequest(), timeout=5)
+    for key, value in call.trailing_metadata() or ():
+        if key == PROBLEMS_METADATA_KEY:
+            return decode_problems(value)
+    return []
+
+
+@dataclass
+class Served:
+    """An adapter in this process, served over gRPC on a free port."""
+
+    adapter: KubernetesAdapter
+    publisher: ObjectSetPublisher
+    stub: adapter_pb2_grpc.AdapterServiceStub
+    server: grpc.Server
+    channel: grpc.Channel
+
+    def close(self) -> None:
+        self.adapter.stop()
+        self.publisher.close()
+        self.server.stop(grace=None)
+        self.channel.close()
+
+
+def serve(kubeconfig: Path) -> Served:
+    publisher = ObjectSetPublisher()
+    target = KubeTarget(kubeconfig)
+    adapter = KubernetesAdapter(
+        lambda: connect(target),
+        CONFIG,
+        publisher,
+        NAME,
+        reflector_options={
+            "auth_retry_interval": 0.3,
+            "backoff": Backoff(initial=0.05, maximum=0.3),
+        },
+    )
+    servicer = AdapterServicer(NAME, "kubernetes", str(kubeconfig), publisher)
+    server, port = create_adapter_server(servicer)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    adapter.start()
+    return Served(adapter, publisher, adapter_pb2_grpc.AdapterServiceStub(channel), server, channel)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    sim = KubeApiSimulator(tmp_path / "sim", simulated_cluster(nodes=50), bookmark_interval=0.5)
+    sim.start()
+    served = serve(sim.write_kubeconfig(tmp_path / "kubeconfig"))
+    watcher: Watcher | None = None
+    try:
+        assert served.adapter.synced.wait(20), "the first list was never published"
+        watcher = Watcher(served.stub)
+        assert watcher.synced.wait(10)
+        yield Harness(sim, served.publisher, served.stub, watcher, truth(sim))
+    finally:
+        if watcher is not None:
+            watcher.close()
+        served.close()
+        sim.stop()
+
+
+def test_nothing_is_listed_or_watched_before_the_first_list(tmp_path: Path) -> None:
+    sim = KubeApiSimulator(tmp_path / "sim", simulated_cluster(nodes=5)).start()
+    kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig")
+    sim.stop()
+    served = serve(kubeconfig)
+    try:
+        stub = served.stub
+        wait_until(
+            lambda: any("unreachable since" in p for p in problems_of(stub)),
+            10,
+            "the unreachable cluster to be reported",
+        )
+
+        def list_objects() -> object:
+            return stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=5)
+
+        def watch_objects() -> object:
+            request = adapter_pb2.WatchObjectsRequest(send_initial_objects=True)
+            return next(iter(stub.WatchObjects(request, timeout=5)))
+
+        for call in (list_objects, watch_objects):
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "has not read its source yet" in str(refused.value.details())
+        sim.start()
+        assert served.adapter.synced.wait(10)
+        listed = stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=5)
+        assert {object_key(obj): serialize(obj) for obj in listed.objects} == truth(sim)
+        wait_until(lambda: problems_of(stub) == [], 5, "the problem to clear")
+    finally:
+        served.close()
+        sim.stop()
+
+
+def keys_of(events: Counter[tuple[int, ObjectKey]], event_type: int, kind: str) -> int:
+    return sum(
+        n for (kind_of, key), n in events.items() if kind_of == event_type and key[0] == kind
+    )
+
+
+def test_the_first_list_publishes_the_mapped_cluster(harness: Harness) -> None:
+    state = harness.watcher.state()
+    assert state == harness.expected
+    assert Counter(key[0] for key in state) == {
+        "resource": 50,
+        "resource_type": 10,
+        "site": 3,
+        "resource_pool": 3,
+        "location": 1,
+        "deployment_manager": 1,
+    }
+    assert harness.problems() == []
+    assert harness.publisher.revision == "1"  # one change set for the whole list
+
+
+def test_node_changes_produce_exactly_their_events(harness: Harness) -> None:
+    sim = harness.sim
+    sim.add_node(make_node("worker-new", zone="region-1-z"))
+    events = harness.settle("a node added in a new zone")
+    assert keys_of(events, ADDED, "resource") == 1
+    assert keys_of(events, ADDED, "resource_pool") == keys_of(events, ADDED, "site") == 1
+
+    def relabel(node: dict[str, Any]) -> None:
+        node["metadata"]["labels"]["topology.kubernetes.io/zone"] = "region-1-a"
+
+    sim.update_node("worker-new", relabel)
+    events = harness.settle("the node relabelled into another zone")
+    assert keys_of(events, MODIFIED, "resource") == 1
+    assert keys_of(events, DELETED, "resource_pool") == keys_of(events, DELETED, "site") == 1
+
+    def taint(node: dict[str, Any]) -> None:
+        node["spec"]["taints"] = [{"key": "maintenance", "effect": "NoSchedule"}]
+        node["spec"]["unschedulable"] = True
+
+    sim.update_node("worker-001", taint)
+    events = harness.settle("a node tainted and cordoned")
+    assert keys_of(events, MODIFIED, "resource") == 1
+    assert keys_of(events, MODIFIED, "deployment_manager") == 1  # schedulable count
+
+    sim.delete_node("worker-new")
+    events = harness.settle("a node deleted")
+    assert keys_of(events, DELETED, "resource") == 1
+
+
+def test_heartbeats_of_every_node_change_nothing(harness: Harness) -> None:
+    revision = harness.publisher.revision
+    start = datetime.now(UTC)
+    for round_number in range(1, 61):  # ten simulated minutes of 10 s heartbeats
+        assert harness.sim.heartbeat(at=start + timedelta(seconds=10 * round_number)) == 50
+
+    def sentinel(node: dict[str, Any]) -> None:
+        node["metadata"]["labels"]["netweave.test/sentinel"] = "1"
+
+    # Events arrive in order: once the sentinel is seen, every heartbeat was handled.
+    harness.sim.update_node("worker-002", sentinel)
+    events = harness.settle("the sentinel label after 3,000 heartbeats")
+    assert sum(events.values()) == keys_of(events, MODIFIED, "resource") == 1
+    assert int(harness.publisher.revision) == int(revision) + 1
+
+
+def test_an_expired_history_relists_and_reconciles(harness: Harness) -> None:
+    sim = harness.sim
+    lists = sim.list_calls
+    sim.stop()
+    sim.delete_node("worker-010")
+    sim.add_node(make_node("worker-late", zone="region-1-b"))
+    sim.update_node("worker-011", lambda node: node["spec"].update(unschedulable=True))
+    sim.compact()
+    sim.start()
+    events = harness.settle("the changes made while the history was lost")
+    assert keys_of(events, DELETED, "resource") == keys_of(events, ADDED, "resource") == 1
+    assert keys_of(events, MODIFIED, "resource") == 1
+    assert sim.list_calls > lists
+    wait_until(lambda: harness.problems() == [], 5, "the relist problem to clear")
+
+
+def test_a_cut_watch_resumes_from_its_resource_version(harness: Harness) -> None:
+    sim = harness.sim
+    lists, watches = sim.list_calls, sim.watch_calls
+    assert sim.cut_watches() == 1
+    sim.update_node("worker-020", lambda node: node["metadata"]["labels"].update(cut="1"))
+    harness.settle("a change made while the watch was cut")
+    assert sim.list_calls == lists  # resumed, not relisted
+    assert sim.watch_calls > watches
+
+
+def test_an_api_server_outage_is_reported_and_survived(harness: Harness) -> None:
+    sim = harness.sim
+    sim.stop()
+    wait_until(
+        lambda: any("unreachable since" in problem for problem in harness.problems()),
+        10,
+        "the outage to be reported",
+    )
+    # The last inventory stays in service meanwhile.
+    listed = harness.stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=5)
+    assert {object_key(obj): serialize(obj) for obj in listed.objects} == harness.expected
+    sim.delete_node("worker-030")
+    sim.start()
+    harness.settle("a node deleted during the outage")
+    wait_until(lambda: harness.problems() == [], 5, "the outage problem to clear")
+
+
+def test_rejected_credentials_are_reported_then_recovered(harness: Harness) -> None:
+    sim = harness.sim
+    sim.set_token("sim-token", "expired")
+    sim.cut_watches()
+    wait_until(
+        lambda: any("rejected" in problem and "401" in problem for problem in harness.problems()),
+        10,
+        "the rejected credentials to be reported",
+    )
+    sim.update_node("worker-040", lambda node: node["metadata"]["labels"].update(auth="1"))
+    sim.set_token("sim-token", "valid")
+    harness.settle("a change made while the credentials were rejected")
+    wait_until(lambda: harness.problems() == [], 5, "the credentials problem to clear")
+
+
+# --- the process --------------------------------------------------------------------------
+
+
+def _environment() -> dict[str, str]:
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("NETWEAVE_", "KUBERNETES_SERVICE"))
+    }
+
+
+def test_the_process_exits_2_without_a_cluster_configuration(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "adapters.kubernetes", "--port", "0"],
+        cwd=REPO_ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "NETWEAVE_KUBECONFIG" in done.stderr
+    bad = tmp_path / "mapping.yaml"
+    bad.write_text("pool_label: [a]\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "adapters.kubernetes", "--mapping", str(bad), "--port", "0"],
+        cwd=REPO_ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "pool_label: must be a string" in done.stderr
+
+
+def test_the_process_serves_the_cluster(tmp_path: Path) -> None:
+    with KubeApiSimulator(tmp_path / "sim", simulated_cluster(nodes=10)) as sim:
+        kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig", context="lab")
+        port = free_port()
+        process = ManagedProcess(
+            "adapter-kubernetes",
+            [sys.executable, "-m", "adapters.kubernetes", "--port", str(port)],
+            tmp_path / "adapter.log",
+            env={"NETWEAVE_KUBECONFIG": str(kubeconfig)},
+            cwd=REPO_ROOT,
+        ).start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            stub = adapter_pb2_grpc.AdapterServiceStub(channel)
+
+            def published() -> bool:
+                process.require_alive()
+                info = stub.GetAdapterInfo(adapter_pb2.GetAdapterInfoRequest(), timeout=2)
+                return bool(info.revision != "0")
+
+            wait_until(published, 30, "the adapter's first list", 0.1)
+            info = stub.GetAdapterInfo(adapter_pb2.GetAdapterInfoRequest(), timeout=2)
+            assert (info.name, info.backend) == ("kubernetes-lab", "kubernetes")
+            listed = stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=5)
+            assert sum(obj.HasField("resource") for obj in listed.objects) == 10
+        finally:
+            channel.close()
+            process.stop()
+        assert process.proc is not None and process.proc.returncode == 0
