@@ -22,11 +22,12 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 # gcc + libc6-dev build the Envoy edge's per-source connection limit module (envoy/modules/).
 DEB_PACKAGES := redis-server nghttp2-client gcc libc6-dev
 
-.PHONY: help run stop test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token
+.PHONY: help run stop kubesim test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token
 
 help:
 	@echo "make run    start the gateway locally (see README.md)"
 	@echo "make stop   stop a stack make run left running"
+	@echo "make kubesim  a simulated Kubernetes cluster for NETWEAVE_KUBECONFIG (see README.md)"
 	@echo "make test   lint, type-check and test (installs what is missing)"
 	@echo "make gen    regenerate code and the descriptor set from proto/"
 	@echo "make openapi regenerate $(OPENAPI) from proto/ (commit it; a test checks it)"
@@ -84,6 +85,13 @@ openapi: gen
 
 run: system-deps gen
 	$(PY) -m devstack
+
+# A simulated Kubernetes cluster to try the Kubernetes adapter without one (see README):
+#   make kubesim            then, in another terminal:
+#   NETWEAVE_KUBECONFIG=.netweave/kubesim/kubeconfig make run
+kubesim: venv gen
+	$(PY) -m devstack.kubesim --state-dir $(STATE)/kubesim --kubeconfig $(STATE)/kubesim/kubeconfig \
+	  --nodes $(or $(NODES),50) --zones $(or $(ZONES),3) --heartbeat-interval 10
 
 # No prerequisites: stopping must not wait for (or fail on) an install.
 stop:

@@ -181,7 +181,9 @@ def run(args: argparse.Namespace, state: Path) -> None:
     )
     (state / "stack").mkdir()
     config = StackConfig.ephemeral(
-        state / "stack", kube_clusters=clusters, extra_core_env={"NETWEAVE_LOG_LEVEL": "WARNING"}
+        state / "stack",
+        kube_clusters=clusters,
+        extra_core_env={"NETWEAVE_LOG_LEVEL": args.core_log_level},
     )
     stack = LocalStack(config)
     try:
@@ -229,7 +231,22 @@ def main() -> int:
     parser.add_argument("--zones", type=int, default=3)
     parser.add_argument("--changes", type=int, default=1000, help="relabels measured")
     parser.add_argument("--churn-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--keep-state",
+        type=Path,
+        default=None,
+        help="run in this (new) directory and keep it: logs under <dir>/stack/logs",
+    )
+    parser.add_argument(
+        "--core-log-level",
+        default="WARNING",
+        help="the core's log level (INFO logs adapter_synced, adapter_reconciled, ...)",
+    )
     args = parser.parse_args()
+    if args.keep_state is not None:
+        args.keep_state.mkdir(parents=True)
+        run(args, args.keep_state)
+        return 0
     with tempfile.TemporaryDirectory(prefix="kube-bench-") as workdir:
         run(args, Path(workdir))
     return 0

@@ -13,6 +13,7 @@ import argparse
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -87,8 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         gpu_every=args.gpu_every,
         seed=args.seed,
     )
+    # The same seed and context give the same cluster identity on every run, so the ids of
+    # everything the adapter derives from it stay the same across restarts of the demo.
+    cluster_uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubesim/{args.seed}/{args.context}"))
     simulator = KubeApiSimulator(
-        args.state_dir, nodes, token=args.token, bookmark_interval=args.bookmark_interval
+        args.state_dir,
+        nodes,
+        cluster_uid=cluster_uid,
+        token=args.token,
+        bookmark_interval=args.bookmark_interval,
     )
     stopping = threading.Event()
 
