@@ -71,6 +71,8 @@ class KubeCluster:
     context: str | None = None
     name: str = ""
     port: int = 0
+    # Further arguments of this cluster's adapter (e.g. --admin-kubeconfig, --mapping).
+    extra_args: tuple[str, ...] = ()
 
 
 def _kubeconfig_contexts(path: Path) -> tuple[list[str], str | None]:
@@ -403,6 +405,7 @@ class LocalStack:
             cluster.name,
             *(["--context", cluster.context] if cluster.context else []),
             *self.config.kube_adapter_args,
+            *cluster.extra_args,
         ]
         return ManagedProcess(
             argv=argv, name=cluster.name, log_path=self.logs / f"{cluster.name}.log", cwd=REPO

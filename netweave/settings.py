@@ -187,6 +187,30 @@ KUBECONFIG: Final = Setting[Path | None](
     "the Kubernetes adapter's kubeconfig (read-only credential, never published)",
     shown_default="none: the pod's service account (in-cluster)",
 )
+KUBE_SERVICE_ACCOUNT_DIR: Final = Setting(
+    "NETWEAVE_KUBE_SERVICE_ACCOUNT_DIR",
+    FILE_PATH,
+    Path("/var/run/secrets/kubernetes.io/serviceaccount"),
+    (ADAPTER,),
+    "in a pod without `NETWEAVE_KUBECONFIG`: where the service account's `token` and `ca.crt` "
+    "are (re-read on every reconnect: projected tokens rotate)",
+)
+KUBERNETES_SERVICE_HOST: Final = Setting(
+    "KUBERNETES_SERVICE_HOST",
+    TEXT,
+    "",
+    (ADAPTER,),
+    "in a pod: the API server's address (set by Kubernetes in every container)",
+    shown_default="none: not in a pod",
+)
+KUBERNETES_SERVICE_PORT: Final = Setting(
+    "KUBERNETES_SERVICE_PORT",
+    TEXT,
+    "",
+    (ADAPTER,),
+    "in a pod: the API server's port (set by Kubernetes in every container)",
+    shown_default="none: not in a pod",
+)
 KUBE_CONTEXT: Final = Setting(
     "NETWEAVE_KUBE_CONTEXT",
     TEXT,

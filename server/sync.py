@@ -205,6 +205,8 @@ class StoreWriter(threading.Thread):
 # stuck stream: something in the adapter's set breaks every replay (an object over the
 # message limit, one the core cannot apply), so waiting will not fix it.
 STUCK_AFTER_FAILURES = 3
+# How soon a watcher asks again an adapter that refused because it has not read its source.
+NOT_SYNCED_RETRY_S = 0.25
 # How often a connected watcher asks the adapter for its problems (GetAdapterInfo).
 DEFAULT_PROBE_INTERVAL = 2.0
 # The most a watcher holds of one change set before its COMMIT. A larger set is
@@ -313,6 +315,7 @@ class AdapterWatcher(threading.Thread):
     def run(self) -> None:
         while not self._stopping.is_set():
             self._reached = False
+            delay: float | None = None
             try:
                 with grpc.insecure_channel(self._address, options=CLIENT_OPTIONS) as channel:
                     self._follow(adapter_pb2_grpc.AdapterServiceStub(channel))
@@ -325,12 +328,16 @@ class AdapterWatcher(threading.Thread):
                 # with the stream (and its problems say why it waits).
                 waiting = error_reason(exc) == NOT_SYNCED_REASON
                 self._disconnected(f"{code.name if code else 'ERROR'}: {details}", waiting)
+                if waiting:
+                    # Up and about to publish: ask again soon (a call it answers at once)
+                    # rather than let the backoff grow and serve its set seconds late.
+                    delay = NOT_SYNCED_RETRY_S
             except (_StreamEnded, _ChangeSetTooLarge) as exc:
                 self._disconnected(str(exc))
             except Exception as exc:  # keep the thread alive whatever the adapter sends
                 log.exception("adapter_watch_crashed", adapter=self.status.name)
                 self._disconnected(repr(exc))
-            self._stopping.wait(self._backoff.next_delay())
+            self._stopping.wait(self._backoff.next_delay() if delay is None else delay)
 
     def _disconnected(self, error: str, waiting: bool = False) -> None:
         if self.status.connected:

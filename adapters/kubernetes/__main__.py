@@ -60,6 +60,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         name = settings.KUBE_ADAPTER_NAME.read()
         mapping = settings.KUBE_MAPPING.read()
         admin = settings.KUBE_ADMIN_KUBECONFIG.read()
+        in_pod = (
+            settings.KUBE_SERVICE_ACCOUNT_DIR.read(),
+            settings.KUBERNETES_SERVICE_HOST.read(),
+            settings.KUBERNETES_SERVICE_PORT.read(),
+        )
     except ValueError as exc:
         parser.error(str(exc))
     parser.add_argument(
@@ -124,7 +129,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_MAX_OBJECT_BYTES,
         help="largest serialized object served; larger ones are refused by name",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.service_account_dir, args.service_host, args.service_port = in_pod
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
 
     args = parse_args(argv)
-    target = KubeTarget(args.kubeconfig, args.context)
+    target = KubeTarget(
+        args.kubeconfig,
+        args.context,
+        service_account_dir=args.service_account_dir,
+        service_host=args.service_host,
+        service_port=args.service_port,
+    )
     try:
         mapping = load_mapping_file(args.mapping) if args.mapping else MappingConfig()
         first = connect(target)  # checks the configuration; contacts nobody

@@ -10,6 +10,7 @@ of node changes, is one revision).
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
@@ -25,7 +26,7 @@ from adapters.kubernetes.cluster import Connection
 from adapters.kubernetes.inventory import Inventory
 from adapters.kubernetes.mapping import ClusterIdentity, NodeView, node_view
 from adapters.kubernetes.mapping_file import MappingConfig
-from adapters.kubernetes.reflector import NodeReflector
+from adapters.kubernetes.reflector import NodeReflector, paused_gc
 from adapters.publisher import ObjectSetPublisher
 
 DEFAULT_BATCH_WINDOW: Final = 0.05
@@ -160,7 +161,8 @@ class KubernetesAdapter:
                     break
                 batch.append(item)
             try:
-                self._apply(batch)
+                with paused_gc():
+                    self._apply(batch)
             except Exception:  # one bad batch must not end the adapter; the next list heals
                 self._log.exception("inventory_apply_failed", items=len(batch))
 
@@ -197,6 +199,9 @@ class KubernetesAdapter:
         for refused in self._publisher.refused:
             self._log.error("object_refused", kind=refused.kind, id=refused.object_id)
         if whole and not self._synced.is_set():
+            # What is alive now lives as long as the process (views, published objects):
+            # out of the collector's generations, later collections skip it.
+            gc.freeze()
             self._synced.set()
             self._log.info(
                 "inventory_synced",

@@ -2,20 +2,25 @@
 account, the cluster's identity, and the admin credentials the profile may publish.
 
 The official client does configuration, authentication, TLS and request building;
-responses are read raw (`_preload_content=False`) and parsed with json, because its
-model deserialization costs far more than the adapter's whole mapping.
+responses are read raw and parsed with json, because its model deserialization costs
+far more than the adapter's whole mapping. Requests go through its ApiClient directly
+(`get`), not its generated API classes: importing CoreV1Api alone takes over a second
+and 20 MiB (its pydantic models), for the three GET requests the adapter makes.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import incluster_config
 
 IN_CLUSTER_NAME: Final = "in-cluster"
 REQUEST_TIMEOUT: Final = (10.0, 30.0)  # connect, read: seconds
@@ -32,6 +37,11 @@ class KubeTarget:
 
     kubeconfig: Path | None
     context: str = ""
+    # In a pod (no kubeconfig): the service account's files and the API server's address,
+    # as Kubernetes provides them (KUBERNETES_SERVICE_HOST/PORT).
+    service_account_dir: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+    service_host: str = ""
+    service_port: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,20 @@ def connect(target: KubeTarget) -> Connection:
     configuration = kube_client.Configuration()
     try:
         if target.kubeconfig is None:
-            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            if not (target.service_host and target.service_port):
+                raise KubeConfigError(
+                    "no kubeconfig, and not in a pod (KUBERNETES_SERVICE_HOST and "
+                    "KUBERNETES_SERVICE_PORT are not set)"
+                )
+            loader = incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                token_filename=str(target.service_account_dir / "token"),
+                cert_filename=str(target.service_account_dir / "ca.crt"),
+                environ={
+                    incluster_config.SERVICE_HOST_ENV_NAME: target.service_host,
+                    incluster_config.SERVICE_PORT_ENV_NAME: target.service_port,
+                },
+            )
+            loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
             context, cluster_name = "", IN_CLUSTER_NAME
         else:
             if not target.kubeconfig.is_file():
@@ -94,6 +117,27 @@ def connect(target: KubeTarget) -> Connection:
     )
 
 
+Timeout = float | tuple[float, float]
+
+
+def get(api: Any, path: str, query: Sequence[tuple[str, Any]] = (), *, timeout: Timeout) -> Any:
+    """GET `path` (JSON) as the generated API classes would (the client's headers,
+    authentication and query encoding): the raw urllib3 response, its body not read.
+    A non-2xx answer raises the client's ApiException (its subclass for the status)."""
+    method, url, headers, body, post_params = api.param_serialize(
+        method="GET",
+        resource_path=path,
+        query_params=list(query),
+        header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(method, url, headers, body, post_params, _request_timeout=timeout)
+    if not 200 <= response.status <= 299:
+        response.read()
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    return response.response
+
+
 def read_json(response: Any) -> Any:
     """The JSON body of a raw (urllib3) response, which is then released."""
     try:
@@ -105,16 +149,8 @@ def read_json(response: Any) -> Any:
 def cluster_uid_and_version(api: Any) -> tuple[str, str]:
     """The uid of namespace kube-system (the cluster's identity) and the server's
     gitVersion (raises the client's ApiException / urllib3 errors as they come)."""
-    namespace = read_json(
-        kube_client.CoreV1Api(api).read_namespace(
-            "kube-system", _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-        )
-    )
-    version = read_json(
-        kube_client.VersionApi(api).get_code(
-            _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-        )
-    )
+    namespace = read_json(get(api, "/api/v1/namespaces/kube-system", timeout=REQUEST_TIMEOUT))
+    version = read_json(get(api, "/version/", timeout=REQUEST_TIMEOUT))
     uid = str((namespace.get("metadata") or {}).get("uid") or "")
     if not uid:
         raise ValueError("namespace kube-system has no uid")

@@ -20,17 +20,18 @@ thousands of nodes.
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import structlog
 import urllib3
-from kubernetes import client as kube_client
 from kubernetes.client.exceptions import ApiException
 
 from adapters.kubernetes.cluster import (
@@ -38,6 +39,7 @@ from adapters.kubernetes.cluster import (
     Connection,
     KubeConfigError,
     cluster_uid_and_version,
+    get,
     read_json,
 )
 from netweave.backoff import Backoff
@@ -48,6 +50,7 @@ DEFAULT_AUTH_RETRY_INTERVAL: Final = 30.0
 # A watch is given up as dead after this much silence beyond its server-side timeout.
 WATCH_READ_MARGIN: Final = 30.0
 LIST_READ_TIMEOUT: Final = 60.0
+NODES_PATH: Final = "/api/v1/nodes"
 _CHUNK: Final = 64 * 1024
 
 
@@ -83,6 +86,37 @@ class _StatusError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.status = code
+
+
+class _GcPause:
+    """The cyclic garbage collector off while any thread is inside; back on (if it was)
+    when the last one leaves."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._was_enabled = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._inside == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inside -= 1
+                if self._inside == 0 and self._was_enabled:
+                    gc.enable()
+
+
+# For parsing a node list and building its objects: millions of containers, none in a
+# cycle, that every automatic full collection would traverse (a third of a second for a
+# list of 5,000 nodes). Reference counting frees them all the same.
+paused_gc: Final = _GcPause()
 
 
 def watch_lines(response: Any) -> Iterator[bytes]:
@@ -207,13 +241,7 @@ class NodeReflector:
         if position.relist:
             if self._cluster_uid:
                 self._set_state("relisting", "relisting nodes: the watch history expired")
-            uid, version = cluster_uid_and_version(api)
-            nodes, position.resource_version = self._list(api)
-            self._sink.listed(position.connection, uid, version, nodes)
-            self._cluster_uid = uid
-            position.relist = position.identify = False
-            self._healthy(nodes=len(nodes), resource_version=position.resource_version)
-            self._backoff.reset()
+            self._relist(position, position.connection)
         elif position.identify:
             # After a failure: the API server may have been upgraded, or be another cluster.
             uid, version = cluster_uid_and_version(api)
@@ -224,6 +252,18 @@ class NodeReflector:
             self._sink.identified(position.connection, uid, version)
             position.identify = False
         position.resource_version = self._watch(api, position.resource_version)
+
+    def _relist(self, position: _Position, connection: Connection) -> None:
+        """List every node and hand the list to the sink. A method of its own so that
+        the parsed list is released before the watch (which runs for minutes) begins."""
+        uid, version = cluster_uid_and_version(connection.api)
+        with paused_gc():
+            nodes, position.resource_version = self._list(connection.api)
+            self._sink.listed(connection, uid, version, nodes)
+        self._cluster_uid = uid
+        position.relist = position.identify = False
+        self._healthy(nodes=len(nodes), resource_version=position.resource_version)
+        self._backoff.reset()
 
     def _failed(self, error: Exception, position: _Position) -> float:
         """Report `error`, set what the next pass must redo; the delay before it."""
@@ -296,17 +336,13 @@ class NodeReflector:
 
     def _list(self, api: Any) -> tuple[list[dict[str, Any]], str]:
         """Every node, in pages of one consistent snapshot, and its resourceVersion."""
-        core = kube_client.CoreV1Api(api)
         nodes: list[dict[str, Any]] = []
         token: str | None = None
         while True:
+            query: list[tuple[str, Any]] = [] if token is None else [("continue", token)]
+            query.append(("limit", self._page_size))
             body = read_json(
-                core.list_node(
-                    limit=self._page_size,
-                    _continue=token,
-                    _preload_content=False,
-                    _request_timeout=(REQUEST_TIMEOUT[0], LIST_READ_TIMEOUT),
-                )
+                get(api, NODES_PATH, query, timeout=(REQUEST_TIMEOUT[0], LIST_READ_TIMEOUT))
             )
             nodes.extend(body.get("items") or ())
             metadata = body.get("metadata") or {}
@@ -319,14 +355,16 @@ class NodeReflector:
     def _watch(self, api: Any, resource_version: str) -> str:
         """Follow one watch until it ends; the resourceVersion to resume from."""
         timeout = random.uniform(*self._watch_timeout)
-        # _preload_content=False: the raw urllib3 response, not the typed V1NodeList.
-        response: Any = kube_client.CoreV1Api(api).list_node(
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=max(1, int(timeout)),
-            _preload_content=False,
-            _request_timeout=(REQUEST_TIMEOUT[0], timeout + WATCH_READ_MARGIN),
+        response: Any = get(
+            api,
+            NODES_PATH,
+            [
+                ("allowWatchBookmarks", True),
+                ("resourceVersion", resource_version),
+                ("timeoutSeconds", max(1, int(timeout))),
+                ("watch", True),
+            ],
+            timeout=(REQUEST_TIMEOUT[0], timeout + WATCH_READ_MARGIN),
         )
         with self._response_lock:
             self._response = response

@@ -6,6 +6,7 @@ Envoy, Redis. What the simulator holds is the truth the served inventory is comp
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -13,12 +14,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from google.protobuf.json_format import MessageToDict
 from o2ims.adapter.v1 import domain_pb2
 
@@ -31,6 +34,7 @@ from adapters.kubernetes.mapping import (
 )
 from devstack.kubesim import KubeApiSimulator, make_node, simulated_cluster
 from devstack.kubesim.nodes import quantity_millicores
+from devstack.pki import issue_client_certificate
 from devstack.processes import wait_until
 from devstack.stack import LocalStack, StackConfig, kube_clusters
 from server.store import EVENTS_KEY, InventoryStore, connect, decode_event
@@ -60,6 +64,24 @@ def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Kub
     west.stop()
 
 
+def write_admin_kubeconfig(path: Path, simulator: KubeApiSimulator, stack: LocalStack) -> None:
+    issued = issue_client_certificate(stack.pki.directory, "cluster-admin", path.parent)
+    user = {
+        "client-certificate-data": base64.b64encode(issued.cert.read_bytes()).decode(),
+        "client-key-data": base64.b64encode(issued.key.read_bytes()).decode(),
+    }
+    server = {"server": simulator.url, "certificate-authority-data": ""}
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "east", "cluster": server}],
+        "users": [{"name": "east-admin", "user": user}],
+        "contexts": [{"name": "admin", "context": {"cluster": "east", "user": "east-admin"}}],
+        "current-context": "admin",
+    }
+    path.write_text(yaml.safe_dump(document))
+
+
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
@@ -69,13 +91,19 @@ def stack(
     kubeconfig = tmp_path_factory.mktemp("kubeconfig") / "config"
     clusters[EAST].write_kubeconfig(kubeconfig, context="east", merge=True)
     clusters[WEST].write_kubeconfig(kubeconfig, context="west", merge=True)
+    # east publishes admin credentials (another kubeconfig's client certificate and key).
+    admin_kubeconfig = kubeconfig.with_name("admin")
+    east, west = kube_clusters([kubeconfig], ["east", "west"], 0)
+    east = replace(east, extra_args=("--admin-kubeconfig", str(admin_kubeconfig)))
     config = StackConfig.ephemeral(
         tmp_path_factory.mktemp("stack"),
-        kube_clusters=kube_clusters([kubeconfig], ["east", "west"], 0),
+        kube_clusters=(east, west),
         # Retry a rejected credential every second (production: 30 s) to keep the test short.
         kube_adapter_args=("--auth-retry-interval", "1"),
     )
-    running = LocalStack(config).start()
+    running = LocalStack(config)
+    write_admin_kubeconfig(admin_kubeconfig, clusters[EAST], running)
+    running.start()
     store = InventoryStore(connect(running.redis_url))
     for name, simulator in clusters.items():
 
@@ -301,6 +329,40 @@ def test_a_cluster_of_three_zones_and_fifty_nodes_appears_in_both_majors(
     )
     for zone in zones:
         assert pool_id(uid, ZONE, zone) in listed.stdout
+
+
+def test_admin_credentials_of_the_native_profile_reach_deployers_only(
+    stack: LocalStack,
+    rest: httpx.Client,
+    clusters: dict[str, KubeApiSimulator],
+    tmp_path: Path,
+) -> None:
+    uid = clusters[EAST].cluster_uid
+    path = f"{INV}/v1/deploymentManagers/{deployment_manager_id(uid)}"
+    callers = {
+        name: issue_client_certificate(stack.pki.directory, name, tmp_path)
+        for name in ("lab-reader", "deployer-ci")
+    }
+    seen = {}
+    for name, issued in callers.items():
+        with httpx.Client(
+            base_url=stack.rest_url, verify=stack.client_tls(issued), timeout=10
+        ) as client:
+            profiled = client.get(path, params={"profile": "native_k8sapi"})
+            assert profiled.status_code == 200, profiled.text
+            seen[name] = profiled.json()["extensions"]["profileData"]
+            plain = client.get(path).json()
+            assert "admin_client_key" not in json.dumps(plain)
+    assert seen["lab-reader"]["cluster_api_endpoint"] == clusters[EAST].url
+    assert "admin_client_key" not in seen["lab-reader"]
+    assert seen["deployer-ci"]["admin_user"] == "east-admin"
+    assert base64.b64decode(seen["deployer-ci"]["admin_client_cert"]).startswith(
+        b"-----BEGIN CERTIFICATE-----"
+    )
+    assert "admin_client_key" in seen["deployer-ci"]
+    # Never in a list, for anyone.
+    listed = rest.get(f"{INV}/v1/deploymentManagers").text
+    assert "admin_client_key" not in listed
 
 
 def subscribe(rest: httpx.Client, receiver: Receiver, path: str) -> str:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
-from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc
+from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc, domain_pb2
 
 from adapters.contract import ObjectKey, object_key, serialize
 from adapters.kubernetes.adapter import KubernetesAdapter
@@ -449,3 +450,72 @@ def test_the_process_serves_the_cluster(tmp_path: Path) -> None:
             channel.close()
             process.stop()
         assert process.proc is not None and process.proc.returncode == 0
+
+
+def test_in_a_pod_the_service_account_is_used_and_its_rotated_token_picked_up(
+    tmp_path: Path,
+) -> None:
+    with KubeApiSimulator(tmp_path / "sim", simulated_cluster(nodes=4), token="sa-1") as sim:
+        account = tmp_path / "serviceaccount"
+        account.mkdir()
+        (account / "token").write_text("sa-1")
+        (account / "ca.crt").write_bytes(sim.ca_pem)
+        port = free_port()
+        env = {
+            **_environment(),
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(sim.port),
+            "NETWEAVE_KUBE_SERVICE_ACCOUNT_DIR": str(account),
+        }
+        log = (tmp_path / "adapter.log").open("wb")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "adapters.kubernetes",
+                "--port",
+                str(port),
+                "--auth-retry-interval",
+                "1",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            stub = adapter_pb2_grpc.AdapterServiceStub(channel)
+
+            def managers() -> list[domain_pb2.DeploymentManager]:
+                try:
+                    listed = stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=2)
+                except grpc.RpcError:
+                    return []
+                return [
+                    o.deployment_manager for o in listed.objects if o.HasField("deployment_manager")
+                ]
+
+            wait_until(lambda: bool(managers()), 30, "the in-pod adapter's first list", 0.1)
+            [manager] = managers()
+            assert manager.service_uri == f"https://127.0.0.1:{sim.port}"
+            info = stub.GetAdapterInfo(adapter_pb2.GetAdapterInfoRequest(), timeout=2)
+            assert info.name == "kubernetes-in-cluster"
+
+            # The kubelet rotates the projected token: the old one stops working.
+            (account / "token").write_text("sa-2")
+            sim.set_token("sa-2", "valid")
+            sim.revoke_token("sa-1")
+            sim.cut_watches()
+            sim.add_node(make_node("joined-after-rotation", uid=str(uuid.uuid4())))
+
+            def served(name: str) -> bool:
+                listed = stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=2)
+                return any(o.resource.name == name for o in listed.objects)
+
+            wait_until(lambda: served("joined-after-rotation"), 30, "the node, after rotation")
+        finally:
+            channel.close()
+            process.terminate()
+            process.wait(10)
+            log.close()

@@ -10,17 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import object_key, serialize
 from adapters.kubernetes.inventory import Inventory
 from adapters.kubernetes.mapping import (
+    ID_NAMESPACE,
     NATIVE_K8S_API,
     ClusterIdentity,
+    node_extensions,
+    node_resource,
     node_view,
     parse_quantity,
     quantity_units,
+    uuid5_string,
 )
 from adapters.kubernetes.mapping_file import (
     MappingConfig,
@@ -196,7 +200,7 @@ def test_deployment_manager_sums_allocatable_and_counts_nodes() -> None:
     assert capacity["nodes"] == {"total": 2, "ready": 2, "schedulable": 1}
     capabilities = json_format.MessageToDict(manager.capabilities)
     assert capabilities["kubernetesVersion"] == "v1.31.4"
-    assert capabilities["cni"] == "calico"
+    assert capabilities["cni"] == ["calico"]
     assert capabilities["architectures"] == ["amd64"]
     assert capabilities["extendedResources"] == ["nvidia.com/gpu"]
     assert manager.service_uri == CLUSTER.api_url
@@ -222,7 +226,7 @@ def test_cni_is_unknown_without_a_known_annotation() -> None:
     node = make_node("a")
     node["metadata"]["annotations"] = {}
     (manager,) = of_kind(build([node]), "deployment_manager")
-    assert manager.capabilities["cni"] == "unknown"
+    assert manager.capabilities["cni"] == ["unknown"]
 
 
 # --- what changes, and what does not -------------------------------------------------------
@@ -363,3 +367,43 @@ def test_an_unreadable_mapping_file_is_named(tmp_path: Path) -> None:
     broken.write_text("a: [")
     with pytest.raises(MappingFileError, match="not valid YAML"):
         load_mapping_file(broken)
+
+
+def test_node_resources_equal_what_struct_update_builds() -> None:
+    """node_resource fills its Structs directly, for speed: the result must be exactly
+    Struct.update()'s, for odd label and capacity values too."""
+    nodes = simulated_cluster(nodes=40, zones=2, seed=3)
+    odd = copy.deepcopy(nodes[:3])
+    odd[0]["metadata"]["labels"] = {}
+    odd[0]["spec"]["taints"] = [{"key": "a", "value": "b", "effect": "NoSchedule"}]
+    odd[1]["status"]["capacity"] = {"cpu": "4", "memory": "1Gi", "pods": 110, "odd": [1, None]}
+    odd[1]["status"].update(allocatable={}, addresses=[], conditions=[])
+    odd[2]["metadata"]["labels"] = {"a": 1, "b": None, "c": {"d": [], "e": {}}, "f": [1.5, False]}
+    odd[2]["status"]["nodeInfo"] = {}
+    config = MappingConfig()
+    for node in nodes + odd:
+        view = node_view(node, config, CLUSTER.name)
+        built = node_resource(view, CLUSTER, config).resource
+        expected = struct_pb2.Struct()
+        expected.update(node_extensions(view))
+        assert built.extensions == expected
+        assert built.extensions.SerializeToString(deterministic=True) == (
+            expected.SerializeToString(deterministic=True)
+        )
+        for element in built.elements:
+            name = element.extensions.fields["resourceName"].string_value
+            expected = struct_pb2.Struct()
+            expected.update(
+                {
+                    "resourceName": name,
+                    "capacity": view.capacity.get(name, ""),
+                    "allocatable": view.allocatable.get(name, ""),
+                    "model": view.element_models.get(name, ""),
+                }
+            )
+            assert element.extensions == expected
+
+
+def test_object_ids_are_uuid5_under_the_namespace() -> None:
+    for name in ("", "kubernetes/x/node/y", "é/€/\U0001f600", "a" * 500):
+        assert uuid5_string(name) == str(uuid.uuid5(ID_NAMESPACE, name))
