@@ -306,6 +306,14 @@ PAGE_SECRET: Final = Setting(
     "key that signs page markers; unset: one is created once in Redis "
     "(`config:page_marker_secret`) and shared by every replica",
 )
+ALARM_PURGE_INTERVAL: Final = Setting(
+    "NETWEAVE_ALARM_PURGE_INTERVAL",
+    NUMBER,
+    3600.0,
+    (CORE,),
+    "seconds between purges of cleared alarms older than the alarm service "
+    "configuration's retentionPeriod (one replica purges per interval)",
+)
 AUTH_POLICY: Final = Setting(
     "NETWEAVE_AUTH_POLICY",
     PATH,

@@ -49,7 +49,15 @@ def routes(rules: Iterable[HttpRule], openapi_json: str) -> list[dict[str, Any]]
         # the transcoder would let a query parameter named like a path field (e.g.
         # ?resource_pool_id=B) override the id in the path.
         route["metadata"] = {
-            "filter_metadata": {LUA_FILTER: {"flags": list(path.flags), "query": list(path.query)}}
+            "filter_metadata": {
+                LUA_FILTER: {
+                    "flags": list(path.flags),
+                    "query": list(path.query),
+                    # The methods the path has (the shaper refuses an empty PUT/PATCH body
+                    # only where one is defined; elsewhere the 405 stands).
+                    "methods": list(path.methods),
+                }
+            }
         }
         table.append(route)
     table.append(

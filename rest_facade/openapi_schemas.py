@@ -8,6 +8,7 @@ that carry one message or null.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,6 +143,10 @@ class SchemaSet:
             schema["format"] = field_options.Extensions[options.format]
         if field_options.Extensions[options.allowed_values]:
             schema["enum"] = list(field_options.Extensions[options.allowed_values])
+        if request and field_options.HasExtension(options.minimum):
+            schema["minimum"] = _number(field_options.Extensions[options.minimum])
+        if request and field_options.Extensions[options.request_const]:
+            schema["enum"] = [json.loads(field_options.Extensions[options.request_const])]
         if request and field_options.Extensions[options.pattern]:
             # What the core checks on input; stored values may predate the pattern.
             schema["pattern"] = field_options.Extensions[options.pattern]
@@ -177,7 +182,7 @@ class SchemaSet:
             if not request and _optional_string(field):
                 # Set only with a value: an unset optional attribute is left out, never "".
                 schema["minLength"] = 1
-            if request and _optional_scalar(field):
+            if request and (_optional_scalar(field) or _struct(field)):
                 # The parser takes null for "unset", which an optional attribute may be.
                 schema = _nullable(schema)
             properties[field.json_name] = schema
@@ -199,10 +204,26 @@ class SchemaSet:
             schema["additionalProperties"] = False
         if required:
             schema["required"] = required
+        if request and message.GetOptions().Extensions[options.exactly_one]:
+            schema["oneOf"] = [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in properties
+            ]
         comment = self._comments.get(message.full_name)
         if comment:
             schema["description"] = comment
         return schema
+
+
+def _number(value: float) -> float | int:
+    return int(value) if value.is_integer() else value
+
+
+def _struct(field: descriptor.FieldDescriptor) -> bool:
+    """A google.protobuf.Struct: the parser takes null for it too (an empty object)."""
+    return field.message_type is not None and (
+        field.message_type.full_name == "google.protobuf.Struct"
+    )
 
 
 def _optional_string(field: descriptor.FieldDescriptor) -> bool:

@@ -39,6 +39,7 @@ local STRIPPED_HEADERS = {
 
 local GRPC_UNKNOWN = "2"
 local GRPC_RESOURCE_EXHAUSTED = "8"
+local GRPC_FAILED_PRECONDITION = "9"
 local GRPC_UNIMPLEMENTED = "12"
 
 local function starts_with(text, prefix)
@@ -166,6 +167,18 @@ end
 -- body declared as something else is not parsed but refused. With 400, not 415: the O2ims
 -- conformance tests (CONF 7.3.11) require 400 for an XML body. Returns true when it answered.
 local BODY_METHODS = {POST = true, PUT = true, PATCH = true}
+local function route_has_method(handle, method)
+  local methods = handle:metadata():get("methods")
+  if methods == nil then
+    return false
+  end
+  for _, name in pairs(methods) do
+    if name == method then
+      return true
+    end
+  end
+  return false
+end
 local function refuse_non_json_body(handle, headers)
   if not BODY_METHODS[headers:get(":method") or ""] then
     return false
@@ -179,12 +192,39 @@ local function refuse_non_json_body(handle, headers)
     return false
   end
   if media_type == "" and not has_body then
+    if headers:get(":method") ~= "POST" and route_has_method(handle, headers:get(":method")) then
+      -- PUT and PATCH replace or change a resource: without a body they say nothing, and
+      -- the transcoder would pass an empty message on as "change nothing" or "clear all".
+      handle:respond({[":status"] = "400"}, "this request needs a JSON body")
+      return true
+    end
     return false
   end
   handle:respond({[":status"] = "400", ["accept-post"] = "application/json"},
     "the request body must be JSON (Content-Type: application/json), not '" ..
     (media_type ~= "" and media_type or "none") .. "'")
   return true
+end
+
+-- A PUT or PATCH with an empty body, or a body of JSON `null`: the transcoder would read it as an empty message
+-- ("change nothing" or "clear all"), and a merge patch of null would delete the resource,
+-- which no O2ims resource allows. A 400. Only short bodies are looked at (buffered: the
+-- last request step, as `headers` is out of scope after handle:body()).
+local function refuse_null_body(handle, headers)
+  local method = headers:get(":method")
+  local length = tonumber(headers:get("content-length") or "")
+  if (method ~= "PUT" and method ~= "PATCH") or length == nil or length > 16
+      or not route_has_method(handle, method) then
+    return
+  end
+  if length == 0 then
+    handle:respond({[":status"] = "400"}, "this request needs a JSON body")
+    return
+  end
+  local body = handle:body()
+  if body ~= nil and body:getBytes(0, body:length()):match("^%s*null%s*$") then
+    handle:respond({[":status"] = "400"}, "the request body must be a JSON object, not null")
+  end
 end
 
 -- `?all_fields` (or `?all_fields=`) -> `?all_fields=true` for the boolean flags of this path (the route's
@@ -304,13 +344,29 @@ function envoy_on_request(handle)
     end
     complete_flags(handle, headers, path)
     check_body_size(handle, headers)
+    refuse_null_body(handle, headers)
   end
 end
 
+-- FAILED_PRECONDITION means "the stored state refuses this"; the transcoder makes every
+-- one a 400. These ErrorInfo reasons of the core (server/monitoring_v1.py) are conflicts
+-- (409) or a failed If-Match (412) in HTTP terms.
+local PRECONDITION_STATUSES = {
+  ETAG_MISMATCH = 412,
+  ALARM_ALREADY_ACKNOWLEDGED = 409,
+  ALARM_ALREADY_CLEARED = 409,
+  ALARM_NOT_MANUALLY_CLEARABLE = 409,
+  ALARM_CHANGING = 409,
+}
+
 -- How to present an upstream (core) error: HTTP status, title, and a fixed detail (nil:
 -- the core's own message is the detail).
-local function upstream_problem(status, grpc_status, grpc_message)
+local function upstream_problem(status, grpc_status, grpc_message, reason)
   grpc_message = grpc_message or ""
+  if grpc_status == GRPC_FAILED_PRECONDITION and PRECONDITION_STATUSES[reason or ""] then
+    local mapped = PRECONDITION_STATUSES[reason]
+    return mapped, REASON_PHRASES[mapped], nil
+  end
   if grpc_status == GRPC_UNIMPLEMENTED then
     -- The descriptor set publishes a method the core does not serve (an API version this
     -- deployment does not run): for O2ims that path does not exist.
@@ -412,7 +468,9 @@ function envoy_on_response(handle)
       record(handle, "grpc_status", code)
     end
     local message = raw_json_string(text, "message")
-    local problem_status, title, fixed_detail = upstream_problem(status, code, message)
+    -- The first ErrorInfo's reason (the core puts ErrorInfo first in the details).
+    local reason = raw_json_string(text, "reason")
+    local problem_status, title, fixed_detail = upstream_problem(status, code, message, reason)
     if problem_status ~= status then
       -- A fresh header handle: the one taken before body() is out of scope by now, but
       -- the headers themselves are held back until the body is complete.

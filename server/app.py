@@ -26,6 +26,8 @@ from netweave.grpc_server import (
     new_server,
     set_serving,
 )
+from server.alarms.purge import AlarmPurger
+from server.alarms.store import AlarmStore
 from server.auth import AccessPolicy, AuditLog, AuthInterceptor
 from server.auth.identity import Channel
 from server.cache import InventoryCache
@@ -34,7 +36,7 @@ from server.inventory import InventoryV1Servicer, InventoryV2Servicer
 from server.listing import Lister, ListingSettings
 from server.majors import MajorGate
 from server.metrics import GatewayMetrics, MetricsInterceptor
-from server.monitoring_v1 import AlarmRecords, MonitoringV1Servicer
+from server.monitoring_v1 import MonitoringV1Servicer
 from server.ops import OpsServer, redis_check
 from server.store import InventoryStore, connect
 from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
@@ -100,6 +102,10 @@ class Gateway:
         # must survive restarts and be shared by every replica at once.
         state = connect(config.redis_url)
         subscriptions = SubscriptionStore(state)
+        alarms = AlarmStore(state)
+        self.alarm_purger = AlarmPurger(
+            alarms, config.alarm_purge_interval, self._stop, self.metrics.alarms_purged.inc
+        )
         registrations: list[Callable[[grpc.Server], None]] = [
             functools.partial(
                 v1_grpc.add_InventoryServiceServicer_to_server,
@@ -128,11 +134,14 @@ class Gateway:
                 monitoring_v1_grpc.add_MonitoringServiceServicer_to_server,
                 MonitoringV1Servicer(
                     subscriptions,
-                    AlarmRecords(state),
+                    alarms,
                     config.service_uri,
                     config.duplicate_subscription_status,
                     lister,
                     callback_policy=config.callback_policy,
+                    # Whether an alarm may be cleared by hand is its definition's clearingType,
+                    # from the inventory's alarm dictionaries.
+                    clearing_type=self.cache.alarm_clearing_type,
                 ),
             ),
         ]
@@ -180,6 +189,7 @@ class Gateway:
         self.ops.start()
         self.writer.start()
         self.tailer.start()
+        self.alarm_purger.start()
         for watcher in self.watchers:
             watcher.start()
         for server in self.servers:

@@ -167,6 +167,16 @@ class InventoryCache:
         with self._lock:
             return self._objects[kind].get(object_id)
 
+    def alarm_clearing_type(self, alarm_definition_id: str) -> int | None:
+        """The clearingType (domain ClearingType) of the alarm definition with this id in
+        any alarm dictionary of the inventory; None if there is no such definition."""
+        with self._lock:
+            for dictionary in self._objects["alarm_dictionary"].values():
+                for definition in dictionary.alarm_definition:
+                    if definition.alarm_definition_id == alarm_definition_id:
+                        return int(definition.clearing_type)
+        return None
+
     def cloud_info(self, model: WireModel) -> Any | None:
         """The O-Cloud in `model`'s wire form; None until an adapter provides it."""
         with self._lock:

@@ -43,6 +43,8 @@ class GatewayConfig:
     page_max_bytes: int = settings.PAGE_MAX_BYTES.default
     # Signs page markers. Empty: a secret generated once and shared through Redis.
     page_secret: str = ""
+    # Seconds between purges of cleared alarms past their retention (server/alarms/purge.py).
+    alarm_purge_interval: float = settings.ALARM_PURGE_INTERVAL.default
     # The access policy (YAML, see server/auth/policy.py). Empty: no access control (every
     # caller is an admin), for development only.
     auth_policy: str = ""
@@ -64,6 +66,10 @@ class GatewayConfig:
 
     def __post_init__(self) -> None:
         _check_listeners(self)
+        if self.alarm_purge_interval <= 0:
+            raise ValueError(
+                f"NETWEAVE_ALARM_PURGE_INTERVAL must be > 0, got {self.alarm_purge_interval}"
+            )
         if self.duplicate_subscription_status not in DUPLICATE_HTTP_STATUSES:
             raise ValueError(
                 "NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS must be 400 or 409, "
@@ -95,6 +101,7 @@ class GatewayConfig:
             page_size=settings.PAGE_SIZE.read(environ),
             page_max_bytes=settings.PAGE_MAX_BYTES.read(environ),
             page_secret=settings.PAGE_SECRET.read(environ),
+            alarm_purge_interval=settings.ALARM_PURGE_INTERVAL.read(environ),
             auth_policy=settings.AUTH_POLICY.read(environ),
             edge_listen=settings.EDGE_LISTEN.read(environ),
             edge_tls_cert=settings.EDGE_TLS_CERT.read(environ),

@@ -81,6 +81,15 @@ class Unavailable(ApiError):
     rpc_code = code_pb2.UNAVAILABLE
 
 
+class FailedPrecondition(ApiError):
+    """The request is valid but the stored state refuses it (FAILED_PRECONDITION). The
+    transcoder would make that a 400; the REST shaper (rest_facade/shaper.lua) answers 409
+    or 412 for the ErrorInfo reasons it lists."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    rpc_code = code_pb2.FAILED_PRECONDITION
+
+
 class InvalidArgument(ApiError):
     """The request itself is wrong, whatever the stored state (INVALID_ARGUMENT, REST 400).
 

@@ -56,6 +56,13 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.alarms_purged = Counter(
+            "o2ims_alarms_purged",
+            "Cleared alarm event records deleted because they outlived the alarm service "
+            "configuration's retentionPeriod (by this replica).",
+            registry=self.registry,
+        )
+
     def add_state(self, collect: StateCollector) -> None:
         """Expose gauges computed at scrape time."""
         register_state(self.registry, collect)

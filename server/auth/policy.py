@@ -4,7 +4,9 @@ that maps identities to roles.
 Roles (a client may hold several):
   o2ims-reader      read the inventory and alarms
   o2ims-subscriber  create, read and delete subscriptions (inventory and alarm)
-  o2ims-maintainer  read, acknowledge and clear alarms
+  o2ims-maintainer  read, acknowledge and clear alarms; change the alarm service
+                    configuration (PatchAlarm, Update/PatchAlarmServiceConfiguration:
+                    alarms.write; readers may only read alarms and the configuration)
   o2ims-deployer    read the inventory, and the deployment managers' admin credentials
                     (the Kubernetes-native profile); nobody else ever sees them
   o2ims-admin       everything, including the operational services (gRPC reflection), and

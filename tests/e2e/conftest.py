@@ -76,3 +76,13 @@ def receiver() -> Iterator[Receiver]:
     started = Receiver().start()
     yield started
     started.stop()
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The RFC 7807 body of `response`, asserting its status and media type."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["detail"]
+    return body

@@ -30,7 +30,7 @@ from devstack.stack import REPO, LocalStack
 from devstack.tokens import ensure_dev_issuer
 from rest_facade.http_rules import HttpRule, read_rules
 
-from .conftest import start_stack
+from .conftest import problem, start_stack
 
 CLOUD = "/o2ims-infrastructureInventory/v1"
 POOLS = f"{CLOUD}/resourcePools"
@@ -43,11 +43,12 @@ CALLBACK_ENV = {
 ROLES = ("o2ims-reader", "o2ims-subscriber", "o2ims-maintainer", "o2ims-admin")
 # What each role may reach, written out by hand from the issue (not computed by the code
 # under test): inventory reads, alarm reads, subscriptions (inventory and alarm).
+# Alarm writes (acknowledge/clear, the alarm service configuration): maintainers and admins.
 MAY = {
     "o2ims-reader": {"inventory", "alarms"},
     "o2ims-subscriber": {"subscriptions"},
-    "o2ims-maintainer": {"alarms"},
-    "o2ims-admin": {"inventory", "alarms", "subscriptions"},
+    "o2ims-maintainer": {"alarms", "alarm-writes"},
+    "o2ims-admin": {"inventory", "alarms", "alarm-writes", "subscriptions"},
 }
 NO_SUCH_ID = "00000000-0000-4000-8000-00000000dead"
 
@@ -92,15 +93,6 @@ def refused(stack: LocalStack, cert: IssuedCertificate | None) -> bool:
     except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, ssl.SSLError):
         return True
     return False
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["detail"]
-    return body
 
 
 # --- certificates -------------------------------------------------------------------
@@ -167,7 +159,7 @@ def family(rule: HttpRule) -> str:
     if "ubscriptions" in path:
         return "subscriptions"
     if path.startswith("/o2ims-infrastructureMonitoring"):
-        return "alarms"
+        return "alarms" if rule.http_method == "GET" else "alarm-writes"
     return "inventory"
 
 
@@ -206,6 +198,14 @@ class Fixtures:
         return location.rsplit("/", 1)[1]
 
     @staticmethod
+    def write_body(path: str) -> dict[str, Any]:
+        """A valid PUT/PATCH body: acknowledge an alarm, or the alarm service configuration
+        as it is by default."""
+        if path.endswith("alarmServiceConfiguration"):
+            return {"retentionPeriod": 14, "extensions": {}}
+        return {"alarmAcknowledged": True}
+
+    @staticmethod
     def body(collection: str) -> dict[str, Any]:
         return {
             "callback": f"http://127.0.0.1:9/{uuid.uuid4()}",
@@ -230,6 +230,8 @@ def test_role_matrix_every_endpoint(
         for rule in rules():
             path = fixtures.concrete(rule, http if "subscriptions" in MAY[role] else None)
             body = fixtures.body(path) if rule.http_method == "POST" else None
+            if rule.http_method in ("PUT", "PATCH"):
+                body = fixtures.write_body(path)
             response = http.request(rule.http_method, path, json=body)
             allowed = family(rule) in MAY[role]
             line = f"{role} {rule.http_method} {path} -> {response.status_code}"

@@ -321,7 +321,7 @@ def test_monitoring_api_versions(stack: LocalStack, rest: httpx.Client) -> None:
     assert everything.status_code == 200
     assert body_of(everything) == {
         "uriPrefix": f"{stack.rest_url}{MONITORING}",
-        "apiVersions": [{"version": "1.0.0"}],
+        "apiVersions": [{"version": "1.1.0"}],
     }
     major = rest.get(f"{MONITORING}/v1/api_versions")
     assert major.status_code == 200

@@ -16,10 +16,11 @@ import redis
 from o2ims.monitoring.v1 import monitoring_pb2 as mon
 from o2ims.subscriptions.v1 import subscriptions_pb2 as sub
 
+from server.alarms.store import AlarmStore
 from server.auth.caller import NOBODY, Caller, acting_as
 from server.errors import AlreadyExists, ApiError, NotFound, PermissionDenied
 from server.listing import Lister, ListingSettings
-from server.monitoring_v1 import ALARM_SUBSCRIPTION_RESOURCE, AlarmRecords, MonitoringV1Servicer
+from server.monitoring_v1 import ALARM_SUBSCRIPTION_RESOURCE, MonitoringV1Servicer
 from server.store import connect
 from server.subscriptions import (
     INVENTORY_SUBSCRIPTION_RESOURCE,
@@ -285,7 +286,7 @@ def list_pages(redis_url: str, kind: str, caller: Caller, page_size: int) -> lis
     lister = Lister(ListingSettings(secret=b"test-secret", page_size=page_size))
     inventory = InventorySubscriptionServicer(store, "https://o2ims.example.net", 400, lister)
     monitoring = MonitoringV1Servicer(
-        store, AlarmRecords(client), "https://o2ims.example.net", 400, lister
+        store, AlarmStore(client), "https://o2ims.example.net", 400, lister
     )
 
     def one_page(marker: str) -> tuple[list[str], str]:

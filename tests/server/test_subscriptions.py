@@ -26,9 +26,10 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as sub_grpc
 
 from devstack.redis_server import RedisServer
 from netweave.errors import ERROR_DOMAIN
+from server.alarms.store import AlarmStore
 from server.config import GatewayConfig
 from server.listing import Lister, ListingSettings
-from server.monitoring_v1 import AlarmRecords, MonitoringV1Servicer
+from server.monitoring_v1 import MonitoringV1Servicer
 from server.store import EVENTS_KEY, connect
 from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
 from server.subscriptions.rest import HTTP_STATUS_HEADER
@@ -60,7 +61,7 @@ def serve(redis_url: str, duplicate_status: int = 400) -> Iterator[Core]:
         InventorySubscriptionServicer(store, SERVICE_URI, duplicate_status, lister), server
     )
     mon_grpc.add_MonitoringServiceServicer_to_server(
-        MonitoringV1Servicer(store, AlarmRecords(client), SERVICE_URI, duplicate_status, lister),
+        MonitoringV1Servicer(store, AlarmStore(client), SERVICE_URI, duplicate_status, lister),
         server,
     )
     port = server.add_insecure_port("127.0.0.1:0")
@@ -524,7 +525,7 @@ def test_alarm_subscription_validation(core: Core) -> None:
 def test_monitoring_api_versions(core: Core) -> None:
     everything = core.monitoring.GetAllApiVersions(mon.GetAllApiVersionsRequest())
     assert everything.uri_prefix == MONITORING_PATH
-    assert [v.version for v in everything.api_versions] == ["1.0.0"]
+    assert [v.version for v in everything.api_versions] == ["1.1.0"]
     major = core.monitoring.GetApiVersions(mon.GetApiVersionsRequest())
     assert major.uri_prefix == f"{MONITORING_PATH}/v1"
 
