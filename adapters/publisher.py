@@ -17,9 +17,9 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2
@@ -28,6 +28,7 @@ from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc, domain_pb2
 from adapters.contract import KINDS, ObjectKey, object_key, serialize
 from netweave.errors import ERROR_DOMAIN, error_status
 from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
+from netweave.lifecycle import wait_for
 
 SERVICE_NAME: Final = adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name
 DEFAULT_MAX_PENDING_EVENTS: Final = 10_000
@@ -555,6 +556,27 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                 _abort(context, code_pb2.UNAVAILABLE, "ADAPTER_STOPPING", "the adapter is stopping")
         finally:
             subscription.close()
+
+
+# How long a stopping adapter lets its calls finish (open watches end at once).
+SHUTDOWN_GRACE_SECONDS: Final = 2.0
+
+
+def serve_until_stopped(
+    stopping: threading.Event,
+    log: Any,
+    server: grpc.Server,
+    publisher: ObjectSetPublisher,
+    stop_source: Callable[[], None],
+) -> None:
+    """The rest of an adapter process's life: wait for `stopping`, stop following the
+    source, end every watch, then the server."""
+    wait_for(stopping)
+    log.info("adapter_stopping")
+    stop_source()
+    publisher.close()  # ends open watches now instead of after the grace period
+    server.stop(grace=SHUTDOWN_GRACE_SECONDS).wait()
+    log.info("adapter_stopped")
 
 
 def create_adapter_server(

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from devstack.pki import (
     CORE_URI,
     EDGE_URI,
@@ -77,8 +79,6 @@ class KubeCluster:
 
 def _kubeconfig_contexts(path: Path) -> tuple[list[str], str | None]:
     """The context names of a kubeconfig file and its current context."""
-    import yaml  # local: only make run with NETWEAVE_KUBECONFIG needs it
-
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:

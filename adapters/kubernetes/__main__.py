@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Final
 
 from adapters.kubernetes.adapter import DEFAULT_BATCH_WINDOW, KubernetesAdapter
@@ -40,12 +37,13 @@ from adapters.publisher import (
     AdapterServicer,
     ObjectSetPublisher,
     create_adapter_server,
+    serve_until_stopped,
 )
 from netweave import settings
+from netweave.lifecycle import stop_requested
 from netweave.logs import configure_logging
 
 DEFAULT_PORT: Final = 50071
-SHUTDOWN_GRACE_SECONDS: Final = 2.0
 PROG: Final = "python -m adapters.kubernetes"
 
 
@@ -135,13 +133,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    stopping = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stopping = stop_requested()  # before anything slow
 
     args = parse_args(argv)
     target = KubeTarget(
@@ -198,13 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     adapter.start()
     log.info("adapter_started", host=args.host, port=port, cluster=source)
 
-    while not stopping.wait(0.5):
-        pass
-    log.info("adapter_stopping")
-    adapter.stop()
-    publisher.close()
-    server.stop(grace=SHUTDOWN_GRACE_SECONDS).wait()
-    log.info("adapter_stopped")
+    serve_until_stopped(stopping, log, server, publisher, adapter.stop)
     return 0
 
 

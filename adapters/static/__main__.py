@@ -7,18 +7,16 @@ Exit codes: 0 after SIGTERM/SIGINT, 2 when the inventory is invalid at start-up,
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from adapters.publisher import (
     DEFAULT_MAX_OBJECT_BYTES,
     AdapterServicer,
     ObjectSetPublisher,
     create_adapter_server,
+    serve_until_stopped,
 )
 from adapters.static.loader import DEFAULT_MAX_FILE_BYTES, InventoryFileError
 from adapters.static.marked_yaml import DEFAULT_MAX_ALIAS_NODES, DEFAULT_MAX_DEPTH, YamlLimits
@@ -29,11 +27,11 @@ from adapters.static.server import (
     StaticAdapter,
 )
 from netweave import settings
+from netweave.lifecycle import stop_requested
 from netweave.logs import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT = 50061
-SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -93,14 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    stopping = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    # Before anything slow, so an early SIGTERM still ends in an orderly exit.
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stopping = stop_requested()  # before anything slow
 
     args = parse_args(argv)
     log = configure_logging("adapter-static").bind(adapter=args.name)
@@ -136,14 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         revision=publisher.revision,
     )
 
-    # A timed wait keeps the main thread responsive to signals on every platform.
-    while not stopping.wait(0.5):
-        pass
-    log.info("adapter_stopping")
-    adapter.stop()
-    publisher.close()  # ends open watches now instead of after the grace period
-    server.stop(grace=SHUTDOWN_GRACE_SECONDS).wait()
-    log.info("adapter_stopped")
+    serve_until_stopped(stopping, log, server, publisher, adapter.stop)
     return 0
 
 

@@ -10,43 +10,35 @@ heartbeats every node like kubelets do, and runs until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
 from devstack.kubesim.nodes import simulated_cluster
 from devstack.kubesim.server import KubeApiSimulator
+from netweave.lifecycle import stop_requested
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
-    return value
+def _bounded(convert: Callable[[str], float], minimum: float) -> Callable[[str], Any]:
+    """An argparse type: `convert` of the text, at least `minimum`."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}: {value}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
-    return value
+_non_negative_int = _bounded(int, 0)
+_positive_int = _bounded(int, 1)
+_non_negative_float = _bounded(float, 0)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -98,13 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token=args.token,
         bookmark_interval=args.bookmark_interval,
     )
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_requested()
     simulator.start()
     try:
         kubeconfig = simulator.write_kubeconfig(args.kubeconfig, context=args.context, merge=True)

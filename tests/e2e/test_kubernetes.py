@@ -435,10 +435,12 @@ def test_node_changes_reach_rest_within_a_second_as_exactly_one_notification_eac
         lambda response: response.json()["extensions"]["taints"][0]["key"] == "dedicated",
     )
     deleted = east.node(workers[4])
-    latencies["deleted"] = reaches_rest(
-        lambda: east.delete_node(workers[4]) and deleted,
-        lambda response: response.status_code == 404,
-    )
+
+    def delete() -> dict[str, Any]:
+        east.delete_node(workers[4])
+        return deleted
+
+    latencies["deleted"] = reaches_rest(delete, lambda response: response.status_code == 404)
     # Re-created under the same name: a new node (new uid), so a new resource.
     recreated = new_node(workers[4], zone_of(deleted))
     latencies["re-created"] = reaches_rest(

@@ -394,9 +394,10 @@ def _environment() -> dict[str, str]:
     }
 
 
-def test_the_process_exits_2_without_a_cluster_configuration(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "adapters.kubernetes", "--port", "0"],
+def _run_adapter(*args: str) -> subprocess.CompletedProcess[str]:
+    """The adapter process with `args`, outside any pod and without NETWEAVE_ settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "adapters.kubernetes", *args, "--port", "0"],
         cwd=REPO_ROOT,
         env=_environment(),
         capture_output=True,
@@ -404,19 +405,15 @@ def test_the_process_exits_2_without_a_cluster_configuration(tmp_path: Path) -> 
         timeout=60,
         check=False,
     )
+
+
+def test_the_process_exits_2_without_a_cluster_configuration(tmp_path: Path) -> None:
+    done = _run_adapter()
     assert done.returncode == 2
     assert "NETWEAVE_KUBECONFIG" in done.stderr
     bad = tmp_path / "mapping.yaml"
     bad.write_text("pool_label: [a]\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "adapters.kubernetes", "--mapping", str(bad), "--port", "0"],
-        cwd=REPO_ROOT,
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run_adapter("--mapping", str(bad))
     assert done.returncode == 2
     assert "pool_label: must be a string" in done.stderr
 
