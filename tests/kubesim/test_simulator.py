@@ -337,11 +337,19 @@ def test_cut_watches_ends_streams_mid_way(sim: KubeApiSimulator, v1: Any) -> Non
     with pytest.raises(urllib3.exceptions.ProtocolError):
         while raw.read(65536):
             pass
+    # The cut watcher leaves the list on its handler thread; until then it would be counted
+    # as the second watch below, and the second cut would miss the stream it is meant for.
+    wait_until(lambda: sim.open_watches == 0, 5, "the cut watch to be gone")
+    watches_before = sim.watch_calls
 
     # The client's Watch sees the same failure: the stream raises, it does not end quietly.
     def cut_when_open() -> None:
-        wait_until(lambda: sim.open_watches == 1, 5, "the watch to open")
-        sim.cut_watches()
+        wait_until(
+            lambda: sim.watch_calls == watches_before + 1 and sim.open_watches == 1,
+            5,
+            "the second watch to open",
+        )
+        assert sim.cut_watches() == 1
 
     cutter = in_background(cut_when_open)
     with pytest.raises(urllib3.exceptions.ProtocolError):
