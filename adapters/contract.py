@@ -16,8 +16,14 @@ ID_FIELDS: Final[dict[str, str]] = {
     "resource_pool": "resource_pool_id",
     "resource": "resource_id",
     "deployment_manager": "deployment_manager_id",
+    "alarm": "alarm_id",
 }
 KINDS: Final[tuple[str, ...]] = tuple(ID_FIELDS)
+# Active alarms travel with the inventory (published, watched, stored, reconciled the same
+# way) but are not inventory: the core's alarm pipeline turns them into alarm records, and
+# neither the inventory API nor inventory subscriptions see them.
+ALARM_KIND: Final = "alarm"
+INVENTORY_KINDS: Final[tuple[str, ...]] = tuple(kind for kind in KINDS if kind != ALARM_KIND)
 
 ObjectKey = tuple[str, str]
 
