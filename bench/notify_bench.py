@@ -99,8 +99,11 @@ class _ReceiverProtocol(asyncio.Protocol):
             now = time.time()
             if not lines[0].startswith("POST /baseline ") and not _signed(headers, body):
                 self.arrivals.bad_signatures += 1
-            state = json.loads(body).get("postObjectState") or {}
-            self.arrivals.seen.append((state.get("resourceId", ""), now))
+            notification = json.loads(body)
+            # An inventory notification's object, or an alarm notification's resource.
+            state = notification.get("postObjectState") or {}
+            key = state.get("resourceId") or notification.get("resourceID", "")
+            self.arrivals.seen.append((key, now))
             self.transport.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
 
 

@@ -27,6 +27,42 @@ def _short(path: Path) -> Path:
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
+# A resource of the example inventory, so the alarm finds its resource by name.
+_EXAMPLE_ALERT = (
+    '{"version":"4","status":"firing","alerts":[{"status":"firing",'
+    '"labels":{"alertname":"NodeDown","severity":"major","node":"ber-fe01-du01"},'
+    '"annotations":{"summary":"ber-fe01-du01 is down"},"startsAt":"2026-01-01T00:00:00Z"}]}'
+)
+
+
+def _alertmanager_lines(stack: LocalStack) -> tuple[str, str]:
+    """The banner's Alertmanager adapter line and its "raise an alarm" example ("", "" when
+    the adapter does not run)."""
+    if not stack.config.alertmanager:
+        return "", ""
+    url = stack.alertmanager_webhook_url
+    token = _short(stack.alertmanager_token_path)
+    listing = (
+        f"\n  Alertmanager adapter 127.0.0.1:{stack.config.alertmanager_adapter_port}  "
+        f"webhook {url}  (bearer token: {token})"
+    )
+    resolved = _EXAMPLE_ALERT.replace('"firing"', '"resolved"')
+    example = f"""
+Raise an alarm as Alertmanager would (then clear it with the second one):
+  curl -H "Authorization: Bearer $(cat {token})" -H 'Content-Type: application/json' \\
+    -d '{_EXAMPLE_ALERT}' {url}
+  curl -H "Authorization: Bearer $(cat {token})" -H 'Content-Type: application/json' \\
+    -d '{resolved}' {url}
+Or point a real Alertmanager at it (alertmanager.yml):
+  receivers:
+    - name: netweave
+      webhook_configs:
+        - url: {url}
+          http_config: {{authorization: {{credentials_file: {stack.alertmanager_token_path}}}}}
+"""
+    return listing, example
+
+
 def _banner(stack: LocalStack) -> str:
     ca = _short(stack.pki.ca_cert)
     cert, key = _short(stack.pki.client_cert), _short(stack.pki.client_key)
@@ -42,6 +78,7 @@ def _banner(stack: LocalStack) -> str:
         + (f" (context {cluster.context})" if cluster.context else "")
         for cluster in stack.config.kube_clusters
     )
+    alertmanager, alarm_example = _alertmanager_lines(stack)
     return f"""
 netweave is running (inventory: {stack.config.inventory})
 
@@ -53,7 +90,7 @@ netweave is running (inventory: {stack.config.inventory})
   Redis                {redis_url}
   Envoy admin          {_short(stack.envoy_admin_socket)}  (Unix socket, 0600, root only)
   logs                 {stack.logs}/  (audit trail: audit.log, audit-edge.log)
-  access policy        {stack.config.auth_policy}{clusters}
+  access policy        {stack.config.auth_policy}{clusters}{alertmanager}
 
 Try (the dev client certificate is an admin):
   curl {tls} {base}
@@ -68,7 +105,7 @@ Try (the dev client certificate is an admin):
   .venv/bin/grpcurl -plaintext {grpc} o2ims.inventory.v1.InventoryService/ListResourcePools
   redis-cli -u {redis_url} XLEN inventory:events
   REDIS_URL={redis_url} .venv/bin/python -m server.notifier dlq list
-
+{alarm_example}
 Edit {stack.config.inventory} and the API follows within a second.
 Ctrl-C (or `make stop` from another terminal) stops everything.
 """
@@ -83,7 +120,10 @@ def run(config: StackConfig) -> int:
     # what it started); once running, they end the supervision loop.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    print("starting Redis, the static adapter, the core, the notifier and Envoy ...", flush=True)
+    adapters = (
+        "the static and Alertmanager adapters" if config.alertmanager else "the static adapter"
+    )
+    print(f"starting Redis, {adapters}, the core, the notifier and Envoy ...", flush=True)
     try:
         stack = LocalStack(config).start()
     except KeyboardInterrupt:

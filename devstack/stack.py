@@ -61,7 +61,11 @@ PORT_FIELDS = (
     "adapter_port",
     "redis_port",
     "notifier_ops_port",
+    "alertmanager_adapter_port",
+    "alertmanager_port",
 )
+# The ports of the Alertmanager adapter: bound only when it runs (StackConfig.alertmanager).
+ALERTMANAGER_PORT_FIELDS = ("alertmanager_adapter_port", "alertmanager_port")
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,11 @@ class StackConfig:
     adapter_port: int = settings.ADAPTER_PORT.default
     redis_port: int = settings.REDIS_PORT.default
     notifier_ops_port: int = settings.NOTIFIER_OPS_PORT.default
+    # The Alertmanager adapter (adapters/alertmanager): its gRPC port, its webhook port.
+    alertmanager_adapter_port: int = settings.ALERTMANAGER_ADAPTER_PORT.default
+    alertmanager_port: int = settings.ALERTMANAGER_PORT.default
+    # Whether to run it beside the static adapter (ephemeral stacks: not unless asked).
+    alertmanager: bool = settings.STACK_ALERTMANAGER.default
     # Use this Redis instead of starting one.
     redis_url: str | None = None
     service_uri: str | None = None
@@ -195,6 +204,9 @@ class StackConfig:
             adapter_port=settings.ADAPTER_PORT.read(environ),
             redis_port=settings.REDIS_PORT.read(environ),
             notifier_ops_port=settings.NOTIFIER_OPS_PORT.read(environ),
+            alertmanager_adapter_port=settings.ALERTMANAGER_ADAPTER_PORT.read(environ),
+            alertmanager_port=settings.ALERTMANAGER_PORT.read(environ),
+            alertmanager=settings.STACK_ALERTMANAGER.read(environ),
             smo_registration_url=settings.SMO_REGISTRATION_URL.read(environ) or None,
             redis_url=settings.STACK_REDIS_URL.read(environ),
             service_uri=settings.STACK_SERVICE_URI.read(environ),
@@ -217,8 +229,10 @@ class StackConfig:
         the example inventory under `state_dir`; `overrides` set any other field."""
         inventory = state_dir / "ocloud.yaml"
         shutil.copy(EXAMPLE_INVENTORY, inventory)
-        ports = dict.fromkeys(PORT_FIELDS, 0)
-        return cls(state_dir=state_dir, inventory=inventory, **{**ports, **overrides})
+        ports: dict[str, Any] = dict.fromkeys(PORT_FIELDS, 0)
+        # The other tests' stacks stay as they were: the Alertmanager adapter on request.
+        defaults = {**ports, "alertmanager": False}
+        return cls(state_dir=state_dir, inventory=inventory, **{**defaults, **overrides})
 
     def resolved(self) -> StackConfig:
         """A copy with every 0 port replaced by a free one."""
@@ -258,6 +272,7 @@ class LocalStack:
         self.adapter: ManagedProcess | None = None
         # One per entry of config.kube_clusters, in that order.
         self.kube_adapters: list[ManagedProcess] = []
+        self.alertmanager_adapter: ManagedProcess | None = None
         self.core: ManagedProcess | None = None
         self.notifier: ManagedProcess | None = None
         self.envoy: RunningEnvoy | None = None
@@ -311,15 +326,24 @@ class LocalStack:
             name: getattr(self.config, name)
             for name in PORT_FIELDS
             if not (name == "redis_port" and self.config.redis_url)
+            and not (name in ALERTMANAGER_PORT_FIELDS and not self.config.alertmanager)
         }
         return ports | {cluster.name: cluster.port for cluster in self.config.kube_clusters}
 
     @property
     def adapter_addresses(self) -> list[str]:
-        """What the core watches: the static adapter, then each Kubernetes adapter."""
-        return [f"127.0.0.1:{self.config.adapter_port}"] + [
-            f"127.0.0.1:{cluster.port}" for cluster in self.config.kube_clusters
-        ]
+        """What the core watches: the static adapter, each Kubernetes adapter, then the
+        Alertmanager adapter."""
+        alertmanager = (
+            [f"127.0.0.1:{self.config.alertmanager_adapter_port}"]
+            if self.config.alertmanager
+            else []
+        )
+        return (
+            [f"127.0.0.1:{self.config.adapter_port}"]
+            + [f"127.0.0.1:{cluster.port}" for cluster in self.config.kube_clusters]
+            + alertmanager
+        )
 
     def preflight(self) -> None:
         """Refuse to start, before starting anything, what could not start or would collide:
@@ -359,6 +383,8 @@ class LocalStack:
                 self.start_redis()
             self.start_adapter(timeout)
             self.start_kube_adapters(timeout)
+            if self.config.alertmanager:
+                self.start_alertmanager_adapter(timeout)
             self.start_core(timeout)
             self.start_notifier(timeout)
             self.start_envoy(timeout)
@@ -425,6 +451,58 @@ class LocalStack:
         self.kube_adapters[index] = process
         self._wait(process, functools.partial(port_open, cluster.port), timeout)
         return process
+
+    @property
+    def alertmanager_dir(self) -> Path:
+        return self.config.state_dir / "alertmanager"
+
+    @property
+    def alertmanager_webhook_url(self) -> str:
+        """Where Alertmanager's webhook_config posts (bearer token: alertmanager_token_path)."""
+        return f"http://127.0.0.1:{self.config.alertmanager_port}/webhook"
+
+    @property
+    def alertmanager_token_path(self) -> Path:
+        """The receiver's bearer token, generated once and kept under the state directory
+        (mode 0600) so an Alertmanager's credentials_file keeps working across restarts."""
+        path = self.alertmanager_dir / "token"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32) + "\n")
+            path.chmod(0o600)
+        return path
+
+    def start_alertmanager_adapter(self, timeout: float = 30.0) -> None:
+        self.alertmanager_adapter = ManagedProcess(
+            "adapter-alertmanager",
+            [
+                sys.executable,
+                "-m",
+                "adapters.alertmanager",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.config.alertmanager_adapter_port),
+                "--webhook-host",
+                "127.0.0.1",
+                "--webhook-port",
+                str(self.config.alertmanager_port),
+                "--token-file",
+                str(self.alertmanager_token_path),
+                "--state-file",
+                str(self.alertmanager_dir / "state.json"),
+            ],
+            self.logs / "adapter-alertmanager.log",
+            cwd=REPO,
+        ).start()
+        self._wait(
+            self.alertmanager_adapter,
+            lambda: (
+                port_open(self.config.alertmanager_adapter_port)
+                and port_open(self.config.alertmanager_port)
+            ),
+            timeout,
+        )
 
     def core_env(self) -> dict[str, str]:
         return {
@@ -615,6 +693,7 @@ class LocalStack:
             self.redis.process if self.redis else None,
             self.adapter,
             *self.kube_adapters,
+            self.alertmanager_adapter,
             self.core,
             self.notifier,
             self.envoy.process if self.envoy else None,

@@ -248,6 +248,94 @@ KUBE_ADMIN_KUBECONFIG: Final = Setting[Path | None](
     "the native_k8sapi profile's admin credentials",
     shown_default="none: no admin credentials published",
 )
+ALERTMANAGER_ADAPTER_PORT: Final = Setting(
+    "NETWEAVE_ALERTMANAGER_ADAPTER_PORT",
+    INTEGER,
+    50081,
+    (ADAPTER, MAKE_RUN),
+    "the Alertmanager adapter's gRPC port",
+)
+ALERTMANAGER_PORT: Final = Setting(
+    "NETWEAVE_ALERTMANAGER_PORT",
+    INTEGER,
+    50082,
+    (ADAPTER, MAKE_RUN),
+    "the Alertmanager adapter's webhook receiver (HTTP) port",
+)
+ALERTMANAGER_HOST: Final = Setting(
+    "NETWEAVE_ALERTMANAGER_HOST",
+    HOST,
+    "127.0.0.1",
+    (ADAPTER,),
+    "the address the Alertmanager adapter's webhook receiver listens on",
+)
+ALERTMANAGER_ADAPTER_NAME: Final = Setting(
+    "NETWEAVE_ALERTMANAGER_ADAPTER_NAME",
+    TEXT,
+    "alertmanager",
+    (ADAPTER,),
+    "the Alertmanager adapter's name, the owner the core records for its alarms (and the "
+    "seed of its alarm ids)",
+)
+ALERTMANAGER_TOKEN_FILE: Final = Setting[Path | None](
+    "NETWEAVE_ALERTMANAGER_TOKEN_FILE",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "file holding the bearer token Alertmanager must send (its `http_config.authorization."
+    "credentials_file`); the receiver refuses to start without it",
+    shown_default="none: required",
+)
+ALERTMANAGER_STATE_FILE: Final = Setting[Path | None](
+    "NETWEAVE_ALERTMANAGER_STATE_FILE",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "where the Alertmanager adapter keeps its active alerts across restarts (written "
+    "atomically); the adapter refuses to start without it",
+    shown_default="none: required",
+)
+ALERTMANAGER_MAPPING: Final = Setting[Path | None](
+    "NETWEAVE_ALERTMANAGER_MAPPING",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "YAML file overriding how the Alertmanager adapter maps alerts to alarms "
+    "(examples/alertmanager-mapping.yaml)",
+    shown_default="none: the built-in mapping",
+)
+ALERTMANAGER_TLS_CERT: Final = Setting[Path | None](
+    "NETWEAVE_ALERTMANAGER_TLS_CERT",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "PEM certificate (chain) of the webhook receiver; with the key, it serves HTTPS",
+    shown_default="none: plain HTTP",
+)
+ALERTMANAGER_TLS_KEY: Final = Setting[Path | None](
+    "NETWEAVE_ALERTMANAGER_TLS_KEY",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "PEM private key of `NETWEAVE_ALERTMANAGER_TLS_CERT`",
+    shown_default="none",
+)
+ALERTMANAGER_CLIENT_CA: Final = Setting[Path | None](
+    "NETWEAVE_ALERTMANAGER_CLIENT_CA",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "PEM CA bundle: when set (with TLS), the webhook receiver requires client certificates "
+    "it issued",
+    shown_default="none: no client certificate asked",
+)
+STACK_ALERTMANAGER: Final = Setting(
+    "NETWEAVE_ALERTMANAGER",
+    FLAG,
+    True,
+    (MAKE_RUN,),
+    "whether `make run` starts the Alertmanager adapter (webhook receiver) beside the static one",
+)
 SERVICE_URI: Final = Setting(
     "NETWEAVE_SERVICE_URI",
     URL,
@@ -313,6 +401,14 @@ ALARM_PURGE_INTERVAL: Final = Setting(
     (CORE,),
     "seconds between purges of cleared alarms older than the alarm service "
     "configuration's retentionPeriod (one replica purges per interval)",
+)
+ALARM_FLAP_WINDOW: Final = Setting(
+    "NETWEAVE_ALARM_FLAP_WINDOW",
+    NUMBER,
+    300.0,
+    (CORE,),
+    "seconds after a source clears an alarm during which the same source alarm raised "
+    "again re-raises the same alarm event record (a CHANGE) instead of a new one (0: never)",
 )
 AUTH_POLICY: Final = Setting(
     "NETWEAVE_AUTH_POLICY",

@@ -26,8 +26,10 @@ from netweave.grpc_server import (
     new_server,
     set_serving,
 )
+from server.alarms.pipeline import AlarmPipeline
 from server.alarms.purge import AlarmPurger
 from server.alarms.store import AlarmStore
+from server.alarms.view import AlarmView
 from server.auth import AccessPolicy, AuditLog, AuthInterceptor
 from server.auth.identity import Channel
 from server.cache import InventoryCache
@@ -106,6 +108,16 @@ class Gateway:
         self.alarm_purger = AlarmPurger(
             alarms, config.alarm_purge_interval, self._stop, self.metrics.alarms_purged.inc
         )
+        # The view and the pipeline block in XREAD: their own connections.
+        self.alarm_view = AlarmView(connect(config.redis_url, socket_timeout=5.0), self._stop)
+        self.alarm_pipeline = AlarmPipeline(
+            InventoryStore(connect(config.redis_url, socket_timeout=5.0)),
+            AlarmStore(connect(config.redis_url), config.events_max_len),
+            self.cache,
+            self._stop,
+            flap_window=config.alarm_flap_window,
+            on_event=self.metrics.count_alarm_event,
+        )
         registrations: list[Callable[[grpc.Server], None]] = [
             functools.partial(
                 v1_grpc.add_InventoryServiceServicer_to_server,
@@ -138,10 +150,12 @@ class Gateway:
                     config.service_uri,
                     config.duplicate_subscription_status,
                     lister,
+                    view=self.alarm_view,
                     callback_policy=config.callback_policy,
                     # Whether an alarm may be cleared by hand is its definition's clearingType,
                     # from the inventory's alarm dictionaries.
                     clearing_type=self.cache.alarm_clearing_type,
+                    on_event=self.metrics.count_alarm_event,
                 ),
             ),
         ]
@@ -190,6 +204,8 @@ class Gateway:
         self.writer.start()
         self.tailer.start()
         self.alarm_purger.start()
+        self.alarm_pipeline.start()
+        self.alarm_view.start()
         for watcher in self.watchers:
             watcher.start()
         for server in self.servers:
@@ -289,6 +305,38 @@ class Gateway:
                 1.0 if watcher.status.connected else 0.0,
             )
         yield adapters
+        yield from self._alarm_metrics()
+
+    def _alarm_metrics(self) -> Iterator[GaugeMetricFamily]:
+        records = GaugeMetricFamily(
+            "o2ims_alarms",
+            "Alarm event records by perceivedSeverity (CLEARED for cleared ones), state "
+            "(active, cleared) and acknowledgement.",
+            labels=["severity", "state", "acknowledged"],
+        )
+        for (severity, state, acknowledged), count in sorted(self.alarm_view.counts().items()):
+            records.add_metric([severity, state, str(acknowledged).lower()], float(count))
+        yield records
+        pipeline = self.alarm_pipeline.status
+        leader = GaugeMetricFamily(
+            "o2ims_alarm_pipeline_leader",
+            "1 on the replica whose alarm pipeline applies the sources' alarms.",
+        )
+        leader.add_metric([], 1.0 if pipeline.leader else 0.0)
+        yield leader
+        lag = GaugeMetricFamily(
+            "o2ims_alarm_pipeline_lag",
+            "Inventory changes the alarm pipeline has yet to apply (on the leader).",
+        )
+        lag.add_metric([], float(pipeline.lag))
+        yield lag
+        unresolved = GaugeMetricFamily(
+            "o2ims_alarm_unresolved_resources",
+            "Alarms raised by this replica whose source named a resource that could not be "
+            "resolved (raised with an empty resourceID).",
+        )
+        unresolved.add_metric([], float(pipeline.unresolved))
+        yield unresolved
 
 
 PAGE_SECRET_KEY: Final = "config:page_marker_secret"

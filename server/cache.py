@@ -167,6 +167,13 @@ class InventoryCache:
         with self._lock:
             return self._objects[kind].get(object_id)
 
+    def resources_named(self, name: str) -> list[Any]:
+        """Every top-level domain resource with this name (index lookup)."""
+        with self._lock:
+            ids = self._resource_index["name"].get(index_key(name), set())
+            resources = self._objects["resource"]
+            return [resources[oid] for oid in sorted(ids) if oid in resources]
+
     def alarm_clearing_type(self, alarm_definition_id: str) -> int | None:
         """The clearingType (domain ClearingType) of the alarm definition with this id in
         any alarm dictionary of the inventory; None if there is no such definition."""

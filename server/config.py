@@ -45,6 +45,8 @@ class GatewayConfig:
     page_secret: str = ""
     # Seconds between purges of cleared alarms past their retention (server/alarms/purge.py).
     alarm_purge_interval: float = settings.ALARM_PURGE_INTERVAL.default
+    # Seconds in which a source's re-raised alarm reuses its cleared record (pipeline.py).
+    alarm_flap_window: float = settings.ALARM_FLAP_WINDOW.default
     # The access policy (YAML, see server/auth/policy.py). Empty: no access control (every
     # caller is an admin), for development only.
     auth_policy: str = ""
@@ -69,6 +71,10 @@ class GatewayConfig:
         if self.alarm_purge_interval <= 0:
             raise ValueError(
                 f"NETWEAVE_ALARM_PURGE_INTERVAL must be > 0, got {self.alarm_purge_interval}"
+            )
+        if self.alarm_flap_window < 0:
+            raise ValueError(
+                f"NETWEAVE_ALARM_FLAP_WINDOW must be >= 0, got {self.alarm_flap_window}"
             )
         if self.duplicate_subscription_status not in DUPLICATE_HTTP_STATUSES:
             raise ValueError(
@@ -102,6 +108,7 @@ class GatewayConfig:
             page_max_bytes=settings.PAGE_MAX_BYTES.read(environ),
             page_secret=settings.PAGE_SECRET.read(environ),
             alarm_purge_interval=settings.ALARM_PURGE_INTERVAL.read(environ),
+            alarm_flap_window=settings.ALARM_FLAP_WINDOW.read(environ),
             auth_policy=settings.AUTH_POLICY.read(environ),
             edge_listen=settings.EDGE_LISTEN.read(environ),
             edge_tls_cert=settings.EDGE_TLS_CERT.read(environ),

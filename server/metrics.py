@@ -63,6 +63,19 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.alarm_events = Counter(
+            "o2ims_alarm_events",
+            "Changes of alarm event records made by this replica, by the event they notify: "
+            "NEW (raised), CHANGE, CLEAR (cleared by the source or by hand), ACKNOWLEDGE.",
+            ["event"],
+            registry=self.registry,
+        )
+        for event in ("NEW", "CHANGE", "CLEAR", "ACKNOWLEDGE"):
+            self.alarm_events.labels(event)
+
+    def count_alarm_event(self, event: str) -> None:
+        self.alarm_events.labels(str(event)).inc()
+
     def add_state(self, collect: StateCollector) -> None:
         """Expose gauges computed at scrape time."""
         register_state(self.registry, collect)

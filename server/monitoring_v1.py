@@ -36,14 +36,24 @@ from o2ims.monitoring.v1 import monitoring_pb2 as pb
 from o2ims.monitoring.v1 import monitoring_pb2_grpc as pb_grpc
 
 from server.alarms.store import (
+    ALARM_FILTER_ALIASES,
     CLEARED_SEVERITY,
     AlarmServiceConfig,
     AlarmStore,
+    Event,
     Outcome,
     Result,
     UnreadableAlarm,
 )
-from server.errors import ApiError, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
+from server.alarms.view import AlarmView
+from server.errors import (
+    ApiError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    grpc_errors,
+)
 from server.listing import Lister, select
 from server.subscriptions import (
     ALARM_SUBSCRIPTIONS,
@@ -100,16 +110,6 @@ def _wire(subscription: Subscription) -> pb.AlarmSubscriptionInfo:
     )
 
 
-# Monitoring 1.x spells these with "ID"; the 2.x spellings are accepted in filters too.
-ALARM_FILTER_ALIASES: Final = {
-    "resourceTypeId": "resourceTypeID",
-    "resourceId": "resourceID",
-    "alarmDefinitionId": "alarmDefinitionID",
-    "probableCauseId": "probableCauseID",
-    "alarmAcknowledgedTime": "alarmAcknowledgeTime",
-}
-
-
 class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
     def __init__(
         self,
@@ -119,10 +119,14 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
         duplicate_status: int,
         lister: Lister,
         *,
+        view: AlarmView,
         callback_policy: CallbackPolicy | None = None,
         clearing_type: ClearingTypeLookup = _no_definitions,
+        on_event: Callable[[Event], None] = lambda event: None,
     ) -> None:
         self._lister = lister
+        self._view = view
+        self._on_event = on_event
         self._clearing_type = clearing_type
         self._service_uri = service_uri.rstrip("/")
         self._alarms = alarms
@@ -157,15 +161,18 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
     def ListAlarms(
         self, request: pb.ListAlarmsRequest, context: grpc.ServicerContext
     ) -> pb.ListAlarmsResponse:
-        with redis_errors(ALARM_STORE):
-            alarms = {a.alarm_event_record_id: a for a in self._alarms.list()}
-        return self._lister.respond_in_memory(
+        if not self._view.loaded:
+            raise Unavailable(
+                "ALARMS_NOT_LOADED", "the alarm event records are not loaded yet; retry"
+            )
+        return self._lister.respond(
             context,
             request,
             pb.ListAlarmsResponse,
             "alarms",
             scope=f"{API_NAME}/v1/alarms",
-            objects=alarms,
+            ids=self._view.ids(),
+            fetch=self._view.fetch,
             aliases=ALARM_FILTER_ALIASES,
         )
 
@@ -203,6 +210,11 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
                 result = self._clear(alarm_id, if_match)
         if result.outcome is not Outcome.OK:
             raise _refusal(alarm_id, result)
+        if result.record is not None:
+            self._view.put(result.record)
+        self._on_event(
+            Event.ACKNOWLEDGE if modification.HasField("alarm_acknowledged") else Event.CLEAR
+        )
         context.send_initial_metadata(((ETAG_METADATA, result.etag),))
         return modification
 

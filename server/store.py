@@ -191,20 +191,26 @@ class InventoryStore:
                 )
         return found
 
-    def snapshot(self) -> Snapshot:
-        """Everything, read atomically together with the version and the stream position."""
+    def snapshot(self, kinds: Iterable[str] = KINDS) -> Snapshot:
+        """Every object of `kinds` (default: all), read atomically together with the
+        version and the stream position."""
+        wanted = tuple(kinds)
         pipe = self._client.pipeline(transaction=True)
         pipe.get(VERSION_KEY)
         pipe.xrevrange(EVENTS_KEY, count=1)
-        for kind in KINDS:
+        for kind in wanted:
             pipe.hgetall(OBJECTS_PREFIX + kind)
         version_raw, last_entries, *hashes = pipe.execute()
         objects = {
             kind: {key.decode(): value for key, value in stored.items()}
-            for kind, stored in zip(KINDS, hashes, strict=True)
+            for kind, stored in zip(wanted, hashes, strict=True)
         }
         last_event_id = last_entries[0][0].decode() if last_entries else "0-0"
         return Snapshot(int(version_raw or 0), last_event_id, objects)
+
+    def version(self) -> int:
+        """The version of the latest applied change (0 for an empty store)."""
+        return int(cast(bytes | None, self._client.get(VERSION_KEY)) or 0)
 
     def read_events(self, after_id: str, block_ms: int, count: int = 1000) -> list[StoredEvent]:
         """Events after `after_id`, waiting up to `block_ms` for the first one."""

@@ -8,7 +8,7 @@ adapter; the first list is then published as one change set. While the API serve
 away, or refuses the adapter's credentials, the adapter keeps serving its last inventory
 and reports the problem, retrying (with backoff; every `--auth-retry-interval`
 seconds for a rejected credential, re-reading the kubeconfig). See reflector.py for the
-watch, mapping.py and mapping_file.py for what is published.
+watch, mapping.py, alarms.py and mapping_file.py for what is published.
 
 Exit codes: 0 after SIGTERM/SIGINT; 2 when the configuration is unusable at start-up (no
 kubeconfig and not in a pod, a kubeconfig or context that does not load, an invalid

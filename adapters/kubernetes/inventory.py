@@ -5,6 +5,10 @@ of each type, pool, region; allocatable sums; the runtimes, architectures, CNIs 
 a changed node costs its own Resource plus the few derived objects (types, pools, sites,
 locations, the deployment manager), never a pass over every node. A node whose view did
 not change (a heartbeat) costs nothing at all.
+
+A changed node's alarms (alarms.py: one per abnormal condition) are rebuilt with its
+Resource, and the ones it no longer has withdrawn; the publisher drops those whose state
+did not change, so only a raised, changed or cleared alarm becomes an event.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from typing import Final
 
 from o2ims.adapter.v1 import domain_pb2
 
-from adapters.contract import ObjectKey, object_key
+from adapters.contract import ALARM_KIND, ObjectKey, object_key
+from adapters.kubernetes.alarms import alarm_dictionary, node_alarms
 from adapters.kubernetes.mapping import (
     ClusterIdentity,
     ClusterTotals,
     NodeView,
+    alarm_dictionary_id,
     deployment_manager,
     element_model,
     element_resources,
@@ -48,6 +54,7 @@ class Inventory:
         self.adapter_name = adapter_name
         self.identity: ClusterIdentity | None = None
         self.views: dict[str, NodeView] = {}
+        self._alarm_ids: dict[str, tuple[str, ...]] = {}  # node name -> its alarms' ids
         self._reset_aggregates()
         self._must_derive = False
 
@@ -69,6 +76,7 @@ class Inventory:
         or a different cluster behind the same configuration)."""
         self.identity = identity
         self.views = {}
+        self._alarm_ids = {}
         self._reset_aggregates()
         self._must_derive = True  # even with no node: the deployment manager exists
 
@@ -86,6 +94,7 @@ class Inventory:
         current = self._require_identity()
         upserts: list[domain_pb2.InventoryObject] = []
         deletions: list[ObjectKey] = []
+        rebuilt: set[str] = set()
         for name, view in changes.items():
             old = self.views.get(name)
             if view == old:
@@ -94,12 +103,19 @@ class Inventory:
                 self._account(old, -1)
                 if view is None or view.uid != old.uid:
                     deletions.append(("resource", resource_id(current.uid, old.uid)))
+            old_alarm_ids = self._alarm_ids.pop(name, ())
             if view is None:
                 del self.views[name]
+                deletions.extend((ALARM_KIND, alarm_id) for alarm_id in old_alarm_ids)
                 continue
             self.views[name] = view
             self._account(view, +1)
             upserts.append(node_resource(view, current, self.config))
+            self._rebuild_alarms(name, view, old_alarm_ids, upserts, deletions)
+            rebuilt.add(name)
+        if identity_changed:  # the cluster's name is in every alarm's extensions
+            for name in [name for name in self._alarm_ids if name not in rebuilt]:
+                self._rebuild_alarms(name, self.views[name], (), upserts, deletions)
         if not upserts and not deletions and not identity_changed and not self._must_derive:
             return [], []
         self._must_derive = False
@@ -109,7 +125,30 @@ class Inventory:
         """Every object, built from scratch (for checks; the adapter never needs it)."""
         identity = self._require_identity()
         nodes = [node_resource(view, identity, self.config) for view in self.views.values()]
-        return nodes + list(self._derived.values())
+        alarms = [
+            alarm
+            for view in self.views.values()
+            for alarm in node_alarms(view, identity, self.config)
+        ]
+        return nodes + list(self._derived.values()) + alarms
+
+    def _rebuild_alarms(
+        self,
+        name: str,
+        view: NodeView,
+        old_alarm_ids: tuple[str, ...],
+        upserts: list[domain_pb2.InventoryObject],
+        deletions: list[ObjectKey],
+    ) -> None:
+        """Upsert the node's alarms and withdraw those of `old_alarm_ids` it no longer has."""
+        alarms = node_alarms(view, self._require_identity(), self.config)
+        alarm_ids = tuple(alarm.alarm.alarm_id for alarm in alarms)
+        deletions.extend(
+            (ALARM_KIND, alarm_id) for alarm_id in old_alarm_ids if alarm_id not in alarm_ids
+        )
+        upserts.extend(alarms)
+        if alarm_ids:
+            self._alarm_ids[name] = alarm_ids
 
     def _require_identity(self) -> ClusterIdentity:
         if self.identity is None:
@@ -146,8 +185,9 @@ class Inventory:
     def _derive(
         self, upserts: list[domain_pb2.InventoryObject], deletions: list[ObjectKey]
     ) -> Update:
-        """Add the derived objects (all of them: the publisher drops unchanged ones) to
-        `upserts` and the ones no longer derived to `deletions`."""
+        """Add the derived objects (all of them: the publisher drops unchanged ones; the
+        alarm dictionary only when new) to `upserts` and the ones no longer derived to
+        `deletions`."""
         identity = self._require_identity()
         config, name = self.config, self.adapter_name
         derived: list[domain_pb2.InventoryObject] = []
@@ -184,6 +224,13 @@ class Inventory:
         location_ids = [location_id(config, name, region) for region in regions]
         derived.append(deployment_manager(identity, config, totals, location_ids))
         current = {object_key(obj): obj for obj in derived}
+        # The dictionary depends on the cluster's uid alone: built once per cluster.
+        dictionary_key = ("alarm_dictionary", alarm_dictionary_id(identity.uid))
+        dictionary = self._derived.get(dictionary_key)
+        if dictionary is None:
+            dictionary = alarm_dictionary(identity)
+            upserts.append(dictionary)
+        current[dictionary_key] = dictionary
         deletions.extend(key for key in self._derived if key not in current)
         upserts.extend(derived)
         self._derived = current

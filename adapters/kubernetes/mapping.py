@@ -322,6 +322,11 @@ def deployment_manager_id(cluster_uid: str) -> str:
     return object_id(cluster_uid, "deployment-manager")
 
 
+def alarm_dictionary_id(cluster_uid: str) -> str:
+    """The one alarm dictionary (alarms.py) that every ResourceType of the cluster uses."""
+    return object_id(cluster_uid, "alarm-dictionary")
+
+
 def location_id(config: MappingConfig, adapter_name: str, region: str) -> str:
     """A region's global location id: the mapping's ref or global_location_id, else
     `<adapter name>/<region>` (two clusters' adapters never claim the same location)."""
@@ -556,6 +561,7 @@ def node_type(
             else domain_pb2.RESOURCE_KIND_PHYSICAL
         ),
         resource_class=domain_pb2.RESOURCE_CLASS_COMPUTE,
+        alarm_dictionary_id=alarm_dictionary_id(cluster.uid),
     )
     message.extensions.update(
         {"kubernetesNode": True, "labels": {label: value for label, value in identity}}
@@ -577,6 +583,7 @@ def element_type(
         model=model,
         resource_kind=kind,
         resource_class=resource_class,
+        alarm_dictionary_id=alarm_dictionary_id(cluster.uid),
     )
     message.extensions.update({"resourceName": resource})
     return _inventory(resource_type=message)

@@ -33,6 +33,13 @@ Every key is optional; the defaults are the ones shown:
     pools:                            # same keys as sites
       zone-a: {name: "", description: "", extensions: {}}
     deployment_manager: {name: "", description: "", extensions: {}}
+    alarms:                           # node condition alarms (condition_alarms.py): by alarm
+      NodeNotReady: CRITICAL          # name, a severity (CRITICAL, MAJOR, MINOR, WARNING,
+      NodeUnreachable: MAJOR          # INDETERMINATE) or off (no alarm for that condition)
+      NodeMemoryPressure: MAJOR
+      NodeDiskPressure: MAJOR
+      NodePIDPressure: MINOR
+      NodeNetworkUnavailable: CRITICAL
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
+
+from adapters.kubernetes.condition_alarms import ALARM_NAMES, DEFAULT_SEVERITIES, SEVERITIES
 
 DEFAULT_POOL_KEY: Final = "_default"  # never a label value: those start alphanumerically
 MAX_MAPPING_FILE_BYTES: Final = 1024 * 1024
@@ -102,6 +111,10 @@ class MappingConfig:
     sites: Mapping[str, NamedSpec] = field(default_factory=dict)
     pools: Mapping[str, NamedSpec] = field(default_factory=dict)
     deployment_manager: NamedSpec = field(default_factory=NamedSpec)
+    # Alarm name -> the perceived severity it is raised with; None: never raised.
+    alarm_severities: Mapping[str, str | None] = field(
+        default_factory=lambda: dict(DEFAULT_SEVERITIES)
+    )
 
 
 class _Problem(Exception):
@@ -214,6 +227,7 @@ _TOP_KEYS: Final = (
     "sites",
     "pools",
     "deployment_manager",
+    "alarms",
 )
 
 
@@ -271,6 +285,22 @@ def _location(value: Any, where: str) -> LocationSpec:
     )
 
 
+def _alarm_severities(value: Any, where: str) -> dict[str, str | None]:
+    """The default severities, overridden by `value` (alarm name -> severity or off)."""
+    severities: dict[str, str | None] = dict(DEFAULT_SEVERITIES)
+    for name, severity in _mapping(value, where, ALARM_NAMES).items():
+        if severity is False or severity == "off":  # YAML reads a bare `off` as false
+            severities[name] = None
+        elif isinstance(severity, str) and severity in SEVERITIES:
+            severities[name] = severity
+        else:
+            raise _Problem(
+                f"{_join(where, name)}: must be one of {', '.join(SEVERITIES)} or off, "
+                f"got {severity!r}"
+            )
+    return severities
+
+
 def _read_config(document: Any) -> MappingConfig:
     top = _mapping(document, "", _TOP_KEYS)
     defaults = MappingConfig()
@@ -315,4 +345,5 @@ def _read_config(document: Any) -> MappingConfig:
             for key, value in _mapping(top.get("pools", {}), "pools").items()
         },
         deployment_manager=_named(top.get("deployment_manager", {}), "deployment_manager"),
+        alarm_severities=_alarm_severities(top.get("alarms", {}), "alarms"),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 from google.protobuf import json_format
@@ -29,8 +30,12 @@ UUID_FIELDS: Final = frozenset(
         "resourceId",
         "parentId",
         "deploymentManagerId",
+        "alarmId",
+        "probableCauseId",
     }
 )
+# RFC 3339 date-times, served in one spelling: UTC with a Z.
+TIMESTAMP_FIELDS: Final = frozenset({"raisedTime"})
 
 # O2ims wire spellings -> domain enum numbers. Spelled out rather than derived from
 # the proto names so that a rename in the domain model cannot change the file format.
@@ -55,9 +60,28 @@ ENUM_SPELLINGS: Final[dict[str, dict[str, int]]] = {
         "AUTOMATIC": domain_pb2.CLEARING_TYPE_AUTOMATIC,
         "MANUAL": domain_pb2.CLEARING_TYPE_MANUAL,
     },
+    # CLEARED is no severity an active alarm can have: removing the alarm clears it.
+    domain_pb2.AlarmSeverity.DESCRIPTOR.full_name: {
+        "CRITICAL": domain_pb2.ALARM_SEVERITY_CRITICAL,
+        "MAJOR": domain_pb2.ALARM_SEVERITY_MAJOR,
+        "MINOR": domain_pb2.ALARM_SEVERITY_MINOR,
+        "WARNING": domain_pb2.ALARM_SEVERITY_WARNING,
+        "INDETERMINATE": domain_pb2.ALARM_SEVERITY_INDETERMINATE,
+    },
+}
+# Enums O2ims also sends as numbers; the file accepts those numbers too.
+ENUM_WIRE_NUMBERS: Final[dict[str, dict[int, str]]] = {
+    domain_pb2.AlarmSeverity.DESCRIPTOR.full_name: dict(
+        enumerate(("CRITICAL", "MAJOR", "MINOR", "WARNING", "INDETERMINATE"))
+    ),
 }
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# datetime.fromisoformat alone also takes dates without a time or an offset.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 _STRUCT: Final = "google.protobuf.Struct"
 _INTEGER_TYPES: Final = frozenset(
     {
@@ -73,6 +97,17 @@ _FLOAT_TYPES: Final = frozenset({FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor
 def is_uuid(value: str) -> bool:
     """Canonical lowercase form only, so that one id has one spelling everywhere."""
     return _UUID.fullmatch(value) is not None
+
+
+def rfc3339_utc(value: str) -> str | None:
+    """`value` as UTC with a Z (`2026-01-05T09:00:00Z`); None if it is not RFC 3339."""
+    if _RFC3339.fullmatch(value) is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.upper())
+    except ValueError:  # month 13, hour 25, ...
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def fill_message(
@@ -144,10 +179,7 @@ def _set_value(
 def _scalar(field: FieldDescriptor, value: Any, where: _Where) -> Any:
     key = where.key
     if field.enum_type is not None:
-        spellings = ENUM_SPELLINGS[field.enum_type.full_name]
-        if not isinstance(value, str) or value not in spellings:
-            raise where.problem(f"{key} '{value}' is not one of {', '.join(spellings)}")
-        return spellings[value]
+        return _enum_number(field.enum_type.full_name, value, where)
     if field.cpp_type == FieldDescriptor.CPPTYPE_STRING:
         if not isinstance(value, str):
             hint = " (quote it in YAML)" if isinstance(value, int | float | bool) else ""
@@ -156,6 +188,14 @@ def _scalar(field: FieldDescriptor, value: Any, where: _Where) -> Any:
             raise where.problem(
                 f"{key} '{value}' is not a UUID (expected lowercase 8-4-4-4-12 hex digits)"
             )
+        if key in TIMESTAMP_FIELDS and value:
+            moment = rfc3339_utc(value)
+            if moment is None:
+                raise where.problem(
+                    f"{key} '{value}' is not an RFC 3339 date-time "
+                    "(e.g. 2026-01-05T09:30:00Z or 2026-01-05T10:30:00+01:00)"
+                )
+            return moment
         return value
     if field.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
         if isinstance(value, bool):
@@ -169,3 +209,17 @@ def _scalar(field: FieldDescriptor, value: Any, where: _Where) -> Any:
             return value
     kind = "an integer" if field.cpp_type in _INTEGER_TYPES else "a number"
     raise where.problem(f"'{key}' must be {kind}, got {value!r}")
+
+
+def _enum_number(enum_name: str, value: Any, where: _Where) -> int:
+    spellings = ENUM_SPELLINGS[enum_name]
+    numbers = ENUM_WIRE_NUMBERS.get(enum_name, {})
+    # bool is an int in Python, but `yes` is no severity.
+    if isinstance(value, int) and not isinstance(value, bool) and value in numbers:
+        return spellings[numbers[value]]
+    if isinstance(value, str) and value in spellings:
+        return spellings[value]
+    allowed = ", ".join(spellings)
+    if numbers:
+        allowed += f" (or {min(numbers)}-{max(numbers)})"
+    raise where.problem(f"{where.key} '{value}' is not one of {allowed}")

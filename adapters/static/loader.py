@@ -38,6 +38,8 @@ SECTIONS: Final[dict[str, str]] = {
     "resourcePools": "resource_pool",
     "resources": "resource",
     "deploymentManagers": "deployment_manager",
+    # Not inventory: the alarms active now, each about a resource of this file.
+    "alarms": "alarm",
 }
 
 _LABELS: Final[dict[str, str]] = {
@@ -49,6 +51,7 @@ _LABELS: Final[dict[str, str]] = {
     "resource_pool": "resource pool",
     "resource": "resource",
     "deployment_manager": "deployment manager",
+    "alarm": "alarm",
 }
 
 # (field, kind it points at, required) for the references between objects.
@@ -62,6 +65,7 @@ _REFERENCES: Final[dict[str, tuple[tuple[str, str, bool], ...]]] = {
     ),
     # Nested elements take their pool from the parent.
     "element": (("resourceTypeId", "resource_type", True),),
+    "alarm": (("resourceId", "resource", True),),
 }
 
 
@@ -154,6 +158,11 @@ class _InventoryReader:
         self._objects: dict[str, list[domain_pb2.InventoryObject]] = {kind: [] for kind in KINDS}
         # Checked once everything is read, so the file may list objects in any order.
         self._references: list[_Reference] = []
+        # For the alarms, checked against their resource's alarm dictionary at the end:
+        # resource (or element) id -> its resource type id, dictionary id -> definition ids.
+        self._resource_types: dict[str, str] = {}
+        self._definitions: dict[str, set[str]] = {}
+        self._alarms: list[tuple[MarkedDict, str, domain_pb2.ActiveAlarm]] = []
 
     def read(self, document: Any) -> list[domain_pb2.InventoryObject]:
         if document is None:
@@ -174,6 +183,7 @@ class _InventoryReader:
             for index, item in self._section_items(document, section):
                 self._read_item(kind, item, self._describe(kind, item, f"{section}[{index}]"))
         self._check_references()
+        self._check_alarm_definitions()
         return [obj for kind in KINDS for obj in self._objects[kind]]
 
     def _read_o_cloud(self, document: MarkedDict) -> None:
@@ -217,6 +227,8 @@ class _InventoryReader:
                 self._read_top_level_resource(item, what)
             case "deployment_manager":
                 self._read_deployment_manager(item, what)
+            case "alarm":
+                self._read_alarm(item, what)
             case _:
                 self._new_object(kind, item, what)
 
@@ -285,7 +297,7 @@ class _InventoryReader:
                     )
 
     def _read_alarm_dictionary(self, item: MarkedDict, what: str) -> None:
-        self._new_object("alarm_dictionary", item, what)
+        dictionary: domain_pb2.AlarmDictionary = self._new_object("alarm_dictionary", item, what)
         definitions = item.get("alarmDefinition") or MarkedList()
         seen: dict[str, int] = {}
         for index, definition in enumerate(definitions):
@@ -303,6 +315,7 @@ class _InventoryReader:
                     f"(first defined at line {seen[definition_id]})",
                 )
             seen[definition_id] = id_line
+        self._definitions[dictionary.alarm_dictionary_id] = set(seen)
 
     def _read_top_level_resource(self, item: MarkedDict, what: str) -> None:
         if "parentId" in item:
@@ -312,6 +325,7 @@ class _InventoryReader:
                 "nest child resources under their parent's elements instead",
             )
         resource: domain_pb2.Resource = self._new_object("resource", item, what, ("elements",))
+        self._resource_types[resource.resource_id] = resource.resource_type_id
         self._read_elements(item, resource)
 
     def _read_elements(self, item: MarkedDict, parent: domain_pb2.Resource) -> None:
@@ -338,6 +352,7 @@ class _InventoryReader:
             child.parent_id = parent.resource_id
             child.resource_pool_id = parent.resource_pool_id
             self._register("resource", element, what, child.resource_id)
+            self._resource_types[child.resource_id] = child.resource_type_id
             self._note_references("element", element, what)
             self._read_elements(element, child)
 
@@ -347,3 +362,63 @@ class _InventoryReader:
             problem = f"{what} names unknown globalLocationId '{location_id}' in supportedLocations"
             line = item["supportedLocations"].line_of(index)
             self._references.append(_Reference(line, location_id, "location", problem))
+
+    def _read_alarm(self, item: MarkedDict, what: str) -> None:
+        if "resourceTypeId" in item:
+            raise LineProblem(
+                item.line_of("resourceTypeId"),
+                f"{what}: resourceTypeId is implied by the resource's type; remove it",
+            )
+        if "resourceName" in item:
+            raise LineProblem(
+                item.line_of("resourceName"), f"{what}: name the resource by its resourceId"
+            )
+        if item.get("perceivedSeverity") in ("CLEARED", 5):
+            raise LineProblem(
+                item.line_of("perceivedSeverity"),
+                f"{what}: an active alarm cannot be CLEARED; remove its entry to clear it",
+            )
+        alarm: domain_pb2.ActiveAlarm = self._new_object("alarm", item, what)
+        self._require(item, "alarmDefinitionId", alarm.alarm_definition_id, what)
+        if alarm.perceived_severity == domain_pb2.ALARM_SEVERITY_UNSPECIFIED:
+            self._require(item, "perceivedSeverity", "", what)
+        if not alarm.probable_cause_id:
+            alarm.probable_cause_id = alarm.alarm_definition_id
+        self._alarms.append((item, what, alarm))
+
+    def _check_alarm_definitions(self) -> None:
+        """Each alarm's definition is in its resource's alarm dictionary, and one condition
+        (definition) is active at most once per resource. Runs after _check_references,
+        so every resource, type and dictionary named exists."""
+        types = {
+            obj.resource_type.resource_type_id: obj.resource_type
+            for obj in self._objects["resource_type"]
+        }
+        active: dict[tuple[str, str], int] = {}
+        for item, what, alarm in self._alarms:
+            alarm.resource_type_id = self._resource_types[alarm.resource_id]
+            resource_type = types[alarm.resource_type_id]
+            dictionary_id = resource_type.alarm_dictionary_id
+            line = item.line_of("alarmDefinitionId")
+            if alarm.alarm_definition_id not in self._definitions.get(dictionary_id, set()):
+                of_type = (
+                    f"resource '{alarm.resource_id}' is of resource type "
+                    f"'{resource_type.name}' ({resource_type.resource_type_id})"
+                )
+                raise LineProblem(
+                    line,
+                    f"{what}: alarmDefinitionId '{alarm.alarm_definition_id}' is not in "
+                    + (
+                        f"alarm dictionary '{dictionary_id}': {of_type}"
+                        if dictionary_id
+                        else f"any alarm dictionary: {of_type}, which has none"
+                    ),
+                )
+            key = (alarm.resource_id, alarm.alarm_definition_id)
+            if key in active:
+                raise LineProblem(
+                    line,
+                    f"{what}: alarmDefinitionId '{alarm.alarm_definition_id}' is already "
+                    f"active on resource '{alarm.resource_id}' (alarm at line {active[key]})",
+                )
+            active[key] = item.line

@@ -35,14 +35,14 @@ class AlarmPurger(threading.Thread):
         super().__init__(name="alarm-purge", daemon=True)
         self._store = store
         self._interval = interval
-        self._stop = stop
+        self._stopping = stop
         self._on_purged = on_purged
         self._now = now
 
     def run(self) -> None:
         while True:
             self.purge_once()
-            if self._stop.wait(self._interval):
+            if self._stopping.wait(self._interval):
                 return
 
     def purge_once(self) -> int:

@@ -1,10 +1,15 @@
-"""The notifier: inventory changes -> signed, retried, at-least-once webhook notifications.
+"""The notifier: inventory and alarm changes -> signed, retried, at-least-once webhook
+notifications.
 
 `python -m server.notifier` runs one notifier process; run as many as you like against the
 same Redis. The pieces, each in its own module:
 
-  matching.py      one matcher at a time turns `inventory:events` (consumer group
-                   `notifier:match`) into notifications on per-subscription queues
+  matching.py      one matcher at a time turns `inventory:events` and `alarms:events`
+                   (consumer group `notifier:match`) into notifications on
+                   per-subscription queues
+  feeds.py         what the matcher needs of each stream (decode, filter, body)
+  notifications.py the inventory feed: InventoryChangeNotification bodies
+  alarms.py        the alarm feed: AlarmEventNotification bodies
   streams.py       taking over a previous reader's unfinished stream entries (both of them)
   scheduler.py     spreads the subscriptions over the live processes (leases, fair share)
   delivery.py      one ordered worker per owned subscription: POST, retry, dead-letter

@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import redis
 import structlog
@@ -27,7 +27,7 @@ from server.notifier.scheduler import Scheduler
 from server.ops import OpsServer, redis_check
 from server.store import connect
 from server.subscriptions.callbacks import describe
-from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
+from server.subscriptions.store import SubscriptionKind
 
 log = structlog.get_logger()
 
@@ -87,9 +87,10 @@ class Notifier:
         )
         self._threads: list[threading.Thread] = []
 
-    def _new_worker(self, subscription_id: str) -> DeliveryWorker:
+    def _new_worker(self, subscription_id: str, kind: SubscriptionKind) -> DeliveryWorker:
         return DeliveryWorker(
             subscription_id,
+            kind=kind,
             # Its own connection: it blocks in XREADGROUP.
             client=connect(self.config.redis_url, socket_timeout=5.0),
             consumer=self.consumer,
@@ -157,8 +158,11 @@ class Notifier:
             "o2ims_webhook_dead_letters", "Notifications in the dead-letter stream."
         )
         try:
-            members: Any = self._probe.smembers(INVENTORY_SUBSCRIPTIONS.index_key)
-            ids = [m.decode() for m in members]
+            ids = [
+                member.decode()
+                for kind in keys.SUBSCRIPTION_KINDS
+                for member in cast(set[bytes], self._probe.smembers(kind.index_key))
+            ]
             pipe = self._probe.pipeline(transaction=False)
             for subscription_id in ids:
                 pipe.xlen(keys.queue_key(subscription_id))

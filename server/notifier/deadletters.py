@@ -2,8 +2,9 @@
 to inspect and replay (`python -m server.notifier dlq ...`).
 
 Each entry holds the notification exactly as it was queued (notificationId, body, the
-inventory event id) plus why it died: reason, attempts, lastStatus, deadAt, callback (its
-userinfo and credential parameters masked: netweave/redaction.py).
+event id) and its subscription (subscriptionId, subscriptionKind), plus why it died:
+reason, attempts, lastStatus, deadAt, callback (its userinfo and credential parameters
+masked: netweave/redaction.py).
 Replaying puts it back at the end of its subscription's queue, with the same
 notificationId (so a receiver that did get it after all can deduplicate), if the
 subscription still exists.
@@ -17,7 +18,6 @@ from typing import Any, Final, cast
 import redis
 
 from server.notifier import keys
-from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
 
 _REPLAY: Final = """
 -- KEYS: dead-letter stream, subscription hash, delivery queue
@@ -66,7 +66,7 @@ class DeadLetters:
         replayed = self._replay(
             keys=[
                 keys.DEAD_LETTERS_KEY,
-                INVENTORY_SUBSCRIPTIONS.key(subscription_id),
+                keys.kind_named(letter.get("subscriptionKind", "")).key(subscription_id),
                 keys.queue_key(subscription_id),
             ],
             args=[

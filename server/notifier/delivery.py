@@ -47,7 +47,7 @@ from server.notifier.config import RetrySchedule
 from server.notifier.deadletters import DeadLetters
 from server.notifier.http import DeliveryResult, WebhookClient
 from server.notifier.metrics import NotifierMetrics
-from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
+from server.subscriptions.store import SubscriptionKind
 
 log = structlog.get_logger()
 
@@ -70,7 +70,7 @@ Finished = Literal["delivered", "dead_lettered", "dropped", "stopped"]
 
 
 def event_time_s(event_id: str) -> float | None:
-    """The unix time of an inventory event, from its stream entry id."""
+    """The unix time of an event (inventory or alarm), from its stream entry id."""
     ms, _, _ = event_id.partition("-")
     return int(ms) / 1000.0 if ms.isdigit() else None
 
@@ -89,8 +89,10 @@ class DeliveryWorker:
         lease_ms: int,
         dead_letters: DeadLetters,
         metrics: NotifierMetrics,
+        kind: SubscriptionKind,
     ) -> None:
         self.subscription_id = subscription_id
+        self.kind = kind
         self._client = client
         self._consumer = consumer
         self._webhooks = webhooks
@@ -100,7 +102,7 @@ class DeliveryWorker:
         self._metrics = metrics
         self._queue = keys.queue_key(subscription_id)
         self._retry_key = keys.retry_key(subscription_id)
-        self._subscription_key = INVENTORY_SUBSCRIPTIONS.key(subscription_id)
+        self._subscription_key = kind.key(subscription_id)
         self._ensure_group = client.register_script(_ENSURE_GROUP)
         self._stop = threading.Event()
         self._callback = ""
@@ -329,6 +331,7 @@ class DeliveryWorker:
             pipe,
             {
                 "subscriptionId": self.subscription_id,
+                "subscriptionKind": self.kind.name,
                 "notificationId": fields[b"id"].decode(),
                 "event": fields.get(b"event", b"").decode(),
                 # For the operator: where it was going, without the URL's credentials.

@@ -2,12 +2,15 @@
 
   inventory:events            stream  the store's change events (server/store.py); read
                                       through the consumer group `notifier:match`
+  alarms:events               stream  the alarm store's change events (server/alarms/store.py);
+                                      read through its consumer group `notifier:match` too
   notifier:match:lease        string  the consumer name of the one matcher at work (PX lease)
-  notifier:queue:<subId>      stream  the notifications of one subscription, in order; read
+  notifier:queue:<subId>      stream  the notifications of one subscription (inventory or
+                                      alarm: ids never collide), in order; read
                                       through its consumer group `notifier:deliver` by the
                                       one notifier process that holds the subscription's lease
   notifier:lease:<subId>      string  that process's consumer name (PX lease)
-  notifier:cursors            hash    subId -> the last inventory event id queued for it:
+  notifier:cursors            hash    subId -> the last event id (of its kind's stream) queued:
                                       what keeps a re-read event from being queued twice
   notifier:retry:<subId>      hash    retry state of the queue's head: entry, attempts,
                                       firstFailureMs (survives a restart of the notifier)
@@ -25,7 +28,14 @@ from __future__ import annotations
 from typing import Final
 
 from server.store import EVENTS_KEY
-from server.subscriptions.store import CURSORS_KEY, DELIVERY_QUEUE_PREFIX, RETRY_STATE_PREFIX
+from server.subscriptions.store import (
+    ALARM_SUBSCRIPTIONS,
+    CURSORS_KEY,
+    DELIVERY_QUEUE_PREFIX,
+    INVENTORY_SUBSCRIPTIONS,
+    RETRY_STATE_PREFIX,
+    SubscriptionKind,
+)
 
 __all__ = [
     "CURSORS_KEY",
@@ -36,6 +46,8 @@ __all__ = [
     "MATCH_LEASE_KEY",
     "MEMBERS_KEY",
     "REGISTERED_KEY",
+    "SUBSCRIPTION_KINDS",
+    "kind_named",
     "lease_key",
     "queue_key",
     "retry_key",
@@ -48,6 +60,16 @@ LEASE_PREFIX: Final = "notifier:lease:"
 MEMBERS_KEY: Final = "notifier:members"
 DEAD_LETTERS_KEY: Final = "notifier:dead-letters"
 REGISTERED_KEY: Final = "notifier:registered"
+
+# The subscriptions the notifier delivers; each one's hash is `<kind>:<id>`, its index
+# `<kind>s` (server/subscriptions/store.py).
+SUBSCRIPTION_KINDS: Final = (INVENTORY_SUBSCRIPTIONS, ALARM_SUBSCRIPTIONS)
+
+
+def kind_named(name: str) -> SubscriptionKind:
+    """The kind of that name; inventory for an unknown one (dead letters written before
+    alarm notifications existed name none)."""
+    return next((kind for kind in SUBSCRIPTION_KINDS if kind.name == name), INVENTORY_SUBSCRIPTIONS)
 
 
 def queue_key(subscription_id: str) -> str:

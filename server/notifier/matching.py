@@ -1,25 +1,26 @@
-"""Inventory events -> per-subscription delivery queues.
+"""Event streams -> per-subscription delivery queues.
 
 One matcher works at a time (the holder of `notifier:match:lease`; every notifier process
 runs one, the others stand by): matching in one place is what keeps each subscription's
-queue in event order. It reads `inventory:events` through the consumer group
-`notifier:match` (XREADGROUP), so a killed matcher's read-but-unfinished events stay
-pending and its successor reclaims them (XAUTOCLAIM) before reading on. Queuing is one Lua
-script per (subscription, event) that appends only if the subscription still exists and
-the event is newer than the subscription's cursor, so an event read twice is never queued
-twice and a deleted subscription never gets its queue back. Events are acknowledged
-(XACK) in the same pipeline as their notifications are queued.
+queue in event order. It follows two streams, each described by a Feed (feeds.py):
+`inventory:events` for inventory subscriptions (notifications.py) and `alarms:events` for
+alarm subscriptions (alarms.py), in one XREADGROUP through the consumer group
+`notifier:match` of each, so a killed matcher's read-but-unfinished events stay pending and
+its successor reclaims them (XAUTOCLAIM) before reading on. Queuing is one Lua script per
+(subscription, event) that appends only if the subscription still exists and the event is
+newer than the subscription's cursor, so an event read twice is never queued twice and a
+deleted subscription never gets its queue back. Events are acknowledged (XACK) in the same
+pipeline as their notifications are queued. Both kinds of notification then share the
+same delivery queues, workers, signing, retries and dead letters.
 
-Filter semantics (spec §8, checklist S12). The filter is a SOL013 expression evaluated on
-the notification's state in the subscription's API major: `postObjectState` for create
-and modify, `priorObjectState` for delete; a filter applies to the object kinds that have
-every attribute it names (server/subscriptions/filters.py).
+Filter semantics (spec §8, checklist S12). What a filter is evaluated on is the feed's
+business (an inventory notification's object state; an alarm's event type or record).
 - "include" (default, NETWEAVE_NOTIFY_FILTER_MODE=include): a notification is sent when
   the filter matches. This is what SMOs mean in practice (and the Red Hat user guide says).
 - "exclude" (NETWEAVE_NOTIFY_FILTER_MODE=exclude): the spec's literal wording, "criteria
   for events which do not need to be reported": sent when the filter does NOT match.
 Either way a subscription without a filter hears about everything, and only about events
-after its creation (its `eventsAfter`).
+after its creation (its `eventsAfter`, a position in its kind's stream).
 """
 
 from __future__ import annotations
@@ -27,29 +28,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
 import structlog
 
 from server.notifier import keys, streams
+from server.notifier.alarms import AlarmFeed
 from server.notifier.config import FilterMode
+from server.notifier.feeds import AnyFeed, MatchingSubscription
 from server.notifier.leases import Leases
 from server.notifier.metrics import NotifierMetrics
-from server.notifier.notifications import DomainView, EventStates, event_states
-from server.store import InventoryStore, StoredEvent, decode_event
-from server.subscriptions.filters import WIRE_MODELS, SubscriptionFilter
-from server.subscriptions.store import (
-    INVENTORY_SUBSCRIPTIONS,
-    SubscriptionStore,
-)
+from server.notifier.notifications import DomainView, InventoryFeed
+from server.subscriptions.store import SubscriptionStore
 
 log = structlog.get_logger()
 
 _ENQUEUE: Final = """
 -- KEYS: subscription hash, delivery queue, cursors hash
--- ARGV: subscription id, inventory event id, notification id, body, consumer group
+-- ARGV: subscription id, event id (in the subscription's stream), notification id, body,
+--       consumer group
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local last = redis.call('HGET', KEYS[3], ARGV[1])
 if last then
@@ -75,26 +73,6 @@ def stream_id(text: str) -> tuple[int, int]:
     return int(ms or 0), int(seq or 0)
 
 
-@dataclass
-class MatchingSubscription:
-    subscription_id: str
-    consumer_subscription_id: str
-    major: str
-    events_after: tuple[int, int]
-    filter: SubscriptionFilter | None  # None: unusable stored filter (matches nothing)
-
-
-def wanted(subscription: MatchingSubscription, mode: FilterMode, kind: str, state: Any) -> bool:
-    """Whether the subscription is notified of an object in this state (module docstring)."""
-    compiled = subscription.filter
-    if compiled is None:
-        return False
-    if compiled.empty:
-        return True
-    matched = compiled.matches(kind, state)
-    return matched if mode == "include" else not matched
-
-
 class Matcher:
     """The matcher role of one notifier process (a thread; see the module docstring)."""
 
@@ -117,11 +95,13 @@ class Matcher:
         self._stop = stop
         self._leases = Leases(client, consumer, lease_ms)
         self._enqueue = client.register_script(_ENQUEUE)
-        self._store = InventoryStore(client)
         self._subscription_store = SubscriptionStore(client)
-        self._view = DomainView(service_uri)
-        self._generation = -1
-        self._subscriptions: list[MatchingSubscription] = []
+        # One view of the inventory: the inventory feed keeps it, the alarm feed reads the
+        # O-Cloud's id from it. Inventory first, so a batch's O-Cloud changes come first.
+        view = DomainView(service_uri)
+        self._feeds: tuple[AnyFeed, ...] = (InventoryFeed(client, view), AlarmFeed(view))
+        # Per feed (its api): (subscriptions generation, the subscriptions then).
+        self._subscriptions: dict[str, tuple[int, list[MatchingSubscription[Any]]]] = {}
         self.leader = False
         self.redis_ok = True
 
@@ -152,11 +132,14 @@ class Matcher:
     def _lead(self) -> None:
         log.info("matcher_leading", consumer=self._consumer)
         self.leader = True
-        self._ensure_group()
-        self._view.load(self._store.snapshot())
-        self._generation = -1
+        for feed in self._feeds:
+            self._ensure_group(feed.stream)
+            feed.start()
+        self._subscriptions.clear()
         renewed = time.monotonic()
-        self._recover()
+        for feed in self._feeds:
+            self._recover(feed)
+        by_stream = {feed.stream: feed for feed in self._feeds}
         while not self._stop.is_set():
             if time.monotonic() - renewed > self._lease_ms / 3000:
                 if not self._leases.hold([keys.MATCH_LEASE_KEY])[0]:
@@ -167,48 +150,49 @@ class Matcher:
             reply: Any = self._client.xreadgroup(
                 keys.MATCH_GROUP,
                 self._consumer,
-                {keys.EVENTS_KEY: ">"},
+                dict.fromkeys(by_stream, ">"),
                 count=BATCH,
                 block=max(100, min(1000, self._lease_ms // 3)),
             )
-            self._process(_events(streams.entries(reply)))
+            found = streams.entries_by_stream(reply)
+            for feed in self._feeds:
+                self._process(feed, found.get(feed.stream, []))
         self._leases.release(keys.MATCH_LEASE_KEY)
         self.leader = False
 
-    def _ensure_group(self) -> None:
+    def _ensure_group(self, stream: str) -> None:
         # From the start of the stream: subscriptions made while no notifier ran must still
         # hear about the events after their creation (each one's eventsAfter decides).
         try:
-            self._client.xgroup_create(keys.EVENTS_KEY, keys.MATCH_GROUP, id="0", mkstream=True)
+            self._client.xgroup_create(stream, keys.MATCH_GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _recover(self) -> None:
+    def _recover(self, feed: AnyFeed) -> None:
         """Finish what a previous matcher read but did not acknowledge, oldest first,
         before reading anything new (so queues stay in event order)."""
         streams.recover_pending(
             self._client,
-            keys.EVENTS_KEY,
+            feed.stream,
             keys.MATCH_GROUP,
             self._consumer,
             min_idle_ms=self._lease_ms,
             count=BATCH,
-            handle=lambda found: self._process(_events(found)),
+            handle=lambda found: self._process(feed, found),
             stop=self._stop,
         )
 
-    def _refresh_subscriptions(self) -> None:
+    def _subscriptions_of(self, feed: AnyFeed) -> list[MatchingSubscription[Any]]:
         generation = self._subscription_store.generation()
-        if generation == self._generation:
-            return
-        found = []
-        for stored in self._subscription_store.list(INVENTORY_SUBSCRIPTIONS):
-            major = stored.api_version if stored.api_version in WIRE_MODELS else "v1"
+        cached = self._subscriptions.get(feed.api)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        found: list[MatchingSubscription[Any]] = []
+        for stored in self._subscription_store.list(feed.kind):
+            major = feed.major(stored)
             try:
-                compiled: SubscriptionFilter | None = SubscriptionFilter.compile(
-                    stored.filter, major
-                )
+                compiled = feed.compile_filter(stored.filter, major)
             except ValueError as exc:  # QueryError is a ValueError
                 log.warning(
                     "subscription_filter_unusable",
@@ -225,70 +209,45 @@ class Matcher:
                     filter=compiled,
                 )
             )
-        self._subscriptions = found
-        self._generation = generation
+        self._subscriptions[feed.api] = (generation, found)
+        return found
 
-    def _process(self, entries: Sequence[StoredEvent | str]) -> None:
-        if not entries:
+    def _process(self, feed: AnyFeed, found: Sequence[streams.Entry]) -> None:
+        if not found:
             return
-        events = [entry for entry in entries if isinstance(entry, StoredEvent)]
         # Read after the events: every subscription created before an event (its
         # eventsAfter precedes the event) is in Redis by now, so none is missed.
-        self._refresh_subscriptions()
+        subscriptions = self._subscriptions_of(feed)
         pipe = self._client.pipeline(transaction=False)
-        queued = 0
-        for event in events:
-            position = stream_id(event.stream_id)
-            states: dict[str, EventStates | None] = {}
-            context = None
-            for subscription in self._subscriptions:
-                if position <= subscription.events_after:
-                    continue
-                if subscription.major not in states:
-                    context = context or self._view.context()
-                    states[subscription.major] = event_states(
-                        event, WIRE_MODELS[subscription.major], context
+        matched = queued = 0
+        for raw_id, fields in found:
+            entry_id = raw_id.decode()
+            # A pending entry trimmed from the stream since comes back without fields, an
+            # unreadable one decodes to None: either is only acknowledged.
+            event = feed.decode(entry_id, fields) if fields else None
+            if event is not None:
+                matched += 1
+                position = stream_id(entry_id)
+                later = [s for s in subscriptions if position > s.events_after]
+                for notification in feed.notifications(event, entry_id, later, self._mode):
+                    self._enqueue(
+                        keys=[
+                            feed.kind.key(notification.subscription_id),
+                            keys.queue_key(notification.subscription_id),
+                            keys.CURSORS_KEY,
+                        ],
+                        args=[
+                            notification.subscription_id,
+                            entry_id,
+                            notification.notification_id,
+                            notification.body,
+                            keys.DELIVER_GROUP,
+                        ],
+                        client=pipe,
                     )
-                state = states[subscription.major]
-                if state is None:
-                    continue
-                if not wanted(subscription, self._mode, event.kind, state.filtered):
-                    continue
-                notification_id, body = state.body(
-                    subscription.subscription_id,
-                    subscription.consumer_subscription_id,
-                    event.stream_id,
-                )
-                self._enqueue(
-                    keys=[
-                        INVENTORY_SUBSCRIPTIONS.key(subscription.subscription_id),
-                        keys.queue_key(subscription.subscription_id),
-                        keys.CURSORS_KEY,
-                    ],
-                    args=[
-                        subscription.subscription_id,
-                        event.stream_id,
-                        notification_id,
-                        body,
-                        keys.DELIVER_GROUP,
-                    ],
-                    client=pipe,
-                )
-                queued += 1
-            self._view.apply(event)
-            pipe.xack(keys.EVENTS_KEY, keys.MATCH_GROUP, event.stream_id)
-        for trimmed in entries:
-            if isinstance(trimmed, str):
-                pipe.xack(keys.EVENTS_KEY, keys.MATCH_GROUP, trimmed)
+                    queued += 1
+                feed.applied(event)
+            pipe.xack(feed.stream, keys.MATCH_GROUP, entry_id)
         pipe.execute()
-        self._metrics.events_matched.inc(len(events))
-        self._metrics.notifications_queued.inc(queued)
-
-
-def _events(found: list[streams.Entry]) -> list[StoredEvent | str]:
-    """The events read; a pending entry trimmed from the stream since (it comes back
-    without fields) is left as its bare id, to be acknowledged."""
-    return [
-        decode_event(entry_id, fields) if fields else entry_id.decode()
-        for entry_id, fields in found
-    ]
+        self._metrics.events_matched.labels(feed.api).inc(matched)
+        self._metrics.notifications_queued.labels(feed.api).inc(queued)

@@ -22,6 +22,9 @@ FinalOutcome = Literal["dead_lettered", "refused", "redirected", "tls_error"]
 #   dropped        the subscription was deleted with the notification still queued
 OUTCOMES: Final = ("delivered", "retried", *get_args(FinalOutcome), "dropped")
 
+# The `api` label of the matcher's counters: which event stream (feeds.py) they count.
+APIS: Final = ("inventory", "alarm")
+
 
 class NotifierMetrics:
     def __init__(self) -> None:
@@ -36,20 +39,25 @@ class NotifierMetrics:
             self.deliveries.labels(outcome)
         self.latency = Histogram(
             "o2ims_webhook_delivery_latency_seconds",
-            "From the inventory change (its event's stream time) to the subscriber's 2xx.",
+            "From the change (its event's stream time) to the subscriber's 2xx.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600),
             registry=self.registry,
         )
         self.events_matched = Counter(
             "o2ims_notifier_events_matched_total",
-            "Inventory events matched against the subscriptions.",
+            "Events (inventory changes, alarm changes) matched against the subscriptions.",
+            ["api"],
             registry=self.registry,
         )
         self.notifications_queued = Counter(
             "o2ims_notifier_notifications_queued_total",
             "Notifications put on delivery queues.",
+            ["api"],
             registry=self.registry,
         )
+        for api in APIS:
+            self.events_matched.labels(api)
+            self.notifications_queued.labels(api)
 
     def add_state(self, collect: StateCollector) -> None:
         """Expose gauges computed at scrape time."""

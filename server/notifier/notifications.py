@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
+import redis
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import KINDS
-from server.store import Snapshot, StoredEvent
+from server.notifier.config import FilterMode
+from server.notifier.feeds import Feed, MatchingSubscription, Notification, wanted
+from server.store import EVENTS_KEY, InventoryStore, Snapshot, StoredEvent, decode_event
+from server.subscriptions.filters import WIRE_MODELS, SubscriptionFilter
+from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, Subscription
 from server.wire import BuildContext, WireModel
 from server.wire.printing import as_json
 
@@ -71,8 +78,17 @@ class DomainView:
         self.version = event.version
 
     def context(self) -> BuildContext:
+        return BuildContext(self.objects, self.o_cloud_id(), self._service_uri)
+
+    def o_cloud_id(self) -> str:
+        """The O-Cloud the gateway serves ("" before the inventory names one)."""
         o_clouds = sorted(self.objects["o_cloud"])
-        return BuildContext(self.objects, o_clouds[0] if o_clouds else "", self._service_uri)
+        return o_clouds[0] if o_clouds else ""
+
+    def global_cloud_id(self) -> str:
+        """That O-Cloud's globalCloudId ("" before the inventory names one)."""
+        o_cloud = self.objects["o_cloud"].get(self.o_cloud_id())
+        return str(o_cloud.global_cloud_id) if o_cloud is not None else ""
 
 
 def object_ref(major: str, kind: str, domain: Any) -> str:
@@ -117,22 +133,35 @@ class EventStates:
             self._prior_json = as_json(self.prior)
         if self.post is not None and self._post_json is None:
             self._post_json = as_json(self.post)
-        identifier = notification_id(subscription_id, event_id)
-        notification: dict[str, Any] = {"notificationId": identifier}
-        # Optional: left out when the subscription has none (never "").
-        if consumer_subscription_id:
-            notification["consumerSubscriptionId"] = consumer_subscription_id
+        identifier, notification = envelope(subscription_id, consumer_subscription_id, event_id)
         notification["notificationEventType"] = self.event_type
         notification["objectRef"] = self.object_ref
         if self._prior_json is not None:
             notification["priorObjectState"] = self._prior_json
         if self._post_json is not None:
             notification["postObjectState"] = self._post_json
-        return identifier, json.dumps(notification, separators=(",", ":")).encode()
+        return identifier, encode(notification)
 
 
 def notification_id(subscription_id: str, event_id: str) -> str:
     return str(uuid.uuid5(NOTIFICATION_NAMESPACE, f"{subscription_id}/{event_id}"))
+
+
+def envelope(
+    subscription_id: str, consumer_subscription_id: str, event_id: str
+) -> tuple[str, dict[str, Any]]:
+    """(notificationId, the start of the body) of every notification, inventory or alarm."""
+    identifier = notification_id(subscription_id, event_id)
+    notification: dict[str, Any] = {"notificationId": identifier}
+    # Optional: left out when the subscription has none (never "").
+    if consumer_subscription_id:
+        notification["consumerSubscriptionId"] = consumer_subscription_id
+    return identifier, notification
+
+
+def encode(notification: dict[str, Any]) -> bytes:
+    """A notification body as it is queued and POSTed: compact JSON."""
+    return json.dumps(notification, separators=(",", ":")).encode()
 
 
 def event_states(event: StoredEvent, model: WireModel, context: BuildContext) -> EventStates | None:
@@ -154,3 +183,62 @@ def event_states(event: StoredEvent, model: WireModel, context: BuildContext) ->
         prior=builder(prior, context) if prior is not None and event.event != "create" else None,
         post=builder(post, context) if post is not None and event.event != "delete" else None,
     )
+
+
+class InventoryFeed(Feed[StoredEvent, SubscriptionFilter]):
+    """`inventory:events` -> InventoryChangeNotifications (the matcher's inventory half).
+
+    Filter semantics (spec §8, checklist S12): the filter is a SOL013 expression evaluated
+    on the notification's state in the subscription's API major: `postObjectState` for
+    create and modify, `priorObjectState` for delete; a filter applies to the object kinds
+    that have every attribute it names (server/subscriptions/filters.py).
+    """
+
+    api = "inventory"
+    stream = EVENTS_KEY
+    kind = INVENTORY_SUBSCRIPTIONS
+
+    def __init__(self, client: redis.Redis, view: DomainView) -> None:
+        self._store = InventoryStore(client)
+        self._view = view
+
+    def start(self) -> None:
+        self._view.load(self._store.snapshot())
+
+    def decode(self, entry_id: str, fields: dict[bytes, bytes]) -> StoredEvent:
+        return decode_event(entry_id.encode(), fields)
+
+    def major(self, stored: Subscription) -> str:
+        return stored.api_version if stored.api_version in WIRE_MODELS else "v1"
+
+    def compile_filter(self, expression: str, major: str) -> SubscriptionFilter:
+        return SubscriptionFilter.compile(expression, major)
+
+    def notifications(
+        self,
+        event: StoredEvent,
+        entry_id: str,
+        subscriptions: Sequence[MatchingSubscription[SubscriptionFilter]],
+        mode: FilterMode,
+    ) -> Iterator[Notification]:
+        states: dict[str, EventStates | None] = {}
+        context = None
+        for subscription in subscriptions:
+            if subscription.major not in states:
+                context = context or self._view.context()
+                states[subscription.major] = event_states(
+                    event, WIRE_MODELS[subscription.major], context
+                )
+            state = states[subscription.major]
+            if state is None:
+                continue
+            test = partial(SubscriptionFilter.matches, kind=event.kind, wire=state.filtered)
+            if not wanted(subscription, mode, test):
+                continue
+            identifier, body = state.body(
+                subscription.subscription_id, subscription.consumer_subscription_id, entry_id
+            )
+            yield Notification(subscription.subscription_id, identifier, body)
+
+    def applied(self, event: StoredEvent) -> None:
+        self._view.apply(event)

@@ -25,7 +25,7 @@ import structlog
 from server.notifier import keys
 from server.notifier.delivery import DeliveryWorker
 from server.notifier.leases import Leases
-from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
+from server.subscriptions.store import SubscriptionKind
 
 log = structlog.get_logger()
 
@@ -38,7 +38,7 @@ class Scheduler:
         client: redis.Redis,
         consumer: str,
         lease_ms: int,
-        new_worker: Callable[[str], DeliveryWorker],
+        new_worker: Callable[[str, SubscriptionKind], DeliveryWorker],
         stop: threading.Event,
     ) -> None:
         self._client = client
@@ -75,9 +75,15 @@ class Scheduler:
         pipe.zadd(keys.MEMBERS_KEY, {self._consumer: now_ms + self._lease_ms})
         pipe.zremrangebyscore(keys.MEMBERS_KEY, "-inf", now_ms)
         pipe.zcard(keys.MEMBERS_KEY)
-        pipe.smembers(INVENTORY_SUBSCRIPTIONS.index_key)
-        _, _, members, stored = pipe.execute()
-        subscriptions = {member.decode() for member in stored}
+        for kind in keys.SUBSCRIPTION_KINDS:
+            pipe.smembers(kind.index_key)
+        _, _, members, *indexes = pipe.execute()
+        # Every subscription of every kind, with its kind: one fair share over them all.
+        subscriptions = {
+            member.decode(): kind
+            for kind, stored in zip(keys.SUBSCRIPTION_KINDS, indexes, strict=True)
+            for member in stored
+        }
 
         # Renew what we hold (and the leases of workers still finishing); stop workers
         # whose lease went elsewhere or whose subscription is gone.
@@ -119,7 +125,7 @@ class Scheduler:
             if len(self.workers) >= share:
                 self._leases.release(keys.lease_key(subscription_id))
                 continue
-            worker = self._new_worker(subscription_id)
+            worker = self._new_worker(subscription_id, subscriptions[subscription_id])
             self.workers[subscription_id] = worker
             worker.start()
 

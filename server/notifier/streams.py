@@ -1,6 +1,7 @@
-"""Reading a Redis stream through a consumer group, as the matcher (`inventory:events`) and
-every delivery worker (its subscription's queue) do: on taking over, finish what a previous
-reader read but did not acknowledge, oldest first, before reading anything new."""
+"""Reading a Redis stream through a consumer group, as the matcher (`inventory:events`,
+`alarms:events`) and every delivery worker (its subscription's queue) do: on taking over,
+finish what a previous reader read but did not acknowledge, oldest first, before reading
+anything new."""
 
 from __future__ import annotations
 
@@ -25,6 +26,17 @@ def entries(reply: Any) -> list[Entry]:
         for _stream, stream_entries in reply or []
         for entry_id, fields in stream_entries
     ]
+
+
+def entries_by_stream(reply: Any) -> dict[str, list[Entry]]:
+    """The entries of an XREADGROUP reply over several streams, by stream name."""
+    found: dict[str, list[Entry]] = {}
+    for stream, stream_entries in reply or []:
+        name = stream.decode() if isinstance(stream, bytes) else str(stream)
+        found.setdefault(name, []).extend(
+            (entry_id, fields or {}) for entry_id, fields in stream_entries
+        )
+    return found
 
 
 def recover_pending(

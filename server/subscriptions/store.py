@@ -11,8 +11,9 @@ Layout, per kind (<kind> is `subscription` or `alarm_subscription`):
                                       apiVersion   the API major it was created through ("v1",
                                                    "v2"): its notifications use that JSON model
                                       createdAt    RFC 3339 UTC creation time
-                                      eventsAfter  (inventory only) the last `inventory:events`
-                                                   entry at creation: the notifier delivers the
+                                      eventsAfter  the last entry of the kind's event stream
+                                                   (`inventory:events`, `alarms:events`) at
+                                                   creation: the notifier delivers the
                                                    entries after it, never older changes
                                       dedupeKey    the name of its <kind>_dedupe key
   <kind>s                   set     the ids of every subscription of the kind (the index that
@@ -29,7 +30,7 @@ Layout, per kind (<kind> is `subscription` or `alarm_subscription`):
                                     notifier reloads its subscriptions when it moves
 Nothing has a TTL: a subscription lives until it is deleted.
 
-Deleting an inventory subscription also removes, in the same script, what the notifier
+Deleting a subscription (of either kind) also removes, in the same script, what the notifier
 keeps for it (server/notifier/keys.py): its delivery queue `notifier:queue:<id>` with every
 pending notification, its retry state `notifier:retry:<id>` and its cursor in
 `notifier:cursors`, so nothing more is delivered once the delete has answered (a POST
@@ -53,6 +54,7 @@ from typing import Any, Final, cast
 
 import redis
 
+from server.alarms.store import EVENTS_KEY as ALARM_EVENTS_KEY
 from server.store import EVENTS_KEY
 
 _CREATE: Final = """
@@ -144,14 +146,15 @@ class SubscriptionKind:
 
 
 GENERATION_KEY: Final = "subscriptions:generation"
-# What the notifier keeps per inventory subscription (removed with the subscription).
+# What the notifier keeps per subscription (removed with the subscription).
 DELIVERY_QUEUE_PREFIX: Final = "notifier:queue:"
 RETRY_STATE_PREFIX: Final = "notifier:retry:"
 CURSORS_KEY: Final = "notifier:cursors"
 
 INVENTORY_SUBSCRIPTIONS: Final = SubscriptionKind("subscription", "subscriptionId", EVENTS_KEY)
-# The alarm event stream does not exist yet; the notifier issue adds it here.
-ALARM_SUBSCRIPTIONS: Final = SubscriptionKind("alarm_subscription", "alarmSubscriptionId")
+ALARM_SUBSCRIPTIONS: Final = SubscriptionKind(
+    "alarm_subscription", "alarmSubscriptionId", ALARM_EVENTS_KEY
+)
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,13 @@ from urllib.parse import urlsplit
 
 from server.subscriptions import callbacks
 from server.subscriptions.callbacks import CallbackPolicy, CallbackRefused
-from server.subscriptions.filters import inventory_filter_problem
+from server.subscriptions.filters import alarm_filter_problem, inventory_filter_problem
 from server.subscriptions.store import ALARM_SUBSCRIPTIONS, SubscriptionKind
 
 # Bounds on what one subscription may store; Envoy already caps the whole body at 1 MiB.
 MAX_CALLBACK_LENGTH: Final = 2048
 MAX_CONSUMER_SUBSCRIPTION_ID_LENGTH: Final = 256
 MAX_FILTER_LENGTH: Final = 4096
-
-# The alarm subscription `filter` of Monitoring 1.x: the one alarm event type to report.
-ALARM_EVENT_FILTERS: Final = ("NEW", "CHANGE", "CLEAR", "ACKNOWLEDGE")
 
 _CALLBACK_SCHEMES: Final = ("http", "https")
 
@@ -84,10 +81,9 @@ def validate_filter(kind: SubscriptionKind, expression: str, major: str = "v1") 
     control = control_character_problem(expression)
     if control is not None:
         return control
-    if kind == ALARM_SUBSCRIPTIONS:
-        if expression not in ALARM_EVENT_FILTERS:
-            return f"must be one of {', '.join(ALARM_EVENT_FILTERS)} or empty, got {expression!r}"
-        return None
     # Parsed and bound now, so an unknown attribute or operator is a 400 at creation (as
     # OSC does), not a notification that silently never matches.
+    if kind == ALARM_SUBSCRIPTIONS:
+        # An event type (NEW, CHANGE, CLEAR, ACKNOWLEDGE) or an expression over the record.
+        return alarm_filter_problem(expression)
     return inventory_filter_problem(expression, major)

@@ -22,6 +22,7 @@ from devstack.stack import PORT_FIELDS, LocalStack
 from server.notifier import keys
 from server.store import connect
 from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, SubscriptionStore
+from tests.e2e.conftest import start_stack
 from tests.e2e.test_subscriptions_rest import assert_problem
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +30,14 @@ pytestmark = pytest.mark.e2e
 INVENTORY_SUBSCRIPTIONS_PATH = "/o2ims-infrastructureInventory/v1/subscriptions"
 ALARM_SUBSCRIPTIONS_PATH = "/o2ims-infrastructureMonitoring/v1/alarmSubscriptions"
 OWN = "one of the gateway's own listeners"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Every listener `make run` has, the Alertmanager adapter's two included."""
+    running = start_stack(tmp_path_factory, alertmanager=True)
+    yield running
+    running.stop()
 
 
 @pytest.fixture

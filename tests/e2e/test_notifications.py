@@ -101,7 +101,13 @@ def test_s9_s10_inventory_edits_notify_every_subscriber_in_its_major(
     document = yaml.safe_load(original)
     pool = document["resourcePools"][0]
     pool_id = pool["resourcePoolId"]
-    victim = next(r for r in document["resources"] if r["resourcePoolId"] == pool_id)
+    # Not a resource a declared alarm is about: removing that one would be an invalid edit.
+    alarmed = {alarm["resourceId"] for alarm in document.get("alarms", [])}
+    victim = next(
+        r
+        for r in document["resources"]
+        if r["resourcePoolId"] == pool_id and r["resourceId"] not in alarmed
+    )
     added = copy.deepcopy(victim)
     added["resourceId"] = str(uuid.uuid4())
     added.pop("elements", None)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from devstack.stack import PORT_FIELDS, LocalStack, StackConfig
+from devstack.stack import ALERTMANAGER_PORT_FIELDS, PORT_FIELDS, LocalStack, StackConfig
 from server.config import GatewayConfig
 from server.notifier import keys
 from server.notifier.__main__ import dlq
@@ -252,12 +252,21 @@ def test_the_notifier_guards_its_own_listeners(monkeypatch: pytest.MonkeyPatch) 
     assert policy.with_gateway_endpoints([("127.0.0.1", 0)]) == policy
 
 
+@pytest.mark.parametrize("alertmanager", [True, False])
 @pytest.mark.parametrize("dev_callbacks", [True, False])
 def test_the_local_stack_names_all_its_ports_in_every_posture(
-    tmp_path: Path, dev_callbacks: bool
+    tmp_path: Path, dev_callbacks: bool, alertmanager: bool
 ) -> None:
-    stack = LocalStack(StackConfig.ephemeral(tmp_path, dev_callbacks=dev_callbacks))
-    ports = {getattr(stack.config, name) for name in PORT_FIELDS}
+    stack = LocalStack(
+        StackConfig.ephemeral(tmp_path, dev_callbacks=dev_callbacks, alertmanager=alertmanager)
+    )
+    # Every listener the stack runs: the Alertmanager adapter's two only when it runs.
+    ports = {
+        getattr(stack.config, name)
+        for name in PORT_FIELDS
+        if alertmanager or name not in ALERTMANAGER_PORT_FIELDS
+    }
+    assert len(ports) == len(PORT_FIELDS) - (0 if alertmanager else 2)
     for env in (stack.core_env(), stack.notifier_env()):
         endpoints = parse_endpoints(env["NETWEAVE_GATEWAY_ENDPOINTS"])
         assert set(endpoints) == {("127.0.0.1", port) for port in ports}

@@ -20,6 +20,7 @@ from o2ims.adapter.v1 import domain_pb2
 from o2ims.monitoring.v1 import monitoring_pb2 as mon
 from o2ims.monitoring.v1 import monitoring_pb2_grpc as mon_grpc
 
+from devstack.processes import wait_until
 from server.alarms.purge import AlarmPurger
 from server.alarms.store import (
     CLEARED_KEY,
@@ -27,13 +28,14 @@ from server.alarms.store import (
     AlarmStore,
     Event,
     Outcome,
+    SourceAlarm,
     if_match_revisions,
 )
 from server.listing import Lister, ListingSettings
 from server.monitoring_v1 import V1_VERSION, MonitoringV1Servicer
 from server.store import connect
 from server.subscriptions import SubscriptionStore
-from tests.core_server import open_access_server
+from tests.core_server import open_access_server, running_alarm_view
 from tests.server.test_subscriptions import failure
 
 MANUAL_DEFINITION = "ad-manual"
@@ -234,26 +236,28 @@ def serve(redis_url: str) -> Iterator[Core]:
     server = open_access_server(max_workers=8)
     client = connect(redis_url)
     store = AlarmStore(client)
-    mon_grpc.add_MonitoringServiceServicer_to_server(
-        MonitoringV1Servicer(
-            SubscriptionStore(client),
-            store,
-            "https://o2ims.example.net",
-            400,
-            Lister(ListingSettings(secret=b"test")),
-            clearing_type=CLEARING_TYPES.get,
-        ),
-        server,
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Core(mon_grpc.MonitoringServiceStub(channel), store)
-    finally:
-        channel.close()
-        server.stop(grace=None).wait()
-        client.close()
+    with running_alarm_view(redis_url) as view:
+        mon_grpc.add_MonitoringServiceServicer_to_server(
+            MonitoringV1Servicer(
+                SubscriptionStore(client),
+                store,
+                "https://o2ims.example.net",
+                400,
+                Lister(ListingSettings(secret=b"test")),
+                view=view,
+                clearing_type=CLEARING_TYPES.get,
+            ),
+            server,
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            yield Core(mon_grpc.MonitoringServiceStub(channel), store)
+        finally:
+            channel.close()
+            server.stop(grace=None).wait()
+            client.close()
 
 
 @pytest.fixture
@@ -421,3 +425,42 @@ def test_retention_below_one_day_is_invalid(core: Core, days: int) -> None:
         assert problem.code is grpc.StatusCode.INVALID_ARGUMENT
         assert set(problem.violations) == {"retentionPeriod"}
     assert core.store.config().retention_period == 14
+
+
+def test_list_alarms_filters_and_selectors_over_grpc_m1(core: Core) -> None:
+    wanted_type = str(uuid.uuid4())
+    records = {
+        name: core.store.raise_from_source(
+            SourceAlarm(name, type_id, str(uuid.uuid4()), "ad-1", "ad-1", severity,
+                        extensions={"site": name}),
+            flap_window=0,
+        ).record_id
+        for name, type_id, severity in (
+            ("a", wanted_type, 0),
+            ("b", wanted_type, 2),
+            ("c", str(uuid.uuid4()), 0),
+        )
+    }  # fmt: skip
+    core.store.acknowledge(records["b"])
+
+    def listed(**query: Any) -> list[str]:
+        response = core.monitoring.ListAlarms(mon.ListAlarmsRequest(**query))
+        return sorted(a.alarm_event_record_id for a in response.alarms)
+
+    # The view follows the writes; the list is read from it.
+    wait_until(lambda: len(listed()) == 3, 5, "the three records listed")
+    assert listed(filter=[f"(eq,resourceTypeID,{wanted_type})"]) == sorted(
+        [records["a"], records["b"]]
+    )
+    # Both spellings; alarmAcknowledged a boolean; terms ANDed.
+    assert listed(filter=[f"(eq,resourceTypeId,{wanted_type});(eq,alarmAcknowledged,false)"]) == [
+        records["a"]
+    ]
+    assert listed(filter=["(eq,perceivedSeverity,0)"]) == sorted([records["a"], records["c"]])
+    assert listed(filter=["(eq,extensions/site,c)"]) == [records["c"]]
+    every = core.monitoring.ListAlarms(mon.ListAlarmsRequest(all_fields=True)).alarms
+    assert all(a.extensions["site"] for a in every)
+    problem = failure(
+        lambda: core.monitoring.ListAlarms(mon.ListAlarmsRequest(filter=["(eq,nope,1)"]))
+    )
+    assert problem.code == grpc.StatusCode.INVALID_ARGUMENT

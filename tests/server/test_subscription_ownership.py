@@ -5,6 +5,7 @@ interceptor sets it (`acting_as`)."""
 from __future__ import annotations
 
 import functools
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from o2ims.monitoring.v1 import monitoring_pb2 as mon
 from o2ims.subscriptions.v1 import subscriptions_pb2 as sub
 
 from server.alarms.store import AlarmStore
+from server.alarms.view import AlarmView
 from server.auth.caller import NOBODY, Caller, acting_as
 from server.errors import AlreadyExists, ApiError, NotFound, PermissionDenied
 from server.listing import Lister, ListingSettings
@@ -285,8 +287,9 @@ def list_pages(redis_url: str, kind: str, caller: Caller, page_size: int) -> lis
     store = SubscriptionStore(client)
     lister = Lister(ListingSettings(secret=b"test-secret", page_size=page_size))
     inventory = InventorySubscriptionServicer(store, "https://o2ims.example.net", 400, lister)
+    view = AlarmView(connect(redis_url), threading.Event())  # not started: no alarms listed
     monitoring = MonitoringV1Servicer(
-        store, AlarmStore(client), "https://o2ims.example.net", 400, lister
+        store, AlarmStore(client), "https://o2ims.example.net", 400, lister, view=view
     )
 
     def one_page(marker: str) -> tuple[list[str], str]:

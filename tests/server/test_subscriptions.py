@@ -27,13 +27,14 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as sub_grpc
 from devstack.redis_server import RedisServer
 from netweave.errors import ERROR_DOMAIN
 from server.alarms.store import AlarmStore
+from server.alarms.view import AlarmView
 from server.config import GatewayConfig
 from server.listing import Lister, ListingSettings
 from server.monitoring_v1 import MonitoringV1Servicer
 from server.store import EVENTS_KEY, connect
 from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
 from server.subscriptions.rest import HTTP_STATUS_HEADER
-from tests.core_server import open_access_server
+from tests.core_server import open_access_server, running_alarm_view
 
 SERVICE_URI = "https://o2ims.example.net:8443"
 CALLBACK = "https://smo.example.net/o2ims/notifications"
@@ -48,6 +49,7 @@ class Core:
     subscriptions: sub_grpc.SubscriptionServiceStub
     monitoring: mon_grpc.MonitoringServiceStub
     redis: redis.Redis
+    alarm_view: AlarmView
 
 
 @contextmanager
@@ -57,28 +59,32 @@ def serve(redis_url: str, duplicate_status: int = 400) -> Iterator[Core]:
     client = connect(redis_url)
     store = SubscriptionStore(client)
     lister = Lister(ListingSettings(secret=b"test-secret"))
-    sub_grpc.add_SubscriptionServiceServicer_to_server(
-        InventorySubscriptionServicer(store, SERVICE_URI, duplicate_status, lister), server
-    )
-    mon_grpc.add_MonitoringServiceServicer_to_server(
-        MonitoringV1Servicer(store, AlarmStore(client), SERVICE_URI, duplicate_status, lister),
-        server,
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    raw = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield Core(
-            sub_grpc.SubscriptionServiceStub(channel),
-            mon_grpc.MonitoringServiceStub(channel),
-            raw,
+    with running_alarm_view(redis_url) as view:
+        sub_grpc.add_SubscriptionServiceServicer_to_server(
+            InventorySubscriptionServicer(store, SERVICE_URI, duplicate_status, lister), server
         )
-    finally:
-        channel.close()
-        server.stop(grace=None).wait()
-        raw.close()
-        client.close()
+        mon_grpc.add_MonitoringServiceServicer_to_server(
+            MonitoringV1Servicer(
+                store, AlarmStore(client), SERVICE_URI, duplicate_status, lister, view=view
+            ),
+            server,
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        raw = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            yield Core(
+                sub_grpc.SubscriptionServiceStub(channel),
+                mon_grpc.MonitoringServiceStub(channel),
+                raw,
+                view,
+            )
+        finally:
+            channel.close()
+            server.stop(grace=None).wait()
+            raw.close()
+            client.close()
 
 
 @pytest.fixture
@@ -454,7 +460,8 @@ def test_alarm_subscription_lifecycle(core: Core) -> None:
     stored = stored_hash(core, f"alarm_subscription:{subscription_id}")
     assert stored["alarmSubscriptionId"] == subscription_id
     assert stored["apiVersion"] == "v1"
-    assert "eventsAfter" not in stored, "no alarm event stream yet"
+    # Only alarm changes after the creation are notified: the alarm stream's position then.
+    assert stored["eventsAfter"] == "0-0"
     # The kinds are separate collections.
     assert not core.redis.exists("subscriptions")
 
@@ -488,19 +495,25 @@ def test_alarm_subscription_lifecycle(core: Core) -> None:
     assert core.redis.keys() in ([], ["subscriptions:generation"])
 
 
-@pytest.mark.parametrize("event", ["", "NEW", "CHANGE", "CLEAR", "ACKNOWLEDGE"])
-def test_alarm_filter_accepts_the_event_types(core: Core, event: str) -> None:
+@pytest.mark.parametrize(
+    "event",
+    ["", "NEW", "CHANGE", "CLEAR", "ACKNOWLEDGE", "(eq,perceivedSeverity,0)", "(eq,resourceId,x)"],
+)
+def test_alarm_filter_accepts_the_event_types_and_expressions(core: Core, event: str) -> None:
     assert core.monitoring.CreateAlarmSubscription(alarm_request(filter=event)).filter == event
 
 
-@pytest.mark.parametrize("expression", ["new", "RAISED", "(eq,perceivedSeverity,0)", "NEW,CLEAR"])
+@pytest.mark.parametrize("expression", ["new", "RAISED", "(eq,WrongAttrName,1)", "NEW,CLEAR"])
 def test_alarm_filter_rejects_anything_else(core: Core, expression: str) -> None:
     problem = failure(
         lambda: core.monitoring.CreateAlarmSubscription(alarm_request(filter=expression))
     )
     assert problem.code == grpc.StatusCode.INVALID_ARGUMENT
     assert problem.error_info.reason == "INVALID_ALARM_SUBSCRIPTION"
-    assert "NEW, CHANGE, CLEAR, ACKNOWLEDGE" in problem.violations["filter"]
+    if expression.startswith("("):
+        assert "unknown attribute 'WrongAttrName'" in problem.violations["filter"]
+    else:
+        assert "NEW, CHANGE, CLEAR, ACKNOWLEDGE" in problem.violations["filter"]
 
 
 def test_alarm_subscription_validation(core: Core) -> None:
@@ -561,6 +574,8 @@ def test_alarms_are_read_from_the_documented_redis_layout(core: Core) -> None:
     broken_id = str(uuid.uuid4())
     core.redis.hset(f"alarm:{broken_id}", mapping={"perceivedSeverity": "severe"})
     core.redis.sadd("alarms", alarm_id, broken_id, str(uuid.uuid4()))
+    # Written behind the stores' back (no event): what a replica finds when it starts.
+    core.alarm_view.load()
 
     listed = core.monitoring.ListAlarms(mon.ListAlarmsRequest())
     assert [a.alarm_event_record_id for a in listed.alarms] == [alarm_id], "broken one skipped"
@@ -620,7 +635,9 @@ def test_redis_down_is_unavailable_fast_and_recovers(tmp_path: Path) -> None:
                     "SUBSCRIPTION_STORE_UNAVAILABLE",
                 ),
                 (
-                    lambda: core.monitoring.ListAlarms(mon.ListAlarmsRequest()),
+                    lambda: core.monitoring.GetAlarm(
+                        mon.GetAlarmRequest(alarm_event_record_id=str(uuid.uuid4()))
+                    ),
                     "ALARM_STORE_UNAVAILABLE",
                 ),
             ]
@@ -632,6 +649,8 @@ def test_redis_down_is_unavailable_fast_and_recovers(tmp_path: Path) -> None:
                 assert problem.code == grpc.StatusCode.UNAVAILABLE
                 assert problem.error_info.reason == reason
 
+            # The alarm list is served from memory meanwhile, like the inventory.
+            assert list(core.monitoring.ListAlarms(mon.ListAlarmsRequest()).alarms) == []
             own_redis.start()
             # Back: what was stored before is intact, and nothing half-written appeared.
             listed = core.subscriptions.ListSubscriptions(sub.ListSubscriptionsRequest())

@@ -14,7 +14,7 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc, domain_pb2
 
 from adapters.contract import ObjectKey, object_key, serialize
 from adapters.kubernetes.adapter import KubernetesAdapter
+from adapters.kubernetes.alarms import node_alarm_id
 from adapters.kubernetes.cluster import KubeTarget, connect
 from adapters.kubernetes.inventory import Inventory
 from adapters.kubernetes.mapping import ClusterIdentity, node_view
@@ -275,6 +276,7 @@ def test_the_first_list_publishes_the_mapped_cluster(harness: Harness) -> None:
         "resource_pool": 3,
         "location": 1,
         "deployment_manager": 1,
+        "alarm_dictionary": 1,  # and no alarm: every simulated node is healthy
     }
     assert harness.problems() == []
     assert harness.publisher.revision == "1"  # one change set for the whole list
@@ -323,6 +325,95 @@ def test_heartbeats_of_every_node_change_nothing(harness: Harness) -> None:
     events = harness.settle("the sentinel label after 3,000 heartbeats")
     assert sum(events.values()) == keys_of(events, MODIFIED, "resource") == 1
     assert int(harness.publisher.revision) == int(revision) + 1
+
+
+def _set_condition(
+    condition_type: str, status: str, since: datetime
+) -> Callable[[dict[str, Any]], None]:
+    """An update_node mutation: the node's `condition_type` condition := `status`."""
+
+    def mutate(node: dict[str, Any]) -> None:
+        conditions = node["status"]["conditions"]
+        found = [condition for condition in conditions if condition["type"] == condition_type]
+        condition = found[0] if found else {"type": condition_type}
+        if not found:
+            conditions.append(condition)
+        condition.update(
+            status=status,
+            reason=f"Test{condition_type}{status}",
+            message=f"{condition_type} is {status}",
+            lastTransitionTime=since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            lastHeartbeatTime=since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+
+    return mutate
+
+
+def alarms_served(stub: adapter_pb2_grpc.AdapterServiceStub) -> dict[str, domain_pb2.ActiveAlarm]:
+    """The adapter's active alarms by id, as a ListObjects client reads them."""
+    listed = stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=5)
+    return {obj.alarm.alarm_id: obj.alarm for obj in listed.objects if obj.HasField("alarm")}
+
+
+def test_node_conditions_raise_alarms_that_recovery_or_deletion_clears(harness: Harness) -> None:
+    sim, stub = harness.sim, harness.stub
+    node = sim.node("worker-003")
+    (resource,) = [
+        obj.resource
+        for obj in stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=5).objects
+        if obj.resource.name == "worker-003"
+    ]
+    went_down = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
+    sim.update_node("worker-003", _set_condition("Ready", "False", went_down))
+    events = harness.settle("worker-003 not ready")
+    assert keys_of(events, ADDED, "alarm") == 1
+    assert keys_of(events, MODIFIED, "resource") == 1
+    (alarm,) = alarms_served(stub).values()
+    assert (alarm.resource_id, alarm.resource_type_id) == (
+        resource.resource_id,
+        resource.resource_type_id,
+    )
+    assert alarm.perceived_severity == domain_pb2.ALARM_SEVERITY_CRITICAL
+    assert alarm.raised_time == "2026-12-01T08:30:00Z"
+    assert alarm.extensions["nodeName"] == "worker-003"
+    assert alarm.extensions["reason"] == "TestReadyFalse"
+    assert alarm.extensions["clusterName"] == "sim"
+    assert alarm.alarm_id == node_alarm_id(
+        sim.cluster_uid, node["metadata"]["uid"], "Ready", "False"
+    )
+    (dictionary,) = [
+        obj.alarm_dictionary
+        for obj in stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=5).objects
+        if obj.HasField("alarm_dictionary")
+    ]
+    assert alarm.alarm_definition_id in {
+        definition.alarm_definition_id for definition in dictionary.alarm_definition
+    }
+
+    # Heartbeats of the failing node (and every other) raise and change nothing.
+    revision = harness.publisher.revision
+    for round_number in range(1, 7):
+        sim.heartbeat(at=went_down + timedelta(seconds=10 * round_number))
+    sim.update_node("worker-004", lambda n: n["metadata"]["labels"].update(sentinel="1"))
+    events = harness.settle("the sentinel after heartbeats of a not-ready node")
+    assert sum(events.values()) == keys_of(events, MODIFIED, "resource") == 1
+    assert int(harness.publisher.revision) == int(revision) + 1
+    assert alarms_served(stub) == {alarm.alarm_id: alarm}
+
+    sim.update_node("worker-003", _set_condition("Ready", "True", went_down + timedelta(minutes=5)))
+    events = harness.settle("worker-003 ready again")
+    assert keys_of(events, DELETED, "alarm") == 1
+    assert alarms_served(stub) == {}
+
+    sim.update_node("worker-005", _set_condition("NetworkUnavailable", "True", went_down))
+    sim.update_node("worker-005", _set_condition("DiskPressure", "True", went_down))
+    events = harness.settle("worker-005 without a network, then out of disk")
+    assert keys_of(events, ADDED, "alarm") == 2
+    sim.delete_node("worker-005")
+    events = harness.settle("worker-005 deleted")
+    assert keys_of(events, DELETED, "alarm") == 2
+    assert keys_of(events, DELETED, "resource") == 1
+    assert alarms_served(stub) == {}
 
 
 def test_an_expired_history_relists_and_reconciles(harness: Harness) -> None:
@@ -416,6 +507,18 @@ def test_the_process_exits_2_without_a_cluster_configuration(tmp_path: Path) -> 
     done = _run_adapter("--mapping", str(bad))
     assert done.returncode == 2
     assert "pool_label: must be a string" in done.stderr
+
+
+def test_the_process_exits_2_naming_a_bad_alarm_severity(tmp_path: Path) -> None:
+    bad = tmp_path / "mapping.yaml"
+    bad.write_text("alarms:\n  NodeNotReady: FATAL\n")
+    done = _run_adapter("--mapping", str(bad))
+    assert done.returncode == 2
+    assert "alarms.NodeNotReady: must be one of CRITICAL" in done.stderr
+    bad.write_text("alarms:\n  Ready: MAJOR\n")
+    done = _run_adapter("--mapping", str(bad))
+    assert done.returncode == 2
+    assert "alarms.Ready: unknown key" in done.stderr
 
 
 def test_the_process_serves_the_cluster(tmp_path: Path) -> None:
