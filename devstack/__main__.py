@@ -68,6 +68,7 @@ def _banner(stack: LocalStack) -> str:
     cert, key = _short(stack.pki.client_cert), _short(stack.pki.client_key)
     tls = f"--cacert {ca} --cert {cert} --key {key}"
     base = f"{stack.rest_url}/o2ims-infrastructureInventory/v1"
+    alarms = f"{stack.rest_url}/o2ims-infrastructureMonitoring/v1"
     grpc = stack.grpc_address
     required = "required" if stack.config.require_token else "optional"
     secret_file = _short(stack.webhook_secret_path)
@@ -98,6 +99,7 @@ Try (the dev client certificate is an admin):
   curl {tls} {base}/resourceTypes
   curl {tls} {base}/deploymentManagers
   curl {tls} {base}/resourcePools/<resourcePoolId>/resources
+  curl {tls} {alarms}/alarms               # the example inventory's two active alarms
   make client-cert NAME=smo-north          # another client (smo-* may read and subscribe)
   curl {tls} -H "Authorization: Bearer $(make -s token NAME=smo-north ROLE=o2ims-reader)" {base}
   .venv/bin/grpcurl -plaintext {grpc} list

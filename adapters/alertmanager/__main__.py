@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from adapters.alertmanager.alarms import AlarmBook, StateFileError
-from adapters.alertmanager.mapping import MappingConfig, MappingFileError, load_mapping_file
+from adapters.alertmanager.mapping import MappingConfig, load_mapping_file
 from adapters.alertmanager.metrics import AlertmanagerMetrics
 from adapters.alertmanager.receiver import (
     DEFAULT_MAX_BODY_BYTES,
@@ -30,6 +30,7 @@ from adapters.alertmanager.receiver import (
     read_token,
     server_tls_context,
 )
+from adapters.mapping_files import MappingFileError
 from adapters.publisher import (
     AdapterServicer,
     ObjectSetPublisher,

@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
 from o2ims.adapter.v1 import domain_pb2
 
-MAX_MAPPING_FILE_BYTES: Final = 1024 * 1024
+from adapters import mapping_files as mf
 
 SEVERITIES: Final[dict[str, domain_pb2.AlarmSeverity.ValueType]] = {
     "CRITICAL": domain_pb2.ALARM_SEVERITY_CRITICAL,
@@ -62,15 +61,6 @@ CLEARING_TYPES: Final[dict[str, domain_pb2.ClearingType.ValueType]] = {
     "AUTOMATIC": domain_pb2.CLEARING_TYPE_AUTOMATIC,
     "MANUAL": domain_pb2.CLEARING_TYPE_MANUAL,
 }
-
-
-class MappingFileError(Exception):
-    """A mapping file that cannot be used; str() names the file and the key path."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -155,61 +145,25 @@ def clearing_type_of(alert_name: str, config: MappingConfig) -> domain_pb2.Clear
 # --- the file ---------------------------------------------------------------------------------
 
 
-class _Problem(Exception):
-    pass
-
-
 def load_mapping_file(path: Path) -> MappingConfig:
     """The mapping file's configuration; MappingFileError naming the key on any problem."""
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_MAPPING_FILE_BYTES + 1)
-    except OSError as error:
-        raise MappingFileError(path, f"cannot read: {error.strerror or error}") from error
-    if len(data) > MAX_MAPPING_FILE_BYTES:
-        raise MappingFileError(path, f"larger than {MAX_MAPPING_FILE_BYTES} bytes")
-    try:
-        document = yaml.safe_load(data)
-    except yaml.YAMLError as error:
-        raise MappingFileError(path, f"not valid YAML: {error}") from error
-    return parse_mapping(document, path)
+    return mf.load(path, _read_config)
 
 
 def parse_mapping(document: Any, path: str | Path = "<mapping>") -> MappingConfig:
     """Like load_mapping_file, for an already parsed YAML document."""
-    try:
-        return _read_config({} if document is None else document)
-    except _Problem as problem:
-        raise MappingFileError(path, str(problem)) from None
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+    return mf.parse(document, path, _read_config)
 
 
 def _mapping(value: Any, where: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _Problem(f"{where or 'the top level'}: must be a mapping")
-    for key in value:
-        if not isinstance(key, str):
-            raise _Problem(f"{where or 'the top level'}: key {key!r} must be a string")
-        if allowed is not None and key not in allowed:
-            raise _Problem(f"{_join(where, key)}: unknown key (allowed: {', '.join(allowed)})")
-    return value
-
-
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise _Problem(f"{where}: must be a string")
-    return value
+    # A section given no value (`alarms:` alone) is an empty one.
+    return mf.mapping(value, where, allowed, optional=True)
 
 
 def _choice(value: Any, where: str, choices: Mapping[str, object]) -> str:
-    text = _text(value, where).strip().upper()
+    text = mf.text(value, where).strip().upper()
     if text not in choices:
-        raise _Problem(f"{where}: must be one of {', '.join(choices)} (got {value!r})")
+        raise mf.Problem(f"{where}: must be one of {', '.join(choices)} (got {value!r})")
     return text
 
 
@@ -225,9 +179,9 @@ def _read_config(document: Any) -> MappingConfig:
     )
     names = resource.get("name_labels", list(defaults.resource_name_labels))
     if not isinstance(names, list):
-        raise _Problem("resource.name_labels: must be a list of label names")
+        raise mf.Problem("resource.name_labels: must be a list of label names")
     name_labels = tuple(
-        _text(name, f"resource.name_labels[{index}]") for index, name in enumerate(names)
+        mf.text(name, f"resource.name_labels[{index}]") for index, name in enumerate(names)
     )
     severity = _mapping(top.get("severity"), "severity", ("label", "values", "default"))
     values = dict(defaults.severity_values)
@@ -241,8 +195,8 @@ def _read_config(document: Any) -> MappingConfig:
         where = f"alarms.{name}"
         spec = _mapping(entry, where, ("description", "proposed_repair_actions", "clearing_type"))
         alarms[name] = AlarmSpec(
-            description=_text(spec.get("description", ""), f"{where}.description"),
-            proposed_repair_actions=_text(
+            description=mf.text(spec.get("description", ""), f"{where}.description"),
+            proposed_repair_actions=mf.text(
                 spec.get("proposed_repair_actions", ""), f"{where}.proposed_repair_actions"
             ),
             clearing_type=(
@@ -252,25 +206,25 @@ def _read_config(document: Any) -> MappingConfig:
             ),
         )
     return MappingConfig(
-        resource_id_label=_text(
+        resource_id_label=mf.text(
             resource.get("id_label", defaults.resource_id_label), "resource.id_label"
         ),
         resource_name_labels=name_labels,
-        resource_type_id_label=_text(
+        resource_type_id_label=mf.text(
             resource.get("type_id_label", defaults.resource_type_id_label),
             "resource.type_id_label",
         ),
-        default_resource_id=_text(resource.get("default_id", ""), "resource.default_id"),
-        severity_label=_text(severity.get("label", defaults.severity_label), "severity.label"),
+        default_resource_id=mf.text(resource.get("default_id", ""), "resource.default_id"),
+        severity_label=mf.text(severity.get("label", defaults.severity_label), "severity.label"),
         severity_values=values,
         default_severity=_choice(
             severity.get("default", defaults.default_severity), "severity.default", SEVERITIES
         ),
-        entity_type=_text(
+        entity_type=mf.text(
             dictionary.get("entity_type", defaults.entity_type), "dictionary.entity_type"
         ),
-        vendor=_text(dictionary.get("vendor", defaults.vendor), "dictionary.vendor"),
-        schema_version=_text(
+        vendor=mf.text(dictionary.get("vendor", defaults.vendor), "dictionary.vendor"),
+        schema_version=mf.text(
             dictionary.get("schema_version", defaults.schema_version), "dictionary.schema_version"
         ),
         default_clearing_type=_choice(

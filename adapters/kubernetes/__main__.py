@@ -26,12 +26,13 @@ from typing import Final
 
 from adapters.kubernetes.adapter import DEFAULT_BATCH_WINDOW, KubernetesAdapter
 from adapters.kubernetes.cluster import KubeConfigError, KubeTarget, admin_credentials, connect
-from adapters.kubernetes.mapping_file import MappingConfig, MappingFileError, load_mapping_file
+from adapters.kubernetes.mapping_file import MappingConfig, load_mapping_file
 from adapters.kubernetes.reflector import (
     DEFAULT_AUTH_RETRY_INTERVAL,
     DEFAULT_PAGE_SIZE,
     DEFAULT_WATCH_TIMEOUT,
 )
+from adapters.mapping_files import MappingFileError
 from adapters.publisher import (
     DEFAULT_MAX_OBJECT_BYTES,
     AdapterServicer,

@@ -50,21 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
+from adapters import mapping_files as mf
 from adapters.kubernetes.condition_alarms import ALARM_NAMES, DEFAULT_SEVERITIES, SEVERITIES
 
 DEFAULT_POOL_KEY: Final = "_default"  # never a label value: those start alphanumerically
-MAX_MAPPING_FILE_BYTES: Final = 1024 * 1024
-
-
-class MappingFileError(Exception):
-    """A mapping file that cannot be used; str() names the file and the key."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -117,75 +106,38 @@ class MappingConfig:
     )
 
 
-class _Problem(Exception):
-    pass
-
-
 def load_mapping_file(path: Path) -> MappingConfig:
     """The mapping file's configuration; MappingFileError naming the key on any problem."""
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_MAPPING_FILE_BYTES + 1)
-    except OSError as error:
-        raise MappingFileError(path, f"cannot read: {error.strerror or error}") from error
-    if len(data) > MAX_MAPPING_FILE_BYTES:
-        raise MappingFileError(path, f"larger than {MAX_MAPPING_FILE_BYTES} bytes")
-    try:
-        document = yaml.safe_load(data)
-    except yaml.YAMLError as error:
-        raise MappingFileError(path, f"not valid YAML: {error}") from error
-    return parse_mapping(document, path)
+    return mf.load(path, _read_config)
 
 
 def parse_mapping(document: Any, path: str | Path = "<mapping>") -> MappingConfig:
     """Like load_mapping_file, for an already parsed YAML document."""
-    try:
-        return _read_config({} if document is None else document)
-    except _Problem as problem:
-        raise MappingFileError(path, str(problem)) from None
-
-
-def _mapping(value: Any, where: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Problem(f"{where or 'the top level'}: must be a mapping")
-    for key in value:
-        if not isinstance(key, str):
-            raise _Problem(f"{where or 'the top level'}: key {key!r} must be a string")
-        if allowed is not None and key not in allowed:
-            raise _Problem(f"{_join(where, key)}: unknown key (allowed: {', '.join(allowed)})")
-    return value
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise _Problem(f"{where}: must be a string")
-    return value
+    return mf.parse(document, path, _read_config)
 
 
 def _number(value: Any, where: str, limit: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _Problem(f"{where}: must be a number")
+        raise mf.Problem(f"{where}: must be a number")
     if limit is not None and abs(value) > limit:
-        raise _Problem(f"{where}: must be between -{limit:g} and {limit:g}")
+        raise mf.Problem(f"{where}: must be between -{limit:g} and {limit:g}")
     return float(value)
 
 
 def _text_list(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise _Problem(f"{where}: must be a list of strings")
-    return tuple(_text(item, f"{where}[{index}]") for index, item in enumerate(value))
+        raise mf.Problem(f"{where}: must be a list of strings")
+    return tuple(mf.text(item, f"{where}[{index}]") for index, item in enumerate(value))
 
 
 def _text_map(value: Any, where: str) -> dict[str, str]:
-    return {key: _text(item, _join(where, key)) for key, item in _mapping(value, where).items()}
+    return {
+        key: mf.text(item, mf.join(where, key)) for key, item in mf.mapping(value, where).items()
+    }
 
 
 def _extensions(value: Any, where: str) -> dict[str, Any]:
-    mapping = _mapping(value, where)
+    mapping = mf.mapping(value, where)
     _check_json(mapping, where)
     return mapping
 
@@ -196,13 +148,13 @@ def _check_json(value: Any, where: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise _Problem(f"{where}: key {key!r} must be a string")
-            _check_json(item, _join(where, key))
+                raise mf.Problem(f"{where}: key {key!r} must be a string")
+            _check_json(item, mf.join(where, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_json(item, f"{where}[{index}]")
     elif value is not None and not isinstance(value, str | int | float | bool):
-        raise _Problem(f"{where}: {type(value).__name__} is not a JSON value")
+        raise mf.Problem(f"{where}: {type(value).__name__} is not a JSON value")
 
 
 _NAMED_KEYS: Final = ("name", "description", "extensions")
@@ -232,98 +184,100 @@ _TOP_KEYS: Final = (
 
 
 def _named(value: Any, where: str) -> NamedSpec:
-    item = _mapping(value, where, _NAMED_KEYS)
+    item = mf.mapping(value, where, _NAMED_KEYS)
     return NamedSpec(
-        name=_text(item.get("name", ""), _join(where, "name")),
-        description=_text(item.get("description", ""), _join(where, "description")),
-        extensions=_extensions(item.get("extensions", {}), _join(where, "extensions")),
+        name=mf.text(item.get("name", ""), mf.join(where, "name")),
+        description=mf.text(item.get("description", ""), mf.join(where, "description")),
+        extensions=_extensions(item.get("extensions", {}), mf.join(where, "extensions")),
     )
 
 
 def _location(value: Any, where: str) -> LocationSpec:
-    item = _mapping(value, where, _LOCATION_KEYS)
-    ref = _text(item.get("ref", ""), _join(where, "ref"))
+    item = mf.mapping(value, where, _LOCATION_KEYS)
+    ref = mf.text(item.get("ref", ""), mf.join(where, "ref"))
     if ref and set(item) != {"ref"}:
         others = ", ".join(sorted(set(item) - {"ref"}))
-        raise _Problem(f"{where}: a location declared elsewhere (ref) takes no other key: {others}")
+        raise mf.Problem(
+            f"{where}: a location declared elsewhere (ref) takes no other key: {others}"
+        )
     coordinate = None
     if "coordinate" in item:
-        point_where = _join(where, "coordinate")
-        point = _mapping(item["coordinate"], point_where, ("longitude", "latitude", "altitude"))
+        point_where = mf.join(where, "coordinate")
+        point = mf.mapping(item["coordinate"], point_where, ("longitude", "latitude", "altitude"))
         for axis in ("longitude", "latitude"):
             if axis not in point:
-                raise _Problem(f"{_join(point_where, axis)}: missing")
+                raise mf.Problem(f"{mf.join(point_where, axis)}: missing")
         altitude = point.get("altitude")
         coordinate = (
-            _number(point["longitude"], _join(point_where, "longitude"), 180.0),
-            _number(point["latitude"], _join(point_where, "latitude"), 90.0),
-            None if altitude is None else _number(altitude, _join(point_where, "altitude")),
+            _number(point["longitude"], mf.join(point_where, "longitude"), 180.0),
+            _number(point["latitude"], mf.join(point_where, "latitude"), 90.0),
+            None if altitude is None else _number(altitude, mf.join(point_where, "altitude")),
         )
     civic: list[tuple[int, str]] = []
-    civic_where = _join(where, "civic_address")
+    civic_where = mf.join(where, "civic_address")
     elements = item.get("civic_address", [])
     if not isinstance(elements, list):
-        raise _Problem(f"{civic_where}: must be a list of {{ca_type, ca_value}}")
+        raise mf.Problem(f"{civic_where}: must be a list of {{ca_type, ca_value}}")
     for index, element in enumerate(elements):
         element_where = f"{civic_where}[{index}]"
-        entry = _mapping(element, element_where, ("ca_type", "ca_value"))
+        entry = mf.mapping(element, element_where, ("ca_type", "ca_value"))
         ca_type = entry.get("ca_type")
         if isinstance(ca_type, bool) or not isinstance(ca_type, int) or not 0 <= ca_type <= 255:
-            raise _Problem(f"{element_where}.ca_type: must be an integer from 0 to 255")
-        civic.append((ca_type, _text(entry.get("ca_value"), f"{element_where}.ca_value")))
+            raise mf.Problem(f"{element_where}.ca_type: must be an integer from 0 to 255")
+        civic.append((ca_type, mf.text(entry.get("ca_value"), f"{element_where}.ca_value")))
     return LocationSpec(
         ref=ref,
-        global_location_id=_text(
-            item.get("global_location_id", ""), _join(where, "global_location_id")
+        global_location_id=mf.text(
+            item.get("global_location_id", ""), mf.join(where, "global_location_id")
         ),
-        name=_text(item.get("name", ""), _join(where, "name")),
-        description=_text(item.get("description", ""), _join(where, "description")),
+        name=mf.text(item.get("name", ""), mf.join(where, "name")),
+        description=mf.text(item.get("description", ""), mf.join(where, "description")),
         coordinate=coordinate,
         civic_address=tuple(civic),
-        address=_text(item.get("address", ""), _join(where, "address")),
-        extensions=_extensions(item.get("extensions", {}), _join(where, "extensions")),
+        address=mf.text(item.get("address", ""), mf.join(where, "address")),
+        extensions=_extensions(item.get("extensions", {}), mf.join(where, "extensions")),
     )
 
 
 def _alarm_severities(value: Any, where: str) -> dict[str, str | None]:
     """The default severities, overridden by `value` (alarm name -> severity or off)."""
     severities: dict[str, str | None] = dict(DEFAULT_SEVERITIES)
-    for name, severity in _mapping(value, where, ALARM_NAMES).items():
+    for name, severity in mf.mapping(value, where, ALARM_NAMES).items():
         if severity is False or severity == "off":  # YAML reads a bare `off` as false
             severities[name] = None
         elif isinstance(severity, str) and severity in SEVERITIES:
             severities[name] = severity
         else:
-            raise _Problem(
-                f"{_join(where, name)}: must be one of {', '.join(SEVERITIES)} or off, "
+            raise mf.Problem(
+                f"{mf.join(where, name)}: must be one of {', '.join(SEVERITIES)} or off, "
                 f"got {severity!r}"
             )
     return severities
 
 
 def _read_config(document: Any) -> MappingConfig:
-    top = _mapping(document, "", _TOP_KEYS)
+    top = mf.mapping(document, "", _TOP_KEYS)
     defaults = MappingConfig()
-    types = _mapping(top.get("resource_types", {}), "resource_types", _TYPE_KEYS)
-    kind = _text(types.get("kind", defaults.node_kind), "resource_types.kind")
+    types = mf.mapping(top.get("resource_types", {}), "resource_types", _TYPE_KEYS)
+    kind = mf.text(types.get("kind", defaults.node_kind), "resource_types.kind")
     if kind not in ("physical", "logical"):
-        raise _Problem(f"resource_types.kind: must be physical or logical, got {kind!r}")
+        raise mf.Problem(f"resource_types.kind: must be physical or logical, got {kind!r}")
     labels = (
         _text_list(types["labels"], "resource_types.labels")
         if "labels" in types
         else defaults.type_labels
     )
     for name in ("pool_label", "region_label"):
-        if name in top and not _text(top[name], name):
-            raise _Problem(f"{name}: must not be empty")
+        if name in top and not mf.text(top[name], name):
+            raise mf.Problem(f"{name}: must not be empty")
     return MappingConfig(
-        cluster_name=_text(top.get("cluster_name", ""), "cluster_name"),
-        pool_label=_text(top.get("pool_label", defaults.pool_label), "pool_label"),
-        region_label=_text(top.get("region_label", defaults.region_label), "region_label"),
-        default_region=_text(top.get("default_region", ""), "default_region"),
+        cluster_name=mf.text(top.get("cluster_name", ""), "cluster_name"),
+        pool_label=mf.text(top.get("pool_label", defaults.pool_label), "pool_label"),
+        region_label=mf.text(top.get("region_label", defaults.region_label), "region_label"),
+        default_region=mf.text(top.get("default_region", ""), "default_region"),
         type_labels=labels,
-        vendor_label=_text(types.get("vendor_label", ""), "resource_types.vendor_label"),
-        model_label=_text(
+        vendor_label=mf.text(types.get("vendor_label", ""), "resource_types.vendor_label"),
+        model_label=mf.text(
             types.get("model_label", defaults.model_label), "resource_types.model_label"
         ),
         node_kind=kind,
@@ -334,15 +288,15 @@ def _read_config(document: Any) -> MappingConfig:
         ),
         locations={
             region: _location(value, f"locations.{region}")
-            for region, value in _mapping(top.get("locations", {}), "locations").items()
+            for region, value in mf.mapping(top.get("locations", {}), "locations").items()
         },
         sites={
             key: _named(value, f"sites.{key}")
-            for key, value in _mapping(top.get("sites", {}), "sites").items()
+            for key, value in mf.mapping(top.get("sites", {}), "sites").items()
         },
         pools={
             key: _named(value, f"pools.{key}")
-            for key, value in _mapping(top.get("pools", {}), "pools").items()
+            for key, value in mf.mapping(top.get("pools", {}), "pools").items()
         },
         deployment_manager=_named(top.get("deployment_manager", {}), "deployment_manager"),
         alarm_severities=_alarm_severities(top.get("alarms", {}), "alarms"),

@@ -10,7 +10,6 @@ from o2ims.adapter.v1 import domain_pb2
 
 from adapters.alertmanager.mapping import (
     MappingConfig,
-    MappingFileError,
     ResourceRef,
     clearing_type_of,
     load_mapping_file,
@@ -19,6 +18,7 @@ from adapters.alertmanager.mapping import (
     severity_of,
     strip_port,
 )
+from adapters.mapping_files import MappingFileError
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT = MappingConfig()

@@ -28,10 +28,10 @@ from adapters.kubernetes.mapping import (
 )
 from adapters.kubernetes.mapping_file import (
     MappingConfig,
-    MappingFileError,
     load_mapping_file,
     parse_mapping,
 )
+from adapters.mapping_files import MappingFileError
 from devstack.kubesim.nodes import make_node
 from tests.adapters.kubernetes.test_mapping import ADAPTER, CLUSTER, build, is_uuid, of_kind
 
