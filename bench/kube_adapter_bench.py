@@ -54,10 +54,11 @@ def rss_mib(pid: int) -> float:
 
 def baseline_list(simulator: KubeApiSimulator, kubeconfig: Path, page: int = 500) -> float:
     """Seconds for the same client to list every node, paged, parsing the raw JSON."""
-    from kubernetes import client, config
+    from kubernetes import client
+    from kubernetes.config import kube_config
 
     configuration = client.Configuration()
-    config.load_kube_config(  # type: ignore[no-untyped-call]
+    kube_config.load_kube_config(  # type: ignore[no-untyped-call]
         config_file=str(kubeconfig), context="bench", client_configuration=configuration
     )
     api = client.CoreV1Api(client.ApiClient(configuration))

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from kubernetes import client as kube_client
-from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config import incluster_config
+from kubernetes.config import incluster_config, kube_config
+from kubernetes.config.config_exception import ConfigException
 
 IN_CLUSTER_NAME: Final = "in-cluster"
 REQUEST_TIMEOUT: Final = (10.0, 30.0)  # connect, read: seconds
@@ -103,7 +103,7 @@ def connect(target: KubeTarget) -> Connection:
             context = wanted
             cluster_name = str(chosen.get("context", {}).get("cluster") or wanted)
         ca_cert = _read_b64(configuration.ssl_ca_cert)
-    except kube_config.ConfigException as error:
+    except ConfigException as error:
         where = "in-cluster service account" if target.kubeconfig is None else target.kubeconfig
         raise KubeConfigError(f"{where}: {error}") from error
     except OSError as error:
@@ -177,7 +177,7 @@ def admin_credentials(kubeconfig: Path, context: str = "") -> dict[str, str]:
             persist_config=False,
         )
         cert, key = _read_b64(configuration.cert_file), _read_b64(configuration.key_file)
-    except kube_config.ConfigException as error:
+    except ConfigException as error:
         raise KubeConfigError(f"admin kubeconfig {kubeconfig}: {error}") from error
     except OSError as error:
         raise KubeConfigError(f"admin kubeconfig {kubeconfig}: {error}") from error

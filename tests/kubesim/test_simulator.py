@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import kube_config
+from kubernetes.watch import watch as kube_watch
 
 from devstack.kubesim.nodes import make_node, simulated_cluster
 from devstack.kubesim.server import KubeApiSimulator
@@ -31,14 +33,14 @@ def sim(tmp_path: Path) -> Iterator[KubeApiSimulator]:
 
 
 def load_kube_config(path: Path, context: str, configuration: client.Configuration) -> None:
-    config.load_kube_config(  # type: ignore[no-untyped-call]
+    kube_config.load_kube_config(  # type: ignore[no-untyped-call]
         config_file=str(path), context=context, client_configuration=configuration
     )
 
 
 def new_watch() -> Any:
     """The client's Watch (untyped in the package: used as Any here)."""
-    return watch.Watch()  # type: ignore[no-untyped-call]
+    return kube_watch.Watch()  # type: ignore[no-untyped-call]
 
 
 def core_v1(api: client.ApiClient) -> Any:
