@@ -124,6 +124,7 @@ class AlarmPipeline(threading.Thread):
         flap_window: float,
         on_event: Callable[[Event], None] = lambda event: None,
         read_block_ms: int = READ_BLOCK_MS,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         super().__init__(name="alarm-pipeline", daemon=True)
         self._inventory = inventory
@@ -133,6 +134,7 @@ class AlarmPipeline(threading.Thread):
         self._flap_window = flap_window
         self._on_event = on_event
         self._read_block_ms = read_block_ms
+        self._lease_seconds = lease_seconds
         self._token = secrets.token_hex(8)
         self._backoff = Backoff()
         self._position: Position | None = None
@@ -141,10 +143,10 @@ class AlarmPipeline(threading.Thread):
     def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                if not self._alarms.hold_pipeline_lease(self._token, LEASE_SECONDS):
+                if not self._alarms.hold_pipeline_lease(self._token, self._lease_seconds):
                     self._lost_lease()
                     self._healthy()
-                    self._stopping.wait(LEASE_SECONDS / 5)
+                    self._stopping.wait(self._lease_seconds / 5)
                     continue
                 if not self.status.leader:
                     # Another replica may have moved on while we stood by.

@@ -336,6 +336,8 @@ def test_two_replicas_one_leader_and_the_standby_takes_over(
             None,
             stop,
             flap_window=0,
+            read_block_ms=100,
+            lease_seconds=1.0,
         )
         for stop in stops
     ]
