@@ -80,6 +80,13 @@ def _banner(stack: LocalStack) -> str:
         for cluster in stack.config.kube_clusters
     )
     alertmanager, alarm_example = _alertmanager_lines(stack)
+    aws = (
+        f"\n  AWS adapter          127.0.0.1:{stack.config.aws_adapter_port}  regions "
+        f"{','.join(stack.config.aws_regions)}  (log: {_short(stack.logs)}/adapter-aws.log)"
+        + (f"\n  moto (fake AWS)      {stack.moto.url}  (demo account)" if stack.moto else "")
+        if stack.config.aws_regions
+        else ""
+    )
     return f"""
 netweave is running (inventory: {stack.config.inventory})
 
@@ -91,7 +98,7 @@ netweave is running (inventory: {stack.config.inventory})
   Redis                {redis_url}
   Envoy admin          {_short(stack.envoy_admin_socket)}  (Unix socket, 0600, root only)
   logs                 {stack.logs}/  (audit trail: audit.log, audit-edge.log)
-  access policy        {stack.config.auth_policy}{clusters}{alertmanager}
+  access policy        {stack.config.auth_policy}{clusters}{alertmanager}{aws}
 
 Try (the dev client certificate is an admin):
   curl {tls} {base}
@@ -122,8 +129,12 @@ def run(config: StackConfig) -> int:
     # what it started); once running, they end the supervision loop.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    named = ["static"] + (["Alertmanager"] if config.alertmanager else [])
+    named += ["AWS"] if config.aws_regions else []
     adapters = (
-        "the static and Alertmanager adapters" if config.alertmanager else "the static adapter"
+        f"the {named[0]} adapter"
+        if len(named) == 1
+        else f"the {', '.join(named[:-1])} and {named[-1]} adapters"
     )
     print(f"starting Redis, {adapters}, the core, the notifier and Envoy ...", flush=True)
     try:

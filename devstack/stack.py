@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from devstack.moto_server import DEMO_REGIONS, MotoServer, seed_demo
 from devstack.pki import (
     CORE_URI,
     EDGE_URI,
@@ -63,9 +64,12 @@ PORT_FIELDS = (
     "notifier_ops_port",
     "alertmanager_adapter_port",
     "alertmanager_port",
+    "aws_adapter_port",
 )
 # The ports of the Alertmanager adapter: bound only when it runs (StackConfig.alertmanager).
 ALERTMANAGER_PORT_FIELDS = ("alertmanager_adapter_port", "alertmanager_port")
+# The AWS adapter's port: bound only when it runs (StackConfig.aws_regions).
+AWS_PORT_FIELDS = ("aws_adapter_port",)
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,15 @@ class StackConfig:
     alertmanager_port: int = settings.ALERTMANAGER_PORT.default
     # Whether to run it beside the static adapter (ephemeral stacks: not unless asked).
     alertmanager: bool = settings.STACK_ALERTMANAGER.default
+    # The AWS adapter (adapters/aws): runs when regions are given; its gRPC port, extra
+    # arguments (tests: a short poll interval) and environment (AWS_ENDPOINT_URL,
+    # credentials: otherwise inherited, boto3's standard chain).
+    aws_regions: tuple[str, ...] = ()
+    aws_adapter_port: int = settings.AWS_ADAPTER_PORT.default
+    aws_adapter_args: tuple[str, ...] = ()
+    aws_env: dict[str, str] = field(default_factory=dict)
+    # Start a moto server with a demo account for it (devstack/moto_server.py).
+    aws_moto: bool = False
     # Use this Redis instead of starting one.
     redis_url: str | None = None
     service_uri: str | None = None
@@ -207,6 +220,10 @@ class StackConfig:
             alertmanager_adapter_port=settings.ALERTMANAGER_ADAPTER_PORT.read(environ),
             alertmanager_port=settings.ALERTMANAGER_PORT.read(environ),
             alertmanager=settings.STACK_ALERTMANAGER.read(environ),
+            aws_regions=settings.AWS_REGIONS.read(environ)
+            or (DEMO_REGIONS if settings.STACK_AWS_MOTO.read(environ) else ()),
+            aws_moto=settings.STACK_AWS_MOTO.read(environ),
+            aws_adapter_port=settings.AWS_ADAPTER_PORT.read(environ),
             smo_registration_url=settings.SMO_REGISTRATION_URL.read(environ) or None,
             redis_url=settings.STACK_REDIS_URL.read(environ),
             service_uri=settings.STACK_SERVICE_URI.read(environ),
@@ -241,6 +258,7 @@ class StackConfig:
             self,
             extra_core_env=dict(self.extra_core_env),
             extra_notifier_env=dict(self.extra_notifier_env),
+            aws_env=dict(self.aws_env),
             kube_clusters=tuple(
                 replace(cluster, port=cluster.port or free_port()) for cluster in self.kube_clusters
             ),
@@ -273,6 +291,8 @@ class LocalStack:
         # One per entry of config.kube_clusters, in that order.
         self.kube_adapters: list[ManagedProcess] = []
         self.alertmanager_adapter: ManagedProcess | None = None
+        self.aws_adapter: ManagedProcess | None = None
+        self.moto: MotoServer | None = None
         self.core: ManagedProcess | None = None
         self.notifier: ManagedProcess | None = None
         self.envoy: RunningEnvoy | None = None
@@ -327,22 +347,25 @@ class LocalStack:
             for name in PORT_FIELDS
             if not (name == "redis_port" and self.config.redis_url)
             and not (name in ALERTMANAGER_PORT_FIELDS and not self.config.alertmanager)
+            and not (name in AWS_PORT_FIELDS and not self.config.aws_regions)
         }
         return ports | {cluster.name: cluster.port for cluster in self.config.kube_clusters}
 
     @property
     def adapter_addresses(self) -> list[str]:
-        """What the core watches: the static adapter, each Kubernetes adapter, then the
-        Alertmanager adapter."""
+        """What the core watches: the static adapter, each Kubernetes adapter, the
+        Alertmanager adapter, then the AWS adapter."""
         alertmanager = (
             [f"127.0.0.1:{self.config.alertmanager_adapter_port}"]
             if self.config.alertmanager
             else []
         )
+        aws = [f"127.0.0.1:{self.config.aws_adapter_port}"] if self.config.aws_regions else []
         return (
             [f"127.0.0.1:{self.config.adapter_port}"]
             + [f"127.0.0.1:{cluster.port}" for cluster in self.config.kube_clusters]
             + alertmanager
+            + aws
         )
 
     def preflight(self) -> None:
@@ -385,6 +408,10 @@ class LocalStack:
             self.start_kube_adapters(timeout)
             if self.config.alertmanager:
                 self.start_alertmanager_adapter(timeout)
+            if self.config.aws_regions:
+                if self.config.aws_moto:
+                    self.start_moto()
+                self.start_aws_adapter(timeout)
             self.start_core(timeout)
             self.start_notifier(timeout)
             self.start_envoy(timeout)
@@ -503,6 +530,36 @@ class LocalStack:
             ),
             timeout,
         )
+
+    def start_moto(self) -> None:
+        """A moto server on a free port with the demo account; the AWS adapter's boto3
+        talks to it."""
+        self.moto = MotoServer(self.logs / "moto.log").start()
+        seed_demo(self.moto)
+        self.config.aws_env.update(self.moto.environment(self.config.aws_regions[0]))
+
+    def start_aws_adapter(self, timeout: float = 30.0) -> None:
+        """The AWS adapter; serving at once (it refuses watches until its first complete
+        poll, and the core waits for it)."""
+        self.aws_adapter = ManagedProcess(
+            "adapter-aws",
+            [
+                sys.executable,
+                "-m",
+                "adapters.aws",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.config.aws_adapter_port),
+                "--regions",
+                ",".join(self.config.aws_regions),
+                *self.config.aws_adapter_args,
+            ],
+            self.logs / "adapter-aws.log",
+            env=self.config.aws_env,
+            cwd=REPO,
+        ).start()
+        self._wait(self.aws_adapter, lambda: port_open(self.config.aws_adapter_port), timeout)
 
     def core_env(self) -> dict[str, str]:
         return {
@@ -694,6 +751,8 @@ class LocalStack:
             self.adapter,
             *self.kube_adapters,
             self.alertmanager_adapter,
+            self.moto.process if self.moto else None,
+            self.aws_adapter,
             self.core,
             self.notifier,
             self.envoy.process if self.envoy else None,

@@ -336,6 +336,70 @@ STACK_ALERTMANAGER: Final = Setting(
     (MAKE_RUN,),
     "whether `make run` starts the Alertmanager adapter (webhook receiver) beside the static one",
 )
+AWS_REGIONS: Final = Setting[tuple[str, ...]](
+    "NETWEAVE_AWS_REGIONS",
+    NAME_LIST,
+    (),
+    (ADAPTER, MAKE_RUN),
+    "AWS regions the AWS adapter polls, comma-separated (required by it); `make run` starts "
+    "the AWS adapter when set. Credentials and endpoint: boto3's standard chain "
+    "(`AWS_ACCESS_KEY_ID`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, instance/IRSA role)",
+    shown_default="none: no AWS adapter",
+)
+AWS_ADAPTER_PORT: Final = Setting(
+    "NETWEAVE_AWS_ADAPTER_PORT",
+    INTEGER,
+    50091,
+    (ADAPTER, MAKE_RUN),
+    "the AWS adapter's gRPC port",
+)
+AWS_ADAPTER_NAME: Final = Setting(
+    "NETWEAVE_AWS_ADAPTER_NAME",
+    TEXT,
+    "aws",
+    (ADAPTER,),
+    "the AWS adapter's name, the owner the core records for its objects",
+)
+AWS_POLL_INTERVAL: Final = Setting(
+    "NETWEAVE_AWS_POLL_INTERVAL",
+    NUMBER,
+    30.0,
+    (ADAPTER,),
+    "seconds between the AWS adapter's polls of each region (a failing region backs off)",
+)
+AWS_MAPPING: Final = Setting[Path | None](
+    "NETWEAVE_AWS_MAPPING",
+    FILE_PATH,
+    None,
+    (ADAPTER,),
+    "YAML file overriding how the AWS adapter maps regions, zones, instances and EKS "
+    "clusters (examples/aws-mapping.yaml)",
+    shown_default="none: the built-in mapping",
+)
+AWS_ROLE_ARN: Final = Setting(
+    "NETWEAVE_AWS_ROLE_ARN",
+    TEXT,
+    "",
+    (ADAPTER,),
+    "IAM role the AWS adapter assumes (STS, refreshed) from the standard chain's "
+    "credentials, e.g. to read another account",
+    shown_default="none: the chain's own credentials",
+)
+STACK_AWS_MOTO: Final = Setting(
+    "NETWEAVE_AWS_MOTO",
+    FLAG,
+    False,
+    (MAKE_RUN,),
+    "`make run` starts a local moto server (AWS's APIs, moto[server]) with a small demo "
+    "account and points the AWS adapter at it (regions default to eu-west-1,us-east-1)",
+)
+AWS_METRICS_PORT: Final = Setting(
+    "NETWEAVE_AWS_METRICS_PORT",
+    INTEGER,
+    0,
+    (ADAPTER,),
+    "port of the AWS adapter's Prometheus `/metrics` (on the adapter's host); 0: not served",
+)
 SERVICE_URI: Final = Setting(
     "NETWEAVE_SERVICE_URI",
     URL,
