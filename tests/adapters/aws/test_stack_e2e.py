@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
 
@@ -278,3 +279,55 @@ def test_make_run_moto_demo_serves_its_account(tmp_path: Path) -> None:
     finally:
         running.stop()
     assert running.moto is not None and not running.moto.alive()
+
+
+def test_a_cloudwatch_alarm_reaches_an_alarm_subscriber_as_new_then_clear(
+    stack: LocalStack, rest: httpx.Client, seeded: dict[str, str]
+) -> None:
+    """ALARM -> a NEW AlarmEventNotification about the instance's resource; OK -> CLEAR."""
+    wait_until(lambda: len(aws_resources(rest, "v1")) >= len(seeded), 60, "the account")
+    instance_id, arn = next(iter(sorted(seeded.items())))
+    region = arn.split(":")[3]
+    resource = aws_resources(rest, "v1")[arn]
+    receiver = Receiver().start()
+    cloudwatch = boto3.client("cloudwatch", region_name=region)
+    name = f"cpu-high-{uuid.uuid4().hex[:6]}"
+    try:
+        created = rest.post(
+            "/o2ims-infrastructureMonitoring/v1/alarmSubscriptions",
+            json={"callback": f"{receiver.url}/aws-alarms", "consumerSubscriptionId": "smo-aws"},
+        )
+        assert created.status_code == 201, created.text
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            MetricName="CPUUtilization",
+            Namespace="AWS/EC2",
+            Statistic="Average",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=90.0,
+            ComparisonOperator="GreaterThanThreshold",
+            Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
+        )
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="e2e")
+        (new,) = (r.json() for r in receiver.wait_for("/aws-alarms", 1, timeout=30))
+        assert new["notificationEventType"] == 0
+        assert (new["resourceID"], new["resourceTypeID"]) == (
+            resource["resourceId"],
+            resource["resourceTypeId"],
+        )
+        assert new["perceivedSeverity"] == 1  # MAJOR: CloudWatch alarms carry no severity
+        assert new["extensions"]["alarmName"] == name
+        # Its definition is in the dictionary of the instance's resource type (1.x embeds it).
+        resource_type = rest.get(f"{INV}/v1/resourceTypes/{resource['resourceTypeId']}").json()
+        definitions = resource_type["alarmDictionary"]["alarmDefinition"]
+        assert new["alarmDefinitionID"] in [d["alarmDefinitionId"] for d in definitions]
+
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="e2e")
+        bodies = [r.json() for r in receiver.wait_for("/aws-alarms", 2, timeout=30)]
+        assert [b["notificationEventType"] for b in bodies] == [0, 2]
+        assert bodies[1]["alarmEventRecordId"] == new["alarmEventRecordId"]
+        assert bodies[1]["perceivedSeverity"] == 5
+    finally:
+        cloudwatch.delete_alarms(AlarmNames=[name])
+        receiver.stop()
