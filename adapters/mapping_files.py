@@ -4,7 +4,8 @@ an adapter at start (exit code 2) instead of being silently ignored."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -78,3 +79,48 @@ def text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise Problem(f"{where}: must be a string")
     return value
+
+
+def extensions(value: Any, where: str, *, optional: bool = False) -> dict[str, Any]:
+    """A mapping that becomes a google.protobuf.Struct: JSON values with string keys only
+    (no dates, no binary)."""
+    found = mapping(value, where, optional=optional)
+    _check_json(found, where)
+    return found
+
+
+def _check_json(value: Any, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise Problem(f"{where}: key {key!r} must be a string")
+            _check_json(item, join(where, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]")
+    elif value is not None and not isinstance(value, str | int | float | bool):
+        raise Problem(f"{where}: {type(value).__name__} is not a JSON value")
+
+
+@dataclass(frozen=True)
+class NamedSpec:
+    """Name, description and extensions the mapping gives an object (a site, a pool, a
+    deployment manager); empty: the adapter's own."""
+
+    name: str = ""
+    description: str = ""
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+
+
+NAMED_KEYS: Final = ("name", "description", "extensions")
+
+
+def named(value: Any, where: str, *, optional: bool = False) -> NamedSpec:
+    item = mapping(value, where, NAMED_KEYS, optional=optional)
+    return NamedSpec(
+        name=text(item.get("name", ""), join(where, "name")),
+        description=text(item.get("description", ""), join(where, "description")),
+        extensions=extensions(
+            item.get("extensions", {}), join(where, "extensions"), optional=optional
+        ),
+    )

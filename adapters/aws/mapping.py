@@ -30,7 +30,8 @@ from typing import Any, Final
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.aws.ids import object_id
-from adapters.aws.mapping_file import LocationSpec, MappingConfig, NamedSpec
+from adapters.aws.mapping_file import LocationSpec, MappingConfig
+from adapters.mapping_files import NamedSpec
 
 NATIVE_K8S_API: Final = "native_k8sapi"  # server/deployment_profiles.py's profile name
 # Instances in this state are gone (AWS lists them for about an hour more).

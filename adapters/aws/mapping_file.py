@@ -33,17 +33,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from adapters import mapping_files as mf
+from adapters.mapping_files import NamedSpec
 
 DEFAULT_VENDOR: Final = "Amazon Web Services"
-
-
-@dataclass(frozen=True)
-class NamedSpec:
-    """Name, description and extensions given to a site, a pool or a deployment manager."""
-
-    name: str = ""
-    description: str = ""
-    extensions: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,38 +69,8 @@ def parse_mapping(document: Any, path: str | Path = "<mapping>") -> MappingConfi
     return mf.parse(document, path, _read_config)
 
 
-_NAMED_KEYS: Final = ("name", "description", "extensions")
 _LOCATION_KEYS: Final = ("ref", "name", "description", "address", "extensions")
 _TOP_KEYS: Final = ("pool_tag", "vendor", "locations", "sites", "pools", "deployment_managers")
-
-
-def _check_json(value: Any, where: str) -> None:
-    """Extensions become google.protobuf.Struct: JSON values with string keys only."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise mf.Problem(f"{where}: key {key!r} must be a string")
-            _check_json(item, mf.join(where, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(item, f"{where}[{index}]")
-    elif value is not None and not isinstance(value, str | int | float | bool):
-        raise mf.Problem(f"{where}: {type(value).__name__} is not a JSON value")
-
-
-def _extensions(value: Any, where: str) -> dict[str, Any]:
-    mapping = mf.mapping(value, where, optional=True)
-    _check_json(mapping, where)
-    return mapping
-
-
-def _named(value: Any, where: str) -> NamedSpec:
-    item = mf.mapping(value, where, _NAMED_KEYS, optional=True)
-    return NamedSpec(
-        name=mf.text(item.get("name", ""), mf.join(where, "name")),
-        description=mf.text(item.get("description", ""), mf.join(where, "description")),
-        extensions=_extensions(item.get("extensions", {}), mf.join(where, "extensions")),
-    )
 
 
 def _location(value: Any, where: str) -> LocationSpec:
@@ -122,8 +84,14 @@ def _location(value: Any, where: str) -> LocationSpec:
         name=mf.text(item.get("name", ""), mf.join(where, "name")),
         description=mf.text(item.get("description", ""), mf.join(where, "description")),
         address=mf.text(item.get("address", ""), mf.join(where, "address")),
-        extensions=_extensions(item.get("extensions", {}), mf.join(where, "extensions")),
+        extensions=mf.extensions(
+            item.get("extensions", {}), mf.join(where, "extensions"), optional=True
+        ),
     )
+
+
+def _named(value: Any, where: str) -> NamedSpec:
+    return mf.named(value, where, optional=True)
 
 
 def _by_name(value: Any, where: str, read: Any) -> dict[str, Any]:

@@ -36,8 +36,8 @@ from adapters.kubernetes.mapping_file import (
     DEFAULT_POOL_KEY,
     LocationSpec,
     MappingConfig,
-    NamedSpec,
 )
+from adapters.mapping_files import NamedSpec
 
 # Fixed for ever: every id this adapter has given depends on it.
 ID_NAMESPACE: Final = uuid.UUID("badc6d8c-4815-4b4f-8e27-538440f16ae6")

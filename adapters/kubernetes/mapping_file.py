@@ -52,6 +52,7 @@ from typing import Any, Final
 
 from adapters import mapping_files as mf
 from adapters.kubernetes.condition_alarms import ALARM_NAMES, DEFAULT_SEVERITIES, SEVERITIES
+from adapters.mapping_files import NamedSpec
 
 DEFAULT_POOL_KEY: Final = "_default"  # never a label value: those start alphanumerically
 
@@ -67,15 +68,6 @@ class LocationSpec:
     coordinate: tuple[float, float, float | None] | None = None  # longitude, latitude, alt
     civic_address: tuple[tuple[int, str], ...] = ()
     address: str = ""
-    extensions: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class NamedSpec:
-    """Name, description and extensions given to a site, a pool or the deployment manager."""
-
-    name: str = ""
-    description: str = ""
     extensions: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -136,28 +128,6 @@ def _text_map(value: Any, where: str) -> dict[str, str]:
     }
 
 
-def _extensions(value: Any, where: str) -> dict[str, Any]:
-    mapping = mf.mapping(value, where)
-    _check_json(mapping, where)
-    return mapping
-
-
-def _check_json(value: Any, where: str) -> None:
-    """Extensions become google.protobuf.Struct: strings, numbers, booleans, null, lists
-    and mappings with string keys only (no dates, no binary)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise mf.Problem(f"{where}: key {key!r} must be a string")
-            _check_json(item, mf.join(where, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(item, f"{where}[{index}]")
-    elif value is not None and not isinstance(value, str | int | float | bool):
-        raise mf.Problem(f"{where}: {type(value).__name__} is not a JSON value")
-
-
-_NAMED_KEYS: Final = ("name", "description", "extensions")
 _LOCATION_KEYS: Final = (
     "ref",
     "global_location_id",
@@ -181,15 +151,6 @@ _TOP_KEYS: Final = (
     "deployment_manager",
     "alarms",
 )
-
-
-def _named(value: Any, where: str) -> NamedSpec:
-    item = mf.mapping(value, where, _NAMED_KEYS)
-    return NamedSpec(
-        name=mf.text(item.get("name", ""), mf.join(where, "name")),
-        description=mf.text(item.get("description", ""), mf.join(where, "description")),
-        extensions=_extensions(item.get("extensions", {}), mf.join(where, "extensions")),
-    )
 
 
 def _location(value: Any, where: str) -> LocationSpec:
@@ -235,7 +196,7 @@ def _location(value: Any, where: str) -> LocationSpec:
         coordinate=coordinate,
         civic_address=tuple(civic),
         address=mf.text(item.get("address", ""), mf.join(where, "address")),
-        extensions=_extensions(item.get("extensions", {}), mf.join(where, "extensions")),
+        extensions=mf.extensions(item.get("extensions", {}), mf.join(where, "extensions")),
     )
 
 
@@ -291,13 +252,13 @@ def _read_config(document: Any) -> MappingConfig:
             for region, value in mf.mapping(top.get("locations", {}), "locations").items()
         },
         sites={
-            key: _named(value, f"sites.{key}")
+            key: mf.named(value, f"sites.{key}")
             for key, value in mf.mapping(top.get("sites", {}), "sites").items()
         },
         pools={
-            key: _named(value, f"pools.{key}")
+            key: mf.named(value, f"pools.{key}")
             for key, value in mf.mapping(top.get("pools", {}), "pools").items()
         },
-        deployment_manager=_named(top.get("deployment_manager", {}), "deployment_manager"),
+        deployment_manager=mf.named(top.get("deployment_manager", {}), "deployment_manager"),
         alarm_severities=_alarm_severities(top.get("alarms", {}), "alarms"),
     )
