@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 import redis
 
-from devstack.stack import ALERTMANAGER_PORT_FIELDS, PORT_FIELDS, LocalStack, StackConfig
+from devstack.stack import (
+    ALERTMANAGER_PORT_FIELDS,
+    AWS_PORT_FIELDS,
+    PORT_FIELDS,
+    LocalStack,
+    StackConfig,
+)
 from server.config import GatewayConfig
 from server.notifier import keys
 from server.notifier.__main__ import dlq
@@ -252,21 +258,27 @@ def test_the_notifier_guards_its_own_listeners(monkeypatch: pytest.MonkeyPatch) 
     assert policy.with_gateway_endpoints([("127.0.0.1", 0)]) == policy
 
 
-@pytest.mark.parametrize("alertmanager", [True, False])
+@pytest.mark.parametrize("optional_adapters", [True, False])
 @pytest.mark.parametrize("dev_callbacks", [True, False])
 def test_the_local_stack_names_all_its_ports_in_every_posture(
-    tmp_path: Path, dev_callbacks: bool, alertmanager: bool
+    tmp_path: Path, dev_callbacks: bool, optional_adapters: bool
 ) -> None:
     stack = LocalStack(
-        StackConfig.ephemeral(tmp_path, dev_callbacks=dev_callbacks, alertmanager=alertmanager)
+        StackConfig.ephemeral(
+            tmp_path,
+            dev_callbacks=dev_callbacks,
+            alertmanager=optional_adapters,
+            aws_regions=("eu-west-1",) if optional_adapters else (),
+        )
     )
-    # Every listener the stack runs: the Alertmanager adapter's two only when it runs.
+    # Every listener the stack runs: the Alertmanager and AWS adapters' only when they run.
+    optional = ALERTMANAGER_PORT_FIELDS + AWS_PORT_FIELDS
     ports = {
         getattr(stack.config, name)
         for name in PORT_FIELDS
-        if alertmanager or name not in ALERTMANAGER_PORT_FIELDS
+        if optional_adapters or name not in optional
     }
-    assert len(ports) == len(PORT_FIELDS) - (0 if alertmanager else 2)
+    assert len(ports) == len(PORT_FIELDS) - (0 if optional_adapters else len(optional))
     for env in (stack.core_env(), stack.notifier_env()):
         endpoints = parse_endpoints(env["NETWEAVE_GATEWAY_ENDPOINTS"])
         assert set(endpoints) == {("127.0.0.1", port) for port in ports}
