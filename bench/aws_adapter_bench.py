@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 import time
@@ -30,9 +29,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import boto3  # type: ignore[import-untyped]  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from devstack.moto_server import MotoServer  # noqa: E402
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until  # noqa: E402
+from devstack.processes import metric_sum as metric  # noqa: E402
 
 REGIONS = ("eu-west-1", "us-east-1")
 TYPES = ("m5.large", "c5.xlarge", "t3.micro", "g5.xlarge", "g4dn.xlarge", "r5.large")
@@ -112,36 +113,24 @@ def baseline(moto: MotoServer) -> tuple[float, int, float, int]:
     return time.monotonic() - wall, calls, time.process_time() - cpu, instances
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total += float(match.group(2))
-    return total
+def _samples(text: str, name: str) -> list[Any]:
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
 
 
 def metric_max(text: str, name: str) -> float:
-    values = [
-        float(match.group(1))
-        for line in text.splitlines()
-        if (match := re.match(rf"^{name}(?:\{{.*\}})? (\S+)$", line))
-    ]
-    return max(values, default=0.0)
+    return max((sample.value for sample in _samples(text, name)), default=0.0)
 
 
 def calls_by_operation(text: str) -> dict[str, float]:
     found: dict[str, float] = {}
-    for line in text.splitlines():
-        match = re.match(r"^netweave_aws_api_calls_total\{(.*)\} (\S+)$", line)
-        if match:
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-            key = f"{labels['service']}.{labels['operation']}"
-            found[key] = found.get(key, 0.0) + float(match.group(2))
+    for sample in _samples(text, "netweave_aws_api_calls_total"):
+        key = f"{sample.labels['service']}.{sample.labels['operation']}"
+        found[key] = found.get(key, 0.0) + sample.value
     return found
 
 

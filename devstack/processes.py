@@ -391,3 +391,17 @@ def _terminate(processes: Sequence[RecordedProcess], timeout: float) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGKILL)
         wait_until(lambda: not any(p.running() for p in processes), 5.0, "killed processes")
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples named `name` (as exposed, e.g. `x_total`) whose labels include
+    `labels`, in a Prometheus text exposition (a process's GET /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+        and all(sample.labels.get(key) == value for key, value in labels.items())
+    )

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from adapters.alertmanager.alarms import definition_id
-from devstack.processes import port_open, wait_until
+from devstack.processes import metric_sum, port_open, wait_until
 from devstack.stack import LocalStack, StackConfig
 from tests.adapters.alertmanager.conftest import alert, notification, post
 from tests.adapters.alertmanager.test_real_alertmanager import BINARY as ALERTMANAGER_BINARY
@@ -186,10 +186,4 @@ def _accepted_webhooks(stack: LocalStack) -> float:
     url = f"http://127.0.0.1:{stack.config.alertmanager_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as reply:
         text = reply.read().decode()
-    for line in text.splitlines():
-        if (
-            line.startswith("netweave_alertmanager_webhooks_total{")
-            and 'outcome="accepted"' in line
-        ):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return metric_sum(text, "netweave_alertmanager_webhooks_total", outcome="accepted")

@@ -16,6 +16,7 @@ from adapters.aws.metrics import AwsMetrics
 from adapters.publisher import ObjectSetPublisher
 from devstack.moto_server import MotoServer
 from tests.adapters.aws.conftest import ACCOUNT, REGIONS, launch, seed_account
+from tests.adapters.aws.test_alarms import put_cpu_alarm
 
 NAME = "aws-test"
 
@@ -48,17 +49,7 @@ def test_cloudwatch_alarms_are_published_through_the_alarm_seam(moto: MotoServer
     seeded = seed_account()
     instance_id = seeded.instances["gpu-1"]
     cloudwatch = boto3.client("cloudwatch", region_name="eu-west-1")
-    cloudwatch.put_metric_alarm(
-        AlarmName="gpu-hot",
-        MetricName="CPUUtilization",
-        Namespace="AWS/EC2",
-        Statistic="Average",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=90.0,
-        ComparisonOperator="GreaterThanThreshold",
-        Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
-    )
+    put_cpu_alarm(cloudwatch, "gpu-hot", instance_id)
     publisher = ObjectSetPublisher()
     adapter, _ = new_adapter(publisher)
     adapter.poll_once()

@@ -9,7 +9,6 @@ for one region (moto keeps its state in memory, so stopping moto itself would lo
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import grpc
 from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc
 
 from devstack.moto_server import MotoServer
+from devstack.processes import metric_sum as metric
 from devstack.processes import wait_until
 from tests.adapters.aws.conftest import (
     REPO,
@@ -38,19 +38,6 @@ INTERVAL = 0.5
 # "Within one poll interval plus a second", with room for a poll's own duration on a
 # loaded test machine.
 WITHIN = INTERVAL + 2.5
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total += float(match.group(2))
-    return total
 
 
 def settle(

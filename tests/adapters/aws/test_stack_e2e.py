@@ -26,6 +26,7 @@ from devstack.processes import wait_until
 from devstack.stack import LocalStack, StackConfig
 from tests.adapters.aws.conftest import ACCOUNT, REGIONS, create_eks, ec2, launch
 from tests.adapters.aws.proxy import DROP, FORWARD, RegionProxy
+from tests.adapters.aws.test_alarms import put_cpu_alarm
 from tests.notifier.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -298,17 +299,7 @@ def test_a_cloudwatch_alarm_reaches_an_alarm_subscriber_as_new_then_clear(
             json={"callback": f"{receiver.url}/aws-alarms", "consumerSubscriptionId": "smo-aws"},
         )
         assert created.status_code == 201, created.text
-        cloudwatch.put_metric_alarm(
-            AlarmName=name,
-            MetricName="CPUUtilization",
-            Namespace="AWS/EC2",
-            Statistic="Average",
-            Period=60,
-            EvaluationPeriods=1,
-            Threshold=90.0,
-            ComparisonOperator="GreaterThanThreshold",
-            Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
-        )
+        put_cpu_alarm(cloudwatch, name, instance_id)
         cloudwatch.set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="e2e")
         (new,) = (r.json() for r in receiver.wait_for("/aws-alarms", 1, timeout=30))
         assert new["notificationEventType"] == 0
