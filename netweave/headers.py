@@ -31,3 +31,12 @@ IDENTITY_HEADERS: Final = (CLIENT_CERT_HEADER, JWT_PAYLOAD_HEADER, EDGE_MARKER_H
 # How many query parameters the edge dropped as unknown to the path (REST, lenient mode):
 # the core counts them (o2ims_ignored_query_parameters_total). Stripped from client requests.
 IGNORED_QUERY_HEADER: Final = "x-netweave-ignored-query"
+
+# The correlation id of a request and of every notification it causes (issue 16). A client's
+# well-formed `x-correlation-id` is kept, else its `x-request-id`, else the edge generates one;
+# the edge returns it on the response and forwards it to the core, which writes it into its
+# log lines, the audit record and the inventory event; the notifier logs it and sends it on
+# the webhook. CORRELATION_ID_PATTERN is what "well formed" means on both sides.
+CORRELATION_ID_HEADER: Final = "x-correlation-id"
+REQUEST_ID_HEADER: Final = "x-request-id"
+CORRELATION_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"

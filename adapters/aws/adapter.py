@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -62,6 +62,8 @@ class _RegionState:
     snapshot: RegionSnapshot | None = None
     failure: str = ""
     next_attempt: float = 0.0  # monotonic
+    # The poll of this region under way (a failing region's retry may outlast a poll).
+    attempt: Future[tuple[RegionSnapshot, float]] | None = None
 
 
 class AwsAdapter:
@@ -134,7 +136,7 @@ class AwsAdapter:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.poll_once()
+                self.poll_once(wait_for_failing=False)
             except Exception:  # a bug in one poll must not end the adapter
                 self._log.exception("aws_poll_failed")
             wake = started + self._interval
@@ -145,21 +147,25 @@ class AwsAdapter:
 
     # --- one poll ------------------------------------------------------------------------
 
-    def poll_once(self) -> list[adapter_pb2.WatchObjectsResponse]:
-        """Poll every region that is due, then publish; returns the events published."""
+    def poll_once(self, *, wait_for_failing: bool = True) -> list[adapter_pb2.WatchObjectsResponse]:
+        """Poll every region that is due, then publish; returns the events published.
+
+        With `wait_for_failing` False (the poll loop), the retry of a region that is failing
+        does not hold up the publish of the others' changes: its result is taken by the first
+        poll that finds it done."""
         if not self._account and not self._identify():
             return []
         now = time.monotonic()
-        due = [
-            region
-            for region, state in self._regions.items()
-            if not state.failure or state.next_attempt <= now
-        ]
-        futures = {region: self._pool.submit(self._poll_region, region) for region in due}
-        for region, future in futures.items():
-            state = self._regions[region]
+        for region, state in self._regions.items():
+            if state.attempt is None and (not state.failure or state.next_attempt <= now):
+                state.attempt = self._pool.submit(self._poll_region, region)
+        for region, state in self._regions.items():
+            attempt = state.attempt
+            if attempt is None or (state.failure and not wait_for_failing and not attempt.done()):
+                continue
+            state.attempt = None
             try:
-                snapshot, seconds = future.result()
+                snapshot, seconds = attempt.result()
             except Exception as error:
                 self._failed(region, state, error)
                 continue

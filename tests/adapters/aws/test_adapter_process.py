@@ -236,7 +236,7 @@ def test_throttling_slows_polls_without_errors_or_events(
         (new_id,) = launch("eu-west-1", "m5.large", "eu-west-1a", name="throttled")
         # botocore's adaptive mode slows the client down after each throttle: slow polls.
         wait_until(lambda: new_id in watch.resources_by_instance(), 120, "the launch")
-        settle(watch, adapter, clear=False, timeout=180)
+        settle(watch, adapter, polls=2, clear=False, timeout=180)
         resource_id = watch.resources_by_instance()[new_id].resource_id
         assert watch.live_events() == [(ADDED, resource_id)]
         assert proxy.refused["eu-west-1"] > 0

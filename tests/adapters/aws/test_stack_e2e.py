@@ -1,8 +1,9 @@
 """The AWS adapter in the whole stack (`make run`'s LocalStack) beside the static adapter's
 lab: a moto account of two regions, four zones, 40 instances of five types (GPU types among
 them) and an EKS cluster, served through Envoy in both majors; instance changes reach REST
-within a poll interval plus a second, as exactly one notification each; a region that
-becomes unreachable leaves its objects served and /readyz degraded, then reconciles.
+within a poll interval plus a second, as exactly one notification each; us-east-1
+becomes unreachable as the module starts and stays so for a minute while the other tests run:
+its objects stay served and /readyz degraded, then it reconciles without duplicates.
 
 The adapter's AWS_ENDPOINT_URL is a proxy (proxy.py) in front of a moto server of this
 module's own, so one region can be made unreachable while moto keeps its state."""
@@ -10,9 +11,11 @@ module's own, so one region can be made unreachable while moto keeps its state."
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,8 @@ INV = "/o2ims-infrastructureInventory"
 INTERVAL = 1.0
 ZONES = ("eu-west-1a", "eu-west-1b", "us-east-1a", "us-east-1b")
 TYPES = ("m5.large", "c5.xlarge", "t3.micro", "g5.xlarge", "g4dn.xlarge")
+# How long us-east-1 is unreachable (from the module's start; the last test waits out the rest).
+OUTAGE_S = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -223,30 +228,6 @@ def test_instance_changes_reach_rest_in_a_poll_plus_a_second_as_one_notification
         receiver.stop()
 
 
-def test_an_unreachable_region_stays_served_degrades_readyz_and_reconciles(
-    stack: LocalStack, rest: httpx.Client, proxy: RegionProxy, seeded: dict[str, str]
-) -> None:
-    wait_until(lambda: len(aws_resources(rest, "v1")) >= len(seeded), 60, "the account")
-    before = aws_resources(rest, "v1")
-    us_east = {arn for arn in before if ":us-east-1:" in arn}
-    assert us_east
-    proxy.set_mode("us-east-1", DROP)
-    try:
-        wait_until(
-            lambda: any("us-east-1" in reason for reason in reasons(stack)),
-            30,
-            "/readyz degraded naming the region",
-        )
-        assert us_east <= set(aws_resources(rest, "v1"))  # its last snapshot, still served
-        (late,) = launch("us-east-1", "c5.xlarge", "us-east-1b", name="while-away")
-    finally:
-        proxy.set_mode("us-east-1", FORWARD)
-    late_arn = instance_arn("us-east-1", ACCOUNT, late)
-    wait_until(lambda: late_arn in aws_resources(rest, "v1"), 60, "the region reconciled")
-    wait_until(lambda: not any("us-east-1" in r for r in reasons(stack)), 30, "/readyz ready")
-    assert set(aws_resources(rest, "v1")) == set(before) | {late_arn}
-
-
 def test_the_stack_runs_the_aws_adapter(stack: LocalStack) -> None:
     assert ("adapter-aws", True) in stack.processes()
     assert f"127.0.0.1:{stack.config.aws_adapter_port}" in stack.adapter_addresses
@@ -287,7 +268,8 @@ def test_a_cloudwatch_alarm_reaches_an_alarm_subscriber_as_new_then_clear(
 ) -> None:
     """ALARM -> a NEW AlarmEventNotification about the instance's resource; OK -> CLEAR."""
     wait_until(lambda: len(aws_resources(rest, "v1")) >= len(seeded), 60, "the account")
-    instance_id, arn = next(iter(sorted(seeded.items())))
+    # An instance of the region that is reachable (us-east-1 is away during the module).
+    instance_id, arn = next(item for item in sorted(seeded.items()) if ":eu-west-1:" in item[1])
     region = arn.split(":")[3]
     resource = aws_resources(rest, "v1")[arn]
     receiver = Receiver().start()
@@ -322,3 +304,71 @@ def test_a_cloudwatch_alarm_reaches_an_alarm_subscriber_as_new_then_clear(
     finally:
         cloudwatch.delete_alarms(AlarmNames=[name])
         receiver.stop()
+
+
+@dataclass
+class Outage:
+    """us-east-1, unreachable since `since`; a sampler checks every 2 s that its last
+    snapshot stays served through REST."""
+
+    since: float
+    before: dict[str, dict[str, Any]]
+    late_arn: str
+    samples: int = 0
+    missing: list[str] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def sample(self, stack: LocalStack) -> None:
+        us_east = {arn for arn in self.before if ":us-east-1:" in arn}
+        with httpx.Client(base_url=stack.rest_url, verify=stack.client_tls(), timeout=10) as rest:
+            while not self.done.wait(2.0):
+                served = set(aws_resources(rest, "v1"))
+                self.samples += 1
+                if not us_east <= served:
+                    self.missing.append(f"after {time.monotonic() - self.since:.1f} s")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def us_east_outage(
+    stack: LocalStack, rest: httpx.Client, proxy: RegionProxy, seeded: dict[str, str]
+) -> Iterator[Outage]:
+    """Makes us-east-1 unreachable as the module starts (and launches an instance there
+    behind the adapter's back), so its minute passes while the other tests run."""
+    wait_until(lambda: len(aws_resources(rest, "v1")) >= len(seeded), 60, "the account")
+    before = aws_resources(rest, "v1")
+    assert any(":us-east-1:" in arn for arn in before)
+    started = time.monotonic()
+    proxy.set_mode("us-east-1", DROP)
+    try:
+        wait_until(
+            lambda: any("us-east-1" in reason for reason in reasons(stack)),
+            30,
+            "/readyz degraded naming the region",
+        )
+        (late,) = launch("us-east-1", "c5.xlarge", "us-east-1b", name="while-away")
+        outage = Outage(started, before, instance_arn("us-east-1", ACCOUNT, late))
+        sampler = threading.Thread(target=outage.sample, args=(stack,), daemon=True)
+        sampler.start()
+        yield outage
+        outage.done.set()
+        sampler.join()
+    finally:
+        proxy.set_mode("us-east-1", FORWARD)
+
+
+def test_a_region_unreachable_for_a_minute_stays_served_degrades_readyz_and_reconciles(
+    stack: LocalStack, rest: httpx.Client, proxy: RegionProxy, us_east_outage: Outage
+) -> None:
+    """Last in the module: what is left of the minute, then the region returns."""
+    time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - us_east_outage.since)))
+    us_east_outage.done.set()
+    assert us_east_outage.samples >= OUTAGE_S / 4
+    assert us_east_outage.missing == []
+    assert any("us-east-1" in reason for reason in reasons(stack))
+    proxy.set_mode("us-east-1", FORWARD)
+    late_arn = us_east_outage.late_arn
+    wait_until(lambda: late_arn in aws_resources(rest, "v1"), 60, "the region reconciled")
+    wait_until(lambda: not any("us-east-1" in r for r in reasons(stack)), 30, "/readyz ready")
+    # Exactly its instances: the snapshot's and the one launched while it was away.
+    us_east = {arn for arn in aws_resources(rest, "v1") if ":us-east-1:" in arn}
+    assert us_east == {arn for arn in us_east_outage.before if ":us-east-1:" in arn} | {late_arn}
