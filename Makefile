@@ -20,7 +20,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROTOS := $(shell find proto -name '*.proto' | sort)
 # Debian packages the tests and `make run` need on a fresh machine.
 # gcc + libc6-dev build the Envoy edge's per-source connection limit module (envoy/modules/).
-DEB_PACKAGES := redis-server nghttp2-client gcc libc6-dev prometheus-alertmanager
+# prometheus brings promtool, which checks and unit-tests deployments/monitoring/ (tests/monitoring/).
+DEB_PACKAGES := redis-server nghttp2-client gcc libc6-dev prometheus-alertmanager prometheus
 
 .PHONY: help run stop kubesim test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token
 

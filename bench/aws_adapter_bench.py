@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import boto3  # type: ignore[import-untyped]  # noqa: E402
+from botocore.config import Config  # type: ignore[import-untyped]  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from devstack.moto_server import MotoServer  # noqa: E402
@@ -63,6 +64,8 @@ def client(moto: MotoServer, region: str) -> Any:
         endpoint_url=moto.url,
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        # moto answers a 1,000-instance page slowly on a loaded machine: never time out.
+        config=Config(read_timeout=600, retries={"max_attempts": 1}),
     )
 
 

@@ -97,6 +97,8 @@ netweave is running (inventory: {stack.config.inventory})
   notifier             {stack.notifier_ops_url}/metrics  (webhook secret: {secret_file})
   Redis                {redis_url}
   Envoy admin          {_short(stack.envoy_admin_socket)}  (Unix socket, 0600, root only)
+  Envoy stats          {stack.envoy_stats_url}  (GET /stats/prometheus and /ready only)
+  edge telemetry       127.0.0.1:{stack.config.edge_telemetry_port}  (Envoy's access log, mTLS)
   logs                 {stack.logs}/  (audit trail: audit.log, audit-edge.log)
   access policy        {stack.config.auth_policy}{clusters}{alertmanager}{aws}
 

@@ -65,6 +65,8 @@ PORT_FIELDS = (
     "alertmanager_adapter_port",
     "alertmanager_port",
     "aws_adapter_port",
+    "edge_telemetry_port",
+    "envoy_stats_port",
 )
 # The ports of the Alertmanager adapter: bound only when it runs (StackConfig.alertmanager).
 ALERTMANAGER_PORT_FIELDS = ("alertmanager_adapter_port", "alertmanager_port")
@@ -160,6 +162,10 @@ class StackConfig:
     # The core's edge listener (mutual TLS, Envoy only).
     edge_port: int = settings.EDGE_PORT.default
     ops_port: int = settings.OPS_PORT.default
+    # The core's edge telemetry listener (Envoy's REST access log records, mutual TLS).
+    edge_telemetry_port: int = settings.EDGE_TELEMETRY_PORT.default
+    # Envoy's plain-HTTP stats listener (GET /stats/prometheus and /ready only).
+    envoy_stats_port: int = settings.ENVOY_STATS_PORT.default
     adapter_port: int = settings.ADAPTER_PORT.default
     redis_port: int = settings.REDIS_PORT.default
     notifier_ops_port: int = settings.NOTIFIER_OPS_PORT.default
@@ -214,6 +220,8 @@ class StackConfig:
             grpc_port=settings.GRPC_PORT.read(environ),
             edge_port=settings.EDGE_PORT.read(environ),
             ops_port=settings.OPS_PORT.read(environ),
+            edge_telemetry_port=settings.EDGE_TELEMETRY_PORT.read(environ),
+            envoy_stats_port=settings.ENVOY_STATS_PORT.read(environ),
             adapter_port=settings.ADAPTER_PORT.read(environ),
             redis_port=settings.REDIS_PORT.read(environ),
             notifier_ops_port=settings.NOTIFIER_OPS_PORT.read(environ),
@@ -296,6 +304,8 @@ class LocalStack:
         self.core: ManagedProcess | None = None
         self.notifier: ManagedProcess | None = None
         self.envoy: RunningEnvoy | None = None
+        # While start() runs: the waits of the processes it started, done after all started.
+        self._deferred: list[tuple[ManagedProcess | None, Callable[[], bool], float]] | None = None
 
     # --- addresses ---------------------------------------------------------------
 
@@ -326,6 +336,11 @@ class LocalStack:
     @property
     def ops_url(self) -> str:
         return f"http://127.0.0.1:{self.config.ops_port}"
+
+    @property
+    def envoy_stats_url(self) -> str:
+        """Envoy's statistics for Prometheus (the stats listener)."""
+        return f"http://127.0.0.1:{self.config.envoy_stats_port}/stats/prometheus"
 
     @property
     def envoy_admin_socket(self) -> Path:
@@ -400,10 +415,14 @@ class LocalStack:
             raise StartRefused("\n".join(taken))
 
     def start(self, timeout: float = 60.0) -> LocalStack:
+        """Starts every process at once, then waits for each in start order: none needs
+        another to be up to start (the core retries its adapters and Redis, Envoy its
+        core), so a stack is up in about the time of its slowest process."""
         self.preflight()
         try:
             if not self.config.redis_url:
                 self.start_redis()
+            self._deferred = []
             self.start_adapter(timeout)
             self.start_kube_adapters(timeout)
             if self.config.alertmanager:
@@ -415,7 +434,11 @@ class LocalStack:
             self.start_core(timeout)
             self.start_notifier(timeout)
             self.start_envoy(timeout)
+            deferred, self._deferred = self._deferred, None
+            for process, check, limit in deferred:
+                self._wait(process, check, limit)
         except BaseException:
+            self._deferred = None
             self.stop()
             raise
         return self
@@ -573,6 +596,15 @@ class LocalStack:
             "NETWEAVE_EDGE_TLS_KEY": str(self.internal_pki.core.key),
             "NETWEAVE_EDGE_CLIENT_CA": str(self.internal_pki.ca_cert),
             "NETWEAVE_EDGE_PEER_URI": EDGE_URI,
+            "NETWEAVE_EDGE_TELEMETRY_LISTEN": f"127.0.0.1:{self.config.edge_telemetry_port}",
+            "NETWEAVE_WATCHED_CERTIFICATES": ",".join(
+                f"{role}={path}"
+                for role, path in (
+                    ("server", self.pki.server_cert),
+                    ("client_ca", self.pki.ca_cert),
+                    ("edge_client", self.internal_pki.edge.cert),
+                )
+            ),
             "NETWEAVE_AUTH_POLICY": str(self.config.auth_policy or ""),
             "NETWEAVE_AUDIT_LOG": str(self.audit_log),
             **self.callback_env(),
@@ -663,6 +695,8 @@ class LocalStack:
             rate_limit=self.rate_limit(),
             strict_query_parameters=self.config.strict_query_parameters,
             audit_log_path=self.edge_audit_log,
+            telemetry_port=self.config.edge_telemetry_port,
+            stats_port=self.config.envoy_stats_port,
         )
 
     def start_envoy(self, timeout: float = 30.0) -> None:
@@ -733,6 +767,9 @@ class LocalStack:
     ) -> None:
         # Recorded as soon as it runs: a supervisor killed while it starts leaves it findable.
         self.record.write(self.bound_ports(), self.managed())
+        if self._deferred is not None:  # start(): every process first, the waits after
+            self._deferred.append((process, check, timeout))
+            return
         try:
             wait_until(
                 check,

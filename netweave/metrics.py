@@ -1,14 +1,26 @@
-"""Prometheus helpers shared by the core and the notifier."""
+"""Prometheus helpers shared by every process: scrape-time state, and what each process's
+/metrics carries whatever it does (process_*, build info, Redis commands, readiness)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Histogram,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from netweave.redis_metrics import REDIS_COMMANDS
+from netweave.version import commit, version
+
 StateCollector = Callable[[], Iterator[GaugeMetricFamily]]
+# True when the process's readiness is OK (what /readyz answers 200 for).
+ReadyCheck = Callable[[], bool]
 
 
 def register_state(registry: CollectorRegistry, collect: StateCollector) -> None:
@@ -19,3 +31,48 @@ def register_state(registry: CollectorRegistry, collect: StateCollector) -> None
             return collect()
 
     registry.register(_State())
+
+
+def _build_info() -> Iterator[GaugeMetricFamily]:
+    info = GaugeMetricFamily(
+        "o2ims_build_info",
+        "Always 1: the version and commit this process runs.",
+        labels=["version", "commit"],
+    )
+    info.add_metric([version(), commit()], 1.0)
+    yield info
+
+
+def register_process_metrics(registry: CollectorRegistry, ready: ReadyCheck) -> None:
+    """What every process's /metrics carries: `process_*`, `python_*` (the standard
+    collectors, process-wide), `o2ims_build_info`, `o2ims_redis_commands_total` and
+    `o2ims_ready` (1 while `ready()`, computed at scrape time). A registry that has them
+    already is left as it is (two ops endpoints may share one registry)."""
+
+    def _ready() -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("o2ims_ready", "1 when this process's readiness is OK.")
+        gauge.add_metric([], 1.0 if ready() else 0.0)
+        yield gauge
+
+    collectors = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, REDIS_COMMANDS)
+    try:
+        for collector in collectors:
+            registry.register(collector)
+    except ValueError:  # registered before: this registry is served already
+        return
+    register_state(registry, _build_info)
+    register_state(registry, _ready)
+
+
+def backend_request_histogram(registry: CollectorRegistry) -> Histogram:
+    """`o2ims_adapter_backend_request_duration_seconds{adapter}`: how long an adapter's
+    calls to its backend take (the Kubernetes API's list and watch connect, each AWS API
+    call with its retries)."""
+    return Histogram(
+        "o2ims_adapter_backend_request_duration_seconds",
+        "Time an adapter's backend API call took (Kubernetes list and watch connect; "
+        "each AWS API call, retries included).",
+        ["adapter"],
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+        registry=registry,
+    )

@@ -91,6 +91,34 @@ EDGE_CLIENT_CA: Final = Setting(
     (CORE,),
     "CA bundle (PEM) the edge's client certificate must chain to",
 )
+def _role_paths(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        role, sep, path = item.partition("=")
+        if not sep or not role.strip() or not path.strip():
+            raise ValueError(f"must be role=path pairs, comma-separated, got {item!r}")
+        if not role.strip().replace("_", "").isalnum():
+            raise ValueError(f"a role is letters, digits and _, got {role.strip()!r}")
+        pairs.append((role.strip(), path.strip()))
+    return tuple(pairs)
+
+
+ROLE_PATHS: Final[Kind[tuple[tuple[str, str], ...]]] = Kind("role=path list", _role_paths)
+
+WATCHED_CERTIFICATES: Final = Setting(
+    "NETWEAVE_WATCHED_CERTIFICATES",
+    ROLE_PATHS,
+    (),
+    (CORE,),
+    "certificates the core does not use itself but whose expiry it reports in "
+    "`o2ims_certificate_expiry_seconds{certificate=<role>}`: e.g. Envoy's server certificate, "
+    "the CA bundle SMO client certificates chain to, Envoy's client certificate towards the "
+    "core (`server=/tls/tls.crt,client_ca=/tls/ca.crt,edge_client=/edge/tls.crt`) "
+    "[`make run`: those three]",
+)
+
 EDGE_PEER_URI: Final = Setting(
     "NETWEAVE_EDGE_PEER_URI",
     URL,
@@ -109,6 +137,31 @@ EDGE_SECRET: Final = Setting(
 )
 EDGE_PORT: Final = Setting(
     "NETWEAVE_EDGE_PORT", INTEGER, 50052, (MAKE_RUN,), "port of the core's edge listener"
+)
+EDGE_TELEMETRY_LISTEN: Final = Setting(
+    "NETWEAVE_EDGE_TELEMETRY_LISTEN",
+    HOST_PORT,
+    "",
+    (CORE,),
+    "where Envoy sends its REST access log records (OTLP, the edge listener's mutual TLS: "
+    "needs it configured) for `o2ims_http_requests_total` and "
+    "`o2ims_http_request_duration_seconds`; unset: no REST metrics "
+    "[`make run`: `127.0.0.1:$NETWEAVE_EDGE_TELEMETRY_PORT`]",
+)
+EDGE_TELEMETRY_PORT: Final = Setting(
+    "NETWEAVE_EDGE_TELEMETRY_PORT",
+    INTEGER,
+    50053,
+    (MAKE_RUN,),
+    "port of the core's edge telemetry listener",
+)
+ENVOY_STATS_PORT: Final = Setting(
+    "NETWEAVE_ENVOY_STATS_PORT",
+    INTEGER,
+    9902,
+    (MAKE_RUN,),
+    "Envoy's plain-HTTP stats listener for Prometheus: GET `/stats/prometheus` and `/ready` "
+    "only (the admin API itself stays on its Unix socket)",
 )
 OPS_HOST: Final = Setting(
     "NETWEAVE_OPS_HOST", HOST, "127.0.0.1", (CORE,), "address of `/healthz`, `/readyz`, `/metrics`"

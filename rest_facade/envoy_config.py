@@ -20,10 +20,13 @@ from typing import Any
 import yaml
 
 from netweave.headers import (
+    CORRELATION_ID_HEADER,
+    CORRELATION_ID_PATTERN,
     EDGE_MARKER_HEADER,
     IDENTITY_HEADERS,
     IGNORED_QUERY_HEADER,
     JWT_PAYLOAD_HEADER,
+    REQUEST_ID_HEADER,
 )
 from rest_facade import edge_limits, envoy_routes, openapi
 from rest_facade.edge_limits import ConnectionLimits
@@ -59,6 +62,21 @@ REST_METADATA_NAMESPACE = "netweave.rest"
 IDENTITY_LUA_PATH = Path(__file__).resolve().parent / "identity.lua"
 # The first HTTP filter: refuses CONNECT and credentials in the query string.
 REQUEST_GUARD_LUA_PATH = Path(__file__).resolve().parent / "request_guard.lua"
+# Before it: the correlation id and the route template of every request (issue 16).
+REQUEST_CONTEXT_LUA_PATH = Path(__file__).resolve().parent / "request_context.lua"
+# Where the client's x-request-id waits for the request context filter: Envoy replaces
+# x-request-id with its own for every external request (it cannot be trusted as is).
+CLIENT_REQUEST_ID_HEADER = "x-netweave-client-request-id"
+# Dynamic metadata the request context filter writes (correlation_id, route).
+CONTEXT_NAMESPACE = envoy_routes.CONTEXT_FILTER
+# The stats listener (EnvoyConfig.stats_port), as named in the rendered config.
+STATS_LISTENER = "envoy_stats"
+# Envoy's cluster for its admin API (the Unix socket), reached only by the stats listener.
+ADMIN_CLUSTER = "envoy_admin"
+# The admin endpoints the stats listener serves (GET only); everything else is a 404.
+STATS_PATHS = ("/stats/prometheus", "/ready")
+# The core's edge telemetry listener (server/edge_telemetry.py): OTLP access log records.
+TELEMETRY_CLUSTER = "netweave_edge_telemetry"
 # Where Envoy's admin API listens unless configured otherwise (a Unix socket; in a pod, an
 # emptyDir that only Envoy's container mounts).
 DEFAULT_ADMIN_SOCKET = Path("/run/netweave/envoy-admin.sock")
@@ -214,16 +232,31 @@ class EnvoyConfig:
     strict_query_parameters: bool = False
     # Where Envoy writes audit records of the calls it refuses itself (401, 429); None: none.
     audit_log_path: Path | None = None
+    # The core's edge telemetry listener (server/edge_telemetry.py, on core_host): every
+    # REST request's access log record goes there over the mutual TLS of core_tls, for
+    # o2ims_http_requests_total and o2ims_http_request_duration_seconds. None: not sent.
+    telemetry_port: int | None = None
+    # A plain-HTTP listener for Prometheus serving only GET /stats/prometheus and /ready
+    # of the admin API. None: none (the stats stay on the admin socket). 0: a free port.
+    stats_port: int | None = None
+    # Its address; None: listen_host. Pods: 0.0.0.0 so Prometheus can reach it.
+    stats_host: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.client_san_allow_list, str):
             raise TypeError("client_san_allow_list is a tuple of prefixes, not a string")
         if any(not prefix for prefix in self.client_san_allow_list):
             raise ValueError("client_san_allow_list has an empty prefix (it would allow all)")
-        for name in ("listen_port", "core_port"):
+        for name in ("listen_port", "core_port", "telemetry_port", "stats_port"):
             port = getattr(self, name)
-            if not 0 <= port <= 65535:
+            if port is not None and not 0 <= port <= 65535:
                 raise ValueError(f"{name} {port} is not a TCP port")
+        if self.telemetry_port is not None:
+            if self.telemetry_port == 0:
+                raise ValueError("telemetry_port must be a real port")
+            if self.core_tls is None:
+                # The core believes what arrives there: only over Envoy's mutual TLS.
+                raise ValueError("telemetry_port needs core_tls (the core's edge mutual TLS)")
         if self.core_port == 0:
             raise ValueError("core_port must be a real port")
         admin_socket = os.fsencode(os.path.abspath(self.admin_socket))
@@ -272,15 +305,18 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "client_ca": _path(config.client_ca),
         "require_client_certificate": "true" if config.require_client_certificate else "false",
         "access_log_path": _path(access_log),
+        "client_request_id_header": json.dumps(CLIENT_REQUEST_ID_HEADER),
+        "client_request_id_value": json.dumps(f"%REQ({REQUEST_ID_HEADER})%"),
         **edge_limits.template_values(config.connection_limits),
     }
     rules = served_rules(config)
     openapi_json = openapi.render_json(openapi.build_document(config.descriptor_path, rules))
+    path_keys = openapi.path_keys(config.descriptor_path, rules)
     scalars["transcoded_services"] = json.dumps(services_with_rules(rules))
     # Room for the document plus the other direct responses (short ProblemDetails texts).
     scalars["max_direct_response_body_size_bytes"] = str(len(openapi_json.encode()) + 4096)
     blocks = {
-        "routes": _yaml_block(envoy_routes.routes(rules, openapi_json)),
+        "routes": _yaml_block(envoy_routes.routes(rules, openapi_json, path_keys)),
         # Strict: an unknown query parameter is a 400 (else it is dropped and counted).
         "shaper_lua": ("NETWEAVE_STRICT_QUERY = true\n" if config.strict_query_parameters else "")
         + SHAPER_PATH.read_text(),
@@ -291,6 +327,10 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "auth_filters": _auth_filters(config),
         "jwks_clusters": _jwks_clusters(config),
         "audit_access_log": _audit_access_log(config),
+        "telemetry_access_log": _telemetry_access_log(config),
+        "telemetry_clusters": _telemetry_clusters(config),
+        "stats_listeners": _stats_listeners(config),
+        "admin_clusters": _admin_clusters(config),
         "core_transport_socket": _core_transport_socket(config),
         "source_limit_filter": _source_limit_filter(config),
     }
@@ -354,6 +394,15 @@ def _source_limit_filter(config: EnvoyConfig) -> str:
 
 def _auth_filters(config: EnvoyConfig) -> str:
     filters: list[dict[str, Any]] = [
+        {
+            # Before anything can refuse the request: its correlation id (returned on
+            # every response, local replies included) and its route template.
+            "name": CONTEXT_NAMESPACE,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": request_context_lua()},
+            },
+        },
         {
             # First of all: CONNECT and credentials in the URL are refused (the latter
             # redacted) before any filter reads them or any log line can hold them.
@@ -441,6 +490,7 @@ _EDGE_AUDIT_FORMAT: dict[str, str] = {
     "audit": "o2ims",
     "source": "edge",
     "request_id": "%REQ(X-REQUEST-ID)%",
+    "correlation_id": f"%DYNAMIC_METADATA({CONTEXT_NAMESPACE}:correlation_id)%",
     "client": "%DOWNSTREAM_PEER_URI_SAN%",
     "certificate_subject": "%DOWNSTREAM_PEER_SUBJECT%",
     "token_subject": f"%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:{JWT_METADATA_KEY}:sub)%",
@@ -479,43 +529,277 @@ def _audit_access_log(config: EnvoyConfig) -> str:
 def _core_transport_socket(config: EnvoyConfig) -> str:
     if config.core_tls is None:
         return ""
-    tls = config.core_tls
-    return _yaml_block(
-        {
-            "transport_socket": {
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
-                    "UpstreamTlsContext",
-                    "sni": tls.server_name,
-                    "common_tls_context": {
-                        # gRPC requires h2 by ALPN over TLS.
-                        "alpn_protocols": ["h2"],
-                        # Envoy upstream defaults to TLS 1.2 at most; the channel is ours.
-                        "tls_params": {
-                            "tls_minimum_protocol_version": "TLSv1_3",
-                            "tls_maximum_protocol_version": "TLSv1_3",
-                        },
-                        # Envoy's own identity: the only certificate the core's edge
-                        # listener accepts.
-                        "tls_certificates": [
-                            {
-                                "certificate_chain": {"filename": os.path.abspath(tls.cert)},
-                                "private_key": {"filename": os.path.abspath(tls.key)},
-                            }
+    return _yaml_block(_core_tls_socket(config.core_tls))
+
+
+def _core_tls_socket(tls: CoreTls) -> dict[str, Any]:
+    return {
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                "UpstreamTlsContext",
+                "sni": tls.server_name,
+                "common_tls_context": {
+                    # gRPC requires h2 by ALPN over TLS.
+                    "alpn_protocols": ["h2"],
+                    # Envoy upstream defaults to TLS 1.2 at most; the channel is ours.
+                    "tls_params": {
+                        "tls_minimum_protocol_version": "TLSv1_3",
+                        "tls_maximum_protocol_version": "TLSv1_3",
+                    },
+                    # Envoy's own identity: the only certificate the core's edge
+                    # listener accepts.
+                    "tls_certificates": [
+                        {
+                            "certificate_chain": {"filename": os.path.abspath(tls.cert)},
+                            "private_key": {"filename": os.path.abspath(tls.key)},
+                        }
+                    ],
+                    "validation_context": {
+                        "trusted_ca": {"filename": os.path.abspath(tls.ca)},
+                        # The core, not merely some holder of a certificate of that CA.
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "URI", "matcher": {"exact": tls.core_uri}}
                         ],
-                        "validation_context": {
-                            "trusted_ca": {"filename": os.path.abspath(tls.ca)},
-                            # The core, not merely some holder of a certificate of that CA.
-                            "match_typed_subject_alt_names": [
-                                {"san_type": "URI", "matcher": {"exact": tls.core_uri}}
-                            ],
-                        },
                     },
                 },
+            },
+        }
+    }
+
+
+def request_context_lua() -> str:
+    """rest_facade/request_context.lua with the header names and the well-formed id test
+    of netweave/headers.py rendered above it."""
+    pattern, max_length = lua_id_pattern(CORRELATION_ID_PATTERN)
+    constants = {
+        "CORRELATION_ID_HEADER": CORRELATION_ID_HEADER,
+        "REQUEST_ID_HEADER": REQUEST_ID_HEADER,
+        "CLIENT_REQUEST_ID_HEADER": CLIENT_REQUEST_ID_HEADER,
+        "ID_PATTERN": pattern,
+    }
+    # A JSON string is a valid Lua string literal for these ASCII values.
+    lines = [f"local {name} = {json.dumps(value)}" for name, value in constants.items()]
+    lines.append(f"local ID_MAX_LENGTH = {max_length}")
+    return "\n".join(lines) + "\n" + REQUEST_CONTEXT_LUA_PATH.read_text()
+
+
+# The shape of CORRELATION_ID_PATTERN that Lua patterns can express: a first character, then
+# up to N more, each from a character class.
+_ID_PATTERN_SHAPE = re.compile(r"\^\[([^\]\\]+)\]\[([^\]\\]+)\]\{0,(\d+)\}\$")
+
+
+def lua_id_pattern(pattern: str) -> tuple[str, int]:
+    """A Lua pattern and a maximum length that together accept what the regex `pattern`
+    (`^[first][rest]{0,N}$`) accepts. Any other shape is refused: rendering never guesses."""
+    match = _ID_PATTERN_SHAPE.fullmatch(pattern)
+    if match is None:
+        raise ValueError(f"cannot express {pattern!r} as a Lua pattern: expected ^[..][..]{{0,N}}$")
+    first, rest, extra = match.groups()
+    return f"^[{_lua_class(first)}][{_lua_class(rest)}]*$", 1 + int(extra)
+
+
+def _lua_class(regex_class: str) -> str:
+    """A regex character class body (`A-Za-z0-9._:-`) as a Lua set body."""
+    parts: list[str] = []
+    index = 0
+    while index < len(regex_class):
+        chunk = regex_class[index : index + 3]
+        if len(chunk) == 3 and chunk[1] == "-" and chunk[0].isalnum() and chunk[2].isalnum():
+            parts.append(chunk)
+            index += 3
+            continue
+        char = regex_class[index]
+        if char == "^" and index == 0:
+            raise ValueError(f"negated class [{regex_class}] is not supported")
+        # In a Lua set, %x is the literal x for any non-alphanumeric x.
+        parts.append(char if char.isalnum() else f"%{char}")
+        index += 1
+    return "".join(parts)
+
+
+# What the edge tells the core about each REST request (server/edge_telemetry.py reads
+# these attributes): the client's method, the path template (absent: no REST path matched),
+# the status and the time from the request's first byte to the response's last, in
+# microseconds (p99 < 5 ms must be readable); %DURATION% (ms) when the response was not
+# sent to its end (the client went away).
+TELEMETRY_ATTRIBUTES: dict[str, str] = {
+    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+    "route": f"%DYNAMIC_METADATA({CONTEXT_NAMESPACE}:route)%",
+    "code": "%RESPONSE_CODE%",
+    "duration_us": "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%",
+    "duration_ms": "%DURATION%",
+}
+
+
+def _telemetry_access_log(config: EnvoyConfig) -> str:
+    if config.telemetry_port is None:
+        return ""
+    return _yaml_block(
+        [
+            {
+                "name": "envoy.access_loggers.open_telemetry",
+                # REST requests only, Envoy's own replies included (native gRPC callers are
+                # counted by the core's o2ims_grpc_requests_total).
+                "filter": _rest_request(),
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers."
+                    "open_telemetry.v3.OpenTelemetryAccessLogConfig",
+                    "grpc_service": {
+                        "envoy_grpc": {"cluster_name": TELEMETRY_CLUSTER},
+                        "timeout": "5s",
+                    },
+                    "log_name": "o2ims_rest",
+                    # Only the attributes below: no node/zone labels per batch.
+                    "disable_builtin_labels": True,
+                    "attributes": {
+                        "values": [
+                            {"key": key, "value": {"string_value": value}}
+                            for key, value in TELEMETRY_ATTRIBUTES.items()
+                        ]
+                    },
+                    # Envoy batches per worker: a flush per second or per 16 KiB (~150
+                    # records), so the core handles one call per batch, not per request.
+                    "buffer_flush_interval": "1s",
+                    "buffer_size_bytes": 16384,
+                },
             }
+        ]
+    )
+
+
+def _telemetry_clusters(config: EnvoyConfig) -> str:
+    if config.telemetry_port is None or config.core_tls is None:
+        return ""
+    return _yaml_block(
+        [
+            {
+                "name": TELEMETRY_CLUSTER,
+                "type": "STRICT_DNS",
+                "dns_lookup_family": "V4_PREFERRED",
+                "connect_timeout": "2s",
+                # The edge's mutual TLS: the core's telemetry listener admits Envoy alone.
+                **_core_tls_socket(config.core_tls),
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                        "HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    }
+                },
+                "load_assignment": _single_endpoint(
+                    TELEMETRY_CLUSTER,
+                    {
+                        "socket_address": {
+                            "address": config.core_host,
+                            "port_value": config.telemetry_port,
+                        }
+                    },
+                ),
+            }
+        ]
+    )
+
+
+def _stats_listeners(config: EnvoyConfig) -> str:
+    """Prometheus's door to Envoy's statistics: GET /stats/prometheus and GET /ready of the
+    admin API, nothing else (no mutation, no config dump, no log level)."""
+    if config.stats_port is None:
+        return ""
+    only_get = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    routes: list[dict[str, Any]] = [
+        {
+            "name": f"admin:{path}",
+            # Exact path (its query string aside): /stats/prometheus/../quitquitquit and
+            # every other spelling fall through to the 404.
+            "match": {"path": path, "headers": only_get},
+            "route": {"cluster": ADMIN_CLUSTER, "timeout": "10s"},
+        }
+        for path in STATS_PATHS
+    ]
+    routes.append(
+        {
+            "name": "not_found",
+            "match": {"prefix": "/"},
+            "direct_response": {
+                "status": 404,
+                "body": {
+                    "inline_string": "this listener serves GET /stats/prometheus and /ready\n"
+                },
+            },
         }
     )
+    return _yaml_block(
+        [
+            {
+                "name": STATS_LISTENER,
+                "address": {
+                    "socket_address": {
+                        "address": config.stats_host or config.listen_host,
+                        "port_value": config.stats_port,
+                    }
+                },
+                "filter_chains": [
+                    {
+                        "filters": [
+                            {
+                                "name": "envoy.filters.network.http_connection_manager",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters."
+                                    "network.http_connection_manager.v3.HttpConnectionManager",
+                                    "stat_prefix": "envoy_stats",
+                                    "codec_type": "AUTO",
+                                    "use_remote_address": True,
+                                    "normalize_path": False,
+                                    "request_headers_timeout": "5s",
+                                    "route_config": {
+                                        "name": "envoy_stats",
+                                        "virtual_hosts": [
+                                            {"name": "stats", "domains": ["*"], "routes": routes}
+                                        ],
+                                    },
+                                    "http_filters": [
+                                        {
+                                            "name": "envoy.filters.http.router",
+                                            "typed_config": {
+                                                "@type": "type.googleapis.com/envoy.extensions."
+                                                "filters.http.router.v3.Router"
+                                            },
+                                        }
+                                    ],
+                                },
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    )
+
+
+def _admin_clusters(config: EnvoyConfig) -> str:
+    if config.stats_port is None:
+        return ""
+    return _yaml_block(
+        [
+            {
+                "name": ADMIN_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": _single_endpoint(
+                    ADMIN_CLUSTER, {"pipe": {"path": os.path.abspath(config.admin_socket)}}
+                ),
+            }
+        ]
+    )
+
+
+def _single_endpoint(cluster: str, address: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cluster_name": cluster,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+    }
 
 
 def _jwks_clusters(config: EnvoyConfig) -> str:

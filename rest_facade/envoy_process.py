@@ -20,10 +20,28 @@ from pathlib import Path
 from typing import Any
 
 from devstack.processes import ManagedProcess
-from rest_facade.envoy_config import EnvoyConfig, write
+from netweave.version import version
+from rest_facade.envoy_config import STATS_LISTENER, EnvoyConfig, write
 
 LISTENER_NAME = "o2ims_https"  # as named in envoy/gateway.yaml.in
 ADMIN_TIMEOUT_S = 2.0
+
+
+def log_format() -> str:
+    """Envoy's application log as one JSON object per line, like every netweave process
+    (netweave/logs.py): `--log-format` applies from Envoy's first line on, before the
+    bootstrap is read (which `application_log_config` would not). %j is the message,
+    JSON-escaped; the time is UTC (Envoy runs with TZ=UTC, see start_envoy)."""
+    fields = {
+        "ts": "%Y-%m-%dT%H:%M:%S.%fZ",
+        "level": "%l",
+        "component": "envoy",
+        "version": version(),
+        "logger": "%n",
+        "message": "%j",
+    }
+    # Built as JSON so the version is quoted right; the %-flags are plain ASCII.
+    return json.dumps(fields, separators=(",", ":"))
 
 
 class EnvoyError(RuntimeError):
@@ -73,6 +91,8 @@ class RunningEnvoy:
     config_path: Path
     admin_socket: Path
     listener_port: int
+    # The bound port of the stats listener (EnvoyConfig.stats_port); None: none configured.
+    stats_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -116,6 +136,7 @@ def start_envoy(
     concurrency: int = 2,
     timeout: float = 20.0,
     log_flush_interval_ms: int = 1000,
+    log_level: str = "warn",
 ) -> RunningEnvoy:
     """Render `config` into `workdir`, start Envoy and wait until its admin says LIVE.
 
@@ -141,19 +162,26 @@ def start_envoy(
             "--concurrency",
             str(concurrency),
             "--log-level",
-            "warn",
+            log_level,
             "--file-flush-interval-msec",
             str(log_flush_interval_ms),
+            "--log-format",
+            log_format(),
         ],
         log_path,
+        # The application log's timestamps are local time: make that UTC, as "Z" says.
+        env={"TZ": "UTC"},
     ).start()
     try:
         _wait_ready(process, admin_socket, timeout)
         listener_port = _listener_port(admin_socket)
+        stats_port = (
+            _listener_port(admin_socket, STATS_LISTENER) if config.stats_port is not None else None
+        )
     except BaseException:
         process.stop()
         raise
-    return RunningEnvoy(process, config_path, admin_socket, listener_port)
+    return RunningEnvoy(process, config_path, admin_socket, listener_port, stats_port)
 
 
 def _claim(admin_socket: Path) -> None:
@@ -195,13 +223,13 @@ def _wait_ready(process: ManagedProcess, admin_socket: Path, timeout: float) -> 
         time.sleep(0.05)
 
 
-def _listener_port(admin_socket: Path) -> int:
-    """The bound port of the O2ims listener (the config may have asked for port 0)."""
+def _listener_port(admin_socket: Path, name: str = LISTENER_NAME) -> int:
+    """The bound port of a listener (the config may have asked for port 0)."""
     listeners: dict[str, Any] = json.loads(admin_get(admin_socket, "/listeners?format=json"))
     for status in listeners.get("listener_statuses", []):
-        if status.get("name") == LISTENER_NAME:
+        if status.get("name") == name:
             return int(status["local_address"]["socket_address"]["port_value"])
-    raise EnvoyError(f"listener {LISTENER_NAME} not found in {listeners}")
+    raise EnvoyError(f"listener {name} not found in {listeners}")
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

@@ -14,11 +14,16 @@ How a request is routed (the transcoder runs before the router):
 4. Everything else: 404. Envoy's local_reply_config turns the 404/405 direct responses into
    ProblemDetails for REST callers (direct responses are local replies), while a native gRPC
    call to an unknown service still sees HTTP 404, i.e. UNIMPLEMENTED.
+
+Each REST path's route is named after its OpenAPI path (`/.../resourcePools/{resourcePoolId}`)
+and carries it as metadata: the first HTTP filter (rest_facade/request_context.lua) sees the
+request before the transcoder re-routes it and records that template, the `route` label of
+the edge's request metrics. A request that matches no REST path has none (`unmatched`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rest_facade.http_rules import HttpRule, resource_paths, services_with_rules
@@ -28,22 +33,30 @@ CORE_CLUSTER = "o2ims_core"
 # The shaper's filter name in envoy/gateway.yaml.in: route metadata under it is what the
 # Lua filter sees as handle:metadata().
 LUA_FILTER = "envoy.filters.http.lua"
+# The request context filter's name (rest_facade/request_context.lua reads the route's
+# `route` metadata under it: the O2ims path template the request matched).
+CONTEXT_FILTER = "netweave.request_context"
 # Unary calls must not hang an SMO's poll loop (Envoy's default is 15 s too; explicit).
 UNARY_TIMEOUT = "15s"
 NOT_FOUND_DETAIL = "no such resource: the path matches no O2ims API served by this gateway"
 
 
-def routes(rules: Iterable[HttpRule], openapi_json: str) -> list[dict[str, Any]]:
-    """The `routes:` list of the O2ims virtual host."""
+def routes(
+    rules: Iterable[HttpRule], openapi_json: str, path_keys: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The `routes:` list of the O2ims virtual host. `path_keys` names each REST path by
+    its template's regex (rest_facade.openapi.path_keys)."""
     rules = list(rules)
     table: list[dict[str, Any]] = [
         _grpc_method_route(rule) for rule in {rule.grpc_path: rule for rule in rules}.values()
     ]
     table.extend(_grpc_route(service) for service in services_with_rules(rules))
-    table.append(_openapi_route(openapi_json))
-    table.append(_method_not_allowed({"path": OPENAPI_PATH}, ("GET",)))
+    table.append(_labelled(_openapi_route(openapi_json), OPENAPI_PATH))
+    table.append(_labelled(_method_not_allowed({"path": OPENAPI_PATH}, ("GET",)), OPENAPI_PATH))
     for path in resource_paths(rules):
         route = _method_not_allowed({"safe_regex": {"regex": path.template.regex}}, path.methods)
+        label = path_keys[path.template.regex]
+        route["name"] = label
         # Before transcoding this is the request's route. The shaper reads which bare query
         # flags (`?all_fields`) to complete as `=true`, and which query names are allowed:
         # the transcoder would let a query parameter named like a path field (e.g.
@@ -56,7 +69,8 @@ def routes(rules: Iterable[HttpRule], openapi_json: str) -> list[dict[str, Any]]
                     # The methods the path has (the shaper refuses an empty PUT/PATCH body
                     # only where one is defined; elsewhere the 405 stands).
                     "methods": list(path.methods),
-                }
+                },
+                CONTEXT_FILTER: {"route": label},
             }
         }
         table.append(route)
@@ -68,6 +82,15 @@ def routes(rules: Iterable[HttpRule], openapi_json: str) -> list[dict[str, Any]]
         }
     )
     return table
+
+
+def _labelled(route: dict[str, Any], label: str) -> dict[str, Any]:
+    """`route`, named `label` and carrying it for the request context filter."""
+    route["name"] = label
+    route.setdefault("metadata", {}).setdefault("filter_metadata", {})[CONTEXT_FILTER] = {
+        "route": label
+    }
+    return route
 
 
 def _grpc_route(service: str) -> dict[str, Any]:

@@ -71,8 +71,7 @@ def build_document(
     paths: dict[str, dict[str, Any]] = {}
     for resource in resource_paths(rules):
         on_path = [rule for rule in rules if rule.template.regex == resource.template.regex]
-        names = _parameter_names(pool.FindMessageTypeByName(on_path[0].input_type), on_path[0])
-        key = resource.template.resource_path(names)
+        key, names = _path_key(on_path, pool)
         for rule in on_path:
             operations = paths.setdefault(key, {})
             method = rule.http_method.lower()
@@ -160,6 +159,26 @@ def _operation_id(rule: HttpRule) -> str:
     # Unique even when one method has several bindings (the v1 and v2 subscription paths).
     suffix = f".binding{rule.binding}" if rule.binding else ""
     return f"{rule.service}.{rule.method}{suffix}"
+
+
+def path_keys(descriptor_path: Path, rules: Sequence[HttpRule]) -> dict[str, str]:
+    """Each REST path's OpenAPI key (`/o2ims-infrastructureInventory/v1/resourcePools/
+    {resourcePoolId}`), by its template's regex: the document's paths, and the `route`
+    label of the edge's request metrics (rest_facade/envoy_routes.py)."""
+    pool = pool_of(read_file_set(descriptor_path))
+    keys: dict[str, str] = {}
+    for resource in resource_paths(rules):
+        on_path = [rule for rule in rules if rule.template.regex == resource.template.regex]
+        keys[resource.template.regex] = _path_key(on_path, pool)[0]
+    return keys
+
+
+def _path_key(
+    on_path: Sequence[HttpRule], pool: descriptor_pool.DescriptorPool
+) -> tuple[str, dict[str, str]]:
+    """The OpenAPI key of the path the rules `on_path` share, and its parameter names."""
+    names = _parameter_names(pool.FindMessageTypeByName(on_path[0].input_type), on_path[0])
+    return on_path[0].template.resource_path(names), names
 
 
 def _parameter_names(request: descriptor.Descriptor, rule: HttpRule) -> dict[str, str]:

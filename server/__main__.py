@@ -15,7 +15,7 @@ def main() -> int:
     try:
         config = GatewayConfig.from_env()
     except ValueError as exc:
-        print(f"netweave core: {exc}", file=sys.stderr)
+        log.error("configuration_invalid", error=str(exc))
         return 2
     gateway, port = create_server(config)
     run_until_signalled(log, "gateway", gateway.start, lambda: gateway.stop(grace=2.0).wait(5.0))

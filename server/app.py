@@ -34,12 +34,13 @@ from server.auth import AccessPolicy, AuditLog, AuthInterceptor
 from server.auth.identity import Channel
 from server.cache import InventoryCache
 from server.config import GatewayConfig
+from server.edge_telemetry import EdgeTelemetryServer, EdgeTls
 from server.inventory import InventoryV1Servicer, InventoryV2Servicer
 from server.listing import Lister, ListingSettings
 from server.majors import MajorGate
 from server.metrics import GatewayMetrics, MetricsInterceptor
 from server.monitoring_v1 import MonitoringV1Servicer
-from server.ops import OpsServer, redis_check
+from server.ops import OpsServer, readiness_status, redis_check
 from server.store import InventoryStore, connect
 from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
 from server.sync import AdapterWatcher, EventTailer, StoreWriter
@@ -92,6 +93,8 @@ class Gateway:
         self._health = add_health_and_reflection(self.grpc_server, SERVICE_NAMES)
         self.edge_server: grpc.Server | None = None
         self.edge_port = 0
+        # Envoy's REST access log records (o2ims_http_*): bound by create_server.
+        self.edge_telemetry: EdgeTelemetryServer | None = None
         if config.edge_listen:
             self.edge_server = self._new_server(policy, Channel.EDGE)
             add_health_and_reflection(
@@ -163,6 +166,15 @@ class Gateway:
             for register in registrations:
                 register(server)
         self.metrics.add_state(self._state_metrics)
+        self.metrics.add_operator_state(
+            redis_probe=self._probe,
+            watchers=self.watchers,
+            certificates={
+                **dict(config.watched_certificates),
+                "edge_server": config.edge_tls_cert,
+                "edge_client_ca": config.edge_client_ca,
+            },
+        )
         self.ops = OpsServer(
             config.ops_host, config.ops_port, self.readiness, self.metrics.registry
         )
@@ -210,6 +222,8 @@ class Gateway:
             watcher.start()
         for server in self.servers:
             server.start()
+        if self.edge_telemetry is not None:
+            self.edge_telemetry.start()
         threading.Thread(target=self._serve_when_loaded, name="serving-gate", daemon=True).start()
         log.info(
             "gateway_started",
@@ -235,6 +249,8 @@ class Gateway:
             watcher.cancel()
         if self.edge_server is not None:
             self.edge_server.stop(grace)
+        if self.edge_telemetry is not None:
+            self.edge_telemetry.stop(grace)
         done: threading.Event = self.grpc_server.stop(grace)
         self.ops.stop()
         return done
@@ -256,7 +272,14 @@ class Gateway:
             "ok": self.cache.loaded,
             "version": self.cache.version,
             "objects": self.cache.counts(),
+            **({} if self.cache.loaded else {"reason": "inventory not loaded from Redis yet"}),
         }
+        # The event stream the cache follows (inventory:events): reads stay served from the
+        # cache while it is away, so it degrades, it does not fail readiness.
+        tail = self.tailer.status
+        checks["events"] = {"ok": not tail.last_error}
+        if tail.last_error:
+            checks["events"]["reason"] = f"not following inventory:events: {tail.last_error}"
         checks["adapters"] = {}
         reasons: list[str] = []
         for watcher in self.watchers:
@@ -268,11 +291,13 @@ class Gateway:
                 "address": status.address,
                 "synced": status.synced_once,
                 "stuck": status.stuck,
+                "sync_lag_seconds": round(status.sync_lag(), 3),
+                **({"reason": "; ".join(adapter_reasons)} if adapter_reasons else {}),
                 **({"error": status.last_error} if status.last_error else {}),
                 **({"problems": list(status.problems)} if status.problems else {}),
             }
         ready = bool(checks["redis"]["ok"] and checks["inventory"]["ok"])
-        status_text = "ready" if ready and not reasons else "degraded" if ready else "not ready"
+        status_text = readiness_status(ready, checks)
         failing = [name for name in ("redis", "inventory") if not checks[name]["ok"]]
         body: dict[str, Any] = {"status": status_text, "checks": checks}
         if failing:
@@ -374,4 +399,17 @@ def create_server(config: GatewayConfig) -> tuple[Gateway, int]:
         )
         if gateway.edge_port == 0:
             raise RuntimeError(f"cannot bind the edge listener {config.edge_listen}")
+    if config.edge_telemetry_listen:
+        # The edge's channel (its mutual TLS and peer identity) or nothing: refused
+        # without the edge listener's settings.
+        gateway.edge_telemetry = EdgeTelemetryServer(
+            config.edge_telemetry_listen,
+            EdgeTls(
+                config.edge_tls_cert if config.edge_listen else "",
+                config.edge_tls_key,
+                config.edge_client_ca,
+                config.edge_peer_uri,
+            ),
+            gateway.metrics.registry,
+        )
     return gateway, gateway.port

@@ -60,6 +60,10 @@ class GatewayConfig:
     edge_tls_key: str = ""
     edge_client_ca: str = ""
     edge_peer_uri: str = ""
+    # Envoy's REST access log records (server/edge_telemetry.py); "": none.
+    edge_telemetry_listen: str = ""
+    # Certificates whose expiry is reported though the core does not use them (role, path).
+    watched_certificates: tuple[tuple[str, str], ...] = ()
     # Audit records: a file path, `-` for standard output, or empty for none.
     audit_log: str = settings.AUDIT_LOG.default
     # Where subscription callbacks may point (NETWEAVE_CALLBACK_*): https and public
@@ -115,6 +119,8 @@ class GatewayConfig:
             edge_tls_key=settings.EDGE_TLS_KEY.read(environ),
             edge_client_ca=settings.EDGE_CLIENT_CA.read(environ),
             edge_peer_uri=settings.EDGE_PEER_URI.read(environ),
+            edge_telemetry_listen=settings.EDGE_TELEMETRY_LISTEN.read(environ),
+            watched_certificates=settings.WATCHED_CERTIFICATES.read(environ),
             audit_log=settings.AUDIT_LOG.read(environ),
             callback_policy=CallbackPolicy.from_env(environ),
         )
@@ -129,7 +135,7 @@ def own_listeners(config: GatewayConfig) -> list[Endpoint]:
     redis_endpoint = url_endpoint(config.redis_url, 6379)
     if redis_endpoint is not None:
         found.append(redis_endpoint)
-    for address in (config.edge_listen, *config.adapters):
+    for address in (config.edge_listen, config.edge_telemetry_listen, *config.adapters):
         with contextlib.suppress(ValueError):  # not host:port: refused where it is used
             found.append(parse_endpoint(address))
     return found

@@ -1,16 +1,47 @@
-"""Prometheus metrics of the core: per-RPC counters and latency, and live state."""
+"""Prometheus metrics of the core: per-RPC counters and latency, cache reads, and live
+state read at scrape time (Redis replicas, adapter sync lag, certificate expiry)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
+import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
+from netweave.cert_metrics import register_certificates
 from netweave.headers import IGNORED_QUERY_HEADER
 from netweave.metrics import StateCollector, register_state
+
+if TYPE_CHECKING:
+    from server.sync import AdapterWatcher
+
+CACHE_APIS: Final = ("inventory", "alarms", "subscriptions")
+
+
+def cache_read(method: str) -> tuple[str, str] | None:
+    """(api, "hit" | "miss") of a read RPC, None for anything else (writes, API versions).
+
+    Where a read is served from is fixed per method: every inventory read comes from the
+    in-process cache (server/cache.py) and an alarm listing from the alarm view
+    (server/alarms/view.py), never from Redis: hits. An alarm fetched by id (its ETag), the
+    alarm service configuration and every subscription read are read in Redis: misses.
+    """
+    service, _, name = method.lstrip("/").rpartition("/")
+    if not name.startswith(("List", "Get")) or name.endswith("ApiVersions"):
+        return None
+    if service.startswith("o2ims.inventory."):
+        return "inventory", "hit"
+    if service.startswith("o2ims.subscriptions."):
+        return "subscriptions", "miss"
+    if service.startswith("o2ims.monitoring."):
+        if "Subscription" in name:
+            return "subscriptions", "miss"
+        return "alarms", "hit" if name == "ListAlarms" else "miss"
+    return None
 
 
 class GatewayMetrics:
@@ -73,12 +104,73 @@ class GatewayMetrics:
         for event in ("NEW", "CHANGE", "CLEAR", "ACKNOWLEDGE"):
             self.alarm_events.labels(event)
 
+        self.cache_reads = Counter(
+            "o2ims_cache_reads",
+            "Read requests by API (inventory, alarms, subscriptions) and result: hit when "
+            "answered from the in-process cache or view without a Redis round trip, miss "
+            "when the read needed Redis.",
+            ["api", "result"],
+            registry=self.registry,
+        )
+        for api in CACHE_APIS:
+            for result in ("hit", "miss"):
+                self.cache_reads.labels(api, result)
+        # gRPC method -> its cache_reads child (None: not a read); resolved once per method.
+        self._cache_read_children: dict[str, Any] = {}
+
+    def cache_read_counter(self, method: str) -> Any:
+        """The o2ims_cache_reads_total child a call of `method` counts in, or None."""
+        try:
+            return self._cache_read_children[method]
+        except KeyError:
+            read = cache_read(method)
+            child = self.cache_reads.labels(*read) if read is not None else None
+            self._cache_read_children[method] = child
+            return child
+
     def count_alarm_event(self, event: str) -> None:
         self.alarm_events.labels(str(event)).inc()
 
     def add_state(self, collect: StateCollector) -> None:
         """Expose gauges computed at scrape time."""
         register_state(self.registry, collect)
+
+    def add_operator_state(
+        self,
+        *,
+        redis_probe: redis.Redis,
+        watchers: Sequence[AdapterWatcher],
+        certificates: Mapping[str, str],
+    ) -> None:
+        """The core's scrape-time gauges for the operator: `o2ims_redis_connected_replicas`
+        (INFO replication through `redis_probe`, a short-timeout client),
+        `o2ims_adapter_sync_lag_seconds` and `o2ims_certificate_expiry_seconds` of
+        `certificates` (role -> PEM path)."""
+
+        def collect() -> Iterator[GaugeMetricFamily]:
+            replicas = GaugeMetricFamily(
+                "o2ims_redis_connected_replicas",
+                "Replicas connected to the Redis primary (INFO replication), read at scrape.",
+            )
+            try:
+                info: Any = redis_probe.info("replication")
+                replicas.add_metric([], float(info.get("connected_slaves", 0)))
+                yield replicas
+            except redis.RedisError:
+                pass  # unknown: o2ims_redis_up and /readyz say why
+            lag = GaugeMetricFamily(
+                "o2ims_adapter_sync_lag_seconds",
+                "Seconds since the adapter's watch stream last told the core it is current "
+                "(its SYNCED, a change, or a probe answered while the stream is open).",
+                labels=["adapter"],
+            )
+            for watcher in watchers:
+                status = watcher.status
+                lag.add_metric([status.name or status.address], status.sync_lag())
+            yield lag
+
+        register_state(self.registry, collect)
+        register_certificates(self.registry, certificates)
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -94,6 +186,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         method = details.method
         inner = handler.unary_unary
         metrics = self._metrics
+        cache_read = metrics.cache_read_counter(method)
         for item in details.invocation_metadata or ():
             if item.key == IGNORED_QUERY_HEADER and item.value.isdigit():
                 metrics.ignored_query.labels(method).inc(int(item.value))
@@ -101,6 +194,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         def timed(request: Any, context: Any) -> Any:
             start = time.perf_counter()
             code = "OK"
+            if cache_read is not None:
+                cache_read.inc()
             try:
                 return inner(request, context)
             except Exception:

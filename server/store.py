@@ -6,6 +6,8 @@ Layout (every key documented for operators in docs/operations.md):
   inventory:version         int   bumped once per applied change
   inventory:events          stream one entry per applied change:
                             version, kind, id, event (create|modify|delete), prior, post
+                            (and `correlationId` if a request caused it; adapters' changes
+                            have none: no request causes them)
 
 Every write goes through one Lua script that compares the stored bytes with the new
 ones, so re-applying a state (after a reconnect, a resync or from a second replica)
@@ -26,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from adapters.contract import KINDS, ObjectKey
+from netweave.redis_metrics import CountingRedis
 
 OBJECTS_PREFIX: Final = "inventory:objects:"
 OWNER_KEY: Final = "inventory:owner"
@@ -75,7 +78,8 @@ return changed
 
 def connect(url: str, *, socket_timeout: float = 2.0) -> redis.Redis:
     """A client that fails fast: the callers own retrying, so redis-py must not."""
-    client: redis.Redis = redis.Redis.from_url(
+    # Counting: every command it sends is in o2ims_redis_commands_total.
+    client: redis.Redis = CountingRedis.from_url(
         url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=1.0,
@@ -105,6 +109,9 @@ class StoredEvent:
     event: EventName
     prior: bytes
     post: bytes
+    # The call that caused the change (netweave/correlation.py): "" for adapters' changes,
+    # which no request causes.
+    correlation_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,4 +239,5 @@ def decode_event(entry_id: bytes, fields: Mapping[bytes, bytes]) -> StoredEvent:
         event=get(b"event").decode(),
         prior=get(b"prior") or b"",
         post=get(b"post") or b"",
+        correlation_id=(get(b"correlationId") or b"").decode(),
     )

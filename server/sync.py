@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -230,6 +231,17 @@ class WatcherStatus:
     failures: int = 0
     # The last object received before the stream last failed, "kind 'id'".
     failed_after: str = ""
+    # When (time.monotonic()) the watch stream last told us the adapter's set is current:
+    # its SYNCED, a change after it, or a probe answered while the synced stream is open.
+    # o2ims_adapter_sync_lag_seconds is the time since; it starts counting at start-up.
+    current_at: float = field(default_factory=time.monotonic)
+
+    def heard_current(self) -> None:
+        self.current_at = time.monotonic()
+
+    def sync_lag(self) -> float:
+        """Seconds since the adapter was last known current (0 right after)."""
+        return max(0.0, time.monotonic() - self.current_at)
 
     @property
     def stuck(self) -> bool:
@@ -375,6 +387,8 @@ class AdapterWatcher(threading.Thread):
             # An adapter that went away is reported by the watch itself.
             with contextlib.suppress(grpc.RpcError):
                 self._read_problems(stub)
+                if self.status.connected:  # synced, and the stream is still open
+                    self.status.heard_current()
 
     def _follow(self, stub: adapter_pb2_grpc.AdapterServiceStub) -> None:
         name = self._read_problems(stub) or self._address
@@ -411,6 +425,8 @@ class AdapterWatcher(threading.Thread):
         initial: dict[ObjectKey, bytes] | None = {}
         commits = False
         for event in call:
+            if initial is None:
+                self.status.heard_current()
             if event.type == adapter_pb2.EVENT_TYPE_COMMIT:
                 if commits and initial is None and change_set.changes:
                     self._writer.submit_change_set(name, change_set.take())
@@ -422,6 +438,7 @@ class AdapterWatcher(threading.Thread):
                 initial = None
                 self.status.connected = True
                 self.status.synced_once = True
+                self.status.heard_current()
                 self.status.last_error = ""
                 self.status.failures = 0
                 self.status.failed_after = ""

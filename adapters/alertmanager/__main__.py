@@ -145,6 +145,8 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
 def main(argv: Sequence[str] | None = None) -> int:
     stopping = stop_requested()  # before anything slow
 
+    # Before the arguments: an argparse error is a JSON line too.
+    log = configure_logging("adapter-alertmanager")
     args = parse_args(argv)
     try:
         token = read_token(args.token_file)
@@ -163,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
 
-    log = configure_logging("adapter-alertmanager").bind(adapter=args.name)
+    log = log.bind(adapter=args.name)
     metrics = AlertmanagerMetrics()
     publisher = ObjectSetPublisher()
     book = AlarmBook(

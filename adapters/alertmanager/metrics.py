@@ -7,6 +7,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from netweave.metrics import register_process_metrics
+
 # The outcomes of one webhook request (the `outcome` label).
 ACCEPTED: Final = "accepted"
 UNAUTHORIZED: Final = "unauthorized"
@@ -21,6 +23,9 @@ class AlertmanagerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # Ready while it answers: it restores its state before it listens, and needs
+        # nothing else (the core's /readyz reports it as an adapter).
+        register_process_metrics(self.registry, lambda: True)
         self.webhooks = Counter(
             "netweave_alertmanager_webhooks",
             "Webhook requests received from Alertmanager, by outcome",

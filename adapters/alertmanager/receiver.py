@@ -19,6 +19,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,7 @@ from adapters.alertmanager import metrics as outcomes
 from adapters.alertmanager.alarms import AlarmBook, StateFileError
 from adapters.alertmanager.metrics import AlertmanagerMetrics
 from adapters.alertmanager.payload import PayloadError, parse_notification
+from netweave.ops import OK, health_identity
 
 WEBHOOK_PATH: Final = "/webhook"
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
@@ -161,7 +163,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = generate_latest(self.server.receiver.metrics.registry)
             self._reply(HTTPStatus.OK, body, CONTENT_TYPE_LATEST)
         elif path == "/healthz":
-            self._reply(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
+            health = {**health_identity(self.server.receiver.started, OK), "checks": {}}
+            self._reply(HTTPStatus.OK, json.dumps(health).encode(), "application/json")
         else:
             self._other()
 
@@ -247,6 +250,7 @@ class WebhookReceiver:
         self._book = book
         self._token = token.encode()
         self.metrics = metrics
+        self.started = time.monotonic()  # the health bodies' uptime counts from here
         self._host = host
         self._port = port
         self._tls = tls

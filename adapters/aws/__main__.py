@@ -25,8 +25,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from prometheus_client import start_http_server
-
 from adapters.aws.adapter import AwsAdapter
 from adapters.aws.clients import (
     DEFAULT_MAX_ATTEMPTS,
@@ -39,6 +37,7 @@ from adapters.aws.clients import (
 from adapters.aws.mapping_file import MappingConfig, load_mapping_file
 from adapters.aws.metrics import AwsMetrics
 from adapters.mapping_files import MappingFileError
+from adapters.ops import serve_ops
 from adapters.publisher import (
     AdapterServicer,
     ObjectSetPublisher,
@@ -89,7 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--metrics-port",
         type=int,
-        help="Prometheus /metrics port, 0: none (default: $NETWEAVE_AWS_METRICS_PORT)",
+        help="ops port (/metrics, /healthz, /readyz), 0: none "
+        "(default: $NETWEAVE_AWS_METRICS_PORT)",
     )
     parser.add_argument(
         "--max-attempts",
@@ -117,6 +117,8 @@ def _regions(text: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     stopping = stop_requested()  # before anything slow
 
+    # Before the arguments: an argparse error is a JSON line too.
+    log = configure_logging("adapter-aws")
     args = parse_args(argv)
     regions = _regions(args.regions)
     if not regions:
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: mapping file {error}", file=sys.stderr)
         return 2
 
-    log = configure_logging("adapter-aws").bind(adapter=args.name)
+    log = log.bind(adapter=args.name)
     # botocore logs every endpoint and credential lookup at INFO, as plain text.
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -148,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: cannot set up AWS credentials: {error}", file=sys.stderr)
         return 2
     metrics = AwsMetrics()
-    counter = CallCounter()
+    counter = CallCounter(on_duration=metrics.backend_latency.labels(args.name).observe)
     clients = [
         region_clients(session, region, counter, args.max_attempts, args.read_timeout)
         for region in regions
@@ -174,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.metrics_port:
         try:
-            start_http_server(args.metrics_port, args.host, registry=metrics.registry)
+            # /metrics, and /healthz and /readyz (ready once the regions were read).
+            serve_ops(args.host, args.metrics_port, publisher, metrics.registry)
         except OSError as error:
             server.stop(grace=None)
             print(

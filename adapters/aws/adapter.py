@@ -140,9 +140,10 @@ class AwsAdapter:
             except Exception:  # a bug in one poll must not end the adapter
                 self._log.exception("aws_poll_failed")
             wake = started + self._interval
-            pending = [state.next_attempt for state in self._regions.values() if state.failure]
-            if pending:
-                wake = max(wake, min(pending))
+            # Healthy regions are polled every interval whatever the others do; only when
+            # every region is failing does the loop sleep until the first retry is due.
+            if all(state.failure for state in self._regions.values()):
+                wake = max(wake, min(state.next_attempt for state in self._regions.values()))
             self._stop.wait(max(0.0, wake - time.monotonic()))
 
     # --- one poll ------------------------------------------------------------------------

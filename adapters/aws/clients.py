@@ -1,11 +1,12 @@
 """boto3 sessions and clients for the AWS adapter: the standard credential chain
 (environment incl. AWS_ENDPOINT_URL, profile, instance/IRSA role), optionally through an
 assumed role (refreshed before it expires), adaptive retries on every client, and a count
-of every API call and HTTP request (metrics, the bench)."""
+of every API call and HTTP request (metrics, the bench) and the time each call took."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from botocore.credentials import (  # type: ignore[import-untyped]
 )
 
 ROLE_SESSION_NAME: Final = "netweave-aws-adapter"
+# Where before-call leaves the call's start in botocore's per-call context.
+_STARTED: Final = "netweave_started"
 DEFAULT_MAX_ATTEMPTS: Final = 5
 # Per call: a region that does not answer fails its poll in bounded time.
 CONNECT_TIMEOUT: Final = 5.0
@@ -66,15 +69,24 @@ class CallCounter:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     on_call: Callable[[str, str, str], None] | None = None
     on_request: Callable[[str, str], None] | None = None
+    # Seconds one API call took, retries and their waits included (succeeded or not).
+    on_duration: Callable[[float], None] | None = None
 
     def attach(self, client: Any, region: str) -> None:
         service = str(client.meta.service_model.service_name)
 
-        def before_call(model: Any, **_: Any) -> None:
+        def before_call(model: Any, context: Any = None, **_: Any) -> None:
+            if context is not None:
+                context[_STARTED] = time.perf_counter()
             with self._lock:
                 self.calls[region, service, model.name] += 1
             if self.on_call is not None:
                 self.on_call(region, service, model.name)
+
+        def after_call(context: Any = None, **_: Any) -> None:
+            started = context.get(_STARTED) if context is not None else None
+            if started is not None and self.on_duration is not None:
+                self.on_duration(time.perf_counter() - started)
 
         def before_send(**_: Any) -> None:
             with self._lock:
@@ -84,6 +96,9 @@ class CallCounter:
 
         client.meta.events.register("before-call", before_call)
         client.meta.events.register("before-send", before_send)
+        # after-call: an answer (after any retries); after-call-error: no answer at all.
+        client.meta.events.register("after-call", after_call)
+        client.meta.events.register("after-call-error", after_call)
 
     def total_calls(self) -> int:
         with self._lock:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from netweave.metrics import backend_request_histogram
+
 
 class AwsMetrics:
     """One registry per adapter (tests and the bench run several in one process)."""
@@ -53,3 +55,4 @@ class AwsMetrics:
             "Objects the adapter publishes now",
             registry=self.registry,
         )
+        self.backend_latency = backend_request_histogram(self.registry)

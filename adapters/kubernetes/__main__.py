@@ -136,6 +136,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     stopping = stop_requested()  # before anything slow
 
+    # Before the arguments: an argparse error is a JSON line too.
+    log = configure_logging("adapter-kubernetes")
     args = parse_args(argv)
     target = KubeTarget(
         args.kubeconfig,
@@ -161,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     first.api.close()
     name = args.name or f"kubernetes-{first.context or first.cluster_name}"
-    log = configure_logging("adapter-kubernetes").bind(adapter=name)
+    log = log.bind(adapter=name)
     # urllib3 logs each of its quick reconnect attempts in plain text; the reflector
     # reports what matters (the API unreachable, since when) once, in the JSON log.
     logging.getLogger("urllib3").setLevel(logging.ERROR)

@@ -24,6 +24,7 @@ import gc
 import json
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -181,7 +182,11 @@ class NodeReflector:
         watch_timeout: tuple[float, float] = DEFAULT_WATCH_TIMEOUT,
         auth_retry_interval: float = DEFAULT_AUTH_RETRY_INTERVAL,
         backoff: Backoff | None = None,
+        on_request_duration: Callable[[float], None] | None = None,
     ) -> None:
+        # Seconds each list page and each watch connect took (answered or failed):
+        # o2ims_adapter_backend_request_duration_seconds.
+        self._on_request_duration = on_request_duration
         self._connect = connect
         self._sink = sink
         self._report_problem = report_problem
@@ -342,7 +347,9 @@ class NodeReflector:
             query: list[tuple[str, Any]] = [] if token is None else [("continue", token)]
             query.append(("limit", self._page_size))
             body = read_json(
-                get(api, NODES_PATH, query, timeout=(REQUEST_TIMEOUT[0], LIST_READ_TIMEOUT))
+                self._timed(
+                    get, api, NODES_PATH, query, timeout=(REQUEST_TIMEOUT[0], LIST_READ_TIMEOUT)
+                )
             )
             nodes.extend(body.get("items") or ())
             metadata = body.get("metadata") or {}
@@ -352,10 +359,21 @@ class NodeReflector:
             if self._stop.is_set():
                 raise _StreamCut("", False, RuntimeError("stopping"))
 
+    def _timed(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`call(*args, **kwargs)`, its duration reported (to the response's headers: a
+        watch's stream is not the request's latency)."""
+        started = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            if self._on_request_duration is not None:
+                self._on_request_duration(time.perf_counter() - started)
+
     def _watch(self, api: Any, resource_version: str) -> str:
         """Follow one watch until it ends; the resourceVersion to resume from."""
         timeout = random.uniform(*self._watch_timeout)
-        response: Any = get(
+        response: Any = self._timed(
+            get,
             api,
             NODES_PATH,
             [

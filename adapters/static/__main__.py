@@ -93,8 +93,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     stopping = stop_requested()  # before anything slow
 
+    # Before the arguments: an argparse error is a JSON line too.
+    log = configure_logging("adapter-static")
     args = parse_args(argv)
-    log = configure_logging("adapter-static").bind(adapter=args.name)
+    log = log.bind(adapter=args.name)
     publisher = ObjectSetPublisher(max_object_bytes=args.max_object_bytes)
     limits = FileLimits(args.max_file_bytes, YamlLimits(args.max_depth, args.max_alias_nodes))
     adapter = StaticAdapter(

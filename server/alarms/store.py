@@ -17,8 +17,10 @@
   alarms:events               stream  one entry per change: `alarmEventRecordId`, `event`
                                     (NEW | CHANGE | CLEAR | ACKNOWLEDGE) and `record` (the
                                     record after the change, as a JSON object in its wire
-                                    form); trimmed to about EVENTS_MAX_LEN entries; a purge
-                                    does not touch it
+                                    form), `revision`, and `correlationId` when an API call
+                                    made the change (acknowledge, clear: the call's id,
+                                    netweave/correlation.py); trimmed to about EVENTS_MAX_LEN
+                                    entries; a purge does not touch it
   alarms:config               hash  the AlarmServiceConfiguration: retentionPeriod (days),
                                     extensions (a JSON object); absent: the defaults
   alarms:purge_lock           string  held (SET NX PX) by the replica that purges this round
@@ -56,6 +58,8 @@ from typing import Any, Final, cast
 import redis
 import structlog
 from o2ims.monitoring.v1 import monitoring_pb2 as pb
+
+from netweave import correlation
 
 ALARM_KEY_PREFIX: Final = "alarm:"
 ALARMS_INDEX_KEY: Final = "alarms"
@@ -251,6 +255,14 @@ local function record_json(key, id)
   end
   return cjson.encode(record)
 end
+-- An event's optional `correlationId` (the API call's; '' = none) after its fields.
+local function with_correlation(fields, correlation_id)
+  if correlation_id and correlation_id ~= '' then
+    fields[#fields + 1] = 'correlationId'
+    fields[#fields + 1] = correlation_id
+  end
+  return fields
+end
 local function etag_matches(expected, revision)
   if expected == '' or expected == '*' then
     return true
@@ -279,7 +291,8 @@ end
 """
 )
 
-# KEYS: record, revision counter, events stream. ARGV: id, If-Match revisions, now, maxlen.
+# KEYS: record, revision counter, events stream. ARGV: id, If-Match revisions, now, maxlen,
+# correlation id ('' = none).
 _ACKNOWLEDGE = (
     _GUARDED
     + """
@@ -290,15 +303,16 @@ local new = tostring(redis.call('INCR', KEYS[2]))
 redis.call('HSET', KEYS[1], 'alarmAcknowledged', 'true', 'alarmAcknowledgeTime', ARGV[3],
   'revision', new)
 local record = record_json(KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'alarmEventRecordId', ARGV[1],
-  'event', 'ACKNOWLEDGE', 'record', record, 'revision', new)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(with_correlation(
+  {'alarmEventRecordId', ARGV[1], 'event', 'ACKNOWLEDGE', 'record', record, 'revision', new},
+  ARGV[5])))
 return {'OK', new, record}
 """
 )
 
 # KEYS: record, revision counter, events stream, cleared zset. ARGV: id, If-Match
 # revisions, now, maxlen, now (Unix seconds), the alarmDefinitionID the caller checked,
-# "1" if that definition allows a manual clear.
+# "1" if that definition allows a manual clear, correlation id ('' = none).
 _CLEAR = (
     _GUARDED
     + """
@@ -318,8 +332,9 @@ redis.call('HSET', KEYS[1], 'perceivedSeverity', '5', 'alarmClearedTime', ARGV[3
   'alarmChangedTime', ARGV[3], 'revision', new)
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 local record = record_json(KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'alarmEventRecordId', ARGV[1],
-  'event', 'CLEAR', 'record', record, 'revision', new)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(with_correlation(
+  {'alarmEventRecordId', ARGV[1], 'event', 'CLEAR', 'record', record, 'revision', new},
+  ARGV[8])))
 return {'OK', new, record}
 """
 )
@@ -569,10 +584,16 @@ class AlarmStore:
         )
 
     def acknowledge(
-        self, alarm_id: str, expected_etag: str | None = None, *, now: dt.datetime | None = None
+        self,
+        alarm_id: str,
+        expected_etag: str | None = None,
+        *,
+        now: dt.datetime | None = None,
+        correlation_id: str | None = None,
     ) -> Result:
         """Acknowledge the record if it exists, `expected_etag` (an If-Match value: tags,
-        `*` or None for no condition) matches, and it is not acknowledged yet."""
+        `*` or None for no condition) matches, and it is not acknowledged yet. The event
+        carries `correlation_id` (None: the current call's, netweave/correlation.py)."""
         reply = self._acknowledge(
             keys=[ALARM_KEY_PREFIX + alarm_id, REVISION_KEY, EVENTS_KEY],
             args=[
@@ -580,6 +601,7 @@ class AlarmStore:
                 if_match_revisions(expected_etag),
                 rfc3339(now or _now()),
                 self._events_max_len,
+                correlation.current() if correlation_id is None else correlation_id,
             ],
         )
         return _result(alarm_id, reply)
@@ -592,13 +614,15 @@ class AlarmStore:
         definition_id: str,
         manual: bool = True,
         now: dt.datetime | None = None,
+        correlation_id: str | None = None,
     ) -> Result:
         """Clear the record manually (perceivedSeverity 5, alarmClearedTime and
         alarmChangedTime now) if it exists, `expected_etag` matches, it is not cleared
         yet, and its alarmDefinitionID is still `definition_id` (the definition whose
         clearingType the caller checked; else DEFINITION_CHANGED). `manual` False (that
         definition does not allow a manual clear): NOT_CLEARABLE once every other check
-        passed, so a stale ETag or a cleared alarm is reported first."""
+        passed, so a stale ETag or a cleared alarm is reported first. The event carries
+        `correlation_id` (None: the current call's, netweave/correlation.py)."""
         moment = now or _now()
         reply = self._clear(
             keys=[ALARM_KEY_PREFIX + alarm_id, REVISION_KEY, EVENTS_KEY, CLEARED_KEY],
@@ -610,6 +634,7 @@ class AlarmStore:
                 _epoch(rfc3339(moment)),
                 definition_id,
                 "1" if manual else "0",
+                correlation.current() if correlation_id is None else correlation_id,
             ],
         )
         return _result(alarm_id, reply)

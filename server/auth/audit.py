@@ -5,7 +5,9 @@ ship it with a sidecar) or `-` for standard output (the application log is on st
 error, so the two streams stay apart). Retention is the shipper's job.
 
 Fields: ts (UTC), audit ("o2ims"), source ("core"; Envoy writes "edge" records of the
-calls it refuses itself in the same fields), request_id, client, via, certificate_subject,
+calls it refuses itself in the same fields), request_id, correlation_id (the call's: the
+same as on the edge's records, in the log lines of the core and the notifier, in the event
+the call wrote), client, via, certificate_subject,
 certificate_uri, token_subject, roles, role, operation (the gRPC method), method and path
 (what the client sent: REST method and path, or POST and the gRPC path), permission,
 decision (allow/deny), grpc_code, status (the HTTP status a REST client saw), duration_ms,

@@ -1,8 +1,16 @@
-"""The core's access control: identify the caller, decide, audit, count.
+"""The core's access control: identify the caller, decide, audit, count; and the call's
+correlation id.
 
 One gRPC server interceptor for every service, so no servicer can forget it. Denied calls
 end with PERMISSION_DENIED (REST 403), calls from the edge without any identity with
 UNAUTHENTICATED (REST 401), both with a google.rpc.ErrorInfo saying why.
+
+Every audited call gets its correlation id here, once: the caller's well-formed
+`x-correlation-id` (the edge always forwards one), else its `x-request-id`, else a new one
+(netweave/correlation.py). It is current for the whole call (every core log line of it
+carries `correlation_id`; the subscription or alarm event the call writes stores it), goes
+into the audit record, and comes back to the caller as trailing metadata
+`x-correlation-id`.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import grpc
 import structlog
 from google.protobuf import json_format
 
+from netweave import correlation
+from netweave.headers import CORRELATION_ID_HEADER
 from server.auth.audit import AuditLog, redact
 from server.auth.caller import Caller, acting_as
 from server.auth.identity import Channel, Identity, IdentityRefused, identify
@@ -75,36 +85,44 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if required_permission(method) == PUBLIC:
             return handler  # health checks: neither identified, counted nor audited
         metadata = {item.key.lower(): item.value for item in details.invocation_metadata or ()}
+        correlation_id, _ = correlation.from_metadata(metadata)
         if handler.unary_unary is None:
-            return self._guard_stream(handler, method, metadata)
+            return self._guard_stream(handler, method, metadata, correlation_id)
         inner = handler.unary_unary
 
         def guarded(request: Any, context: Any) -> Any:
             start = time.perf_counter()
-            identity, decision, refusal = self._admit(method, metadata, context)
-            code: grpc.StatusCode | None = None
-            try:
-                if refusal is not None:
-                    code = refusal.code
-                    context.abort_with_status(refusal.to_status())
-                with acting_as(self._caller(identity, decision)):
-                    response = inner(request, context)
-                code = context.code() or grpc.StatusCode.OK
-                return response
-            except Exception:
-                code = code or context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                self._record(
-                    metadata,
-                    method=method,
-                    identity=identity,
-                    decision=decision,
-                    refusal=refusal,
-                    request=request,
-                    code=code,
-                    duration_s=time.perf_counter() - start,
-                )
+            with correlation.bound(correlation_id):
+                context.set_trailing_metadata(((CORRELATION_ID_HEADER, correlation_id),))
+                identity, decision, refusal = self._admit(method, metadata, context)
+                code: grpc.StatusCode | None = None
+                try:
+                    if refusal is not None:
+                        code = refusal.code
+                        context.abort_with_status(refusal.to_status())
+                    with acting_as(self._caller(identity, decision)):
+                        response = inner(request, context)
+                    code = context.code() or grpc.StatusCode.OK
+                    return response
+                except Exception:
+                    if code is None and context.code() is None:
+                        # Not an abort: grpc logs it too, but after the call, without the id.
+                        log.exception("rpc_failed", method=method)
+                    code = code or context.code() or grpc.StatusCode.UNKNOWN
+                    _keep_correlation_trailer(context, correlation_id)
+                    raise
+                finally:
+                    self._record(
+                        metadata,
+                        method=method,
+                        identity=identity,
+                        decision=decision,
+                        refusal=refusal,
+                        request=request,
+                        code=code,
+                        duration_s=time.perf_counter() - start,
+                        correlation_id=correlation_id,
+                    )
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -112,24 +130,32 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             response_serializer=handler.response_serializer,
         )
 
-    def _guard_stream(self, handler: Any, method: str, metadata: Mapping[str, str]) -> Any:
+    def _guard_stream(
+        self, handler: Any, method: str, metadata: Mapping[str, str], correlation_id: str
+    ) -> Any:
         """Streaming calls (reflection): decided when the call starts, audited without an
         outcome."""
 
         def admit(context: Any) -> None:
-            identity, decision, refusal = self._admit(method, metadata, context)
-            self._record(
-                metadata,
-                method=method,
-                identity=identity,
-                decision=decision,
-                refusal=refusal,
-                request=None,
-                code=None,
-                duration_s=0.0,
-            )
-            if refusal is not None:
-                context.abort_with_status(refusal.to_status())
+            with correlation.bound(correlation_id):
+                context.set_trailing_metadata(((CORRELATION_ID_HEADER, correlation_id),))
+                identity, decision, refusal = self._admit(method, metadata, context)
+                self._record(
+                    metadata,
+                    method=method,
+                    identity=identity,
+                    decision=decision,
+                    refusal=refusal,
+                    request=None,
+                    code=None,
+                    duration_s=0.0,
+                    correlation_id=correlation_id,
+                )
+                if refusal is not None:
+                    try:
+                        context.abort_with_status(refusal.to_status())
+                    finally:
+                        _keep_correlation_trailer(context, correlation_id)
 
         return _stream_handler(handler, admit)
 
@@ -205,6 +231,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         request: Any,
         code: grpc.StatusCode | None,
         duration_s: float,
+        correlation_id: str,
     ) -> None:
         if self._audit is None:
             return
@@ -215,6 +242,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             status = 201  # a REST create (the core asked the edge for 201)
         record: dict[str, Any] = {
             "request_id": metadata.get("x-request-id", ""),
+            "correlation_id": correlation_id,
             "client": identity.client,
             "via": identity.via,
             "certificate_subject": identity.certificate_subject,
@@ -240,6 +268,14 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             self._audit.write(record)
         except OSError as exc:
             log.error("audit_write_failed", error=str(exc))
+
+
+def _keep_correlation_trailer(context: Any, correlation_id: str) -> None:
+    """An abort replaces the call's trailing metadata (with the error's details): add the
+    correlation id back."""
+    trailing = tuple(context.trailing_metadata() or ())
+    if not any(key == CORRELATION_ID_HEADER for key, _ in trailing):
+        context.set_trailing_metadata((*trailing, (CORRELATION_ID_HEADER, correlation_id)))
 
 
 def _stream_handler(handler: Any, admit: Callable[[Any], None]) -> Any:

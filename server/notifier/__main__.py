@@ -30,7 +30,7 @@ def run() -> int:
     try:
         config = NotifierConfig.from_env()
     except ValueError as exc:
-        print(f"netweave notifier: {exc}", file=sys.stderr)
+        log.error("configuration_invalid", error=str(exc))
         return 2
     from server.notifier.app import Notifier
 

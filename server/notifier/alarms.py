@@ -56,6 +56,8 @@ class AlarmEvent:
 
     event_type: str  # NEW | CHANGE | CLEAR | ACKNOWLEDGE
     record: pb.AlarmEventRecord
+    # The API call that made the change (acknowledge, clear); "" for a source's change.
+    correlation_id: str = ""
     _printed: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -94,7 +96,7 @@ def decode_alarm_event(fields: dict[bytes, bytes]) -> AlarmEvent:
         raise ValueError("record is not a JSON object")
     document["alarmEventRecordId"] = fields[b"alarmEventRecordId"].decode()
     record = json_format.ParseDict(document, pb.AlarmEventRecord(), ignore_unknown_fields=True)
-    return AlarmEvent(event_type, record)
+    return AlarmEvent(event_type, record, (fields.get(b"correlationId") or b"").decode())
 
 
 class AlarmFeed(Feed[AlarmEvent, AlarmSubscriptionFilter]):
@@ -135,4 +137,4 @@ class AlarmFeed(Feed[AlarmEvent, AlarmSubscriptionFilter]):
                 entry_id,
                 global_cloud_id,
             )
-            yield Notification(subscription.subscription_id, identifier, body)
+            yield Notification(subscription.subscription_id, identifier, body, event.correlation_id)

@@ -3,6 +3,7 @@ the optional O-Cloud registration and the ops endpoint (/healthz, /readyz, /metr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -21,10 +22,10 @@ from server.notifier.deadletters import DeadLetters
 from server.notifier.delivery import DeliveryWorker
 from server.notifier.http import TokenSource, WebhookClient, callback_ca_bundle, tls_context
 from server.notifier.matching import Matcher
-from server.notifier.metrics import NotifierMetrics
+from server.notifier.metrics import NotifierMetrics, matcher_lag
 from server.notifier.registration import TRUSTED, Registration
 from server.notifier.scheduler import Scheduler
-from server.ops import OpsServer, redis_check
+from server.ops import OpsServer, readiness_status, redis_check
 from server.store import connect
 from server.subscriptions.callbacks import describe
 from server.subscriptions.store import SubscriptionKind
@@ -82,6 +83,10 @@ class Notifier:
             else None
         )
         self.metrics.add_state(self._state_metrics)
+        self.metrics.add_operator_state(
+            self._probe,
+            {"webhook_client": config.tls_cert, "callback_ca": trusted.ca_bundle},
+        )
         self.ops = OpsServer(
             config.ops_host, config.ops_port, self.readiness, self.metrics.registry
         )
@@ -140,12 +145,23 @@ class Notifier:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {"redis": redis_check(self._probe)}
-        checks["matcher"] = {"ok": True, "leader": self.matcher.leader}
-        checks["deliveries"] = {"ok": True, "subscriptions": len(self.scheduler.workers)}
+        checks["matcher"] = _check(
+            self.matcher.redis_ok, "the matcher cannot reach Redis", leader=self.matcher.leader
+        )
+        checks["deliveries"] = _check(
+            self.scheduler.redis_ok,
+            "the delivery scheduler cannot reach Redis",
+            subscriptions=len(self.scheduler.workers),
+        )
+        if checks["redis"]["ok"]:
+            # The event streams the matcher follows: what it has yet to read (an alert's
+            # matter, not readiness: another replica may be the matcher at work).
+            with contextlib.suppress(redis.RedisError):
+                checks["events"] = {"ok": True, "matcher_lag": matcher_lag(self._probe)}
         if self.registration is not None:
             checks["registration"] = {"ok": True, "accepted": self.registration.accepted}
         ready = bool(checks["redis"]["ok"])
-        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        body: dict[str, Any] = {"status": readiness_status(ready, checks), "checks": checks}
         if not ready:
             body["failing"] = ["redis"]
         return ready, body
@@ -187,3 +203,8 @@ class Notifier:
         redis_up = GaugeMetricFamily("o2ims_redis_up", "1 if the last Redis operation succeeded.")
         redis_up.add_metric([], 1.0 if self.matcher.redis_ok and self.scheduler.redis_ok else 0.0)
         yield redis_up
+
+
+def _check(ok: bool, reason: str, **details: Any) -> dict[str, Any]:
+    """A readiness check entry: `ok`, `reason` when not ok, and what else it reports."""
+    return {"ok": ok, **({} if ok else {"reason": reason}), **details}

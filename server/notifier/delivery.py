@@ -16,6 +16,11 @@ subscription is gone (dropped). Retries back off exponentially with full jitter,
 as long as a Retry-After asks; the head's attempt count and first failure time are kept in
 `notifier:retry:<subId>`, so the schedule's deadline survives restarts.
 
+Logs. Every line about one notification carries its `notification_id` and its
+`correlation_id`: the event's (the API call that caused it), else the notification id; the
+POST sends the same as X-Correlation-ID. A delivery that succeeds is one info line
+(`delivery_succeeded`: status, latency_ms of the POST, attempts).
+
 Acknowledging in batches. The POSTs stay strictly one at a time, in order; what is
 batched is the Redis work around them. Delivered entries are acknowledged (XACK + XDEL of
 all of them, and an EXISTS of the subscription, in one pipeline: a "check") before the
@@ -35,12 +40,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import redis
 import structlog
 from redis.typing import EncodableT, FieldT
 
+from netweave import correlation
 from netweave.redaction import redact_url
 from server.notifier import keys, streams
 from server.notifier.config import RetrySchedule
@@ -159,7 +165,10 @@ class DeliveryWorker:
     def _serve(self) -> None:
         if self._acks or self._clear_retry:
             self._check()  # what was delivered before a Redis error: acknowledge it first
-        stored: Any = self._client.hget(self._subscription_key, "callback")
+        stored, created_by = cast(
+            list[bytes | None],
+            self._client.hmget(self._subscription_key, ["callback", correlation.STORED_FIELD]),
+        )
         if stored is None or not self._ensure_group(
             keys=[self._subscription_key, self._queue], args=[keys.DELIVER_GROUP]
         ):
@@ -168,6 +177,12 @@ class DeliveryWorker:
         self._callback = stored.decode()
         # Where notifications go, in every record, minus any credential in the URL.
         self._log = self._log.bind(callback=redact_url(self._callback))
+        # With the id of the call that created the subscription: `grep <id>` shows which
+        # notifier delivers it.
+        self._log.info(
+            "delivery_worker_started",
+            **({"correlation_id": created_by.decode()} if created_by else {}),
+        )
         self._recover()
         while not self._stop.is_set() and not self.gone:
             reply: Any = self._client.xreadgroup(
@@ -253,13 +268,41 @@ class DeliveryWorker:
         self, entry_id: str, fields: dict[bytes, bytes], attempts: int, first_failure_ms: int
     ) -> Finished:
         notification_id = fields[b"id"].decode()
+        with correlation.bound(_correlation_id(fields, notification_id)) as correlation_id:
+            return self._attempt(
+                entry_id,
+                fields,
+                notification_id=notification_id,
+                correlation_id=correlation_id,
+                attempts=attempts,
+                first_failure_ms=first_failure_ms,
+            )
+
+    def _attempt(
+        self,
+        entry_id: str,
+        fields: dict[bytes, bytes],
+        *,
+        notification_id: str,
+        correlation_id: str,
+        attempts: int,
+        first_failure_ms: int,
+    ) -> Finished:
         body = fields[b"body"]
         while not self._stop.is_set():
             if attempts and not self._client.exists(self._subscription_key):
                 return self._drop()
-            result = self._webhooks.post(self._callback, notification_id, body)
+            started = time.perf_counter()
+            result = self._webhooks.post(self._callback, notification_id, body, correlation_id)
             attempts += 1
             if result.ok:
+                self._log.info(
+                    "delivery_succeeded",
+                    notification_id=notification_id,
+                    status=result.status,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    attempts=attempts,
+                )
                 return self._delivered(entry_id, fields, attempts)
             now_ms = int(time.time() * 1000)
             first_failure_ms = first_failure_ms or now_ms
@@ -340,6 +383,11 @@ class DeliveryWorker:
                 "attempts": str(attempts),
                 "lastStatus": str(result.status or ""),
                 "body": fields[b"body"],
+                **(
+                    {correlation.STORED_FIELD: fields[correlation.STORED_FIELD.encode()]}
+                    if correlation.STORED_FIELD.encode() in fields
+                    else {}
+                ),
             },
         )
         pipe.xack(self._queue, keys.DELIVER_GROUP, entry_id)
@@ -362,6 +410,13 @@ class DeliveryWorker:
         self._metrics.deliveries.labels("dropped").inc()
         self._log.info("delivery_dropped_subscription_deleted")
         return "dropped"
+
+
+def _correlation_id(fields: dict[bytes, bytes], notification_id: str) -> str:
+    """The event's correlation id if it has a well-formed one (the queue is Redis data: it
+    becomes a header), else the notification's id."""
+    stored = fields.get(correlation.STORED_FIELD.encode(), b"").decode(errors="replace")
+    return stored if correlation.well_formed(stored) else notification_id
 
 
 def _decoded(found: list[streams.Entry]) -> list[tuple[str, dict[bytes, bytes]]]:

@@ -45,6 +45,9 @@ class Notification:
     subscription_id: str
     notification_id: str
     body: bytes
+    # The correlation id of the call that caused the event ("" if none did: an adapter's
+    # change); the delivery sends it as X-Correlation-ID, else the notification id.
+    correlation_id: str = ""
 
 
 def wanted(

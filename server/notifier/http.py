@@ -191,11 +191,15 @@ class WebhookClient:
             connection.close()
         self._connections.clear()
 
-    def post(self, url: str, message_id: str, body: bytes) -> DeliveryResult:
-        """One signed attempt. Never raises for network or HTTP failures."""
+    def post(
+        self, url: str, message_id: str, body: bytes, correlation_id: str = ""
+    ) -> DeliveryResult:
+        """One signed attempt, carrying `correlation_id` as X-Correlation-ID (default: the
+        message id). Never raises for network or HTTP failures."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
+            "X-Correlation-ID": correlation_id or message_id,
             **signing.headers(self._secret, message_id, int(time.time()), body),
         }
         if self._tokens is not None and self._tokens.enabled:

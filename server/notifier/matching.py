@@ -47,7 +47,7 @@ log = structlog.get_logger()
 _ENQUEUE: Final = """
 -- KEYS: subscription hash, delivery queue, cursors hash
 -- ARGV: subscription id, event id (in the subscription's stream), notification id, body,
---       consumer group
+--       consumer group, correlation id of the event ('' = none)
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local last = redis.call('HGET', KEYS[3], ARGV[1])
 if last then
@@ -59,12 +59,19 @@ end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[5], '0', 'MKSTREAM')
 end
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'event', ARGV[2], 'body', ARGV[4])
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'event', ARGV[2], 'body', ARGV[4],
+    'correlationId', ARGV[6])
+else
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'event', ARGV[2], 'body', ARGV[4])
+end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 return 1
 """
 
 BATCH: Final = 500
+# The notification ids an `event_matched` line names at most (its count is exact).
+MAX_LOGGED_IDS: Final = 20
 
 
 def stream_id(text: str) -> tuple[int, int]:
@@ -229,6 +236,7 @@ class Matcher:
                 matched += 1
                 position = stream_id(entry_id)
                 later = [s for s in subscriptions if position > s.events_after]
+                caused: list[str] = []
                 for notification in feed.notifications(event, entry_id, later, self._mode):
                     self._enqueue(
                         keys=[
@@ -242,10 +250,25 @@ class Matcher:
                             notification.notification_id,
                             notification.body,
                             keys.DELIVER_GROUP,
+                            notification.correlation_id,
                         ],
                         client=pipe,
                     )
                     queued += 1
+                    if notification.correlation_id:
+                        caused.append(notification.notification_id)
+                correlation_id = getattr(event, "correlation_id", "")
+                if correlation_id:
+                    # Only events a request caused (few: adapters' changes carry no id), so
+                    # `grep <id>` finds which notifications the request led to.
+                    log.info(
+                        "event_matched",
+                        api=feed.api,
+                        entry=entry_id,
+                        correlation_id=correlation_id,
+                        notification_ids=caused[:MAX_LOGGED_IDS],
+                        notifications=len(caused),
+                    )
                 feed.applied(event)
             pipe.xack(feed.stream, keys.MATCH_GROUP, entry_id)
         pipe.execute()

@@ -238,7 +238,7 @@ class InventoryFeed(Feed[StoredEvent, SubscriptionFilter]):
             identifier, body = state.body(
                 subscription.subscription_id, subscription.consumer_subscription_id, entry_id
             )
-            yield Notification(subscription.subscription_id, identifier, body)
+            yield Notification(subscription.subscription_id, identifier, body, event.correlation_id)
 
     def applied(self, event: StoredEvent) -> None:
         self._view.apply(event)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 
+from netweave import correlation
 from server.auth.caller import current_caller
 from server.errors import (
     AlreadyExists,
@@ -141,6 +142,7 @@ class SubscriptionApi:
                     consumer_subscription_id=draft.consumer_subscription_id,
                     api_version=api_version,
                     owner=owner,
+                    correlation_id=correlation.current(),
                 )
             except DuplicateSubscription as duplicate:
                 raise AlreadyExists(

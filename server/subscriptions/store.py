@@ -16,6 +16,9 @@ Layout, per kind (<kind> is `subscription` or `alarm_subscription`):
                                                    creation: the notifier delivers the
                                                    entries after it, never older changes
                                       dedupeKey    the name of its <kind>_dedupe key
+                                      correlationId  the correlation id of the call that
+                                                   created it (netweave/correlation.py);
+                                                   absent on older ones
   <kind>s                   set     the ids of every subscription of the kind (the index that
                                     lists and the notifier walk)
   <kind>_dedupe:<sha256>    string  the id of the subscription with that (owner, callback,
@@ -172,6 +175,8 @@ class Subscription:
     # The client that created it; "" (created before owners were recorded, or stored
     # without one): visible to administrators only.
     owner: str = ""
+    # The correlation id of the call that created it ("" if unknown).
+    correlation_id: str = ""
 
 
 class DuplicateSubscription(Exception):
@@ -201,9 +206,11 @@ class SubscriptionStore:
         consumer_subscription_id: str,
         api_version: str,
         owner: str = "",
+        correlation_id: str = "",
     ) -> Subscription:
-        """Store a new subscription owned by `owner` ("": administrators only); raises
-        DuplicateSubscription if the same owner has an identical one."""
+        """Store a new subscription owned by `owner` ("": administrators only), created by
+        the call `correlation_id`; raises DuplicateSubscription if the same owner has an
+        identical one."""
         dedupe_key = kind.dedupe_key(owner, callback, filter_, consumer_subscription_id)
         created_at = _now_rfc3339()
         fields = {
@@ -216,6 +223,8 @@ class SubscriptionStore:
             "createdAt": created_at,
             "dedupeKey": dedupe_key,
         }
+        if correlation_id:
+            fields["correlationId"] = correlation_id
         keys = [kind.key(subscription_id), kind.index_key, dedupe_key, GENERATION_KEY]
         if kind.events_stream is not None:
             keys.append(kind.events_stream)
@@ -242,6 +251,7 @@ class SubscriptionStore:
             created_at=created_at,
             events_after=value.decode(),
             owner=owner,
+            correlation_id=correlation_id,
         )
 
     def get(self, kind: SubscriptionKind, subscription_id: str) -> Subscription | None:
@@ -296,6 +306,7 @@ def _decode(subscription_id: str, stored: dict[bytes, bytes]) -> Subscription:
         created_at=fields.get("createdAt", ""),
         events_after=fields.get("eventsAfter", ""),
         owner=fields.get("owner", ""),
+        correlation_id=fields.get("correlationId", ""),
     )
 
 

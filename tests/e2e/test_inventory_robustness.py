@@ -56,7 +56,7 @@ def settled(stack: LocalStack, rest: httpx.Client, inventory_file: Path) -> Path
         timeout=30,
         what="the inventory file served",
     )
-    wait_until(lambda: readiness(stack)["status"] == "ready", timeout=15, what="/readyz ready")
+    wait_until(lambda: readiness(stack)["status"] == "ok", timeout=15, what="/readyz ok")
     return inventory_file
 
 

@@ -91,7 +91,9 @@ def test_jwt_authn_reads_the_header_only_and_bounds_lifetimes(
     manager = yaml.safe_load(render(config))["static_resources"]["listeners"][0]
     filters = manager["filter_chains"][0]["filters"][-1]["typed_config"]["http_filters"]
     names = [item["name"] for item in filters]
-    assert names[0] == "netweave.request_guard"
+    # Only the request context (correlation id and route template: it reads neither the
+    # query nor any credential) comes before the guard.
+    assert names[:2] == ["netweave.request_context", "netweave.request_guard"]
     assert names.index("netweave.request_guard") < names.index("envoy.filters.http.jwt_authn")
     provider = filters[names.index("envoy.filters.http.jwt_authn")]["typed_config"]["providers"]
     (settings,) = provider.values()

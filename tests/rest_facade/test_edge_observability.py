@@ -1,0 +1,280 @@
+"""The edge's observability with a fake core (issue 16): the correlation id Envoy forwards and
+returns, the stats listener that serves Envoy's statistics and nothing else of the admin API,
+Envoy's application log as JSON lines, and the configuration's fail-closed checks. The
+metrics themselves go through the real core: tests/e2e/test_edge_observability.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devstack.pki import DevPki
+from netweave.headers import CORRELATION_ID_HEADER, CORRELATION_ID_PATTERN, REQUEST_ID_HEADER
+from rest_facade import envoy_routes, openapi
+from rest_facade.envoy_config import CoreTls, EnvoyConfig, lua_id_pattern, render, served_rules
+from rest_facade.envoy_process import RunningEnvoy, start_envoy
+from rest_facade.http_rules import read_rules, resource_paths
+
+from .support import FakeCore, FakeInventory, envoy_config, tls_context
+
+POOLS = "/o2ims-infrastructureInventory/v1/resourcePools"
+
+
+@pytest.fixture(scope="module")
+def observed_envoy(
+    tmp_path_factory: pytest.TempPathFactory, pki: DevPki, core: FakeCore
+) -> Iterator[RunningEnvoy]:
+    """An edge with a stats listener, logging at info (so its application log has lines)."""
+    workdir = tmp_path_factory.mktemp("observed-envoy")
+    config = envoy_config(pki, core.port, stats_port=0, admin_socket=workdir / "admin.sock")
+    running = start_envoy(config, workdir, workdir / "envoy.log", concurrency=1, log_level="info")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(observed_envoy: RunningEnvoy, pki: DevPki) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=observed_envoy.url, verify=tls_context(pki), trust_env=False, timeout=10
+    ) as http:
+        yield http
+
+
+# --- correlation ids ---------------------------------------------------------------------
+
+
+def test_a_well_formed_correlation_id_is_returned_and_forwarded(
+    client: httpx.Client, inventory: FakeInventory
+) -> None:
+    response = client.get(POOLS, headers={CORRELATION_ID_HEADER: "abc-123"})
+    assert response.status_code == 200
+    assert response.headers[CORRELATION_ID_HEADER] == "abc-123"
+    # gRPC metadata through the transcoder; x-request-id carries the same id.
+    sent = inventory.last_metadata()
+    assert sent[CORRELATION_ID_HEADER] == "abc-123"
+    assert sent[REQUEST_ID_HEADER] == "abc-123"
+
+
+def test_the_request_id_serves_when_no_correlation_id_is_sent(
+    client: httpx.Client, inventory: FakeInventory
+) -> None:
+    response = client.get(POOLS, headers={REQUEST_ID_HEADER: "smo:req.7"})
+    assert response.headers[CORRELATION_ID_HEADER] == "smo:req.7"
+    assert inventory.last_metadata()[CORRELATION_ID_HEADER] == "smo:req.7"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        {},
+        {CORRELATION_ID_HEADER: "has space"},
+        {CORRELATION_ID_HEADER: "a" * 129},
+        {CORRELATION_ID_HEADER: ".dot-first"},
+        {CORRELATION_ID_HEADER: "semi;colon", REQUEST_ID_HEADER: 'quote"d'},
+        {"x-netweave-client-request-id": "smuggled"},
+    ],
+    ids=["none", "space", "too-long", "dot-first", "both-bad", "aside-header"],
+)
+def test_a_missing_or_malformed_id_is_replaced_never_forwarded(
+    client: httpx.Client, inventory: FakeInventory, sent: dict[str, str]
+) -> None:
+    response = client.get(POOLS, headers=sent)
+    generated = response.headers[CORRELATION_ID_HEADER]
+    assert re.fullmatch(CORRELATION_ID_PATTERN, generated)
+    assert generated not in sent.values()
+    metadata = inventory.last_metadata()
+    assert metadata[CORRELATION_ID_HEADER] == generated
+    assert not set(sent.values()) & set(metadata.values())
+    assert "x-netweave-client-request-id" not in metadata
+
+
+def test_the_longest_well_formed_id_is_kept(client: httpx.Client) -> None:
+    longest = "a" * 128
+    assert (
+        client.get(POOLS, headers={CORRELATION_ID_HEADER: longest}).headers[CORRELATION_ID_HEADER]
+        == longest
+    )
+
+
+def test_local_replies_carry_the_correlation_id(client: httpx.Client) -> None:
+    for path, method, status in (
+        ("/nowhere", "GET", 404),
+        (POOLS, "DELETE", 405),
+        (f"{POOLS}?api_key=secret", "GET", 400),
+    ):
+        response = client.request(method, path, headers={CORRELATION_ID_HEADER: f"id-{status}"})
+        assert response.status_code == status, (method, path)
+        assert response.headers[CORRELATION_ID_HEADER] == f"id-{status}"
+
+
+def test_the_access_log_line_has_the_correlation_id_and_template(
+    client: httpx.Client, observed_envoy: RunningEnvoy
+) -> None:
+    pool = client.get(POOLS).json()[0]["resourcePoolId"]
+    client.get(f"{POOLS}/{pool}", headers={CORRELATION_ID_HEADER: "logged-1"})
+    line = wait_for_access_line(observed_envoy, "logged-1")
+    assert line["route"] == f"{POOLS}/{{resourcePoolId}}"
+    assert line["request_id"] == "logged-1"
+
+
+@given(st.text(max_size=140))
+def test_the_lua_pattern_accepts_exactly_what_the_regex_accepts(value: str) -> None:
+    pattern, max_length = lua_id_pattern(CORRELATION_ID_PATTERN)
+    assert pattern == "^[A-Za-z0-9][A-Za-z0-9%.%_%:%-]*$"
+    assert max_length == 128
+    # The Lua pattern, read as the character sets it names.
+    lua_accepts = (
+        0 < len(value) <= max_length
+        and value[0].isascii()
+        and value[0].isalnum()
+        and all(char.isascii() and (char.isalnum() or char in "._:-") for char in value)
+    )
+    assert lua_accepts == (re.fullmatch(CORRELATION_ID_PATTERN, value) is not None)
+
+
+@pytest.mark.parametrize("pattern", [r"^[^x]+$", r"^[a-z]{0,5}$", r"^[a\]b][c]{0,3}$"])
+def test_id_patterns_lua_cannot_express_are_refused(pattern: str) -> None:
+    with pytest.raises(ValueError):
+        lua_id_pattern(pattern)
+
+
+# --- route templates ---------------------------------------------------------------------
+
+
+def test_every_rest_path_route_is_named_after_its_openapi_path(descriptor: Path) -> None:
+    rules = read_rules(descriptor)
+    keys = openapi.path_keys(descriptor, rules)
+    table = envoy_routes.routes(rules, "{}", keys)
+    named = {route.get("name") for route in table}
+    document = openapi.build_document(descriptor, rules)
+    assert set(document["paths"]) <= named
+    assert len(keys) == len(resource_paths(rules))
+    for route in table:
+        label = route.get("metadata", {}).get("filter_metadata", {}).get("netweave.request_context")
+        if label is not None:
+            assert label["route"] == route["name"] and route["name"] in document["paths"]
+    assert "/o2ims-infrastructureInventory/v1/resourcePools/{resourcePoolId}" in named
+
+
+# --- the stats listener ------------------------------------------------------------------
+
+
+def test_the_stats_listener_serves_envoy_statistics(observed_envoy: RunningEnvoy) -> None:
+    stats = httpx.get(stats_url(observed_envoy, "/stats/prometheus"), timeout=5)
+    assert stats.status_code == 200
+    assert "# TYPE envoy_http_downstream_rq_total counter" in stats.text
+    assert httpx.get(stats_url(observed_envoy, "/ready"), timeout=5).text.strip() == "LIVE"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/quitquitquit",
+        "/healthcheck/fail",
+        "/logging?level=trace",
+        "/config_dump",
+        "/runtime_modify?netweave.rate_limit.enabled=0",
+        "/drain_listeners",
+        "/reset_counters",
+        "/stats",
+        "/clusters",
+        "/certs",
+        "/",
+        "/stats/prometheus/../config_dump",
+        "/stats/prometheus%2F..%2Fconfig_dump",
+        "//config_dump",
+        "/STATS/PROMETHEUS",
+    ],
+)
+def test_the_stats_listener_reaches_nothing_else_of_the_admin_api(
+    observed_envoy: RunningEnvoy, path: str
+) -> None:
+    for method in ("GET", "POST"):
+        response = httpx.request(method, stats_url(observed_envoy, path), timeout=5)
+        assert response.status_code == 404, (method, path, response.text[:200])
+    # Still serving, with its counters and health intact.
+    assert observed_envoy.alive()
+    assert observed_envoy.admin_get("/ready").strip() == "LIVE"
+
+
+def test_the_stats_listener_serves_reads_only(observed_envoy: RunningEnvoy) -> None:
+    for method in ("POST", "PUT", "DELETE"):
+        response = httpx.request(method, stats_url(observed_envoy, "/stats/prometheus"), timeout=5)
+        assert response.status_code == 404
+
+
+def test_no_stats_listener_unless_configured(pki: DevPki, core: FakeCore) -> None:
+    assert "envoy_stats" not in _rendered(envoy_config(pki, core.port))
+    assert "envoy_stats" in _rendered(envoy_config(pki, core.port, stats_port=0))
+
+
+# --- logs --------------------------------------------------------------------------------
+
+
+def test_envoy_application_log_is_json_lines(
+    observed_envoy: RunningEnvoy, client: httpx.Client
+) -> None:
+    client.get(POOLS)
+    lines = [line for line in observed_envoy.process.log_path.read_text().splitlines() if line]
+    application = [json.loads(line) for line in lines if '"level"' in line]
+    assert len(application) > 5  # start-up at info says a lot
+    for record in application:
+        assert record["component"] == "envoy"
+        assert {"ts", "level", "version", "message", "logger"} <= record.keys()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record["ts"])
+    for line in lines:
+        json.loads(line)  # the access log's lines too
+
+
+# --- the telemetry channel ---------------------------------------------------------------
+
+
+def test_telemetry_needs_the_cores_mutual_tls(pki: DevPki, core: FakeCore) -> None:
+    with pytest.raises(ValueError, match="core_tls"):
+        envoy_config(pki, core.port, telemetry_port=50053)
+
+
+def test_telemetry_goes_only_to_rest_requests_over_mutual_tls(pki: DevPki, core: FakeCore) -> None:
+    tls = CoreTls(cert=pki.server_cert, key=pki.server_key, ca=pki.ca_cert, core_uri="spiffe://x")
+    config = envoy_config(pki, core.port, core_tls=tls, telemetry_port=50053)
+    rendered = _rendered(config)
+    assert "envoy.access_loggers.open_telemetry" in rendered
+    assert served_rules(config)
+    document = yaml.safe_load(rendered)
+    clusters = {cluster["name"]: cluster for cluster in document["static_resources"]["clusters"]}
+    telemetry = clusters["netweave_edge_telemetry"]
+    assert telemetry["transport_socket"] == clusters["o2ims_core"]["transport_socket"]
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def stats_url(envoy: RunningEnvoy, path: str) -> str:
+    assert envoy.stats_port is not None
+    return f"http://127.0.0.1:{envoy.stats_port}{path}"
+
+
+def _rendered(config: EnvoyConfig) -> str:
+    return render(replace(config, admin_socket=Path("/tmp/netweave-test-admin.sock")))
+
+
+def wait_for_access_line(envoy: RunningEnvoy, correlation_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in envoy.process.log_path.read_text().splitlines():
+            if correlation_id in line:
+                record: dict[str, object] = json.loads(line)
+                if record.get("correlation_id") == correlation_id:
+                    return record
+        time.sleep(0.1)
+    pytest.fail(f"no access log line with {correlation_id}")
