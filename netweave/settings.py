@@ -91,6 +91,8 @@ EDGE_CLIENT_CA: Final = Setting(
     (CORE,),
     "CA bundle (PEM) the edge's client certificate must chain to",
 )
+
+
 def _role_paths(raw: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in (part.strip() for part in raw.split(",")):
