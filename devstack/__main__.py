@@ -77,6 +77,7 @@ def _banner(stack: LocalStack) -> str:
         f"\n  Kubernetes adapter   127.0.0.1:{cluster.port}  {cluster.name}: "
         f"{_short(cluster.kubeconfig)}"
         + (f" (context {cluster.context})" if cluster.context else "")
+        + f"  ops: http://127.0.0.1:{cluster.ops_port}/metrics"
         for cluster in stack.config.kube_clusters
     )
     alertmanager, alarm_example = _alertmanager_lines(stack)
@@ -95,6 +96,7 @@ netweave is running (inventory: {stack.config.inventory})
   core edge listener   127.0.0.1:{stack.config.edge_port}  (mutual TLS, Envoy's certificate only)
   operations           {stack.ops_url}/healthz  {stack.ops_url}/readyz  {stack.ops_url}/metrics
   notifier             {stack.notifier_ops_url}/metrics  (webhook secret: {secret_file})
+  static adapter       http://127.0.0.1:{stack.config.adapter_ops_port}/metrics  (+ /readyz)
   Redis                {redis_url}
   Envoy admin          {_short(stack.envoy_admin_socket)}  (Unix socket, 0600, root only)
   Envoy stats          {stack.envoy_stats_url}  (GET /stats/prometheus and /ready only)

@@ -8,6 +8,7 @@ import functools
 import json
 import secrets
 import shutil
+import signal
 import ssl
 import sys
 import urllib.error
@@ -49,6 +50,7 @@ from rest_facade.envoy_config import (
     RateLimitConfig,
 )
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
+from rest_facade.envoy_tracing import EdgeTracing
 from server.auth.policy import AccessPolicy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,6 +69,7 @@ PORT_FIELDS = (
     "aws_adapter_port",
     "edge_telemetry_port",
     "envoy_stats_port",
+    "adapter_ops_port",
 )
 # The ports of the Alertmanager adapter: bound only when it runs (StackConfig.alertmanager).
 ALERTMANAGER_PORT_FIELDS = ("alertmanager_adapter_port", "alertmanager_port")
@@ -83,6 +86,8 @@ class KubeCluster:
     context: str | None = None
     name: str = ""
     port: int = 0
+    # Its /healthz, /readyz and /metrics (--ops-port).
+    ops_port: int = 0
     # Further arguments of this cluster's adapter (e.g. --admin-kubeconfig, --mapping).
     extra_args: tuple[str, ...] = ()
 
@@ -166,6 +171,7 @@ class StackConfig:
     edge_telemetry_port: int = settings.EDGE_TELEMETRY_PORT.default
     # Envoy's plain-HTTP stats listener (GET /stats/prometheus and /ready only).
     envoy_stats_port: int = settings.ENVOY_STATS_PORT.default
+    adapter_ops_port: int = settings.ADAPTER_OPS_PORT.default
     adapter_port: int = settings.ADAPTER_PORT.default
     redis_port: int = settings.REDIS_PORT.default
     notifier_ops_port: int = settings.NOTIFIER_OPS_PORT.default
@@ -208,6 +214,10 @@ class StackConfig:
     kube_clusters: tuple[KubeCluster, ...] = ()
     # Extra arguments for every Kubernetes adapter (tests: faster retries).
     kube_adapter_args: tuple[str, ...] = ()
+    # OpenTelemetry traces of the core, the notifier and Envoy: host:port of an OTLP/gRPC
+    # collector ("": off), and the share of requests traced.
+    otlp_endpoint: str = settings.OTLP_ENDPOINT.default
+    trace_sample_ratio: float = settings.TRACE_SAMPLE_RATIO.default
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
@@ -222,6 +232,7 @@ class StackConfig:
             ops_port=settings.OPS_PORT.read(environ),
             edge_telemetry_port=settings.EDGE_TELEMETRY_PORT.read(environ),
             envoy_stats_port=settings.ENVOY_STATS_PORT.read(environ),
+            adapter_ops_port=settings.ADAPTER_OPS_PORT.read(environ),
             adapter_port=settings.ADAPTER_PORT.read(environ),
             redis_port=settings.REDIS_PORT.read(environ),
             notifier_ops_port=settings.NOTIFIER_OPS_PORT.read(environ),
@@ -246,6 +257,8 @@ class StackConfig:
                 settings.STACK_KUBE_CONTEXTS.read(environ),
                 settings.STACK_KUBE_ADAPTER_PORT.read(environ),
             ),
+            otlp_endpoint=settings.OTLP_ENDPOINT.read(environ),
+            trace_sample_ratio=settings.TRACE_SAMPLE_RATIO.read(environ),
         )
 
     @classmethod
@@ -268,7 +281,12 @@ class StackConfig:
             extra_notifier_env=dict(self.extra_notifier_env),
             aws_env=dict(self.aws_env),
             kube_clusters=tuple(
-                replace(cluster, port=cluster.port or free_port()) for cluster in self.kube_clusters
+                replace(
+                    cluster,
+                    port=cluster.port or free_port(),
+                    ops_port=cluster.ops_port or free_port(),
+                )
+                for cluster in self.kube_clusters
             ),
             **ports,
         )
@@ -459,6 +477,8 @@ class LocalStack:
                 "127.0.0.1",
                 "--port",
                 str(self.config.adapter_port),
+                "--ops-port",
+                str(self.config.adapter_ops_port),
             ],
             self.logs / "adapter-static.log",
             cwd=REPO,
@@ -477,6 +497,8 @@ class LocalStack:
             "127.0.0.1",
             "--port",
             str(cluster.port),
+            "--ops-port",
+            str(cluster.ops_port),
             "--name",
             cluster.name,
             *(["--context", cluster.context] if cluster.context else []),
@@ -608,7 +630,17 @@ class LocalStack:
             "NETWEAVE_AUTH_POLICY": str(self.config.auth_policy or ""),
             "NETWEAVE_AUDIT_LOG": str(self.audit_log),
             **self.callback_env(),
+            **self.tracing_env(),
             **self.config.extra_core_env,
+        }
+
+    def tracing_env(self) -> dict[str, str]:
+        """The core's and the notifier's tracing settings (none when off)."""
+        if not self.config.otlp_endpoint:
+            return {}
+        return {
+            "NETWEAVE_OTLP_ENDPOINT": self.config.otlp_endpoint,
+            "NETWEAVE_TRACE_SAMPLE_RATIO": str(self.config.trace_sample_ratio),
         }
 
     def callback_env(self) -> dict[str, str]:
@@ -649,6 +681,7 @@ class LocalStack:
             "NETWEAVE_NOTIFIER_OPS_PORT": str(self.config.notifier_ops_port),
             "NETWEAVE_SERVICE_URI": self.config.service_uri or self.rest_url,
             **self.callback_env(),
+            **self.tracing_env(),
         }
         if self.config.smo_registration_url:
             env["NETWEAVE_SMO_REGISTRATION_URL"] = self.config.smo_registration_url
@@ -697,6 +730,9 @@ class LocalStack:
             audit_log_path=self.edge_audit_log,
             telemetry_port=self.config.edge_telemetry_port,
             stats_port=self.config.envoy_stats_port,
+            tracing=EdgeTracing(self.config.otlp_endpoint, self.config.trace_sample_ratio)
+            if self.config.otlp_endpoint
+            else None,
         )
 
     def start_envoy(self, timeout: float = 30.0) -> None:
@@ -807,6 +843,12 @@ class LocalStack:
             process.require_alive()
 
     def stop(self) -> None:
-        for process in reversed(self.managed()):
+        """SIGTERM to every process at once (each shuts down in parallel), then wait for
+        each; Redis last, so nothing loses it while shutting down."""
+        redis = self.redis.process if self.redis else None
+        processes = [p for p in reversed(self.managed()) if p is not redis]
+        for process in processes:
+            process.signal(signal.SIGTERM)
+        for process in [*processes, *([redis] if redis else [])]:
             process.stop()
         self.record.clear()

@@ -134,7 +134,11 @@ _METHODS: Final = frozenset({"debug", "info", "warning", "error", "critical"})
 
 def _identify(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     event.setdefault("component", _threshold.component)
-    event.setdefault("version", version())
+    # `version` is the build's on every line; a field of the event by that name is kept
+    # under another name rather than hiding it.
+    if "version" in event and event["version"] != version():
+        event["event_version"] = event.pop("version")
+    event["version"] = version()
     current = correlation.current()
     if current:
         event.setdefault(correlation.LOG_FIELD, current)

@@ -202,6 +202,14 @@ ADAPTERS: Final = Setting(
 ADAPTER_PORT: Final = Setting(
     "NETWEAVE_ADAPTER_PORT", INTEGER, 50061, (ADAPTER, MAKE_RUN), "the static adapter's gRPC port"
 )
+ADAPTER_OPS_PORT: Final = Setting(
+    "NETWEAVE_ADAPTER_OPS_PORT",
+    INTEGER,
+    8082,
+    (MAKE_RUN,),
+    "port of the static adapter's `/healthz`, `/readyz`, `/metrics` (its `--ops-port`); each "
+    "Kubernetes adapter gets a free port of its own, shown in the banner",
+)
 STACK_KUBECONFIGS: Final = Setting[tuple[str, ...]](
     "NETWEAVE_KUBECONFIG",
     PATH_LIST,
@@ -773,6 +781,23 @@ RATE_LIMIT_BURST: Final = Setting(
 
 LOG_LEVEL: Final = Setting(
     "NETWEAVE_LOG_LEVEL", TEXT, "INFO", (CORE, NOTIFIER, ADAPTER), "log level"
+)
+
+OTLP_ENDPOINT: Final = Setting(
+    "NETWEAVE_OTLP_ENDPOINT",
+    HOST_PORT,
+    "",
+    (CORE, NOTIFIER, MAKE_RUN),
+    "OpenTelemetry traces: `host:port` of an OTLP/gRPC collector (plaintext) the core, the "
+    'notifier and Envoy send spans to (docs/operations.md "Tracing"); unset: no tracing',
+)
+TRACE_SAMPLE_RATIO: Final = Setting(
+    "NETWEAVE_TRACE_SAMPLE_RATIO",
+    NUMBER,
+    1.0,
+    (CORE, NOTIFIER, MAKE_RUN),
+    "share (0..1) of new traces recorded, decided where a trace begins (Envoy for REST "
+    "calls); later spans follow the `traceparent`'s decision",
 )
 
 # Every definition above, in order: the README table's rows.

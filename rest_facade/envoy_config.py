@@ -28,9 +28,10 @@ from netweave.headers import (
     JWT_PAYLOAD_HEADER,
     REQUEST_ID_HEADER,
 )
-from rest_facade import edge_limits, envoy_routes, openapi
+from rest_facade import edge_limits, envoy_routes, envoy_tracing, openapi
 from rest_facade.edge_limits import ConnectionLimits
 from rest_facade.envoy_routes import header_value_option
+from rest_facade.envoy_tracing import EdgeTracing
 from rest_facade.http_rules import HttpRule, read_rules, services_with_rules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -241,6 +242,8 @@ class EnvoyConfig:
     stats_port: int | None = None
     # Its address; None: listen_host. Pods: 0.0.0.0 so Prometheus can reach it.
     stats_host: str | None = None
+    # OpenTelemetry traces to a collector (rest_facade/envoy_tracing.py); None: off.
+    tracing: EdgeTracing | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.client_san_allow_list, str):
@@ -330,6 +333,8 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "telemetry_access_log": _telemetry_access_log(config),
         "telemetry_clusters": _telemetry_clusters(config),
         "stats_listeners": _stats_listeners(config),
+        "http_tracing": _optional_block(envoy_tracing.http_tracing(config.tracing)),
+        "trace_clusters": _optional_block(envoy_tracing.collector_clusters(config.tracing)),
         "admin_clusters": _admin_clusters(config),
         "core_transport_socket": _core_transport_socket(config),
         "source_limit_filter": _source_limit_filter(config),
@@ -353,6 +358,11 @@ def served_rules(config: EnvoyConfig) -> list[HttpRule]:
 
 def _yaml_block(value: Any) -> str:
     return yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=1000)
+
+
+def _optional_block(value: Any) -> str:
+    """`value` as a YAML block, or nothing for None or an empty list."""
+    return _yaml_block(value) if value else ""
 
 
 def _path(path: Path) -> str:

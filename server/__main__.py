@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from netweave import tracing
 from netweave.lifecycle import run_until_signalled
 from netweave.logs import configure_logging
 from server.app import create_server
@@ -17,8 +18,14 @@ def main() -> int:
     except ValueError as exc:
         log.error("configuration_invalid", error=str(exc))
         return 2
+    tracing.configure("core", config.tracing)
     gateway, port = create_server(config)
-    run_until_signalled(log, "gateway", gateway.start, lambda: gateway.stop(grace=2.0).wait(5.0))
+    try:
+        run_until_signalled(
+            log, "gateway", gateway.start, lambda: gateway.stop(grace=2.0).wait(5.0)
+        )
+    finally:
+        tracing.shutdown()  # the last spans, flushed
     log.info("gateway_stopped", grpc_port=port)
     return 0
 

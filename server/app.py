@@ -18,6 +18,7 @@ from o2ims.monitoring.v1 import monitoring_pb2_grpc as monitoring_v1_grpc
 from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as subscriptions_v1_grpc
 from prometheus_client.core import GaugeMetricFamily
 
+from netweave import tracing
 from netweave.grpc_server import (
     BOUNDED_CONNECTION_OPTIONS,
     ReloadingServerCredentials,
@@ -44,6 +45,7 @@ from server.ops import OpsServer, readiness_status, redis_check
 from server.store import InventoryStore, connect
 from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
 from server.sync import AdapterWatcher, EventTailer, StoreWriter
+from server.tracing import TracingInterceptor
 
 log = structlog.get_logger()
 
@@ -193,6 +195,8 @@ class Gateway:
             workers,
             # Streams (reflection, health Watch) get at most half the workers.
             [
+                # First, so its span covers the whole call; absent when tracing is off.
+                *([TracingInterceptor()] if tracing.enabled() else []),
                 StreamLimiter(max(1, workers // 2)),
                 auth,
                 MajorGate(self.config.served_majors),

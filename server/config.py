@@ -11,6 +11,7 @@ from typing import Final
 
 from netweave import settings
 from netweave.addresses import is_loopback
+from netweave.tracing import TracingConfig
 from server.errors import DUPLICATE_HTTP_STATUSES
 from server.majors import INVENTORY_MAJORS, parse_majors
 from server.subscriptions.addresses import Endpoint, parse_endpoint, url_endpoint
@@ -69,6 +70,8 @@ class GatewayConfig:
     # Where subscription callbacks may point (NETWEAVE_CALLBACK_*): https and public
     # addresses only unless configured otherwise; see server/subscriptions/callbacks.py.
     callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
+    # OpenTelemetry traces (netweave/tracing.py); the default: off.
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     def __post_init__(self) -> None:
         _check_listeners(self)
@@ -123,8 +126,12 @@ class GatewayConfig:
             watched_certificates=settings.WATCHED_CERTIFICATES.read(environ),
             audit_log=settings.AUDIT_LOG.read(environ),
             callback_policy=CallbackPolicy.from_env(environ),
+            tracing=TracingConfig(
+                settings.OTLP_ENDPOINT.read(environ), settings.TRACE_SAMPLE_RATIO.read(environ)
+            ),
         )
-        # Callbacks never reach the core's own listeners, Redis or the adapters.
+        # Callbacks never reach the core's own listeners, Redis, the adapters or the trace
+        # collector.
         policy = config.callback_policy.with_gateway_endpoints(own_listeners(config))
         return replace(config, callback_policy=policy)
 
@@ -135,7 +142,8 @@ def own_listeners(config: GatewayConfig) -> list[Endpoint]:
     redis_endpoint = url_endpoint(config.redis_url, 6379)
     if redis_endpoint is not None:
         found.append(redis_endpoint)
-    for address in (config.edge_listen, config.edge_telemetry_listen, *config.adapters):
+    addresses = (config.edge_listen, config.edge_telemetry_listen, config.tracing.endpoint)
+    for address in (*addresses, *config.adapters):
         with contextlib.suppress(ValueError):  # not host:port: refused where it is used
             found.append(parse_endpoint(address))
     return found

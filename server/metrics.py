@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 import redis
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
@@ -18,6 +19,8 @@ from netweave.metrics import StateCollector, register_state
 
 if TYPE_CHECKING:
     from server.sync import AdapterWatcher
+
+log = structlog.get_logger()
 
 CACHE_APIS: Final = ("inventory", "alarms", "subscriptions")
 
@@ -202,8 +205,12 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 code = (context.code() or grpc.StatusCode.UNKNOWN).name
                 raise
             finally:
-                metrics.latency.labels(method).observe(time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                metrics.latency.labels(method).observe(seconds)
                 metrics.requests.labels(method, code).inc()
+                # Every call at debug (SIGUSR1 twice from info): a filtered call costs a
+                # level comparison.
+                log.debug("rpc", method=method, code=code, ms=round(seconds * 1000, 3))
 
         return grpc.unary_unary_rpc_method_handler(
             timed,

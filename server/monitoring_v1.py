@@ -212,9 +212,9 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
             raise _refusal(alarm_id, result)
         if result.record is not None:
             self._view.put(result.record)
-        self._on_event(
-            Event.ACKNOWLEDGE if modification.HasField("alarm_acknowledged") else Event.CLEAR
-        )
+        event = Event.ACKNOWLEDGE if modification.HasField("alarm_acknowledged") else Event.CLEAR
+        self._on_event(event)
+        log.info("alarm_patched", alarm_id=alarm_id, change=event.value)
         context.send_initial_metadata(((ETAG_METADATA, result.etag),))
         return modification
 

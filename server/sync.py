@@ -498,7 +498,7 @@ class EventTailer(threading.Thread):
                 self._backoff.reset()
                 for event in events:
                     if not self._cache.apply(event):
-                        log.warning("inventory_event_gap", version=event.version)
+                        log.warning("inventory_event_gap", inventory_version=event.version)
                         self._needs_reload = True
                         break
             except redis.RedisError as exc:
@@ -514,4 +514,4 @@ class EventTailer(threading.Thread):
         snapshot = self._store.snapshot()
         self._cache.load(snapshot)
         self._needs_reload = False
-        log.info("inventory_loaded", version=snapshot.version, **self._cache.counts())
+        log.info("inventory_loaded", inventory_version=snapshot.version, **self._cache.counts())

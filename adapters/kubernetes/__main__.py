@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from prometheus_client import CollectorRegistry
+
 from adapters.kubernetes.adapter import DEFAULT_BATCH_WINDOW, KubernetesAdapter
 from adapters.kubernetes.cluster import KubeConfigError, KubeTarget, admin_credentials, connect
 from adapters.kubernetes.mapping_file import MappingConfig, load_mapping_file
@@ -33,6 +35,7 @@ from adapters.kubernetes.reflector import (
     DEFAULT_WATCH_TIMEOUT,
 )
 from adapters.mapping_files import MappingFileError
+from adapters.ops import serve_ops
 from adapters.publisher import (
     DEFAULT_MAX_OBJECT_BYTES,
     AdapterServicer,
@@ -43,6 +46,7 @@ from adapters.publisher import (
 from netweave import settings
 from netweave.lifecycle import stop_requested
 from netweave.logs import configure_logging
+from netweave.metrics import backend_request_histogram
 
 DEFAULT_PORT: Final = 50071
 PROG: Final = "python -m adapters.kubernetes"
@@ -100,6 +104,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=admin,
         help="kubeconfig whose client certificate and key are published as the profile's "
         "admin credentials (default: $NETWEAVE_KUBE_ADMIN_KUBECONFIG, else none)",
+    )
+    parser.add_argument(
+        "--ops-port",
+        type=int,
+        default=0,
+        help="port of the adapter's /healthz, /readyz and /metrics on --host; 0: none",
     )
     parser.add_argument(
         "--page-size", type=int, default=DEFAULT_PAGE_SIZE, help="nodes per list page"
@@ -168,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # reports what matters (the API unreachable, since when) once, in the JSON log.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     publisher = ObjectSetPublisher(max_object_bytes=args.max_object_bytes)
+    registry = CollectorRegistry()
+    backend = backend_request_histogram(registry).labels(name)
     adapter = KubernetesAdapter(
         lambda: connect(target),
         mapping,
@@ -180,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "page_size": args.page_size,
             "watch_timeout": (args.watch_timeout, 2 * args.watch_timeout),
             "auth_retry_interval": args.auth_retry_interval,
+            "on_request_duration": backend.observe,
         },
     )
     source = f"{first.api_url} (context {first.context})" if first.context else first.api_url
@@ -189,9 +202,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
+    if args.ops_port:
+        try:
+            # Ready once the nodes were listed; degraded while the API server is away or
+            # refuses the credential (the last inventory is served).
+            serve_ops(args.host, args.ops_port, publisher, registry)
+        except OSError as error:
+            server.stop(grace=None)
+            print(f"{PROG}: cannot serve ops on port {args.ops_port}: {error}", file=sys.stderr)
+            return 1
     publisher.set_source_problem(f"listing the nodes of {first.api_url} for the first time")
     adapter.start()
-    log.info("adapter_started", host=args.host, port=port, cluster=source)
+    log.info(
+        "adapter_started",
+        host=args.host,
+        port=port,
+        ops_port=args.ops_port or None,
+        cluster=source,
+    )
 
     serve_until_stopped(stopping, log, server, publisher, adapter.stop)
     return 0

@@ -11,6 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
+from adapters.ops import serve_ops
 from adapters.publisher import (
     DEFAULT_MAX_OBJECT_BYTES,
     AdapterServicer,
@@ -56,6 +59,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"port to listen on, 0 for any (default: $NETWEAVE_ADAPTER_PORT, else {DEFAULT_PORT})",
     )
     parser.add_argument("--name", default="static", help="adapter name the core records")
+    parser.add_argument(
+        "--ops-port",
+        type=int,
+        default=0,
+        help="port of the adapter's /healthz, /readyz and /metrics on --host; 0: none",
+    )
     parser.add_argument(
         "--poll-interval",
         type=float,
@@ -119,11 +128,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"adapters.static: {error}", file=sys.stderr)
         return 1
+    if args.ops_port:
+        try:
+            # Ready once the file was read; degraded while an edit is refused (the last
+            # good inventory is served).
+            serve_ops(args.host, args.ops_port, publisher, CollectorRegistry())
+        except OSError as error:
+            server.stop(grace=None)
+            print(
+                f"adapters.static: cannot serve ops on port {args.ops_port}: {error}",
+                file=sys.stderr,
+            )
+            return 1
     adapter.start()
     log.info(
         "adapter_started",
         host=args.host,
         port=port,
+        ops_port=args.ops_port or None,
         inventory=str(args.inventory),
         objects=len(objects),
         revision=publisher.revision,

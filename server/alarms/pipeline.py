@@ -282,5 +282,5 @@ class AlarmPipeline(threading.Thread):
             active=len(stored),
             changed=raised,
             cleared=cleared,
-            version=snapshot.version,
+            inventory_version=snapshot.version,
         )

@@ -19,7 +19,10 @@
                                     record after the change, as a JSON object in its wire
                                     form), `revision`, and `correlationId` when an API call
                                     made the change (acknowledge, clear: the call's id,
-                                    netweave/correlation.py); trimmed to about EVENTS_MAX_LEN
+                                    netweave/correlation.py), and `traceparent` when the
+                                    call was traced (netweave/tracing.py: the span of the
+                                    write, so the notifier continues the trace); trimmed to
+                                    about EVENTS_MAX_LEN
                                     entries; a purge does not touch it
   alarms:config               hash  the AlarmServiceConfiguration: retentionPeriod (days),
                                     extensions (a JSON object); absent: the defaults
@@ -59,13 +62,20 @@ import redis
 import structlog
 from o2ims.monitoring.v1 import monitoring_pb2 as pb
 
-from netweave import correlation
+from netweave import correlation, tracing
 
 ALARM_KEY_PREFIX: Final = "alarm:"
 ALARMS_INDEX_KEY: Final = "alarms"
 REVISION_KEY: Final = "alarms:revision"
 CLEARED_KEY: Final = "alarms:cleared"
 EVENTS_KEY: Final = "alarms:events"
+# The attributes of the span around a write that appends to EVENTS_KEY (messaging
+# conventions: Redis Streams is the system, the stream the destination).
+_PUBLISH: Final = {
+    "messaging.system": "redis_streams",
+    "messaging.destination.name": EVENTS_KEY,
+    "messaging.operation.type": "send",
+}
 CONFIG_KEY: Final = "alarms:config"
 PURGE_LOCK_KEY: Final = "alarms:purge_lock"
 PURGED_KEY: Final = "alarms:purged"
@@ -255,11 +265,16 @@ local function record_json(key, id)
   end
   return cjson.encode(record)
 end
--- An event's optional `correlationId` (the API call's; '' = none) after its fields.
-local function with_correlation(fields, correlation_id)
+-- An event's optional `correlationId` (the API call's; '' = none) and `traceparent` (the
+-- call's span; '' = not traced) after its fields.
+local function with_correlation(fields, correlation_id, traceparent)
   if correlation_id and correlation_id ~= '' then
     fields[#fields + 1] = 'correlationId'
     fields[#fields + 1] = correlation_id
+  end
+  if traceparent and traceparent ~= '' then
+    fields[#fields + 1] = 'traceparent'
+    fields[#fields + 1] = traceparent
   end
   return fields
 end
@@ -292,7 +307,7 @@ end
 )
 
 # KEYS: record, revision counter, events stream. ARGV: id, If-Match revisions, now, maxlen,
-# correlation id ('' = none).
+# correlation id ('' = none), traceparent ('' = none).
 _ACKNOWLEDGE = (
     _GUARDED
     + """
@@ -305,14 +320,15 @@ redis.call('HSET', KEYS[1], 'alarmAcknowledged', 'true', 'alarmAcknowledgeTime',
 local record = record_json(KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(with_correlation(
   {'alarmEventRecordId', ARGV[1], 'event', 'ACKNOWLEDGE', 'record', record, 'revision', new},
-  ARGV[5])))
+  ARGV[5], ARGV[6])))
 return {'OK', new, record}
 """
 )
 
 # KEYS: record, revision counter, events stream, cleared zset. ARGV: id, If-Match
 # revisions, now, maxlen, now (Unix seconds), the alarmDefinitionID the caller checked,
-# "1" if that definition allows a manual clear, correlation id ('' = none).
+# "1" if that definition allows a manual clear, correlation id ('' = none), traceparent
+# ('' = none).
 _CLEAR = (
     _GUARDED
     + """
@@ -334,7 +350,7 @@ redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 local record = record_json(KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(with_correlation(
   {'alarmEventRecordId', ARGV[1], 'event', 'CLEAR', 'record', record, 'revision', new},
-  ARGV[8])))
+  ARGV[8], ARGV[9])))
 return {'OK', new, record}
 """
 )
@@ -593,17 +609,20 @@ class AlarmStore:
     ) -> Result:
         """Acknowledge the record if it exists, `expected_etag` (an If-Match value: tags,
         `*` or None for no condition) matches, and it is not acknowledged yet. The event
-        carries `correlation_id` (None: the current call's, netweave/correlation.py)."""
-        reply = self._acknowledge(
-            keys=[ALARM_KEY_PREFIX + alarm_id, REVISION_KEY, EVENTS_KEY],
-            args=[
-                alarm_id,
-                if_match_revisions(expected_etag),
-                rfc3339(now or _now()),
-                self._events_max_len,
-                correlation.current() if correlation_id is None else correlation_id,
-            ],
-        )
+        carries `correlation_id` (None: the current call's, netweave/correlation.py) and,
+        when traced, the `traceparent` of the write's span."""
+        with tracing.span(f"{EVENTS_KEY} publish", kind="PRODUCER", attributes=_PUBLISH):
+            reply = self._acknowledge(
+                keys=[ALARM_KEY_PREFIX + alarm_id, REVISION_KEY, EVENTS_KEY],
+                args=[
+                    alarm_id,
+                    if_match_revisions(expected_etag),
+                    rfc3339(now or _now()),
+                    self._events_max_len,
+                    correlation.current() if correlation_id is None else correlation_id,
+                    tracing.traceparent(),
+                ],
+            )
         return _result(alarm_id, reply)
 
     def clear(
@@ -622,21 +641,24 @@ class AlarmStore:
         clearingType the caller checked; else DEFINITION_CHANGED). `manual` False (that
         definition does not allow a manual clear): NOT_CLEARABLE once every other check
         passed, so a stale ETag or a cleared alarm is reported first. The event carries
-        `correlation_id` (None: the current call's, netweave/correlation.py)."""
+        `correlation_id` (None: the current call's, netweave/correlation.py) and, when
+        traced, the `traceparent` of the write's span."""
         moment = now or _now()
-        reply = self._clear(
-            keys=[ALARM_KEY_PREFIX + alarm_id, REVISION_KEY, EVENTS_KEY, CLEARED_KEY],
-            args=[
-                alarm_id,
-                if_match_revisions(expected_etag),
-                rfc3339(moment),
-                self._events_max_len,
-                _epoch(rfc3339(moment)),
-                definition_id,
-                "1" if manual else "0",
-                correlation.current() if correlation_id is None else correlation_id,
-            ],
-        )
+        with tracing.span(f"{EVENTS_KEY} publish", kind="PRODUCER", attributes=_PUBLISH):
+            reply = self._clear(
+                keys=[ALARM_KEY_PREFIX + alarm_id, REVISION_KEY, EVENTS_KEY, CLEARED_KEY],
+                args=[
+                    alarm_id,
+                    if_match_revisions(expected_etag),
+                    rfc3339(moment),
+                    self._events_max_len,
+                    _epoch(rfc3339(moment)),
+                    definition_id,
+                    "1" if manual else "0",
+                    correlation.current() if correlation_id is None else correlation_id,
+                    tracing.traceparent(),
+                ],
+            )
         return _result(alarm_id, reply)
 
     def put_record(

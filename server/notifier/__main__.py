@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import redis
 
-from netweave import settings
+from netweave import settings, tracing
 from netweave.lifecycle import run_until_signalled
 from netweave.logs import configure_logging
 from netweave.redaction import redact_url
@@ -34,8 +34,12 @@ def run() -> int:
         return 2
     from server.notifier.app import Notifier
 
+    tracing.configure("notifier", config.tracing)
     notifier = Notifier(config)
-    run_until_signalled(log, "notifier", notifier.start, notifier.stop)
+    try:
+        run_until_signalled(log, "notifier", notifier.start, notifier.stop)
+    finally:
+        tracing.shutdown()  # the last spans, flushed
     log.info("notifier_stopped")
     return 0
 

@@ -58,6 +58,8 @@ class AlarmEvent:
     record: pb.AlarmEventRecord
     # The API call that made the change (acknowledge, clear); "" for a source's change.
     correlation_id: str = ""
+    # That call's trace (netweave/tracing.py), "" if it was not traced.
+    traceparent: str = ""
     _printed: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -96,7 +98,12 @@ def decode_alarm_event(fields: dict[bytes, bytes]) -> AlarmEvent:
         raise ValueError("record is not a JSON object")
     document["alarmEventRecordId"] = fields[b"alarmEventRecordId"].decode()
     record = json_format.ParseDict(document, pb.AlarmEventRecord(), ignore_unknown_fields=True)
-    return AlarmEvent(event_type, record, (fields.get(b"correlationId") or b"").decode())
+    return AlarmEvent(
+        event_type,
+        record,
+        (fields.get(b"correlationId") or b"").decode(),
+        (fields.get(b"traceparent") or b"").decode(errors="replace"),
+    )
 
 
 class AlarmFeed(Feed[AlarmEvent, AlarmSubscriptionFilter]):
@@ -137,4 +144,10 @@ class AlarmFeed(Feed[AlarmEvent, AlarmSubscriptionFilter]):
                 entry_id,
                 global_cloud_id,
             )
-            yield Notification(subscription.subscription_id, identifier, body, event.correlation_id)
+            yield Notification(
+                subscription.subscription_id,
+                identifier,
+                body,
+                event.correlation_id,
+                event.traceparent,
+            )

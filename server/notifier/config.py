@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, cast
 
 from netweave import settings
-from server.subscriptions.addresses import Endpoint, url_endpoint
+from netweave.tracing import TracingConfig
+from server.subscriptions.addresses import Endpoint, parse_endpoint, url_endpoint
 from server.subscriptions.callbacks import CallbackPolicy
 
 FilterMode = Literal["include", "exclude"]
@@ -86,6 +87,8 @@ class NotifierConfig:
     # O-Cloud registration (spec 3.15): POSTed here on start-up when set.
     smo_registration_url: str = ""
     service_uri: str = settings.SERVICE_URI.default
+    # OpenTelemetry traces (netweave/tracing.py); the default: off.
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     def __post_init__(self) -> None:
         if not self.webhook_secret:
@@ -131,16 +134,21 @@ class NotifierConfig:
             ),
             smo_registration_url=settings.SMO_REGISTRATION_URL.read(environ),
             service_uri=settings.SERVICE_URI.read(environ),
+            tracing=TracingConfig(
+                settings.OTLP_ENDPOINT.read(environ), settings.TRACE_SAMPLE_RATIO.read(environ)
+            ),
         )
-        # Callbacks never reach the notifier's own ops port or Redis.
+        # Callbacks never reach the notifier's own ops port, Redis or the trace collector.
         policy = config.callback_policy.with_gateway_endpoints(own_listeners(config))
         return replace(config, callback_policy=policy)
 
 
 def own_listeners(config: NotifierConfig) -> list[Endpoint]:
-    """Where the notifier listens, and the Redis it uses."""
+    """Where the notifier listens, and the Redis and trace collector it uses."""
     found = [(config.ops_host, config.ops_port)]
     redis_endpoint = url_endpoint(config.redis_url, 6379)
     if redis_endpoint is not None:
         found.append(redis_endpoint)
+    if config.tracing.endpoint:
+        found.append(parse_endpoint(config.tracing.endpoint))
     return found

@@ -2,9 +2,9 @@
 to inspect and replay (`python -m server.notifier dlq ...`).
 
 Each entry holds the notification exactly as it was queued (notificationId, body, the
-event id, correlationId when the event had one) and its subscription (subscriptionId,
-subscriptionKind), plus why it died: reason, attempts, lastStatus, deadAt, callback (its
-userinfo and credential parameters masked: netweave/redaction.py).
+event id, correlationId and traceparent when the event had them) and its subscription
+(subscriptionId, subscriptionKind), plus why it died: reason, attempts, lastStatus,
+deadAt, callback (its userinfo and credential parameters masked: netweave/redaction.py).
 Replaying puts it back at the end of its subscription's queue, with the same
 notificationId (so a receiver that did get it after all can deduplicate), if the
 subscription still exists.
@@ -22,7 +22,7 @@ from server.notifier import keys
 _REPLAY: Final = """
 -- KEYS: dead-letter stream, subscription hash, delivery queue
 -- ARGV: dead-letter id, consumer group, notification id, event id, body, correlation id
---       ('' = none)
+--       ('' = none), traceparent ('' = none)
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[2], '0', 'MKSTREAM')
@@ -31,6 +31,10 @@ local entry = {'id', ARGV[3], 'event', ARGV[4], 'body', ARGV[5], 'replayed', '1'
 if ARGV[6] ~= '' then
   entry[#entry + 1] = 'correlationId'
   entry[#entry + 1] = ARGV[6]
+end
+if ARGV[7] ~= '' then
+  entry[#entry + 1] = 'traceparent'
+  entry[#entry + 1] = ARGV[7]
 end
 redis.call('XADD', KEYS[3], '*', unpack(entry))
 redis.call('XDEL', KEYS[1], ARGV[1])
@@ -81,6 +85,7 @@ class DeadLetters:
                 letter.get("event", ""),
                 letter.get("body", ""),
                 letter.get("correlationId", ""),
+                letter.get("traceparent", ""),
             ],
         )
         return "replayed" if replayed else f"subscription {subscription_id} no longer exists"

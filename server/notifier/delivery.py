@@ -21,6 +21,11 @@ Logs. Every line about one notification carries its `notification_id` and its
 POST sends the same as X-Correlation-ID. A delivery that succeeds is one info line
 (`delivery_succeeded`: status, latency_ms of the POST, attempts).
 
+Traces (netweave/tracing.py, when on). Each attempt is a PRODUCER span `notification
+deliver`, a child of the event's `traceparent` (the API call that caused it) or the root of
+its own trace, with the correlation, notification and subscription ids, the attempt number
+and the HTTP status as attributes; the POST carries that span's `traceparent`.
+
 Acknowledging in batches. The POSTs stay strictly one at a time, in order; what is
 batched is the Redis work around them. Delivered entries are acknowledged (XACK + XDEL of
 all of them, and an EXISTS of the subscription, in one pipeline: a "check") before the
@@ -46,7 +51,7 @@ import redis
 import structlog
 from redis.typing import EncodableT, FieldT
 
-from netweave import correlation
+from netweave import correlation, tracing
 from netweave.redaction import redact_url
 from server.notifier import keys, streams
 from server.notifier.config import RetrySchedule
@@ -289,11 +294,15 @@ class DeliveryWorker:
         first_failure_ms: int,
     ) -> Finished:
         body = fields[b"body"]
+        parent = fields.get(tracing.STORED_FIELD.encode(), b"").decode(errors="replace")
         while not self._stop.is_set():
             if attempts and not self._client.exists(self._subscription_key):
                 return self._drop()
             started = time.perf_counter()
-            result = self._webhooks.post(self._callback, notification_id, body, correlation_id)
+            if tracing.enabled():
+                result = self._traced_post(notification_id, body, correlation_id, parent, attempts)
+            else:
+                result = self._webhooks.post(self._callback, notification_id, body, correlation_id)
             attempts += 1
             if result.ok:
                 self._log.info(
@@ -337,6 +346,33 @@ class DeliveryWorker:
             )
             self._stop.wait(delay)
         return "stopped"
+
+    def _traced_post(
+        self, notification_id: str, body: bytes, correlation_id: str, parent: str, attempts: int
+    ) -> DeliveryResult:
+        """One attempt in its span (module docstring, "Traces")."""
+        with tracing.span(
+            "notification deliver",
+            kind="PRODUCER",
+            parent=parent,
+            attributes={
+                tracing.CORRELATION_ID: correlation_id,
+                tracing.NOTIFICATION_ID: notification_id,
+                tracing.SUBSCRIPTION_ID: self.subscription_id,
+                "messaging.message.id": notification_id,
+                "messaging.operation.type": "send",
+                "netweave.delivery.attempt": attempts + 1,
+            },
+        ) as span:
+            result = self._webhooks.post(
+                self._callback, notification_id, body, correlation_id, tracing.traceparent()
+            )
+            if span is not None:
+                if result.status:
+                    span.set_attribute("http.response.status_code", result.status)
+                if not result.ok:
+                    tracing.set_error(span, result.reason)
+        return result
 
     def _retry_state(self) -> tuple[str, int, int] | None:
         """(entry id, attempts, first failure ms) of the queue's head, if it has failed."""
@@ -383,11 +419,11 @@ class DeliveryWorker:
                 "attempts": str(attempts),
                 "lastStatus": str(result.status or ""),
                 "body": fields[b"body"],
-                **(
-                    {correlation.STORED_FIELD: fields[correlation.STORED_FIELD.encode()]}
-                    if correlation.STORED_FIELD.encode() in fields
-                    else {}
-                ),
+                **{
+                    name: fields[name.encode()]
+                    for name in (correlation.STORED_FIELD, tracing.STORED_FIELD)
+                    if name.encode() in fields
+                },
             },
         )
         pipe.xack(self._queue, keys.DELIVER_GROUP, entry_id)

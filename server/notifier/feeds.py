@@ -48,6 +48,9 @@ class Notification:
     # The correlation id of the call that caused the event ("" if none did: an adapter's
     # change); the delivery sends it as X-Correlation-ID, else the notification id.
     correlation_id: str = ""
+    # The trace of that call (netweave/tracing.py; "" if untraced): the delivery's span
+    # continues it.
+    traceparent: str = ""
 
 
 def wanted(

@@ -192,16 +192,24 @@ class WebhookClient:
         self._connections.clear()
 
     def post(
-        self, url: str, message_id: str, body: bytes, correlation_id: str = ""
+        self,
+        url: str,
+        message_id: str,
+        body: bytes,
+        correlation_id: str = "",
+        traceparent: str = "",
     ) -> DeliveryResult:
         """One signed attempt, carrying `correlation_id` as X-Correlation-ID (default: the
-        message id). Never raises for network or HTTP failures."""
+        message id) and `traceparent` when given (the delivery's span; none when tracing is
+        off). Never raises for network or HTTP failures."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             "X-Correlation-ID": correlation_id or message_id,
             **signing.headers(self._secret, message_id, int(time.time()), body),
         }
+        if traceparent:
+            headers["traceparent"] = traceparent
         if self._tokens is not None and self._tokens.enabled:
             try:
                 headers["Authorization"] = f"Bearer {self._tokens.token()}"

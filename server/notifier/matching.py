@@ -47,7 +47,8 @@ log = structlog.get_logger()
 _ENQUEUE: Final = """
 -- KEYS: subscription hash, delivery queue, cursors hash
 -- ARGV: subscription id, event id (in the subscription's stream), notification id, body,
---       consumer group, correlation id of the event ('' = none)
+--       consumer group, correlation id of the event ('' = none), its traceparent ('' =
+--       none)
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local last = redis.call('HGET', KEYS[3], ARGV[1])
 if last then
@@ -59,12 +60,16 @@ end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[5], '0', 'MKSTREAM')
 end
+local entry = {'id', ARGV[3], 'event', ARGV[2], 'body', ARGV[4]}
 if ARGV[6] ~= '' then
-  redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'event', ARGV[2], 'body', ARGV[4],
-    'correlationId', ARGV[6])
-else
-  redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'event', ARGV[2], 'body', ARGV[4])
+  entry[#entry + 1] = 'correlationId'
+  entry[#entry + 1] = ARGV[6]
 end
+if ARGV[7] and ARGV[7] ~= '' then
+  entry[#entry + 1] = 'traceparent'
+  entry[#entry + 1] = ARGV[7]
+end
+redis.call('XADD', KEYS[2], '*', unpack(entry))
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 return 1
 """
@@ -251,6 +256,7 @@ class Matcher:
                             notification.body,
                             keys.DELIVER_GROUP,
                             notification.correlation_id,
+                            notification.traceparent,
                         ],
                         client=pipe,
                     )

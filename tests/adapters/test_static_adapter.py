@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import yaml
 from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc, domain_pb2
 
 from adapters.contract import KINDS, ObjectKey, object_key, serialize
 from adapters.static.loader import load_inventory
-from devstack.processes import ManagedProcess, free_port, wait_until
+from devstack.processes import ManagedProcess, free_port, metric_sum, wait_until
 
 ADDED = adapter_pb2.EVENT_TYPE_ADDED
 MODIFIED = adapter_pb2.EVENT_TYPE_MODIFIED
@@ -37,6 +38,7 @@ class RunningAdapter:
     port: int
     inventory: Path
     stub: adapter_pb2_grpc.AdapterServiceStub
+    ops_port: int = 0
 
     def log_records(self, event: str) -> list[dict[str, Any]]:
         return [record for record in _records(self.process.log_path) if record["event"] == event]
@@ -74,12 +76,13 @@ def _records(log_path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def adapter(inventory_copy: Path, tmp_path: Path, repo_root: Path) -> Iterator[RunningAdapter]:
-    port = free_port()
+    port, ops_port = free_port(), free_port()
     process = ManagedProcess(
         "adapter-static",
         [
             *(sys.executable, "-m", "adapters.static"),
             *("--inventory", str(inventory_copy), "--host", "127.0.0.1", "--port", str(port)),
+            *("--ops-port", str(ops_port)),
         ],
         tmp_path / "adapter.log",
         cwd=repo_root,
@@ -87,7 +90,7 @@ def adapter(inventory_copy: Path, tmp_path: Path, repo_root: Path) -> Iterator[R
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
         running = RunningAdapter(
-            process, port, inventory_copy, adapter_pb2_grpc.AdapterServiceStub(channel)
+            process, port, inventory_copy, adapter_pb2_grpc.AdapterServiceStub(channel), ops_port
         )
 
         def started() -> bool:
@@ -193,6 +196,30 @@ def test_a_broken_edit_is_logged_and_the_last_good_inventory_stays(
     call.cancel()
     assert event.type == MODIFIED
     assert event.object.resource.description.endswith("(relabelled)")
+
+
+def test_the_ops_endpoint_is_ready_degraded_by_a_refused_edit_and_has_metrics(
+    adapter: RunningAdapter,
+) -> None:
+    ops = f"http://127.0.0.1:{adapter.ops_port}"
+    ready = httpx.get(f"{ops}/readyz", timeout=5)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ok"
+    text = httpx.get(f"{ops}/metrics", timeout=5).text
+    assert metric_sum(text, "o2ims_ready") == 1
+    assert metric_sum(text, "o2ims_build_info") == 1
+    assert metric_sum(text, "process_resident_memory_bytes") > 0
+
+    write_in_place(adapter.inventory, adapter.inventory.read_text() + "\nresourcePools: [\n")
+
+    def degraded() -> bool:
+        body = httpx.get(f"{ops}/readyz", timeout=5).json()
+        return bool(body["status"] == "degraded")
+
+    wait_until(degraded, 5, "/readyz degraded by the refused edit")
+    body = httpx.get(f"{ops}/readyz", timeout=5)
+    assert body.status_code == 200  # still serving the last good inventory
+    assert "serving the last good inventory" in body.json()["checks"]["backend"]["reason"]
 
 
 def test_invalid_inventory_at_start_up_exits_2_naming_the_line(

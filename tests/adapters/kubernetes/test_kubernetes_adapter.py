@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from o2ims.adapter.v1 import adapter_pb2, adapter_pb2_grpc, domain_pb2
 
@@ -40,7 +41,7 @@ from adapters.publisher import (
 )
 from devstack.kubesim.nodes import make_node, simulated_cluster
 from devstack.kubesim.server import KubeApiSimulator
-from devstack.processes import ManagedProcess, free_port, wait_until
+from devstack.processes import ManagedProcess, free_port, metric_sum, wait_until
 from netweave.backoff import Backoff
 
 ADDED = adapter_pb2.EVENT_TYPE_ADDED
@@ -524,10 +525,18 @@ def test_the_process_exits_2_naming_a_bad_alarm_severity(tmp_path: Path) -> None
 def test_the_process_serves_the_cluster(tmp_path: Path) -> None:
     with KubeApiSimulator(tmp_path / "sim", simulated_cluster(nodes=10)) as sim:
         kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig", context="lab")
-        port = free_port()
+        port, ops_port = free_port(), free_port()
         process = ManagedProcess(
             "adapter-kubernetes",
-            [sys.executable, "-m", "adapters.kubernetes", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "adapters.kubernetes",
+                "--port",
+                str(port),
+                "--ops-port",
+                str(ops_port),
+            ],
             tmp_path / "adapter.log",
             env={"NETWEAVE_KUBECONFIG": str(kubeconfig)},
             cwd=REPO_ROOT,
@@ -546,6 +555,20 @@ def test_the_process_serves_the_cluster(tmp_path: Path) -> None:
             assert (info.name, info.backend) == ("kubernetes-lab", "kubernetes")
             listed = stub.ListObjects(adapter_pb2.ListObjectsRequest(), timeout=5)
             assert sum(obj.HasField("resource") for obj in listed.objects) == 10
+            # Its ops endpoint: ready (listed), and the API server's latency measured.
+            ops = f"http://127.0.0.1:{ops_port}"
+            ready = httpx.get(f"{ops}/readyz", timeout=5)
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"]["published"]["ok"] is True
+            text = httpx.get(f"{ops}/metrics", timeout=5).text
+            timed = metric_sum(
+                text,
+                "o2ims_adapter_backend_request_duration_seconds_count",
+                adapter="kubernetes-lab",
+            )
+            assert timed >= 2  # the list page and the watch connect
+            assert metric_sum(text, "o2ims_ready") == 1
+            assert metric_sum(text, "o2ims_build_info") == 1
         finally:
             channel.close()
             process.stop()
