@@ -9,7 +9,9 @@ Run: .venv/bin/python bench/instrumentation_bench.py [--requests 3000] [--rounds
 The client runs in this process too, so both figures include its cost; the difference is
 the instrumentation's. Redis is not on this path (reads are answered from the cache), so
 o2ims_redis_commands_total costs nothing here (`bench/redis_metrics_bench.py` measures it
-per command). Prints the median CPU per request of each variant and their ratio.
+per command). A fourth variant adds OpenTelemetry tracing, every call sampled and exported
+(BatchSpanProcessor, OTLP/gRPC) to a collector in this process that discards what it gets
+without decoding it. Prints the median CPU per request of each variant and their ratio.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from o2ims.inventory.v1 import inventory_pb2_grpc as inv_grpc  # noqa: E402
 from adapters.publisher import AdapterServicer, ObjectSetPublisher, create_adapter_server  # noqa: E402
 from devstack.processes import wait_until  # noqa: E402
 from devstack.redis_server import RedisServer  # noqa: E402
+from netweave import tracing  # noqa: E402
 from server.app import create_server  # noqa: E402
 from server.config import GatewayConfig  # noqa: E402
 
@@ -61,6 +64,25 @@ def bare() -> Iterator[None]:
         mock.patch("server.auth.interceptor.AuthInterceptor._count", lambda *_a: None),
     ):
         yield
+
+
+class DiscardingCollector:
+    """An OTLP/gRPC trace endpoint that answers every Export without decoding it."""
+
+    def __init__(self) -> None:
+        def export(_request: bytes, _context: Any) -> bytes:
+            return b""  # an empty ExportTraceServiceResponse
+
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {"Export": grpc.unary_unary_rpc_method_handler(export)},
+        )
+        self._server = grpc.server(ThreadPoolExecutor(2), handlers=[handler])
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop(grace=None)
 
 
 def cpu_per_request(redis_url: str, adapter: str, audit: Path | None, requests: int) -> float:
@@ -127,7 +149,9 @@ def main() -> int:
             AdapterServicer("static", "static", "bench", publisher)
         )
         adapter = f"127.0.0.1:{adapter_port}"
+        collector = DiscardingCollector()
         shipped: list[float] = []
+        traced: list[float] = []
         unaudited: list[float] = []
         baseline: list[float] = []
         try:
@@ -135,24 +159,34 @@ def main() -> int:
                 audit = root / f"audit-{round_number}.jsonl"
                 shipped.append(cpu_per_request(redis.url, adapter, audit, args.requests))
                 unaudited.append(cpu_per_request(redis.url, adapter, None, args.requests))
+                tracing.configure("core", tracing.TracingConfig(f"127.0.0.1:{collector.port}"))
+                try:
+                    traced.append(cpu_per_request(redis.url, adapter, audit, args.requests))
+                finally:
+                    tracing.shutdown()
                 with bare():
                     baseline.append(cpu_per_request(redis.url, adapter, None, args.requests))
         finally:
+            collector.stop()
             publisher.close()
             server.stop(grace=None)
             redis.stop()
     with_us = statistics.median(shipped) * 1e6
     no_audit_us = statistics.median(unaudited) * 1e6
+    traced_us = statistics.median(traced) * 1e6
     without_us = statistics.median(baseline) * 1e6
     print(f"requests per round {args.requests}, rounds {args.rounds}, {THREADS} client threads")
     print(f"{'variant':<42}{'CPU/request (us)':>18}")
     print(f"{'without instrumentation (baseline)':<42}{without_us:>18.0f}")
     print(f"{'metrics and correlation, no audit log':<42}{no_audit_us:>18.0f}")
     print(f"{'as shipped (metrics, correlation, audit)':<42}{with_us:>18.0f}")
+    print(f"{'as shipped + tracing (every call sampled)':<42}{traced_us:>18.0f}")
     print(f"ratio {with_us / without_us:.2f}x, instrumentation {with_us - without_us:.0f} us")
+    print(f"tracing on: {traced_us / with_us:.2f}x, {traced_us - with_us:.0f} us per call")
     print(f"per round, shipped: {[round(x * 1e6) for x in shipped]}")
     print(f"per round, no audit: {[round(x * 1e6) for x in unaudited]}")
     print(f"per round, baseline: {[round(x * 1e6) for x in baseline]}")
+    print(f"per round, traced: {[round(x * 1e6) for x in traced]}")
     return 0
 
 

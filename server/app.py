@@ -257,6 +257,9 @@ class Gateway:
             self.edge_telemetry.stop(grace)
         done: threading.Event = self.grpc_server.stop(grace)
         self.ops.stop()
+        # The pipeline ends its step and stands down before the core says it stopped.
+        if self.alarm_pipeline.is_alive():
+            self.alarm_pipeline.join(timeout=2.0)
         return done
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:

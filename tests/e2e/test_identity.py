@@ -278,6 +278,9 @@ def second_edge(stack: LocalStack, tmp_path: Path) -> Iterator[Any]:
             listen_port=0,
             admin_socket=tmp_path / name / "admin.sock",
             audit_log_path=None,
+            # Only the stack's own Envoy reports telemetry and serves stats.
+            telemetry_port=None,
+            stats_port=None,
             **changes,
         )
         envoy = start_envoy(config, workdir=tmp_path / name, log_path=tmp_path / f"{name}.log")

@@ -137,9 +137,7 @@ def test_an_alias_bomb_is_refused_at_its_line_and_readyz_says_why(
         timeout=30,
         what="the fixed file served",
     )
-    wait_until(
-        lambda: readiness(stack)["status"] == "ready", timeout=15, what="/readyz ready again"
-    )
+    wait_until(lambda: readiness(stack)["status"] == "ok", timeout=15, what="/readyz ready again")
 
 
 def test_a_file_written_in_two_halves_notifies_only_the_real_change(

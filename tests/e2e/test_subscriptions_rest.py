@@ -306,7 +306,7 @@ def test_a_body_that_is_not_json_is_400(
         ("PATCH", INVENTORY_V1.path),
         ("PATCH", ALARM_V1.path),
         ("POST", f"{MONITORING}/v1/alarms"),
-        ("PUT", f"{INVENTORY_V1.path}/{uuid.uuid4()}"),
+        ("PUT", f"{INVENTORY_V1.path}/0b7a3c52-3c2e-4f4e-9a51-6a2d1d0c9f11"),
     ],
 )
 def test_an_undefined_method_is_405(rest: httpx.Client, method: str, path: str) -> None:

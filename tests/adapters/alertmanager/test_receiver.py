@@ -354,6 +354,15 @@ def test_metrics_count_webhooks_by_outcome_and_active_alarms(receiving: Receivin
     assert "netweave_alertmanager_active_alarms 2.0" in text
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_bodies_name_the_build_and_need_no_token(receiving: Receiving, path: str) -> None:
+    with urllib.request.urlopen(receiving.url.replace("/webhook", path), timeout=5) as r:
+        assert r.status == 200
+        body = json.loads(r.read())
+    assert body["status"] == "ok"
+    assert {"timestamp", "version", "commit", "uptime", "checks"} <= set(body)
+
+
 # --- start-up: no token, TLS --------------------------------------------------------------------
 
 
