@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Final
 
-from devstack.processes import ManagedProcess, free_port, wait_until
+from devstack.processes import ManagedProcess, ServerProcess, free_port
 
 # moto accepts any credentials; these make boto3's chain stop at the environment.
 DUMMY_ACCESS_KEY_ID: Final = "testing"
@@ -22,13 +22,13 @@ def moto_server_binary() -> str:
     return str(Path(sys.executable).parent / "moto_server")
 
 
-class MotoServer:
+class MotoServer(ServerProcess):
     """moto_server on 127.0.0.1:`port` (0: a free one), its output in `log_path`."""
 
     def __init__(self, log_path: Path, port: int = 0) -> None:
+        super().__init__()
         self.log_path = log_path
         self.port = port or free_port()
-        self._process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -47,18 +47,12 @@ class MotoServer:
         }
 
     def start(self, timeout: float = 30.0) -> MotoServer:
-        self._process = ManagedProcess(
+        process = ManagedProcess(
             "moto",
             [moto_server_binary(), "-H", "127.0.0.1", "-p", str(self.port)],
             self.log_path,
-        ).start()
-        wait_until(
-            self._answers,
-            timeout,
-            f"moto_server on port {self.port}",
-            interval=0.1,
-            require=self._process.require_alive,
         )
+        self._launch(process, self._answers, timeout, f"moto_server on port {self.port}")
         return self
 
     def _answers(self) -> bool:
@@ -70,17 +64,6 @@ class MotoServer:
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
         with urllib.request.urlopen(request, timeout=10):
             pass
-
-    @property
-    def process(self) -> ManagedProcess | None:
-        return self._process
-
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
 
 
 # The `make run` demo account (NETWEAVE_AWS_MOTO): name, region, zone, instance type.

@@ -272,6 +272,43 @@ class ManagedProcess:
             self.proc.wait()
 
 
+class ServerProcess:
+    """A server program the stack and the tests run (redis-server, moto, Prometheus): one
+    ManagedProcess, started and waited for until it answers, then stopped or crashed."""
+
+    def __init__(self) -> None:
+        self._process: ManagedProcess | None = None
+
+    def _launch(
+        self,
+        process: ManagedProcess,
+        answers: Callable[[], bool],
+        timeout: float,
+        what: str,
+        interval: float = 0.1,
+    ) -> None:
+        """Start `process` and wait until `answers()` (its death ends the wait at once)."""
+        self._process = process.start()
+        wait_until(answers, timeout, what, interval, require=process.require_alive)
+
+    @property
+    def process(self) -> ManagedProcess | None:
+        """The server's process (None before start)."""
+        return self._process
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def kill(self) -> None:
+        """Crash it (SIGKILL): what an outage looks like to its clients."""
+        if self._process is not None:
+            self._process.kill()
+
+
 @dataclass(frozen=True)
 class RecordedProcess:
     """One process of a stack record: its PID and when it started (its identity)."""

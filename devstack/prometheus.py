@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from devstack.processes import ManagedProcess, free_port, wait_until
+from devstack.processes import ManagedProcess, ServerProcess, free_port
 
 if TYPE_CHECKING:
     from devstack.stack import LocalStack
@@ -75,7 +75,7 @@ class PrometheusError(RuntimeError):
     """The HTTP API answered with an error (a bad query, an unknown endpoint)."""
 
 
-class PrometheusServer:
+class PrometheusServer(ServerProcess):
     """prometheus on 127.0.0.1:`port` (0: a free one), scraping `jobs` every
     `interval_s` and evaluating `rule_files`, its TSDB and configuration under `directory`.
 
@@ -91,12 +91,12 @@ class PrometheusServer:
         port: int = 0,
         interval_s: float = 1.0,
     ) -> None:
+        super().__init__()
         self.directory = directory
         self.jobs = list(jobs)
         self.rule_files = list(rule_files)
         self.port = port or free_port()
         self.interval_s = interval_s
-        self._process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -144,7 +144,7 @@ class PrometheusServer:
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         self.write_config()
-        self._process = ManagedProcess(
+        process = ManagedProcess(
             "prometheus",
             [
                 binary,
@@ -156,14 +156,8 @@ class PrometheusServer:
             ],
             self.directory / "prometheus.log",
             cwd=self.directory,
-        ).start()
-        wait_until(
-            self._ready,
-            timeout,
-            f"prometheus on port {self.port}",
-            interval=0.1,
-            require=self._process.require_alive,
         )
+        self._launch(process, self._ready, timeout, f"prometheus on port {self.port}")
         return self
 
     def _ready(self) -> bool:
@@ -201,14 +195,3 @@ class PrometheusServer:
         """The loaded rule groups, each with its rules' health and lastError."""
         groups: list[dict[str, Any]] = self.api("rules")["groups"]
         return groups
-
-    @property
-    def process(self) -> ManagedProcess | None:
-        return self._process
-
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()

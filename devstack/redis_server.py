@@ -7,17 +7,17 @@ from pathlib import Path
 
 import redis
 
-from devstack.processes import ManagedProcess, free_port, wait_until
+from devstack.processes import ManagedProcess, ServerProcess, free_port
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """redis-server on 127.0.0.1 with append-only persistence in `directory`, so a
     restart on the same directory keeps the data (as a production Redis would)."""
 
     def __init__(self, directory: Path, port: int = 0) -> None:
+        super().__init__()
         self.directory = directory
         self.port = port or free_port()
-        self._process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -30,7 +30,7 @@ class RedisServer:
                 "redis-server not found: run `make test` or apt-get install redis-server"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._process = ManagedProcess(
+        process = ManagedProcess(
             "redis",
             [
                 binary,
@@ -52,32 +52,16 @@ class RedisServer:
                 "no",
             ],
             self.directory / "redis.log",
-        ).start()
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         try:
-            wait_until(
+            self._launch(
+                process,
                 lambda: bool(client.ping()),
                 timeout,
                 f"redis-server on port {self.port}",
-                require=self._process.require_alive,
+                interval=0.05,
             )
         finally:
             client.close()
         return self
-
-    @property
-    def process(self) -> ManagedProcess | None:
-        """The redis-server process (None before start)."""
-        return self._process
-
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def kill(self) -> None:
-        """Crash it (SIGKILL): what an outage looks like to the gateway."""
-        if self._process is not None:
-            self._process.kill()
