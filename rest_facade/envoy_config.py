@@ -31,7 +31,7 @@ from netweave.headers import (
 from rest_facade import edge_limits, envoy_routes, envoy_tracing, openapi
 from rest_facade.edge_limits import ConnectionLimits
 from rest_facade.envoy_routes import header_value_option
-from rest_facade.envoy_tracing import EdgeTracing
+from rest_facade.envoy_tracing import GRPC_UPSTREAM_PROTOCOL, EdgeTracing
 from rest_facade.http_rules import HttpRule, read_rules, services_with_rules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -691,13 +691,7 @@ def _telemetry_clusters(config: EnvoyConfig) -> str:
                 "connect_timeout": "2s",
                 # The edge's mutual TLS: the core's telemetry listener admits Envoy alone.
                 **_core_tls_socket(config.core_tls),
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
-                        "HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {}},
-                    }
-                },
+                "typed_extension_protocol_options": GRPC_UPSTREAM_PROTOCOL,
                 "load_assignment": _single_endpoint(
                     TELEMETRY_CLUSTER,
                     {

@@ -31,6 +31,15 @@ SERVICE_NAME: Final = "netweave-envoy"
 METADATA_TAGS: Final = ((CORRELATION_ID, "correlation_id"), ("netweave.route", "route"))
 
 
+# A cluster that speaks gRPC (HTTP/2 to the upstream): the telemetry and collector clusters.
+GRPC_UPSTREAM_PROTOCOL: Final = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }
+}
+
+
 @dataclass(frozen=True)
 class EdgeTracing:
     """Where the edge sends its spans and how many requests it traces."""
@@ -107,13 +116,7 @@ def collector_clusters(tracing: EdgeTracing | None) -> list[dict[str, Any]]:
             "type": "STRICT_DNS",
             "dns_lookup_family": "V4_PREFERRED",
             "connect_timeout": "2s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
-                    "HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                }
-            },
+            "typed_extension_protocol_options": GRPC_UPSTREAM_PROTOCOL,
             "load_assignment": {
                 "cluster_name": COLLECTOR_CLUSTER,
                 "endpoints": [
