@@ -3,6 +3,7 @@ readiness read from the adapter's publisher."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -35,9 +36,18 @@ def publisher_readiness(publisher: ObjectSetPublisher) -> ReadinessCheck:
 
 
 def serve_ops(
-    host: str, port: int, publisher: ObjectSetPublisher, registry: CollectorRegistry
-) -> OpsServer:
-    """Bind (OSError if the port is taken) and start the adapter's ops endpoint."""
-    server = OpsServer(host, port, publisher_readiness(publisher), registry)
-    server.start()
-    return server
+    prog: str, host: str, port: int, publisher: ObjectSetPublisher, registry: CollectorRegistry
+) -> bool:
+    """Start the adapter's ops endpoint on `port` (0: none); False, with the reason on
+    stderr, when it cannot be bound (the adapter then exits 1)."""
+    if not port:
+        return True
+    try:
+        OpsServer(host, port, publisher_readiness(publisher), registry).start()
+    except OSError as error:
+        print(
+            f"{prog}: cannot serve /metrics, /healthz, /readyz on port {port}: {error}",
+            file=sys.stderr,
+        )
+        return False
+    return True

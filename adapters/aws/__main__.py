@@ -174,17 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
-    if args.metrics_port:
-        try:
-            # /metrics, and /healthz and /readyz (ready once the regions were read).
-            serve_ops(args.host, args.metrics_port, publisher, metrics.registry)
-        except OSError as error:
-            server.stop(grace=None)
-            print(
-                f"{PROG}: cannot serve metrics on port {args.metrics_port}: {error}",
-                file=sys.stderr,
-            )
-            return 1
+    # /metrics, and /healthz and /readyz (ready once the regions were read).
+    if not serve_ops(PROG, args.host, args.metrics_port, publisher, metrics.registry):
+        server.stop(grace=None)
+        return 1
     adapter.start()
     log.info(
         "adapter_started",

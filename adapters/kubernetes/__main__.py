@@ -202,15 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
-    if args.ops_port:
-        try:
-            # Ready once the nodes were listed; degraded while the API server is away or
-            # refuses the credential (the last inventory is served).
-            serve_ops(args.host, args.ops_port, publisher, registry)
-        except OSError as error:
-            server.stop(grace=None)
-            print(f"{PROG}: cannot serve ops on port {args.ops_port}: {error}", file=sys.stderr)
-            return 1
+    # Ready once the nodes were listed; degraded while the API server is away or refuses
+    # the credential (the last inventory is served).
+    if not serve_ops(PROG, args.host, args.ops_port, publisher, registry):
+        server.stop(grace=None)
+        return 1
     publisher.set_source_problem(f"listing the nodes of {first.api_url} for the first time")
     adapter.start()
     log.info(

@@ -128,18 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"adapters.static: {error}", file=sys.stderr)
         return 1
-    if args.ops_port:
-        try:
-            # Ready once the file was read; degraded while an edit is refused (the last
-            # good inventory is served).
-            serve_ops(args.host, args.ops_port, publisher, CollectorRegistry())
-        except OSError as error:
-            server.stop(grace=None)
-            print(
-                f"adapters.static: cannot serve ops on port {args.ops_port}: {error}",
-                file=sys.stderr,
-            )
-            return 1
+    # Ready once the file was read; degraded while an edit is refused (the last good
+    # inventory is served).
+    if not serve_ops("adapters.static", args.host, args.ops_port, publisher, CollectorRegistry()):
+        server.stop(grace=None)
+        return 1
     adapter.start()
     log.info(
         "adapter_started",
