@@ -170,6 +170,11 @@ class Notifier:
         queue = GaugeMetricFamily(
             "o2ims_webhook_queue_depth", "Notifications queued for delivery, all subscriptions."
         )
+        deepest = GaugeMetricFamily(
+            "o2ims_webhook_queue_depth_max",
+            "Notifications waiting in the deepest subscription's queue (which one: "
+            "the dlq CLI and notifier:queue:<subId> lengths).",
+        )
         dead = GaugeMetricFamily(
             "o2ims_webhook_dead_letters", "Notifications in the dead-letter stream."
         )
@@ -185,8 +190,10 @@ class Notifier:
             pipe.xlen(keys.DEAD_LETTERS_KEY)
             *lengths, dead_letters = pipe.execute()
             queue.add_metric([], float(sum(lengths)))
+            deepest.add_metric([], float(max(lengths, default=0)))
             dead.add_metric([], float(dead_letters))
             yield queue
+            yield deepest
             yield dead
         except redis.RedisError:
             pass  # unknown: better no sample than a wrong one

@@ -45,6 +45,7 @@ METRICS = frozenset(
         "o2ims_alarms",
         "o2ims_webhook_delivery_total",
         "o2ims_webhook_queue_depth",
+        "o2ims_webhook_queue_depth_max",
         "o2ims_webhook_dead_letters",
         "o2ims_notifier_matcher_lag",
         "o2ims_subscriptions",

@@ -78,3 +78,22 @@ def test_health_bodies_subscriptions_and_certificates(redis_url: str, tmp_path: 
     not_after = x509.load_pem_x509_certificate(pki.client_cert.read_bytes()).not_valid_after_utc
     seconds = metrics[("o2ims_certificate_expiry_seconds", (("certificate", "webhook_client"),))]
     assert abs(seconds - (not_after.timestamp() - now)) < 5
+
+
+def test_queue_depth_counts_every_queue_and_its_deepest(
+    redis_url: str, store: InventoryStore
+) -> None:
+    """Two subscribers that never answer: their notifications wait in their queues."""
+    with running(make_config(redis_url)) as notifier:
+        subscribe(redis_url, "http://127.0.0.1:9/first")
+        store.apply("static", [pool(), resource("r-1")])
+
+        def depth(name: str) -> float:
+            return scrape(notifier.ops.port).get((name, ()), -1.0)
+
+        wait(lambda: depth("o2ims_webhook_queue_depth") == 2, 15, "the first queue")
+        subscribe(redis_url, "http://127.0.0.1:9/second")
+        wait(lambda: lag(notifier.ops.port) == 0, 10, "the matcher current")
+        store.apply("static", [pool(), resource("r-1"), resource("r-2")])
+        wait(lambda: depth("o2ims_webhook_queue_depth") == 4, 15, "both queues")
+        assert depth("o2ims_webhook_queue_depth_max") == 3
