@@ -22,6 +22,8 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 # gcc + libc6-dev build the Envoy edge's per-source connection limit module (envoy/modules/).
 # prometheus brings promtool, which checks and unit-tests deployments/monitoring/ (tests/monitoring/).
 DEB_PACKAGES := redis-server nghttp2-client gcc libc6-dev prometheus-alertmanager prometheus
+# kubectl (for `kubectl kustomize` in the manifest tests): Debian's kubernetes-client, unless
+# a kubectl is already installed (a newer one from a cloud SDK is kept).
 
 .PHONY: help run stop kubesim test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token
 
@@ -41,6 +43,7 @@ system-deps: $(STATE)/system-deps.stamp
 $(STATE)/system-deps.stamp:
 	@mkdir -p $(STATE)
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \

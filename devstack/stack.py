@@ -457,7 +457,7 @@ class LocalStack:
                 self._wait(process, check, limit)
         except BaseException:
             self._deferred = None
-            self.stop()
+            self.stop(abort=True)
             raise
         return self
 
@@ -842,13 +842,14 @@ class LocalStack:
         for process in self.managed():
             process.require_alive()
 
-    def stop(self) -> None:
+    def stop(self, abort: bool = False) -> None:
         """SIGTERM to every process at once (each shuts down in parallel), then wait for
-        each; Redis last, so nothing loses it while shutting down."""
+        each; Redis last, so nothing loses it while shutting down. `abort` (a start that
+        failed: nothing was served yet) kills them instead of waiting for a graceful end."""
         redis = self.redis.process if self.redis else None
         processes = [p for p in reversed(self.managed()) if p is not redis]
         for process in processes:
-            process.signal(signal.SIGTERM)
+            process.signal(signal.SIGKILL if abort else signal.SIGTERM)
         for process in [*processes, *([redis] if redis else [])]:
             process.stop()
         self.record.clear()

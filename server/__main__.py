@@ -19,7 +19,11 @@ def main() -> int:
         log.error("configuration_invalid", error=str(exc))
         return 2
     tracing.configure("core", config.tracing)
-    gateway, port = create_server(config)
+    try:
+        gateway, port = create_server(config)
+    except ValueError as exc:  # e.g. Redis holds data of another layout
+        log.error("cannot_start", error=str(exc))
+        return 2
     try:
         run_until_signalled(
             log, "gateway", gateway.start, lambda: gateway.stop(grace=2.0).wait(5.0)

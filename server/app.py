@@ -35,6 +35,7 @@ from server.auth import AccessPolicy, AuditLog, AuthInterceptor
 from server.auth.identity import Channel
 from server.cache import InventoryCache
 from server.config import GatewayConfig
+from server.data_version import DATA_VERSION, compatible, ensure_data_version
 from server.edge_telemetry import EdgeTelemetryServer, EdgeTls
 from server.inventory import InventoryV1Servicer, InventoryV2Servicer
 from server.listing import Lister, ListingSettings
@@ -69,6 +70,7 @@ class Gateway:
         # The tailer blocks in XREAD; it gets its own connection with a longer timeout.
         self._tail_store = InventoryStore(connect(config.redis_url, socket_timeout=5.0))
         self._probe = connect(config.redis_url, socket_timeout=0.5)
+        _record_data_version(self._probe)
         self.writer = StoreWriter(self.store, self._stop, expected_adapters=len(config.adapters))
         self.tailer = EventTailer(self._tail_store, self.cache, self._stop)
         self.watchers = [AdapterWatcher(a, self.writer, self._stop) for a in config.adapters]
@@ -369,6 +371,23 @@ class Gateway:
         )
         unresolved.add_metric([], float(pipeline.unresolved))
         yield unresolved
+
+
+def _record_data_version(client: redis.Redis) -> None:
+    """Name the layout of the data in Redis (server/data_version.py) if nothing has yet: what
+    a restore checks a backup against. With Redis away, the next start records it."""
+    try:
+        stored = ensure_data_version(client)
+    except redis.RedisError as exc:
+        log.warning("data_version_unrecorded", error=str(exc))
+        return
+    # Data of another major layout is not ours to read or write: refuse to start.
+    if not compatible(stored):
+        raise ValueError(
+            f"Redis holds data of layout {stored}; this build reads {DATA_VERSION} "
+            "(see docs/operations.md, upgrade and rollback)"
+        )
+    log.info("data_version", version=stored)
 
 
 PAGE_SECRET_KEY: Final = "config:page_marker_secret"

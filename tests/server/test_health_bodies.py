@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import redis
 from cryptography import x509
 from o2ims.adapter.v1 import domain_pb2
 from o2ims.inventory.v1 import inventory_pb2 as inv_pb
@@ -27,6 +28,7 @@ from devstack.processes import wait_until
 from devstack.redis_server import RedisServer
 from server.app import Gateway, create_server
 from server.config import GatewayConfig
+from server.data_version import DATA_VERSION, DATA_VERSION_KEY
 
 POOL_ID = "7d1d5a2a-5a47-4c8e-9f0b-000000000001"
 IDENTITY = ("status", "timestamp", "version", "commit", "uptime", "checks")
@@ -195,3 +197,24 @@ def test_sync_lag_replicas_and_redis_commands(core: Core) -> None:
 def test_a_malformed_watched_certificate_list_is_refused_naming_the_variable(raw: str) -> None:
     with pytest.raises(ValueError, match="NETWEAVE_WATCHED_CERTIFICATES"):
         GatewayConfig.from_env({"NETWEAVE_WATCHED_CERTIFICATES": raw})
+
+
+def test_the_core_records_the_data_version_and_refuses_another_major(
+    core: Core, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(core.redis.url)
+    try:
+        assert client.get(DATA_VERSION_KEY) == DATA_VERSION.encode()
+        client.set(DATA_VERSION_KEY, "2.0")
+        config = GatewayConfig(
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            ops_host="127.0.0.1",
+            ops_port=0,
+            redis_url=core.redis.url,
+        )
+        with pytest.raises(ValueError, match=r"layout 2\.0"):
+            create_server(config)
+    finally:
+        client.set(DATA_VERSION_KEY, DATA_VERSION)
+        client.close()
