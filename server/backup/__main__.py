@@ -14,7 +14,6 @@ keys in the way); the message on stderr names the problem.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,11 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m server.backup", description="Back up and restore the gateway's state."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    redis_url = {
-        "default": os.environ.get("REDIS_URL"),
-        "required": "REDIS_URL" not in os.environ,
-        "help": "the gateway's Redis (default: $REDIS_URL)",
-    }
+    redis_url = {"required": True, "help": "the gateway's Redis (redis://host:port/db)"}
     backup = commands.add_parser("backup", help="save the state to a file")
     backup.add_argument("--redis-url", **redis_url)  # type: ignore[arg-type]
     backup.add_argument("--out", dest="output", type=Path, required=True)
