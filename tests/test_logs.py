@@ -122,4 +122,5 @@ def test_every_line_of_a_running_static_adapter_and_core_is_json(
     assert adapter_records[-1]["event"] == "adapter_stopped"
     core_records = core.records()
     assert {r["component"] for r in core_records} == {"core"}
-    assert core_records[-1]["event"] == "gateway_stopped"
+    # Its own stop is logged (other threads may still write a line while it winds down).
+    assert "gateway_stopped" in [r["event"] for r in core_records]
