@@ -32,22 +32,6 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def _worker_share(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Under pytest-xdist, this worker's own slice of each span: two workers' test processes
-    pick ports independently (each remembers only what it gave), so without slices one could
-    pick a port the other picked a moment before and has not bound yet."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    if not worker.startswith("gw") or not worker[2:].isdigit() or count < 2:
-        return spans
-    index = int(worker[2:]) % count
-    shares = []
-    for start, end in spans:
-        width = (end - start + 1) // count
-        shares.append((start + index * width, start + (index + 1) * width - 1))
-    return shares
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on `host` right now, for a server started a moment later.
 
@@ -59,7 +43,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     low, high = _ephemeral_range()
     candidates = [(1025, low - 1), (high + 1, 65535)]
     span = [(a, b) for a, b in candidates if b - a > 1000] or [(20000, 30000)]
-    span = _worker_share(span)
     for _ in range(200):
         start, end = random.choice(span)
         port = random.randint(start, end)
