@@ -93,8 +93,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         def guarded(request: Any, context: Any) -> Any:
             start = time.perf_counter()
             with correlation.bound(correlation_id):
-                context.set_trailing_metadata(((CORRELATION_ID_HEADER, correlation_id),))
-                identity, decision, refusal = self._admit(method, metadata, context)
+                identity, decision, refusal = self._open(method, metadata, context, correlation_id)
                 code: grpc.StatusCode | None = None
                 try:
                     if refusal is not None:
@@ -138,8 +137,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def admit(context: Any) -> None:
             with correlation.bound(correlation_id):
-                context.set_trailing_metadata(((CORRELATION_ID_HEADER, correlation_id),))
-                identity, decision, refusal = self._admit(method, metadata, context)
+                identity, decision, refusal = self._open(method, metadata, context, correlation_id)
                 self._record(
                     metadata,
                     method=method,
@@ -158,6 +156,13 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                         _keep_correlation_trailer(context, correlation_id)
 
         return _stream_handler(handler, admit)
+
+    def _open(
+        self, method: str, metadata: Mapping[str, str], context: Any, correlation_id: str
+    ) -> tuple[Identity, Decision, ApiError | None]:
+        """The start of every call: its correlation id on the response, then `_admit`."""
+        context.set_trailing_metadata(((CORRELATION_ID_HEADER, correlation_id),))
+        return self._admit(method, metadata, context)
 
     def _admit(
         self, method: str, metadata: Mapping[str, str], context: Any
