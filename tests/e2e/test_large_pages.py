@@ -68,17 +68,17 @@ def write_inventory(path: Path) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     config = StackConfig.ephemeral(tmp_path_factory.mktemp("stack"))
     write_inventory(config.inventory)
+    expected = len(yaml.safe_load(config.inventory.read_text())["resources"])
     running = LocalStack(config).start()
     try:
-        channel = grpc.insecure_channel(running.grpc_address)
-        stub = v1_grpc.InventoryServiceStub(channel)
-        request = v1.GetResourcePoolRequest(resource_pool_id=POOL)
-        wait_until(
-            lambda: stub.GetResourcePool(request, timeout=2).resource_pool_id == POOL,
-            30,
-            "the big pool",
-        )
-        channel.close()
+        # The adapter's snapshot reaches the served view in bounded batches: the pool can
+        # be served before its last resources are. Wait for all of them, not for the pool.
+        def served_resources() -> int:
+            _, body = running.readiness()
+            checks: Any = body.get("checks", {})
+            return int(checks.get("inventory", {}).get("objects", {}).get("resource", 0))
+
+        wait_until(lambda: served_resources() == expected, 30, f"{expected} served resources")
         yield running
     finally:
         running.stop()
