@@ -32,6 +32,29 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+# (index, count): this process picks ports from the index-th of count equal slices of the
+# spans below; (0, 1) is all of them. Several processes that each pick ports (pytest-xdist
+# workers) get disjoint slices: each remembers only what it gave, so without slices one
+# could pick a port another picked a moment before and has not bound yet.
+_SLICE: list[int] = [0, 1]
+
+
+def use_port_slice(index: int, count: int) -> None:
+    """Pick ports from slice `index` of `count` from now on (see free_port)."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"slice {index} of {count} does not exist")
+    _SLICE[:] = [index, count]
+
+
+def _slice(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    index, count = _SLICE
+    shares = []
+    for start, end in spans:
+        width = (end - start + 1) // count
+        shares.append((start + index * width, start + (index + 1) * width - 1))
+    return shares
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on `host` right now, for a server started a moment later.
 
@@ -42,7 +65,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """
     low, high = _ephemeral_range()
     candidates = [(1025, low - 1), (high + 1, 65535)]
-    span = [(a, b) for a, b in candidates if b - a > 1000] or [(20000, 30000)]
+    span = _slice([(a, b) for a, b in candidates if b - a > 1000] or [(20000, 30000)])
     for _ in range(200):
         start, end = random.choice(span)
         port = random.randint(start, end)

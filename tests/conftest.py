@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 import redis
 
+from devstack.processes import use_port_slice
 from devstack.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_INVENTORY = REPO / "examples" / "ocloud.yaml"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each pytest-xdist worker picks free ports from its own slice (devstack.processes)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        use_port_slice(int(worker["workerid"].removeprefix("gw")), int(worker["workercount"]))
 
 
 @pytest.fixture(scope="session")
