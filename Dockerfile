@@ -34,4 +34,8 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER 10001:10001
 EXPOSE 8080 8081 8443 9902
+# Docker's own check of the default process, the core (its ops port, NETWEAVE_OPS_PORT's
+# default). Kubernetes ignores HEALTHCHECK: the manifests probe each container themselves.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=3)"]
 CMD ["python", "-m", "server"]

@@ -12,6 +12,10 @@ STATE := .netweave
 TOOLS := $(STATE)/tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
+# checkov (the manifests' and Dockerfile's security checks, tests/deployments/test_checkov.py)
+# lives in a virtualenv of its own: its many dependencies must not move the project's pins.
+CHECKOV_VENV := $(STATE)/checkov-venv
+CHECKOV_VERSION := 3.3.30
 GEN := gen/python
 DESCRIPTOR := gen/o2ims.pb
 THIRD_PARTY := build/third_party/proto
@@ -25,13 +29,14 @@ DEB_PACKAGES := redis-server nghttp2-client gcc libc6-dev prometheus-alertmanage
 # kubectl (for `kubectl kustomize` in the manifest tests): Debian's kubernetes-client, unless
 # a kubectl is already installed (a newer one from a cloud SDK is kept).
 
-.PHONY: help run stop kubesim test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token
+.PHONY: help run stop kubesim test lint typecheck pytest gen openapi venv system-deps tools clean client-cert token checkov
 
 help:
 	@echo "make run    start the gateway locally (see README.md)"
 	@echo "make stop   stop a stack make run left running"
 	@echo "make kubesim  a simulated Kubernetes cluster for NETWEAVE_KUBECONFIG (see README.md)"
 	@echo "make test   lint, type-check and test (installs what is missing)"
+	@echo "make checkov  install checkov in $(CHECKOV_VENV) (make test does; tests/deployments runs it)"
 	@echo "make gen    regenerate code and the descriptor set from proto/"
 	@echo "make openapi regenerate $(OPENAPI) from proto/ (commit it; a test checks it)"
 	@echo "make client-cert NAME=smo-north   issue a dev client certificate (mTLS)"
@@ -57,6 +62,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	@# Put the project and the generated code on the venv's import path.
 	@$(PY) -c 'import sysconfig,pathlib; p=pathlib.Path(sysconfig.get_paths()["purelib"])/"netweave.pth"; p.write_text("$(CURDIR)\n$(CURDIR)/$(GEN)\n")'
+	@touch $@
+
+checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check checkov==$(CHECKOV_VERSION)
 	@touch $@
 
 tools: $(BUF)
@@ -121,7 +132,7 @@ typecheck: gen
 # Two workers, each taking whole modules (module-scoped stacks stay in one process): most of
 # the suite waits on real processes, so two run in about half the time of one.
 PYTEST_WORKERS ?= 2
-pytest: system-deps gen
+pytest: system-deps gen checkov
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck pytest

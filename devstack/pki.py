@@ -283,6 +283,83 @@ def issue_crafted_certificate(
     return target
 
 
+@dataclass(frozen=True)
+class RenewedCertificate:
+    """A renewal's PEM bytes (not written anywhere yet) and its serial number."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    serial: int
+
+
+def renew(
+    target: IssuedCertificate, ca: IssuedCertificate, *, days: int = LEAF_DAYS
+) -> RenewedCertificate:
+    """What cert-manager's renewal of `target` gives: a new key and a new serial for the
+    subject, SANs and extended key usage of `target`'s certificate, signed by `ca`, valid
+    from now for `days`. Nothing is written (see `reissue` and `publish_secret`)."""
+    current = x509.load_pem_x509_certificate(target.cert.read_bytes())
+    usage = current.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    now = _now()
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _build_leaf(
+        _load_ca_pair(ca),
+        key,
+        subject=current.subject,
+        san=list(san),
+        usage=next(iter(usage)),
+        not_before=now - CLOCK_SKEW,
+        not_after=now + dt.timedelta(days=days),
+    )
+    return RenewedCertificate(
+        cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), cert.serial_number
+    )
+
+
+def reissue(target: IssuedCertificate, ca: IssuedCertificate, *, days: int = LEAF_DAYS) -> int:
+    """Renew `target` (see `renew`) in place: the key, then the certificate, each written
+    aside and renamed over the old file (as `mv` would). Returns the new serial."""
+    renewed = renew(target, ca, days=days)
+    write_atomically(target.key, renewed.key_pem, mode=0o600)
+    write_atomically(target.cert, renewed.cert_pem, mode=0o644)
+    return renewed.serial
+
+
+def publish_secret(directory: Path, files: dict[str, bytes]) -> Path:
+    """Write `files` (name -> content) into `directory` as kubelet updates a mounted
+    Secret (its AtomicWriter): a new `..<timestamp>` directory with the files, a `..data`
+    symlink to it swapped in by one rename, and `name -> ..data/name` symlinks (created
+    once). Every file changes at the same instant; the old data directory is removed.
+    Returns the new data directory. A regular file of a published name is replaced by the
+    symlink, once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y_%m_%d_%H_%M_%S.%f")
+    data = directory / f"..{stamp}"
+    data.mkdir(mode=0o755)
+    for name, content in files.items():
+        write_atomically(data / name, content, mode=0o600 if name.endswith(".key") else 0o644)
+    link = directory / "..data"
+    previous = os.readlink(link) if link.is_symlink() else None
+    swap = directory / "..data_tmp"
+    swap.unlink(missing_ok=True)
+    swap.symlink_to(data.name)
+    swap.replace(link)
+    for name in files:
+        visible = directory / name
+        if not visible.is_symlink():
+            staged = directory / f".{name}.link"
+            staged.unlink(missing_ok=True)
+            staged.symlink_to(f"..data/{name}")
+            staged.replace(visible)
+    if previous is not None and previous != data.name:
+        old = directory / previous
+        for leftover in old.iterdir():
+            leftover.unlink()
+        old.rmdir()
+    return data
+
+
 def client_uri(name: str) -> str:
     """The URI SAN (and so the XFCC `URI=` identity) of client `name`."""
     return CLIENT_URI_PREFIX + name
@@ -382,11 +459,33 @@ def _issue(
     not_after: dt.datetime,
     subject: x509.Name | None = None,
 ) -> None:
-    ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
+    cert = _build_leaf(
+        ca,
+        key,
+        subject=subject if subject is not None else _name(common_name),
+        san=san,
+        usage=usage,
+        not_before=not_before,
+        not_after=not_after,
+    )
+    _write_pair(target.cert, cert, target.key, key)
+
+
+def _build_leaf(
+    ca: _CaPair,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    subject: x509.Name,
+    san: Sequence[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.Certificate:
+    ca_cert, ca_key = ca
+    return (
         x509.CertificateBuilder()
-        .subject_name(subject if subject is not None else _name(common_name))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -418,7 +517,14 @@ def _issue(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_pair(target.cert, cert, target.key, key)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _write_pair(
@@ -429,15 +535,7 @@ def _write_pair(
 ) -> None:
     # Key first: a crash between the two writes leaves a cert/key mismatch, which
     # the validity check detects and repairs, never a new cert with an old key in use.
-    write_atomically(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        mode=0o600,
-    )
+    write_atomically(key_path, _key_pem(key), mode=0o600)
     write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 

@@ -43,14 +43,15 @@ from devstack.redis_server import RedisServer
 from devstack.tokens import DevIssuer, ensure_dev_issuer
 from netweave import settings
 from rest_facade.envoy_config import (
-    ClientLimit,
     CoreTls,
     EnvoyConfig,
     JwtConfig,
     RateLimitConfig,
 )
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
+from rest_facade.envoy_routes import CORE_CLUSTER
 from rest_facade.envoy_tracing import EdgeTracing
+from rest_facade.render import rate_limit as edge_rate_limit
 from server.auth.policy import AccessPolicy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,16 +145,36 @@ def kube_clusters(
     return tuple(clusters)
 
 
+def _place(processes: list[ManagedProcess], index: int, process: ManagedProcess) -> None:
+    """`process` as the `index`-th of `processes` (replacing a stopped one)."""
+    if index < len(processes):
+        processes[index] = process
+    elif index == len(processes):
+        processes.append(process)
+    else:
+        raise IndexError(f"start replica {len(processes)} before replica {index}")
+
+
+def _terminate(process: ManagedProcess, timeout: float) -> None:
+    """SIGTERM `process` and wait for it to exit by itself (TimeoutError if it does not)."""
+    process.signal(signal.SIGTERM)
+    wait_until(lambda: not process.alive(), timeout, f"{process.name} to exit after SIGTERM")
+    process.stop()  # closes its log
+
+
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:
         return bool(response.status == 200)
 
 
-def _bucket(rps: int, burst: int) -> tuple[int, float, int]:
-    """(tokens per fill, fill interval, bucket size) admitting `rps` requests per second."""
-    if rps >= 10:
-        return rps // 10, 0.1, burst or rps
-    return rps, 1.0, burst or rps
+@dataclass(frozen=True)
+class CorePorts:
+    """The listeners of one core replica beyond the first."""
+
+    grpc_port: int
+    edge_port: int
+    ops_port: int
+    edge_telemetry_port: int
 
 
 @dataclass
@@ -218,6 +239,20 @@ class StackConfig:
     # collector ("": off), and the share of requests traced.
     otlp_endpoint: str = settings.OTLP_ENDPOINT.default
     trace_sample_ratio: float = settings.TRACE_SAMPLE_RATIO.default
+    # Replicas against the one Redis, behind the one Envoy: the first core and notifier use
+    # the ports above, the others free ones (`extra_cores`, `extra_notifier_ops_ports`).
+    cores: int = 1
+    notifiers: int = 1
+    # The cores' drain on SIGTERM (NETWEAVE_SHUTDOWN_DRAIN_SECONDS). 0: a stopping stack
+    # stops at once (every process goes together, there is nobody to drain from).
+    core_drain_s: float = 0.0
+    # Envoy's health check of the cores (EnvoyConfig.core_health_interval_s...): how soon
+    # a draining core is out of rotation; the drain must be longer.
+    core_health_interval_s: float = 5.0
+    core_unhealthy_threshold: int = 2
+    # Filled by resolved(): the ports of cores 2..N and notifiers 2..M.
+    extra_cores: tuple[CorePorts, ...] = ()
+    extra_notifier_ops_ports: tuple[int, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
@@ -275,8 +310,17 @@ class StackConfig:
     def resolved(self) -> StackConfig:
         """A copy with every 0 port replaced by a free one."""
         ports: dict[str, Any] = {name: getattr(self, name) or free_port() for name in PORT_FIELDS}
+        if self.cores < 1 or self.notifiers < 0:
+            raise ValueError(f"a stack runs >= 1 core and >= 0 notifiers, not {self}")
         return replace(
             self,
+            extra_cores=self.extra_cores
+            or tuple(
+                CorePorts(free_port(), free_port(), free_port(), free_port())
+                for _ in range(self.cores - 1)
+            ),
+            extra_notifier_ops_ports=self.extra_notifier_ops_ports
+            or tuple(free_port() for _ in range(self.notifiers - 1)),
             extra_core_env=dict(self.extra_core_env),
             extra_notifier_env=dict(self.extra_notifier_env),
             aws_env=dict(self.aws_env),
@@ -319,8 +363,9 @@ class LocalStack:
         self.alertmanager_adapter: ManagedProcess | None = None
         self.aws_adapter: ManagedProcess | None = None
         self.moto: MotoServer | None = None
-        self.core: ManagedProcess | None = None
-        self.notifier: ManagedProcess | None = None
+        # config.cores of them, then config.notifiers: `core` and `notifier` are the first.
+        self.cores: list[ManagedProcess] = []
+        self.notifiers: list[ManagedProcess] = []
         self.envoy: RunningEnvoy | None = None
         # While start() runs: the waits of the processes it started, done after all started.
         self._deferred: list[tuple[ManagedProcess | None, Callable[[], bool], float]] | None = None
@@ -332,6 +377,23 @@ class LocalStack:
         if self.config.redis_url:
             return self.config.redis_url
         return f"redis://127.0.0.1:{self.config.redis_port}/0"
+
+    @property
+    def core(self) -> ManagedProcess | None:
+        return self.cores[0] if self.cores else None
+
+    @property
+    def notifier(self) -> ManagedProcess | None:
+        return self.notifiers[0] if self.notifiers else None
+
+    def core_ports(self, index: int = 0) -> CorePorts:
+        """The listeners of the `index`-th core."""
+        if index:
+            return self.config.extra_cores[index - 1]
+        config = self.config
+        return CorePorts(
+            config.grpc_port, config.edge_port, config.ops_port, config.edge_telemetry_port
+        )
 
     @property
     def rest_url(self) -> str:
@@ -382,7 +444,16 @@ class LocalStack:
             and not (name in ALERTMANAGER_PORT_FIELDS and not self.config.alertmanager)
             and not (name in AWS_PORT_FIELDS and not self.config.aws_regions)
         }
-        return ports | {cluster.name: cluster.port for cluster in self.config.kube_clusters}
+        replicas = {
+            f"core{index}_{name}": port
+            for index, core in enumerate(self.config.extra_cores, start=2)
+            for name, port in vars(core).items()
+        } | {
+            f"notifier{index}_ops_port": port
+            for index, port in enumerate(self.config.extra_notifier_ops_ports, start=2)
+        }
+        kube = {cluster.name: cluster.port for cluster in self.config.kube_clusters}
+        return ports | replicas | kube
 
     @property
     def adapter_addresses(self) -> list[str]:
@@ -425,6 +496,8 @@ class LocalStack:
                 f"; set NETWEAVE_{name.upper()} to another port"
                 if name in PORT_FIELDS
                 else "; set NETWEAVE_KUBE_ADAPTER_PORT to another first port"
+                if name.startswith("kubernetes")
+                else ""
             )
             for name, port in self.bound_ports().items()
             if not port_free(port)
@@ -449,8 +522,10 @@ class LocalStack:
                 if self.config.aws_moto:
                     self.start_moto()
                 self.start_aws_adapter(timeout)
-            self.start_core(timeout)
-            self.start_notifier(timeout)
+            for index in range(self.config.cores):
+                self.start_core(timeout, index)
+            for index in range(self.config.notifiers):
+                self.start_notifier(timeout, index)
             self.start_envoy(timeout)
             deferred, self._deferred = self._deferred, None
             for process, check, limit in deferred:
@@ -606,19 +681,20 @@ class LocalStack:
         ).start()
         self._wait(self.aws_adapter, lambda: port_open(self.config.aws_adapter_port), timeout)
 
-    def core_env(self) -> dict[str, str]:
+    def core_env(self, index: int = 0) -> dict[str, str]:
+        ports = self.core_ports(index)
         return {
-            "NETWEAVE_GRPC_PORT": str(self.config.grpc_port),
-            "NETWEAVE_OPS_PORT": str(self.config.ops_port),
+            "NETWEAVE_GRPC_PORT": str(ports.grpc_port),
+            "NETWEAVE_OPS_PORT": str(ports.ops_port),
             "REDIS_URL": self.redis_url,
             "NETWEAVE_ADAPTERS": ",".join(self.adapter_addresses),
             "NETWEAVE_SERVICE_URI": self.config.service_uri or self.rest_url,
-            "NETWEAVE_EDGE_LISTEN": f"127.0.0.1:{self.config.edge_port}",
+            "NETWEAVE_EDGE_LISTEN": f"127.0.0.1:{ports.edge_port}",
             "NETWEAVE_EDGE_TLS_CERT": str(self.internal_pki.core.cert),
             "NETWEAVE_EDGE_TLS_KEY": str(self.internal_pki.core.key),
             "NETWEAVE_EDGE_CLIENT_CA": str(self.internal_pki.ca_cert),
             "NETWEAVE_EDGE_PEER_URI": EDGE_URI,
-            "NETWEAVE_EDGE_TELEMETRY_LISTEN": f"127.0.0.1:{self.config.edge_telemetry_port}",
+            "NETWEAVE_EDGE_TELEMETRY_LISTEN": f"127.0.0.1:{ports.edge_telemetry_port}",
             "NETWEAVE_WATCHED_CERTIFICATES": ",".join(
                 f"{role}={path}"
                 for role, path in (
@@ -629,6 +705,7 @@ class LocalStack:
             ),
             "NETWEAVE_AUTH_POLICY": str(self.config.auth_policy or ""),
             "NETWEAVE_AUDIT_LOG": str(self.audit_log),
+            "NETWEAVE_SHUTDOWN_DRAIN_SECONDS": str(self.config.core_drain_s),
             **self.callback_env(),
             **self.tracing_env(),
             **self.config.extra_core_env,
@@ -674,11 +751,16 @@ class LocalStack:
     def notifier_ops_url(self) -> str:
         return f"http://127.0.0.1:{self.config.notifier_ops_port}"
 
-    def notifier_env(self) -> dict[str, str]:
+    def notifier_ops_port(self, index: int = 0) -> int:
+        if index:
+            return self.config.extra_notifier_ops_ports[index - 1]
+        return self.config.notifier_ops_port
+
+    def notifier_env(self, index: int = 0) -> dict[str, str]:
         env = {
             "REDIS_URL": self.redis_url,
             "NETWEAVE_WEBHOOK_SECRET": self.webhook_secret,
-            "NETWEAVE_NOTIFIER_OPS_PORT": str(self.config.notifier_ops_port),
+            "NETWEAVE_NOTIFIER_OPS_PORT": str(self.notifier_ops_port(index)),
             "NETWEAVE_SERVICE_URI": self.config.service_uri or self.rest_url,
             **self.callback_env(),
             **self.tracing_env(),
@@ -687,25 +769,70 @@ class LocalStack:
             env["NETWEAVE_SMO_REGISTRATION_URL"] = self.config.smo_registration_url
         return {**env, **self.config.extra_notifier_env}
 
-    def start_notifier(self, timeout: float = 30.0) -> None:
-        self.notifier = ManagedProcess(
-            "notifier",
+    def start_notifier(self, timeout: float = 30.0, index: int = 0) -> None:
+        """Start the `index`-th notifier (again, after it stopped)."""
+        name = f"notifier-{index + 1}" if index else "notifier"
+        process = ManagedProcess(
+            name,
             [sys.executable, "-m", "server.notifier"],
-            self.logs / "notifier.log",
-            env=self.notifier_env(),
+            self.logs / f"{name}.log",
+            env=self.notifier_env(index),
             cwd=REPO,
         ).start()
-        self._wait(self.notifier, lambda: _http_ok(f"{self.notifier_ops_url}/readyz"), timeout)
+        _place(self.notifiers, index, process)
+        url = f"http://127.0.0.1:{self.notifier_ops_port(index)}/readyz"
+        self._wait(process, lambda: _http_ok(url), timeout)
 
-    def start_core(self, timeout: float = 30.0) -> None:
-        self.core = ManagedProcess(
-            "core",
+    def start_core(self, timeout: float = 30.0, index: int = 0) -> None:
+        """Start the `index`-th core (again, after it stopped)."""
+        name = f"core-{index + 1}" if index else "core"
+        process = ManagedProcess(
+            name,
             [sys.executable, "-m", "server"],
-            self.logs / "core.log",
-            env=self.core_env(),
+            self.logs / f"{name}.log",
+            env=self.core_env(index),
             cwd=REPO,
         ).start()
-        self._wait(self.core, lambda: self.readiness()[0] == 200, timeout)
+        _place(self.cores, index, process)
+        self._wait(process, lambda: self.readiness(index)[0] == 200, timeout)
+
+    def restart_core(self, index: int, timeout: float = 60.0) -> None:
+        """A rolling restart's step: SIGTERM the `index`-th core, wait for it to exit (its
+        drain and grace), start it again, and wait until it is ready and Envoy routes to
+        it again (so the next step never leaves Envoy without a healthy core)."""
+        _terminate(self.cores[index], timeout)
+        self.start_core(timeout, index)
+        if self.envoy is not None:
+            port = self.core_ports(index).edge_port
+            wait_until(
+                lambda: self.envoy_core_health().get(port, False),
+                timeout,
+                f"Envoy to see core {index + 1} healthy",
+                require=self.require_alive,
+            )
+
+    def restart_notifier(self, index: int, timeout: float = 60.0) -> None:
+        """SIGTERM the `index`-th notifier, wait for it to exit (its deliveries in flight
+        finished and acknowledged), start it again and wait until it is ready."""
+        _terminate(self.notifiers[index], timeout)
+        self.start_notifier(timeout, index)
+
+    def envoy_core_health(self) -> dict[int, bool]:
+        """Whether Envoy would route to each core now (its active health check passes), by
+        edge port."""
+        assert self.envoy is not None, "Envoy is not running"
+        found = json.loads(self.envoy.admin_get("/clusters?format=json"))
+        health: dict[int, bool] = {}
+        for cluster in found.get("cluster_statuses", []):
+            if cluster.get("name") != CORE_CLUSTER:
+                continue
+            for host in cluster.get("host_statuses", []):
+                port = int(host["address"]["socket_address"]["port_value"])
+                status = host.get("health_status", {})
+                health[port] = status.get("eds_health_status") == "HEALTHY" and not any(
+                    key.startswith("failed_") or key == "pending_active_hc" for key in status
+                )
+        return health
 
     def envoy_config(self) -> EnvoyConfig:
         """The edge's configuration for this stack (tests vary it with dataclasses.replace)."""
@@ -713,6 +840,14 @@ class LocalStack:
             listen_port=self.config.rest_port,
             admin_socket=self.envoy_admin_socket,
             core_port=self.config.edge_port,
+            core_endpoints=tuple(
+                ("127.0.0.1", self.core_ports(index).edge_port)
+                for index in range(len(self.config.extra_cores) + 1)
+            )
+            if self.config.extra_cores
+            else (),
+            core_health_interval_s=self.config.core_health_interval_s,
+            core_unhealthy_threshold=self.config.core_unhealthy_threshold,
             core_tls=self.core_tls(),
             descriptor_path=REPO / "gen" / "o2ims.pb",
             server_cert=self.pki.server_cert,
@@ -759,16 +894,8 @@ class LocalStack:
         rate is smooth; the burst defaults to one second's worth."""
         policy = AccessPolicy.load(self.config.auth_policy) if self.config.auth_policy else None
         overrides = policy.client_rates() if policy else {}
-        tokens, interval, burst = _bucket(self.config.rate_limit_rps, self.config.rate_limit_burst)
-        return RateLimitConfig(
-            tokens_per_fill=tokens,
-            fill_interval_s=interval,
-            max_tokens=burst,
-            per_client=tuple(
-                ClientLimit(identity, *_bucket(rps, 0))
-                for identity, rps in sorted(overrides.items())
-            ),
-        )
+        # The production edge's own buckets (python -m rest_facade.render).
+        return edge_rate_limit(self.config.rate_limit_rps, self.config.rate_limit_burst, overrides)
 
     def _rest_ok(self) -> bool:
         url = f"{self.rest_url}/o2ims-infrastructureInventory/v1"
@@ -790,10 +917,11 @@ class LocalStack:
         token = self.issuer.mint("netweave-dev-client", ["o2ims-admin"])
         return {"authorization": f"Bearer {token}"}
 
-    def readiness(self) -> tuple[int, dict[str, object]]:
-        """(HTTP status, body) of the core's /readyz."""
+    def readiness(self, index: int = 0) -> tuple[int, dict[str, object]]:
+        """(HTTP status, body) of the (`index`-th) core's /readyz."""
+        url = f"http://127.0.0.1:{self.core_ports(index).ops_port}/readyz"
         try:
-            with urllib.request.urlopen(f"{self.ops_url}/readyz", timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
@@ -826,8 +954,8 @@ class LocalStack:
             self.alertmanager_adapter,
             self.moto.process if self.moto else None,
             self.aws_adapter,
-            self.core,
-            self.notifier,
+            *self.cores,
+            *self.notifiers,
             self.envoy.process if self.envoy else None,
         ]
         return [process for process in found if process is not None]

@@ -1,8 +1,10 @@
 """`o2ims_certificate_expiry_seconds{certificate}`: seconds until each certificate a process
 holds or trusts expires, read from its PEM file at scrape time.
 
-A file is parsed again only when its modification time or size changes (certificates are
-rotated by replacing the file), so a scrape costs one stat() per file. A bundle (a CA file
+A file is parsed again only when its inode, modification time or size changes (certificates
+are rotated by replacing the file, or by Kubernetes swapping the `..data` symlink of a
+mounted Secret: the path is followed, so the renewed file is read), so a scrape costs one
+stat() per file. A bundle (a CA file
 with several certificates) is reported by its soonest notAfter: that is the one to act on.
 The `certificate` label is the role (`edge_server`, `webhook_client`, ...), never a
 subject or a path, so it stays a handful of series whatever is rotated.
@@ -27,7 +29,7 @@ log = structlog.get_logger()
 
 @dataclass(frozen=True)
 class _Read:
-    stamp: tuple[int, int]  # (st_mtime_ns, st_size) of the file that was read
+    stamp: tuple[int, int, int, int]  # (st_dev, st_ino, st_mtime_ns, st_size) of the file read
     not_after: float | None  # Unix time; None: no certificate could be read from it
 
 
@@ -66,7 +68,7 @@ class CertificateExpiry(Collector):
             status = os.stat(path)
         except OSError:
             return None  # gone for now: no sample beats a stale one
-        stamp = (status.st_mtime_ns, status.st_size)
+        stamp = (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
         cached = self._reads.get(path)
         if cached is not None and cached.stamp == stamp:
             return cached.not_after

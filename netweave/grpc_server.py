@@ -3,16 +3,16 @@ standard health service and server reflection."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
-from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from netweave.tls_files import Reloading, read_identity
 
 # Why each option:
 SERVER_OPTIONS: list[tuple[str, int]] = [
@@ -77,43 +77,30 @@ def new_server(
 class ReloadingServerCredentials:
     """TLS server credentials read from PEM files and re-read when they change, so a
     rotated certificate (a renewed Kubernetes Secret) is served from the next handshake on,
-    without a restart. With `client_ca`, a client certificate of that CA is required."""
+    without a restart; open connections keep theirs. With `client_ca`, a client
+    certificate of that CA is required (the CA is re-read with the pair).
+
+    gRPC asks before every handshake: a stat() per file, a read only on change. A new set
+    that does not load (a key that does not match its certificate, half of a renewal)
+    keeps the previous one (netweave/tls_files.py)."""
 
     def __init__(self, cert: str, key: str, client_ca: str | None) -> None:
-        self._paths = (cert, key, client_ca)
-        self._stamp = self._current_stamp()
+        paths = [cert, key, *([client_ca] if client_ca else [])]
+        self._files = Reloading(
+            f"grpc_server:{cert}", paths, lambda: _server_configuration(cert, key, client_ca)
+        )
         self.credentials = grpc.dynamic_ssl_server_credentials(
-            self._configuration(),
-            self._fetch,
+            self._files.value,
+            self._files.refresh,
             require_client_authentication=client_ca is not None,
         )
 
-    def _current_stamp(self) -> tuple[tuple[int, int], ...]:
-        stamps = []
-        for path in self._paths:
-            if path is not None:
-                stat = os.stat(path)
-                stamps.append((stat.st_mtime_ns, stat.st_ino))
-        return tuple(stamps)
 
-    def _configuration(self) -> Any:
-        cert, key, client_ca = self._paths
-        return grpc.ssl_server_certificate_configuration(
-            [(Path(key).read_bytes(), Path(cert).read_bytes())],
-            root_certificates=Path(client_ca).read_bytes() if client_ca else None,
-        )
-
-    def _fetch(self) -> Any:
-        # Called by gRPC before each handshake: a stat per file, a re-read only on change.
-        try:
-            stamp = self._current_stamp()
-            if stamp == self._stamp:
-                return None
-            configuration = self._configuration()
-        except (OSError, ValueError):
-            return None  # mid-rotation (a file missing for a moment): keep the last good one
-        self._stamp = stamp
-        return configuration
+def _server_configuration(cert: str, key: str, client_ca: str | None) -> Any:
+    cert_pem, key_pem, ca_pem = read_identity(cert, key, client_ca)
+    return grpc.ssl_server_certificate_configuration(
+        [(key_pem, cert_pem)], root_certificates=ca_pem
+    )
 
 
 class StreamLimiter(grpc.ServerInterceptor):  # type: ignore[misc]

@@ -15,7 +15,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from netweave.redis_metrics import REDIS_COMMANDS
+from netweave.redis_metrics import REDIS_COMMANDS, UNREPLICATED_WRITES
 from netweave.version import commit, version
 
 StateCollector = Callable[[], Iterator[GaugeMetricFamily]]
@@ -54,7 +54,13 @@ def register_process_metrics(registry: CollectorRegistry, ready: ReadyCheck) -> 
         gauge.add_metric([], 1.0 if ready() else 0.0)
         yield gauge
 
-    collectors = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, REDIS_COMMANDS)
+    collectors = (
+        PROCESS_COLLECTOR,
+        PLATFORM_COLLECTOR,
+        GC_COLLECTOR,
+        REDIS_COMMANDS,
+        UNREPLICATED_WRITES,
+    )
     try:
         for collector in collectors:
             registry.register(collector)

@@ -28,6 +28,18 @@ REDIS_COMMANDS: Final = Counter(
     registry=None,
 )
 
+UNREPLICATED_WRITES: Final = Counter(
+    "o2ims_redis_unreplicated_writes",
+    "Writes that must survive a failover (subscription create/delete, alarm acknowledgement) "
+    "that fewer replicas than NETWEAVE_REDIS_WAIT_REPLICAS confirmed within "
+    "NETWEAVE_REDIS_WAIT_TIMEOUT_MS (applied on the primary; lost if it fails first), by write.",
+    ["write"],
+    registry=None,
+)
+# Exposed at 0 from the start, so an alert on increase() has a series to read.
+for _write in ("subscription_create", "subscription_delete", "alarm_acknowledge"):
+    UNREPLICATED_WRITES.labels(_write)
+
 # command name as sent -> its child; filled on first use (the commands a process sends are
 # a small fixed set, so these stay small).
 _OK: dict[str, Any] = {}

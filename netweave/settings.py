@@ -31,6 +31,7 @@ from netweave.env import (
     Setting,
     choice,
 )
+from netweave.redis_url import checked_redis_url
 
 REPO: Final = Path(__file__).resolve().parent.parent
 README: Final = REPO / "README.md"
@@ -40,13 +41,18 @@ CORE: Final = "core"
 NOTIFIER: Final = "notifier"
 ADAPTER: Final = "adapter"
 MAKE_RUN: Final = "make run"
-READERS: Final = (CORE, NOTIFIER, ADAPTER, MAKE_RUN)
+# `python -m rest_facade.render`: the production Envoy configuration of one deployment.
+ENVOY_RENDER: Final = "envoy render"
+READERS: Final = (CORE, NOTIFIER, ADAPTER, MAKE_RUN, ENVOY_RENDER)
 
 # Kept as text here and parsed by their readers (server.subscriptions, server.majors), which
 # name the variable on a bad value (Setting.read_as).
 ENDPOINT_LIST: Final[Kind[str]] = Kind("host:port list", TEXT.parse)
 CIDR_LIST: Final[Kind[str]] = Kind("CIDR list", TEXT.parse)
 MAJORS: Final[Kind[str]] = Kind("major list", TEXT.parse)
+# redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel:// (netweave/redis_url.py):
+# checked at start, so a bad URL stops the process naming REDIS_URL.
+REDIS_URL_KIND: Final[Kind[str]] = Kind("Redis URL", checked_redis_url)
 FILTER_MODE: Final = choice("include", "exclude")
 PATH_LIST: Final[Kind[tuple[str, ...]]] = Kind("path list", HOST_PORT_LIST.parse)
 NAME_LIST: Final[Kind[tuple[str, ...]]] = Kind("name list", HOST_PORT_LIST.parse)
@@ -179,11 +185,34 @@ REST_PORT: Final = Setting(
     "NETWEAVE_REST_PORT", INTEGER, 8443, (MAKE_RUN,), "Envoy's HTTPS listener, REST and gRPC"
 )
 REDIS_URL: Final = Setting(
-    "REDIS_URL", URL, "redis://127.0.0.1:6379/0", (CORE, NOTIFIER), "the Redis to use"
+    "REDIS_URL",
+    REDIS_URL_KIND,
+    "redis://127.0.0.1:6379/0",
+    (CORE, NOTIFIER),
+    "the Redis to use: `redis://`, `rediss://` (TLS), `unix://`, or through Sentinel "
+    "`redis+sentinel://[[user]:password@]host:port[,host:port...]/master_name[/db]` "
+    "(`rediss+sentinel://`: TLS; see Redis high availability in docs/operations.md)",
+)
+REDIS_WAIT_REPLICAS: Final = Setting(
+    "NETWEAVE_REDIS_WAIT_REPLICAS",
+    INTEGER,
+    0,
+    (CORE,),
+    "after a subscription create or delete and an alarm acknowledgement, wait (Redis `WAIT`) "
+    "until this many replicas have the write; 0: do not wait. A write not confirmed in time "
+    "still succeeds, logged (`redis_write_unreplicated`) and counted "
+    "(`o2ims_redis_unreplicated_writes_total`)",
+)
+REDIS_WAIT_TIMEOUT_MS: Final = Setting(
+    "NETWEAVE_REDIS_WAIT_TIMEOUT_MS",
+    INTEGER,
+    500,
+    (CORE,),
+    "how long such a write waits for its replicas, in milliseconds (1 to 1000)",
 )
 STACK_REDIS_URL: Final = Setting[str | None](
     "REDIS_URL",
-    URL,
+    REDIS_URL_KIND,
     None,
     (MAKE_RUN,),
     "use this Redis instead of starting one",
@@ -537,6 +566,25 @@ ALARM_FLAP_WINDOW: Final = Setting(
     "seconds after a source clears an alarm during which the same source alarm raised "
     "again re-raises the same alarm event record (a CHANGE) instead of a new one (0: never)",
 )
+SHUTDOWN_DRAIN_SECONDS: Final = Setting(
+    "NETWEAVE_SHUTDOWN_DRAIN_SECONDS",
+    NUMBER,
+    15.0,
+    (CORE,),
+    "on SIGTERM, seconds the core keeps serving while it reports NOT_SERVING (grpc.health.v1) "
+    "and `/readyz` 503 `draining`, so Envoy and Kubernetes stop sending to it first; must "
+    "exceed Envoy's detection (health check interval x unhealthy threshold + timeout: "
+    "5 s x 2 + 1 s); a second SIGTERM or a SIGINT cuts it short "
+    '(docs/operations.md "Replicas and rolling upgrades")',
+)
+SHUTDOWN_GRACE_SECONDS: Final = Setting(
+    "NETWEAVE_SHUTDOWN_GRACE_SECONDS",
+    NUMBER,
+    10.0,
+    (CORE,),
+    "after the drain, seconds the calls in flight get to finish before they are cancelled "
+    "and the core exits; Kubernetes' terminationGracePeriodSeconds must exceed drain + grace",
+)
 AUTH_POLICY: Final = Setting(
     "NETWEAVE_AUTH_POLICY",
     PATH,
@@ -718,6 +766,14 @@ NOTIFY_TLS_CERT: Final = Setting(
 NOTIFY_TLS_KEY: Final = Setting(
     "NETWEAVE_NOTIFY_TLS_KEY", PATH, "", (NOTIFIER,), "the client certificate's private key"
 )
+NOTIFY_TLS_CHECK_S: Final = Setting(
+    "NETWEAVE_NOTIFY_TLS_CHECK_S",
+    NUMBER,
+    5.0,
+    (NOTIFIER,),
+    "how often (seconds, at most) the notifier looks for a renewed client certificate "
+    "(`NETWEAVE_NOTIFY_TLS_CERT`/`_KEY`) or CA bundle: new connections use it, without a restart",
+)
 NOTIFY_OAUTH_TOKEN_URL: Final = Setting(
     "NETWEAVE_NOTIFY_OAUTH_TOKEN_URL",
     URL,
@@ -742,23 +798,27 @@ SMO_REGISTRATION_URL: Final = Setting(
     "where to POST the O-Cloud Available notification on start-up; unset: no registration",
 )
 
-# --- the edge, as `make run` configures it -----------------------------------------------
+# --- the edge's switches (`make run`, and `python -m rest_facade.render` in production) -----
 
 REQUIRE_CLIENT_CERT: Final = Setting(
-    "NETWEAVE_REQUIRE_CLIENT_CERT", FLAG, True, (MAKE_RUN,), "Envoy demands a client certificate"
+    "NETWEAVE_REQUIRE_CLIENT_CERT",
+    FLAG,
+    True,
+    (MAKE_RUN, ENVOY_RENDER),
+    "Envoy demands a client certificate",
 )
 REQUIRE_TOKEN: Final = Setting(
     "NETWEAVE_REQUIRE_TOKEN",
     FLAG,
     False,
-    (MAKE_RUN,),
+    (MAKE_RUN, ENVOY_RENDER),
     "Envoy demands a bearer token (a present token is always verified)",
 )
 STRICT_QUERY_PARAMETERS: Final = Setting(
     "NETWEAVE_STRICT_QUERY_PARAMETERS",
     FLAG,
     False,
-    (MAKE_RUN,),
+    (MAKE_RUN, ENVOY_RENDER),
     "a query parameter the path does not know is a 400 (else it is dropped at the edge and "
     "counted in `o2ims_ignored_query_parameters_total`)",
 )
@@ -766,15 +826,184 @@ RATE_LIMIT_RPS: Final = Setting(
     "NETWEAVE_RATE_LIMIT_RPS",
     INTEGER,
     100,
-    (MAKE_RUN,),
+    (MAKE_RUN, ENVOY_RENDER),
     "requests per second per client at the edge",
 )
 RATE_LIMIT_BURST: Final = Setting(
     "NETWEAVE_RATE_LIMIT_BURST",
     INTEGER,
     0,
-    (MAKE_RUN,),
+    (MAKE_RUN, ENVOY_RENDER),
     "requests a client may spend at once; 0: one second's worth",
+)
+
+# --- the edge, as `python -m rest_facade.render` configures it (production) ----------------
+# Paths have no default: a deployment names its own, and the command fails naming the variable
+# rather than render an edge without TLS.
+
+ENVOY_LISTEN: Final = Setting(
+    "NETWEAVE_ENVOY_LISTEN",
+    HOST_PORT,
+    "0.0.0.0:8443",
+    (ENVOY_RENDER,),
+    "Envoy's HTTPS listener (REST and gRPC), `host:port`",
+)
+ENVOY_CORE_ENDPOINTS: Final = Setting(
+    "NETWEAVE_ENVOY_CORE_ENDPOINTS",
+    HOST_PORT_LIST,
+    ("127.0.0.1:50052",),
+    (ENVOY_RENDER,),
+    "the core edge listener(s) Envoy forwards to (mutual TLS), comma-separated `host:port`",
+)
+ENVOY_CORE_HEALTH_INTERVAL: Final = Setting(
+    "NETWEAVE_ENVOY_CORE_HEALTH_INTERVAL",
+    NUMBER,
+    5.0,
+    (ENVOY_RENDER,),
+    "seconds between Envoy's gRPC health checks of each core; a draining core gets no new "
+    "requests after 2 intervals + 1 s, which `NETWEAVE_SHUTDOWN_DRAIN_SECONDS` must exceed",
+)
+ENVOY_CORE_TELEMETRY_PORT: Final = Setting(
+    "NETWEAVE_ENVOY_CORE_TELEMETRY_PORT",
+    INTEGER,
+    0,
+    (ENVOY_RENDER,),
+    "port of the core's edge telemetry listener (`NETWEAVE_EDGE_TELEMETRY_LISTEN`, on the core "
+    "endpoints' host) Envoy sends its REST access log records to; 0: none sent",
+)
+ENVOY_STATS_LISTEN: Final = Setting(
+    "NETWEAVE_ENVOY_STATS_LISTEN",
+    HOST_PORT,
+    "0.0.0.0:9902",
+    (ENVOY_RENDER,),
+    "Envoy's plain-HTTP stats listener for Prometheus and probes: GET `/stats/prometheus` and "
+    "`/ready` only",
+)
+ENVOY_ADMIN_SOCKET: Final = Setting(
+    "NETWEAVE_ENVOY_ADMIN_SOCKET",
+    FILE_PATH,
+    Path("/run/netweave/envoy-admin.sock"),
+    (ENVOY_RENDER,),
+    "Envoy's admin API, a Unix socket (never TCP)",
+)
+ENVOY_DESCRIPTOR: Final = Setting(
+    "NETWEAVE_ENVOY_DESCRIPTOR",
+    FILE_PATH,
+    REPO / "gen" / "o2ims.pb",
+    (ENVOY_RENDER,),
+    "the descriptor set (`make gen`) Envoy transcodes REST with",
+)
+ENVOY_SERVER_CERT: Final = Setting(
+    "NETWEAVE_ENVOY_SERVER_CERT",
+    PATH,
+    "",
+    (ENVOY_RENDER,),
+    "required: Envoy's server certificate (PEM) towards SMOs, in a directory of its own with "
+    "its key (a Kubernetes TLS Secret mount: rotated without restart)",
+    shown_default="none: required",
+)
+ENVOY_SERVER_KEY: Final = Setting(
+    "NETWEAVE_ENVOY_SERVER_KEY",
+    PATH,
+    "",
+    (ENVOY_RENDER,),
+    "required: the server certificate's private key (PEM)",
+    shown_default="none: required",
+)
+ENVOY_CLIENT_CA: Final = Setting(
+    "NETWEAVE_ENVOY_CLIENT_CA",
+    PATH,
+    "",
+    (ENVOY_RENDER,),
+    "required: CA bundle (PEM) SMO client certificates must chain to",
+    shown_default="none: required",
+)
+ENVOY_CLIENT_SAN_PREFIXES: Final = Setting[tuple[str, ...]](
+    "NETWEAVE_ENVOY_CLIENT_SAN_PREFIXES",
+    NAME_LIST,
+    (),
+    (ENVOY_RENDER,),
+    "URI SAN prefixes a client certificate must match (one of), comma-separated",
+    shown_default="none: any certificate the CA signed",
+)
+ENVOY_CORE_CERT: Final = Setting(
+    "NETWEAVE_ENVOY_CORE_CERT",
+    PATH,
+    "",
+    (ENVOY_RENDER,),
+    "required: Envoy's client certificate (PEM) towards the core's edge listener; its URI SAN "
+    "is the core's `NETWEAVE_EDGE_PEER_URI`",
+    shown_default="none: required",
+)
+ENVOY_CORE_KEY: Final = Setting(
+    "NETWEAVE_ENVOY_CORE_KEY",
+    PATH,
+    "",
+    (ENVOY_RENDER,),
+    "required: that client certificate's private key (PEM)",
+    shown_default="none: required",
+)
+ENVOY_CORE_CA: Final = Setting(
+    "NETWEAVE_ENVOY_CORE_CA",
+    PATH,
+    "",
+    (ENVOY_RENDER,),
+    "required: CA bundle (PEM) the core's edge certificate must chain to",
+    shown_default="none: required",
+)
+ENVOY_CORE_URI: Final = Setting(
+    "NETWEAVE_ENVOY_CORE_URI",
+    URL,
+    "spiffe://netweave.local/core",
+    (ENVOY_RENDER,),
+    "URI SAN the core's edge certificate must carry",
+)
+ENVOY_JWT_ISSUER: Final = Setting(
+    "NETWEAVE_ENVOY_JWT_ISSUER",
+    TEXT,
+    "",
+    (ENVOY_RENDER,),
+    "bearer tokens: the `iss` they must carry; set together with "
+    "`NETWEAVE_ENVOY_JWT_AUDIENCES` and one of `NETWEAVE_ENVOY_JWKS_PATH` or "
+    "`NETWEAVE_ENVOY_JWKS_URI`",
+    shown_default="none: no token checks",
+)
+ENVOY_JWT_AUDIENCES: Final = Setting[tuple[str, ...]](
+    "NETWEAVE_ENVOY_JWT_AUDIENCES",
+    NAME_LIST,
+    (),
+    (ENVOY_RENDER,),
+    "bearer tokens: accepted `aud` values, comma-separated",
+)
+ENVOY_JWKS_PATH: Final = Setting(
+    "NETWEAVE_ENVOY_JWKS_PATH",
+    PATH,
+    "",
+    (ENVOY_RENDER,),
+    "bearer tokens: a local JWKS file with the issuer's signing keys",
+)
+ENVOY_JWKS_URI: Final = Setting(
+    "NETWEAVE_ENVOY_JWKS_URI",
+    URL,
+    "",
+    (ENVOY_RENDER,),
+    "bearer tokens: the issuer's JWKS URL (fetched and cached by Envoy)",
+)
+ENVOY_AUTH_POLICY: Final = Setting(
+    "NETWEAVE_AUTH_POLICY",
+    PATH,
+    "",
+    (ENVOY_RENDER,),
+    "the core's access policy file: its `rate_limits` become per-client buckets at the edge",
+    shown_default="none: `NETWEAVE_RATE_LIMIT_RPS` for every client",
+)
+ENVOY_AUDIT_LOG: Final = Setting(
+    "NETWEAVE_ENVOY_AUDIT_LOG",
+    PATH,
+    "/dev/stdout",
+    (ENVOY_RENDER,),
+    "where Envoy writes audit records of the calls it refuses itself (401, 429); empty: none",
+    empty_is_value=True,
 )
 
 # --- every process ------------------------------------------------------------------------
@@ -787,7 +1016,7 @@ OTLP_ENDPOINT: Final = Setting(
     "NETWEAVE_OTLP_ENDPOINT",
     HOST_PORT,
     "",
-    (CORE, NOTIFIER, MAKE_RUN),
+    (CORE, NOTIFIER, MAKE_RUN, ENVOY_RENDER),
     "OpenTelemetry traces: `host:port` of an OTLP/gRPC collector (plaintext) the core, the "
     'notifier and Envoy send spans to (docs/operations.md "Tracing"); unset: no tracing',
 )
@@ -795,7 +1024,7 @@ TRACE_SAMPLE_RATIO: Final = Setting(
     "NETWEAVE_TRACE_SAMPLE_RATIO",
     NUMBER,
     1.0,
-    (CORE, NOTIFIER, MAKE_RUN),
+    (CORE, NOTIFIER, MAKE_RUN, ENVOY_RENDER),
     "share (0..1) of new traces recorded, decided where a trace begins (Envoy for REST "
     "calls); later spans follow the `traceparent`'s decision",
 )

@@ -13,7 +13,7 @@ import os
 import re
 import string
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ from netweave.headers import (
     JWT_PAYLOAD_HEADER,
     REQUEST_ID_HEADER,
 )
-from rest_facade import edge_limits, envoy_routes, envoy_tracing, openapi
+from rest_facade import edge_limits, envoy_routes, envoy_sds, envoy_tracing, openapi
 from rest_facade.edge_limits import ConnectionLimits
 from rest_facade.envoy_routes import header_value_option
+from rest_facade.envoy_sds import FileSecret
 from rest_facade.envoy_tracing import GRPC_UPSTREAM_PROTOCOL, EdgeTracing
 from rest_facade.http_rules import HttpRule, read_rules, services_with_rules
 
@@ -81,6 +82,9 @@ TELEMETRY_CLUSTER = "netweave_edge_telemetry"
 # Where Envoy's admin API listens unless configured otherwise (a Unix socket; in a pod, an
 # emptyDir that only Envoy's container mounts).
 DEFAULT_ADMIN_SOCKET = Path("/run/netweave/envoy-admin.sock")
+# Where the SDS resource files are (rest_facade/envoy_sds.py) when a config is rendered
+# without a place for them (`render` alone; `write` puts them beside the config).
+DEFAULT_SDS_DIR = Path("/run/netweave/envoy-sds")
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 MAX_UNIX_SOCKET_PATH = 107
 
@@ -207,6 +211,16 @@ class EnvoyConfig:
     client_ca: Path
     listen_host: str = "127.0.0.1"
     core_host: str = "127.0.0.1"
+    # Every core replica Envoy balances over, (host, port) each (host: an IP, or a DNS name
+    # resolved and followed); empty: (core_host, core_port) alone. Idempotent reads retry
+    # on another replica (rest_facade/envoy_routes.py).
+    core_endpoints: tuple[tuple[str, int], ...] = ()
+    # Envoy's gRPC health check of each core: a core reporting NOT_SERVING (draining on
+    # SIGTERM) gets no new requests after interval x unhealthy threshold + timeout
+    # (`core_detection_s`), which the core's drain period must exceed.
+    core_health_interval_s: float = 5.0
+    core_health_timeout_s: float = 1.0
+    core_unhealthy_threshold: int = 2
     # Envoy's admin API: a Unix socket (mode 0600), never a TCP port.
     admin_socket: Path = DEFAULT_ADMIN_SOCKET
     # Connection caps and timeouts (rest_facade/edge_limits.py).
@@ -244,6 +258,10 @@ class EnvoyConfig:
     stats_host: str | None = None
     # OpenTelemetry traces to a collector (rest_facade/envoy_tracing.py); None: off.
     tracing: EdgeTracing | None = None
+    # Where the SDS resource files naming the certificates are (rest_facade/envoy_sds.py;
+    # written by `write`). None: `sds/` beside the rendered config (DEFAULT_SDS_DIR for
+    # `render` alone). Envoy re-reads each certificate when its directory changes.
+    sds_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.client_san_allow_list, str):
@@ -262,6 +280,13 @@ class EnvoyConfig:
                 raise ValueError("telemetry_port needs core_tls (the core's edge mutual TLS)")
         if self.core_port == 0:
             raise ValueError("core_port must be a real port")
+        for host, port in self.core_endpoints:
+            if not host or not 0 < port <= 65535:
+                raise ValueError(f"core endpoint {host}:{port} is not a host and a real port")
+        if min(self.core_health_interval_s, self.core_health_timeout_s) <= 0:
+            raise ValueError("the core health check's interval and timeout must be > 0")
+        if self.core_unhealthy_threshold < 1:
+            raise ValueError("core_unhealthy_threshold must be >= 1")
         admin_socket = os.fsencode(os.path.abspath(self.admin_socket))
         if len(admin_socket) > MAX_UNIX_SOCKET_PATH:
             raise ValueError(
@@ -270,8 +295,24 @@ class EnvoyConfig:
             )
 
 
-def render(config: EnvoyConfig) -> str:
-    """The Envoy configuration for `config`, as YAML text."""
+def cores(config: EnvoyConfig) -> tuple[tuple[str, int], ...]:
+    """The (host, port) of every core replica Envoy balances over."""
+    return config.core_endpoints or ((config.core_host, config.core_port),)
+
+
+def core_detection_s(config: EnvoyConfig) -> float:
+    """The longest Envoy keeps sending new requests to a core that reports NOT_SERVING:
+    what the core's drain period (NETWEAVE_SHUTDOWN_DRAIN_SECONDS) must exceed."""
+    return config.core_health_interval_s * config.core_unhealthy_threshold + (
+        config.core_health_timeout_s
+    )
+
+
+def render(config: EnvoyConfig, sds_dir: Path | None = None) -> str:
+    """The Envoy configuration for `config`, as YAML text. Its certificates are SDS secrets
+    in resource files under `sds_dir` (default: config.sds_dir, else DEFAULT_SDS_DIR), which
+    `envoy_sds.write_resources(sds_secrets(config), ...)` writes."""
+    config = replace(config, sds_dir=sds_dir or config.sds_dir or DEFAULT_SDS_DIR)
     template_text = TEMPLATE_PATH.read_text()
     template = string.Template(template_text)
     values = _template_values(config, template_text)
@@ -284,10 +325,38 @@ def render(config: EnvoyConfig) -> str:
 
 
 def write(config: EnvoyConfig, path: Path) -> Path:
-    """Render `config` into `path` (parents created); returns `path`."""
+    """Render `config` into `path` (parents created), and its SDS resource files into
+    config.sds_dir (default: `sds/` beside `path`); returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(config))
+    sds_dir = config.sds_dir or path.parent / "sds"
+    envoy_sds.write_resources(sds_secrets(config), sds_dir)
+    path.write_text(render(config, sds_dir))
     return path
+
+
+def sds_secrets(config: EnvoyConfig) -> list[FileSecret]:
+    """The SDS secrets of `config`: the listener's certificate and the CA of client
+    certificates; with core_tls, Envoy's client certificate and the CA of the core's."""
+    found = [
+        FileSecret(envoy_sds.SERVER_CERTIFICATE, config.server_cert, config.server_key),
+        FileSecret(envoy_sds.CLIENT_CA, config.client_ca),
+    ]
+    if config.core_tls is not None:
+        found += [
+            FileSecret(
+                envoy_sds.CORE_CLIENT_CERTIFICATE, config.core_tls.cert, config.core_tls.key
+            ),
+            FileSecret(envoy_sds.CORE_CA, config.core_tls.ca),
+        ]
+    return found
+
+
+def _secret_reference(config: EnvoyConfig, name: str) -> dict[str, Any]:
+    assert config.sds_dir is not None  # render() sets it
+    for secret in sds_secrets(config):
+        if secret.name == name:
+            return secret.reference(config.sds_dir)
+    raise KeyError(name)
 
 
 # --- implementation ------------------------------------------------------------------
@@ -300,12 +369,21 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "listen_host": json.dumps(config.listen_host),
         "listen_port": str(config.listen_port),
         "admin_socket": _path(config.admin_socket),
-        "core_host": json.dumps(config.core_host),
-        "core_port": str(config.core_port),
+        "core_lb_endpoints": json.dumps(
+            [
+                {"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}}}
+                for h, p in cores(config)
+            ]
+        ),
+        "core_health_interval": _duration(config.core_health_interval_s),
+        "core_health_timeout": _duration(config.core_health_timeout_s),
+        "core_unhealthy_threshold": str(config.core_unhealthy_threshold),
         "descriptor_path": _path(config.descriptor_path),
-        "server_cert": _path(config.server_cert),
-        "server_key": _path(config.server_key),
-        "client_ca": _path(config.client_ca),
+        "server_certificate_sds": json.dumps(
+            [_secret_reference(config, envoy_sds.SERVER_CERTIFICATE)]
+        ),
+        "client_ca_sds": json.dumps(_secret_reference(config, envoy_sds.CLIENT_CA)),
+        "client_validation": json.dumps(_client_validation(config)),
         "require_client_certificate": "true" if config.require_client_certificate else "false",
         "access_log_path": _path(access_log),
         "client_request_id_header": json.dumps(CLIENT_REQUEST_ID_HEADER),
@@ -326,7 +404,6 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "local_reply_mappers": _yaml_block(
             _auth_reply_mappers(config) + _timeout_reply_mappers() + _local_reply_mappers()
         ),
-        "client_san_matchers": _client_san_matchers(config),
         "auth_filters": _auth_filters(config),
         "jwks_clusters": _jwks_clusters(config),
         "audit_access_log": _audit_access_log(config),
@@ -354,6 +431,11 @@ def served_rules(config: EnvoyConfig) -> list[HttpRule]:
     if unknown:
         raise ValueError(f"services without HTTP rules in {config.descriptor_path}: {unknown}")
     return [rule for rule in rules if rule.service in config.services]
+
+
+def _duration(seconds: float) -> str:
+    """A protobuf Duration in YAML: seconds with a unit, millisecond precision."""
+    return f"{round(seconds, 3):g}s"
 
 
 def _yaml_block(value: Any) -> str:
@@ -384,17 +466,16 @@ def _indent_continuation(text: str, indent: int) -> str:
     return "\n".join([lines[0], *[pad + line if line else "" for line in lines[1:]]])
 
 
-def _client_san_matchers(config: EnvoyConfig) -> str:
+def _client_validation(config: EnvoyConfig) -> dict[str, Any]:
+    """What the listener checks in a client certificate beside the CA (an SDS secret)."""
     if not config.client_san_allow_list:
-        return ""
-    return _yaml_block(
-        {
-            "match_typed_subject_alt_names": [
-                {"san_type": "URI", "matcher": {"prefix": prefix}}
-                for prefix in config.client_san_allow_list
-            ]
-        }
-    )
+        return {}
+    return {
+        "match_typed_subject_alt_names": [
+            {"san_type": "URI", "matcher": {"prefix": prefix}}
+            for prefix in config.client_san_allow_list
+        ]
+    }
 
 
 def _source_limit_filter(config: EnvoyConfig) -> str:
@@ -539,10 +620,12 @@ def _audit_access_log(config: EnvoyConfig) -> str:
 def _core_transport_socket(config: EnvoyConfig) -> str:
     if config.core_tls is None:
         return ""
-    return _yaml_block(_core_tls_socket(config.core_tls))
+    return _yaml_block(_core_tls_socket(config))
 
 
-def _core_tls_socket(tls: CoreTls) -> dict[str, Any]:
+def _core_tls_socket(config: EnvoyConfig) -> dict[str, Any]:
+    tls = config.core_tls
+    assert tls is not None
     return {
         "transport_socket": {
             "name": "envoy.transport_sockets.tls",
@@ -559,19 +642,20 @@ def _core_tls_socket(tls: CoreTls) -> dict[str, Any]:
                         "tls_maximum_protocol_version": "TLSv1_3",
                     },
                     # Envoy's own identity: the only certificate the core's edge
-                    # listener accepts.
-                    "tls_certificates": [
-                        {
-                            "certificate_chain": {"filename": os.path.abspath(tls.cert)},
-                            "private_key": {"filename": os.path.abspath(tls.key)},
-                        }
+                    # listener accepts. Both files through SDS: re-read when renewed.
+                    "tls_certificate_sds_secret_configs": [
+                        _secret_reference(config, envoy_sds.CORE_CLIENT_CERTIFICATE)
                     ],
-                    "validation_context": {
-                        "trusted_ca": {"filename": os.path.abspath(tls.ca)},
+                    "combined_validation_context": {
                         # The core, not merely some holder of a certificate of that CA.
-                        "match_typed_subject_alt_names": [
-                            {"san_type": "URI", "matcher": {"exact": tls.core_uri}}
-                        ],
+                        "default_validation_context": {
+                            "match_typed_subject_alt_names": [
+                                {"san_type": "URI", "matcher": {"exact": tls.core_uri}}
+                            ]
+                        },
+                        "validation_context_sds_secret_config": _secret_reference(
+                            config, envoy_sds.CORE_CA
+                        ),
                     },
                 },
             },
@@ -690,7 +774,7 @@ def _telemetry_clusters(config: EnvoyConfig) -> str:
                 "dns_lookup_family": "V4_PREFERRED",
                 "connect_timeout": "2s",
                 # The edge's mutual TLS: the core's telemetry listener admits Envoy alone.
-                **_core_tls_socket(config.core_tls),
+                **_core_tls_socket(config),
                 "typed_extension_protocol_options": GRPC_UPSTREAM_PROTOCOL,
                 "load_assignment": _single_endpoint(
                     TELEMETRY_CLUSTER,

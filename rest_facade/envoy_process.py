@@ -114,9 +114,19 @@ def admin_get(admin_socket: Path, path: str, timeout: float = ADMIN_TIMEOUT_S) -
     """GET `path` from the Envoy admin API on the Unix socket `admin_socket`, as text.
 
     Raises AdminError for a status other than 200, OSError if nothing answers."""
+    return _admin_request("GET", admin_socket, path, timeout)
+
+
+def admin_post(admin_socket: Path, path: str, timeout: float = ADMIN_TIMEOUT_S) -> str:
+    """POST to an admin endpoint that changes Envoy's state (e.g. "/drain_listeners"), as
+    admin_get does a GET: Envoy refuses those to a GET."""
+    return _admin_request("POST", admin_socket, path, timeout)
+
+
+def _admin_request(method: str, admin_socket: Path, path: str, timeout: float) -> str:
     connection = _UnixHTTPConnection(admin_socket, timeout)
     try:
-        connection.request("GET", path)
+        connection.request(method, path)
         response = connection.getresponse()
         body = response.read().decode()
     except http.client.HTTPException as exc:

@@ -38,6 +38,16 @@ LUA_FILTER = "envoy.filters.http.lua"
 CONTEXT_FILTER = "netweave.request_context"
 # Unary calls must not hang an SMO's poll loop (Envoy's default is 15 s too; explicit).
 UNARY_TIMEOUT = "15s"
+# Idempotent reads (GET rules, Get*/List* methods) are retried on another core replica when
+# one fails without answering (connection refused or reset, a refused HTTP/2 stream after
+# its GOAWAY, a try timed out) or answers UNAVAILABLE (or HTTP 503): what a
+# replica restarting or dying mid-call looks like. Three tries of PER_TRY_TIMEOUT fit in
+# UNARY_TIMEOUT. Writes (POST, PATCH, DELETE) are never retried: the core may have applied
+# one whose answer was lost.
+READ_RETRY_ON = "connect-failure,refused-stream,reset,unavailable,retriable-status-codes"
+READ_RETRIES = 2
+PER_TRY_TIMEOUT = "5s"
+READ_METHOD_PREFIXES = ("Get", "List")
 NOT_FOUND_DETAIL = "no such resource: the path matches no O2ims API served by this gateway"
 
 
@@ -47,8 +57,12 @@ def routes(
     """The `routes:` list of the O2ims virtual host. `path_keys` names each REST path by
     its template's regex (rest_facade.openapi.path_keys)."""
     rules = list(rules)
+    by_method: dict[str, list[HttpRule]] = {}
+    for rule in rules:
+        by_method.setdefault(rule.grpc_path, []).append(rule)
     table: list[dict[str, Any]] = [
-        _grpc_method_route(rule) for rule in {rule.grpc_path: rule for rule in rules}.values()
+        _grpc_method_route(bindings[0], idempotent=_idempotent(bindings))
+        for bindings in by_method.values()
     ]
     table.extend(_grpc_route(service) for service in services_with_rules(rules))
     table.append(_labelled(_openapi_route(openapi_json), OPENAPI_PATH))
@@ -107,8 +121,41 @@ def _grpc_route(service: str) -> dict[str, Any]:
     }
 
 
-def _grpc_method_route(rule: HttpRule) -> dict[str, Any]:
+def _idempotent(bindings: list[HttpRule]) -> bool:
+    """A method safe to retry: a Get*/List* method, or one every HTTP binding of is GET."""
+    method = bindings[0].method
+    return method.startswith(READ_METHOD_PREFIXES) or all(
+        rule.http_method == "GET" for rule in bindings
+    )
+
+
+def read_retry_policy() -> dict[str, Any]:
+    """The retry policy of the idempotent reads' routes (see READ_RETRY_ON)."""
+    return {
+        "retry_on": READ_RETRY_ON,
+        # The core answers gRPC (HTTP 200, its status in grpc-status: `unavailable`); an
+        # HTTP 503 comes from something between (a sidecar proxy of a stopping pod).
+        "retriable_status_codes": [503],
+        "num_retries": READ_RETRIES,
+        "per_try_timeout": PER_TRY_TIMEOUT,
+        # The retry goes to another replica where there is one.
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/"
+                    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+
+
+def _grpc_method_route(rule: HttpRule, *, idempotent: bool = False) -> dict[str, Any]:
     route = _grpc_route(rule.service)
+    if idempotent:
+        route["route"]["retry_policy"] = read_retry_policy()
     route["name"] = f"grpc:{rule.grpc_path}"
     route["match"]["path"] = rule.grpc_path
     del route["match"]["prefix"]

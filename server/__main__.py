@@ -24,13 +24,29 @@ def main() -> int:
     except ValueError as exc:  # e.g. Redis holds data of another layout
         log.error("cannot_start", error=str(exc))
         return 2
+    drain_s, grace_s = config.shutdown_drain_s, config.shutdown_grace_s
+    finished = True
+
+    def stop() -> None:
+        # New calls refused at once, the ones in flight get the grace period; the wait is
+        # a little longer so the cancelled ones can end too.
+        nonlocal finished
+        finished = gateway.stop(grace=grace_s).wait(grace_s + 3.0)
+
     try:
+        # SIGTERM: drain (NOT_SERVING, /readyz 503, still serving), then stop (docs/
+        # operations.md "Replicas and rolling upgrades"); a second signal cuts the drain.
         run_until_signalled(
-            log, "gateway", gateway.start, lambda: gateway.stop(grace=2.0).wait(5.0)
+            log,
+            "gateway",
+            gateway.start,
+            stop,
+            drain=lambda: gateway.drain(drain_s, grace_s),
+            drain_s=drain_s,
         )
     finally:
         tracing.shutdown()  # the last spans, flushed
-    log.info("gateway_stopped", grpc_port=port)
+    log.info("gateway_stopped", grpc_port=port, calls_finished=finished)
     return 0
 
 

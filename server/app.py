@@ -110,8 +110,8 @@ class Gateway:
         # Subscriptions and alarms are read and written in Redis directly (no cache): they
         # must survive restarts and be shared by every replica at once.
         state = connect(config.redis_url)
-        subscriptions = SubscriptionStore(state)
-        alarms = AlarmStore(state)
+        subscriptions = SubscriptionStore(state, config.redis_wait)
+        alarms = AlarmStore(state, wait=config.redis_wait)
         self.alarm_purger = AlarmPurger(
             alarms, config.alarm_purge_interval, self._stop, self.metrics.alarms_purged.inc
         )
@@ -183,6 +183,8 @@ class Gateway:
             config.ops_host, config.ops_port, self.readiness, self.metrics.registry
         )
         self._serving = False
+        # Set by drain() (SIGTERM): health NOT_SERVING and readiness failing from then on.
+        self._draining = threading.Event()
 
     def _new_server(self, policy: AccessPolicy, channel: Channel) -> grpc.Server:
         workers = self.config.grpc_workers
@@ -243,26 +245,50 @@ class Gateway:
         # Health stays NOT_SERVING until the first snapshot is in the cache, so Envoy
         # never routes to a core that would answer with an empty inventory.
         while not self._stop.wait(0.05):
+            if self._draining.is_set():
+                return  # going away: never SERVING again
             if self.cache.loaded:
                 set_serving(self._health, SERVICE_NAMES, True)
                 self._serving = True
+                if self._draining.is_set():  # drain() ran meanwhile: it wins
+                    set_serving(self._health, SERVICE_NAMES, False)
                 return
 
+    def drain(self, drain_s: float = 0.0, grace_s: float = 0.0) -> None:
+        """The first step of a graceful stop: report NOT_SERVING for every service (and
+        the server, "") and fail /readyz with `draining`, while every call is still served,
+        so Envoy's health checks and Kubernetes' readiness probe take this replica out of
+        rotation before stop() refuses new calls. The durations are only logged."""
+        self._draining.set()
+        set_serving(self._health, SERVICE_NAMES, False)
+        self._serving = False
+        log.info(
+            "gateway_draining",
+            drain_seconds=drain_s,
+            grace_seconds=grace_s,
+            grpc_port=self.port,
+            edge_port=self.edge_port or None,
+        )
+
     def stop(self, grace: float | None = 2.0) -> threading.Event:
+        """Refuse new calls at once, give the calls in flight `grace` seconds; the event
+        is set once both listeners have finished."""
         self._stop.set()
+        self._draining.set()
         set_serving(self._health, SERVICE_NAMES, False)
         for watcher in self.watchers:
             watcher.cancel()
+        listeners: list[threading.Event] = []
         if self.edge_server is not None:
-            self.edge_server.stop(grace)
+            listeners.append(self.edge_server.stop(grace))
         if self.edge_telemetry is not None:
             self.edge_telemetry.stop(grace)
-        done: threading.Event = self.grpc_server.stop(grace)
+        listeners.append(self.grpc_server.stop(grace))
         self.ops.stop()
         # The pipeline ends its step and stands down before the core says it stopped.
         if self.alarm_pipeline.is_alive():
             self.alarm_pipeline.join(timeout=2.0)
-        return done
+        return _all_set(listeners)
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return bool(self.grpc_server.wait_for_termination(timeout))
@@ -305,9 +331,22 @@ class Gateway:
                 **({"error": status.last_error} if status.last_error else {}),
                 **({"problems": list(status.problems)} if status.problems else {}),
             }
-        ready = bool(checks["redis"]["ok"] and checks["inventory"]["ok"])
+        if self._draining.is_set():
+            # Shutting down (SIGTERM): still serving, but no new traffic wanted.
+            checks["draining"] = {
+                "ok": False,
+                "reason": "draining: shutting down, serving only until load balancers "
+                "have stopped sending (NETWEAVE_SHUTDOWN_DRAIN_SECONDS)",
+            }
+        ready = bool(
+            checks["redis"]["ok"] and checks["inventory"]["ok"] and not self._draining.is_set()
+        )
         status_text = readiness_status(ready, checks)
-        failing = [name for name in ("redis", "inventory") if not checks[name]["ok"]]
+        failing = [
+            name
+            for name in ("redis", "inventory", "draining")
+            if name in checks and not checks[name]["ok"]
+        ]
         body: dict[str, Any] = {"status": status_text, "checks": checks}
         if failing:
             body["failing"] = failing
@@ -371,6 +410,21 @@ class Gateway:
         )
         unresolved.add_metric([], float(pipeline.unresolved))
         yield unresolved
+
+
+def _all_set(events: list[threading.Event]) -> threading.Event:
+    """An event set once every one of `events` is."""
+    if len(events) == 1:
+        return events[0]
+    combined = threading.Event()
+
+    def wait_all() -> None:
+        for event in events:
+            event.wait()
+        combined.set()
+
+    threading.Thread(target=wait_all, name="stop-wait", daemon=True).start()
+    return combined
 
 
 def _record_data_version(client: redis.Redis) -> None:

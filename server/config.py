@@ -11,10 +11,12 @@ from typing import Final
 
 from netweave import settings
 from netweave.addresses import is_loopback
+from netweave.redis_url import redis_endpoints
 from netweave.tracing import TracingConfig
 from server.errors import DUPLICATE_HTTP_STATUSES
 from server.majors import INVENTORY_MAJORS, parse_majors
-from server.subscriptions.addresses import Endpoint, parse_endpoint, url_endpoint
+from server.store import NO_WAIT, ReplicaWait
+from server.subscriptions.addresses import Endpoint, parse_endpoint
 from server.subscriptions.callbacks import CallbackPolicy
 
 
@@ -27,6 +29,8 @@ class GatewayConfig:
     ops_host: str = settings.OPS_HOST.default
     ops_port: int = settings.OPS_PORT.default
     redis_url: str = settings.REDIS_URL.default
+    # After writes that must survive a failover: WAIT for replicas (server/store.py).
+    redis_wait: ReplicaWait = NO_WAIT
     # host:port of each adapter sub-service.
     adapters: tuple[str, ...] = field(default_factory=tuple)
     # The externally reachable root of the O2ims API (OCloudInfo.serviceUri).
@@ -72,6 +76,10 @@ class GatewayConfig:
     callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
     # OpenTelemetry traces (netweave/tracing.py); the default: off.
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    # On SIGTERM: seconds of serving while reporting NOT_SERVING (so Envoy stops sending),
+    # then seconds for the calls in flight to finish (server/__main__.py).
+    shutdown_drain_s: float = settings.SHUTDOWN_DRAIN_SECONDS.default
+    shutdown_grace_s: float = settings.SHUTDOWN_GRACE_SECONDS.default
 
     def __post_init__(self) -> None:
         _check_listeners(self)
@@ -82,6 +90,22 @@ class GatewayConfig:
         if self.alarm_flap_window < 0:
             raise ValueError(
                 f"NETWEAVE_ALARM_FLAP_WINDOW must be >= 0, got {self.alarm_flap_window}"
+            )
+        for name, seconds in (
+            ("NETWEAVE_SHUTDOWN_DRAIN_SECONDS", self.shutdown_drain_s),
+            ("NETWEAVE_SHUTDOWN_GRACE_SECONDS", self.shutdown_grace_s),
+        ):
+            if seconds < 0:
+                raise ValueError(f"{name} must be >= 0, got {seconds}")
+        if self.redis_wait.replicas < 0:
+            raise ValueError(
+                f"NETWEAVE_REDIS_WAIT_REPLICAS must be >= 0, got {self.redis_wait.replicas}"
+            )
+        # WAIT 0 would block for ever; beyond 1 s the client's 2 s socket timeout is near.
+        if not 1 <= self.redis_wait.timeout_ms <= 1000:
+            raise ValueError(
+                "NETWEAVE_REDIS_WAIT_TIMEOUT_MS must be 1 to 1000, "
+                f"got {self.redis_wait.timeout_ms}"
             )
         if self.duplicate_subscription_status not in DUPLICATE_HTTP_STATUSES:
             raise ValueError(
@@ -105,6 +129,10 @@ class GatewayConfig:
             ops_host=settings.OPS_HOST.read(environ),
             ops_port=settings.OPS_PORT.read(environ),
             redis_url=settings.REDIS_URL.read(environ),
+            redis_wait=ReplicaWait(
+                settings.REDIS_WAIT_REPLICAS.read(environ),
+                settings.REDIS_WAIT_TIMEOUT_MS.read(environ),
+            ),
             adapters=settings.ADAPTERS.read(environ),
             service_uri=settings.SERVICE_URI.read(environ),
             grpc_workers=settings.GRPC_WORKERS.read(environ),
@@ -129,6 +157,8 @@ class GatewayConfig:
             tracing=TracingConfig(
                 settings.OTLP_ENDPOINT.read(environ), settings.TRACE_SAMPLE_RATIO.read(environ)
             ),
+            shutdown_drain_s=settings.SHUTDOWN_DRAIN_SECONDS.read(environ),
+            shutdown_grace_s=settings.SHUTDOWN_GRACE_SECONDS.read(environ),
         )
         # Callbacks never reach the core's own listeners, Redis, the adapters or the trace
         # collector.
@@ -139,9 +169,7 @@ class GatewayConfig:
 def own_listeners(config: GatewayConfig) -> list[Endpoint]:
     """Where the core listens, and the Redis and adapters it uses: none of them a callback."""
     found = [(config.grpc_host, config.grpc_port), (config.ops_host, config.ops_port)]
-    redis_endpoint = url_endpoint(config.redis_url, 6379)
-    if redis_endpoint is not None:
-        found.append(redis_endpoint)
+    found.extend(redis_endpoints(config.redis_url))  # the sentinels too
     addresses = (config.edge_listen, config.edge_telemetry_listen, config.tracing.endpoint)
     for address in (*addresses, *config.adapters):
         with contextlib.suppress(ValueError):  # not host:port: refused where it is used

@@ -19,16 +19,22 @@ order) become visible together, so a reader never sees half of a change set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
 import redis
+import structlog
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from adapters.contract import KINDS, ObjectKey
-from netweave.redis_metrics import CountingRedis
+from netweave.redis_metrics import UNREPLICATED_WRITES, CountingRedis
+from netweave.redis_url import parse_redis_url
+
+log = structlog.get_logger()
 
 OBJECTS_PREFIX: Final = "inventory:objects:"
 OWNER_KEY: Final = "inventory:owner"
@@ -77,16 +83,114 @@ return changed
 
 
 def connect(url: str, *, socket_timeout: float = 2.0) -> redis.Redis:
-    """A client that fails fast: the callers own retrying, so redis-py must not."""
-    # Counting: every command it sends is in o2ims_redis_commands_total.
-    client: redis.Redis = CountingRedis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=1.0,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=15,
-    )
-    return client
+    """A client of the Redis `url` names (netweave/redis_url.py; ValueError if it names
+    none) that fails fast: the callers own retrying, so redis-py must not.
+
+    Through Sentinel, each new connection asks the sentinels for the primary, so after a
+    failover the callers' next attempt reaches the new one: a connection to the old primary
+    fails (ConnectionError), and one to a demoted primary answers READONLY, which redis-py's
+    SentinelManagedConnection turns into a disconnect and a ConnectionError (a transient
+    failure to every caller, as a restarting Redis is).
+    """
+    try:
+        target = parse_redis_url(url)
+    except ValueError as exc:
+        raise ValueError(f"Redis URL {exc}") from None
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": 1.0,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 15,
+        **target.node_options(),
+    }
+    # Counting: every command it sends is in o2ims_redis_commands_total (the sentinels'
+    # answers are the library's, like its handshake: not counted).
+    if target.uses_sentinel:
+        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.endpoints),
+            sentinel_kwargs={
+                # A sentinel answers at once or not at all: the next one is asked.
+                "socket_timeout": min(socket_timeout, 1.0),
+                "socket_connect_timeout": 1.0,
+                "retry": Retry(NoBackoff(), 0),
+                **target.sentinel_options(),
+            },
+        )
+        client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+            target.master_name, redis_class=CountingRedis, **options
+        )
+        return client
+    if target.socket_path:
+        options["unix_socket_path"] = target.socket_path
+    else:
+        options["host"], options["port"] = target.endpoints[0]
+    return CountingRedis(**options)
+
+
+# Errors that say "not now" rather than "never": a lost connection, a timeout, LOADING (a
+# ConnectionError to redis-py), READONLY (a demoted primary), MASTERDOWN (a replica that lost
+# its primary) and NOREPLICAS (a primary with min-replicas-to-write and too few replicas in
+# sync, which redis-py knows only as a reply text).
+_TRANSIENT_ERRORS: Final = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+)
+
+
+def is_transient(error: redis.RedisError) -> bool:
+    """Whether `error` passes by itself (a retry later may succeed): a failover, a restart,
+    too few replicas in sync. Callers answer UNAVAILABLE (REST 503) for these."""
+    if isinstance(error, _TRANSIENT_ERRORS):
+        return True
+    return isinstance(error, redis.ResponseError) and str(error).startswith("NOREPLICAS")
+
+
+@dataclass(frozen=True)
+class ReplicaWait:
+    """How long a write that must survive a failover waits for replicas (Redis WAIT):
+    `replicas` 0 is not at all (NETWEAVE_REDIS_WAIT_REPLICAS, _TIMEOUT_MS)."""
+
+    replicas: int = 0
+    timeout_ms: int = 500
+
+
+NO_WAIT: Final = ReplicaWait()
+
+
+def run_replicated(
+    script: Script,
+    client: redis.Redis,
+    wait: ReplicaWait,
+    write: str,
+    *,
+    keys: Sequence[str],
+    args: Sequence[str | bytes | int],
+) -> Any:
+    """`script(keys, args)`; with `wait.replicas`, then WAIT on the same connection (WAIT
+    counts the replicas that have this connection's writes) and return the script's reply
+    whatever WAIT says. Replication is asynchronous: a write fewer replicas confirmed in
+    time is applied on the primary but may be lost if the primary fails before it is
+    copied. It is logged (`redis_write_unreplicated`) and counted
+    (o2ims_redis_unreplicated_writes_total{write}), not failed: failing it would tell the
+    caller it did not happen when it did (see docs/operations.md "Redis high availability")."""
+    if wait.replicas <= 0:
+        return script(keys=keys, args=args)
+    pipe = client.pipeline(transaction=False)
+    script(keys=keys, args=args, client=pipe)
+    pipe.wait(wait.replicas, wait.timeout_ms)
+    reply, confirmed = pipe.execute()
+    if int(confirmed) < wait.replicas:
+        UNREPLICATED_WRITES.labels(write).inc()
+        log.warning(
+            "redis_write_unreplicated",
+            write=write,
+            replicas=int(confirmed),
+            wanted=wait.replicas,
+            timeout_ms=wait.timeout_ms,
+        )
+    return reply
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class CoreProcess:
             "NETWEAVE_AUDIT_LOG": str(self.audit_path),
             "NETWEAVE_CALLBACK_ALLOW_HTTP": "1",
             "NETWEAVE_CALLBACK_ALLOWED_CIDRS": "127.0.0.0/8",
+            # Stopped at once: no load balancer to drain from (tests that drain set it).
+            "NETWEAVE_SHUTDOWN_DRAIN_SECONDS": "0",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -63,6 +63,7 @@ import structlog
 from o2ims.monitoring.v1 import monitoring_pb2 as pb
 
 from netweave import correlation, tracing
+from server.store import NO_WAIT, ReplicaWait, run_replicated
 
 ALARM_KEY_PREFIX: Final = "alarm:"
 ALARMS_INDEX_KEY: Final = "alarms"
@@ -551,9 +552,17 @@ return 1
 class AlarmStore:
     """Reads and writes alarm state; raises redis.RedisError when Redis is away."""
 
-    def __init__(self, client: redis.Redis, events_max_len: int = EVENTS_MAX_LEN) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        events_max_len: int = EVENTS_MAX_LEN,
+        *,
+        wait: ReplicaWait = NO_WAIT,
+    ) -> None:
         self._client = client
         self._events_max_len = events_max_len
+        # Acknowledgements wait for replicas (Redis high availability, operations guide).
+        self._wait = wait
         self._acknowledge = client.register_script(_ACKNOWLEDGE)
         self._clear = client.register_script(_CLEAR)
         self._put = client.register_script(_PUT)
@@ -612,7 +621,11 @@ class AlarmStore:
         carries `correlation_id` (None: the current call's, netweave/correlation.py) and,
         when traced, the `traceparent` of the write's span."""
         with tracing.span(f"{EVENTS_KEY} publish", kind="PRODUCER", attributes=_PUBLISH):
-            reply = self._acknowledge(
+            reply = run_replicated(
+                self._acknowledge,
+                self._client,
+                self._wait,
+                "alarm_acknowledge",
                 keys=[ALARM_KEY_PREFIX + alarm_id, REVISION_KEY, EVENTS_KEY],
                 args=[
                     alarm_id,

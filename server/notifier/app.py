@@ -20,7 +20,12 @@ from server.notifier import keys
 from server.notifier.config import NotifierConfig
 from server.notifier.deadletters import DeadLetters
 from server.notifier.delivery import DeliveryWorker
-from server.notifier.http import TokenSource, WebhookClient, callback_ca_bundle, tls_context
+from server.notifier.http import (
+    TokenSource,
+    WebhookClient,
+    callback_ca_bundle,
+    reloading_tls_context,
+)
 from server.notifier.matching import Matcher
 from server.notifier.metrics import NotifierMetrics, matcher_lag
 from server.notifier.registration import TRUSTED, Registration
@@ -50,7 +55,8 @@ class Notifier:
         # Blocking reads (XREADGROUP BLOCK <= 1 s) need a socket timeout above the block.
         self._state = connect(config.redis_url, socket_timeout=5.0)
         self._probe = connect(config.redis_url, socket_timeout=0.5)
-        self._tls = tls_context(config)
+        # Rebuilt when the client certificate is renewed (no restart).
+        self._tls = reloading_tls_context(config)
         self._tokens = TokenSource(config.oauth)
         self.dead_letters = DeadLetters(self._state, config.dead_letter_max_len)
         self.matcher = Matcher(
@@ -63,7 +69,13 @@ class Notifier:
             stop=self._stop,
         )
         self.scheduler = Scheduler(
-            self._state, self.consumer, config.lease_ms, self._new_worker, self._stop
+            self._state,
+            self.consumer,
+            config.lease_ms,
+            self._new_worker,
+            self._stop,
+            # On SIGTERM, a delivery in flight gets its whole request timeout to finish.
+            shutdown_timeout_s=config.request_timeout_s + 2.0,
         )
         self.registration = (
             Registration(
@@ -135,7 +147,12 @@ class Notifier:
             client_certificate=bool(self.config.tls_cert),
         )
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming work and finish: every delivery in flight completes (or times out,
+        NETWEAVE_NOTIFY_TIMEOUT_S) and is acknowledged, what was read but not delivered is
+        handed back for the other notifiers at once, then the leases are released."""
+        if timeout is None:
+            timeout = self.config.request_timeout_s + 5.0
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)

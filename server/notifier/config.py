@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, cast
 
 from netweave import settings
+from netweave.redis_url import redis_endpoints
 from netweave.tracing import TracingConfig
-from server.subscriptions.addresses import Endpoint, parse_endpoint, url_endpoint
+from server.subscriptions.addresses import Endpoint, parse_endpoint
 from server.subscriptions.callbacks import CallbackPolicy
 
 FilterMode = Literal["include", "exclude"]
@@ -83,6 +84,8 @@ class NotifierConfig:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    # How often, at most, the files above are checked for a renewal (server/notifier/http.py).
+    tls_check_s: float = settings.NOTIFY_TLS_CHECK_S.default
     oauth: OAuthClient = field(default_factory=OAuthClient)
     # O-Cloud registration (spec 3.15): POSTed here on start-up when set.
     smo_registration_url: str = ""
@@ -126,6 +129,7 @@ class NotifierConfig:
             tls_ca=settings.NOTIFY_TLS_CA.read(environ),
             tls_cert=settings.NOTIFY_TLS_CERT.read(environ),
             tls_key=settings.NOTIFY_TLS_KEY.read(environ),
+            tls_check_s=settings.NOTIFY_TLS_CHECK_S.read(environ),
             oauth=OAuthClient(
                 token_url=settings.NOTIFY_OAUTH_TOKEN_URL.read(environ),
                 client_id=settings.NOTIFY_OAUTH_CLIENT_ID.read(environ),
@@ -146,9 +150,7 @@ class NotifierConfig:
 def own_listeners(config: NotifierConfig) -> list[Endpoint]:
     """Where the notifier listens, and the Redis and trace collector it uses."""
     found = [(config.ops_host, config.ops_port)]
-    redis_endpoint = url_endpoint(config.redis_url, 6379)
-    if redis_endpoint is not None:
-        found.append(redis_endpoint)
+    found.extend(redis_endpoints(config.redis_url))  # the sentinels too
     if config.tracing.endpoint:
         found.append(parse_endpoint(config.tracing.endpoint))
     return found

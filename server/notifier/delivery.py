@@ -77,6 +77,9 @@ READ_COUNT: Final = 100
 # last check: the bounds of the module docstring.
 ACK_EVERY: Final = 16
 ACK_INTERVAL_S: Final = 0.01
+# Entries a stopping worker marks claimable at once (it holds at most a read's worth,
+# READ_COUNT, plus what it recovered; any beyond wait the lease period).
+HAND_BACK_MAX: Final = 10 * READ_COUNT
 Finished = Literal["delivered", "dead_lettered", "dropped", "stopped"]
 
 
@@ -161,9 +164,37 @@ class DeliveryWorker:
             try:
                 if self._acks or self._clear_retry:
                     self._check()  # acknowledge what was delivered before stopping
+                if self._stop.is_set() and not self.gone:
+                    self._hand_back()
             except redis.RedisError:
                 pass  # delivered again by whoever reads the queue next: at least once
             self._webhooks.close()
+
+    def _hand_back(self) -> None:
+        """Stopped (a shutdown, or the subscription handed to another process): make what
+        this worker read but did not finish claimable by the next owner at once. Its
+        recovery claims only entries idle for a lease period (so a live owner is not
+        raced); marking ours that idle saves it the wait, without giving up the order."""
+        pending: Any = self._client.xpending_range(
+            self._queue,
+            keys.DELIVER_GROUP,
+            min="-",
+            max="+",
+            count=HAND_BACK_MAX,
+            consumername=self._consumer,
+        )
+        ids = [entry["message_id"] for entry in pending]
+        if ids:
+            self._client.xclaim(
+                self._queue,
+                keys.DELIVER_GROUP,
+                self._consumer,
+                min_idle_time=0,
+                message_ids=ids,
+                idle=self._lease_ms,
+                justid=True,
+            )
+            self._log.info("delivery_handed_back", notifications=len(ids))
 
     # --- the queue -------------------------------------------------------------------
 

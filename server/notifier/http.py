@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+from netweave.tls_files import Reloading
 from server.notifier import signing
 from server.notifier.config import NotifierConfig, OAuthClient
 from server.notifier.http1 import Answer, KeptAliveConnection
@@ -102,6 +103,20 @@ def tls_context(config: NotifierConfig) -> ssl.SSLContext:
     return context
 
 
+def reloading_tls_context(config: NotifierConfig) -> Reloading[ssl.SSLContext]:
+    """`tls_context`, built again when the client certificate, its key or the CA bundle
+    change (a renewal), checked at most every `config.tls_check_s`: connections opened
+    from then on use the new one. A renewal that does not load (a key that does not match)
+    keeps the previous context (netweave/tls_files.py)."""
+    files = [config.tls_cert, config.tls_key, callback_ca_bundle(config)]
+    return Reloading(
+        "webhook_client",
+        [path for path in files if path],
+        lambda: tls_context(config),
+        min_interval_s=config.tls_check_s,
+    )
+
+
 class TokenError(Exception):
     """The OAuth2 token endpoint did not give a token."""
 
@@ -173,7 +188,7 @@ class WebhookClient:
         policy: CallbackPolicy,
         *,
         timeout_s: float,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | Reloading[ssl.SSLContext] | None = None,
         tokens: TokenSource | None = None,
     ) -> None:
         self._secret = secret
@@ -182,6 +197,9 @@ class WebhookClient:
         self._tls = tls
         self._tokens = tokens
         self._connections: dict[tuple[str, str, int | None], KeptAliveConnection] = {}
+        # The TLS context each kept connection was opened with: after a certificate
+        # renewal, the next POST opens a new connection (a POST under way finishes).
+        self._opened_with: dict[tuple[str, str, int | None], ssl.SSLContext | None] = {}
         # The callback URL is the same for every POST of a worker: parsed once.
         self._origins: dict[str, tuple[str, str, int | None]] = {}
         self._targets: dict[str, str] = {}
@@ -289,17 +307,20 @@ class WebhookClient:
     def _connection(
         self, origin: tuple[str, str, int | None], url: str, fresh: bool
     ) -> tuple[KeptAliveConnection, bool]:
+        tls = self._tls.current() if isinstance(self._tls, Reloading) else self._tls
         found = self._connections.get(origin)
         if found is not None and not fresh:
-            if time.monotonic() - found.opened < MAX_CONNECTION_AGE_S:
+            young = time.monotonic() - found.opened < MAX_CONNECTION_AGE_S
+            if young and self._opened_with.get(origin) is tls:
                 return found, True
             self._drop(origin)
         # Resolved and checked against the policy again, then connected to exactly the
         # checked address (the SSRF check at connection time).
         connection = KeptAliveConnection(
-            open_connection(url, self._policy, timeout=self._timeout_s, tls=self._tls)
+            open_connection(url, self._policy, timeout=self._timeout_s, tls=tls)
         )
         self._connections[origin] = connection
+        self._opened_with[origin] = tls
         return connection, False
 
     def _drop(self, origin: tuple[str, str, int | None]) -> None:

@@ -40,8 +40,12 @@ class Scheduler:
         lease_ms: int,
         new_worker: Callable[[str, SubscriptionKind], DeliveryWorker],
         stop: threading.Event,
+        *,
+        shutdown_timeout_s: float = 5.0,
     ) -> None:
         self._client = client
+        # How long a shutdown waits for the workers' deliveries in flight.
+        self._shutdown_timeout_s = shutdown_timeout_s
         self._consumer = consumer
         self._lease_ms = lease_ms
         self._leases = Leases(client, consumer, lease_ms)
@@ -134,8 +138,11 @@ class Scheduler:
         everyone = {**self.workers, **self._leaving}
         for worker in everyone.values():
             worker.stop()
+        deadline = time.monotonic() + self._shutdown_timeout_s
         for subscription_id, worker in everyone.items():
-            worker.join(timeout=5.0)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.alive():
+                continue  # a POST still in flight: its lease expires, nobody races it
             with contextlib.suppress(redis.RedisError):  # it expires anyway
                 self._leases.release(keys.lease_key(subscription_id))
         with contextlib.suppress(redis.RedisError):

@@ -31,6 +31,7 @@ from server.errors import (
     PermissionDenied,
     Unavailable,
 )
+from server.store import is_transient
 from server.subscriptions.callbacks import CallbackPolicy
 from server.subscriptions.store import (
     DuplicateSubscription,
@@ -265,12 +266,13 @@ def redis_errors(store: str) -> Iterator[None]:
     try:
         yield
     # A lost connection, a timeout, a Redis still loading its data, a replica after a
-    # failover: all transient, so UNAVAILABLE (REST 503) tells the caller to retry.
-    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
-        log.warning("redis_unavailable", store=store, error=str(error))
-        raise Unavailable(
-            f"{stem}_UNAVAILABLE", f"the {store} is unavailable; retry later"
-        ) from error
+    # failover, too few replicas in sync: all transient (server/store.py is_transient), so
+    # UNAVAILABLE (REST 503) tells the caller to retry.
     except redis.RedisError as error:
+        if is_transient(error):
+            log.warning("redis_unavailable", store=store, error=str(error))
+            raise Unavailable(
+                f"{stem}_UNAVAILABLE", f"the {store} is unavailable; retry later"
+            ) from error
         log.error("redis_failed", store=store, error=str(error))
         raise ApiError(f"{stem}_FAILED", f"the {store} failed the request") from error

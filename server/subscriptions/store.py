@@ -58,7 +58,7 @@ from typing import Any, Final, cast
 import redis
 
 from server.alarms.store import EVENTS_KEY as ALARM_EVENTS_KEY
-from server.store import EVENTS_KEY
+from server.store import EVENTS_KEY, NO_WAIT, ReplicaWait, run_replicated
 
 _CREATE: Final = """
 -- KEYS: subscription hash, index set, dedupe key, generation key[, event stream to record
@@ -191,8 +191,10 @@ class DuplicateSubscription(Exception):
 class SubscriptionStore:
     """Creates, reads and deletes subscriptions; raises redis.RedisError when Redis is away."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, wait: ReplicaWait = NO_WAIT) -> None:
         self._client = client
+        # Creates and deletes wait for replicas (Redis high availability, operations guide).
+        self._wait = wait
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
 
@@ -230,7 +232,11 @@ class SubscriptionStore:
             keys.append(kind.events_stream)
         created, value = cast(
             list[Any],
-            self._create(
+            run_replicated(
+                self._create,
+                self._client,
+                self._wait,
+                "subscription_create",
                 keys=keys,
                 args=[
                     subscription_id,
@@ -291,7 +297,9 @@ class SubscriptionStore:
                 CURSORS_KEY,
             ]
         args = [subscription_id] if owned_by is None else [subscription_id, owned_by]
-        existed = self._delete(keys=keys, args=args)
+        existed = run_replicated(
+            self._delete, self._client, self._wait, "subscription_delete", keys=keys, args=args
+        )
         return bool(existed)
 
 

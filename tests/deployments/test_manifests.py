@@ -8,69 +8,27 @@ resources (cert-manager, Prometheus Operator) have no schema there: their shape 
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]  # no stubs, no py.typed
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-KUBERNETES = REPO / "deployments" / "kubernetes"
-OVERLAYS = ("development", "staging", "production")
-NAMESPACE = "o2ims-system"
-APP_LABEL = {"app": "netweave-gateway"}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
-# Kinds kubernetes-validate has no schema for; each is checked by a test below.
-CUSTOM_KINDS = {
-    ("cert-manager.io/v1", "Certificate"),
-    ("cert-manager.io/v1", "Issuer"),
-    ("monitoring.coreos.com/v1", "ServiceMonitor"),
-    ("monitoring.coreos.com/v1", "PrometheusRule"),
-}
-EXPECTED_GATEWAY_REPLICAS = {"development": 1, "staging": 3, "production": 3}
-
-Manifest = dict[str, Any]
-
-
-def render(overlay: str) -> list[Manifest]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl not found: install Debian's kubernetes-client"
-    result = subprocess.run(
-        [kubectl, "kustomize", str(KUBERNETES / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"kubectl kustomize {overlay}: {result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, list[Manifest]]:
-    return {overlay: render(overlay) for overlay in OVERLAYS}
-
-
-def find(objects: list[Manifest], kind: str, name: str) -> Manifest:
-    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} objects"
-    return matches[0]
-
-
-def pod_specs(objects: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
-    for obj in objects:
-        if obj["kind"] in {"Deployment", "StatefulSet"}:
-            yield f"{obj['kind']}/{obj['metadata']['name']}", obj["spec"]["template"]["spec"]
-
-
-def container(pod: Manifest, name: str) -> Manifest:
-    (match,) = [c for c in pod["containers"] if c["name"] == name]
-    return dict(match)
+from netweave.redis_url import parse_redis_url
+from tests.deployments.manifests import (
+    APP_LABEL,
+    CLUSTER_SCOPED,
+    CUSTOM_KINDS,
+    EXPECTED_GATEWAY_REPLICAS,
+    KUBERNETES,
+    NAMESPACE,
+    OVERLAYS,
+    REPO,
+    Manifest,
+    container,
+    find,
+    pod_specs,
+)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -134,8 +92,13 @@ def test_redis_has_three_sentinels(rendered: dict[str, list[Manifest]], overlay:
     assert redis["spec"]["replicas"] == 3
     pod = redis["spec"]["template"]["spec"]
     assert container(pod, "sentinel")["args"][0] == "redis-sentinel"
-    url = find(objects, "ConfigMap", "netweave-redis")["data"]["REDIS_URL"]
-    assert url.startswith("redis+sentinel://netweave-redis-sentinel:26379/netweave")
+    data = find(objects, "ConfigMap", "netweave-redis")["data"]
+    target = parse_redis_url(data["REDIS_URL"])  # what every process parses
+    assert target.scheme == "redis+sentinel"
+    assert target.endpoints == (("netweave-redis-sentinel", 26379),)
+    assert target.master_name == "netweave"
+    # Subscription writes and acknowledgements wait for a replica's copy.
+    assert data["NETWEAVE_REDIS_WAIT_REPLICAS"] == "1"
     init = find(objects, "ConfigMap", "netweave-redis-config")["data"]["init.sh"]
     assert "sentinel monitor netweave $master 6379 2" in init  # quorum 2 of 3
 
@@ -177,7 +140,7 @@ def test_every_container_is_non_root_read_only_and_bounded(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
     pods = list(pod_specs(rendered[overlay]))
-    assert len(pods) == 4  # gateway, notifier, Kubernetes adapter, Redis
+    assert len(pods) == 5  # gateway, notifier, Kubernetes adapter, Redis, backup
     for where, pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True, where
         assert pod["securityContext"]["runAsUser"] > 0, where

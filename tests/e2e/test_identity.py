@@ -438,8 +438,12 @@ def test_no_other_local_user_can_read_the_edge_credential(stack: LocalStack) -> 
     assert not any(path.startswith(str(internal.directory) + "/") for path in scan["read"])
     assert oct(internal.edge.key.stat().st_mode & 0o777) == "0o600"
     assert oct(internal.directory.stat().st_mode & 0o777) == "0o700"
-    # Envoy's rendered configuration names the files; it carries no key material.
-    rendered = (stack.config.state_dir / "envoy" / "envoy.yaml").read_text()
+    # Envoy's rendered configuration and its SDS resource files (rest_facade/envoy_sds.py)
+    # name the files; they carry no key material.
+    envoy_dir = stack.config.state_dir / "envoy"
+    rendered = "".join(
+        path.read_text() for path in [envoy_dir / "envoy.yaml", *envoy_dir.glob("sds/*.yaml")]
+    )
     assert all(secret not in rendered for secret in secrets)
     assert str(internal.edge.key) in rendered
 

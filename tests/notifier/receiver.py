@@ -19,6 +19,12 @@ from typing import Any
 from devstack.processes import free_port
 
 
+def _peer_certificate(connection: object) -> bytes:
+    if isinstance(connection, ssl.SSLSocket):
+        return connection.getpeercert(binary_form=True) or b""
+    return b""
+
+
 @dataclass(frozen=True)
 class Received:
     method: str
@@ -26,6 +32,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float  # time.time() when it arrived
+    # The client certificate the sender presented (DER; HTTPS receivers), else b"".
+    peer_certificate: bytes = b""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -74,6 +82,7 @@ class Receiver:
                     {name.lower(): value for name, value in self.headers.items()},
                     body,
                     time.time(),
+                    _peer_certificate(self.connection),
                 )
                 answer = receiver.answer(request)
                 if answer.delay_s:

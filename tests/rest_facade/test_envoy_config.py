@@ -130,9 +130,9 @@ def test_every_placeholder_is_substituted(pki: DevPki, descriptor: Path, tmp_pat
     }
     tls = listener["filter_chains"][0]["transport_socket"]["typed_config"]
     assert tls["require_client_certificate"] is True
-    assert tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"] == str(
-        pki.ca_cert
-    )
+    # The client CA is an SDS secret (rest_facade/envoy_sds.py), rendered beside the config.
+    validation = tls["common_tls_context"]["combined_validation_context"]
+    assert validation["validation_context_sds_secret_config"]["name"] == "edge_client_ca"
     endpoint = rendered["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]
     assert endpoint["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
         "address": "core.o2ims-system.svc",

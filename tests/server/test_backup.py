@@ -1,9 +1,11 @@
 """Backup and restore of the gateway's state (python -m server.backup) with real redis-servers,
-driven exactly as docs/operations.md ("Backup and restore") tells an operator to."""
+driven exactly as docs/operations.md ("Backup and restore") tells an operator to: the commands
+are read from that section's shell block and run as written."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +38,61 @@ from server.subscriptions.store import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+OPERATIONS = REPO / "docs" / "operations.md"
+
+
+def documented_procedure() -> dict[str, str]:
+    """The lines of the operations guide's "Backup and restore" shell block, by what they do:
+    `name` (BACKUP=, the file), `backup`, `verify`, `restore` and `restore --replace`."""
+    section = OPERATIONS.read_text().split("\n### Backup and restore\n", 1)[1]
+    block = section.split("\n## ", 1)[0].split("```sh\n", 1)[1].split("```", 1)[0]
+    steps: dict[str, str] = {}
+    for line in block.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("BACKUP="):
+            step = "name"
+        else:
+            words = shlex.split(line)
+            assert words[:3] == ["python", "-m", "server.backup"], line
+            step = words[3] + (" --replace" if "--replace" in words else "")
+        assert step not in steps, f"two documented lines for {step}"
+        steps[step] = line
+    assert set(steps) == {"name", "backup", "verify", "restore", "restore --replace"}, steps
+    return steps
+
+
+PROCEDURE = documented_procedure()
+
+
+def documented(
+    step: str, redis_url: str, workdir: Path, backup: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run the guide's line for `step` with sh, as an operator would: in `workdir`, with
+    REDIS_URL and BACKUP set and this venv's `python` first on PATH."""
+    return subprocess.run(
+        ["sh", "-c", PROCEDURE[step] + ('\nprintf %s "$BACKUP"' if step == "name" else "")],
+        cwd=workdir,
+        env={
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "REDIS_URL": redis_url,
+            "BACKUP": backup,
+        },
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def documented_backup(redis_url: str, workdir: Path) -> str:
+    """The guide's first lines: name a file, back up into it, verify it; the file's name."""
+    named = documented("name", redis_url, workdir)
+    assert named.returncode == 0 and named.stdout.startswith("netweave-"), named
+    made = documented("backup", redis_url, workdir, named.stdout)
+    assert made.returncode == 0, made.stderr
+    assert (workdir / named.stdout).is_file()
+    return named.stdout
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -166,15 +223,13 @@ def test_round_trip_restores_every_key_with_its_type_and_content(
     required = populate(client)
     before = state(client)
     assert required <= set(before) and VERSION_KEY not in before
-    backup_file = tmp_path / "netweave.backup"
 
-    made = cli("backup", "--redis-url", redis_url, "--out", str(backup_file))
-    assert made.returncode == 0, made.stderr
-    checked = cli("verify", "--in", str(backup_file))
+    backup = documented_backup(redis_url, tmp_path)
+    checked = documented("verify", redis_url, tmp_path, backup)
     assert checked.returncode == 0, checked.stderr
     assert f"{len(before)} keys" in checked.stdout
     client.flushall()
-    restored = cli("restore", "--redis-url", redis_url, "--in", str(backup_file))
+    restored = documented("restore", redis_url, tmp_path, backup)
 
     assert restored.returncode == 0, restored.stderr
     assert state(client) == before
@@ -195,11 +250,10 @@ def test_restore_into_append_only_redis_survives_its_restart(
 ) -> None:
     populate(client)
     before = state(client)
-    backup_file = tmp_path / "netweave.backup"
-    assert cli("backup", "--redis-url", redis_url, "--out", str(backup_file)).returncode == 0
+    backup = documented_backup(redis_url, tmp_path)
     target = RedisServer(tmp_path / "target").start()  # appendonly yes, no RDB snapshots
     try:
-        restored = cli("restore", "--redis-url", target.url, "--in", str(backup_file))
+        restored = documented("restore", target.url, tmp_path, backup)
         assert restored.returncode == 0, restored.stderr
         target.kill()  # a crash: only what the append-only file holds comes back
         target = RedisServer(target.directory, target.port).start()
@@ -217,17 +271,16 @@ def test_restore_refuses_existing_keys_unless_replace(
     client: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
     populate(client)
-    backup_file = tmp_path / "netweave.backup"
-    assert cli("backup", "--redis-url", redis_url, "--out", str(backup_file)).returncode == 0
+    backup = documented_backup(redis_url, tmp_path)
     before = state(client)
     client.set(PAGE_SECRET_KEY, "changed since the backup")
 
-    refused = cli("restore", "--redis-url", redis_url, "--in", str(backup_file))
+    refused = documented("restore", redis_url, tmp_path, backup)
     assert refused.returncode == 2
     assert "exist in this Redis already" in refused.stderr and "--replace" in refused.stderr
     assert client.get(PAGE_SECRET_KEY) == b"changed since the backup"
 
-    replaced = cli("restore", "--redis-url", redis_url, "--in", str(backup_file), "--replace")
+    replaced = documented("restore --replace", redis_url, tmp_path, backup)
     assert replaced.returncode == 0, replaced.stderr
     assert state(client) == before
 

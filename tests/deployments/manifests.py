@@ -1,0 +1,69 @@
+"""Rendering the Kubernetes manifests for the tests of tests/deployments/ (the rendered
+overlays themselves are the session fixture `rendered`, conftest.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+KUBERNETES = REPO / "deployments" / "kubernetes"
+OVERLAYS = ("development", "staging", "production")
+NAMESPACE = "o2ims-system"
+APP_LABEL = {"app": "netweave-gateway"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+# Kinds kubernetes-validate has no schema for; each is checked by a test below.
+CUSTOM_KINDS = {
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+EXPECTED_GATEWAY_REPLICAS = {"development": 1, "staging": 3, "production": 3}
+
+Manifest = dict[str, Any]
+
+
+def kustomize(directory: Path) -> str:
+    """`kubectl kustomize directory`: the rendered objects, as YAML text."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl not found: install Debian's kubernetes-client"
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory}: {result.stderr}"
+    return result.stdout
+
+
+def render(overlay: str) -> list[Manifest]:
+    text = kustomize(KUBERNETES / "overlays" / overlay)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def find(objects: list[Manifest], kind: str, name: str) -> Manifest:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} objects"
+    return matches[0]
+
+
+def pod_specs(objects: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
+    for obj in objects:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in {"Deployment", "StatefulSet"}:
+            yield where, obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "CronJob":
+            yield where, obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def container(pod: Manifest, name: str) -> Manifest:
+    (match,) = [c for c in pod["containers"] if c["name"] == name]
+    return dict(match)
