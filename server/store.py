@@ -242,6 +242,16 @@ class InventoryStore:
     def ping(self) -> bool:
         return bool(self._client.ping())
 
+    def server_identity(self) -> str:
+        """Which Redis server answers, as `run_id` (new on every start) and its role: a
+        change means writes acknowledged by the previous one may be missing (a restart
+        without persistence, a failover that lost unreplicated writes)."""
+        info: Any = self._client.info("server")
+        role: Any = self._client.execute_command("ROLE")
+        first = role[0] if role else b""
+        name = first.decode() if isinstance(first, bytes) else str(first)
+        return f"{info.get('run_id', '')}/{name}"
+
     def apply(self, adapter: str, changes: Iterable[Change], chunk: int | None = 500) -> int:
         """Write changes in order; returns how many actually changed the store.
 

@@ -67,6 +67,10 @@ class WriterStatus:
     last_error: str = ""
 
 
+# How often an idle writer asks which Redis server answers (StoreWriter._check_server).
+SERVER_CHECK_INTERVAL_S = 1.0
+
+
 class StoreWriter(threading.Thread):
     """The single writer of the inventory snapshot."""
 
@@ -88,6 +92,10 @@ class StoreWriter(threading.Thread):
         self._unreconciled: set[str] = set()
         self._backoff = Backoff()
         self.status = WriterStatus()
+        # The Redis server last written to (InventoryStore.server_identity), checked while
+        # idle: another one (restarted, or promoted by Sentinel) may lack what we wrote.
+        self._server = ""
+        self._server_checked = 0.0
 
     def submit_snapshot(self, adapter: str, objects: dict[ObjectKey, bytes]) -> None:
         self._queue.put(_Snapshot(adapter, objects))
@@ -122,6 +130,8 @@ class StoreWriter(threading.Thread):
                 else:
                     queued.append(item)
             try:
+                if not items or not self._server:
+                    self._check_server()
                 self._write(change_sets)
                 self._mark(ok=True)
             except redis.RedisError as exc:
@@ -132,6 +142,21 @@ class StoreWriter(threading.Thread):
             finally:
                 for _ in items:
                     self._queue.task_done()
+
+    def _check_server(self) -> None:
+        """While idle, at most every SERVER_CHECK_INTERVAL_S: if another Redis server now
+        answers than the one written to, reconcile every adapter's state into it. A write
+        confirmed by a primary that died before replicating it is otherwise lost until
+        the object changes again: no command of ours fails on an idle connection."""
+        now = time.monotonic()
+        if now - self._server_checked < SERVER_CHECK_INTERVAL_S:
+            return
+        self._server_checked = now
+        server = self._store.server_identity()
+        if self._server and server != self._server:
+            log.warning("redis_server_changed", previous=self._server, current=server)
+            self._unreconciled.update(self._desired)
+        self._server = server
 
     def _drain(self, timeout: float) -> list[_Snapshot | _ChangeSet]:
         items: list[_Snapshot | _ChangeSet] = []

@@ -33,6 +33,7 @@ METRICS = frozenset(
         "o2ims_redis_commands_total",
         "o2ims_redis_up",
         "o2ims_redis_connected_replicas",
+        "o2ims_redis_unreplicated_writes_total",
         "o2ims_cache_reads_total",
         "o2ims_ready",
         "o2ims_build_info",
