@@ -18,6 +18,7 @@ from types import FrameType
 
 from devstack.processes import StackRecord
 from devstack.stack import REPO, LocalStack, StackConfig
+from netweave.redis_url import parse_redis_url
 
 # How often the supervisor looks at its children: an exit is reported within this.
 CHECK_INTERVAL_S = 0.5
@@ -61,6 +62,18 @@ Or point a real Alertmanager at it (alertmanager.yml):
           http_config: {{authorization: {{credentials_file: {stack.alertmanager_token_path}}}}}
 """
     return listing, example
+
+
+def _redis_cli(url: str) -> str:
+    """A redis-cli line for `url`: through a sentinel, first ask it for the primary."""
+    target = parse_redis_url(url)
+    if not target.master_name:
+        return f"redis-cli -u {url} XLEN inventory:events"
+    host, port = target.endpoints[0]
+    return (
+        f"redis-cli -h {host} -p {port} SENTINEL get-master-addr-by-name {target.master_name}"
+        "   # then redis-cli -h/-p of the primary it names"
+    )
 
 
 def _banner(stack: LocalStack) -> str:
@@ -116,7 +129,7 @@ Try (the dev client certificate is an admin):
   .venv/bin/grpcurl -plaintext {grpc} list
   .venv/bin/grpcurl -plaintext {grpc} describe o2ims.inventory.v1.InventoryService
   .venv/bin/grpcurl -plaintext {grpc} o2ims.inventory.v1.InventoryService/ListResourcePools
-  redis-cli -u {redis_url} XLEN inventory:events
+  {_redis_cli(redis_url)}
   REDIS_URL={redis_url} .venv/bin/python -m server.notifier dlq list
 {alarm_example}
 Edit {stack.config.inventory} and the API follows within a second.

@@ -3,6 +3,11 @@ process stops with, naming REDIS_URL, for a URL it cannot use."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from netweave import settings
@@ -190,3 +195,41 @@ def test_callbacks_are_kept_off_every_sentinel() -> None:
     ]
     assert redis_endpoints("unix:///run/redis.sock") == []
     assert redis_endpoints("not a url") == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ"),
+    [
+        (
+            [
+                "server.backup",
+                "backup",
+                "--redis-url",
+                f"redis+sentinel://:{SECRET}@s1",
+                "--out",
+                "x",
+            ],
+            {},
+        ),
+        (["server.notifier", "dlq", "list"], {"REDIS_URL": f"redis+sentinel://:{SECRET}@s1"}),
+    ],
+    ids=["backup", "dlq"],
+)
+def test_the_command_line_tools_refuse_a_bad_url_as_a_usage_error(
+    argv: list[str], environ: dict[str, str], tmp_path: Path
+) -> None:
+    argv = [str(tmp_path / "x") if arg == "OUT" else arg for arg in argv]
+    done = subprocess.run(
+        [sys.executable, "-m", *argv],
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "must name the master after the sentinels" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert SECRET not in done.stderr
+    assert not (tmp_path / "x").exists()

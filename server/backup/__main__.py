@@ -6,9 +6,10 @@
                                                  --replace, and another major data version
   verify  --in FILE                              check the file alone (checksum, format)
 
---redis-url defaults to $REDIS_URL. Exit codes: 0 done, 1 Redis failed (unreachable,
-refused a command), 2 bad input (unreadable or corrupted file, incompatible data version,
-keys in the way); the message on stderr names the problem.
+--redis-url is required; a URL the gateway would refuse is a usage error (exit 2). Exit
+codes: 0 done, 1 Redis failed (unreachable, refused a command), 2 bad input (unreadable or
+corrupted file, incompatible data version, keys in the way, a bad URL); the message on stderr
+names the problem.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import redis
 
 from netweave.redaction import redact_url
+from netweave.redis_url import checked_redis_url
 from server.backup.archive import Backup, BadBackup, read, write
 from server.backup.state import RestoreRefused, check_restorable, restore, take
 from server.data_version import DATA_VERSION, compatible
@@ -93,12 +95,25 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
+def _redis_url(raw: str) -> str:
+    """A URL the gateway's processes accept (netweave/redis_url.py), else a usage error
+    (exit 2) that says what is wrong with it."""
+    try:
+        return checked_redis_url(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"Redis URL {exc}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m server.backup", description="Back up and restore the gateway's state."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    redis_url = {"required": True, "help": "the gateway's Redis (redis://host:port/db)"}
+    redis_url = {
+        "required": True,
+        "type": _redis_url,
+        "help": "the gateway's Redis (redis://host:port/db, redis+sentinel://..., as REDIS_URL)",
+    }
     backup = commands.add_parser("backup", help="save the state to a file")
     backup.add_argument("--redis-url", **redis_url)  # type: ignore[arg-type]
     backup.add_argument("--out", dest="output", type=Path, required=True)

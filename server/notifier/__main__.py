@@ -58,7 +58,10 @@ def dlq(argv: Sequence[str]) -> int:
     target.add_argument("--all", action="store_true")
     args = parser.parse_args(argv)
 
-    letters = DeadLetters(connect(settings.REDIS_URL.read()))
+    try:
+        letters = DeadLetters(connect(settings.REDIS_URL.read()))
+    except ValueError as exc:  # REDIS_URL does not parse: say so, as a usage error
+        parser.error(str(exc))
     try:
         if args.command == "list":
             for entry_id, fields in letters.list(args.count):

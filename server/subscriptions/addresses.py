@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,19 +76,6 @@ def parse_endpoint(text: str) -> Endpoint:
 def parse_endpoints(text: str) -> tuple[Endpoint, ...]:
     """Comma-separated endpoints, e.g. "127.0.0.1:9901,[::1]:6379". Raises ValueError."""
     return tuple(parse_endpoint(item) for item in text.split(",") if item.strip())
-
-
-def url_endpoint(url: str, default_port: int) -> Endpoint | None:
-    """(host, port) a URL connects to, e.g. a Redis URL; None when it names no TCP
-    listener (a Unix socket) or does not parse."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.hostname:
-        return None
-    return parts.hostname, default_port if port is None else port
 
 
 def unmapped(address: IpAddress) -> IpAddress:
