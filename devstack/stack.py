@@ -864,6 +864,11 @@ class LocalStack:
             strict_query_parameters=self.config.strict_query_parameters,
             audit_log_path=self.edge_audit_log,
             telemetry_port=self.config.edge_telemetry_port,
+            # Every core's telemetry listener (they share 127.0.0.1).
+            core_telemetry_ports=tuple(
+                self.core_ports(index).edge_telemetry_port
+                for index in range(len(self.config.extra_cores) + 1)
+            ),
             stats_port=self.config.envoy_stats_port,
             tracing=EdgeTracing(self.config.otlp_endpoint, self.config.trace_sample_ratio)
             if self.config.otlp_endpoint

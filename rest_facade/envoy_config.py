@@ -79,6 +79,8 @@ ADMIN_CLUSTER = "envoy_admin"
 STATS_PATHS = ("/stats/prometheus", "/ready")
 # The core's edge telemetry listener (server/edge_telemetry.py): OTLP access log records.
 TELEMETRY_CLUSTER = "netweave_edge_telemetry"
+# The service whose health Envoy checks on each core (serving once the inventory is loaded).
+INVENTORY_HEALTH_SERVICE = "o2ims.inventory.v1.InventoryService"
 # Where Envoy's admin API listens unless configured otherwise (a Unix socket; in a pod, an
 # emptyDir that only Envoy's container mounts).
 DEFAULT_ADMIN_SOCKET = Path("/run/netweave/envoy-admin.sock")
@@ -247,10 +249,15 @@ class EnvoyConfig:
     strict_query_parameters: bool = False
     # Where Envoy writes audit records of the calls it refuses itself (401, 429); None: none.
     audit_log_path: Path | None = None
-    # The core's edge telemetry listener (server/edge_telemetry.py, on core_host): every
-    # REST request's access log record goes there over the mutual TLS of core_tls, for
-    # o2ims_http_requests_total and o2ims_http_request_duration_seconds. None: not sent.
+    # The core's edge telemetry listener (server/edge_telemetry.py), on every core's host:
+    # every REST request's access log record goes to a healthy core over the mutual TLS of
+    # core_tls, for o2ims_http_requests_total and o2ims_http_request_duration_seconds.
+    # None: not sent.
     telemetry_port: int | None = None
+    # Each core's telemetry port, in the order of `cores()`, where cores share a host (a dev
+    # stack); empty: telemetry_port on every core (Kubernetes: a core per pod). Unused
+    # while telemetry_port is None.
+    core_telemetry_ports: tuple[int, ...] = ()
     # A plain-HTTP listener for Prometheus serving only GET /stats/prometheus and /ready
     # of the admin API. None: none (the stats stay on the admin socket). 0: a free port.
     stats_port: int | None = None
@@ -278,6 +285,11 @@ class EnvoyConfig:
             if self.core_tls is None:
                 # The core believes what arrives there: only over Envoy's mutual TLS.
                 raise ValueError("telemetry_port needs core_tls (the core's edge mutual TLS)")
+        if self.core_telemetry_ports:
+            if len(self.core_telemetry_ports) != len(cores(self)):
+                raise ValueError("core_telemetry_ports needs one port per core endpoint")
+            if not all(0 < port <= 65535 for port in self.core_telemetry_ports):
+                raise ValueError(f"core_telemetry_ports {self.core_telemetry_ports} not all real")
         if self.core_port == 0:
             raise ValueError("core_port must be a real port")
         for host, port in self.core_endpoints:
@@ -298,6 +310,15 @@ class EnvoyConfig:
 def cores(config: EnvoyConfig) -> tuple[tuple[str, int], ...]:
     """The (host, port) of every core replica Envoy balances over."""
     return config.core_endpoints or ((config.core_host, config.core_port),)
+
+
+def telemetry_endpoints(config: EnvoyConfig) -> tuple[tuple[str, int], ...]:
+    """The (host, port) of every core's edge telemetry listener, in the order of `cores()`;
+    empty when the edge sends no telemetry."""
+    if config.telemetry_port is None:
+        return ()
+    ports = config.core_telemetry_ports or (config.telemetry_port,) * len(cores(config))
+    return tuple((host, port) for (host, _), port in zip(cores(config), ports, strict=True))
 
 
 def core_detection_s(config: EnvoyConfig) -> float:
@@ -375,9 +396,6 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
                 for h, p in cores(config)
             ]
         ),
-        "core_health_interval": _duration(config.core_health_interval_s),
-        "core_health_timeout": _duration(config.core_health_timeout_s),
-        "core_unhealthy_threshold": str(config.core_unhealthy_threshold),
         "descriptor_path": _path(config.descriptor_path),
         "server_certificate_sds": json.dumps(
             [_secret_reference(config, envoy_sds.SERVER_CERTIFICATE)]
@@ -409,6 +427,7 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "audit_access_log": _audit_access_log(config),
         "telemetry_access_log": _telemetry_access_log(config),
         "telemetry_clusters": _telemetry_clusters(config),
+        "core_health_checks": _yaml_block(_core_health_checks(config)),
         "stats_listeners": _stats_listeners(config),
         "http_tracing": _optional_block(envoy_tracing.http_tracing(config.tracing)),
         "trace_clusters": _optional_block(envoy_tracing.collector_clusters(config.tracing)),
@@ -766,6 +785,19 @@ def _telemetry_access_log(config: EnvoyConfig) -> str:
 def _telemetry_clusters(config: EnvoyConfig) -> str:
     if config.telemetry_port is None or config.core_tls is None:
         return ""
+    endpoints = [
+        {
+            "endpoint": {
+                "address": {"socket_address": {"address": host, "port_value": port}},
+                # The telemetry listener has no health service: the core's edge listener
+                # (same host, same mutual TLS) answers for it.
+                "health_check_config": {"port_value": core_port},
+            }
+        }
+        for (host, port), (_, core_port) in zip(
+            telemetry_endpoints(config), cores(config), strict=True
+        )
+    ]
     return _yaml_block(
         [
             {
@@ -776,18 +808,34 @@ def _telemetry_clusters(config: EnvoyConfig) -> str:
                 # The edge's mutual TLS: the core's telemetry listener admits Envoy alone.
                 **_core_tls_socket(config),
                 "typed_extension_protocol_options": GRPC_UPSTREAM_PROTOCOL,
-                "load_assignment": _single_endpoint(
-                    TELEMETRY_CLUSTER,
-                    {
-                        "socket_address": {
-                            "address": config.core_host,
-                            "port_value": config.telemetry_port,
-                        }
-                    },
-                ),
+                # Every core, checked as o2ims_core checks them: a batch goes to a core
+                # that is up and not draining, so restarting one loses no records (and
+                # each core counts a share; Prometheus sums them).
+                "health_checks": _core_health_checks(config),
+                "load_assignment": {
+                    "cluster_name": TELEMETRY_CLUSTER,
+                    "endpoints": [{"lb_endpoints": endpoints}],
+                },
             }
         ]
     )
+
+
+def _core_health_checks(config: EnvoyConfig) -> list[dict[str, Any]]:
+    """Envoy's gRPC health check of each core (o2ims_core and the telemetry cluster)."""
+    return [
+        {
+            "timeout": _duration(config.core_health_timeout_s),
+            "interval": _duration(config.core_health_interval_s),
+            # Default 60s: without traffic a restarted core would look down for a minute.
+            "no_traffic_interval": "2s",
+            "unhealthy_threshold": config.core_unhealthy_threshold,
+            "healthy_threshold": 1,
+            # Per-service status, so the core can report the inventory NOT_SERVING while
+            # it loads its snapshot without failing its other services.
+            "grpc_health_check": {"service_name": INVENTORY_HEALTH_SERVICE},
+        }
+    ]
 
 
 def _stats_listeners(config: EnvoyConfig) -> str:

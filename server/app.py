@@ -124,6 +124,7 @@ class Gateway:
             self._stop,
             flap_window=config.alarm_flap_window,
             on_event=self.metrics.count_alarm_event,
+            inventory_complete=lambda: self.writer.status.complete,
         )
         registrations: list[Callable[[grpc.Server], None]] = [
             functools.partial(
@@ -288,7 +289,9 @@ class Gateway:
         # The pipeline ends its step and stands down before the core says it stopped.
         if self.alarm_pipeline.is_alive():
             self.alarm_pipeline.join(timeout=2.0)
-        return _all_set(listeners)
+        # The audit trail is written off the calls' threads: once the last call has
+        # finished, its queue is written out before the core says it stopped.
+        return _all_set(listeners, then=self.audit.close if self.audit is not None else None)
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return bool(self.grpc_server.wait_for_termination(timeout))
@@ -412,16 +415,22 @@ class Gateway:
         yield unresolved
 
 
-def _all_set(events: list[threading.Event]) -> threading.Event:
-    """An event set once every one of `events` is."""
-    if len(events) == 1:
+def _all_set(
+    events: list[threading.Event], then: Callable[[], None] | None = None
+) -> threading.Event:
+    """An event set once every one of `events` is (and `then` has run)."""
+    if len(events) == 1 and then is None:
         return events[0]
     combined = threading.Event()
 
     def wait_all() -> None:
         for event in events:
             event.wait()
-        combined.set()
+        try:
+            if then is not None:
+                then()
+        finally:
+            combined.set()
 
     threading.Thread(target=wait_all, name="stop-wait", daemon=True).start()
     return combined

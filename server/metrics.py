@@ -3,6 +3,7 @@ state read at scrape time (Redis replicas, adapter sync lag, certificate expiry)
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -15,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from netweave.cert_metrics import register_certificates
 from netweave.headers import IGNORED_QUERY_HEADER
+from netweave.logs import current_level
 from netweave.metrics import StateCollector, register_state
 
 if TYPE_CHECKING:
@@ -177,28 +179,48 @@ class GatewayMetrics:
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Counts and times unary RPCs; wraps the handler because only it sees the outcome."""
+    """Counts and times unary RPCs; wraps the handler because only it sees the outcome.
+
+    The wrapper of a method, and the metric children it counts in, are made once per
+    method (and per handler the rest of the chain returns), not per call: a call costs a
+    histogram observation and a counter increment."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
+        # method -> (the handler last wrapped, its timed version)
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = details.method
-        inner = handler.unary_unary
+        method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._timed(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _timed(self, inner: Callable[[Any, Any], Any], method: str) -> Any:
         metrics = self._metrics
         cache_read = metrics.cache_read_counter(method)
-        for item in details.invocation_metadata or ():
-            if item.key == IGNORED_QUERY_HEADER and item.value.isdigit():
-                metrics.ignored_query.labels(method).inc(int(item.value))
+        latency = metrics.latency.labels(method)
+        # code -> this method's o2ims_grpc_requests_total child, made on the code's first call
+        by_code: dict[str, Any] = {}
 
         def timed(request: Any, context: Any) -> Any:
             start = time.perf_counter()
             code = "OK"
             if cache_read is not None:
                 cache_read.inc()
+            for key, value in context.invocation_metadata() or ():
+                if key == IGNORED_QUERY_HEADER and value.isdigit():
+                    metrics.ignored_query.labels(method).inc(int(value))
             try:
                 return inner(request, context)
             except Exception:
@@ -206,14 +228,14 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 raise
             finally:
                 seconds = time.perf_counter() - start
-                metrics.latency.labels(method).observe(seconds)
-                metrics.requests.labels(method, code).inc()
+                latency.observe(seconds)
+                requests = by_code.get(code)
+                if requests is None:
+                    requests = by_code[code] = metrics.requests.labels(method, code)
+                requests.inc()
                 # Every call at debug (SIGUSR1 twice from info): a filtered call costs a
                 # level comparison.
-                log.debug("rpc", method=method, code=code, ms=round(seconds * 1000, 3))
+                if current_level() <= logging.DEBUG:
+                    log.debug("rpc", method=method, code=code, ms=round(seconds * 1000, 3))
 
-        return grpc.unary_unary_rpc_method_handler(
-            timed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return timed

@@ -247,7 +247,7 @@ class InventoryStore:
         change means writes acknowledged by the previous one may be missing (a restart
         without persistence, a failover that lost unreplicated writes)."""
         info: Any = self._client.info("server")
-        role: Any = self._client.execute_command("ROLE")
+        role: Any = self._client.role()
         first = role[0] if role else b""
         name = first.decode() if isinstance(first, bytes) else str(first)
         return f"{info.get('run_id', '')}/{name}"

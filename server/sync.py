@@ -65,6 +65,10 @@ class _ChangeSet:
 class WriterStatus:
     redis_ok: bool = False
     last_error: str = ""
+    # Redis holds every configured adapter's current state (each written since this process
+    # started, none waiting to be written again): before that, an object missing from the
+    # store may only not be written yet (a restored or flushed Redis).
+    complete: bool = False
 
 
 # How often an idle writer asks which Redis server answers (StoreWriter._check_server).
@@ -137,6 +141,7 @@ class StoreWriter(threading.Thread):
             except redis.RedisError as exc:
                 # Everything not confirmed is recovered from the desired state.
                 self._unreconciled.update(self._desired)
+                self.status.complete = False
                 self._mark(ok=False, error=exc)
                 self._stopping.wait(self._backoff.next_delay())
             finally:
@@ -179,8 +184,10 @@ class StoreWriter(threading.Thread):
                     self._store.apply(adapter, change_set.changes, chunk=None)
                 else:
                     self._store.apply(adapter, change_set.changes)
-        if not self._orphans_checked and len(self._desired) >= (self._expected_adapters or 0):
+        every_adapter = len(self._desired) >= (self._expected_adapters or 0)
+        if not self._orphans_checked and every_adapter:
             self._remove_orphans()
+        self.status.complete = every_adapter and not self._unreconciled
         if not self.status.redis_ok:
             self._store.ping()  # prove recovery before reporting it
 

@@ -19,7 +19,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """Each pytest-xdist worker picks free ports from its own slice (devstack.processes)."""
     worker = getattr(config, "workerinput", None)
     if worker is not None:
-        use_port_slice(int(worker["workerid"].removeprefix("gw")), int(worker["workercount"]))
+        # A worker that replaces a crashed one gets the next id (gw2 of 2 workers, ...).
+        count = int(worker["workercount"])
+        use_port_slice(int(worker["workerid"].removeprefix("gw")) % count, count)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,10 @@ Nothing lost: when the pipeline cannot follow the stream exactly (first start, a
 the versions because the stream was trimmed while it was away, a Redis restored or
 flushed), it reconciles instead: every stored alarm object is raised (a no-op when its
 record is current), every active record whose source alarm is gone is cleared, and it
-goes on from the stream's end.
+goes on from the stream's end. It clears only once the store holds every adapter's state
+(`inventory_complete`): after a restore the records are back before the inventory (a
+backup leaves it out), and an alarm not written yet is not a cleared one; until then it
+only raises, and reconciles again when the store is complete.
 
 A source that names its resource by `resource_name` gets it resolved here, against the
 core's inventory view at the event's version: the resource of that name gives
@@ -123,6 +126,7 @@ class AlarmPipeline(threading.Thread):
         *,
         flap_window: float,
         on_event: Callable[[Event], None] = lambda event: None,
+        inventory_complete: Callable[[], bool] = lambda: True,
         read_block_ms: int = READ_BLOCK_MS,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
@@ -138,6 +142,9 @@ class AlarmPipeline(threading.Thread):
         self._token = secrets.token_hex(8)
         self._backoff = Backoff()
         self._position: Position | None = None
+        self._inventory_complete = inventory_complete
+        # A reconcile ran before the store was complete: it cleared nothing, so run another.
+        self._clears_deferred = False
         self.status = PipelineStatus()
 
     def run(self) -> None:
@@ -183,7 +190,11 @@ class AlarmPipeline(threading.Thread):
         entries were applied. Public for the tests."""
         store_version = self._inventory.version()
         self.status.store_version = store_version
-        if self._position is None or store_version < self._position.version:
+        if (
+            self._position is None
+            or store_version < self._position.version
+            or (self._clears_deferred and self._inventory_complete())
+        ):
             self.reconcile()
             return 0
         events = self._inventory.read_events(
@@ -265,13 +276,16 @@ class AlarmPipeline(threading.Thread):
     def reconcile(self) -> None:
         """Make the records agree with the stored alarm objects, then follow the stream from
         its end."""
+        # Asked before the snapshot is read: complete then, the snapshot holds everything.
+        complete = self._inventory_complete()
         snapshot = self._inventory.snapshot(kinds=(ALARM_KIND,))
         if self._cache is not None:
             self._wait_for_view(snapshot.version)
         stored = snapshot.objects[ALARM_KIND]
         raised = sum(self._raise(_alarm_of(payload), None) for _, payload in sorted(stored.items()))
-        gone = sorted(self._alarms.active_sources().keys() - stored.keys())
+        gone = sorted(self._alarms.active_sources().keys() - stored.keys()) if complete else []
         cleared = sum(self._withdraw(source_id, None) for source_id in gone)
+        self._clears_deferred = not complete
         position = Position(snapshot.last_event_id, snapshot.version)
         self._alarms.reset_pipeline(position)
         self._position = position
@@ -282,5 +296,6 @@ class AlarmPipeline(threading.Thread):
             active=len(stored),
             changed=raised,
             cleared=cleared,
+            clears_deferred=not complete,
             inventory_version=snapshot.version,
         )

@@ -9,9 +9,7 @@ nothing: ownership checks fail closed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,11 +40,21 @@ def current_caller() -> Caller:
     return _current.get()
 
 
-@contextmanager
-def acting_as(caller: Caller) -> Iterator[Caller]:
-    """Run the enclosed code (a servicer call) as `caller`."""
-    token = _current.set(caller)
-    try:
-        yield caller
-    finally:
-        _current.reset(token)
+class acting_as:  # noqa: N801 - used like a function: `with acting_as(caller):`
+    """Run the enclosed code (a servicer call) as `caller`. A class, not a
+    @contextmanager generator: it runs once per call."""
+
+    __slots__ = ("_caller", "_token")
+
+    def __init__(self, caller: Caller) -> None:
+        self._caller = caller
+        self._token: Token[Caller] | None = None
+
+    def __enter__(self) -> Caller:
+        self._token = _current.set(self._caller)
+        return self._caller
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None

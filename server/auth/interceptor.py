@@ -5,6 +5,11 @@ One gRPC server interceptor for every service, so no servicer can forget it. Den
 end with PERMISSION_DENIED (REST 403), calls from the edge without any identity with
 UNAUTHENTICATED (REST 401), both with a google.rpc.ErrorInfo saying why.
 
+The per-call work is small (issue 18; bench/instrumentation_bench.py measures it): the
+outcome of a caller's credentials for a method is computed once and remembered (see
+AuthInterceptor), the wrapper of each method is built once, and the audit record is queued
+for a writer thread (server/auth/audit.py).
+
 Every audited call gets its correlation id here, once: the caller's well-formed
 `x-correlation-id` (the edge always forwards one), else its `x-request-id`, else a new one
 (netweave/correlation.py). It is current for the whole call (every core log line of it
@@ -15,8 +20,10 @@ into the audit record, and comes back to the caller as trailing metadata
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import grpc
@@ -24,8 +31,13 @@ import structlog
 from google.protobuf import json_format
 
 from netweave import correlation
-from netweave.headers import CORRELATION_ID_HEADER
-from server.auth.audit import AuditLog, redact
+from netweave.headers import (
+    CLIENT_CERT_HEADER,
+    CORRELATION_ID_HEADER,
+    IDENTITY_HEADERS,
+    JWT_PAYLOAD_HEADER,
+)
+from server.auth.audit import AuditLog, EncodedFields, encode_fields, redact
 from server.auth.caller import Caller, acting_as
 from server.auth.identity import Channel, Identity, IdentityRefused, identify
 from server.auth.policy import PUBLIC, AccessPolicy, Decision, required_permission
@@ -55,11 +67,41 @@ HTTP_STATUS: Final[Mapping[grpc.StatusCode, int]] = {
 WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+# Admissions remembered per listener (credentials x method x Envoy connection): an SMO
+# presents the same certificate and token on every call, so each is parsed and decided once.
+# Bounded, least recently used out (a stream of new tokens cannot grow it): at most ~2.5 MB
+# of keys (a forwarded certificate is ~2 KB).
+ADMISSION_CACHE: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a call's credentials decide for its method: the same for every call that
+    presents the same credentials on the same listener, so it is computed once (see
+    AuthInterceptor). `caller_fields` and `decision_fields` are the audit record's fields
+    that follow from it, encoded once."""
+
+    identity: Identity
+    decision: Decision
+    refusal: ApiError | None
+    caller: Caller
+    counters: tuple[Any, ...]
+    caller_fields: EncodedFields
+    decision_fields: EncodedFields
+
+
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Access control for one listener of the core. `channel` says which: on the edge
     listener (mutual TLS) the peer must be the edge (`edge_peer_uri`, its certificate's
     URI SAN) and the identity Envoy forwarded is believed; on the internal listener the
-    caller gets the policy's `direct_calls` roles and identity headers are refused."""
+    caller gets the policy's `direct_calls` roles and identity headers are refused.
+
+    The peer is checked on every call (its TLS identity is the connection's). What follows
+    from the credentials is remembered (ADMISSION_CACHE), keyed by the exact values of the
+    forwarded certificate and token claims with the method and the peer address, so a
+    cached admission is only ever reused for the same bytes from the same connection
+    address; a new policy means a new interceptor (the policy is read at start) and so an
+    empty cache."""
 
     def __init__(
         self,
@@ -76,30 +118,45 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._metrics = metrics
         self._channel = channel
         self._edge_peer_uri = edge_peer_uri.encode()
+        self._admission = functools.lru_cache(maxsize=ADMISSION_CACHE)(self._decide)
+        # method -> (the handler last wrapped, its guarded version): the wrapper is the
+        # same for every call of a method, so it is built once per handler.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
         method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         if required_permission(method) == PUBLIC:
             return handler  # health checks: neither identified, counted nor audited
-        metadata = {item.key.lower(): item.value for item in details.invocation_metadata or ()}
-        correlation_id, _ = correlation.from_metadata(metadata)
         if handler.unary_unary is None:
-            return self._guard_stream(handler, method, metadata, correlation_id)
-        inner = handler.unary_unary
+            return self._guard_stream(handler, method, details.invocation_metadata)
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._guard_unary(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
+    def _guard_unary(self, inner: Callable[[Any, Any], Any], method: str) -> Any:
         def guarded(request: Any, context: Any) -> Any:
             start = time.perf_counter()
+            metadata = dict(context.invocation_metadata() or ())
+            correlation_id, _ = correlation.from_metadata(metadata)
             with correlation.bound(correlation_id):
-                identity, decision, refusal = self._open(method, metadata, context, correlation_id)
+                admission = self._open(method, metadata, context, correlation_id)
+                refusal = admission.refusal
                 code: grpc.StatusCode | None = None
                 try:
                     if refusal is not None:
                         code = refusal.code
                         context.abort_with_status(refusal.to_status())
-                    with acting_as(self._caller(identity, decision)):
+                    with acting_as(admission.caller):
                         response = inner(request, context)
                     code = context.code() or grpc.StatusCode.OK
                     return response
@@ -111,47 +168,41 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     _keep_correlation_trailer(context, correlation_id)
                     raise
                 finally:
-                    self._record(
-                        metadata,
-                        method=method,
-                        identity=identity,
-                        decision=decision,
-                        refusal=refusal,
-                        request=request,
-                        code=code,
-                        duration_s=time.perf_counter() - start,
-                        correlation_id=correlation_id,
-                    )
+                    if self._audit is not None:
+                        self._record(
+                            metadata,
+                            admission,
+                            method=method,
+                            request=request,
+                            code=code,
+                            duration_s=time.perf_counter() - start,
+                            correlation_id=correlation_id,
+                        )
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return guarded
 
-    def _guard_stream(
-        self, handler: Any, method: str, metadata: Mapping[str, str], correlation_id: str
-    ) -> Any:
+    def _guard_stream(self, handler: Any, method: str, invocation_metadata: Any) -> Any:
         """Streaming calls (reflection): decided when the call starts, audited without an
         outcome."""
+        metadata = dict(invocation_metadata or ())
+        correlation_id, _ = correlation.from_metadata(metadata)
 
         def admit(context: Any) -> None:
             with correlation.bound(correlation_id):
-                identity, decision, refusal = self._open(method, metadata, context, correlation_id)
-                self._record(
-                    metadata,
-                    method=method,
-                    identity=identity,
-                    decision=decision,
-                    refusal=refusal,
-                    request=None,
-                    code=None,
-                    duration_s=0.0,
-                    correlation_id=correlation_id,
-                )
-                if refusal is not None:
+                admission = self._open(method, metadata, context, correlation_id)
+                if self._audit is not None:
+                    self._record(
+                        metadata,
+                        admission,
+                        method=method,
+                        request=None,
+                        code=None,
+                        duration_s=0.0,
+                        correlation_id=correlation_id,
+                    )
+                if admission.refusal is not None:
                     try:
-                        context.abort_with_status(refusal.to_status())
+                        context.abort_with_status(admission.refusal.to_status())
                     finally:
                         _keep_correlation_trailer(context, correlation_id)
 
@@ -159,28 +210,99 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def _open(
         self, method: str, metadata: Mapping[str, str], context: Any, correlation_id: str
-    ) -> tuple[Identity, Decision, ApiError | None]:
+    ) -> Admission:
         """The start of every call: its correlation id on the response, then `_admit`."""
         context.set_trailing_metadata(((CORRELATION_ID_HEADER, correlation_id),))
         return self._admit(method, metadata, context)
 
-    def _admit(
-        self, method: str, metadata: Mapping[str, str], context: Any
-    ) -> tuple[Identity, Decision, ApiError | None]:
+    def _admit(self, method: str, metadata: Mapping[str, str], context: Any) -> Admission:
         """Who is calling, what the policy decides, and the refusal if any (counted)."""
         peer = context.peer()
-        refusal: ApiError | None = None
         try:
             self._check_peer(context)
+        except IdentityRefused as refused:
+            admission = self._refused(method, peer, refused)
+        else:
+            if self._channel is Channel.EDGE:
+                admission = self._admission(
+                    method,
+                    peer,
+                    metadata.get(CLIENT_CERT_HEADER, ""),
+                    metadata.get(JWT_PAYLOAD_HEADER, ""),
+                )
+            elif any(name in metadata for name in IDENTITY_HEADERS):
+                admission = self._decide(method, peer, metadata=metadata)  # refused: rare
+            else:
+                admission = self._admission(method, peer, "", "")
+        for counter in admission.counters:
+            counter.inc()
+        return admission
+
+    def _decide(
+        self,
+        method: str,
+        peer: str,
+        certificate: str = "",
+        claims: str = "",
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Admission:
+        """The admission of a call of `method` from `peer` presenting `certificate` and
+        `claims` (the forwarded headers' values; the whole metadata on the internal
+        listener, where presenting any is refused)."""
+        if metadata is None:
+            metadata = {}
+            if certificate:
+                metadata[CLIENT_CERT_HEADER] = certificate
+            if claims:
+                metadata[JWT_PAYLOAD_HEADER] = claims
+        try:
             identity = identify(metadata, self._channel, peer)
         except IdentityRefused as refused:
-            identity = Identity(via="none", peer=peer)
-            refusal = Unauthenticated(refused.reason, str(refused), {"method": method})
+            return self._refused(method, peer, refused)
         decision = self._policy.decide(method, self._policy.roles_of(identity))
-        if refusal is None:
-            refusal = self._refusal(identity, decision, method)
-        self._count(identity, decision, refusal)
-        return identity, decision, refusal
+        refusal = self._refusal(identity, decision, method)
+        return self._admission_of(method, identity, decision, refusal)
+
+    def _refused(self, method: str, peer: str, refused: IdentityRefused) -> Admission:
+        identity = Identity(via="none", peer=peer)
+        decision = self._policy.decide(method, self._policy.roles_of(identity))
+        refusal = Unauthenticated(refused.reason, str(refused), {"method": method})
+        return self._admission_of(method, identity, decision, refusal)
+
+    def _admission_of(
+        self, method: str, identity: Identity, decision: Decision, refusal: ApiError | None
+    ) -> Admission:
+        caller = Caller(
+            owner=identity.owner,
+            sees_all=self._policy.sees_all(decision.roles),
+            roles=decision.roles,
+        )
+        return Admission(
+            identity=identity,
+            decision=decision,
+            refusal=refusal,
+            caller=caller,
+            counters=self._counters(identity, decision, refusal),
+            caller_fields=encode_fields(
+                {
+                    "client": identity.client,
+                    "via": identity.via,
+                    "certificate_subject": identity.certificate_subject,
+                    "certificate_uri": identity.certificate_uri,
+                    "token_subject": identity.token_subject,
+                    "roles": list(decision.roles),
+                    "role": decision.granted_by,
+                    "operation": method,
+                }
+            ),
+            decision_fields=encode_fields(
+                {
+                    "permission": decision.permission,
+                    "decision": "deny" if refusal is not None else "allow",
+                }
+            ),
+        )
 
     def _check_peer(self, context: Any) -> None:
         if self._channel is not Channel.EDGE:
@@ -194,13 +316,6 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 "calls on the edge listener must come from the edge (its certificate "
                 "identity does not match)",
             )
-
-    def _caller(self, identity: Identity, decision: Decision) -> Caller:
-        return Caller(
-            owner=identity.owner,
-            sees_all=self._policy.sees_all(decision.roles),
-            roles=decision.roles,
-        )
 
     def _refusal(self, identity: Identity, decision: Decision, method: str) -> ApiError | None:
         if decision.allowed:
@@ -218,21 +333,25 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             {"permission": decision.permission, "roles": ",".join(decision.roles)},
         )
 
-    def _count(self, identity: Identity, decision: Decision, refusal: ApiError | None) -> None:
+    def _counters(
+        self, identity: Identity, decision: Decision, refusal: ApiError | None
+    ) -> tuple[Any, ...]:
+        """The o2ims_auth (and, for an identified caller, o2ims_authz) children a call
+        with this outcome counts in."""
         result = "failure" if not identity.authenticated else "success"
-        self._metrics.auth.labels(result, identity.via).inc()
+        counters = [self._metrics.auth.labels(result, identity.via)]
         if identity.authenticated:
             role = decision.granted_by or (decision.roles[0] if decision.roles else "none")
-            self._metrics.authz.labels("allowed" if refusal is None else "denied", role).inc()
+            verdict = "allowed" if refusal is None else "denied"
+            counters.append(self._metrics.authz.labels(verdict, role))
+        return tuple(counters)
 
     def _record(
         self,
         metadata: Mapping[str, str],
+        admission: Admission,
         *,
         method: str,
-        identity: Identity,
-        decision: Decision,
-        refusal: ApiError | None,
         request: Any,
         code: grpc.StatusCode | None,
         duration_s: float,
@@ -245,34 +364,25 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         status = HTTP_STATUS.get(code, 500) if code is not None else None
         if status == 200 and http_method == "POST" and "x-envoy-original-path" in metadata:
             status = 201  # a REST create (the core asked the edge for 201)
-        record: dict[str, Any] = {
-            "request_id": metadata.get("x-request-id", ""),
-            "correlation_id": correlation_id,
-            "client": identity.client,
-            "via": identity.via,
-            "certificate_subject": identity.certificate_subject,
-            "certificate_uri": identity.certificate_uri,
-            "token_subject": identity.token_subject,
-            "roles": list(decision.roles),
-            "role": decision.granted_by,
-            "operation": method,
-            "method": http_method,
-            "path": path,
-            "permission": decision.permission,
-            "decision": "deny" if refusal is not None else "allow",
-            "grpc_code": code.name if code is not None else None,
-            "status": status,
-            "duration_ms": round(duration_s * 1000, 3),
-        }
+        # The fields in the order they have always had (the module docstring of audit.py).
+        record: list[tuple[str, Any] | EncodedFields] = [
+            ("request_id", metadata.get("x-request-id", "")),
+            ("correlation_id", correlation_id),
+            admission.caller_fields,
+            ("method", http_method),
+            ("path", path),
+            admission.decision_fields,
+            ("grpc_code", code.name if code is not None else None),
+            ("status", status),
+            ("duration_ms", round(duration_s * 1000, 3)),
+        ]
         if http_method in WRITE_METHODS and request is not None:
             try:
-                record["body"] = redact(json_format.MessageToDict(request))
+                body: Any = redact(json_format.MessageToDict(request))
             except Exception as exc:
-                record["body"] = f"[unrecordable: {type(exc).__name__}]"
-        try:
-            self._audit.write(record)
-        except OSError as exc:
-            log.error("audit_write_failed", error=str(exc))
+                body = f"[unrecordable: {type(exc).__name__}]"
+            record.append(("body", body))
+        self._audit.write(record)
 
 
 def _keep_correlation_trailer(context: Any, correlation_id: str) -> None:

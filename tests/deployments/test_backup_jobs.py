@@ -1,5 +1,5 @@
 """The backup CronJob and the restore Job run the operations guide's own backup commands (the
-ones tests/server/test_backup.py runs), into and from one volume, and the CronJob's script
+ones tests/backup_procedure.py reads), into and from one volume, and the CronJob's script
 works: run here against a real Redis, with its volume a directory."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import kubernetes_validate  # type: ignore[import-untyped]  # no stubs, no py.ty
 import pytest
 import yaml
 
+from tests.backup_procedure import PROCEDURE
 from tests.deployments.manifests import KUBERNETES, OVERLAYS, Manifest, find, kustomize
-from tests.server.test_backup import PROCEDURE
 
 DAY_S = 86_400
 

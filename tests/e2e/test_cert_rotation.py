@@ -12,14 +12,16 @@ import os
 import re
 import socket
 import ssl
-import struct
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import h2.connection
+import h2.events
 import httpx
 import pytest
 import yaml
@@ -103,16 +105,28 @@ def http2_server_speaks(port: int, context: ssl.SSLContext) -> bool:
     checks the certificate after the handshake, then either sends an alert or begins
     HTTP/2 with its SETTINGS frame."""
     context.set_alpn_protocols(["h2"])
+    http2 = h2.connection.H2Connection()
+    http2.initiate_connection()
     with (
         socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
         context.wrap_socket(raw, server_hostname="localhost") as tls,
     ):
-        tls.sendall(_PREFACE + _frame(_SETTINGS, 0, 0, b""))
-        try:
-            head = tls.recv(9)
-        except ssl.SSLError:
-            return False
-        return len(head) > 3 and head[3] == _SETTINGS
+        tls.sendall(http2.data_to_send())
+        while True:
+            try:
+                data = tls.recv(65536)
+            except ssl.SSLError:
+                return False
+            if not data:
+                return False
+            events = http2.receive_data(data)
+            if any(isinstance(event, h2.events.RemoteSettingsChanged) for event in events):
+                return True
+
+
+def tls_connection(response: httpx.Response) -> Any:
+    """The TLS connection that carried `response` (its httpcore network stream's)."""
+    return response.extensions["network_stream"].get_extra_info("ssl_object")
 
 
 def pids(stack: LocalStack) -> dict[str, int]:
@@ -135,9 +149,18 @@ def test_envoy_serves_a_renewed_certificate_to_new_handshakes_and_keeps_open_con
     pki = stack.pki
     before = pids(stack)
     context = stack.client_tls()
-    connection = Http2Connection(stack.config.rest_port, stack.client_tls())
-    original = connection.peer_serial()
-    assert connection.get(f"{INVENTORY}/v1") == 200
+    # One HTTP/2 connection at most: every request below must share it and its handshake.
+    connection = httpx.Client(
+        base_url=stack.rest_url,
+        http2=True,
+        limits=httpx.Limits(max_connections=1),
+        verify=stack.client_tls(),
+        timeout=10,
+    )
+    responses = [connection.get(f"{INVENTORY}/v1")]
+    assert responses[0].status_code == 200
+    handshake = tls_connection(responses[0])
+    original = serial(handshake.getpeercert(True))
 
     # An operator's renewal: the key, then the certificate, each renamed into place.
     renamed = reissue(pki.server, pki.ca)
@@ -146,7 +169,8 @@ def test_envoy_serves_a_renewed_certificate_to_new_handshakes_and_keeps_open_con
         10,
         "Envoy serving the certificate renamed into place",
     )
-    assert connection.get(f"{INVENTORY}/v1") == 200
+    responses.append(connection.get(f"{INVENTORY}/v1"))
+    assert responses[-1].status_code == 200
 
     # kubelet's update of a mounted Secret: the files become `..data/` symlinks, then a
     # renewal swaps the `..data` symlink alone (one rename: cert and key at once).
@@ -161,11 +185,15 @@ def test_envoy_serves_a_renewed_certificate_to_new_handshakes_and_keeps_open_con
             10,
             "Envoy serving the certificate of the swapped ..data",
         )
-        assert connection.get(f"{INVENTORY}/v1") == 200
+        responses.append(connection.get(f"{INVENTORY}/v1"))
+        assert responses[-1].status_code == 200
 
-    # Still the first connection and its handshake: four requests on one HTTP/2 connection.
-    assert connection.peer_serial() == original
-    assert connection.requests == 4
+    # Still the first connection and its handshake: four requests on one HTTP/2 connection
+    # (streams 1, 3, 5, 7), the peer certificate still the original one.
+    assert [response.http_version for response in responses] == ["HTTP/2"] * 4
+    assert all(tls_connection(response) is handshake for response in responses)
+    assert [response.extensions["stream_id"] for response in responses] == [1, 3, 5, 7]
+    assert serial(handshake.getpeercert(True)) == original
     connection.close()
     assert pids(stack) == before
     # The core's expiry gauge follows the renewal (30 days now, 365 before).
@@ -286,147 +314,3 @@ def envoy_certificate_serials(stack: LocalStack, uri: str) -> set[int]:
         for entry in context.get("cert_chain", [])
         if {"uri": uri} in entry.get("subject_alt_names", [])
     }
-
-
-# A hand-spoken HTTP/2 client (no h2 package in this environment): enough to send GETs one
-# after another on one connection and read each response's status.
-_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
-_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# HPACK's static table entries for :status.
-_STATIC_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
-# HPACK's Huffman codes of the digits (a status value is three digits).
-_HUFFMAN_DIGITS = {
-    "00000": "0",
-    "00001": "1",
-    "00010": "2",
-    "011001": "3",
-    "011010": "4",
-    "011011": "5",
-    "011100": "6",
-    "011101": "7",
-    "011110": "8",
-    "011111": "9",
-}
-
-
-class Http2Connection:
-    """One TLS connection speaking HTTP/2 (ALPN h2), GETs on streams 1, 3, 5, ..."""
-
-    def __init__(self, port: int, context: ssl.SSLContext) -> None:
-        context.set_alpn_protocols(["h2"])
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self._sock = context.wrap_socket(raw, server_hostname="localhost")
-        assert self._sock.selected_alpn_protocol() == "h2"
-        self._sock.sendall(_PREFACE + _frame(_SETTINGS, 0, 0, b""))
-        self._next_stream = 1
-        self.requests = 0
-
-    def peer_serial(self) -> int:
-        return serial(self._sock.getpeercert(binary_form=True))
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def get(self, path: str) -> int:
-        """The status of GET `path` on this connection."""
-        stream = self._next_stream
-        self._next_stream += 2
-        fields = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost")]
-        fields.append((":path", path))
-        # Literal header fields without indexing, no Huffman coding.
-        block = b"".join(b"\x00" + _string(name) + _string(value) for name, value in fields)
-        self._sock.sendall(_frame(_HEADERS, _END_STREAM | _END_HEADERS, stream, block))
-        self.requests += 1
-        status = 0
-        while True:
-            kind, flags, stream_id, payload = self._read_frame()
-            if kind == _SETTINGS and not flags & _ACK:
-                self._sock.sendall(_frame(_SETTINGS, _ACK, 0, b""))
-            elif kind == _PING and not flags & _ACK:
-                self._sock.sendall(_frame(_PING, _ACK, 0, payload))
-            elif kind == _GOAWAY:
-                raise AssertionError(f"the server closed the connection (GOAWAY {payload!r})")
-            elif kind == _RST_STREAM and stream_id == stream:
-                raise AssertionError(f"stream {stream} reset: {payload!r}")
-            elif kind == _DATA and payload:
-                # Give the connection's flow-control window back.
-                increment = struct.pack(">I", len(payload))
-                self._sock.sendall(_frame(_WINDOW_UPDATE, 0, 0, increment))
-            if stream_id != stream:
-                continue
-            if kind == _HEADERS and not status:
-                status = _status(_header_block(flags, payload))
-            if kind in (_HEADERS, _DATA) and flags & _END_STREAM:
-                return status
-
-    def _read_frame(self) -> tuple[int, int, int, bytes]:
-        head = self._read(9)
-        length = int.from_bytes(head[:3], "big")
-        kind, flags = head[3], head[4]
-        stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
-        return kind, flags, stream_id, self._read(length)
-
-    def _read(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = self._sock.recv(size - len(data))
-            if not chunk:
-                raise AssertionError("the server closed the connection")
-            data += chunk
-        return data
-
-
-def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return (
-        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
-    )
-
-
-def _string(text: str) -> bytes:
-    data = text.encode()
-    return _integer(len(data), 7) + data
-
-
-def _integer(value: int, prefix_bits: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([value])
-    out, value = [limit], value - limit
-    while value >= 128:
-        out.append(value % 128 + 128)
-        value //= 128
-    out.append(value)
-    return bytes(out)
-
-
-def _header_block(flags: int, payload: bytes) -> bytes:
-    if flags & _PADDED:
-        payload = payload[1 : len(payload) - payload[0]]
-    if flags & _PRIORITY:
-        payload = payload[5:]
-    return payload
-
-
-def _status(block: bytes) -> int:
-    """:status, the first field of a response's header block."""
-    while block[0] & 0xE0 == 0x20:  # dynamic table size updates (small values)
-        block = block[1:]
-    first = block[0]
-    if first & 0x80:
-        return _STATIC_STATUS[first & 0x7F]
-    # A literal with an indexed name (:status), its value a string.
-    huffman, length = block[1] & 0x80, block[1] & 0x7F
-    value = block[2 : 2 + length]
-    if not huffman:
-        return int(value)
-    bits = "".join(f"{byte:08b}" for byte in value)
-    digits, code = "", ""
-    for bit in bits:
-        code += bit
-        if code in _HUFFMAN_DIGITS:
-            digits += _HUFFMAN_DIGITS[code]
-            code = ""
-        if len(digits) == 3:
-            break
-    return int(digits)

@@ -492,3 +492,40 @@ def test_idle_reflection_streams_do_not_stall_the_api(stack: LocalStack) -> None
             call.cancel()
         for channel in channels:
             channel.close()
+
+
+# --- TLS session resumption ----------------------------------------------------------------
+
+
+def status_on(sock: ssl.SSLSocket) -> int:
+    sock.sendall(f"GET {CLOUD} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+    reply = b""
+    while b"\r\n" not in reply:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_client_offering_its_last_session_keeps_its_identity(
+    stack: LocalStack, version: ssl.TLSVersion
+) -> None:
+    """Envoy does not validate a client certificate again on a resumed session (it reports
+    it not validated), so a resumed client would lose its identity (401) and a certificate
+    revoked since would keep its session: the edge resumes no session, every connection is
+    a full handshake with its certificate checked."""
+    context = stack.client_tls()
+    context.set_alpn_protocols(["http/1.1"])
+    context.minimum_version = context.maximum_version = version
+    session = None
+    for attempt in range(2):
+        with (
+            socket.create_connection(("127.0.0.1", stack.config.rest_port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost", session=session) as sock,
+        ):
+            assert status_on(sock) == 200, f"connection {attempt + 1}"
+            assert not sock.session_reused
+            session = sock.session
+    assert session is not None

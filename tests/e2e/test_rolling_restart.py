@@ -19,8 +19,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,9 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from o2ims.inventory.v1 import inventory_pb2 as v1
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.load import Call, MixedLoad, Outcome, percentile_ms
 from devstack.processes import wait_until
 from devstack.stack import LocalStack, StackConfig
 from server.app import SERVICE_NAMES
@@ -140,107 +140,6 @@ def test_a_core_given_sigterm_drains_then_exits(stack: LocalStack) -> None:
 # --- the rolling restart ---------------------------------------------------------------------
 
 
-@dataclass
-class Outcome:
-    sent_at: float
-    operation: str
-    status: int
-    expected: int
-    latency_s: float
-    detail: str = ""
-
-
-@dataclass
-class Load:
-    """An open-loop mix of reads and subscription writes at RATE requests per second."""
-
-    stack: LocalStack
-    receiver: Receiver
-    targets: dict[str, str]
-    outcomes: list[Outcome] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    _created: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _local: threading.local = field(default_factory=threading.local)
-    _clients: list[httpx.Client] = field(default_factory=list)
-
-    def client(self) -> httpx.Client:
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = httpx.Client(
-                base_url=self.stack.rest_url,
-                verify=self.stack.client_tls(),
-                timeout=15,
-                trust_env=False,
-            )
-            self._local.client = client
-            with self._lock:
-                self._clients.append(client)
-        return client
-
-    def operation(self, index: int) -> tuple[str, Callable[[httpx.Client], httpx.Response], int]:
-        """(name, call, expected status) of the index-th request."""
-        slot = index % 20
-        t = self.targets
-        reads: list[tuple[str, str]] = [
-            ("list pools", f"{INVENTORY}/resourcePools"),
-            ("get pool", f"{INVENTORY}/resourcePools/{t['pool']}"),
-            ("list resources", f"{INVENTORY}/resourcePools/{t['pool']}/resources"),
-            ("get resource", f"{INVENTORY}/resourcePools/{t['pool']}/resources/{t['resource']}"),
-            ("list types", f"{INVENTORY}/resourceTypes"),
-            ("get cloud", INVENTORY),
-            ("list managers", f"{INVENTORY}/deploymentManagers"),
-            ("get subscription", f"{INVENTORY}/subscriptions/{t['subscription']}"),
-        ]
-        if slot == 18:
-            body = {
-                "callback": f"{self.receiver.url}/churn",
-                "consumerSubscriptionId": f"churn-{index}",  # equal ones are duplicates
-            }
-            return (
-                "create subscription",
-                lambda c: c.post(f"{INVENTORY}/subscriptions", json=body),
-                201,
-            )
-        if slot == 19:
-            with self._lock:
-                victim = self._created.pop(0) if self._created else None
-            if victim is not None:
-                path = f"{INVENTORY}/subscriptions/{victim}"
-                return "delete subscription", lambda c: c.delete(path), 200
-        name, path = reads[slot % len(reads)]
-        return name, lambda c: c.get(path), 200
-
-    def one(self, index: int, due: float) -> None:
-        name, call, expected = self.operation(index)
-        sent = time.monotonic()
-        try:
-            response = call(self.client())
-            status, detail = response.status_code, response.text[:200]
-        except httpx.HTTPError as exc:
-            status, detail = 0, repr(exc)
-        outcome = Outcome(due, name, status, expected, time.monotonic() - sent, detail)
-        if name == "create subscription" and status == 201:
-            with self._lock:
-                self._created.append(str(response.json()["subscriptionId"]))
-        with self._lock:
-            self.outcomes.append(outcome)
-
-    def run(self) -> None:
-        start = time.monotonic()
-        with ThreadPoolExecutor(max_workers=64, thread_name_prefix="load") as pool:
-            index = 0
-            while not self.stop.is_set():
-                due = start + index / RATE
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                pool.submit(self.one, index, due)
-                index += 1
-        for client in self._clients:
-            client.close()
-
-
 def add_resources(inventory: Path, pool_id: str, stop: threading.Event, added: list[str]) -> None:
     """Every 0.5 s, a new resource in `pool_id` (a create event for every subscriber), written
     atomically so the adapter never reads half a file."""
@@ -271,11 +170,76 @@ def created_ids(receiver: Receiver, path: str) -> set[str]:
     }
 
 
-def percentile_ms(latencies: list[float], quantile: float) -> float:
-    if not latencies:
-        return 0.0
-    ordered = sorted(latencies)
-    return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] * 1000
+def mixed_load(
+    stack: LocalStack, receiver: Receiver, targets: dict[str, str]
+) -> tuple[MixedLoad, Callable[[int], Call]]:
+    """The load (run it paced at RATE) and its plan: of every 20 calls, 18 reads of every
+    kind, a subscription create and a delete of one it created."""
+    load = MixedLoad(
+        lambda: httpx.Client(
+            base_url=stack.rest_url, verify=stack.client_tls(), timeout=15, trust_env=False
+        ),
+        callback=f"{receiver.url}/churn",
+    )
+    pool = f"{INVENTORY}/resourcePools/{targets['pool']}"
+    reads = [
+        Call("list pools", "GET", f"{INVENTORY}/resourcePools"),
+        Call("get pool", "GET", pool),
+        Call("list resources", "GET", f"{pool}/resources"),
+        Call("get resource", "GET", f"{pool}/resources/{targets['resource']}"),
+        Call("list types", "GET", f"{INVENTORY}/resourceTypes"),
+        Call("get cloud", "GET", INVENTORY),
+        Call("list managers", "GET", f"{INVENTORY}/deploymentManagers"),
+        Call("get subscription", "GET", f"{INVENTORY}/subscriptions/{targets['subscription']}"),
+    ]
+
+    def plan(index: int) -> Call:
+        slot = index % 20
+        if slot == 18:
+            return load.create_subscription(f"churn-{index}")  # equal ids are duplicates
+        if slot == 19 and (delete := load.delete_created()) is not None:
+            return delete
+        return reads[slot % len(reads)]
+
+    return load, plan
+
+
+def http_requests_total(stack: LocalStack, index: int) -> float:
+    """o2ims_http_requests_total of the `index`-th core (its /metrics), over all labels."""
+    url = f"http://127.0.0.1:{stack.core_ports(index).ops_port}/metrics"
+    text = httpx.get(url, timeout=5, trust_env=False).raise_for_status().text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "o2ims_http_requests_total"
+    )
+
+
+def restart_first_core(stack: LocalStack, counted: dict[str, list[float]]) -> None:
+    """stack.restart_core(0), every core's o2ims_http_requests_total before and after it
+    in `counted`."""
+    cores = range(len(stack.cores))
+    counted["before"] = [http_requests_total(stack, core) for core in cores]
+    stack.restart_core(0)
+    counted["after"] = [http_requests_total(stack, core) for core in cores]
+
+
+def check_requests_counted(
+    counted: dict[str, list[float]], outcomes: list[Outcome], window: tuple[str, float, float]
+) -> None:
+    """Envoy's access log records go to every core's telemetry listener, health-checked as
+    the cores are: those of the requests made while core 1 restarted (`window`) reach
+    core 2, so o2ims_http_requests_total over both grows (core 1's from zero once back)."""
+    name, began, end = window
+    made = sum(began <= o.sent_at <= end for o in outcomes)
+    before, after = counted["before"], counted["after"]
+    increase = after[0] + sum(after[1:]) - sum(before[1:])
+    print(
+        f"edge telemetry: {increase:.0f} REST requests counted by the cores during the "
+        f"restart of {name} ({made} made; the other core {before[1]:.0f} -> {after[1]:.0f})"
+    )
+    assert increase >= 0.5 * made, (before, after, made)
 
 
 def test_rolling_restart_under_load_fails_no_request_and_loses_no_notification(
@@ -301,36 +265,40 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_notification(
         "subscription": next(iter(watchers.values())),
     }
 
-    load = Load(stack, receiver, targets)
+    load, plan = mixed_load(stack, receiver, targets)
     added: list[str] = []
     changing = threading.Event()
     threads = [
-        threading.Thread(target=load.run, name="load"),
+        threading.Thread(target=load.run_paced, args=(RATE, plan), name="load"),
         threading.Thread(
             target=add_resources,
             args=(stack.config.inventory, targets["pool"], changing, added),
             name="inventory-changes",
         ),
     ]
-    for thread in threads:
-        thread.start()
     windows: list[tuple[str, float, float]] = []
-    try:
-        time.sleep(3.0)  # steady state first
-        steps: list[tuple[str, Callable[[], None]]] = [
-            *((f"core {i + 1}", lambda i=i: stack.restart_core(i)) for i in range(2)),
-            *((f"notifier {i + 1}", lambda i=i: stack.restart_notifier(i)) for i in range(2)),
-        ]
-        for name, restart in steps:
-            began = time.monotonic()
-            restart()
-            windows.append((name, began, time.monotonic()))
-        time.sleep(3.0)  # and after
-    finally:
-        changing.set()
-        load.stop.set()
+    # o2ims_http_requests_total of both cores, before and after core 1's restart.
+    counted: dict[str, list[float]] = {}
+    with load:
         for thread in threads:
-            thread.join(30)
+            thread.start()
+        try:
+            time.sleep(3.0)  # steady state first
+            steps: list[tuple[str, Callable[[], None]]] = [
+                ("core 1", lambda: restart_first_core(stack, counted)),
+                ("core 2", lambda: stack.restart_core(1)),
+                *((f"notifier {i + 1}", lambda i=i: stack.restart_notifier(i)) for i in range(2)),
+            ]
+            for name, restart in steps:
+                began = time.monotonic()
+                restart()
+                windows.append((name, began, time.monotonic()))
+            time.sleep(3.0)  # and after
+        finally:
+            changing.set()
+            load.stop.set()
+            for thread in threads:
+                thread.join(30)
 
     # Every change reaches every watcher, at least once.
     def all_delivered() -> bool:
@@ -341,7 +309,7 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_notification(
     missing = {path: sorted(set(added) - created_ids(receiver, path)) for path in watchers}
 
     outcomes = load.outcomes
-    failures = [o for o in outcomes if o.status != o.expected]
+    failures = [o for o in outcomes if not o.ok]
     during = [
         o.latency_s for o in outcomes if any(began <= o.sent_at <= end for _, began, end in windows)
     ]
@@ -365,9 +333,10 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_notification(
     assert len(outcomes) >= 0.9 * RATE * span
     for name, began, end in windows:
         assert sum(began <= o.sent_at <= end for o in outcomes) >= 0.9 * RATE * (end - began), name
-    operations = {o.operation for o in outcomes}
+    operations = {o.name for o in outcomes}
     assert {"create subscription", "delete subscription", "list pools"} <= operations
     assert added
     assert not any(missing.values()), missing
+    check_requests_counted(counted, outcomes, windows[0])
     stack.require_alive()
     assert all(stack.envoy_core_health().values())

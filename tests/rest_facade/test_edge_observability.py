@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,8 +22,16 @@ from hypothesis import strategies as st
 from devstack.pki import DevPki
 from netweave.headers import CORRELATION_ID_HEADER, CORRELATION_ID_PATTERN, REQUEST_ID_HEADER
 from rest_facade import envoy_routes, openapi
-from rest_facade.envoy_config import CoreTls, EnvoyConfig, lua_id_pattern, render, served_rules
-from rest_facade.envoy_process import RunningEnvoy, start_envoy
+from rest_facade.envoy_config import (
+    CoreTls,
+    EnvoyConfig,
+    lua_id_pattern,
+    render,
+    served_rules,
+    telemetry_endpoints,
+    write,
+)
+from rest_facade.envoy_process import RunningEnvoy, start_envoy, validate
 from rest_facade.http_rules import read_rules, resource_paths
 
 from .support import FakeCore, FakeInventory, envoy_config, tls_context
@@ -245,8 +254,7 @@ def test_telemetry_needs_the_cores_mutual_tls(pki: DevPki, core: FakeCore) -> No
 
 
 def test_telemetry_goes_only_to_rest_requests_over_mutual_tls(pki: DevPki, core: FakeCore) -> None:
-    tls = CoreTls(cert=pki.server_cert, key=pki.server_key, ca=pki.ca_cert, core_uri="spiffe://x")
-    config = envoy_config(pki, core.port, core_tls=tls, telemetry_port=50053)
+    config = envoy_config(pki, core.port, core_tls=_core_tls(pki), telemetry_port=50053)
     rendered = _rendered(config)
     assert "envoy.access_loggers.open_telemetry" in rendered
     assert served_rules(config)
@@ -256,7 +264,72 @@ def test_telemetry_goes_only_to_rest_requests_over_mutual_tls(pki: DevPki, core:
     assert telemetry["transport_socket"] == clusters["o2ims_core"]["transport_socket"]
 
 
+def test_telemetry_goes_to_every_core_checked_as_the_cores_are(pki: DevPki, tmp_path: Path) -> None:
+    """Several cores on one host (a dev stack): each core's own telemetry port, each
+    health-checked on its edge listener, so a core restarting or draining gets no batch."""
+    config = _telemetry_config(
+        pki,
+        (("127.0.0.1", 50052), ("127.0.0.1", 50062)),
+        core_telemetry_ports=(50053, 50063),
+        core_health_interval_s=0.5,
+    )
+    assert telemetry_endpoints(config) == (("127.0.0.1", 50053), ("127.0.0.1", 50063))
+    clusters = _clusters(config)
+    telemetry = clusters["netweave_edge_telemetry"]
+    assert [
+        (
+            endpoint["endpoint"]["address"]["socket_address"]["port_value"],
+            endpoint["endpoint"]["health_check_config"]["port_value"],
+        )
+        for endpoint in telemetry["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ] == [(50053, 50052), (50063, 50062)]
+    assert telemetry["health_checks"] == clusters["o2ims_core"]["health_checks"]
+    assert telemetry["health_checks"][0]["interval"] == "0.5s"
+    validate(write(replace(config, admin_socket=tmp_path / "admin.sock"), tmp_path / "e.yaml"))
+
+
+def test_one_telemetry_port_serves_every_core_host(pki: DevPki) -> None:
+    """Kubernetes (rest_facade/render.py): a core per pod, each at the same ports."""
+    config = _telemetry_config(pki, (("core-a", 50052), ("core-b", 50052)))
+    [group] = _clusters(config)["netweave_edge_telemetry"]["load_assignment"]["endpoints"]
+    assert [
+        endpoint["endpoint"]["address"]["socket_address"] for endpoint in group["lb_endpoints"]
+    ] == [
+        {"address": "core-a", "port_value": 50053},
+        {"address": "core-b", "port_value": 50053},
+    ]
+
+
+def test_core_telemetry_ports_name_one_port_per_core(pki: DevPki) -> None:
+    with pytest.raises(ValueError, match="one port per core endpoint"):
+        _telemetry_config(pki, (("127.0.0.1", 50052),), core_telemetry_ports=(50053, 50063))
+
+
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _core_tls(pki: DevPki) -> CoreTls:
+    return CoreTls(cert=pki.server_cert, key=pki.server_key, ca=pki.ca_cert, core_uri="spiffe://x")
+
+
+def _telemetry_config(
+    pki: DevPki, core_endpoints: tuple[tuple[str, int], ...], **overrides: Any
+) -> EnvoyConfig:
+    """Cores at `core_endpoints`, each with a telemetry listener (port 50053 unless
+    core_telemetry_ports says otherwise)."""
+    return envoy_config(
+        pki,
+        core_endpoints[0][1],
+        core_endpoints=core_endpoints,
+        core_tls=_core_tls(pki),
+        telemetry_port=50053,
+        **overrides,
+    )
+
+
+def _clusters(config: EnvoyConfig) -> dict[str, dict[str, Any]]:
+    document = yaml.safe_load(_rendered(config))
+    return {cluster["name"]: cluster for cluster in document["static_resources"]["clusters"]}
 
 
 def stats_url(envoy: RunningEnvoy, path: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -114,6 +114,8 @@ def pipeline(
     cache: InventoryCache | None = None,
     flap_window: float = 300.0,
     counted: list[Event] | None = None,
+    *,
+    inventory_complete: Callable[[], bool] = lambda: True,
 ) -> AlarmPipeline:
     sink = counted if counted is not None else []
     return AlarmPipeline(
@@ -123,6 +125,7 @@ def pipeline(
         threading.Event(),
         flap_window=flap_window,
         on_event=sink.append,
+        inventory_complete=inventory_complete,
         read_block_ms=20,
     )
 
@@ -275,6 +278,28 @@ def test_a_flushed_redis_is_reconciled_not_trusted(
     assert list(alarms.active_sources()) == ["src-9"]
     position = alarms.pipeline_position()
     assert position is not None and position.version == inventory.version()
+
+
+def test_a_restored_redis_clears_nothing_until_every_adapter_is_written_again(
+    inventory: InventoryStore, alarms: AlarmStore
+) -> None:
+    publish(inventory, alarm_object("src-1"), alarm_object("src-2"))
+    complete = [True]
+    pipe = pipeline(inventory, alarms, inventory_complete=lambda: complete[0])
+    drain(pipe)
+    # A restore: the records are back, the inventory (not in a backup) is not, and the
+    # restarted core has not written the adapters' state yet.
+    for key in list(inventory.client.scan_iter("inventory:*")):
+        inventory.client.delete(key)
+    complete[0] = False
+    drain(pipe)
+    assert sorted(alarms.active_sources()) == ["src-1", "src-2"]
+    # The adapter's state is written: src-2 went away at the source meanwhile.
+    publish(inventory, alarm_object("src-1"))
+    complete[0] = True
+    drain(pipe)
+    assert sorted(alarms.active_sources()) == ["src-1"]
+    assert [e for e, _, _ in events(alarms)] == ["NEW", "NEW", "CLEAR"]
 
 
 def test_only_the_alarm_kind_reaches_the_records_and_the_position_moves_past_the_rest(

@@ -1,11 +1,10 @@
 """Backup and restore of the gateway's state (python -m server.backup) with real redis-servers,
 driven exactly as docs/operations.md ("Backup and restore") tells an operator to: the commands
-are read from that section's shell block and run as written."""
+are read from that section's shell block and run as written (tests/backup_procedure.py)."""
 
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,63 +35,9 @@ from server.subscriptions.store import (
     INVENTORY_SUBSCRIPTIONS,
     SubscriptionStore,
 )
+from tests.backup_procedure import documented, documented_backup
 
 REPO = Path(__file__).resolve().parents[2]
-OPERATIONS = REPO / "docs" / "operations.md"
-
-
-def documented_procedure() -> dict[str, str]:
-    """The lines of the operations guide's "Backup and restore" shell block, by what they do:
-    `name` (BACKUP=, the file), `backup`, `verify`, `restore` and `restore --replace`."""
-    section = OPERATIONS.read_text().split("\n### Backup and restore\n", 1)[1]
-    block = section.split("\n## ", 1)[0].split("```sh\n", 1)[1].split("```", 1)[0]
-    steps: dict[str, str] = {}
-    for line in block.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("BACKUP="):
-            step = "name"
-        else:
-            words = shlex.split(line)
-            assert words[:3] == ["python", "-m", "server.backup"], line
-            step = words[3] + (" --replace" if "--replace" in words else "")
-        assert step not in steps, f"two documented lines for {step}"
-        steps[step] = line
-    assert set(steps) == {"name", "backup", "verify", "restore", "restore --replace"}, steps
-    return steps
-
-
-PROCEDURE = documented_procedure()
-
-
-def documented(
-    step: str, redis_url: str, workdir: Path, backup: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """Run the guide's line for `step` with sh, as an operator would: in `workdir`, with
-    REDIS_URL and BACKUP set and this venv's `python` first on PATH."""
-    return subprocess.run(
-        ["sh", "-c", PROCEDURE[step] + ('\nprintf %s "$BACKUP"' if step == "name" else "")],
-        cwd=workdir,
-        env={
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-            "REDIS_URL": redis_url,
-            "BACKUP": backup,
-        },
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def documented_backup(redis_url: str, workdir: Path) -> str:
-    """The guide's first lines: name a file, back up into it, verify it; the file's name."""
-    named = documented("name", redis_url, workdir)
-    assert named.returncode == 0 and named.stdout.startswith("netweave-"), named
-    made = documented("backup", redis_url, workdir, named.stdout)
-    assert made.returncode == 0, made.stderr
-    assert (workdir / named.stdout).is_file()
-    return named.stdout
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -228,7 +173,8 @@ def test_round_trip_restores_every_key_with_its_type_and_content(
     checked = documented("verify", redis_url, tmp_path, backup)
     assert checked.returncode == 0, checked.stderr
     assert f"{len(before)} keys" in checked.stdout
-    client.flushall()
+    assert documented("wipe", redis_url, tmp_path, backup).returncode == 0
+    assert client.dbsize() == 0
     restored = documented("restore", redis_url, tmp_path, backup)
 
     assert restored.returncode == 0, restored.stderr

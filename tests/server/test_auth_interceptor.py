@@ -1,0 +1,147 @@
+"""The access control interceptor remembers what a caller's credentials decide (issue 18)
+without changing a decision: the same credentials are parsed once per method and peer,
+other credentials get their own identity, the peer is checked on every call, refusals keep
+their precise status, and the internal listener refuses identity headers on every call."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+from typing import Any
+from unittest import mock
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from server.auth import AccessPolicy, AuthInterceptor
+from server.auth.caller import Caller, current_caller
+from server.auth.identity import Channel
+from server.auth.identity import identify as identify_caller
+from server.metrics import GatewayMetrics
+
+EDGE_URI = "spiffe://netweave.local/edge"
+METHOD = "/o2ims.inventory.v1.InventoryService/GetResourcePool"
+CallDetails = collections.namedtuple("CallDetails", ["method", "invocation_metadata"])
+Metadatum = collections.namedtuple("Metadatum", ["key", "value"])
+POLICY = AccessPolicy.from_mapping(
+    {
+        "clients": [{"match": "sub:reader", "roles": ["o2ims-reader"]}],
+        "direct_calls": ["o2ims-admin"],
+    }
+)
+
+
+class Refused(Exception):
+    pass
+
+
+class FakeContext:
+    def __init__(self, metadata: dict[str, str], peer_uri: str = EDGE_URI) -> None:
+        self.metadata = tuple(Metadatum(key, value) for key, value in metadata.items())
+        self.peer_uri = peer_uri
+        self.status: Any = None
+        self.trailing: tuple[Any, ...] = ()
+
+    def invocation_metadata(self) -> tuple[Any, ...]:
+        return self.metadata
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:40000"
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"peer_uri": [self.peer_uri.encode()]} if self.peer_uri else {}
+
+    def set_trailing_metadata(self, trailing: tuple[Any, ...]) -> None:
+        self.trailing = trailing
+
+    def trailing_metadata(self) -> tuple[Any, ...]:
+        return self.trailing
+
+    def code(self) -> Any:
+        return self.status.code if self.status is not None else None
+
+    def abort_with_status(self, status: Any) -> None:
+        self.status = status
+        raise Refused
+
+
+def claims(subject: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"sub": subject}).encode()).decode().rstrip("=")
+
+
+def call(
+    interceptor: AuthInterceptor, metadata: dict[str, str], peer_uri: str = EDGE_URI
+) -> tuple[Caller | None, FakeContext]:
+    """(the caller the servicer saw, or None when refused; the context)."""
+    seen: list[Caller] = []
+
+    def servicer(_request: Any, _context: Any) -> bytes:
+        seen.append(current_caller())
+        return b""
+
+    handler = grpc.unary_unary_rpc_method_handler(servicer)
+    context = FakeContext(metadata, peer_uri)
+    wrapped = interceptor.intercept_service(
+        lambda _details: handler, CallDetails(METHOD, context.metadata)
+    )
+    try:
+        wrapped.unary_unary(b"", context)
+    except Refused:
+        return None, context
+    return seen[0], context
+
+
+def reason(context: FakeContext) -> tuple[grpc.StatusCode, str]:
+    status = status_pb2.Status.FromString(
+        dict(context.status.trailing_metadata)["grpc-status-details-bin"]
+    )
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    return context.status.code, info.reason
+
+
+@pytest.fixture
+def edge() -> AuthInterceptor:
+    return AuthInterceptor(POLICY, None, GatewayMetrics(), Channel.EDGE, EDGE_URI)
+
+
+def test_the_same_credentials_are_identified_once_and_others_apart(edge: AuthInterceptor) -> None:
+    with mock.patch("server.auth.interceptor.identify", wraps=identify_caller) as identify:
+        first, _ = call(edge, {"x-jwt-payload": claims("reader")})
+        again, _ = call(edge, {"x-jwt-payload": claims("reader")})
+        other, context = call(edge, {"x-jwt-payload": claims("stranger")})
+    assert first == again == Caller(owner="token:reader", roles=("o2ims-reader",))
+    assert other is None  # no role: refused, not served the reader's admission
+    assert reason(context) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    assert identify.call_count == 2
+
+
+def test_a_remembered_refusal_keeps_its_status_on_every_call(edge: AuthInterceptor) -> None:
+    for _ in range(3):
+        caller, context = call(edge, {"x-jwt-payload": claims("stranger")})
+        assert caller is None
+        assert reason(context) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    _, context = call(edge, {})
+    assert reason(context) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+
+
+def test_the_peer_is_checked_on_every_call(edge: AuthInterceptor) -> None:
+    metadata = {"x-jwt-payload": claims("reader")}
+    assert call(edge, metadata)[0] is not None
+    caller, context = call(edge, metadata, peer_uri="spiffe://netweave.local/impostor")
+    assert caller is None
+    assert reason(context) == (grpc.StatusCode.UNAUTHENTICATED, "NOT_THE_EDGE")
+
+
+def test_identity_headers_on_the_internal_listener_are_refused_on_every_call() -> None:
+    internal = AuthInterceptor(POLICY, None, GatewayMetrics(), Channel.INTERNAL)
+    assert call(internal, {}, peer_uri="")[0] == Caller(
+        owner="internal", sees_all=True, roles=("o2ims-admin",)
+    )
+    for _ in range(2):
+        caller, context = call(internal, {"x-jwt-payload": claims("reader")}, peer_uri="")
+        assert caller is None
+        assert reason(context) == (grpc.StatusCode.UNAUTHENTICATED, "IDENTITY_HEADERS_OUTSIDE_EDGE")
+    assert call(internal, {}, peer_uri="")[0] is not None
