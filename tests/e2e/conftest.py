@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.pki import IssuedCertificate
 from devstack.stack import LocalStack, StackConfig
 from tests.notifier.receiver import Receiver
 from tests.openapi_contract import ContractRecorder
@@ -25,6 +26,13 @@ def start_stack(
         tmp_path_factory.mktemp("stack"), extra_core_env=core_env or {}, **settings
     )
     return LocalStack(config).start()
+
+
+def rest_client(stack: LocalStack, cert: IssuedCertificate) -> httpx.Client:
+    """A REST client of the stack's Envoy presenting `cert`."""
+    return httpx.Client(
+        base_url=stack.rest_url, verify=stack.client_tls(cert), timeout=10.0, trust_env=False
+    )
 
 
 @pytest.fixture(scope="module")

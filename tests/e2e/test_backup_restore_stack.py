@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import subprocess
 import sys
 import time
@@ -27,14 +26,14 @@ import pytest
 import redis
 import yaml
 
-from devstack.pki import IssuedCertificate, issue_client_certificate
+from devstack.pki import issue_client_certificate
 from devstack.processes import wait_until
 from devstack.redis_server import RedisServer
 from devstack.stack import LocalStack
 from tests.backup_procedure import documented, documented_backup
 from tests.notifier.receiver import Answer, Received, Receiver
 
-from .conftest import start_stack
+from .conftest import rest_client, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -97,12 +96,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     running = start_stack(tmp_path_factory, {"NETWEAVE_PAGE_SIZE": str(PAGE_SIZE)})
     yield running
     running.stop()
-
-
-def rest_client(stack: LocalStack, cert: IssuedCertificate) -> httpx.Client:
-    tls = ssl.create_default_context(cafile=str(stack.pki.ca_cert))
-    tls.load_cert_chain(str(cert.cert), str(cert.key))
-    return httpx.Client(base_url=stack.rest_url, verify=tls, timeout=10.0, trust_env=False)
 
 
 @pytest.fixture(scope="module")

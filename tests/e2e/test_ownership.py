@@ -8,7 +8,6 @@ from before owners were recorded are the admin's alone."""
 from __future__ import annotations
 
 import json
-import ssl
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,10 +17,10 @@ import httpx
 import pytest
 import redis
 
-from devstack.pki import IssuedCertificate, client_uri, issue_client_certificate
+from devstack.pki import client_uri, issue_client_certificate
 from devstack.stack import LocalStack
 
-from .conftest import start_stack
+from .conftest import rest_client, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -74,12 +73,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     running = start_stack(tmp_path_factory)  # the example access policy
     yield running
     running.stop()
-
-
-def rest_client(stack: LocalStack, cert: IssuedCertificate) -> httpx.Client:
-    tls = ssl.create_default_context(cafile=str(stack.pki.ca_cert))
-    tls.load_cert_chain(str(cert.cert), str(cert.key))
-    return httpx.Client(base_url=stack.rest_url, verify=tls, timeout=10.0, trust_env=False)
 
 
 @pytest.fixture(scope="module")
