@@ -49,6 +49,12 @@ def notification_line(path: str, verdict: str, body: bytes) -> str:
     return f"POST {path} ({verdict}) {shown}\n"
 
 
+class BurstServer(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of notifiers' connections (several
+    # workers, each opening its own) overflows it, and the kernel resets what it cannot queue.
+    request_queue_size = 128
+
+
 class LinePrinter:
     """Writes whole lines from many handler threads: one write and flush per line, under a
     lock, so concurrent notifications never interleave within a line."""
@@ -95,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server = BurstServer(("127.0.0.1", args.port), Handler)
     emit(f"listening on http://127.0.0.1:{args.port}/ (Ctrl-C stops)\n")
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

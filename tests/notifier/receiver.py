@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from devstack.processes import free_port
+from devstack.receiver import BurstServer
 
 
 def _peer_certificate(connection: object) -> bytes:
@@ -103,7 +104,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._httpd = BurstServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         if self.tls is not None:
             self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
