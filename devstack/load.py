@@ -119,6 +119,21 @@ def offer(
     return result
 
 
+def subscribe_watchers(rest: Any, callback: str, prefix: str, count: int) -> dict[str, str]:
+    """`count` inventory subscriptions through REST, each calling back `callback` + its
+    path (`{prefix}/{n}`, also its consumerSubscriptionId): path -> subscriptionId."""
+    watchers = {}
+    for number in range(count):
+        path = f"{prefix}/{number}"
+        created = rest.post(
+            "/o2ims-infrastructureInventory/v1/subscriptions",
+            json={"callback": callback + path, "consumerSubscriptionId": path},
+        )
+        assert created.status_code == 201, created.text
+        watchers[path] = str(created.json()["subscriptionId"])
+    return watchers
+
+
 @dataclass(frozen=True)
 class Call:
     """One request of a mixed load; `name` groups it in the figures."""

@@ -31,7 +31,7 @@ from o2ims.inventory.v1 import inventory_pb2 as v1
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.load import Call, MixedLoad, Outcome, percentile_ms
+from devstack.load import Call, MixedLoad, Outcome, percentile_ms, subscribe_watchers
 from devstack.processes import wait_until
 from devstack.stack import LocalStack, StackConfig
 from server.app import SERVICE_NAMES
@@ -250,15 +250,7 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_notification(
     ) as rest:
         pool = rest.get(f"{INVENTORY}/resourcePools").raise_for_status().json()[0]
         resource = rest.get(f"{INVENTORY}/resourcePools/{pool['resourcePoolId']}/resources")
-        watchers = {}
-        for number in range(3):
-            path = f"/watch/{number}"
-            created = rest.post(
-                f"{INVENTORY}/subscriptions",
-                json={"callback": receiver.url + path, "consumerSubscriptionId": path},
-            )
-            assert created.status_code == 201, created.text
-            watchers[path] = str(created.json()["subscriptionId"])
+        watchers = subscribe_watchers(rest, receiver.url, "/watch", 3)
     targets = {
         "pool": pool["resourcePoolId"],
         "resource": resource.raise_for_status().json()[0]["resourceId"],

@@ -28,7 +28,7 @@ import redis
 import yaml
 
 from adapters.static.server import DEFAULT_POLL_INTERVAL
-from devstack.load import Call, MixedLoad, Outcome
+from devstack.load import Call, MixedLoad, Outcome, subscribe_watchers
 from devstack.processes import ManagedProcess, wait_until
 from devstack.redis_sentinel import SentinelCluster
 from devstack.stack import LocalStack, StackConfig
@@ -178,15 +178,8 @@ def test_the_gateway_rides_out_a_primary_killed_with_sigkill(
         processes = stack_processes(stack)
         pids = {name: process.pid for name, process in processes.items()}
         with httpx.Client(base_url=stack.rest_url, verify=stack.client_tls(), timeout=10) as rest:
-            watched = {}
-            for number in range(2):
-                path = f"/watched/{number}"
-                created = rest.post(
-                    f"{INVENTORY}/subscriptions",
-                    json={"callback": receiver.url + path, "consumerSubscriptionId": path},
-                )
-                assert created.status_code == 201, created.text
-                watched[created.json()["subscriptionId"]] = path
+            paths = subscribe_watchers(rest, receiver.url, "/watched", 2)
+            watched = {subscription: path for path, subscription in paths.items()}
             load = MixedLoad(
                 lambda: httpx.Client(
                     base_url=stack.rest_url, verify=stack.client_tls(), timeout=10

@@ -10,12 +10,10 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 from o2ims.subscriptions.v1 import subscriptions_pb2 as sub
 from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as sub_grpc
 
@@ -111,15 +109,6 @@ def test_a_record_after_close_is_written_at_once(tmp_path: Path) -> None:
     audit.close()
     audit.write({"n": 2})
     assert [record["n"] for record in lines_of(path)] == [1, 2]
-
-
-@pytest.fixture
-def core(redis_url: str, tmp_path: Path) -> Iterator[CoreProcess]:
-    process = CoreProcess(redis_url, tmp_path).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def test_sigterm_under_load_writes_the_record_of_every_call_served(core: CoreProcess) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 import signal
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,15 +23,6 @@ from server.store import connect
 from tests.core_process import CoreProcess
 
 CREATE = "/o2ims.subscriptions.v1.SubscriptionService/CreateSubscription"
-
-
-@pytest.fixture
-def core(redis_url: str, tmp_path: Path) -> Iterator[CoreProcess]:
-    process = CoreProcess(redis_url, tmp_path).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def create_subscription(
