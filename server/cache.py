@@ -11,19 +11,30 @@ so a change to a resource drops only its own memos. Every other kind is small, a
 some wire objects embed or derive from others (a 1.x resource type embeds its alarm
 dictionary, a 2.0 site lists its pools), so a change to any of them drops the memos of
 all the small kinds: always correct, and cheap.
+
+Memory (100,000 resources): a protobuf message parsed or built on its own costs ~2.5-3.3
+KB in its own upb arena, several times its ~0.5 KB of serialized bytes. So resources are
+held as their stored bytes (parsed when a wire object is built, an index changes or a
+caller asks for the domain object), and their wire memos are built into shared arenas,
+CHUNK messages per arena (~1.5 KB each). A changed resource's old wire message stays in
+its arena until the arena is dropped: once fewer than half of a full chunk's messages
+are still memoized, the rest are dropped too and rebuilt on their next read.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from google.protobuf.message import Message
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import KINDS
-from server.query import index_key
+from server.query import index_key, json_getter, json_key, json_value
+from server.query.evaluate import TermError
+from server.query.schema import PathError
 from server.store import Snapshot, StoredEvent
 from server.wire import BuildContext, WireModel
 
@@ -37,23 +48,141 @@ RESOURCE_INDEXES: Final = {
 }
 
 
+# Wire messages per shared arena (see the module docstring).
+CHUNK: Final = 512
+# Free-form paths (extensions/...) indexed on demand for filters on them, least recently
+# used dropped first. One costs ~0.5 s of CPU to build over 100,000 resources (outside
+# the lock) and a few MB; a value held by one resource costs a dict entry, not a set.
+MAX_JSON_INDEXES: Final = 8
+# A path is indexed when it is filtered on for the second time (a one-off query scans).
+INDEX_AFTER_USES: Final = 2
+# Paths whose uses are counted, at most (the counts restart beyond).
+_MAX_COUNTED_PATHS: Final = 1024
+# A prefilter whose candidates exceed 1/UNSELECTIVE of the pool is not used.
+UNSELECTIVE: Final = 4
+
+# An index: key -> the id holding it (the usual, unique case) or a set of several ids.
+Index = dict[str, str | set[str]]
+
+
+def _index_add(index: Index, key: str, object_id: str) -> None:
+    members = index.get(key)
+    if members is None:
+        index[key] = object_id
+    elif isinstance(members, str):
+        if members != object_id:
+            index[key] = {members, object_id}
+    else:
+        members.add(object_id)
+
+
+def _index_discard(index: Index, key: str, object_id: str) -> None:
+    members = index.get(key)
+    if isinstance(members, str):
+        if members == object_id:
+            del index[key]
+    elif members is not None:
+        members.discard(object_id)
+        if not members:
+            del index[key]
+
+
+def _index_members(index: Index, key: str) -> Collection[str]:
+    members = index.get(key)
+    if members is None:
+        return ()
+    return (members,) if isinstance(members, str) else members
+
+
 def _parse(kind: str, payload: bytes) -> Any:
     obj = domain_pb2.InventoryObject.FromString(payload)
     return getattr(obj, kind)
 
 
+def _held(kind: str, payload: bytes) -> Any:
+    """What the view holds for a stored object: resources stay bytes (parsed on use),
+    every other (small) kind is parsed once."""
+    return payload if kind == "resource" else _parse(kind, payload)
+
+
+class _Chunk:
+    """One shared arena of memoized wire resources: a list response whose `resources`
+    are the memoized messages."""
+
+    __slots__ = ("container", "ids", "live")
+
+    def __init__(self, model: WireModel) -> None:
+        self.container = model.pb.ListResourcesResponse()
+        self.ids: list[str] = []
+        # How many of `ids` are still memoized from this chunk.
+        self.live = 0
+
+
+class _ResourceMemo:
+    """The wire memo of resources of one major: id -> message in a shared arena."""
+
+    __slots__ = ("chunk_of", "messages", "model", "open")
+
+    def __init__(self, model: WireModel) -> None:
+        self.model = model
+        self.messages: dict[str, Message] = {}
+        self.chunk_of: dict[str, _Chunk] = {}
+        self.open = _Chunk(model)
+
+    def put(self, object_id: str, built: Message) -> Message:
+        chunk = self.open
+        if len(chunk.ids) >= CHUNK:
+            chunk = self.open = _Chunk(self.model)
+        slot: Message = chunk.container.resources.add()
+        slot.MergeFrom(built)
+        chunk.ids.append(object_id)
+        chunk.live += 1
+        self.messages[object_id] = slot
+        self.chunk_of[object_id] = chunk
+        return slot
+
+    def drop(self, object_id: str) -> None:
+        """Forget a changed resource's message; drop a mostly dead full chunk."""
+        self.messages.pop(object_id, None)
+        chunk = self.chunk_of.pop(object_id, None)
+        if chunk is None:
+            return
+        chunk.live -= 1
+        if chunk is not self.open and chunk.live * 2 < len(chunk.ids):
+            for other in chunk.ids:
+                if self.chunk_of.get(other) is chunk:
+                    del self.chunk_of[other]
+                    del self.messages[other]
+            chunk.live = 0
+
+
 class InventoryCache:
     """Thread-safe: one writer (the event tailer), many readers (gRPC handlers)."""
 
-    def __init__(self, service_uri: str) -> None:
+    def __init__(self, service_uri: str, *, index_in_background: bool = True) -> None:
+        """`index_in_background`: build extensions indexes in a thread of their own (the
+        request that asks for one scans meanwhile) rather than in the request's."""
         self._service_uri = service_uri
+        self._index_in_background = index_in_background
         self._lock = threading.RLock()
         self._objects: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
         # attribute -> index_key(value) -> resource ids
-        self._resource_index: dict[str, dict[str, set[str]]] = {a: {} for a in RESOURCE_INDEXES}
+        self._resource_index: dict[str, Index] = {a: {} for a in RESOURCE_INDEXES}
+        # free-form path -> json_key(leaf value) -> resource ids, built on demand
+        self._json_indexes: OrderedDict[
+            tuple[str, ...], tuple[Callable[[Any], list[Any]], Index]
+        ] = OrderedDict()
+        # free-form path -> how often a filter used it while it had no index
+        self._json_uses: dict[tuple[str, ...], int] = {}
+        # path being indexed outside the lock -> resources changed by events meanwhile
+        self._json_building: dict[tuple[str, ...], set[str]] = {}
+        # Incremented by every load: an index built across a load is dropped.
+        self._generation = 0
         self._sorted: dict[str, list[str]] = {}
-        # (major, kind) -> id -> wire message
+        # (major, kind) -> id -> wire message, for every kind but resources
         self._memo: dict[tuple[str, str], dict[str, Message]] = {}
+        # major -> the wire memo of resources
+        self._resource_memo: dict[str, _ResourceMemo] = {}
         self._version = 0
         self._last_event_id = "0-0"
         self._loaded = False
@@ -79,19 +208,25 @@ class InventoryCache:
     def load(self, snapshot: Snapshot) -> None:
         """Replace the whole view by a snapshot."""
         objects = {
-            kind: {oid: _parse(kind, payload) for oid, payload in snapshot.objects[kind].items()}
+            kind: {oid: _held(kind, payload) for oid, payload in snapshot.objects[kind].items()}
             for kind in KINDS
         }
-        index: dict[str, dict[str, set[str]]] = {a: {} for a in RESOURCE_INDEXES}
-        for resource_id, resource in objects["resource"].items():
+        index: dict[str, Index] = {a: {} for a in RESOURCE_INDEXES}
+        for resource_id, payload in objects["resource"].items():
+            resource = _parse("resource", payload)
             for attribute, domain_field in RESOURCE_INDEXES.items():
-                key = index_key(getattr(resource, domain_field))
-                index[attribute].setdefault(key, set()).add(resource_id)
+                value = getattr(resource, domain_field)
+                key = index_key(value)
+                # One string object for key and value where they are equal.
+                _index_add(index[attribute], value if key == value else key, resource_id)
         with self._lock:
             self._objects = objects
             self._resource_index = index
             self._sorted.clear()
             self._memo.clear()
+            self._resource_memo.clear()
+            self._json_indexes.clear()
+            self._generation += 1
             self._version = snapshot.version
             self._last_event_id = snapshot.last_event_id
             self._loaded = True
@@ -110,14 +245,20 @@ class InventoryCache:
             if event.event == "delete":
                 objects.pop(object_id, None)
             else:
-                objects[object_id] = _parse(kind, event.post)
+                objects[object_id] = _held(kind, event.post)
             if (previous is None) != (object_id not in objects):
                 self._sorted.pop(kind, None)
             if kind == "resource":
-                self._reindex_resource(object_id, previous, objects.get(object_id))
-                for (_, memo_kind), memo in self._memo.items():
-                    if memo_kind == "resource":
-                        memo.pop(object_id, None)
+                current = objects.get(object_id)
+                self._reindex_resource(
+                    object_id,
+                    None if previous is None else _parse(kind, previous),
+                    None if current is None else _parse(kind, current),
+                )
+                for resource_memo in self._resource_memo.values():
+                    resource_memo.drop(object_id)
+                for changed in self._json_building.values():
+                    changed.add(object_id)
             else:
                 for (_, memo_kind), memo in self._memo.items():
                     if memo_kind != "resource":
@@ -130,14 +271,80 @@ class InventoryCache:
         for resource, add in ((previous, False), (current, True)):
             if resource is None:
                 continue
+            change = _index_add if add else _index_discard
             for attribute, domain_field in RESOURCE_INDEXES.items():
                 key = index_key(getattr(resource, domain_field))
-                members = self._resource_index[attribute].setdefault(key, set())
-                if add:
-                    members.add(resource_id)
-                else:
-                    members.discard(resource_id)
+                change(self._resource_index[attribute], key, resource_id)
+            for getter, json_index in self._json_indexes.values():
+                for value in getter(resource):
+                    change(json_index, json_key(value), resource_id)
             self._sorted.pop("resource@" + resource.resource_pool_id, None)
+
+    def _prepare_json_index(self, path: tuple[str, ...]) -> None:
+        """Start indexing the free-form resource path `path` (below `extensions`) if it
+        is used often enough and has no index yet (see _build_json_index)."""
+        if path[0] != "extensions" or len(path) < 2:
+            return
+        with self._lock:
+            if path in self._json_indexes:
+                self._json_indexes.move_to_end(path)
+                return
+            if len(self._json_uses) >= _MAX_COUNTED_PATHS:
+                self._json_uses.clear()
+            uses = self._json_uses[path] = self._json_uses.get(path, 0) + 1
+            if uses < INDEX_AFTER_USES or path in self._json_building:
+                return
+            try:
+                getter = json_getter(domain_pb2.Resource.DESCRIPTOR, path)
+            except (PathError, TermError):
+                return
+            self._json_building[path] = set()
+            build = (path, getter, self._generation, dict(self._objects["resource"]))
+        if self._index_in_background:
+            name = "index " + "/".join(path)
+            threading.Thread(
+                target=self._build_json_index, args=build, name=name, daemon=True
+            ).start()
+        else:
+            self._build_json_index(*build)
+
+    def _build_json_index(
+        self,
+        path: tuple[str, ...],
+        getter: Callable[[Any], list[Any]],
+        generation: int,
+        payloads: dict[str, bytes],
+    ) -> None:
+        """Index `path` over `payloads` (the resources when the build started), outside
+        the lock: readers and the event tailer are not held up. The resources events
+        changed meanwhile are re-indexed when it is installed; a load meanwhile drops it."""
+        try:
+            index: Index = {}
+            for resource_id, payload in payloads.items():
+                for value in getter(_parse("resource", payload)):
+                    _index_add(index, json_key(value), resource_id)
+            with self._lock:
+                if self._generation != generation:
+                    return
+                current = self._objects["resource"]
+                for resource_id in self._json_building[path]:
+                    for held, change in ((payloads, _index_discard), (current, _index_add)):
+                        stored = held.get(resource_id)
+                        if stored is not None:
+                            for value in getter(_parse("resource", stored)):
+                                change(index, json_key(value), resource_id)
+                self._json_indexes[path] = (getter, index)
+                self._json_uses.pop(path, None)
+                while len(self._json_indexes) > MAX_JSON_INDEXES:
+                    self._json_indexes.popitem(last=False)
+        finally:
+            with self._lock:
+                self._json_building.pop(path, None)
+
+    def json_indexes_idle(self) -> bool:
+        """True when no extensions index is being built (for tests and benchmarks)."""
+        with self._lock:
+            return not self._json_building
 
     # --- reads -------------------------------------------------------------------
 
@@ -151,28 +358,50 @@ class InventoryCache:
         ids = self._ordered_ids("o_cloud")
         return ids[0] if ids else ""
 
+    def _memo_of(self, model: WireModel, kind: str) -> dict[str, Message]:
+        if kind == "resource":
+            resource_memo = self._resource_memo.get(model.major)
+            if resource_memo is None:
+                resource_memo = self._resource_memo[model.major] = _ResourceMemo(model)
+            return resource_memo.messages
+        return self._memo.setdefault((model.major, kind), {})
+
     def _wire(self, model: WireModel, kind: str, object_id: str) -> Message | None:
-        memo = self._memo.setdefault((model.major, kind), {})
+        memo = self._memo_of(model, kind)
         wire = memo.get(object_id)
         if wire is None:
-            domain = self._objects[kind].get(object_id)
+            domain = self._domain(kind, object_id)
             if domain is None:
                 return None
-            context = BuildContext(self._objects, self._o_cloud_id(), self._service_uri)
-            wire = memo[object_id] = model.builders[kind](domain, context)
+            # Builders read related objects of the small kinds, never resources (held
+            # as bytes here): leaving them out makes a builder that tries fail loudly.
+            related = {k: v for k, v in self._objects.items() if k != "resource"}
+            context = BuildContext(related, self._o_cloud_id(), self._service_uri)
+            built = model.builders[kind](domain, context)
+            if kind == "resource":
+                wire = self._resource_memo[model.major].put(object_id, built)
+            else:
+                wire = memo[object_id] = built
         return wire
 
+    def _domain(self, kind: str, object_id: str) -> Any | None:
+        held = self._objects[kind].get(object_id)
+        if held is None or kind != "resource":
+            return held
+        return _parse(kind, held)
+
     def domain(self, kind: str, object_id: str) -> Any | None:
-        """The domain object itself (for checks the wire model cannot answer)."""
+        """The domain object itself (for checks the wire model cannot answer). A
+        resource is parsed from its bytes on each call: a new object, the caller's own."""
         with self._lock:
-            return self._objects[kind].get(object_id)
+            return self._domain(kind, object_id)
 
     def resources_named(self, name: str) -> list[Any]:
         """Every top-level domain resource with this name (index lookup)."""
         with self._lock:
-            ids = self._resource_index["name"].get(index_key(name), set())
+            ids = _index_members(self._resource_index["name"], index_key(name))
             resources = self._objects["resource"]
-            return [resources[oid] for oid in sorted(ids) if oid in resources]
+            return [_parse("resource", resources[oid]) for oid in sorted(ids) if oid in resources]
 
     def alarm_clearing_type(self, alarm_definition_id: str) -> int | None:
         """The clearingType (domain ClearingType) of the alarm definition with this id in
@@ -198,7 +427,7 @@ class InventoryCache:
         dominated by per-object overhead otherwise, while other threads still get in."""
         for start in range(0, len(ids), chunk):
             with self._lock:
-                memo = self._memo.setdefault((model.major, kind), {})
+                memo = self._memo_of(model, kind)
                 found = []
                 for object_id in ids[start : start + chunk]:
                     wire = memo.get(object_id)
@@ -219,30 +448,57 @@ class InventoryCache:
         with self._lock:
             return self._ordered_ids(kind)
 
+    def json_indexed_paths(self) -> list[tuple[str, ...]]:
+        """The free-form resource paths indexed now, least recently used first."""
+        with self._lock:
+            return list(self._json_indexes)
+
     def resource_ids(
-        self, pool_id: str, constraints: Mapping[str, set[str]] | None = None
+        self,
+        pool_id: str,
+        constraints: Mapping[str, set[str]] | None = None,
+        json_prefilters: Sequence[tuple[tuple[str, ...], Callable[[Any], bool]]] = (),
     ) -> list[str] | None:
         """Sorted ids of a pool's resources, narrowed by index constraints (indexed
-        attribute -> acceptable index keys); None if the pool is unknown."""
+        attribute -> acceptable index keys) and by prefilters (free-form path under
+        extensions, and a predicate one of a resource's leaf values there must pass).
+        A path's index of values is built once filters have used it INDEX_AFTER_USES
+        times (until it is ready, the pool is scanned); the predicate runs once per
+        distinct value. None if the pool is unknown.
+        A pre-selection: the caller's filter still decides. It relies on a wire
+        resource's extensions being its domain extensions (resource_info copies them)."""
+        for path, _ in json_prefilters:
+            self._prepare_json_index(path)
         with self._lock:
             if pool_id not in self._objects["resource_pool"]:
                 return None
             cache_key = "resource@" + pool_id
+            pool_members = _index_members(
+                self._resource_index["resourcePoolId"], index_key(pool_id)
+            )
             ids = self._sorted.get(cache_key)
             if ids is None:
-                members = self._resource_index["resourcePoolId"].get(index_key(pool_id), set())
-                ids = self._sorted[cache_key] = sorted(members)
-            if not constraints:
+                ids = self._sorted[cache_key] = sorted(pool_members)
+            candidates: list[set[str]] = []
+            for attribute, keys in (constraints or {}).items():
+                index = self._resource_index[attribute]
+                candidates.append(set().union(*(_index_members(index, key) for key in keys)))
+            for path, passes in json_prefilters:
+                indexed = self._json_indexes.get(path)
+                if indexed is None:
+                    continue
+                json_index = indexed[1]
+                found = [
+                    _index_members(json_index, key) for key in json_index if passes(json_value(key))
+                ]
+                # An unselective term is cheaper scanned: a page of a filter most
+                # resources pass ends after a few more objects than the page holds.
+                if sum(map(len, found)) * UNSELECTIVE <= len(ids):
+                    candidates.append(set().union(*found))
+            if not candidates:
                 return ids
-            index = self._resource_index
-            narrowed = min(
-                (
-                    set().union(*(index[attribute].get(key, ()) for key in keys))
-                    for attribute, keys in constraints.items()
-                ),
-                key=len,
-            )
-            narrowed &= index["resourcePoolId"].get(index_key(pool_id), set())
+            narrowed = min(candidates, key=len)
+            narrowed.intersection_update(pool_members)
             # Sorting a few candidates beats walking the pool; walking keeps order otherwise.
             if len(narrowed) * 8 < len(ids):
                 return sorted(narrowed)

@@ -173,7 +173,9 @@ class InventoryServicer:
                 for attribute in RESOURCE_INDEXES
                 if (keys := query.equality_candidates(attribute)) is not None
             }
-            return self._cache.resource_ids(pool_id, constraints) or []
+            # Terms on extensions/...: candidates from an index of the path's values.
+            prefilters = query.json_prefilters()
+            return self._cache.resource_ids(pool_id, constraints, prefilters) or []
 
         return self._list(context, request, "resource", indexed_ids, scope=pool_id)
 

@@ -30,7 +30,7 @@ from server.query.errors import (
     QueryError,
     UnrecognizedCursor,
 )
-from server.query.evaluate import index_key
+from server.query.evaluate import index_key, json_getter, json_key, json_value
 from server.query.filter import BoundFilter, Filter, Term, combine, parse_filter
 from server.query.paging import (
     MARKER_PARAMETER,
@@ -65,6 +65,9 @@ __all__ = [
     "encode_cursor",
     "framed_size",
     "index_key",
+    "json_getter",
+    "json_key",
+    "json_value",
     "paginate",
     "parse_filter",
     "parse_selection",
@@ -133,6 +136,10 @@ class CompiledQuery:
     def equality_candidates(self, attribute: str) -> set[str] | None:
         """See BoundFilter.equality_candidates."""
         return self.filter.equality_candidates(attribute)
+
+    def json_prefilters(self) -> list[tuple[tuple[str, ...], Callable[[Any], bool]]]:
+        """See BoundFilter.json_prefilters."""
+        return self.filter.json_prefilters()
 
     def page(self, source: Source) -> Page:
         """Filter, page and select. `source(after_key)` yields (key, object) pairs in key

@@ -136,6 +136,17 @@ class BoundFilter:
                 candidates = keys if candidates is None else candidates & keys
         return candidates
 
+    def json_prefilters(self) -> list[tuple[tuple[str, ...], Callable[[Any], bool]]]:
+        """(free-form path as segments, predicate on one JSON scalar) of every positive
+        term on a path below a Struct attribute (e.g. ("extensions", "rack"); segments,
+        since a JSON key may hold a "/"): a message can match only
+        if, for each, one of its leaf values at that path passes the predicate. An index
+        of each path's values (server.query.json_key) turns these into candidates, a
+        pre-selection: the filter still runs on every candidate."""
+        return [
+            (b.canonical, b.json_prefilter) for b in self._compiled if b.json_prefilter is not None
+        ]
+
     def __str__(self) -> str:
         return str(self.filter)
 

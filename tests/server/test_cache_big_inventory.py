@@ -1,0 +1,333 @@
+"""The inventory cache's big-inventory machinery: resources held as bytes, wire memos in
+shared arenas (and their compaction), and the on-demand indexes of extensions paths that
+pre-select candidates for filters on them. Every answer is checked against a plain scan
+of the wire objects with the same compiled filter."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from google.protobuf import struct_pb2
+from o2ims.adapter.v1 import domain_pb2
+from o2ims.inventory.v1 import inventory_pb2 as inv
+
+from adapters.contract import KINDS, serialize
+from devstack.processes import wait_until
+from server import cache as cache_module
+from server.cache import InventoryCache
+from server.query import ListQuery, compile_query, json_key, json_value
+from server.store import Snapshot, StoredEvent
+from server.wire.v1 import MODEL as V1
+
+POOL = "7d1d5a2a-5a47-4c8e-9f0b-8d5a3e3f1c11"
+OTHER_POOL = "0b3f9a51-1f27-4d7e-8c1e-6a0d2c4b9e22"
+UUID = "F6A1B0C2-3D4E-4F50-8A6B-7C8D9E0F1A2B"
+# Leaf values an extension may hold: strings (one UUID in two cases), numbers (-0 and 0
+# too), booleans, null, arrays and objects.
+VALUES: list[Any] = [
+    "R7",
+    "R70",
+    "r7",
+    "7",
+    UUID,
+    UUID.lower(),
+    "true",
+    "",
+    7,
+    7.5,
+    0,
+    -0.0,
+    True,
+    False,
+    None,
+    ["R7", 3],
+    [["x", False]],
+    {"rack": "R7"},
+    [{"rack": "R9"}, {"rack": 7}],
+]
+FILTERS = [
+    "(eq,extensions/rack,R7)",
+    "(eq,extensions/rack,7)",
+    "(eq,extensions/rack,-0)",
+    "(eq,extensions/rack,true)",
+    f"(eq,extensions/rack,{UUID.lower()})",
+    "(in,extensions/rack,R70,7.5,false)",
+    "(cont,extensions/rack,7)",
+    "(gt,extensions/rack,R)",
+    "(gte,extensions/rack,7)",
+    "(lt,extensions/rack,1)",
+    "(lte,extensions/rack,r)",
+    "(neq,extensions/rack,R7)",
+    "(ncont,extensions/rack,R)",
+    "(nin,extensions/rack,R7,7)",
+    "(eq,extensions/site/rack,R7)",
+    "(eq,extensions/site/rack,7)",
+    "(cont,extensions/site/rack,R)",
+    "(eq,extensions/rack,R7);(eq,extensions/site/rack,R9)",
+    "(eq,extensions/rack,R7);(eq,name,n3)",
+]
+
+
+def _resource(resource_id: str, pool: str, extensions: dict[str, Any]) -> domain_pb2.Resource:
+    resource = domain_pb2.Resource(
+        resource_id=resource_id,
+        resource_pool_id=pool,
+        name=f"n{int(resource_id[1:]) % 5}",
+        description=f"server {resource_id}",
+        elements=[domain_pb2.Resource(resource_id=f"{resource_id}-e", description="NIC")],
+    )
+    resource.extensions.update(extensions)
+    return resource
+
+
+def _payload(resource: domain_pb2.Resource) -> bytes:
+    return serialize(domain_pb2.InventoryObject(resource=resource))
+
+
+def _random_extensions(rng: random.Random) -> dict[str, Any]:
+    extensions: dict[str, Any] = {}
+    if rng.random() < 0.8:
+        extensions["rack"] = rng.choice(VALUES)
+    if rng.random() < 0.5:
+        extensions["site"] = rng.choice([{"rack": rng.choice(VALUES)}, rng.choice(VALUES)])
+    return extensions
+
+
+def _snapshot(resources: list[domain_pb2.Resource]) -> Snapshot:
+    objects: dict[str, dict[str, bytes]] = {kind: {} for kind in KINDS}
+    for pool in (POOL, OTHER_POOL):
+        objects["resource_pool"][pool] = serialize(
+            domain_pb2.InventoryObject(
+                resource_pool=domain_pb2.ResourcePool(resource_pool_id=pool, name="p")
+            )
+        )
+    for resource in resources:
+        objects["resource"][resource.resource_id] = _payload(resource)
+    return Snapshot(version=1, last_event_id="1-0", objects=objects)
+
+
+def _event(cache: InventoryCache, resource_id: str, post: bytes | None) -> StoredEvent:
+    version = cache.version + 1
+    return StoredEvent(
+        stream_id=f"{version}-0",
+        version=version,
+        kind="resource",
+        object_id=resource_id,
+        event="delete" if post is None else "modify",
+        prior=b"",
+        post=post or b"",
+    )
+
+
+def _query(text: str) -> Any:
+    return compile_query(
+        ListQuery(filters=[text]), inv.ResourceInfo.DESCRIPTOR, secret=b"s" * 32, scope="t"
+    )
+
+
+def _scan(cache: InventoryCache, text: str, pool: str = POOL) -> list[str]:
+    matches = _query(text).matches
+    ids = cache.resource_ids(pool) or []
+    return [oid for oid, wire in cache.iter_wire(V1, "resource", ids) if matches(wire)]
+
+
+def _via_index(cache: InventoryCache, text: str, pool: str = POOL) -> list[str]:
+    query = _query(text)
+    ids = cache.resource_ids(pool, None, query.json_prefilters()) or []
+    return [oid for oid, wire in cache.iter_wire(V1, "resource", ids) if query.matches(wire)]
+
+
+@pytest.fixture
+def loaded() -> InventoryCache:
+    rng = random.Random(5)
+    resources = [
+        _resource(f"r{n:03d}", POOL if n % 4 else OTHER_POOL, _random_extensions(rng))
+        for n in range(240)
+    ]
+    # Indexes built in the request's thread: deterministic (one test uses the thread).
+    cache = InventoryCache("https://t", index_in_background=False)
+    cache.load(_snapshot(resources))
+    return cache
+
+
+@pytest.mark.parametrize("value", ["R7", "", UUID, 7.0, -0.0, 1e300, True, False])
+def test_json_keys_round_trip_with_the_json_type(value: Any) -> None:
+    key = json_key(value)
+    assert json_value(key) == value and type(json_value(key)) is type(value)
+    assert json_key("true") != json_key(True) and json_key("7") != json_key(7.0)
+
+
+def test_an_extensions_index_selects_exactly_what_a_scan_selects(loaded: InventoryCache) -> None:
+    for text in FILTERS:
+        expected = _scan(loaded, text)
+        assert _via_index(loaded, text) == expected, text  # first use: a scan
+        assert _via_index(loaded, text) == expected, text  # second use: indexed
+    assert set(loaded.json_indexed_paths()) == {
+        ("extensions", "rack"),
+        ("extensions", "site", "rack"),
+    }
+    # The pool scopes the candidates.
+    assert _via_index(loaded, FILTERS[0], OTHER_POOL) == _scan(loaded, FILTERS[0], OTHER_POOL)
+    assert _scan(loaded, FILTERS[0])  # the data exercises the filters
+    assert _scan(loaded, FILTERS[0], OTHER_POOL)
+
+
+def test_the_indexes_follow_events(loaded: InventoryCache) -> None:
+    for text in FILTERS:
+        _via_index(loaded, text)
+        _via_index(loaded, text)
+    rng = random.Random(9)
+    for step in range(150):
+        resource_id = f"r{rng.randrange(300):03d}"
+        if step % 7 == 0:
+            post = None
+        else:
+            pool = rng.choice([POOL, OTHER_POOL])
+            post = _payload(_resource(resource_id, pool, _random_extensions(rng)))
+        assert loaded.apply(_event(loaded, resource_id, post))
+        if step % 25 == 0:
+            for text in FILTERS:
+                assert _via_index(loaded, text) == _scan(loaded, text), (step, text)
+    for text in FILTERS:
+        assert _via_index(loaded, text) == _scan(loaded, text), text
+
+
+def test_an_index_built_while_events_arrive_includes_their_changes(
+    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "(eq,extensions/rack,R7)"
+    real_parse = cache_module._parse
+    # The index is built outside the lock; the tailer applies events meanwhile.
+    posts = [
+        ("r001", _payload(_resource("r001", POOL, {"rack": "R7"}))),
+        ("r002", _payload(_resource("r002", POOL, {"rack": ["x", "R7"]}))),
+        ("r003", None),
+        ("r005", _payload(_resource("r005", POOL, {"site": {"rack": "R7"}}))),
+    ]
+    pending = list(posts)
+
+    def parse_while_events_arrive(kind: str, payload: bytes) -> Any:
+        if pending:
+            resource_id, post = pending.pop(0)
+            assert loaded.apply(_event(loaded, resource_id, post))
+        return real_parse(kind, payload)
+
+    for resource_id, _ in posts:  # they do not match before
+        assert resource_id not in _scan(loaded, text)
+    _via_index(loaded, text)
+    monkeypatch.setattr(cache_module, "_parse", parse_while_events_arrive)
+    assert _via_index(loaded, text) == _scan(loaded, text)
+    assert not pending
+    assert loaded.json_indexed_paths() == [("extensions", "rack")]
+    monkeypatch.setattr(cache_module, "_parse", real_parse)
+    found = _via_index(loaded, text)
+    assert found == _scan(loaded, text)
+    assert "r001" in found and "r002" in found and "r005" not in found
+
+
+def test_an_index_built_across_a_load_is_dropped(
+    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "(eq,extensions/rack,R7)"
+    real_parse = cache_module._parse
+    reloaded: list[bool] = []
+
+    def parse_while_reloading(kind: str, payload: bytes) -> Any:
+        if not reloaded:
+            reloaded.append(True)
+            loaded.load(_snapshot([_resource("r001", POOL, {"rack": "R7"})]))
+        return real_parse(kind, payload)
+
+    _via_index(loaded, text)
+    monkeypatch.setattr(cache_module, "_parse", parse_while_reloading)
+    assert _via_index(loaded, text) == ["r001"]
+    assert loaded.json_indexed_paths() == []
+
+
+def test_an_index_is_built_in_the_background_while_requests_scan() -> None:
+    resources = [_resource(f"r{n:03d}", POOL, {"rack": f"R{n % 7}"}) for n in range(300)]
+    cache = InventoryCache("https://t")
+    cache.load(_snapshot(resources))
+    text = "(eq,extensions/rack,R3)"
+    expected = _scan(cache, text)
+    assert len(expected) == 43
+    assert _via_index(cache, text) == expected
+    assert _via_index(cache, text) == expected  # starts the build
+    wait_until(cache.json_indexes_idle, 10, "the extensions index")
+    assert cache.json_indexed_paths() == [("extensions", "rack")]
+    query = _query(text)
+    assert cache.resource_ids(POOL, None, query.json_prefilters()) == expected
+
+
+def test_unselective_prefilters_and_other_paths_fall_back_to_the_pool(
+    loaded: InventoryCache,
+) -> None:
+    everything = loaded.resource_ids(POOL)
+    for text in ("(neq,extensions/rack,x)", "(eq,description,x)", "(eq,elements/extensions/a,1)"):
+        query = _query(text)
+        assert loaded.resource_ids(POOL, None, query.json_prefilters()) == everything
+    # Most resources have some rack: gte "" passes every string, so it is scanned.
+    query = _query("(gte,extensions/rack,)")
+    for _ in range(2):
+        assert loaded.resource_ids(POOL, None, query.json_prefilters()) == everything
+
+
+def test_resources_are_held_as_bytes_and_parsed_on_use(loaded: InventoryCache) -> None:
+    domain = loaded.domain("resource", "r001")
+    assert isinstance(domain, domain_pb2.Resource) and domain.resource_id == "r001"
+    domain.description = "changed by a caller"  # the caller's own copy
+    assert loaded.domain("resource", "r001").description == "server r001"  # type: ignore[union-attr]
+    assert [r.resource_id for r in loaded.resources_named("n1")] == [
+        f"r{n:03d}" for n in range(240) if n % 5 == 1
+    ]
+    assert loaded.domain("resource", "nope") is None
+
+
+def test_wire_memos_in_shared_arenas_are_compacted_and_stay_current(
+    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "CHUNK", 16)
+    ids = loaded.ids("resource")
+    before = {oid: wire.SerializeToString() for oid, wire in loaded.iter_wire(V1, "resource", ids)}
+    memo = loaded._resource_memo["v1"]
+    assert len(memo.messages) == len(ids) and len({id(c) for c in memo.chunk_of.values()}) == 15
+    first_chunk = memo.chunk_of[ids[0]]
+    # Change 9 of the first chunk's 16 resources: fewer than half are left, so the
+    # chunk's other memos are dropped too (rebuilt on their next read).
+    changed = first_chunk.ids[:9]
+    for n, resource_id in enumerate(changed):
+        post = _payload(_resource(resource_id, POOL, {"rack": f"new{n}"}))
+        assert loaded.apply(_event(loaded, resource_id, post))
+    assert not any(oid in memo.messages for oid in first_chunk.ids)
+    assert all(memo.chunk_of.get(oid) is not first_chunk for oid in ids)
+    after = {oid: wire for oid, wire in loaded.iter_wire(V1, "resource", ids)}
+    for oid in ids:
+        if oid in changed:
+            rack = after[oid].extensions.fields["rack"].string_value
+            assert rack == f"new{changed.index(oid)}"
+        else:
+            assert after[oid].SerializeToString() == before[oid]
+    got = loaded.get(V1, "resource", changed[0])
+    assert got is not None and got.extensions.fields["rack"].string_value == "new0"
+    assert isinstance(got.extensions, struct_pb2.Struct)
+
+
+def test_a_json_key_holding_a_slash_is_not_a_nested_path() -> None:
+    resources = [
+        _resource("r001", POOL, {"a/b": "x"}),
+        _resource("r002", POOL, {"a": {"b": "x"}}),
+        _resource("r003", POOL, {"a/b": "y", "a": {"b": "y"}}),
+    ]
+    cache = InventoryCache("https://t", index_in_background=False)
+    cache.load(_snapshot(resources))
+    for text, expected in (
+        ("(eq,extensions/a~1b,x)", ["r001"]),
+        ("(eq,extensions/a/b,x)", ["r002"]),
+        ("(cont,extensions/a~1b,y)", ["r003"]),
+    ):
+        assert _scan(cache, text) == expected
+        for _ in range(2):
+            assert _via_index(cache, text) == expected, text
+    assert set(cache.json_indexed_paths()) == {("extensions", "a/b"), ("extensions", "a", "b")}
