@@ -3,6 +3,8 @@ layer by layer, on both of the core's listeners, every variant measured in the s
 rounds alternating.
 
 Layers, each on top of the one before:
+  no-op              bench/noop_servicer.py (the core's gRPC server construction, no
+                     interceptors) answering what the core answers: the floor (internal only)
   handler only       the servicer behind the gRPC server (access control and metrics
                      interceptors switched off in-process; the stream limiter and the
                      major gate stay)
@@ -21,22 +23,26 @@ Paths:
             token's claims, x-request-id / x-correlation-id and the REST method and path
 
 Run: .venv/bin/python bench/instrumentation_bench.py [--requests 3000] [--rounds 3]
-     [--paths internal,edge] [--direct-calls 20000] [--no-grpc]
+     [--paths internal,edge] [--layers "no-op,handler only,..."] [--direct-calls 20000]
+     [--no-grpc]
 
 Two measurements:
   the layers alone   the interceptors called as grpc calls them (intercept_service, then
                      the handler) around a handler that does nothing, in one thread with a
                      context answered from memory, the audit writer's thread included: the
                      layers' own CPU per call, steady to a microsecond or two on a busy host
-  through gRPC       CPU of this process per GetResourcePool against a fresh core (server,
-                     client, TLS, serialization): what a call costs end to end
+  through gRPC       the server's CPU per GetResourcePool against a fresh core in this
+                     process, driven by h2load (-c 4 -m 4, another process; to the edge
+                     listener through bench/tls_relay.py presenting the edge's certificate,
+                     the forwarded headers as h2load headers), every response checked by
+                     its bytes: what a call costs the server end to end (gRPC's threads,
+                     TLS, serialization, the layers)
 
-The client of the second runs in this process too (THREADS threads, one channel), so every
-figure includes its cost and the differences are the layers'. Those differences are tens
-of microseconds out of ~600 and move by +-100 us between rounds on a shared 2-CPU machine:
-read them from several rounds, and the layers' own cost from the first measurement. The
-process logs as the core does (JSON at info, netweave/logs.py: the per-call debug line is
-filtered). Redis is not on this path (reads are answered from the in-process cache).
+The through-gRPC differences are tens of microseconds out of ~300 and move by +-100 us
+between rounds on a shared 2-CPU machine: read them from several rounds, and the layers' own
+cost from the first measurement. The process logs as the core does (JSON at info,
+netweave/logs.py: the per-call debug line is filtered). Redis is not on this path (reads
+are answered from the in-process cache).
 
 Measured on a 2-vCPU VM shared with other benchmarks (issue 18). How the work was found:
 py-spy 0.4 (`py-spy record --gil -f raw`, not a dependency) on a core serving a steady edge
@@ -64,6 +70,25 @@ alone); the host drifted between the two runs, so compare ratios, not microsecon
   + metrics            910 (0.86)       945 (0.88)    1081 (0.70)     1079 (0.86)
   + audit             1021 (0.77)      1033 (0.81)    1114 (0.68)     1106 (0.84)
   + tracing           1228 (0.64)      1319 (0.63)    1416 (0.53)     1420 (0.66)
+
+Second pass (issue 18, the core's per-call overhead): py-spy and per-thread /proc figures of
+a core under h2load (bench/stack_bench.py's stack) showed that what is left is mostly gRPC's
+own thread hand-offs, not these layers; of the layers, the audit record of a gRPC call was
+the largest (its body converted to JSON and redacted on every call). The body member is now
+remembered per request bytes, and the fields that repeat from call to call are encoded once.
+The layers alone, 20,000 calls x 3 rounds x 2 runs alternating the two trees, medians of
+the runs, us of CPU per call (cumulative; before -> after):
+
+  variant             internal        edge
+  + access control     5.6 -> 7.6      6.6 -> 8.9    (unchanged code: the spread)
+  + metrics            8.9 -> 10.1    12.9 -> 14.2   (unchanged code: the spread)
+  + audit             31.0 -> 21.0    24.8 -> 23.1   internal calls' bodies remembered
+
+Through gRPC the same two runs (6 rounds each) gave medians that moved more between runs
+than any layer costs (the unchanged no-op: 180 -> 286 us, rounds from 134 to 446 us, with
+the host's load average between 5 and 12): no layer's through-gRPC cost is resolved on
+this machine; the ratio of the full core (+ audit) to the no-op in the same run went from
+0.50 to 0.67 on the internal listener.
 """
 
 from __future__ import annotations
@@ -73,7 +98,10 @@ import base64
 import collections
 import contextlib
 import json
+import math
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -87,11 +115,15 @@ from unittest import mock
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # its siblings, as top-level modules
 
 import grpc  # noqa: E402
+from noop_servicer import create_server as create_noop_server  # noqa: E402
 from o2ims.adapter.v1 import domain_pb2  # noqa: E402
 from o2ims.inventory.v1 import inventory_pb2 as inv_pb  # noqa: E402
 from o2ims.inventory.v1 import inventory_pb2_grpc as inv_grpc  # noqa: E402
+from proc_cpu import own_cpu_seconds  # noqa: E402
+from tls_relay import RelayTls, start_relay  # noqa: E402
 
 from adapters.publisher import AdapterServicer, ObjectSetPublisher, create_adapter_server  # noqa: E402
 from devstack.pki import EDGE_URI, ensure_dev_pki, ensure_internal_pki  # noqa: E402
@@ -106,9 +138,9 @@ from server.config import GatewayConfig  # noqa: E402
 from server.metrics import GatewayMetrics, MetricsInterceptor  # noqa: E402
 
 POOL_ID = "7d1d5a2a-5a47-4c8e-9f0b-0000000000aa"
-THREADS = 4
-LAYERS = ("handler only", "+ access control", "+ metrics", "+ audit", "+ tracing")
-DIRECT_LAYERS = LAYERS[:4]
+H2LOAD_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
+LAYERS = ("no-op", "handler only", "+ access control", "+ metrics", "+ audit", "+ tracing")
+DIRECT_LAYERS = LAYERS[1:5]
 POLICY = """\
 clients:
 - match: spiffe://netweave.local/client/*
@@ -215,61 +247,103 @@ class Setup:
         self.redis.stop()
 
 
+def h2load_cpu(
+    url: str, headers: list[tuple[str, str]], requests: int, response: inv_pb.ResourcePoolInfo
+) -> float:
+    """Seconds of this process's CPU (the server's: the client is h2load, another process)
+    per GetResourcePool call, `requests` of them over 4 connections x 4 streams. Raises
+    unless every call got `response` (h2load counts an error's HTTP 200 as a success:
+    the response bytes tell)."""
+    body = Path(tempfile.mkstemp(prefix="instr-request-", suffix=".bin")[1])
+    message = inv_pb.GetResourcePoolRequest(resource_pool_id=POOL_ID).SerializeToString()
+    body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+    argv = ["h2load", "-n", str(requests), "-c", "4", "-m", "4", "-t", "1", "-d", str(body)]
+    for key, value in [*H2LOAD_HEADERS, *headers]:
+        argv += ["-H", f"{key}: {value}"]
+    try:
+        # Warm-up (connections, the admission and wrapper caches), then the measured run.
+        subprocess.run([*argv[:2], "200", *argv[3:], url], capture_output=True, check=True)
+        started = own_cpu_seconds()
+        done = subprocess.run([*argv, url], capture_output=True, text=True, check=True)
+        spent = own_cpu_seconds() - started
+    finally:
+        body.unlink()
+    expected = requests * (5 + response.ByteSize())  # gRPC frames: 5 bytes + the message
+    if f"{requests} succeeded" not in done.stdout or f"({expected}) data" not in done.stdout:
+        raise RuntimeError(
+            f"h2load: not every call got the pool ({expected} response bytes):\n{done.stdout}"
+        )
+    return spent / requests
+
+
 def cpu_per_request(setup: Setup, path: str, audit: Path | None, requests: int) -> float:
-    """Seconds of this process's CPU per GetResourcePool on `path`, `requests` of them
-    from THREADS client threads against a fresh core."""
+    """Seconds of the server's CPU per GetResourcePool on `path` against a fresh core in
+    this process (h2load is the client; for the edge through a TLS relay presenting the
+    edge's certificate, with what Envoy forwards as headers)."""
     gateway, port = create_server(setup.config(audit))
     gateway.start()
-    if path == "edge":
-        credentials = grpc.ssl_channel_credentials(
-            setup.internal.ca_cert.read_bytes(),
-            setup.internal.edge.key.read_bytes(),
-            setup.internal.edge.cert.read_bytes(),
-        )
-        channel = grpc.secure_channel(f"localhost:{gateway.edge_port}", credentials)
-    else:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = inv_grpc.InventoryServiceStub(channel)
-    request = inv_pb.GetResourcePoolRequest(resource_pool_id=POOL_ID)
-
-    def metadata() -> list[tuple[str, str]]:
-        # A request id per call, as Envoy sends; the rest is the same on every call.
-        request_id = uuid.uuid4().hex
-        headers = [("x-request-id", request_id), ("x-correlation-id", request_id)]
-        return [*headers, *setup.forwarded] if path == "edge" else headers
-
-    def ready() -> bool:
-        try:
-            stub.GetResourcePool(request, metadata=metadata(), timeout=2)
-        except grpc.RpcError:
-            return False
-        return True
-
+    relay: Any = None
     try:
-        wait_until(ready, 30, "the core serving the pool")
-        for _ in range(200):  # warm-up
-            stub.GetResourcePool(request, metadata=metadata())
-
-        def run(count: int) -> None:
-            calls = [metadata() for _ in range(count)]
-            for call_metadata in calls:
-                stub.GetResourcePool(request, metadata=call_metadata)
-
-        started = time.process_time()
-        with ThreadPoolExecutor(THREADS) as pool:
-            for future in [pool.submit(run, requests // THREADS) for _ in range(THREADS)]:
-                future.result()
-        return (time.process_time() - started) / (requests // THREADS * THREADS)
+        response = wait_for_pool(f"127.0.0.1:{port}")
+        if path == "edge":
+            relay, relay_port = start_relay(
+                gateway.edge_port,
+                RelayTls(setup.internal.edge.cert, setup.internal.edge.key, setup.internal.ca_cert),
+                setup.root / "relay",
+            )
+            # One request id for every call (h2load sends the same headers each time).
+            request_id = uuid.uuid4().hex
+            headers = [("x-request-id", request_id), ("x-correlation-id", request_id)]
+            url = f"http://127.0.0.1:{relay_port}{METHOD}"
+            return h2load_cpu(url, [*headers, *setup.forwarded], requests, response)
+        return h2load_cpu(f"http://127.0.0.1:{port}{METHOD}", [], requests, response)
     finally:
-        channel.close()
+        if relay is not None:
+            relay.stop()
         gateway.stop(grace=None).wait(5)
         if gateway.audit is not None:
             gateway.audit.close()
 
 
+def wait_for_pool(address: str) -> inv_pb.ResourcePoolInfo:
+    """The pool as the server at `address` answers it, once it does."""
+    answer: list[inv_pb.ResourcePoolInfo] = []
+    with grpc.insecure_channel(address) as channel:
+        stub = inv_grpc.InventoryServiceStub(channel)
+        request = inv_pb.GetResourcePoolRequest(resource_pool_id=POOL_ID)
+
+        def ready() -> bool:
+            try:
+                answer.append(stub.GetResourcePool(request, timeout=2))
+            except grpc.RpcError:
+                return False
+            return True
+
+        wait_until(ready, 30, "the core serving the pool")
+    return answer[-1]
+
+
+def noop_cpu_per_request(setup: Setup, requests: int) -> float:
+    """The same measurement against the no-op servicer (bench/noop_servicer.py) answering
+    what the core answers."""
+    gateway, port = create_server(setup.config(None))
+    gateway.start()
+    try:
+        response = wait_for_pool(f"127.0.0.1:{port}")
+    finally:
+        gateway.stop(grace=None).wait(5)
+    server, noop_port = create_noop_server(response)
+    try:
+        return h2load_cpu(f"http://127.0.0.1:{noop_port}{METHOD}", [], requests, response)
+    finally:
+        server.stop(grace=None)
+
+
 def measure(
     setup: Setup, collector: DiscardingCollector, path: str, layer: str, *, requests: int, name: str
 ) -> float:
+    if layer == "no-op":
+        return noop_cpu_per_request(setup, requests)
     audit = setup.root / f"audit-{name}.jsonl" if layer in ("+ audit", "+ tracing") else None
     if layer == "+ tracing":
         tracing.configure("core", tracing.TracingConfig(f"127.0.0.1:{collector.port}"))
@@ -379,8 +453,20 @@ def main() -> int:
         "--direct-calls", type=int, default=20000, help="calls per layer without gRPC (0: skip)"
     )
     parser.add_argument("--no-grpc", action="store_true", help="only the layers without gRPC")
+    parser.add_argument(
+        "--layers",
+        default=",".join(LAYERS),
+        help="the variants measured through gRPC, comma-separated (each includes the layers "
+        "listed before it)",
+    )
     args = parser.parse_args()
     paths = [path for path in args.paths.split(",") if path]
+    layers = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
+    unknown = [layer for layer in layers if layer not in LAYERS]
+    if unknown:
+        parser.error(f"unknown layers {unknown}; known: {', '.join(LAYERS)}")
+    if not args.no_grpc and shutil.which("h2load") is None:
+        parser.error("h2load not found: install nghttp2-client (make system-deps), or --no-grpc")
     configure_logging("core", "info")
     results: dict[tuple[str, str], list[float]] = {
         (path, layer): [] for path in paths for layer in LAYERS
@@ -400,7 +486,9 @@ def main() -> int:
                         )
                     if args.no_grpc:
                         continue
-                    for layer in LAYERS:
+                    for layer in layers:
+                        if layer == "no-op" and path != "internal":
+                            continue  # the no-op servicer has no edge listener
                         name = f"{path}-{LAYERS.index(layer)}-{round_number}"
                         results[path, layer].append(
                             measure(
@@ -423,22 +511,42 @@ def main() -> int:
             print(f"{layer:<20}{row}")
     if args.no_grpc:
         return 0
-    print(f"requests per round {args.requests}, rounds {args.rounds}, {THREADS} client threads")
-    print("CPU per request, us (median); layer: what it adds; ratio: handler only / variant")
+    print_grpc_table(results, paths, layers, args.requests, args.rounds)
+    return 0
+
+
+def print_grpc_table(
+    results: dict[tuple[str, str], list[float]],
+    paths: list[str],
+    layers: list[str],
+    requests: int,
+    rounds: int,
+) -> None:
+    print(f"requests per round {requests} (h2load -c 4 -m 4), rounds {rounds}")
+    print(
+        "the server's CPU per request, us (median); layer: what it adds; "
+        "ratio: the first variant measured on that path (no-op on internal) / variant"
+    )
     header = "".join(f"{path + ' us':>12}{'layer':>8}{'ratio':>8}" for path in paths)
     print(f"{'variant':<20}{header}")
-    for layer in LAYERS:
+    for layer in layers:
         row = ""
         for path in paths:
-            value = statistics.median(results[path, layer]) * 1e6
-            base = statistics.median(results[path, LAYERS[0]]) * 1e6
-            below = LAYERS[max(0, LAYERS.index(layer) - 1)]
-            added = value - statistics.median(results[path, below]) * 1e6
+            value = _median_us(results[path, layer])
+            measured = [_median_us(results[path, other]) for other in layers]
+            base = next((v for v in measured if not math.isnan(v)), math.nan)
+            index = layers.index(layer)
+            below = measured[index - 1] if index else math.nan
+            added = 0.0 if math.isnan(below) else value - below
             row += f"{value:>12.0f}{added:>8.0f}{base / value:>8.2f}"
         print(f"{layer:<20}{row}")
     for (path, layer), values in results.items():
-        print(f"per round, {path}, {layer}: {[round(value * 1e6) for value in values]}")
-    return 0
+        if values:
+            print(f"per round, {path}, {layer}: {[round(value * 1e6) for value in values]}")
+
+
+def _median_us(values: list[float]) -> float:
+    return statistics.median(values) * 1e6 if values else math.nan
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@
 Saturated: h2load sends a fixed number of requests over a few connections and streams, three
 rounds (each round visits every path, so a noisy neighbour hits all of them alike), medians
 reported; CPU per request of every process on the path from /proc/PID/stat (utime + stime)
-before and after each run. Open loop: latency p50/p90/p99/max at fixed offered rates through
+before and after each run, with the core's and the no-op's system time and their threads'
+voluntary context switches per request (the gRPC server's thread hand-offs show there, not
+in Python profiles). Open loop: latency p50/p90/p99/max at fixed offered rates through
 the full REST stack with a client certificate, measured from each request's scheduled time
 (bench/open_loop.py). Ratios against the no-op and the core direct are printed with the table.
 
     .venv/bin/python -m bench.stack_bench [--requests 5000] [--runs 3] [--rates 200,500,1000]
-        [--duration 10] [--json results.json]
+        [--duration 10] [--grpc-workers N] [--json results.json]
 
 h2load cannot present a client certificate: through Envoy it speaks cleartext HTTP/2 to a
 client-side TLS relay (bench/tls_relay.py), whose CPU is reported apart as the load
@@ -30,7 +32,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,7 @@ from devstack.stack import DEFAULT_POLICY, REPO, LocalStack, StackConfig
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from open_loop import OpenLoopResult, percentile, run_open_loop
+from proc_cpu import Usage, children_cpu_seconds, cpu_seconds, own_cpu_seconds
 from stack_results import (
     CORE_DIRECT,
     NOOP,
@@ -71,24 +73,6 @@ REST_POOL = "/o2ims-infrastructureInventory/v1/resourcePools/{pool}"
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
 # Far above any offered rate: the edge's limiter runs on every request but never refuses.
 UNLIMITED_RPS = 1_000_000
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time process `pid` (all its threads) has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    """CPU time of this process (the open-loop generator) so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def children_cpu_seconds() -> float:
-    """CPU time of this process's reaped children (h2load runs) so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass(frozen=True)
@@ -135,11 +119,11 @@ def h2load(path: Target, requests: int, connections: int, streams: int) -> Run:
         argv += ["-d", str(path.body)]
     argv.append(path.url)
     pids = {**path.servers, **path.clients}
-    before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    before = {role: Usage.of(pid) for role, pid in pids.items()}
     children_before = children_cpu_seconds()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     children = children_cpu_seconds() - children_before
-    after = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    spent = {role: Usage.of(pid) - before[role] for role, pid in pids.items()}
     if done.returncode != 0:
         raise RuntimeError(f"h2load failed ({done.returncode}): {done.stderr}\n{done.stdout}")
     elapsed, rps, succeeded, data, mean_ms = parse_h2load(done.stdout)
@@ -149,9 +133,11 @@ def h2load(path: Target, requests: int, connections: int, streams: int) -> Run:
             f"{path.name}: {succeeded}/{requests} succeeded, {data} response bytes where "
             f"{expected} were expected (errors answered as HTTP 200?):\n{done.stdout}"
         )
-    cpu_us = {role: (after[role] - before[role]) * 1e6 / requests for role in pids}
+    cpu_us = {role: usage.cpu_s * 1e6 / requests for role, usage in spent.items()}
     cpu_us["h2load"] = children * 1e6 / requests
-    return Run(requests, elapsed, rps, succeeded, data, mean_ms, cpu_us)
+    system_us = {role: usage.system_s * 1e6 / requests for role, usage in spent.items()}
+    switches = {role: usage.voluntary_switches / requests for role, usage in spent.items()}
+    return Run(requests, elapsed, rps, succeeded, data, mean_ms, cpu_us, system_us, switches)
 
 
 def bench_policy(state: Path) -> Path:
@@ -168,8 +154,9 @@ def grpc_frame(message: bytes) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
-def start_noop(response: Path, logs: Path) -> tuple[ManagedProcess, int]:
+def start_noop(response: Path, logs: Path, workers: int | None) -> tuple[ManagedProcess, int]:
     port = free_port()
+    threads = ["--workers", str(workers)] if workers is not None else []
     process = ManagedProcess(
         "noop-servicer",
         [
@@ -180,6 +167,7 @@ def start_noop(response: Path, logs: Path) -> tuple[ManagedProcess, int]:
             str(port),
             "--response",
             str(response),
+            *threads,
         ],
         logs / "noop-servicer.log",
         cwd=REPO,
@@ -205,10 +193,11 @@ def edge_channel(stack: LocalStack) -> grpc.Channel:
 
 
 def prepare_paths(
-    stack: LocalStack, state: Path, started: list[ManagedProcess]
+    stack: LocalStack, state: Path, started: list[ManagedProcess], workers: int | None = None
 ) -> tuple[list[Target], str]:
     """Every path's target, checked once with a real client, and the REST path of the pool
-    read. The processes it starts (the no-op servicer, the TLS relay) go on `started`."""
+    read. The processes it starts (the no-op servicer, the TLS relay) go on `started`;
+    `workers`: the no-op servicer's gRPC threads (default: the core's default)."""
     assert stack.core is not None and stack.envoy is not None
     with grpc.insecure_channel(stack.grpc_address) as channel:
         pools = inv_grpc.InventoryServiceStub(channel).ListResourcePools(
@@ -223,7 +212,7 @@ def prepare_paths(
         grpc_frame(inv_pb.GetResourcePoolRequest(resource_pool_id=pool_id).SerializeToString())
     )
 
-    noop, noop_port = start_noop(state / "pool.bin", stack.logs)
+    noop, noop_port = start_noop(state / "pool.bin", stack.logs, workers)
     started.append(noop)
     with grpc.insecure_channel(f"127.0.0.1:{noop_port}") as channel:
         if get_pool(channel, pool_id) != response:
@@ -424,6 +413,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--idle", type=float, default=3.0, help="seconds of the idle CPU measurement"
     )
+    parser.add_argument(
+        "--grpc-workers",
+        type=int,
+        help="gRPC handler threads of the core (NETWEAVE_GRPC_WORKERS) and of the no-op "
+        "servicer (default: the setting's default); the core's internal listener admits "
+        "4x this many calls at once, so keep --connections x --streams below that",
+    )
     parser.add_argument("--skip-saturated", action="store_true")
     parser.add_argument("--skip-open-loop", action="store_true")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
@@ -495,15 +491,21 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine(), "arguments": vars(args) | {"json": None}}
     with tempfile.TemporaryDirectory(prefix="netweave-stack-bench-") as tmp:
         state = Path(tmp)
+        # NETWEAVE_GRPC_WORKERS for the core, and the same thread count for the no-op.
+        workers_env = {"NETWEAVE_GRPC_WORKERS": str(args.grpc_workers)} if args.grpc_workers else {}
         config = StackConfig.ephemeral(
-            state, auth_policy=bench_policy(state), rate_limit_rps=UNLIMITED_RPS, notifiers=0
+            state,
+            auth_policy=bench_policy(state),
+            rate_limit_rps=UNLIMITED_RPS,
+            notifiers=0,
+            extra_core_env=workers_env,
         )
         stack = LocalStack(config)
         progress("starting the stack")
         stack.start()
         started: list[ManagedProcess] = []
         try:
-            paths, rest_path = prepare_paths(stack, state, started)
+            paths, rest_path = prepare_paths(stack, state, started, args.grpc_workers)
             if not args.skip_saturated:
                 report["saturated"] = report_saturated(paths, args)
             if not args.skip_open_loop:

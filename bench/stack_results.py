@@ -24,6 +24,11 @@ class Run:
     mean_latency_ms: float
     # CPU microseconds per request, by process role (h2load included).
     cpu_us: dict[str, float]
+    # Of which in the kernel (system time), and the threads' voluntary context switches
+    # per request (blocking on the GIL, a lock, a queue, the network), by server role: a
+    # thread wake-up costs both (issue 18: the gRPC server's thread hand-offs).
+    system_us: dict[str, float] = field(default_factory=dict)
+    switches: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -39,6 +44,14 @@ class PathResult:
 
     def cpu_us(self, role: str) -> float:
         values = [run.cpu_us[role] for run in self.runs if role in run.cpu_us]
+        return statistics.median(values) if values else float("nan")
+
+    def system_us(self, role: str) -> float:
+        values = [run.system_us[role] for run in self.runs if role in run.system_us]
+        return statistics.median(values) if values else float("nan")
+
+    def switches(self, role: str) -> float:
+        values = [run.switches[role] for run in self.runs if role in run.switches]
         return statistics.median(values) if values else float("nan")
 
     @property
@@ -117,7 +130,10 @@ def headline(results: list[PathResult]) -> list[str]:
     brackets)."""
     by_name = {result.name: result for result in results}
     noop, direct = by_name[NOOP], by_name[CORE_DIRECT]
-    lines = [f"core direct {direct.rps / noop.rps:.2f}x no-op [>= 0.80x]"]
+    lines = [
+        f"core direct {direct.rps / noop.rps:.2f}x no-op [>= 0.80x]; CPU per request "
+        f"{_cpu_split(direct, 'core')} against the no-op's {_cpu_split(noop, 'no-op')}"
+    ]
     for name in ("Envoy gRPC", "REST cert", "REST token"):
         result = by_name[name]
         target = " [>= 0.90x; Envoy <= 150 us]" if name.startswith("REST") else ""
@@ -127,6 +143,15 @@ def headline(results: list[PathResult]) -> list[str]:
             + target
         )
     return lines
+
+
+def _cpu_split(result: PathResult, role: str) -> str:
+    """`role`'s CPU per request, its system share and its threads' voluntary context
+    switches per request (wake-ups: what a thread hand-off costs shows in both)."""
+    return (
+        f"{_us(result.cpu_us(role))} us (system {_us(result.system_us(role))} us, "
+        f"{result.switches(role):.1f} context switches)"
+    )
 
 
 def open_loop_headline(results: list[RateResult]) -> list[str]:

@@ -36,46 +36,58 @@ SERVER_ERRORS: Final = frozenset(
 
 
 class TracingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """A SERVER span per unary call (see the module docstring)."""
+    """A SERVER span per unary call (see the module docstring).
+
+    The wrapper of a method is built once (per handler the rest of the chain returns), not
+    per call: the caller's `traceparent` is read from the call's metadata when it runs, in
+    the worker thread, and nothing is built on gRPC's polling thread per call."""
+
+    def __init__(self) -> None:
+        # method -> (the handler last wrapped, its traced version)
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         method: str = details.method
         if handler is None or handler.unary_unary is None or required_permission(method) == PUBLIC:
             return handler
-        parent = next(
-            (
-                item.value
-                for item in details.invocation_metadata or ()
-                if item.key == tracing.TRACEPARENT
-            ),
-            "",
-        )
-        service, _, name = method.lstrip("/").partition("/")
-        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-        inner = handler.unary_unary
-
-        def traced(request: Any, context: Any) -> Any:
-            with tracing.span(
-                method.lstrip("/"), kind="SERVER", parent=parent, attributes=attributes
-            ) as span:
-                code = grpc.StatusCode.OK
-                try:
-                    response = inner(request, context)
-                    code = context.code() or grpc.StatusCode.OK
-                    return response
-                except BaseException:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                finally:
-                    if span is not None:
-                        _finish(span, context, code)
-
-        return grpc.unary_unary_rpc_method_handler(
-            traced,
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            _traced(handler.unary_unary, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+def _traced(inner: Callable[[Any, Any], Any], method: str) -> Callable[[Any, Any], Any]:
+    name = method.lstrip("/")
+    service, _, rpc = name.partition("/")
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+
+    def traced(request: Any, context: Any) -> Any:
+        parent = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == tracing.TRACEPARENT:
+                parent = value
+                break
+        with tracing.span(name, kind="SERVER", parent=parent, attributes=attributes) as span:
+            code = grpc.StatusCode.OK
+            try:
+                response = inner(request, context)
+                code = context.code() or grpc.StatusCode.OK
+                return response
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                if span is not None:
+                    _finish(span, context, code)
+
+    return traced
 
 
 def _finish(span: Any, context: Any, code: grpc.StatusCode) -> None:

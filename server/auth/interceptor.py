@@ -8,7 +8,8 @@ UNAUTHENTICATED (REST 401), both with a google.rpc.ErrorInfo saying why.
 The per-call work is small (issue 18; bench/instrumentation_bench.py measures it): the
 outcome of a caller's credentials for a method is computed once and remembered (see
 AuthInterceptor), the wrapper of each method is built once, and the audit record is queued
-for a writer thread (server/auth/audit.py).
+for a writer thread (server/auth/audit.py) with what repeats from call to call (the request
+body as JSON, a gRPC call's method and path, the outcome) encoded once.
 
 Every audited call gets its correlation id here, once: the caller's well-formed
 `x-correlation-id` (the edge always forwards one), else its `x-request-id`, else a new one
@@ -360,29 +361,81 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if self._audit is None:
             return
         http_method = metadata.get("x-envoy-original-method", "POST").upper()
-        path = metadata.get("x-envoy-original-path", method)
-        status = HTTP_STATUS.get(code, 500) if code is not None else None
-        if status == 200 and http_method == "POST" and "x-envoy-original-path" in metadata:
-            status = 201  # a REST create (the core asked the edge for 201)
-        # The fields in the order they have always had (the module docstring of audit.py).
+        rest_path = metadata.get("x-envoy-original-path")
+        # The fields in the order they have always had (the module docstring of audit.py);
+        # those that repeat from call to call (a gRPC call's method and path, the outcome)
+        # are encoded once (`_shared_fields`), the writer thread encodes the rest.
+        if rest_path is None:
+            request_line = _shared_fields(("method", http_method), ("path", method))
+        else:
+            request_line = _shared_fields(("method", http_method))
         record: list[tuple[str, Any] | EncodedFields] = [
             ("request_id", metadata.get("x-request-id", "")),
             ("correlation_id", correlation_id),
             admission.caller_fields,
-            ("method", http_method),
-            ("path", path),
+            request_line,
+        ]
+        if rest_path is not None:
+            record.append(("path", rest_path))
+        record += [
             admission.decision_fields,
-            ("grpc_code", code.name if code is not None else None),
-            ("status", status),
+            _outcome_fields(code, rest_create=http_method == "POST" and rest_path is not None),
             ("duration_ms", round(duration_s * 1000, 3)),
         ]
         if http_method in WRITE_METHODS and request is not None:
-            try:
-                body: Any = redact(json_format.MessageToDict(request))
-            except Exception as exc:
-                body = f"[unrecordable: {type(exc).__name__}]"
-            record.append(("body", body))
+            record.append(_body_field(request))
         self._audit.write(record)
+
+
+# Request bodies remembered, encoded (`_body_field`): a client that polls sends the same
+# request over and over (every gRPC call is recorded as a POST with its body). Bounded,
+# least recently used out: at most this many bodies of BODY_CACHE_MAX_BYTES each (a few MB
+# with their JSON at worst); a larger body is converted on every call, as before.
+BODY_CACHE: Final = 512
+BODY_CACHE_MAX_BYTES: Final = 4096
+
+
+def _body_field(request: Any) -> EncodedFields:
+    """The audit record's `body` member for `request`: the message as O2ims JSON,
+    credentials redacted. The same bytes of the same message type always give the same
+    member, so a small request's is computed once."""
+    try:
+        serialized = request.SerializeToString(deterministic=True)
+    except Exception as exc:  # not a message: recorded as such, the call is not failed
+        return encode_fields({"body": f"[unrecordable: {type(exc).__name__}]"})
+    if len(serialized) > BODY_CACHE_MAX_BYTES:
+        return _encode_body(request)
+    message_type: Any = type(request)
+    return _cached_body(message_type, serialized)
+
+
+@functools.lru_cache(maxsize=BODY_CACHE)
+def _cached_body(message_type: Any, serialized: bytes) -> EncodedFields:
+    return _encode_body(message_type.FromString(serialized))
+
+
+def _encode_body(request: Any) -> EncodedFields:
+    try:
+        body: Any = redact(json_format.MessageToDict(request))
+    except Exception as exc:
+        body = f"[unrecordable: {type(exc).__name__}]"
+    return encode_fields({"body": body})
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_fields(*fields: tuple[str, Any]) -> EncodedFields:
+    """`fields` encoded, once per distinct set: few (methods x HTTP methods of gRPC calls;
+    REST paths, which carry ids, are not passed here)."""
+    return encode_fields(dict(fields))
+
+
+@functools.lru_cache(maxsize=64)
+def _outcome_fields(code: grpc.StatusCode | None, *, rest_create: bool) -> EncodedFields:
+    """`grpc_code` and `status` (the HTTP status a REST client saw) of an outcome."""
+    status = HTTP_STATUS.get(code, 500) if code is not None else None
+    if status == 200 and rest_create:
+        status = 201  # a REST create (the core asked the edge for 201)
+    return encode_fields({"grpc_code": code.name if code is not None else None, "status": status})
 
 
 def _keep_correlation_trailer(context: Any, correlation_id: str) -> None:

@@ -8,17 +8,20 @@ from __future__ import annotations
 import base64
 import collections
 import json
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from server.auth import AccessPolicy, AuthInterceptor
+from server.auth import AccessPolicy, AuditLog, AuthInterceptor
 from server.auth.caller import Caller, current_caller
 from server.auth.identity import Channel
 from server.auth.identity import identify as identify_caller
+from server.auth.interceptor import BODY_CACHE_MAX_BYTES, _cached_body
 from server.metrics import GatewayMetrics
 
 EDGE_URI = "spiffe://netweave.local/edge"
@@ -145,3 +148,107 @@ def test_identity_headers_on_the_internal_listener_are_refused_on_every_call() -
         assert caller is None
         assert reason(context) == (grpc.StatusCode.UNAUTHENTICATED, "IDENTITY_HEADERS_OUTSIDE_EDGE")
     assert call(internal, {}, peer_uri="")[0] is not None
+
+
+def audited_call(
+    interceptor: AuthInterceptor, request: Any, metadata: dict[str, str] | None = None
+) -> None:
+    handler = grpc.unary_unary_rpc_method_handler(lambda _request, _context: b"")
+    context = FakeContext(metadata or {}, peer_uri="")
+    wrapped = interceptor.intercept_service(
+        lambda _details: handler, CallDetails(METHOD, context.metadata)
+    )
+    wrapped.unary_unary(request, context)
+
+
+def audit_records(audit: AuditLog, path: Path) -> list[dict[str, Any]]:
+    audit.close()
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_grpc_calls_are_audited_with_their_redacted_body_every_time(tmp_path: Path) -> None:
+    """Every gRPC call is recorded as a POST with its body (remembered per request bytes
+    since issue 18): the same request gives the same record fields each time, credentials
+    stay redacted, and another request gets its own body."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path))
+    internal = AuthInterceptor(POLICY, audit, GatewayMetrics(), Channel.INTERNAL)
+    secret = struct_pb2.Struct()
+    secret.update({"callback": "https://smo:hunter2@smo.example/cb?token=abc", "password": "pw"})
+    other = struct_pb2.Struct()
+    other.update({"name": "pool-2"})
+    for request in (secret, secret, other):
+        audited_call(internal, request, {"x-request-id": "0123456789abcdef"})
+    first, second, third = audit_records(audit, path)
+    expected_body = {
+        "callback": "https://[redacted]@smo.example/cb?token=[redacted]",
+        "password": "[redacted]",
+    }
+    assert first["body"] == second["body"] == expected_body
+    assert third["body"] == {"name": "pool-2"}
+    for record in (first, second, third):
+        assert list(record) == [
+            "ts", "audit", "source", "request_id", "correlation_id", "client", "via",
+            "certificate_subject", "certificate_uri", "token_subject", "roles", "role",
+            "operation", "method", "path", "permission", "decision", "grpc_code", "status",
+            "duration_ms", "body",
+        ]  # fmt: skip
+        assert (record["method"], record["path"], record["grpc_code"], record["status"]) == (
+            "POST",
+            METHOD,
+            "OK",
+            200,
+        )
+        assert record["request_id"] == "0123456789abcdef"
+        # The caller's well-formed request id is the call's correlation id.
+        assert record["correlation_id"] == "0123456789abcdef"
+
+
+def test_a_large_body_is_recorded_whole_without_being_remembered(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path))
+    internal = AuthInterceptor(POLICY, audit, GatewayMetrics(), Channel.INTERNAL)
+    large = struct_pb2.Struct()
+    large.update({"description": "x" * (2 * BODY_CACHE_MAX_BYTES), "secret": "s"})
+    before = _cached_body.cache_info().currsize
+    audited_call(internal, large)
+    [record] = audit_records(audit, path)
+    assert record["body"] == {
+        "description": "x" * (2 * BODY_CACHE_MAX_BYTES),
+        "secret": "[redacted]",
+    }
+    assert _cached_body.cache_info().currsize == before
+
+
+def test_rest_calls_keep_their_method_path_and_create_status(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path))
+    edge = AuthInterceptor(POLICY, audit, GatewayMetrics(), Channel.EDGE, EDGE_URI)
+    body = struct_pb2.Struct()
+    body.update({"callback": "https://smo.example/cb"})
+    forwarded = {"x-jwt-payload": claims("reader")}
+    rest = "/o2ims-infrastructureInventory/v1/resourcePools/p-1"
+    handler = grpc.unary_unary_rpc_method_handler(lambda _request, _context: b"")
+    for method in ("GET", "POST"):
+        metadata = {
+            **forwarded,
+            "x-envoy-original-method": method,
+            "x-envoy-original-path": rest,
+        }
+        context = FakeContext(metadata)
+        edge.intercept_service(
+            lambda _details: handler, CallDetails(METHOD, context.metadata)
+        ).unary_unary(body, context)
+    read, create = audit_records(audit, path)
+    assert (read["method"], read["path"], read["status"], "body" in read) == (
+        "GET",
+        rest,
+        200,
+        False,
+    )
+    assert (create["method"], create["path"], create["status"], create["body"]) == (
+        "POST",
+        rest,
+        201,
+        {"callback": "https://smo.example/cb"},
+    )
