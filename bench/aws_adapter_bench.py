@@ -17,7 +17,6 @@ the CPU figures are the ones that speak for the adapter.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import boto3  # type: ignore[import-untyped]  # noqa: E402
 from botocore.config import Config  # type: ignore[import-untyped]  # noqa: E402
+from proc_cpu import cpu_seconds, rss_mib  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from devstack.moto_server import MotoServer  # noqa: E402
@@ -40,18 +40,6 @@ REGIONS = ("eu-west-1", "us-east-1")
 TYPES = ("m5.large", "c5.xlarge", "t3.micro", "g5.xlarge", "g4dn.xlarge", "r5.large")
 IMAGE = "ami-1e749f67"  # one of moto's built-in images (Ubuntu)
 BATCH = 500
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def client(moto: MotoServer, region: str) -> Any:

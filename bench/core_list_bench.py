@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from o2ims.adapter.v1 import domain_pb2
@@ -36,16 +38,11 @@ from server.inventory import InventoryV1Servicer
 from server.listing import Lister, ListingSettings
 from server.store import Snapshot
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_cpu import rss_mib
+
 POOL = "9a6a0d5e-0000-4000-8000-000000000001"
 WORDS = ["server", "rack", "edge", "regional", "gnss", "fec", "nic", "dimm", "cu", "du"]
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def inventory(count: int, rng: random.Random) -> tuple[list[domain_pb2.InventoryObject], list[str]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -32,24 +31,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from proc_cpu import cpu_seconds, rss_mib  # noqa: E402
+
 from devstack.kubesim import KubeApiSimulator, simulated_cluster  # noqa: E402
 from devstack.processes import wait_until  # noqa: E402
 from devstack.stack import LocalStack, StackConfig, kube_clusters  # noqa: E402
 
 ADAPTER = "kubernetes-bench"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def baseline_list(simulator: KubeApiSimulator, kubeconfig: Path, page: int = 500) -> float:

@@ -23,26 +23,21 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from o2ims.inventory.v1 import inventory_pb2 as inv
 
 from server.query import ListQuery, compile_query, index_key, seek
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_cpu import rss_mib
+
 PAGE = 1000
 TARGET_MS = 50.0
 SECRET = b"bench-secret-bench-secret-bench!"
 DESCRIPTOR = inv.ResourceInfo.DESCRIPTOR
 Source = Callable[[str | None], Iterable[tuple[str, Any]]]
-
-
-def rss_mib() -> float:
-    """Resident set size of this process (VmRSS), in MiB."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def build(count: int, pools: int, rng: random.Random) -> dict[str, inv.ResourceInfo]:
