@@ -243,6 +243,9 @@ class StackConfig:
     # the ports above, the others free ones (`extra_cores`, `extra_notifier_ops_ports`).
     cores: int = 1
     notifiers: int = 1
+    # Worker processes of each core (NETWEAVE_CORE_PROCESSES, server/workers.py): above 1,
+    # each core's edge listener is edge_port + i for worker i, and Envoy lists every one.
+    core_processes: int = 1
     # The cores' drain on SIGTERM (NETWEAVE_SHUTDOWN_DRAIN_SECONDS). 0: a stopping stack
     # stops at once (every process goes together, there is nobody to drain from).
     core_drain_s: float = 0.0
@@ -310,13 +313,15 @@ class StackConfig:
     def resolved(self) -> StackConfig:
         """A copy with every 0 port replaced by a free one."""
         ports: dict[str, Any] = {name: getattr(self, name) or free_port() for name in PORT_FIELDS}
+        if not self.edge_port:
+            ports["edge_port"] = free_port_run(self.core_processes)
         if self.cores < 1 or self.notifiers < 0:
             raise ValueError(f"a stack runs >= 1 core and >= 0 notifiers, not {self}")
         return replace(
             self,
             extra_cores=self.extra_cores
             or tuple(
-                CorePorts(free_port(), free_port(), free_port(), free_port())
+                CorePorts(free_port(), free_port_run(self.core_processes), free_port(), free_port())
                 for _ in range(self.cores - 1)
             ),
             extra_notifier_ops_ports=self.extra_notifier_ops_ports
@@ -334,6 +339,16 @@ class StackConfig:
             ),
             **ports,
         )
+
+
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive free ports (a core's workers' edge listeners)."""
+    while True:
+        first = free_port()
+        if first + count - 1 <= 65535 and all(
+            port_free(first + offset) for offset in range(1, count)
+        ):
+            return first
 
 
 class StartRefused(RuntimeError):
@@ -453,7 +468,12 @@ class LocalStack:
             for index, port in enumerate(self.config.extra_notifier_ops_ports, start=2)
         }
         kube = {cluster.name: cluster.port for cluster in self.config.kube_clusters}
-        return ports | replicas | kube
+        workers = {
+            f"core{index + 1}_worker{worker}_edge_port": self.core_ports(index).edge_port + worker
+            for index in range(len(self.config.extra_cores) + 1)
+            for worker in range(1, self.config.core_processes)
+        }
+        return ports | replicas | kube | workers
 
     @property
     def adapter_addresses(self) -> list[str]:
@@ -706,6 +726,11 @@ class LocalStack:
             "NETWEAVE_AUTH_POLICY": str(self.config.auth_policy or ""),
             "NETWEAVE_AUDIT_LOG": str(self.audit_log),
             "NETWEAVE_SHUTDOWN_DRAIN_SECONDS": str(self.config.core_drain_s),
+            **(
+                {"NETWEAVE_CORE_PROCESSES": str(self.config.core_processes)}
+                if self.config.core_processes > 1
+                else {}
+            ),
             **self.callback_env(),
             **self.tracing_env(),
             **self.config.extra_core_env,
@@ -841,10 +866,11 @@ class LocalStack:
             admin_socket=self.envoy_admin_socket,
             core_port=self.config.edge_port,
             core_endpoints=tuple(
-                ("127.0.0.1", self.core_ports(index).edge_port)
+                ("127.0.0.1", self.core_ports(index).edge_port + worker)
                 for index in range(len(self.config.extra_cores) + 1)
+                for worker in range(self.config.core_processes)
             )
-            if self.config.extra_cores
+            if self.config.extra_cores or self.config.core_processes > 1
             else (),
             core_health_interval_s=self.config.core_health_interval_s,
             core_unhealthy_threshold=self.config.core_unhealthy_threshold,
@@ -868,6 +894,8 @@ class LocalStack:
             core_telemetry_ports=tuple(
                 self.core_ports(index).edge_telemetry_port
                 for index in range(len(self.config.extra_cores) + 1)
+                # A core's workers share its telemetry listener (SO_REUSEPORT).
+                for _worker in range(self.config.core_processes)
             ),
             stats_port=self.config.envoy_stats_port,
             tracing=EdgeTracing(self.config.otlp_endpoint, self.config.trace_sample_ratio)

@@ -30,6 +30,10 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     # equal limits make it deterministic, and the edge turns the refusal into a 431.
     ("grpc.max_metadata_size", 16 * 1024),
     ("grpc.absolute_max_metadata_size", 16 * 1024),
+    # The core's worker processes share the internal (and edge telemetry) port: the kernel
+    # spreads connections over them (server/workers.py). gRPC's default on Linux, spelled
+    # out because the workers depend on it.
+    ("grpc.so_reuseport", 1),
 ]
 
 # Client side of the same policy, for channels to long-lived watch streams.
@@ -101,6 +105,34 @@ def _server_configuration(cert: str, key: str, client_ca: str | None) -> Any:
     return grpc.ssl_server_certificate_configuration(
         [(key_pem, cert_pem)], root_certificates=ca_pem
     )
+
+
+UnaryBehaviour = Callable[[Any, Any], Any]
+
+
+class UnaryWrappers:
+    """The unary handlers an interceptor wraps, built once per method rather than per
+    call (on gRPC's polling thread, which holds the server's lock), and again only when
+    the rest of the chain returns another handler for the method."""
+
+    def __init__(self, wrap: Callable[[UnaryBehaviour, str], UnaryBehaviour]) -> None:
+        """`wrap(behaviour, method)`: the behaviour a call of `method` runs instead."""
+        self._wrap = wrap
+        # method -> (the handler last wrapped, its wrapped version)
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    def of(self, handler: Any, method: str) -> Any:
+        """The wrapped version of a unary `handler` of `method`."""
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 class StreamLimiter(grpc.ServerInterceptor):  # type: ignore[misc]

@@ -293,6 +293,13 @@ class _StderrLines(io.TextIOBase):
         return self.original.encoding
 
 
+def log_stream() -> TextIO:
+    """Where this process's log lines go (the original stderr once fd 2 is captured): what
+    a child process that writes its own JSON lines inherits as its stderr, so its lines
+    are not wrapped again as foreign output of this one."""
+    return _threshold.captured or _original_stderr()
+
+
 def _original_stderr() -> TextIO:
     current = sys.stderr
     return current.original if isinstance(current, _StderrLines) else current

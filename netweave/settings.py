@@ -511,6 +511,14 @@ STACK_SERVICE_URI: Final = Setting[str | None](
 # --- the core -----------------------------------------------------------------------------
 
 GRPC_WORKERS: Final = Setting("NETWEAVE_GRPC_WORKERS", INTEGER, 8, (CORE,), "gRPC handler threads")
+CORE_PROCESSES: Final = Setting(
+    "NETWEAVE_CORE_PROCESSES",
+    INTEGER,
+    1,
+    (CORE,),
+    "core worker processes (1 to 64); above 1, `python -m server` supervises that many, "
+    "sharing the internal gRPC port, each on its own edge port (NETWEAVE_EDGE_LISTEN + i)",
+)
 EVENTS_MAX_LEN: Final = Setting(
     "NETWEAVE_EVENTS_MAX_LEN",
     INTEGER,
@@ -741,6 +749,14 @@ NOTIFY_LEASE_MS: Final = Setting(
     5000,
     (NOTIFIER,),
     "ownership lease, ms: a stopped notifier's subscriptions move on after this",
+)
+NOTIFY_WORKERS: Final = Setting(
+    "NETWEAVE_NOTIFY_WORKERS",
+    INTEGER,
+    32,
+    (NOTIFIER,),
+    "threads delivering notifications, whatever the number of subscriptions: how many "
+    "slow subscribers are waited on at once before the others' deliveries wait",
 )
 NOTIFY_DEAD_LETTER_MAX_LEN: Final = Setting(
     "NETWEAVE_NOTIFY_DEAD_LETTER_MAX_LEN",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 
+import structlog
+
 from netweave import tracing
 from netweave.lifecycle import run_until_signalled
 from netweave.logs import configure_logging
+from server import workers
 from server.app import create_server
 from server.config import GatewayConfig
 
@@ -18,12 +21,21 @@ def main() -> int:
     except ValueError as exc:
         log.error("configuration_invalid", error=str(exc))
         return 2
+    role = workers.WorkerRole.from_arguments(sys.argv[1:])
+    if role is None and config.core_processes > 1:
+        # A supervisor of fresh worker interpreters; it creates no gRPC object itself.
+        return workers.supervise(config, config.core_processes)
+    if role is not None:
+        structlog.contextvars.bind_contextvars(worker=role.index)
+        role.watch_supervisor()
     tracing.configure("core", config.tracing)
     try:
         gateway, port = create_server(config)
     except ValueError as exc:  # e.g. Redis holds data of another layout
         log.error("cannot_start", error=str(exc))
         return 2
+    if role is not None:
+        role.report_bound(gateway.ops.port)
     drain_s, grace_s = config.shutdown_drain_s, config.shutdown_grace_s
     finished = True
 

@@ -44,7 +44,13 @@ from server.metrics import GatewayMetrics, MetricsInterceptor
 from server.monitoring_v1 import MonitoringV1Servicer
 from server.ops import OpsServer, readiness_status, redis_check
 from server.store import InventoryStore, connect
-from server.subscriptions import InventorySubscriptionServicer, SubscriptionStore
+from server.subscriptions import (
+    ALARM_SUBSCRIPTIONS,
+    INVENTORY_SUBSCRIPTIONS,
+    InventorySubscriptionServicer,
+    SubscriptionStore,
+)
+from server.subscriptions.view import SubscriptionView
 from server.sync import AdapterWatcher, EventTailer, StoreWriter
 from server.tracing import TracingInterceptor
 
@@ -107,16 +113,27 @@ class Gateway:
                 health_servicer=self._health,
                 with_reflection=False,
             )
-        # Subscriptions and alarms are read and written in Redis directly (no cache): they
-        # must survive restarts and be shared by every replica at once.
+        # Subscriptions and alarms are written in Redis (they must survive restarts and be
+        # shared by every replica at once) and read from views that follow their change
+        # streams (server/subscriptions/view.py, server/alarms/view.py). The views and the
+        # pipeline block in XREAD: their own connections.
+        self.subscription_view = SubscriptionView(
+            connect(config.redis_url, socket_timeout=5.0),
+            self._stop,
+            (INVENTORY_SUBSCRIPTIONS, ALARM_SUBSCRIPTIONS),
+            on_read=self._cache_read_counter("subscriptions"),
+        )
+        self.alarm_view = AlarmView(
+            connect(config.redis_url, socket_timeout=5.0),
+            self._stop,
+            on_read=self._cache_read_counter("alarms"),
+        )
         state = connect(config.redis_url)
-        subscriptions = SubscriptionStore(state, config.redis_wait)
-        alarms = AlarmStore(state, wait=config.redis_wait)
+        subscriptions = SubscriptionStore(state, config.redis_wait, view=self.subscription_view)
+        alarms = AlarmStore(state, wait=config.redis_wait, view=self.alarm_view)
         self.alarm_purger = AlarmPurger(
             alarms, config.alarm_purge_interval, self._stop, self.metrics.alarms_purged.inc
         )
-        # The view and the pipeline block in XREAD: their own connections.
-        self.alarm_view = AlarmView(connect(config.redis_url, socket_timeout=5.0), self._stop)
         self.alarm_pipeline = AlarmPipeline(
             InventoryStore(connect(config.redis_url, socket_timeout=5.0)),
             AlarmStore(connect(config.redis_url), config.events_max_len),
@@ -214,6 +231,13 @@ class Gateway:
             max_concurrent_rpcs=4 * workers if channel is Channel.INTERNAL else None,
         )
 
+    def _cache_read_counter(self, api: str) -> Callable[[str], None]:
+        """A view's `on_read`: "hit"/"miss" -> o2ims_cache_reads_total{api, result}."""
+        children = {
+            result: self.metrics.cache_reads.labels(api, result) for result in ("hit", "miss")
+        }
+        return lambda result: children[result].inc()
+
     @property
     def servers(self) -> list[grpc.Server]:
         return [self.grpc_server, *([self.edge_server] if self.edge_server else [])]
@@ -227,6 +251,7 @@ class Gateway:
         self.alarm_purger.start()
         self.alarm_pipeline.start()
         self.alarm_view.start()
+        self.subscription_view.start()
         for watcher in self.watchers:
             watcher.start()
         for server in self.servers:

@@ -36,6 +36,8 @@ class GatewayConfig:
     # The externally reachable root of the O2ims API (OCloudInfo.serviceUri).
     service_uri: str = settings.SERVICE_URI.default
     grpc_workers: int = settings.GRPC_WORKERS.default
+    # Worker processes (server/workers.py); above 1, `python -m server` supervises them.
+    core_processes: int = settings.CORE_PROCESSES.default
     events_max_len: int = settings.EVENTS_MAX_LEN.default
     # HTTP status of a duplicate subscription POST: 400 (what the O2ims conformance tests
     # require) or 409 (what several SMOs expect).
@@ -107,6 +109,11 @@ class GatewayConfig:
                 "NETWEAVE_REDIS_WAIT_TIMEOUT_MS must be 1 to 1000, "
                 f"got {self.redis_wait.timeout_ms}"
             )
+        if not 1 <= self.core_processes <= MAX_CORE_PROCESSES:
+            raise ValueError(
+                f"NETWEAVE_CORE_PROCESSES must be 1 to {MAX_CORE_PROCESSES}, "
+                f"got {self.core_processes}"
+            )
         if self.duplicate_subscription_status not in DUPLICATE_HTTP_STATUSES:
             raise ValueError(
                 "NETWEAVE_DUPLICATE_SUBSCRIPTION_STATUS must be 400 or 409, "
@@ -136,6 +143,7 @@ class GatewayConfig:
             adapters=settings.ADAPTERS.read(environ),
             service_uri=settings.SERVICE_URI.read(environ),
             grpc_workers=settings.GRPC_WORKERS.read(environ),
+            core_processes=settings.CORE_PROCESSES.read(environ),
             events_max_len=settings.EVENTS_MAX_LEN.read(environ),
             duplicate_subscription_status=settings.DUPLICATE_SUBSCRIPTION_STATUS.read(environ),
             served_majors=settings.SERVED_MAJORS.read_as(parse_majors, environ),
@@ -176,6 +184,8 @@ def own_listeners(config: GatewayConfig) -> list[Endpoint]:
             found.append(parse_endpoint(address))
     return found
 
+
+MAX_CORE_PROCESSES: Final = 64
 
 EDGE_SETTINGS: Final = (
     ("edge_tls_cert", "NETWEAVE_EDGE_TLS_CERT"),

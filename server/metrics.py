@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from netweave.cert_metrics import register_certificates
+from netweave.grpc_server import UnaryWrappers
 from netweave.headers import IGNORED_QUERY_HEADER
 from netweave.logs import current_level
 from netweave.metrics import StateCollector, register_state
@@ -28,12 +29,15 @@ CACHE_APIS: Final = ("inventory", "alarms", "subscriptions")
 
 
 def cache_read(method: str) -> tuple[str, str] | None:
-    """(api, "hit" | "miss") of a read RPC, None for anything else (writes, API versions).
+    """(api, "hit" | "miss") of a read RPC whose source is fixed per method, None for
+    anything else (writes, API versions, and the reads that count themselves).
 
-    Where a read is served from is fixed per method: every inventory read comes from the
-    in-process cache (server/cache.py) and an alarm listing from the alarm view
-    (server/alarms/view.py), never from Redis: hits. An alarm fetched by id (its ETag), the
-    alarm service configuration and every subscription read are read in Redis: misses.
+    Every inventory read comes from the in-process cache (server/cache.py) and an alarm
+    listing from the alarm view (server/alarms/view.py), never from Redis: hits. The alarm
+    service configuration is read in Redis: a miss. Subscription reads (both services) and
+    an alarm read by id (GetAlarm, with its ETag) are served from the subscription view
+    (server/subscriptions/view.py) or the alarm view when it holds the answer and from
+    Redis otherwise: the store counts each one as it is served (the views' `on_read`).
     """
     service, _, name = method.lstrip("/").rpartition("/")
     if not name.startswith(("List", "Get")) or name.endswith("ApiVersions"):
@@ -41,10 +45,10 @@ def cache_read(method: str) -> tuple[str, str] | None:
     if service.startswith("o2ims.inventory."):
         return "inventory", "hit"
     if service.startswith("o2ims.subscriptions."):
-        return "subscriptions", "miss"
+        return None
     if service.startswith("o2ims.monitoring."):
-        if "Subscription" in name:
-            return "subscriptions", "miss"
+        if "Subscription" in name or name == "GetAlarm":
+            return None
         return "alarms", "hit" if name == "ListAlarms" else "miss"
     return None
 
@@ -187,24 +191,13 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
-        # method -> (the handler last wrapped, its timed version)
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        self._unary = UnaryWrappers(self._timed)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method: str = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._timed(handler.unary_unary, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._unary.of(handler, details.method)
 
     def _timed(self, inner: Callable[[Any, Any], Any], method: str) -> Any:
         metrics = self._metrics

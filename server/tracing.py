@@ -18,6 +18,7 @@ from typing import Any, Final
 import grpc
 
 from netweave import tracing
+from netweave.grpc_server import UnaryWrappers
 from netweave.headers import CORRELATION_ID_HEADER
 from server.auth.policy import PUBLIC, required_permission
 
@@ -43,24 +44,14 @@ class TracingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     the worker thread, and nothing is built on gRPC's polling thread per call."""
 
     def __init__(self) -> None:
-        # method -> (the handler last wrapped, its traced version)
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        self._unary = UnaryWrappers(_traced)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         method: str = details.method
         if handler is None or handler.unary_unary is None or required_permission(method) == PUBLIC:
             return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            _traced(handler.unary_unary, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._unary.of(handler, method)
 
 
 def _traced(inner: Callable[[Any, Any], Any], method: str) -> Callable[[Any, Any], Any]:

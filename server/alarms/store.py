@@ -56,14 +56,17 @@ import secrets
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import redis
 import structlog
 from o2ims.monitoring.v1 import monitoring_pb2 as pb
 
 from netweave import correlation, tracing
-from server.store import NO_WAIT, ReplicaWait, run_replicated
+from server.store import NO_WAIT, ReplicaWait, is_transient, run_replicated
+
+if TYPE_CHECKING:
+    from server.alarms.view import AlarmView
 
 ALARM_KEY_PREFIX: Final = "alarm:"
 ALARMS_INDEX_KEY: Final = "alarms"
@@ -208,6 +211,11 @@ class UnreadableAlarm(ValueError):
 def etag_of(revision: int | str) -> str:
     """The strong ETag of a record revision, quoted as HTTP sends it."""
     return f'"{revision}"'
+
+
+def revision_of(etag: str) -> int:
+    """The revision an ETag of etag_of() quotes."""
+    return int(etag.strip('"'))
 
 
 ANY: Final = "*"
@@ -550,7 +558,12 @@ return 1
 
 
 class AlarmStore:
-    """Reads and writes alarm state; raises redis.RedisError when Redis is away."""
+    """Reads and writes alarm state; raises redis.RedisError when Redis is away.
+
+    With a `view` (the core's AlarmView, server/alarms/view.py), a record read with its ETag
+    (get_with_etag: GetAlarm) is the view's copy when the view holds it with its revision
+    (a hit of the cache metric), and every acknowledgement and clear made here is handed to
+    the view, with its revision, before returning. Anything else reads Redis (a miss)."""
 
     def __init__(
         self,
@@ -558,11 +571,13 @@ class AlarmStore:
         events_max_len: int = EVENTS_MAX_LEN,
         *,
         wait: ReplicaWait = NO_WAIT,
+        view: AlarmView | None = None,
     ) -> None:
         self._client = client
         self._events_max_len = events_max_len
         # Acknowledgements wait for replicas (Redis high availability, operations guide).
         self._wait = wait
+        self._view = view
         self._acknowledge = client.register_script(_ACKNOWLEDGE)
         self._clear = client.register_script(_CLEAR)
         self._put = client.register_script(_PUT)
@@ -575,10 +590,32 @@ class AlarmStore:
     # --- records ------------------------------------------------------------------------
 
     def get(self, alarm_id: str) -> pb.AlarmEventRecord | None:
-        found = self.get_with_etag(alarm_id)
+        """The record as Redis holds it now (what a write decides on: never the view's)."""
+        found = self._read(alarm_id)
         return found[0] if found else None
 
     def get_with_etag(self, alarm_id: str) -> tuple[pb.AlarmEventRecord, str] | None:
+        """The record and its ETag: the view's when it holds both, else Redis's. The two
+        always belong together (the view keeps each record with the revision that wrote
+        it, and never goes back to an older one), so the ETag is the one an If-Match
+        against that record's state would match."""
+        view = self._view
+        if view is None:
+            return self._read(alarm_id)
+        held = view.with_etag(alarm_id)
+        if held is not None:
+            view.on_read("hit")
+            return held
+        view.on_read("miss")
+        try:
+            return self._read(alarm_id)
+        except redis.RedisError as error:
+            if view.loaded and alarm_id not in view.records and is_transient(error):
+                # Redis is away, so nothing can have raised it meanwhile: the view's answer.
+                return None
+            raise
+
+    def _read(self, alarm_id: str) -> tuple[pb.AlarmEventRecord, str] | None:
         stored = cast(dict[bytes, bytes], self._client.hgetall(ALARM_KEY_PREFIX + alarm_id))
         if not stored:
             return None
@@ -588,24 +625,32 @@ class AlarmStore:
     def list(self) -> list[pb.AlarmEventRecord]:
         """Every readable record, oldest raised first; unreadable ones are logged and left
         out, so one bad record cannot hide every other alarm."""
+        return [record for record, _ in self.list_with_revisions()]
+
+    def list_with_revisions(self) -> builtins.list[tuple[pb.AlarmEventRecord, int]]:
+        """(record, its revision) of every readable record, as list() orders them."""
         members = cast(set[bytes], self._client.smembers(ALARMS_INDEX_KEY))
         ids = sorted(member.decode() for member in members)
         pipe = self._client.pipeline(transaction=False)
         for alarm_id in ids:
             pipe.hgetall(ALARM_KEY_PREFIX + alarm_id)
-        records: list[pb.AlarmEventRecord] = []
+        records: builtins.list[tuple[pb.AlarmEventRecord, int]] = []
         for alarm_id, stored in zip(ids, pipe.execute(), strict=True):
             if not stored:
                 continue
             try:
-                records.append(decode_alarm(alarm_id, stored))
-            except UnreadableAlarm as error:
+                revision = int(stored.get(REVISION_FIELD.encode(), b"0"))
+                records.append((decode_alarm(alarm_id, stored), revision))
+            except (UnreadableAlarm, ValueError) as error:
                 log.error(
                     "alarm_record_unreadable", alarm_event_record_id=alarm_id, error=str(error)
                 )
         return sorted(
             records,
-            key=lambda r: (r.alarm_raised_time.ToNanoseconds(), r.alarm_event_record_id),
+            key=lambda pair: (
+                pair[0].alarm_raised_time.ToNanoseconds(),
+                pair[0].alarm_event_record_id,
+            ),
         )
 
     def acknowledge(
@@ -636,7 +681,7 @@ class AlarmStore:
                     tracing.traceparent(),
                 ],
             )
-        return _result(alarm_id, reply)
+        return self._written(alarm_id, reply)
 
     def clear(
         self,
@@ -672,7 +717,14 @@ class AlarmStore:
                     tracing.traceparent(),
                 ],
             )
-        return _result(alarm_id, reply)
+        return self._written(alarm_id, reply)
+
+    def _written(self, alarm_id: str, reply: Iterable[bytes]) -> Result:
+        result = _result(alarm_id, reply)
+        if result.record is not None and self._view is not None:
+            # Read-your-writes: this replica's next GET shows the change and its ETag.
+            self._view.put(result.record, revision_of(result.etag))
+        return result
 
     def put_record(
         self, alarm_id: str, attributes: Mapping[str, Any], *, now: dt.datetime | None = None

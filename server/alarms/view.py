@@ -5,15 +5,24 @@ hash reads per request. The view loads every record once, then applies each entr
 `alarms:events` (which carries the record after the change) and of `alarms:purged`. The
 events' `revision` fields count up by one (server/alarms/store.py), so a gap (a trimmed
 stream, a Redis restored or flushed) is seen and answered by loading again; while Redis
-is away the view serves what it has. Single records (GET, with their ETag) and every
-write still go to Redis.
+is away the view serves what it has.
+
+Single records are served from here too (GetAlarm, through AlarmStore.get_with_etag): the
+view keeps each record with the revision that wrote it, which is its ETag. A record is
+replaced only by a change of a higher revision, so the view never goes back to an older
+state once it knows a newer one, and the ETag it gives is the one a write's If-Match
+check (a script in Redis) compares against that state. A change another replica makes
+reaches the view as soon as its XREAD returns the event (about a millisecond); this
+replica's own acknowledgements and clears are handed over by the store before the call
+answers. A record the view holds without its revision (put() by a caller that did not
+know it) or does not hold at all is read from Redis. Every write still goes to Redis.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, cast
 
 import redis
@@ -26,6 +35,7 @@ from server.alarms.store import (
     PURGED_KEY,
     AlarmStore,
     UnreadableAlarm,
+    etag_of,
     parse_record_json,
 )
 
@@ -48,8 +58,11 @@ class AlarmView(threading.Thread):
         stop: threading.Event,
         *,
         read_block_ms: int = READ_BLOCK_MS,
+        on_read: Callable[[str], None] = lambda result: None,
     ) -> None:
         super().__init__(name="alarm-view", daemon=True)
+        # Called with "hit" or "miss" for every single-record read (the cache metric).
+        self.on_read = on_read
         self._client = client
         self._store = AlarmStore(client)
         self._stopping = stop
@@ -57,6 +70,11 @@ class AlarmView(threading.Thread):
         self._backoff = Backoff()
         self._lock = threading.Lock()
         self._records: dict[str, pb.AlarmEventRecord] = {}
+        # id -> the revision (ETag) of the record held; None: not known (read Redis).
+        self._revisions: dict[str, int | None] = {}
+        # id -> the record the store last handed over with its revision (put's caller may
+        # hand the same record again, without it).
+        self._handed: dict[str, pb.AlarmEventRecord] = {}
         self._ids: list[str] | None = None
         self._revision = 0
         self._positions = {EVENTS_KEY: "0-0", PURGED_KEY: "0-0"}
@@ -97,9 +115,28 @@ class AlarmView(threading.Thread):
             if record is not None:
                 yield record_id, record
 
-    def put(self, record: pb.AlarmEventRecord) -> None:
-        """A record this replica just wrote (read-your-writes before its event arrives)."""
-        self._set(record)
+    def with_etag(self, record_id: str) -> tuple[pb.AlarmEventRecord, str] | None:
+        """(record, ETag) when the view holds the record with its revision; else None."""
+        with self._lock:
+            record = self._records.get(record_id)
+            revision = self._revisions.get(record_id)
+        if record is None or revision is None or not self.loaded:
+            return None
+        return record, etag_of(revision)
+
+    def put(self, record: pb.AlarmEventRecord, revision: int | None = None) -> None:
+        """A record this replica just wrote (read-your-writes before its event arrives),
+        with its revision when the caller knows it."""
+        record_id = record.alarm_event_record_id
+        with self._lock:
+            if revision is None:
+                if self._handed.get(record_id) == record:
+                    # The store handed it over with its revision already.
+                    del self._handed[record_id]
+                    return
+            else:
+                self._handed[record_id] = record
+            self._set(record, revision)
 
     # --- following -------------------------------------------------------------------
 
@@ -117,9 +154,15 @@ class AlarmView(threading.Thread):
     def load(self) -> None:
         positions = {stream: _last_id(self._client, stream) for stream in self._positions}
         revision = self._store.revision()
-        records = {record.alarm_event_record_id: record for record in self._store.list()}
+        loaded = self._store.list_with_revisions()
+        records = {record.alarm_event_record_id: record for record, _ in loaded}
+        revisions: dict[str, int | None] = {
+            record.alarm_event_record_id: record_revision for record, record_revision in loaded
+        }
         with self._lock:
             self._records = records
+            self._revisions = revisions
+            self._handed = {}
             self._ids = None
             self._revision = revision
             self._positions = positions
@@ -161,17 +204,29 @@ class AlarmView(threading.Thread):
             record = parse_record_json(record_id, fields[b"record"])
         except UnreadableAlarm as error:
             log.error("alarm_event_unreadable", alarm_event_record_id=record_id, error=str(error))
+            with self._lock:
+                if record_id in self._revisions:
+                    # Changed since, to what is unknown: its ETag is read from Redis.
+                    self._revisions[record_id] = None
             return True
-        self._set(record)
+        with self._lock:
+            self._set(record, revision)
         return True
 
-    def _set(self, record: pb.AlarmEventRecord) -> None:
-        with self._lock:
-            if record.alarm_event_record_id not in self._records:
-                self._ids = None
-            self._records[record.alarm_event_record_id] = record
+    def _set(self, record: pb.AlarmEventRecord, revision: int | None) -> None:
+        """With the lock held. A record the view holds at a higher revision stays."""
+        record_id = record.alarm_event_record_id
+        held = self._revisions.get(record_id)
+        if held is not None and revision is not None and revision <= held:
+            return
+        if record_id not in self._records:
+            self._ids = None
+        self._records[record_id] = record
+        self._revisions[record_id] = revision
 
     def _drop(self, record_id: str) -> None:
         with self._lock:
+            self._revisions.pop(record_id, None)
+            self._handed.pop(record_id, None)
             if self._records.pop(record_id, None) is not None:
                 self._ids = None

@@ -32,6 +32,7 @@ import structlog
 from google.protobuf import json_format
 
 from netweave import correlation
+from netweave.grpc_server import UnaryWrappers
 from netweave.headers import (
     CLIENT_CERT_HEADER,
     CORRELATION_ID_HEADER,
@@ -120,29 +121,18 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._channel = channel
         self._edge_peer_uri = edge_peer_uri.encode()
         self._admission = functools.lru_cache(maxsize=ADMISSION_CACHE)(self._decide)
-        # method -> (the handler last wrapped, its guarded version): the wrapper is the
-        # same for every call of a method, so it is built once per handler.
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        self._unary = UnaryWrappers(self._guard_unary)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
         method: str = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
         if required_permission(method) == PUBLIC:
             return handler  # health checks: neither identified, counted nor audited
         if handler.unary_unary is None:
             return self._guard_stream(handler, method, details.invocation_metadata)
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._guard_unary(handler.unary_unary, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._unary.of(handler, method)
 
     def _guard_unary(self, inner: Callable[[Any, Any], Any], method: str) -> Any:
         def guarded(request: Any, context: Any) -> Any:

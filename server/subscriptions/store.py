@@ -31,6 +31,16 @@ Layout, per kind (<kind> is `subscription` or `alarm_subscription`):
                                     matches no new subscription.)
   subscriptions:generation  int   bumped by every create and delete of either kind: the
                                     notifier reloads its subscriptions when it moves
+  subscriptions:events      stream  one entry per create and delete of either kind, written
+                                    in the script that bumps the generation: `generation`
+                                    (the new value: consecutive entries count up by one),
+                                    `kind` (`subscription` | `alarm_subscription`), `id`,
+                                    `change` (`create` | `delete`) and, for a create,
+                                    `subscription` (the hash's fields as a JSON object);
+                                    trimmed to about CHANGES_MAX_LEN entries. Every core's
+                                    subscription view follows it (server/subscriptions/
+                                    view.py); a backup leaves it out (a restore bumps the
+                                    generation without an entry, so the views reload)
 Nothing has a TTL: a subscription lives until it is deleted.
 
 Deleting a subscription (of either kind) also removes, in the same script, what the notifier
@@ -53,17 +63,24 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import redis
+import structlog
 
 from server.alarms.store import EVENTS_KEY as ALARM_EVENTS_KEY
-from server.store import EVENTS_KEY, NO_WAIT, ReplicaWait, run_replicated
+from server.store import EVENTS_KEY, NO_WAIT, ReplicaWait, is_transient, run_replicated
+
+if TYPE_CHECKING:
+    from server.subscriptions.view import SubscriptionView
+
+log = structlog.get_logger()
 
 _CREATE: Final = """
--- KEYS: subscription hash, index set, dedupe key, generation key[, event stream to record
---       the position of]
--- ARGV: id, subscription key prefix, owner, then the hash's field/value pairs
+-- KEYS: subscription hash, index set, dedupe key, generation key, subscription events
+--       stream[, event stream to record the position of]
+-- ARGV: id, subscription key prefix, owner, kind name, events maxlen, then the hash's
+--       field/value pairs
 local existing = redis.call('GET', KEYS[3])
 -- A dedupe key whose subscription is gone (deleted by hand) must not block a new one, and
 -- one naming another owner's subscription (the owner is in the key, so only by tampering)
@@ -73,12 +90,12 @@ if existing and redis.call('HGET', ARGV[2] .. existing, 'owner') == ARGV[3] then
   return {0, existing}
 end
 local fields = {}
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 local events_after = ''
-if KEYS[5] then
-  local last = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
+if KEYS[6] then
+  local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)
   events_after = '0-0'
   if last[1] then
     events_after = last[1][1]
@@ -89,36 +106,45 @@ end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[1])
-redis.call('INCR', KEYS[4])
-return {1, events_after}
+local generation = redis.call('INCR', KEYS[4])
+local document = {}
+for i = 1, #fields, 2 do
+  document[fields[i]] = fields[i + 1]
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'generation', generation,
+  'kind', ARGV[4], 'id', ARGV[1], 'change', 'create', 'subscription', cjson.encode(document))
+return {1, events_after, generation}
 """
 
 _DELETE: Final = """
--- KEYS: subscription hash, index set, generation key[, delivery queue, retry state,
---       cursors hash]
--- ARGV: id[, the owner it must have]
-if ARGV[2] then
+-- KEYS: subscription hash, index set, generation key, subscription events stream[,
+--       delivery queue, retry state, cursors hash]
+-- ARGV: id, kind name, events maxlen[, the owner it must have]
+if ARGV[4] then
   -- Another owner's subscription, or one without an owner, is as absent as an unknown id.
   local owner = redis.call('HGET', KEYS[1], 'owner')
-  if not owner or owner == '' or owner ~= ARGV[2] then
-    return 0
+  if not owner or owner == '' or owner ~= ARGV[4] then
+    return {0, 0}
   end
 end
 local dedupe = redis.call('HGET', KEYS[1], 'dedupeKey')
 local existed = redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
-if KEYS[4] then
-  redis.call('DEL', KEYS[4], KEYS[5])
-  redis.call('HDEL', KEYS[6], ARGV[1])
+if KEYS[5] then
+  redis.call('DEL', KEYS[5], KEYS[6])
+  redis.call('HDEL', KEYS[7], ARGV[1])
 end
+local generation = 0
 if existed == 1 then
-  redis.call('INCR', KEYS[3])
+  generation = redis.call('INCR', KEYS[3])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'generation', generation,
+    'kind', ARGV[2], 'id', ARGV[1], 'change', 'delete')
 end
 -- Only our own dedupe entry: the key may already name a newer subscription.
 if dedupe and redis.call('GET', dedupe) == ARGV[1] then
   redis.call('DEL', dedupe)
 end
-return existed
+return {existed, generation}
 """
 
 
@@ -149,6 +175,10 @@ class SubscriptionKind:
 
 
 GENERATION_KEY: Final = "subscriptions:generation"
+SUBSCRIPTION_EVENTS_KEY: Final = "subscriptions:events"
+# About how many entries subscriptions:events keeps: a view that falls further behind
+# (away longer than that many changes) loads again.
+CHANGES_MAX_LEN: Final = 10_000
 # What the notifier keeps per subscription (removed with the subscription).
 DELIVERY_QUEUE_PREFIX: Final = "notifier:queue:"
 RETRY_STATE_PREFIX: Final = "notifier:retry:"
@@ -189,12 +219,27 @@ class DuplicateSubscription(Exception):
 
 
 class SubscriptionStore:
-    """Creates, reads and deletes subscriptions; raises redis.RedisError when Redis is away."""
+    """Creates, reads and deletes subscriptions; raises redis.RedisError when Redis is away.
 
-    def __init__(self, client: redis.Redis, wait: ReplicaWait = NO_WAIT) -> None:
+    With a `view` (a core's SubscriptionView, server/subscriptions/view.py), reads are
+    served from it once it has loaded (a hit of the cache metric), and every create and
+    delete is handed to it before returning (read-your-writes). Before its first load, and
+    for an id the view does not hold (made on another replica a moment ago), reads go to
+    Redis (a miss). Without one (the notifier, tools), every read is Redis's."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        wait: ReplicaWait = NO_WAIT,
+        *,
+        view: SubscriptionView | None = None,
+        changes_max_len: int = CHANGES_MAX_LEN,
+    ) -> None:
         self._client = client
         # Creates and deletes wait for replicas (Redis high availability, operations guide).
         self._wait = wait
+        self._view = view
+        self._changes_max_len = changes_max_len
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
 
@@ -227,10 +272,16 @@ class SubscriptionStore:
         }
         if correlation_id:
             fields["correlationId"] = correlation_id
-        keys = [kind.key(subscription_id), kind.index_key, dedupe_key, GENERATION_KEY]
+        keys = [
+            kind.key(subscription_id),
+            kind.index_key,
+            dedupe_key,
+            GENERATION_KEY,
+            SUBSCRIPTION_EVENTS_KEY,
+        ]
         if kind.events_stream is not None:
             keys.append(kind.events_stream)
-        created, value = cast(
+        reply = cast(
             list[Any],
             run_replicated(
                 self._create,
@@ -242,25 +293,48 @@ class SubscriptionStore:
                     subscription_id,
                     kind.key(""),
                     owner,
+                    kind.name,
+                    self._changes_max_len,
                     *(item for pair in fields.items() for item in pair),
                 ],
             ),
         )
-        if not created:
-            raise DuplicateSubscription(value.decode())
-        return Subscription(
+        if not reply[0]:
+            raise DuplicateSubscription(reply[1].decode())
+        created = Subscription(
             subscription_id=subscription_id,
             callback=callback,
             filter=filter_,
             consumer_subscription_id=consumer_subscription_id,
             api_version=api_version,
             created_at=created_at,
-            events_after=value.decode(),
+            events_after=reply[1].decode(),
             owner=owner,
             correlation_id=correlation_id,
         )
+        if self._view is not None:
+            self._view.created(kind, created, int(reply[2]))
+        return created
 
     def get(self, kind: SubscriptionKind, subscription_id: str) -> Subscription | None:
+        view = self._view
+        if view is None:
+            return self._read(kind, subscription_id)
+        if view.loaded:
+            found = view.get(kind, subscription_id)
+            if found is not None:
+                view.on_read("hit")
+                return found
+        view.on_read("miss")
+        try:
+            return self._read(kind, subscription_id)
+        except redis.RedisError as error:
+            if not view.loaded or not is_transient(error):
+                raise
+            # Redis is away, so nothing can have created it meanwhile: the view's answer.
+            return None
+
+    def _read(self, kind: SubscriptionKind, subscription_id: str) -> Subscription | None:
         stored = cast(dict[bytes, bytes], self._client.hgetall(kind.key(subscription_id)))
         return _decode(subscription_id, stored) if stored else None
 
@@ -270,51 +344,93 @@ class SubscriptionStore:
 
     def list(self, kind: SubscriptionKind) -> list[Subscription]:
         """Every subscription of the kind, oldest first."""
-        ids = sorted(
-            member.decode() for member in cast(set[bytes], self._client.smembers(kind.index_key))
-        )
-        pipe = self._client.pipeline(transaction=False)
-        for subscription_id in ids:
-            pipe.hgetall(kind.key(subscription_id))
-        found = [
-            _decode(subscription_id, stored)
-            for subscription_id, stored in zip(ids, pipe.execute(), strict=True)
-            # An id whose hash an operator deleted by hand is simply not there.
-            if stored
-        ]
-        return sorted(found, key=lambda s: (s.created_at, s.subscription_id))
+        view = self._view
+        if view is not None:
+            if view.loaded:
+                view.on_read("hit")
+                return view.list(kind)
+            view.on_read("miss")
+        return load_all(self._client, (kind,))[kind.name]
 
     def delete(
         self, kind: SubscriptionKind, subscription_id: str, *, owned_by: str | None = None
     ) -> bool:
         """Remove a subscription; False if there was none with that id. With `owned_by`,
         only if that (non-empty) owner has it: False, and nothing removed, otherwise."""
-        keys = [kind.key(subscription_id), kind.index_key, GENERATION_KEY]
+        keys = [kind.key(subscription_id), kind.index_key, GENERATION_KEY, SUBSCRIPTION_EVENTS_KEY]
         if kind.events_stream is not None:
             keys += [
                 DELIVERY_QUEUE_PREFIX + subscription_id,
                 RETRY_STATE_PREFIX + subscription_id,
                 CURSORS_KEY,
             ]
-        args = [subscription_id] if owned_by is None else [subscription_id, owned_by]
-        existed = run_replicated(
-            self._delete, self._client, self._wait, "subscription_delete", keys=keys, args=args
+        args: list[str | int] = [subscription_id, kind.name, self._changes_max_len]
+        if owned_by is not None:
+            args.append(owned_by)
+        existed, generation = cast(
+            list[int],
+            run_replicated(
+                self._delete, self._client, self._wait, "subscription_delete", keys=keys, args=args
+            ),
         )
+        if existed and self._view is not None:
+            self._view.deleted(kind, subscription_id, int(generation))
         return bool(existed)
 
 
+def load_all(
+    client: redis.Redis, kinds: tuple[SubscriptionKind, ...]
+) -> dict[str, list[Subscription]]:
+    """kind name -> every subscription of the kind, oldest first: one SMEMBERS per kind,
+    then one pipeline of HGETALLs."""
+    pipe = client.pipeline(transaction=False)
+    for kind in kinds:
+        pipe.smembers(kind.index_key)
+    indexes = cast(list[set[bytes]], pipe.execute())
+    wanted = [
+        (kind, subscription_id)
+        for kind, members in zip(kinds, indexes, strict=True)
+        for subscription_id in sorted(member.decode() for member in members)
+    ]
+    pipe = client.pipeline(transaction=False)
+    for kind, subscription_id in wanted:
+        pipe.hgetall(kind.key(subscription_id))
+    found: dict[str, list[Subscription]] = {kind.name: [] for kind in kinds}
+    replies = pipe.execute(raise_on_error=False)
+    for (kind, subscription_id), stored in zip(wanted, replies, strict=True):
+        if isinstance(stored, redis.ResponseError):
+            # One corrupted record (not a hash) must not hide every other subscription.
+            log.error("subscription_unreadable", key=kind.key(subscription_id), error=str(stored))
+            continue
+        if isinstance(stored, Exception):
+            raise stored
+        # An id whose hash an operator deleted by hand is simply not there.
+        if stored:
+            found[kind.name].append(_decode(subscription_id, stored))
+    for subscriptions in found.values():
+        subscriptions.sort(key=lambda s: (s.created_at, s.subscription_id))
+    return found
+
+
 def _decode(subscription_id: str, stored: dict[bytes, bytes]) -> Subscription:
-    fields = {name.decode(): value.decode() for name, value in stored.items()}
+    return decode_fields(
+        subscription_id, {name.decode(): value.decode() for name, value in stored.items()}
+    )
+
+
+def decode_fields(subscription_id: str, fields: dict[str, str]) -> Subscription:
+    """A subscription of its stored fields (the hash's, or a subscriptions:events entry's
+    JSON object of them)."""
     return Subscription(
         subscription_id=subscription_id,
-        callback=fields.get("callback", ""),
-        filter=fields.get("filter", ""),
-        consumer_subscription_id=fields.get("consumerSubscriptionId", ""),
-        api_version=fields.get("apiVersion", ""),
-        created_at=fields.get("createdAt", ""),
-        events_after=fields.get("eventsAfter", ""),
-        owner=fields.get("owner", ""),
-        correlation_id=fields.get("correlationId", ""),
+        callback=str(fields.get("callback", "")),
+        filter=str(fields.get("filter", "")),
+        consumer_subscription_id=str(fields.get("consumerSubscriptionId", "")),
+        api_version=str(fields.get("apiVersion", "")),
+        created_at=str(fields.get("createdAt", "")),
+        events_after=str(fields.get("eventsAfter", "")),
+        owner=str(fields.get("owner", "")),
+        correlation_id=str(fields.get("correlationId", "")),
     )
 
 

@@ -137,21 +137,25 @@ def test_redis_stopped_fails_readiness_with_the_reason(core: Core) -> None:
     assert core.metrics()[("o2ims_ready", ())] == 0.0
 
 
-def test_cache_reads_count_hits_for_inventory_and_misses_for_subscriptions(core: Core) -> None:
+def test_cache_reads_count_view_hits_and_redis_misses(core: Core) -> None:
     def reads(api: str, result: str) -> float:
         return core.metrics()[("o2ims_cache_reads_total", (("api", api), ("result", result)))]
 
+    wait_until(lambda: core.gateway.subscription_view.loaded, 10, "the subscription view")
     before = {(a, r): reads(a, r) for a in ("inventory", "subscriptions") for r in ("hit", "miss")}
     inventory = inv_grpc.InventoryServiceStub(core.channel)
     for _ in range(3):
         inventory.ListResourcePools(inv_pb.ListResourcePoolsRequest())
     inventory.GetAllApiVersions(inv_pb.GetAllApiVersionsRequest())  # not a read of data
     subscriptions = sub_grpc.SubscriptionServiceStub(core.channel)
-    subscriptions.ListSubscriptions(sub_pb.ListSubscriptionsRequest())
+    subscriptions.ListSubscriptions(sub_pb.ListSubscriptionsRequest())  # the view: a hit
+    with pytest.raises(grpc.RpcError):
+        # An id the view does not hold is looked up in Redis: a miss.
+        subscriptions.GetSubscription(sub_pb.GetSubscriptionRequest(subscription_id="unknown"))
     assert reads("inventory", "hit") - before["inventory", "hit"] == 3
     assert reads("inventory", "miss") == before["inventory", "miss"]
+    assert reads("subscriptions", "hit") - before["subscriptions", "hit"] == 1
     assert reads("subscriptions", "miss") - before["subscriptions", "miss"] == 1
-    assert reads("subscriptions", "hit") == before["subscriptions", "hit"]
 
 
 def test_certificate_expiry_is_not_after_minus_now(core: Core) -> None:

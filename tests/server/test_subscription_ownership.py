@@ -78,7 +78,8 @@ class Subscriptions:
         """The kind's keys: subscription hashes, index set, dedupe entries."""
         kind = self.api.resource.kind
         found = cast(list[str], self.redis.keys(f"{kind.name}*"))
-        return [key for key in found if key != "subscriptions:generation"]
+        shared = ("subscriptions:generation", "subscriptions:events")
+        return [key for key in found if key not in shared]
 
 
 @pytest.fixture(params=RESOURCES, ids=lambda r: r.kind.name)
