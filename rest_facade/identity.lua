@@ -50,18 +50,5 @@ function envoy_on_request(handle)
   end
 end
 
--- The rate limiter's 429 passes back through this filter (it sits before the limiter), with
--- the limiter's x-ratelimit-* headers already set: tell the client when to come back.
--- x-ratelimit-reset is the seconds until a token is available again; Retry-After must be a
--- whole number of seconds, and at least 1 so that a client does not spin.
-function envoy_on_response(handle)
-  local headers = handle:headers()
-  if headers:get(":status") ~= "429" or headers:get("retry-after") ~= nil then
-    return
-  end
-  local reset = tonumber(headers:get("x-ratelimit-reset") or "") or 1
-  if reset < 1 then
-    reset = 1
-  end
-  headers:add("retry-after", tostring(math.floor(reset)))
-end
+-- No envoy_on_response: without one Envoy runs no Lua for this filter on the way out. The
+-- rate limiter's 429 gets its Retry-After in rest_facade/request_context.lua.

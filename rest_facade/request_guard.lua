@@ -1,6 +1,8 @@
--- netweave request guard (Envoy Lua filter): the FIRST HTTP filter, ahead of jwt_authn, the
--- identity and rate-limit filters and the shaper. It refuses two kinds of request that are
--- not API calls, before any other filter reads them:
+-- netweave request guard: part of the FIRST HTTP filter (rendered into it ahead of
+-- rest_facade/request_context.lua, whose envoy_on_request calls guard_request once the
+-- request's correlation id is set: one Lua filter, one coroutine per request, instead of
+-- two). It runs ahead of jwt_authn, the identity and rate-limit filters and the shaper, and
+-- refuses two kinds of request that are not API calls, before any other filter reads them:
 --   * CONNECT: this edge is an API, not a proxy. An HTTP/1.1 CONNECT otherwise became a
 --     stream that waited for a body until a timeout (45-90 s). Now a 405 at once.
 --   * a credential in the query string (?access_token=, ?api_key=, ... in any case, and
@@ -56,16 +58,20 @@ local function redacted_query(query)
   return table.concat(parts, "&"), found
 end
 
-local function refuse(handle, headers, body)
+-- `reply` already carries the correlation id (guard_request's caller set it): a reply made
+-- by the filter itself must not depend on that filter seeing its own response.
+local function refuse(handle, reply, body)
   handle:streamInfo():dynamicMetadata():set(REST_NAMESPACE, "rest", "1")
-  handle:respond(headers, body)
+  handle:respond(reply, body)
 end
 
-function envoy_on_request(handle)
-  local headers = handle:headers()
+-- `reply`: the headers every refusal carries (the correlation id). Returns nothing.
+local function guard_request(handle, headers, reply)
   if headers:get(":method") == "CONNECT" then
     -- The target of a CONNECT is a host:port tunnel, which allows no method: an empty Allow.
-    refuse(handle, {[":status"] = "405", ["allow"] = ""},
+    reply[":status"] = "405"
+    reply["allow"] = ""
+    refuse(handle, reply,
       "CONNECT is not supported: this is an API endpoint, not a proxy")
     return
   end
@@ -84,7 +90,8 @@ function envoy_on_request(handle)
     return
   end
   headers:replace(":path", base .. "?" .. redacted)
-  refuse(handle, {[":status"] = "400"},
+  reply[":status"] = "400"
+  refuse(handle, reply,
     "credentials are not accepted in the URL (query parameter '" .. name ..
     "'): send the token in the Authorization header")
 end

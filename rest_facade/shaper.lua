@@ -231,9 +231,13 @@ end
 -- metadata lists them): O2ims sends such flags bare, and the transcoder would ignore a
 -- query parameter without a value.
 local function complete_flags(handle, headers, path)
-  local flags = handle:metadata():get("flags")
+  -- The query first: reading the route's metadata builds a Lua table of it.
   local base, query = path:match("^([^?]*)%?(.*)$")
-  if flags == nil or query == nil then
+  if query == nil or query == "" then
+    return
+  end
+  local flags = handle:metadata():get("flags")
+  if flags == nil then
     return
   end
   local is_flag = {}
@@ -262,8 +266,11 @@ end
 local IGNORED_QUERY_HEADER = "x-netweave-ignored-query"
 local function split_unknown_query(handle, path)
   local base, query = path:match("^([^?]*)%?(.*)$")
+  if query == nil or query == "" then
+    return path, {}
+  end
   local accepted = handle:metadata():get("query")
-  if query == nil or query == "" or accepted == nil then
+  if accepted == nil then
     return path, {}
   end
   local ok = {}
@@ -315,10 +322,13 @@ function envoy_on_request(handle)
   -- For the Link header of a paged list: the next page is this URL with a new marker.
   record(handle, "path", path)
   -- Both become a ProblemDetails through local_reply_config, like every local reply.
-  if not valid_utf8(percent_decoded(path)) then
+  -- Only a path with a byte above 0x7F or a percent escape can decode to invalid UTF-8,
+  -- and only one with a '.' or a '%' can hold a dot segment: most paths need neither walk.
+  local plain = path:find("[%%\128-\255]") == nil
+  if not plain and not valid_utf8(percent_decoded(path)) then
     handle:respond({[":status"] = "400"},
       "the request path or query is not valid UTF-8 once percent-decoded")
-  elseif has_dot_segment(path) then
+  elseif (not plain or path:find(".", 1, true) ~= nil) and has_dot_segment(path) then
     -- Envoy does not resolve them (normalize_path is off, see the template): an id of
     -- "." or ".." is never valid, and guessing what the client meant is worse.
     handle:respond({[":status"] = "400"}, "the request path has a '.' or '..' segment")

@@ -221,8 +221,8 @@ def test_production_network_policies_deny_by_default_and_admit_only_the_listener
             if "from" not in rule:
                 assert name == "netweave-gateway", name
                 assert {p["port"] for p in rule["ports"]} == {8443}
-    # The core's edge (50052) and telemetry (50053) listeners stay inside the pod.
-    assert not ingress_ports(policies["netweave-gateway"]) & {50051, 50052, 50053}
+    # The core workers' edge (50052, 50053) and telemetry (50060) listeners stay inside the pod.
+    assert not ingress_ports(policies["netweave-gateway"]) & {50051, 50052, 50053, 50060}
 
 
 def test_kubernetes_adapter_rbac_is_the_adapters_own(rendered: dict[str, list[Manifest]]) -> None:

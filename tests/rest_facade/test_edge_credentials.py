@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devstack.pki import DevPki
 from devstack.tokens import DevIssuer
-from rest_facade.envoy_config import render
+from rest_facade.envoy_config import JWT_CACHE_SIZE, render
 from rest_facade.envoy_process import RunningEnvoy
 
 from .support import (
@@ -84,6 +84,13 @@ def log_lines(path: Path, request_ids: set[str], timeout: float = 5.0) -> list[d
 # --- the rendered configuration -------------------------------------------------------
 
 
+def settings_of(filters: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """The one jwt_authn provider's settings in a rendered filter list."""
+    providers = filters[names.index("envoy.filters.http.jwt_authn")]["typed_config"]["providers"]
+    (settings,) = providers.values()
+    return dict(settings)
+
+
 def test_jwt_authn_reads_the_header_only_and_bounds_lifetimes(
     pki: DevPki, descriptor: Path, issuer: DevIssuer
 ) -> None:
@@ -91,10 +98,16 @@ def test_jwt_authn_reads_the_header_only_and_bounds_lifetimes(
     manager = yaml.safe_load(render(config))["static_resources"]["listeners"][0]
     filters = manager["filter_chains"][0]["filters"][-1]["typed_config"]["http_filters"]
     names = [item["name"] for item in filters]
-    # Only the request context (correlation id and route template: it reads neither the
-    # query nor any credential) comes before the guard.
-    assert names[:2] == ["netweave.request_context", "netweave.request_guard"]
-    assert names.index("netweave.request_guard") < names.index("envoy.filters.http.jwt_authn")
+    # The guard runs inside the first filter, right after the request context (correlation
+    # id and route template: it reads neither the query nor any credential): one Lua filter.
+    assert names[0] == "netweave.request_context"
+    assert "netweave.request_guard" not in names
+    first = filters[0]["typed_config"]["default_source_code"]["inline_string"]
+    assert "local function guard_request(" in first
+    assert first.rindex("guard_request(handle, headers, reply)") > first.index("context:set(")
+    assert names.index("netweave.request_context") < names.index("envoy.filters.http.jwt_authn")
+    # A client's repeated token is verified once per worker, not on every call.
+    assert settings_of(filters, names)["jwt_cache_config"] == {"jwt_cache_size": JWT_CACHE_SIZE}
     provider = filters[names.index("envoy.filters.http.jwt_authn")]["typed_config"]["providers"]
     (settings,) = provider.values()
     assert settings["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]
@@ -153,6 +166,26 @@ def test_a_credential_in_the_query_string_is_refused_and_never_logged(
         text = (tmp_path / log).read_text()
         assert token not in text, f"the token reached {log}"
         assert "secret123" not in text, f"the secret reached {log}"
+
+
+def test_the_guards_refusal_carries_the_correlation_id_and_a_cached_token_still_works(
+    logged_envoy: RunningEnvoy, pki: DevPki, issuer: DevIssuer, inventory: FakeInventory
+) -> None:
+    """The guard runs inside the request context filter: its own refusal must still carry
+    the caller's correlation id. And a token verified once (jwt_authn's cache) passes again,
+    while a forged one with the same claims is refused though a good token is cached."""
+    token = issuer.mint("smo-north", ["o2ims-reader"])
+    with rest_client(logged_envoy, pki) as http:
+        refused = http.get(f"{POOLS}?api_key=secret123", headers={"x-correlation-id": "corr-42"})
+        first = http.get(POOLS, headers=bearer(token))
+        again = http.get(POOLS, headers=bearer(token))
+        header, payload, _signature = token.split(".")
+        forged = http.get(POOLS, headers=bearer(f"{header}.{payload}.AAAA"))
+    assert_problem(refused, 400)
+    assert refused.headers["x-correlation-id"] == "corr-42"
+    assert refused.headers["x-request-id"] == "corr-42"
+    assert first.status_code == again.status_code == 200
+    assert forged.status_code == 401
 
 
 def test_a_request_envoy_refuses_before_any_filter_does_not_log_its_query(

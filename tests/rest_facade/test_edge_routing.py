@@ -188,6 +188,24 @@ def test_requests_envoy_refuses_before_any_filter_are_problem_details_too(
     assert problem["detail"].startswith("the request is malformed (")
 
 
+@pytest.mark.parametrize(
+    ("segment", "status"),
+    [("..", 400), (".", 400), ("a.b", 404), ("..a", 404), ("%2E%2E", 400)],
+)
+def test_literal_dot_segments_are_400_and_dots_inside_an_id_are_not(
+    edge_envoy: RunningEnvoy, pki: DevPki, widgets: WidgetStore, segment: str, status: int
+) -> None:
+    # The shaper walks a path for dot segments only when it holds a '.' or a '%' (its fast
+    # path): literal dots, which clients like httpx resolve before sending, take the walk.
+    request_line = f"GET {INV}/v1/resourcePools/{segment} HTTP/1.1".encode()
+    answer, headers, body = raw_https_request(edge_envoy, pki, request_line + b"\r\nHost: x")
+
+    assert answer == status
+    assert headers["content-type"] == "application/problem+json"
+    if status == 400:
+        assert "'.' or '..' segment" in json.loads(body)["detail"]
+
+
 def test_a_nul_in_an_id_is_an_unknown_id(edge: httpx.Client, widgets: WidgetStore) -> None:
     assert_problem(edge.get(f"{INV}/v1/resourcePools/%00"), 404)
 
