@@ -179,8 +179,13 @@ class AlarmView(threading.Thread):
             ),
         )
         if not reply:
-            if self._store.revision() < self._revision:
-                log.warning("alarm_view_store_went_back", revision=self._revision)
+            # Every change takes a revision in the script that adds its event, so a counter
+            # that moved while no event came means the data changed behind the streams (a
+            # restore) or went back (a Redis flushed or restarted empty): load again. A
+            # change landing between the read and this check costs one spurious load.
+            revision = self._store.revision()
+            if revision != self._revision:
+                log.warning("alarm_view_store_moved", revision=revision, held=self._revision)
                 self.load()
             return
         for stream_raw, entries in sorted(reply, key=lambda item: item[0] != EVENTS_KEY.encode()):

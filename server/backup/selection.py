@@ -3,9 +3,9 @@
 Every name comes from the module that owns it (docs/operations.md, "State in Redis"). Left
 out: the inventory (`inventory:*`: the adapters give it back when a core starts), leases,
 locks and members lists (they belong to running processes and expire), the purged-records
-stream (only running views read it) and `subscriptions:generation` (a restore bumps it, so
-running notifiers reload their subscriptions). The data version is carried in the backup's
-header, not as a key.
+and subscription-change streams (only running views read them) and `subscriptions:generation`
+(a restore bumps it, so running notifiers and the cores' subscription views reload). The
+data version is carried in the backup's header, not as a key.
 """
 
 from __future__ import annotations

@@ -100,6 +100,27 @@ def test_a_flushed_redis_empties_the_view(
     raw.close()
 
 
+def test_records_changed_behind_the_streams_reload_the_view(
+    redis_url: str, alarms: AlarmStore
+) -> None:
+    # A restore writes records and the revision counter without new events after the
+    # view's position: the counter moving with no event is what tells the view.
+    view = AlarmView(connect(redis_url), threading.Event(), read_block_ms=1)
+    view.load()
+    alarms.raise_from_source(source("a"), flap_window=0)
+    view.step()
+    assert view.reloads == 1 and len(view.ids()) == 1
+    raw = redis.Redis.from_url(redis_url)
+    raw.hset(f"alarm:{view.ids()[0]}", "alarmAcknowledged", "true")
+    raw.incr("alarms:revision", 5)
+    raw.close()
+    view.step()
+    assert view.reloads == 2, "the counter moved without an event: loaded again"
+    assert view_state(view) == stored_state(alarms)
+    view.step()
+    assert view.reloads == 2, "nothing moved since: no further load"
+
+
 @pytest.mark.parametrize(
     "text",
     [
