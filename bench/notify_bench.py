@@ -37,8 +37,12 @@ from o2ims.adapter.v1 import domain_pb2
 from adapters.contract import serialize
 from devstack.processes import free_port, wait_until
 from devstack.redis_server import RedisServer
-from server.store import Change, InventoryStore, connect
-from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, SubscriptionStore
+from server.store import EVENTS_KEY, Change, InventoryStore, connect
+from server.subscriptions.store import (
+    GENERATION_KEY,
+    INVENTORY_SUBSCRIPTIONS,
+    SubscriptionStore,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 POOL = "9a6a0d5e-0000-4000-8000-000000000001"
@@ -207,8 +211,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_notifier(redis_url: str, log: Path) -> subprocess.Popen[bytes]:
-    ops = free_port()
+def start_notifier(
+    redis_url: str, log: Path, *, ops: int | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A real `python -m server.notifier`, once its /readyz answers (on `ops`, a free port
+    unless given)."""
+    ops = ops or free_port()
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
@@ -217,6 +225,7 @@ def start_notifier(redis_url: str, log: Path) -> subprocess.Popen[bytes]:
         "NETWEAVE_CALLBACK_ALLOW_HTTP": "1",
         "NETWEAVE_CALLBACK_ALLOWED_CIDRS": "127.0.0.0/8",
         "NETWEAVE_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "server.notifier"],
@@ -238,17 +247,43 @@ def _get(url: str) -> int:
 
 
 def subscribe(redis_url: str, callback: str) -> str:
+    return subscribe_many(redis_url, [callback])[0]
+
+
+def subscribe_many(redis_url: str, callbacks: list[str]) -> list[str]:
+    """Subscriptions (no filter), one per callback, written straight to Redis the way the
+    core's subscription store writes them (server/subscriptions/store.py: the hash, the
+    index, the generation), in a few pipelines: thousands in seconds."""
     client = connect(redis_url)
-    created = SubscriptionStore(client).create(
-        INVENTORY_SUBSCRIPTIONS,
-        str(uuid.uuid4()),
-        callback=callback,
-        filter_="",
-        consumer_subscription_id="bench",
-        api_version="v1",
-    )
+    kind = INVENTORY_SUBSCRIPTIONS
+    last: Any = client.xrevrange(EVENTS_KEY, "+", "-", count=1)
+    events_after = last[0][0].decode() if last else "0-0"
+    created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    created = []
+    for start in range(0, len(callbacks), 1000):
+        pipe = client.pipeline(transaction=False)
+        for callback in callbacks[start : start + 1000]:
+            subscription_id = str(uuid.uuid4())
+            pipe.hset(
+                kind.key(subscription_id),
+                mapping={
+                    kind.id_field: subscription_id,
+                    "owner": "",
+                    "consumerSubscriptionId": "bench",
+                    "filter": "",
+                    "callback": callback,
+                    "apiVersion": "v1",
+                    "createdAt": created_at,
+                    "dedupeKey": kind.dedupe_key("", callback, "", "bench"),
+                    "eventsAfter": events_after,
+                },
+            )
+            pipe.sadd(kind.index_key, subscription_id)
+            created.append(subscription_id)
+        pipe.incr(GENERATION_KEY)
+        pipe.execute()
     client.close()
-    return created.subscription_id
+    return created
 
 
 def unsubscribe(redis_url: str, subscription_id: str) -> None:

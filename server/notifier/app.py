@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from server.notifier import keys
 from server.notifier.config import NotifierConfig
 from server.notifier.deadletters import DeadLetters
-from server.notifier.delivery import DeliveryWorker
+from server.notifier.delivery import DeliveryPool, DeliveryWorker
 from server.notifier.http import (
     TokenSource,
     WebhookClient,
@@ -68,12 +68,17 @@ class Notifier:
             metrics=self.metrics,
             stop=self._stop,
         )
+        # Every worker's Redis commands (none blocks) share this client's connections.
+        self._deliveries = connect(config.redis_url, socket_timeout=5.0)
+        self.pool = DeliveryPool(config.delivery_workers, self._new_webhooks)
         self.scheduler = Scheduler(
             self._state,
             self.consumer,
             config.lease_ms,
             self._new_worker,
             self._stop,
+            pool=self.pool,
+            wakeups=connect(config.redis_url, socket_timeout=5.0),
             # On SIGTERM, a delivery in flight gets its whole request timeout to finish.
             shutdown_timeout_s=config.request_timeout_s + 2.0,
         )
@@ -108,27 +113,32 @@ class Notifier:
         return DeliveryWorker(
             subscription_id,
             kind=kind,
-            # Its own connection: it blocks in XREADGROUP.
-            client=connect(self.config.redis_url, socket_timeout=5.0),
+            client=self._deliveries,
+            pool=self.pool,
             consumer=self.consumer,
-            webhooks=WebhookClient(
-                self.config.webhook_secret,
-                self.config.callback_policy,
-                timeout_s=self.config.request_timeout_s,
-                tls=self._tls,
-                tokens=self._tokens,
-            ),
             schedule=self.config.retry,
             lease_ms=self.config.lease_ms,
             dead_letters=self.dead_letters,
             metrics=self.metrics,
         )
 
+    def _new_webhooks(self) -> WebhookClient:
+        """A delivery thread's client (its kept-alive connections)."""
+        return WebhookClient(
+            self.config.webhook_secret,
+            self.config.callback_policy,
+            timeout_s=self.config.request_timeout_s,
+            tls=self._tls,
+            tokens=self._tokens,
+        )
+
     def start(self) -> None:
         self.ops.start()
+        self.pool.start()
         roles: list[tuple[str, Any]] = [
             ("matcher", self.matcher.run),
             ("scheduler", self.scheduler.run),
+            ("wakeups", self.scheduler.watch),
         ]
         if self.registration is not None:
             roles.append(("registration", self.registration.run))
@@ -143,6 +153,7 @@ class Notifier:
             filter_mode=self.config.filter_mode,
             callback_policy=describe(self.config.callback_policy),
             registration=bool(self.registration),
+            delivery_workers=self.pool.size,
             oauth=self._tokens.enabled,
             client_certificate=bool(self.config.tls_cert),
         )
@@ -156,6 +167,7 @@ class Notifier:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)
+        self.pool.close()
         self.ops.stop()
 
     # --- readiness and metrics -------------------------------------------------------

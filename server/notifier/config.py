@@ -77,6 +77,9 @@ class NotifierConfig:
     # How long a subscription (or the matcher role) stays with a process that stopped
     # renewing it; a killed notifier's work moves on after this.
     lease_ms: int = settings.NOTIFY_LEASE_MS.default
+    # Threads delivering (server/notifier/delivery.py DeliveryPool): how many subscribers
+    # can be waited on at once, whatever the number of subscriptions.
+    delivery_workers: int = settings.NOTIFY_WORKERS.default
     dead_letter_max_len: int = settings.NOTIFY_DEAD_LETTER_MAX_LEN.default
     callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
     # Outbound TLS: CA bundle to verify callbacks with (empty: the system's), and an
@@ -103,6 +106,10 @@ class NotifierConfig:
             raise ValueError(
                 f"NETWEAVE_NOTIFY_FILTER_MODE must be include or exclude, got {self.filter_mode!r}"
             )
+        if self.delivery_workers < 1:
+            raise ValueError(
+                f"NETWEAVE_NOTIFY_WORKERS must be at least 1, got {self.delivery_workers}"
+            )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("NETWEAVE_NOTIFY_TLS_CERT and NETWEAVE_NOTIFY_TLS_KEY go together")
 
@@ -124,6 +131,7 @@ class NotifierConfig:
             ),
             request_timeout_s=settings.NOTIFY_TIMEOUT_S.read(environ),
             lease_ms=settings.NOTIFY_LEASE_MS.read(environ),
+            delivery_workers=settings.NOTIFY_WORKERS.read(environ),
             dead_letter_max_len=settings.NOTIFY_DEAD_LETTER_MAX_LEN.read(environ),
             callback_policy=CallbackPolicy.from_env(environ),
             tls_ca=settings.NOTIFY_TLS_CA.read(environ),

@@ -88,4 +88,10 @@ class DeadLetters:
                 letter.get("traceparent", ""),
             ],
         )
+        if replayed:
+            # Wake whichever notifier delivers it.
+            for wake_up in keys.ready_entries([subscription_id]):
+                self._client.xadd(
+                    keys.READY_KEY, cast(Any, wake_up), maxlen=keys.READY_MAX_LEN, approximate=True
+                )
         return "replayed" if replayed else f"subscription {subscription_id} no longer exists"

@@ -1,14 +1,21 @@
 """Delivering one subscription's queue, in order, one notification at a time.
 
-A DeliveryWorker is a thread of the process that holds the subscription's lease (see
-scheduler.py): nobody else reads the queue meanwhile, which is what keeps the order, and a
-subscriber that is slow, failing or down holds up only its own thread. The queue
+A DeliveryWorker belongs to the process that holds the subscription's lease (see
+scheduler.py): nobody else reads the queue meanwhile, which is what keeps the order. It has
+no thread of its own: the process's DeliveryPool (NETWEAVE_NOTIFY_WORKERS threads) runs its
+turns, one at a time, when it is woken: by its start, by `notifier:ready` (the matcher names
+the subscriptions it queued to), by a retry or poll it set falling due. Between turns it
+costs Redis nothing. A subscriber that is slow holds one pool thread for its POST in flight;
+one failing or down waits out its backoff holding none: either way only its own queue
+waits (a pool of N serves N slow subscribers at once before the others wait). The queue
 `notifier:queue:<subId>` is read through its consumer group `notifier:deliver`:
 
 1. Recovery, on taking the lease: entries a previous owner read but did not finish are
    claimed (XAUTOCLAIM, once they have been idle for a lease period, so a still-running
-   old owner is not raced) and delivered first, oldest first, then
-2. new entries (XREADGROUP >, blocking, so a new notification goes out at once).
+   old owner is not raced; looked at again every PENDING_POLL_S meanwhile) and delivered
+   first, oldest first, then
+2. new entries (XREADGROUP >, READ_COUNT a turn, without blocking), and after a retryable
+   failure or a Redis error, its own pending entries again (XREADGROUP 0) from the head.
 
 Each entry is POSTed until it is delivered (XACK + XDEL), found permanently undeliverable
 or out of retries (to the dead-letter stream, XACK + XDEL in the same transaction), or its
@@ -42,9 +49,12 @@ sets, each per subscription:
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, cast
 
 import redis
@@ -80,7 +90,11 @@ ACK_INTERVAL_S: Final = 0.01
 # Entries a stopping worker marks claimable at once (it holds at most a read's worth,
 # READ_COUNT, plus what it recovered; any beyond wait the lease period).
 HAND_BACK_MAX: Final = 10 * READ_COUNT
-Finished = Literal["delivered", "dead_lettered", "dropped", "stopped"]
+# "waiting": a retry is due later (the worker is woken then, see DeliveryPool).
+Finished = Literal["delivered", "dead_lettered", "dropped", "stopped", "waiting"]
+# How long a recovering worker waits before looking again at a previous owner's entries
+# that are not idle for a lease period yet.
+PENDING_POLL_S: Final = 0.1
 
 
 def event_time_s(event_id: str) -> float | None:
@@ -98,18 +112,19 @@ class DeliveryWorker:
         *,
         client: redis.Redis,
         consumer: str,
-        webhooks: WebhookClient,
         schedule: RetrySchedule,
         lease_ms: int,
         dead_letters: DeadLetters,
         metrics: NotifierMetrics,
         kind: SubscriptionKind,
+        pool: DeliveryPool,
     ) -> None:
         self.subscription_id = subscription_id
         self.kind = kind
         self._client = client
         self._consumer = consumer
-        self._webhooks = webhooks
+        # The POSTing client of the pool thread running the current turn (see step).
+        self._webhooks: WebhookClient | None = None
         self._schedule = schedule
         self._lease_ms = lease_ms
         self._dead_letters = dead_letters
@@ -127,48 +142,82 @@ class DeliveryWorker:
         self._delivered_total = metrics.deliveries.labels("delivered")
         self.gone = False  # the subscription no longer exists
         self.busy = False  # something is (or was just) queued
-        self._thread = threading.Thread(
-            target=self._run, name=f"deliver-{subscription_id[:8]}", daemon=True
-        )
+        self._pool = pool
+        # "recover": a previous owner's entries first; "own": ours read but not finished
+        # (after a retryable failure or a Redis error); "new": what was never read.
+        self._phase: Literal["recover", "own", "new"] = "recover"
+        self._prepared = False  # callback read, consumer group ensured
+        self._backoff = 0.1  # after a Redis error
+        # time.monotonic() before which a wake-up does nothing (a retry or backoff due).
+        self._due = 0.0
+        self._finished = threading.Event()
         self._log = log.bind(subscription_id=subscription_id)
 
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        self._pool.wake(self)
 
     def stop(self) -> None:
         """Finish the attempt in flight, then stop (without acknowledging the rest)."""
         self._stop.set()
+        self._pool.wake(self)
+
+    def wake(self) -> None:
+        """New notifications may be queued: look (on a pool thread, soon)."""
+        self._pool.wake(self)
 
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return not self._finished.is_set()
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        self._finished.wait(timeout)
 
-    def _run(self) -> None:
-        backoff = 0.1
+    def step(self, webhooks: WebhookClient) -> None:
+        """One turn on a pool thread (never two at once for one worker), POSTing with that
+        thread's `webhooks` (kept-alive connections are per thread and origin, shared by
+        the subscriptions it serves): deliver up to a read's worth of the queue, in order,
+        then return; the pool runs it again when it is woken (new notifications, a retry
+        or a poll due, more already queued)."""
+        self._webhooks = webhooks
+        if self._finished.is_set():
+            return
+        if not self._stop.is_set() and time.monotonic() < self._due:
+            return  # new notifications wait behind the head's retry: its timer wakes us
+        more = False
         try:
-            while not self._stop.is_set() and not self.gone:
-                try:
-                    self._serve()
-                    backoff = 0.1
-                except redis.RedisError as exc:
-                    self._log.warning("delivery_redis_error", error=str(exc))
-                    self._stop.wait(backoff)
-                    backoff = min(2.0, backoff * 2)
+            if not self._stop.is_set() and not self.gone:
+                more = self._turn()
+                self._backoff = 0.1
+        except redis.RedisError as exc:
+            self._log.warning("delivery_redis_error", error=str(exc))
+            self._phase = "own" if self._phase == "new" else self._phase
+            self._wait(self._backoff)
+            self._backoff = min(2.0, self._backoff * 2)
         except Exception:
             self._log.exception("delivery_worker_failed")
+            self._finish()
+            return
+        if self._stop.is_set() or self.gone:
+            self._finish()
+        elif more:
+            self._pool.wake(self)
+
+    def _wait(self, delay_s: float) -> None:
+        """Run again in `delay_s`, not before (unless stopped)."""
+        self._due = time.monotonic() + delay_s
+        self._pool.wake_in(self, delay_s)
+
+    def _finish(self) -> None:
+        try:
+            if self._acks or self._clear_retry:
+                self._check()  # acknowledge what was delivered before stopping
+            if self._stop.is_set() and not self.gone and self._prepared:
+                self._hand_back()
+        except redis.RedisError:
+            pass  # delivered again by whoever reads the queue next: at least once
         finally:
-            try:
-                if self._acks or self._clear_retry:
-                    self._check()  # acknowledge what was delivered before stopping
-                if self._stop.is_set() and not self.gone:
-                    self._hand_back()
-            except redis.RedisError:
-                pass  # delivered again by whoever reads the queue next: at least once
-            self._webhooks.close()
+            self._finished.set()
 
     def _hand_back(self) -> None:
         """Stopped (a shutdown, or the subscription handed to another process): make what
@@ -198,9 +247,7 @@ class DeliveryWorker:
 
     # --- the queue -------------------------------------------------------------------
 
-    def _serve(self) -> None:
-        if self._acks or self._clear_retry:
-            self._check()  # what was delivered before a Redis error: acknowledge it first
+    def _prepare(self) -> None:
         stored, created_by = cast(
             list[bytes | None],
             self._client.hmget(self._subscription_key, ["callback", correlation.STORED_FIELD]),
@@ -210,6 +257,7 @@ class DeliveryWorker:
         ):
             self.gone = True
             return
+        self._prepared = True
         self._callback = stored.decode()
         # Where notifications go, in every record, minus any credential in the URL.
         self._log = self._log.bind(callback=redact_url(self._callback))
@@ -219,42 +267,68 @@ class DeliveryWorker:
             "delivery_worker_started",
             **({"correlation_id": created_by.decode()} if created_by else {}),
         )
-        self._recover()
-        while not self._stop.is_set() and not self.gone:
-            reply: Any = self._client.xreadgroup(
-                keys.DELIVER_GROUP,
-                self._consumer,
-                {self._queue: ">"},
-                count=READ_COUNT,
-                block=1000,
+
+    def _turn(self) -> bool:
+        """Deliver one batch; True if more may be waiting at once."""
+        if self._acks or self._clear_retry:
+            self._check()  # what was delivered before a Redis error: acknowledge it first
+        if not self._prepared:
+            self._prepare()
+            if self.gone:
+                return False
+        try:
+            if self._phase == "recover":
+                return self._recover()
+            if self._phase == "own":
+                reply: Any = self._client.xreadgroup(
+                    keys.DELIVER_GROUP, self._consumer, {self._queue: "0"}, count=READ_COUNT
+                )
+                entries = _decoded(streams.entries(reply))
+                if not entries:
+                    self._phase = "new"
+                    return True
+                self.busy = True
+                return self._deliver_all(entries, recovering=True)
+            reply = self._client.xreadgroup(
+                keys.DELIVER_GROUP, self._consumer, {self._queue: ">"}, count=READ_COUNT
             )
-            entries = _decoded(streams.entries(reply))
-            self.busy = bool(entries)
-            if not entries and not self._client.exists(self._subscription_key):
-                self.gone = True
-            self._deliver_all(entries, recovering=False)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The queue went with its subscription (the delete script), or was removed.
+            self._prepared = False
+            self.gone = not self._client.exists(self._subscription_key)
+            return not self.gone
+        entries = _decoded(streams.entries(reply))
+        self.busy = bool(entries)
+        if not entries:
+            return False
+        return self._deliver_all(entries, recovering=False) and len(entries) == READ_COUNT
 
-    def _recover(self) -> None:
-        def deliver(found: list[streams.Entry]) -> None:
-            self.busy = True
-            self._deliver_all(_decoded(found), recovering=True)
-
-        streams.recover_pending(
+    def _recover(self) -> bool:
+        """One pass of recovery (streams.recover_step); True if more is to do at once."""
+        found = streams.recover_step(
             self._client,
             self._queue,
             keys.DELIVER_GROUP,
             self._consumer,
             min_idle_ms=self._lease_ms,
             count=READ_COUNT,
-            handle=deliver,
-            stop=self._stop,
-            done=lambda: self.gone,
         )
+        if found is None:  # nothing pending any more
+            self._phase = "new"
+            return True
+        if not found:  # a previous owner's entries, not idle long enough yet
+            self._pool.wake_in(self, PENDING_POLL_S)
+            return False
+        self.busy = True
+        return self._deliver_all(_decoded(found), recovering=True)
 
     def _deliver_all(
         self, entries: list[tuple[str, dict[bytes, bytes]]], *, recovering: bool
-    ) -> None:
-        """Deliver a batch read from the queue, in order, then acknowledge it."""
+    ) -> bool:
+        """Deliver a batch read from the queue, in order, then acknowledge it; False if it
+        stopped at an entry whose retry is due later (the pool wakes the worker then)."""
         if entries:
             # The read found the queue, so the subscription existed (module docstring).
             self._checked = time.monotonic()
@@ -276,8 +350,10 @@ class DeliveryWorker:
             attempts, first_failure_ms = (
                 retry[1:] if retry is not None and retry[0] == entry_id else (0, 0)
             )
-            self._deliver(entry_id, fields, attempts, first_failure_ms)
+            if self._deliver(entry_id, fields, attempts, first_failure_ms) == "waiting":
+                return False  # its retry acknowledged what was delivered before it
         self._check()
+        return True
 
     def _check(self, retry_state: Mapping[FieldT, EncodableT] | None = None) -> None:
         """Acknowledge the delivered entries and see whether the subscription still
@@ -326,10 +402,11 @@ class DeliveryWorker:
     ) -> Finished:
         body = fields[b"body"]
         parent = fields.get(tracing.STORED_FIELD.encode(), b"").decode(errors="replace")
-        while not self._stop.is_set():
+        if not self._stop.is_set():
             if attempts and not self._client.exists(self._subscription_key):
                 return self._drop()
             started = time.perf_counter()
+            assert self._webhooks is not None  # set by step()
             if tracing.enabled():
                 result = self._traced_post(notification_id, body, correlation_id, parent, attempts)
             else:
@@ -375,7 +452,10 @@ class DeliveryWorker:
                 reason=result.reason,
                 delay_s=round(delay, 3),
             )
-            self._stop.wait(delay)
+            # The entry stays pending (ours): read again, with its retry state, when due.
+            self._phase = "own"
+            self._wait(delay)
+            return "waiting"
         return "stopped"
 
     def _traced_post(
@@ -395,6 +475,7 @@ class DeliveryWorker:
                 "netweave.delivery.attempt": attempts + 1,
             },
         ) as span:
+            assert self._webhooks is not None  # set by step()
             result = self._webhooks.post(
                 self._callback, notification_id, body, correlation_id, tracing.traceparent()
             )
@@ -477,6 +558,96 @@ class DeliveryWorker:
         self._metrics.deliveries.labels("dropped").inc()
         self._log.info("delivery_dropped_subscription_deleted")
         return "dropped"
+
+
+class DeliveryPool:
+    """A bounded set of threads that run the workers' turns (DeliveryWorker.step): a
+    worker is queued when woken (new notifications, its start or stop) or when a timer it
+    set is due (a retry, a poll), and runs on one thread at a time, so its deliveries stay
+    in order. Woken while running, it runs again afterwards. Whoever waits (a retry, a
+    previous owner's entries) holds no thread; a POST in flight holds one, so a pool of N
+    delivers to N slow subscribers at once before the others wait."""
+
+    def __init__(self, size: int, new_webhooks: Callable[[], WebhookClient]) -> None:
+        if size < 1:
+            raise ValueError(f"NETWEAVE_NOTIFY_WORKERS must be at least 1, got {size}")
+        self.size = size
+        self._new_webhooks = new_webhooks
+        self._lock = threading.Condition()
+        self._ready: deque[DeliveryWorker] = deque()
+        self._queued: set[DeliveryWorker] = set()
+        self._running: set[DeliveryWorker] = set()
+        self._again: set[DeliveryWorker] = set()
+        self._timers: list[tuple[float, int, DeliveryWorker]] = []
+        self._sequence = itertools.count()
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for index in range(self.size):
+            thread = threading.Thread(target=self._loop, name=f"deliver-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def wake(self, worker: DeliveryWorker) -> None:
+        with self._lock:
+            self._enqueue(worker)
+
+    def wake_in(self, worker: DeliveryWorker, delay_s: float) -> None:
+        with self._lock:
+            heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._sequence), worker))
+            self._lock.notify()
+
+    def _enqueue(self, worker: DeliveryWorker) -> None:
+        if worker in self._running:
+            self._again.add(worker)
+        elif worker not in self._queued:
+            self._queued.add(worker)
+            self._ready.append(worker)
+            self._lock.notify()
+
+    def _next(self) -> DeliveryWorker | None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    self._enqueue(heapq.heappop(self._timers)[2])
+                if self._ready:
+                    worker = self._ready.popleft()
+                    self._queued.discard(worker)
+                    self._running.add(worker)
+                    return worker
+                if self._closed:
+                    return None
+                self._lock.wait(self._timers[0][0] - now if self._timers else None)
+
+    def _loop(self) -> None:
+        webhooks = self._new_webhooks()
+        try:
+            self._serve(webhooks)
+        finally:
+            webhooks.close()
+
+    def _serve(self, webhooks: WebhookClient) -> None:
+        while (worker := self._next()) is not None:
+            try:
+                worker.step(webhooks)
+            except Exception:  # step logs its own failures; never lose the thread
+                log.exception("delivery_pool_step_failed")
+            finally:
+                with self._lock:
+                    self._running.discard(worker)
+                    if worker in self._again:
+                        self._again.discard(worker)
+                        self._enqueue(worker)
 
 
 def _correlation_id(fields: dict[bytes, bytes], notification_id: str) -> str:

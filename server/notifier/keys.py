@@ -16,6 +16,11 @@
                                       firstFailureMs (survives a restart of the notifier)
   notifier:members            zset    live notifier processes, scored by lease expiry (ms):
                                       how each computes its fair share of subscriptions
+  notifier:ready              stream  wake-ups: `ids`, space-separated subscription ids whose
+                                      queues just got notifications (written with them by the
+                                      matcher and a dead-letter replay); every notifier process
+                                      follows it (XREAD BLOCK) and wakes the ones it delivers;
+                                      trimmed to about READY_MAX_LEN entries
   notifier:dead-letters       stream  notifications that could not be delivered
   notifier:registered         hash    the last accepted O-Cloud registration (URL, time)
 
@@ -45,6 +50,8 @@ __all__ = [
     "MATCH_GROUP",
     "MATCH_LEASE_KEY",
     "MEMBERS_KEY",
+    "READY_KEY",
+    "READY_MAX_LEN",
     "REGISTERED_KEY",
     "SUBSCRIPTION_KINDS",
     "kind_named",
@@ -60,6 +67,21 @@ LEASE_PREFIX: Final = "notifier:lease:"
 MEMBERS_KEY: Final = "notifier:members"
 DEAD_LETTERS_KEY: Final = "notifier:dead-letters"
 REGISTERED_KEY: Final = "notifier:registered"
+READY_KEY: Final = "notifier:ready"
+# A notifier further behind than this many wake-ups misses some: it then looks at every
+# queue it delivers once (scheduler.py).
+READY_MAX_LEN: Final = 10_000
+# Subscription ids per wake-up entry (a burst to 10,000 subscriptions: 10 entries).
+READY_IDS_PER_ENTRY: Final = 1000
+
+
+def ready_entries(subscription_ids: list[str]) -> list[dict[str, str]]:
+    """The wake-up entries (notifier:ready) that name these subscriptions."""
+    return [
+        {"ids": " ".join(subscription_ids[start : start + READY_IDS_PER_ENTRY])}
+        for start in range(0, len(subscription_ids), READY_IDS_PER_ENTRY)
+    ]
+
 
 # The subscriptions the notifier delivers; each one's hash is `<kind>:<id>`, its index
 # `<kind>s` (server/subscriptions/store.py).

@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis
 import structlog
@@ -232,6 +232,7 @@ class Matcher:
         subscriptions = self._subscriptions_of(feed)
         pipe = self._client.pipeline(transaction=False)
         matched = queued = 0
+        woken: dict[str, None] = {}  # the subscriptions queued to, in order, once each
         for raw_id, fields in found:
             entry_id = raw_id.decode()
             # A pending entry trimmed from the stream since comes back without fields, an
@@ -261,6 +262,7 @@ class Matcher:
                         client=pipe,
                     )
                     queued += 1
+                    woken[notification.subscription_id] = None
                     if notification.correlation_id:
                         caused.append(notification.notification_id)
                 correlation_id = getattr(event, "correlation_id", "")
@@ -277,6 +279,11 @@ class Matcher:
                     )
                 feed.applied(event)
             pipe.xack(feed.stream, keys.MATCH_GROUP, entry_id)
+        # Wake the notifiers that deliver them (after the queues got their entries).
+        for wake_up in keys.ready_entries(list(woken)):
+            pipe.xadd(
+                keys.READY_KEY, cast(Any, wake_up), maxlen=keys.READY_MAX_LEN, approximate=True
+            )
         pipe.execute()
         self._metrics.events_matched.labels(feed.api).inc(matched)
         self._metrics.notifications_queued.labels(feed.api).inc(queued)

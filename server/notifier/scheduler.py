@@ -2,11 +2,19 @@
 
 Every process registers in `notifier:members` (a sorted set scored by expiry) and, a few
 times a second, computes its fair share, ceil(subscriptions / live processes). It takes
-the leases of unowned subscriptions up to that share and starts a DeliveryWorker for each;
+the leases of unowned subscriptions up to that share and starts a DeliveryWorker for each
+(no thread of its own: the bounded DeliveryPool runs the turns of the workers with work);
 above it (a process joined) it stops its extra workers and, once they have finished their
 attempt in flight, releases their leases for the others to take. A process that dies stops
-renewing: its leases expire and the survivors take its subscriptions, reclaiming whatever
-it had read but not finished.
+renewing its membership: its leases lapse with it (leases.py MemberLeases) and the
+survivors take its subscriptions, reclaiming whatever it had read but not finished.
+
+Idle cost. Nothing is polled per subscription: the leases are renewed with the membership
+(the one ZADD of each tick), a deleted subscription is seen in the index sets (read when
+the subscriptions' generation moves, and every INDEX_RELOAD_S), and new notifications
+wake their worker through `notifier:ready` (keys.py), which one thread per process
+follows with a blocking XREAD. What Redis sees from an idle process is the same at 10
+subscriptions as at 10,000.
 """
 
 from __future__ import annotations
@@ -23,13 +31,29 @@ import redis
 import structlog
 
 from server.notifier import keys
-from server.notifier.delivery import DeliveryWorker
-from server.notifier.leases import Leases
-from server.subscriptions.store import SubscriptionKind
+from server.notifier.delivery import DeliveryPool, DeliveryWorker
+from server.notifier.leases import MEMBER_LEASE_TTL_MS, MemberLeases
+from server.subscriptions.store import GENERATION_KEY, SubscriptionKind
 
 log = structlog.get_logger()
 
 TICK_S = 0.2
+# How long one read of notifier:ready blocks (what an idle process costs: one a period).
+WAKE_BLOCK_MS = 1000
+# Wake-up entries per read; a full read means the reader is behind (see watch()).
+WAKE_READ_COUNT = 100
+# How often the index sets are read even if the generation did not move (a subscription
+# removed by hand).
+INDEX_RELOAD_S = 5.0
+# How often the workers are looked through for finished ones when nothing changed.
+SWEEP_S = 1.0
+
+
+def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id as comparable numbers ("ms-seq")."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class Scheduler:
@@ -41,6 +65,8 @@ class Scheduler:
         new_worker: Callable[[str, SubscriptionKind], DeliveryWorker],
         stop: threading.Event,
         *,
+        pool: DeliveryPool,
+        wakeups: redis.Redis | None = None,
         shutdown_timeout_s: float = 5.0,
     ) -> None:
         self._client = client
@@ -48,7 +74,8 @@ class Scheduler:
         self._shutdown_timeout_s = shutdown_timeout_s
         self._consumer = consumer
         self._lease_ms = lease_ms
-        self._leases = Leases(client, consumer, lease_ms)
+        self._leases = MemberLeases(client, consumer, keys.MEMBERS_KEY)
+        self._member = False  # our entry in notifier:members was live at the last tick
         self._new_worker = new_worker
         self._stop = stop
         self.workers: dict[str, DeliveryWorker] = {}
@@ -56,6 +83,55 @@ class Scheduler:
         self._leaving: dict[str, DeliveryWorker] = {}
         self._renewed = 0.0
         self.redis_ok = True
+        self.pool = pool
+        # The subscriptions (id -> kind) as of `_generation`, read at `_loaded`.
+        self._subscriptions: dict[str, SubscriptionKind] | None = None
+        self._generation: bytes | None = None
+        self._loaded = 0.0
+        self._swept = 0.0  # time.monotonic() the workers were last looked through
+        # Its own connection: it blocks in XREAD.
+        self._wakeups = wakeups or client
+
+    def watch(self) -> None:
+        """Follow notifier:ready and wake the workers it names (the module docstring)."""
+        last = ""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                if not last:
+                    newest: Any = self._wakeups.xrevrange(keys.READY_KEY, "+", "-", count=1)
+                    last = newest[0][0].decode() if newest else "0-0"
+                    # What was queued meanwhile (a start, a Redis error) is looked at too.
+                    for worker in list(self.workers.values()):
+                        worker.wake()
+                position = last
+                reply: Any = self._wakeups.xread(
+                    {keys.READY_KEY: position}, count=WAKE_READ_COUNT, block=WAKE_BLOCK_MS
+                )
+                if sum(len(entries) for _stream, entries in reply or []) >= WAKE_READ_COUNT:
+                    # Behind: the stream is trimmed from its head, so if the entry read last
+                    # is gone, wake-ups after it may be gone too: look at every queue.
+                    first = self._wakeups.xinfo_stream(keys.READY_KEY).get(
+                        "recorded-first-entry-id", b"0-0"
+                    )
+                    if _stream_id(first) > _stream_id(position):
+                        log.warning("wakeups_trimmed_unread", position=position)
+                        for worker in list(self.workers.values()):
+                            worker.wake()
+                backoff = 0.1
+            except redis.RedisError as exc:
+                log.warning("wakeups_redis_error", error=str(exc))
+                last = ""
+                self._stop.wait(backoff)
+                backoff = min(2.0, backoff * 2)
+                continue
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id.decode()
+                    for subscription_id in fields.get(b"ids", b"").decode().split():
+                        found = self.workers.get(subscription_id)
+                        if found is not None:
+                            found.wake()
 
     def run(self) -> None:
         backoff = TICK_S
@@ -75,23 +151,16 @@ class Scheduler:
 
     def tick(self) -> None:
         now_ms = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zadd(keys.MEMBERS_KEY, {self._consumer: now_ms + self._lease_ms})
-        pipe.zremrangebyscore(keys.MEMBERS_KEY, "-inf", now_ms)
-        pipe.zcard(keys.MEMBERS_KEY)
-        for kind in keys.SUBSCRIPTION_KINDS:
-            pipe.smembers(kind.index_key)
-        _, _, members, *indexes = pipe.execute()
-        # Every subscription of every kind, with its kind: one fair share over them all.
-        subscriptions = {
-            member.decode(): kind
-            for kind, stored in zip(keys.SUBSCRIPTION_KINDS, indexes, strict=True)
-            for member in stored
-        }
+        expires, members, subscriptions = self._read(now_ms)
+        # Our leases last as long as our membership (leases.py MemberLeases): if it lapsed,
+        # another process may have taken any of them.
+        lapsed = self._member and (expires is None or float(expires) < now_ms)
+        self._member = True
 
-        # Renew what we hold (and the leases of workers still finishing); stop workers
-        # whose lease went elsewhere or whose subscription is gone.
-        if time.monotonic() - self._renewed > self._lease_ms / 3000:
+        # Check what we hold (and the leases of workers still finishing) after a lapse, and
+        # renew the keys' safety TTL now and then; stop workers whose lease went elsewhere
+        # or whose subscription is gone.
+        if lapsed or time.monotonic() - self._renewed > MEMBER_LEASE_TTL_MS / 3000:
             held_ids = list(self.workers) + list(self._leaving)
             held = self._leases.hold([keys.lease_key(s) for s in held_ids])
             self._renewed = time.monotonic()
@@ -99,10 +168,14 @@ class Scheduler:
                 if not ours and subscription_id in self.workers:
                     log.warning("subscription_lease_lost", subscription_id=subscription_id)
                     self.workers.pop(subscription_id).stop()
-        for subscription_id, worker in list(self.workers.items()):
-            if subscription_id not in subscriptions or worker.gone or not worker.alive():
-                worker.stop()
-                self._leaving[subscription_id] = self.workers.pop(subscription_id)
+        # Looking through every worker (thousands) when the subscriptions changed, else
+        # every SWEEP_S: a finished worker's subscription moves on within that.
+        if self._loaded > self._swept or time.monotonic() - self._swept > SWEEP_S:
+            self._swept = time.monotonic()
+            for subscription_id, worker in list(self.workers.items()):
+                if subscription_id not in subscriptions or worker.gone or not worker.alive():
+                    worker.stop()
+                    self._leaving[subscription_id] = self.workers.pop(subscription_id)
         for subscription_id, worker in list(self._leaving.items()):
             if not worker.alive():
                 self._leases.release(keys.lease_key(subscription_id))
@@ -117,9 +190,11 @@ class Scheduler:
                 worker.stop()
                 self._leaving[worker.subscription_id] = self.workers.pop(worker.subscription_id)
             return
+        if len(self.workers) >= share:
+            return  # our share (the usual case): no need to look through them all
         unowned = [s for s in subscriptions if s not in self.workers and s not in self._leaving]
         random.shuffle(unowned)
-        wanted = unowned[: max(0, share - len(self.workers)) * 2]
+        wanted = unowned[: (share - len(self.workers)) * 2]
         if not wanted:
             return
         taken: Any = self._leases.hold([keys.lease_key(s) for s in wanted])
@@ -133,19 +208,54 @@ class Scheduler:
             self.workers[subscription_id] = worker
             worker.start()
 
+    def _read(self, now_ms: int) -> tuple[Any, Any, dict[str, SubscriptionKind]]:
+        """Renew our membership; (our previous expiry, live members, the subscriptions)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zscore(keys.MEMBERS_KEY, self._consumer)
+        pipe.zadd(keys.MEMBERS_KEY, {self._consumer: now_ms + self._lease_ms})
+        pipe.zremrangebyscore(keys.MEMBERS_KEY, "-inf", now_ms)
+        pipe.zcard(keys.MEMBERS_KEY)
+        pipe.get(GENERATION_KEY)
+        # The index sets (thousands of ids) only when a subscription was created or deleted
+        # (the store bumps the generation), and now and then whatever happened.
+        reload = time.monotonic() - self._loaded > INDEX_RELOAD_S
+        if reload or self._subscriptions is None:
+            for kind in keys.SUBSCRIPTION_KINDS:
+                pipe.smembers(kind.index_key)
+        expires, _, _, members, generation, *indexes = pipe.execute()
+        if not indexes and generation != self._generation:
+            for kind in keys.SUBSCRIPTION_KINDS:
+                pipe.smembers(kind.index_key)
+            indexes = pipe.execute()
+        if indexes:
+            # Every subscription of every kind, with its kind: one fair share over them all.
+            self._subscriptions = {
+                member.decode(): kind
+                for kind, stored in zip(keys.SUBSCRIPTION_KINDS, indexes, strict=True)
+                for member in stored
+            }
+            self._loaded = time.monotonic()
+        self._generation = generation
+        return expires, members, self._subscriptions or {}
+
     def shutdown(self) -> None:
         """Stop every worker and hand its subscription over at once."""
         everyone = {**self.workers, **self._leaving}
         for worker in everyone.values():
             worker.stop()
         deadline = time.monotonic() + self._shutdown_timeout_s
+        in_flight = False
         for subscription_id, worker in everyone.items():
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
             if worker.alive():
-                continue  # a POST still in flight: its lease expires, nobody races it
-            with contextlib.suppress(redis.RedisError):  # it expires anyway
+                # A POST still in flight: its lease lapses with our membership, which
+                # then expires (below), so nobody races it.
+                in_flight = True
+                continue
+            with contextlib.suppress(redis.RedisError):  # it lapses anyway
                 self._leases.release(keys.lease_key(subscription_id))
-        with contextlib.suppress(redis.RedisError):
-            self._client.zrem(keys.MEMBERS_KEY, self._consumer)
+        if not in_flight:
+            with contextlib.suppress(redis.RedisError):
+                self._client.zrem(keys.MEMBERS_KEY, self._consumer)
         self.workers.clear()
         self._leaving.clear()

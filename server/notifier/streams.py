@@ -39,6 +39,36 @@ def entries_by_stream(reply: Any) -> dict[str, list[Entry]]:
     return found
 
 
+def recover_step(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    *,
+    min_idle_ms: int,
+    count: int,
+) -> list[Entry] | None:
+    """One pass of recover_pending that never waits: the next batch of entries pending
+    to `consumer` (after claiming another consumer's that are idle for `min_idle_ms`);
+    [] if only another consumer's remain, not idle long enough yet (look again later);
+    None once nothing is pending."""
+    cursor = "0-0"
+    while True:
+        reply: Any = client.xautoclaim(
+            stream, group, consumer, min_idle_time=min_idle_ms, start_id=cursor, count=count
+        )
+        cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if cursor == "0-0":
+            break
+    own = entries(client.xreadgroup(group, consumer, {stream: "0"}, count=count))
+    if own:
+        return own
+    pending: Any = client.xpending(stream, group)
+    if not pending or int(pending.get("pending", 0)) == 0:
+        return None
+    return []
+
+
 def recover_pending(
     client: redis.Redis,
     stream: str,

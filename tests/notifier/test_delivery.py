@@ -86,7 +86,9 @@ def test_outage_then_503s_then_recovery_delivers_everything_in_order(
 
 def test_a_slow_subscriber_does_not_delay_another(redis_url: str, store: InventoryStore) -> None:
     slow, fast = Receiver().start(), Receiver().start()
-    slow.answer = lambda _request: Answer(204, delay_s=0.5)
+    # Each of the slow one's answers takes longer than any bound below: a fast delivery
+    # that waited behind one could not meet them (a loaded machine's noise can).
+    slow.answer = lambda _request: Answer(204, delay_s=2.0)
     try:
         subscribe(redis_url, slow.url + "/slow")
         subscribe(redis_url, fast.url + "/fast")
@@ -104,8 +106,8 @@ def test_a_slow_subscriber_does_not_delay_another(redis_url: str, store: Invento
             ]
             # The slow one has done only a few in the meantime.
             assert len(slow.delivered_to("/slow")) < 5
-        assert max(latencies) < 0.3, latencies
-        assert statistics.median(latencies) < 0.1, latencies
+        assert max(latencies) < 1.0, latencies
+        assert statistics.median(latencies) < 0.25, latencies
     finally:
         slow.stop()
         fast.stop()

@@ -1,0 +1,174 @@
+"""What the notifier costs at many subscriptions: Redis commands while idle do not grow with
+the number of subscriptions, neither do its threads, and the bounded pool of delivery
+threads still keeps one subscriber's trouble away from the others."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from devstack.processes import free_port
+from server.notifier import keys
+from server.notifier.scheduler import Scheduler
+from server.store import InventoryStore, connect
+from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, SubscriptionStore
+from tests.notifier.conftest import make_config, resource, running, subscribe, wait
+from tests.notifier.receiver import Answer, Receiver
+
+WINDOW_S = 2.0
+
+
+def subscribe_many(redis_url: str, callback: str, count: int) -> None:
+    client = connect(redis_url)
+    store = SubscriptionStore(client)
+    for _ in range(count):
+        store.create(
+            INVENTORY_SUBSCRIPTIONS,
+            str(uuid.uuid4()),
+            callback=callback,
+            filter_="",
+            consumer_subscription_id=str(uuid.uuid4()),
+            api_version="v1",
+        )
+    client.close()
+
+
+def idle_commands(client: redis.Redis) -> dict[str, int]:
+    """Commands Redis executed during WINDOW_S of idleness (this function's INFO excluded)."""
+
+    def calls() -> dict[str, int]:
+        stats: Any = client.info("commandstats")
+        return {name: int(value["calls"]) for name, value in stats.items()}
+
+    before = calls()
+    time.sleep(WINDOW_S)
+    after = calls()
+    delta = {name: count - before.get(name, 0) for name, count in after.items()}
+    delta["cmdstat_info"] -= 1
+    return {name: count for name, count in delta.items() if count}
+
+
+def test_idle_redis_commands_and_threads_do_not_grow_with_subscriptions(
+    redis_url: str, receiver: Receiver
+) -> None:
+    client = connect(redis_url)
+    threads_before = threading.active_count()
+    config = make_config(redis_url, delivery_workers=4)
+    subscribe_many(redis_url, receiver.url + "/few", 10)
+    with running(config) as notifier:
+        wait(lambda: len(notifier.scheduler.workers) == 10, 10, "10 subscriptions taken")
+        time.sleep(1.0)  # the workers' first look at their queues
+        few = idle_commands(client)
+        subscribe_many(redis_url, receiver.url + "/many", 190)
+        wait(lambda: len(notifier.scheduler.workers) == 200, 20, "200 subscriptions taken")
+        time.sleep(1.5)
+        many = idle_commands(client)
+        threads = threading.active_count() - threads_before
+    client.close()
+    # The same ticks, wake-up reads and matcher polls whatever the count: nothing per
+    # subscription (it was ~5 commands/s each: XREADGROUP, EXISTS, lease GET + SET).
+    assert sum(many.values()) <= sum(few.values()) * 1.25 + 10, (few, many)
+    assert many.get("cmdstat_exists", 0) <= few.get("cmdstat_exists", 0) + 2, (few, many)
+    assert many.get("cmdstat_xreadgroup", 0) <= few.get("cmdstat_xreadgroup", 0) + 4, (few, many)
+    # The pool, the matcher, the scheduler, the wake-up reader, the ops server: not 200.
+    assert threads <= config.delivery_workers + 10, threads
+
+
+def test_a_stuck_subscriber_does_not_delay_another(redis_url: str, store: InventoryStore) -> None:
+    receiver = Receiver().start()
+    released = threading.Event()
+
+    def answer(request: Any) -> Answer:
+        if request.path == "/stuck":
+            released.wait(10)
+        return Answer()
+
+    receiver.answer = answer
+    try:
+        config = make_config(redis_url, delivery_workers=2, request_timeout_s=15.0)
+        subscribe(redis_url, receiver.url + "/stuck")
+        subscribe(redis_url, receiver.url + "/fine")
+        with running(config) as notifier:
+            wait(lambda: len(notifier.scheduler.workers) == 2, 10, "both subscriptions taken")
+            store.apply("t", [resource(str(uuid.uuid4()))])
+            started = time.monotonic()
+            # The stuck POST is in flight for 10 s; the other subscriber's is not behind it.
+            receiver.wait_for("/fine", 1, timeout=3.0)
+            for _ in range(5):
+                store.apply("t", [resource(str(uuid.uuid4()))])
+            receiver.wait_for("/fine", 6, timeout=3.0)
+            assert time.monotonic() - started < 3.0
+            assert not receiver.delivered_to("/stuck")
+            released.set()
+            receiver.wait_for("/stuck", 6, timeout=10.0)
+    finally:
+        released.set()
+        receiver.stop()
+
+
+def test_a_subscriber_in_backoff_holds_no_delivery_thread(
+    redis_url: str, store: InventoryStore, receiver: Receiver
+) -> None:
+    # One delivery thread: a down subscriber waiting out its retries must not hold it.
+    config = make_config(redis_url, delivery_workers=1)
+    down = f"http://127.0.0.1:{free_port()}/down"
+    subscribe(redis_url, down)
+    subscribe(redis_url, receiver.url + "/up")
+    with running(config) as notifier:
+        wait(lambda: len(notifier.scheduler.workers) == 2, 10, "both subscriptions taken")
+        for _ in range(5):
+            store.apply("t", [resource(str(uuid.uuid4()))])
+        receiver.wait_for("/up", 5, timeout=3.0)
+        failures = notifier.metrics.deliveries.labels("retried")._value.get()
+        assert failures >= 1  # the down one is retrying meanwhile
+
+
+def test_the_delivery_thread_count_is_validated() -> None:
+    try:
+        make_config("redis://127.0.0.1:1/0", delivery_workers=0)
+    except ValueError as exc:
+        assert "NETWEAVE_NOTIFY_WORKERS must be at least 1, got 0" in str(exc)
+    else:
+        raise AssertionError("0 delivery threads accepted")
+
+
+class _Counted:
+    """Stands in for a DeliveryWorker where only its wake-ups are looked at."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+
+def test_wakeups_trimmed_before_they_were_read_wake_every_queue(redis_url: str) -> None:
+    client = connect(redis_url)
+    client.xadd(keys.READY_KEY, {"ids": "before"})
+    stop = threading.Event()
+    scheduler = Scheduler(
+        client, "c1", 5000, lambda *_: None, stop,  # type: ignore[arg-type]
+        pool=None,  # type: ignore[arg-type]
+        wakeups=connect(redis_url),
+    )  # fmt: skip
+    named, unnamed = _Counted(), _Counted()
+    scheduler.workers = {"named": named, "unnamed": unnamed}  # type: ignore[dict-item]
+    watcher = threading.Thread(target=scheduler.watch, daemon=True)
+    watcher.start()
+    wait(lambda: named.wakes >= 1 and unnamed.wakes >= 1, 5, "the start's wake-up of every queue")
+    time.sleep(0.2)  # the watcher is blocked in its read after the newest entry now
+    woken = unnamed.wakes
+    # The reader falls behind: "unnamed"'s wake-up and more are trimmed away before it reads.
+    with client.pipeline(transaction=True) as burst:
+        burst.xadd(keys.READY_KEY, {"ids": "unnamed"}, maxlen=150, approximate=False)
+        for _ in range(249):
+            burst.xadd(keys.READY_KEY, {"ids": "named"}, maxlen=150, approximate=False)
+        burst.execute()
+    wait(lambda: unnamed.wakes > woken, 5, "the lost wake-up to wake every queue")
+    stop.set()
+    watcher.join(5)
+    client.close()
