@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -180,28 +178,23 @@ def _boot_id() -> str:
         return ""
 
 
-_PR_SET_PDEATHSIG = 1
-# Resolved before any fork: the child only calls it.
-_prctl = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), "prctl", None)
+# util-linux's setpriv (Debian: essential) sets the parent-death signal and execs the program.
+_SETPRIV = shutil.which("setpriv")
 
 
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child when its parent dies (so a supervisor
-    killed with SIGKILL leaves no child holding ports), or None where that is unavailable.
+def _dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """`argv` run so that Linux SIGTERMs it when this process dies (a supervisor killed with
+    SIGKILL leaves no child holding ports), where that is available.
 
-    Linux sends the signal when the *thread* that forked the child ends: only a child started
-    from the main thread is tied to the parent's life this way."""
-    if _prctl is None or not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def preexec() -> None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the request took effect
-            os._exit(1)
-
-    return preexec
+    Not a preexec_fn: with one, subprocess forks (instead of vfork) and the fork runs the
+    atfork handlers of every library in this process; gRPC's restart its pollers in the child,
+    which abort (SIGABRT, "epoll_wait error: Bad file descriptor") once subprocess closes the
+    inherited descriptors before exec. A child given the signal by setpriv is exec'd straight
+    from vfork. Linux sends the signal when the *thread* that started the child ends: only a
+    child started from the main thread is tied to the parent's life this way."""
+    if _SETPRIV is None or threading.current_thread() is not threading.main_thread():
+        return list(argv)
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 class ManagedProcess:
@@ -230,7 +223,7 @@ class ManagedProcess:
         self._log = self.log_path.open("ab")
         self._log_start = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            self.argv,
+            _dying_with_parent(self.argv),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -239,9 +232,6 @@ class ManagedProcess:
             # Own process group: Ctrl-C in the terminal reaches the supervisor only,
             # which then stops children in order.
             start_new_session=True,
-            # Threads make a preexec_fn unsafe when it takes locks (imports, logging); this
-            # one only makes two system calls through a function resolved before the fork.
-            preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509
         )
         return self
 
