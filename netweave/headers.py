@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Final
 
-# The verified client certificate, as Envoy's Lua API gives it: the URL-encoded PEM of the
-# certificate (rest_facade/identity.lua). Base64 inside PEM: nothing a certificate contains
-# (a comma in a SAN, an escaped quote in a subject) can change how the header is read.
+# The verified client certificate, as Envoy's %DOWNSTREAM_PEER_CERT% gives it: the URL-encoded
+# PEM of the certificate (set natively, rest_facade/envoy_config.py). Base64 inside PEM: nothing
+# a certificate contains (a comma in a SAN, an escaped quote in a subject) can change how the
+# header is read.
 CLIENT_CERT_HEADER: Final = "x-netweave-client-cert"
 # The verified bearer token's claims, base64url JSON (jwt_authn forward_payload_header).
 JWT_PAYLOAD_HEADER: Final = "x-jwt-payload"

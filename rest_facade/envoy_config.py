@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from netweave.headers import (
+    CLIENT_CERT_HEADER,
     CORRELATION_ID_HEADER,
     CORRELATION_ID_PATTERN,
     EDGE_MARKER_HEADER,
@@ -64,7 +65,6 @@ PRE_FILTER_DETAIL = "the request is malformed (%RESPONSE_CODE_DETAILS%)"
 JWT_CACHE_SIZE = 1000
 # Where the Lua shaper records "this is a REST request" (rest_facade/shaper.lua NAMESPACE).
 REST_METADATA_NAMESPACE = "netweave.rest"
-IDENTITY_LUA_PATH = Path(__file__).resolve().parent / "identity.lua"
 # The first HTTP filter: refuses CONNECT and credentials in the query string.
 REQUEST_GUARD_LUA_PATH = Path(__file__).resolve().parent / "request_guard.lua"
 # Before it: the correlation id and the route template of every request (issue 16).
@@ -93,16 +93,52 @@ DEFAULT_SDS_DIR = Path("/run/netweave/envoy-sds")
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 MAX_UNIX_SOCKET_PATH = 107
 
-# Headers Envoy sets (the core reads netweave.headers.IDENTITY_HEADERS, server/auth; the rate
-# limiter reads CLIENT_ID_HEADER); whatever a client sent under these names is dropped first.
+# Headers Envoy sets (the core reads netweave.headers.IDENTITY_HEADERS, server/auth);
+# whatever a client sent under these names is dropped first. CLIENT_ID_HEADER is no longer
+# set (the rate limiter computes the identity itself) but still dropped: a core or a log
+# must never take a client-sent one for Envoy's.
 CLIENT_ID_HEADER = "x-netweave-client-id"
 STRIPPED_HEADERS = (*IDENTITY_HEADERS, CLIENT_ID_HEADER, IGNORED_QUERY_HEADER)
 JWT_PROVIDER = "o2ims"
-# jwt_authn puts the verified payload here (namespace = the filter name); identity.lua reads it.
+# jwt_authn puts the verified payload here (namespace = the filter name); the rate limiter
+# reads its `sub` (CLIENT_IDENTITY_EXPRESSION).
 JWT_METADATA_KEY = "payload"
 JWT_REALM = "o2ims"
 WWW_AUTHENTICATE = f'Bearer realm="{JWT_REALM}", error="invalid_token"'
 RATE_LIMIT_DESCRIPTOR_KEY = "client"
+# A caller's identity for its rate-limit bucket, computed by the local rate limiter from the
+# channel only (the TLS connection and jwt_authn's verified payload, never a request
+# header), as two descriptor entries, its kind and its value (CEL here cannot concatenate
+# strings): a verified client certificate's first URI SAN ("uri"), else its subject
+# ("subject"); otherwise a verified bearer token's `sub` claim, a non-empty string ("jwt").
+# Otherwise none: the expressions fail, and the request draws from the default bucket.
+# ClientLimit.identity spells them "<uri>", "subject:<subject>" and "jwt:<sub>".
+# (`has` and != '': Envoy gives no URI SAN but an empty subject without a certificate. The last
+# branch fails on purpose, a namespace nothing writes: CEL has no literal for "no value".)
+RATE_LIMIT_KIND_KEY = "client_kind"
+_TOKEN_SUBJECT = (
+    f"metadata.filter_metadata['envoy.filters.http.jwt_authn']['{JWT_METADATA_KEY}']['sub']"
+)
+_NO_IDENTITY = "metadata.filter_metadata['netweave.no_client_identity']['none']"
+
+
+def _present(field: str) -> str:
+    return f"has({field}) && {field} != ''"
+
+
+def _identity_expression(uri: str, subject: str, token: str) -> str:
+    return (
+        f"{_present('connection.uri_san_peer_certificate')} ? {uri}"
+        f" : {_present('connection.subject_peer_certificate')} ? {subject}"
+        f" : type({_TOKEN_SUBJECT}) == string && {_TOKEN_SUBJECT} != '' ? {token}"
+        f" : {_NO_IDENTITY}"
+    )
+
+
+CLIENT_KIND_EXPRESSION = _identity_expression("'uri'", "'subject'", "'jwt'")
+CLIENT_IDENTITY_EXPRESSION = _identity_expression(
+    "connection.uri_san_peer_certificate", "connection.subject_peer_certificate", _TOKEN_SUBJECT
+)
 
 
 @dataclass(frozen=True)
@@ -156,10 +192,12 @@ class RateLimitConfig:
     """Per-client token buckets in Envoy (local rate limit, per Envoy process).
 
     A client's identity is the URI SAN of its certificate (e.g.
-    `spiffe://netweave.local/client/smo-north`) when it presented one, else `jwt:<sub>` of
-    its verified token. Each distinct identity gets its own bucket of `tokens_per_fill`
-    per `fill_interval_s` (burst `max_tokens`, default `tokens_per_fill`), unless
-    `per_client` names it. Requests with neither share one anonymous bucket of the same size.
+    `spiffe://netweave.local/client/smo-north`) when it presented one (`subject:<subject>`
+    for a certificate without one), else `jwt:<sub>` of its verified token; Envoy takes it
+    from the TLS connection and the verified token only (CLIENT_IDENTITY_EXPRESSION).
+    Each distinct identity gets its own bucket of `tokens_per_fill` per `fill_interval_s`
+    (burst `max_tokens`, default `tokens_per_fill`), unless `per_client` names it.
+    Requests with neither share one anonymous bucket of the same size.
     """
 
     tokens_per_fill: int = 100
@@ -520,32 +558,82 @@ def _auth_filters(config: EnvoyConfig) -> str:
             },
         },
         {
-            # A client must never smuggle in what only Envoy may assert.
+            # A client must never smuggle in what only Envoy may assert: whatever it sent
+            # under these names is dropped, then the caller's verified certificate is set
+            # for the core from the TLS connection itself (natively: no Lua per request).
             "name": "netweave.strip_identity_headers",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation."
                 "v3.HeaderMutation",
                 "mutations": {
-                    "request_mutations": [{"remove": name} for name in sorted(STRIPPED_HEADERS)]
+                    "request_mutations": [
+                        *({"remove": name} for name in sorted(STRIPPED_HEADERS)),
+                        _client_certificate_mutation(),
+                    ],
+                    # On the way out, natively (no Lua runs on a response): every reply from
+                    # here on (upstream, jwt_authn, rate limiter, routes, transcoder,
+                    # shaper) gets the request's correlation id and, if a 429, a
+                    # Retry-After. The request context filter's own refusals, the only
+                    # replies that do not pass here, carry the id themselves.
+                    "response_mutations": _response_mutations(),
                 },
             },
         },
     ]
     if config.jwt is not None:
         filters.append(_jwt_filter(config.jwt))
-    # The caller's verified certificate for the core, and its identity for the rate limiter.
-    filters.append(
-        {
-            "name": "netweave.identity",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": IDENTITY_LUA_PATH.read_text()},
-            },
-        }
-    )
+    # The caller's identity for the rate limiter is computed by the limiter itself
+    # (CLIENT_IDENTITY_EXPRESSION): no filter, no header.
     if config.rate_limit is not None:
         filters.append(_rate_limit_filter(config.rate_limit))
     return _yaml_block(filters)
+
+
+# A 429 (the rate limiter's, or the core's RESOURCE_EXHAUSTED) tells the client when to come
+# back: x-ratelimit-reset (the limiter's seconds until a token is available) if at least 1,
+# else 1 (Retry-After must be a whole number of seconds, and 0 would let a client spin). An
+# empty value (any other status) adds nothing; a Retry-After already there is kept.
+RETRY_AFTER_EXPRESSION = (
+    "response.code != 429 ? ''"
+    " : 'x-ratelimit-reset' in response.headers"
+    " && response.headers['x-ratelimit-reset'].matches('^[0-9]{1,9}$')"
+    " && int(response.headers['x-ratelimit-reset']) >= 1"
+    " ? response.headers['x-ratelimit-reset'] : '1'"
+)
+
+
+def _response_mutations() -> list[dict[str, Any]]:
+    return [
+        {
+            "append": {
+                "header": {
+                    "key": CORRELATION_ID_HEADER,
+                    # Absent (a request refused before the context filter): nothing changes.
+                    "value": f"%DYNAMIC_METADATA({CONTEXT_NAMESPACE}:correlation_id)%",
+                },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        },
+        {
+            "append": {
+                "header": {"key": "retry-after", "value": f"%CEL({RETRY_AFTER_EXPRESSION})%"},
+                "append_action": "ADD_IF_ABSENT",
+            }
+        },
+    ]
+
+
+def _client_certificate_mutation() -> dict[str, Any]:
+    """x-netweave-client-cert: the client certificate of the TLS connection, URL-encoded PEM
+    (what the core parses, netweave/headers.py CLIENT_CERT_HEADER). The listener refuses a
+    certificate its CA does not verify at the handshake, so one that is there is verified.
+    Without one the value is empty and no header is added (keep_empty_value is false)."""
+    return {
+        "append": {
+            "header": {"key": CLIENT_CERT_HEADER, "value": "%DOWNSTREAM_PEER_CERT%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    }
 
 
 def _jwt_filter(jwt: JwtConfig) -> dict[str, Any]:
@@ -1000,19 +1088,47 @@ def _bucket(limit: RateLimitConfig | ClientLimit) -> dict[str, Any]:
     }
 
 
+def _identity_entries(identity: str) -> list[dict[str, str]]:
+    """A ClientLimit's identity as the descriptor entries CLIENT_*_EXPRESSION produce."""
+    for kind in ("subject", "jwt"):
+        if identity.startswith(kind + ":"):
+            value = identity[len(kind) + 1 :]
+            break
+    else:
+        kind, value = "uri", identity
+    return [
+        {"key": RATE_LIMIT_KIND_KEY, "value": kind},
+        {"key": RATE_LIMIT_DESCRIPTOR_KEY, "value": value},
+    ]
+
+
+def _expression_action(key: str, expression: str) -> dict[str, Any]:
+    return {
+        "extension": {
+            "name": "envoy.rate_limit_descriptors.expr",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.rate_limit_descriptors.expr.v3."
+                "Descriptor",
+                "descriptor_key": key,
+                "text": expression,
+                # No identity (no certificate, no token): the expression fails, no
+                # descriptor is made and the request draws from the default bucket.
+                "skip_if_error": True,
+            },
+        }
+    }
+
+
 def _rate_limit_filter(limit: RateLimitConfig) -> dict[str, Any]:
     percent = {"numerator": 100, "denominator": "HUNDRED"}
     descriptors: list[dict[str, Any]] = [
-        {
-            "entries": [{"key": RATE_LIMIT_DESCRIPTOR_KEY, "value": client.identity}],
-            "token_bucket": _bucket(client),
-        }
+        {"entries": _identity_entries(client.identity), "token_bucket": _bucket(client)}
         for client in limit.per_client
     ]
     # No value: one bucket per distinct identity (at most max_dynamic_descriptors, LRU).
     descriptors.append(
         {
-            "entries": [{"key": RATE_LIMIT_DESCRIPTOR_KEY}],
+            "entries": [{"key": RATE_LIMIT_KIND_KEY}, {"key": RATE_LIMIT_DESCRIPTOR_KEY}],
             "token_bucket": _bucket(limit),
         }
     )
@@ -1039,13 +1155,12 @@ def _rate_limit_filter(limit: RateLimitConfig) -> dict[str, Any]:
             "max_dynamic_descriptors": limit.max_dynamic_descriptors,
             "rate_limits": [
                 {
+                    # The caller's identity from the channel only (the verified
+                    # certificate, else the verified token): CEL expressions evaluated
+                    # natively, no Lua and no header a client could send.
                     "actions": [
-                        {
-                            "request_headers": {
-                                "header_name": CLIENT_ID_HEADER,
-                                "descriptor_key": RATE_LIMIT_DESCRIPTOR_KEY,
-                            }
-                        }
+                        _expression_action(RATE_LIMIT_KIND_KEY, CLIENT_KIND_EXPRESSION),
+                        _expression_action(RATE_LIMIT_DESCRIPTOR_KEY, CLIENT_IDENTITY_EXPRESSION),
                     ]
                 }
             ],
@@ -1080,7 +1195,7 @@ def _auth_reply_mappers(config: EnvoyConfig) -> list[dict[str, Any]]:
             "Too Many Requests",
             "this client exceeded its request rate; retry after Retry-After seconds",
         )
-        # Retry-After is added by rest_facade/identity.lua from x-ratelimit-reset.
+        # Retry-After is added from x-ratelimit-reset (RETRY_AFTER_EXPRESSION).
         mappers.append(mapper)
     return mappers
 

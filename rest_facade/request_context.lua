@@ -1,6 +1,6 @@
 -- netweave request context (Envoy Lua filter): the FIRST HTTP filter, so every request that
--- reaches the filter chain gets its context before any filter can refuse it, and every
--- response (upstream, local reply, direct response) passes through it on the way out.
+-- reaches the filter chain gets its context before any filter can refuse it. On the way out
+-- the id is set on every reply natively (see the end of this file), not here.
 --
 -- Correlation id (issue 16; the header contract lives in netweave/headers.py):
 --   the client's x-correlation-id if well formed, else its x-request-id if well formed,
@@ -20,9 +20,8 @@
 -- REQUEST_ID_HEADER, CLIENT_REQUEST_ID_HEADER, ID_PATTERN (a Lua pattern) and
 -- ID_MAX_LENGTH, from netweave/headers.py.
 -- Also rendered above it: rest_facade/request_guard.lua (guard_request), which this filter
--- runs once the correlation id is set; and on the way out, the rate limiter's 429 gets its
--- Retry-After here (it used to be a second Lua step of the identity filter). One Lua filter
--- instead of two on the way in and out: each Lua filter a request passes costs a coroutine.
+-- runs once the correlation id is set. One Lua filter instead of two, on the way in only:
+-- each Lua filter a request passes costs a coroutine.
 
 -- Where the access logs read the id and the template (envoy/gateway.yaml.in).
 local NAMESPACE = "netweave.request_context"
@@ -62,26 +61,6 @@ function envoy_on_request(handle)
   guard_request(handle, headers, reply)
 end
 
--- The rate limiter's 429 passes back through this filter (the first one), with the
--- limiter's x-ratelimit-* headers already set: tell the client when to come back.
--- x-ratelimit-reset is the seconds until a token is available again; Retry-After must be a
--- whole number of seconds, and at least 1 so that a client does not spin.
-local function add_retry_after(headers)
-  if headers:get(":status") ~= "429" or headers:get("retry-after") ~= nil then
-    return
-  end
-  local reset = tonumber(headers:get("x-ratelimit-reset") or "") or 1
-  if reset < 1 then
-    reset = 1
-  end
-  headers:add("retry-after", tostring(math.floor(reset)))
-end
-
-function envoy_on_response(handle)
-  local headers = handle:headers()
-  add_retry_after(headers)
-  local context = handle:streamInfo():dynamicMetadata():get(NAMESPACE)
-  if context ~= nil and context["correlation_id"] ~= nil then
-    headers:replace(CORRELATION_ID_HEADER, context["correlation_id"])
-  end
-end
+-- No envoy_on_response: without one Envoy runs no Lua for this filter on the way out. The
+-- correlation id on every reply and the 429's Retry-After are set natively by the
+-- netweave.strip_identity_headers filter's response mutations (rest_facade/envoy_config.py).

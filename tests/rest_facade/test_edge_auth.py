@@ -21,7 +21,13 @@ from cryptography import x509
 from o2ims.inventory.v1 import inventory_pb2 as v1
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 
-from devstack.pki import DevPki, IssuedCertificate, client_uri, issue_client_certificate
+from devstack.pki import (
+    DevPki,
+    IssuedCertificate,
+    client_uri,
+    issue_client_certificate,
+    issue_crafted_certificate,
+)
 from devstack.tokens import DevIssuer, ensure_dev_issuer
 from netweave.headers import CLIENT_CERT_HEADER, EDGE_MARKER_HEADER
 from rest_facade.envoy_config import ClientLimit, JwtConfig, RateLimitConfig
@@ -273,7 +279,10 @@ def test_rate_limit_answers_429_problem_with_headers_per_client(
     limited = statuses[-1]
     assert_problem(limited, 429)
     assert limited.headers["x-ratelimit-remaining"] == "0"
-    assert int(limited.headers["retry-after"]) >= 1
+    # The limiter's reset (~60 s for this bucket), whole seconds, at least 1.
+    reset = int(limited.headers["x-ratelimit-reset"])
+    assert limited.headers["retry-after"] == str(max(1, reset))
+    assert int(limited.headers["retry-after"]) > 1
     # Another identity (a token's subject) has its own bucket, untouched.
     token = issuer.mint("smo-south", ["o2ims-reader"])
     with rest_client(running, pki) as other:
@@ -281,6 +290,98 @@ def test_rate_limit_answers_429_problem_with_headers_per_client(
     records = edge_audit(tmp_path / "audit-edge.log", count=2)
     assert [r["status"] for r in records] == [429, 429]
     assert all(r["client"] == client_uri("smo-north") for r in records)
+
+
+def _statuses(client: httpx.Client, count: int, headers: dict[str, str] | None = None) -> list[int]:
+    return [client.get(POOLS, headers=headers or {}).status_code for _ in range(count)]
+
+
+def test_rate_limit_buckets_follow_the_channel_identity_only(
+    *,
+    envoy_factory: EnvoyFactory,
+    core: FakeCore,
+    pki: DevPki,
+    issuer: DevIssuer,
+    smo: IssuedCertificate,
+    inventory: FakeInventory,
+    tmp_path: Path,
+) -> None:
+    """The limiter's key (rest_facade/envoy_config.py CLIENT_IDENTITY_EXPRESSION): the
+    certificate's first URI SAN, else "subject:" + its subject, else "jwt:" + the verified
+    token's sub; a client-sent x-netweave-client-id chooses nothing."""
+    no_uri = issue_crafted_certificate(
+        pki.ca,
+        IssuedCertificate(tmp_path / "no-uri.crt", tmp_path / "no-uri.key"),
+        subject=x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "no-uri-client")]),
+        san=[x509.DNSName("no-uri-client")],
+    )
+    two_uris = issue_crafted_certificate(
+        pki.ca,
+        IssuedCertificate(tmp_path / "two.crt", tmp_path / "two.key"),
+        subject=x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "two-uris")]),
+        san=[
+            x509.UniformResourceIdentifier(client_uri("first")),
+            x509.UniformResourceIdentifier(client_uri("second")),
+        ],
+    )
+    running = envoy_factory(
+        core.port,
+        jwt=jwt_config(issuer, required=False),
+        rate_limit=RateLimitConfig(
+            tokens_per_fill=50,
+            fill_interval_s=1.0,
+            per_client=(
+                ClientLimit("jwt:smo-south", tokens_per_fill=2, fill_interval_s=60),
+                ClientLimit("jwt:victim", tokens_per_fill=2, fill_interval_s=60),
+                ClientLimit("subject:CN=no-uri-client", tokens_per_fill=2, fill_interval_s=60),
+                ClientLimit(client_uri("first"), tokens_per_fill=2, fill_interval_s=60),
+            ),
+        ),
+    )
+    south = bearer(issuer.mint("smo-south", ["o2ims-reader"]))
+    # Claiming another client's identity in a header draws from the caller's own bucket.
+    with rest_client(running, pki) as anonymous:
+        assert _statuses(anonymous, 4, {"x-netweave-client-id": "jwt:victim"}) == [200] * 4
+    with rest_client(running, pki, smo) as north:
+        assert _statuses(north, 4, {"x-netweave-client-id": "jwt:victim"}) == [200] * 4
+    victim = bearer(issuer.mint("victim", ["o2ims-reader"]))
+    with rest_client(running, pki) as by_token:
+        assert _statuses(by_token, 3, victim) == [200, 200, 429]
+        # A verified token without a certificate: "jwt:" + its sub.
+        assert _statuses(by_token, 3, south) == [200, 200, 429]
+    # A certificate comes first: the same token with smo-north's certificate is smo-north.
+    with rest_client(running, pki, smo) as north:
+        assert _statuses(north, 3, south) == [200] * 3
+    # A certificate without a URI SAN: "subject:" + its subject.
+    with rest_client(running, pki, no_uri) as subject_only:
+        assert _statuses(subject_only, 3) == [200, 200, 429]
+    # Several URI SANs: the first one.
+    with rest_client(running, pki, two_uris) as two:
+        assert _statuses(two, 3) == [200, 200, 429]
+
+
+def test_retry_after_is_a_whole_second_at_least_and_only_on_429(
+    envoy_factory: EnvoyFactory, core: FakeCore, pki: DevPki, inventory: FakeInventory
+) -> None:
+    """Set natively on the way out (envoy_config.RETRY_AFTER_EXPRESSION), with the id."""
+    running = envoy_factory(
+        core.port, rate_limit=RateLimitConfig(tokens_per_fill=1, fill_interval_s=1.0)
+    )
+    with rest_client(running, pki) as client:
+        for _ in range(20):
+            served = client.get(POOLS, headers={"x-correlation-id": "served-1"})
+            limited = client.get(POOLS, headers={"x-correlation-id": "limited-1"})
+            if served.status_code == 200 and limited.status_code == 429:
+                break
+            time.sleep(1.0)
+    assert (served.status_code, limited.status_code) == (200, 429)
+    assert "retry-after" not in served.headers
+    assert served.headers["x-correlation-id"] == "served-1"
+    assert_problem(limited, 429)
+    assert limited.headers["x-correlation-id"] == "limited-1"
+    # A 1 s bucket: the next token is at most 1 s away.
+    assert int(limited.headers["x-ratelimit-reset"]) <= 1
+    assert limited.headers["retry-after"] == "1"
 
 
 def test_rate_limited_grpc_callers_get_resource_exhausted(
