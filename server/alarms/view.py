@@ -29,7 +29,6 @@ import redis
 import structlog
 from o2ims.monitoring.v1 import monitoring_pb2 as pb
 
-from netweave.backoff import Backoff
 from server.alarms.store import (
     EVENTS_KEY,
     PURGED_KEY,
@@ -38,6 +37,7 @@ from server.alarms.store import (
     etag_of,
     parse_record_json,
 )
+from server.following import FollowingThread
 
 log = structlog.get_logger()
 
@@ -51,7 +51,7 @@ def _last_id(client: redis.Redis, stream: str) -> str:
     return entries[0][0].decode() if entries else "0-0"
 
 
-class AlarmView(threading.Thread):
+class AlarmView(FollowingThread):
     def __init__(
         self,
         client: redis.Redis,
@@ -60,14 +60,12 @@ class AlarmView(threading.Thread):
         read_block_ms: int = READ_BLOCK_MS,
         on_read: Callable[[str], None] = lambda result: None,
     ) -> None:
-        super().__init__(name="alarm-view", daemon=True)
+        super().__init__("alarm-view", stop)
         # Called with "hit" or "miss" for every single-record read (the cache metric).
         self.on_read = on_read
         self._client = client
         self._store = AlarmStore(client)
-        self._stopping = stop
         self._read_block_ms = read_block_ms
-        self._backoff = Backoff()
         self._lock = threading.Lock()
         self._records: dict[str, pb.AlarmEventRecord] = {}
         # id -> the revision (ETag) of the record held; None: not known (read Redis).
@@ -78,7 +76,6 @@ class AlarmView(threading.Thread):
         self._ids: list[str] | None = None
         self._revision = 0
         self._positions = {EVENTS_KEY: "0-0", PURGED_KEY: "0-0"}
-        self.loaded = False
         self.reloads = 0
 
     # --- reading ---------------------------------------------------------------------
@@ -139,17 +136,6 @@ class AlarmView(threading.Thread):
             self._set(record, revision)
 
     # --- following -------------------------------------------------------------------
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                if not self.loaded:
-                    self.load()
-                self.step()
-                self._backoff.reset()
-            except redis.RedisError as error:
-                log.warning("alarm_view_redis_failed", error=str(error))
-                self._stopping.wait(self._backoff.next_delay())
 
     def load(self) -> None:
         positions = {stream: _last_id(self._client, stream) for stream in self._positions}

@@ -36,7 +36,7 @@ from typing import Final, cast
 import redis
 import structlog
 
-from netweave.backoff import Backoff
+from server.following import FollowingThread
 from server.subscriptions.store import (
     GENERATION_KEY,
     SUBSCRIPTION_EVENTS_KEY,
@@ -72,7 +72,7 @@ def _stream_id(text: str) -> tuple[int, int]:
     return int(milliseconds or 0), int(sequence or 0)
 
 
-class SubscriptionView(threading.Thread):
+class SubscriptionView(FollowingThread):
     """Thread-safe: one follower (this thread), many readers (gRPC handlers)."""
 
     def __init__(
@@ -84,14 +84,12 @@ class SubscriptionView(threading.Thread):
         read_block_ms: int = READ_BLOCK_MS,
         on_read: Callable[[str], None] = lambda result: None,
     ) -> None:
-        super().__init__(name="subscription-view", daemon=True)
+        super().__init__("subscription-view", stop)
         self._client = client
-        self._stopping = stop
         self._kinds = kinds
         self._read_block_ms = read_block_ms
         # Called with "hit" or "miss" for every read the store serves (the cache metric).
         self.on_read = on_read
-        self._backoff = Backoff()
         self._lock = threading.Lock()
         self._subscriptions: dict[str, dict[str, Subscription]] = {k.name: {} for k in kinds}
         # kind name -> its subscriptions oldest first; dropped when one comes or goes.
@@ -99,7 +97,6 @@ class SubscriptionView(threading.Thread):
         self._generation = 0
         self._position = "0-0"
         self._local: dict[Key, _Local] = {}
-        self.loaded = False
         self.reloads = 0
 
     # --- reading ---------------------------------------------------------------------
@@ -142,17 +139,6 @@ class SubscriptionView(threading.Thread):
             self._set(kind_name, subscription_id, change.subscription)
 
     # --- following -------------------------------------------------------------------
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                if not self.loaded:
-                    self.load()
-                self.step()
-                self._backoff.reset()
-            except redis.RedisError as error:
-                log.warning("subscription_view_redis_failed", error=str(error))
-                self._stopping.wait(self._backoff.next_delay())
 
     def load(self) -> None:
         """Replace the view by what Redis holds now."""
