@@ -63,6 +63,7 @@ from stack_bench import (
     Target,
     bench_policy,
     edge_channel,
+    first_pool,
     get_pool,
     grpc_frame,
     h2load,
@@ -147,12 +148,7 @@ def running(setup: Setup, root: Path, envoy: bool) -> Iterator[Running]:
     stack.start()
     try:
         assert stack.core is not None and stack.envoy is not None
-        with grpc.insecure_channel(stack.grpc_address) as channel:
-            pools = inv_grpc.InventoryServiceStub(channel).ListResourcePools(
-                inv_pb.ListResourcePoolsRequest(), timeout=5
-            )
-            pool_id = pools.resource_pools[0].resource_pool_id
-            response = get_pool(channel, pool_id)
+        pool_id, response = first_pool(stack)
         request = state / "request.bin"
         request.write_bytes(
             grpc_frame(inv_pb.GetResourcePoolRequest(resource_pool_id=pool_id).SerializeToString())

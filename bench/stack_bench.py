@@ -192,6 +192,16 @@ def edge_channel(stack: LocalStack) -> grpc.Channel:
     return grpc.secure_channel(f"localhost:{stack.config.rest_port}", credentials)
 
 
+def first_pool(stack: LocalStack) -> tuple[str, inv_pb.ResourcePoolInfo]:
+    """The id of the stack's first resource pool and the core's answer to its read."""
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        pools = inv_grpc.InventoryServiceStub(channel).ListResourcePools(
+            inv_pb.ListResourcePoolsRequest(), timeout=5
+        )
+        pool_id = pools.resource_pools[0].resource_pool_id
+        return pool_id, get_pool(channel, pool_id)
+
+
 def prepare_paths(
     stack: LocalStack, state: Path, started: list[ManagedProcess], workers: int | None = None
 ) -> tuple[list[Target], str]:
@@ -199,12 +209,7 @@ def prepare_paths(
     read. The processes it starts (the no-op servicer, the TLS relay) go on `started`;
     `workers`: the no-op servicer's gRPC threads (default: the core's default)."""
     assert stack.core is not None and stack.envoy is not None
-    with grpc.insecure_channel(stack.grpc_address) as channel:
-        pools = inv_grpc.InventoryServiceStub(channel).ListResourcePools(
-            inv_pb.ListResourcePoolsRequest(), timeout=5
-        )
-        pool_id = pools.resource_pools[0].resource_pool_id
-        response = get_pool(channel, pool_id)
+    pool_id, response = first_pool(stack)
     # Compared as messages, not bytes: map entries may serialize in another order.
     (state / "pool.bin").write_bytes(response.SerializeToString())
     request = state / "request.bin"
