@@ -86,24 +86,10 @@ def recover_pending(
     entries are claimed (XAUTOCLAIM) only once idle for `min_idle_ms`, so a previous
     reader that is still running is not raced; they are waited for meanwhile."""
     while not stop.is_set() and not done():
-        cursor = "0-0"
-        while True:
-            reply: Any = client.xautoclaim(
-                stream,
-                group,
-                consumer,
-                min_idle_time=min_idle_ms,
-                start_id=cursor,
-                count=count,
-            )
-            cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-            if cursor == "0-0":
-                break
-        own = entries(client.xreadgroup(group, consumer, {stream: "0"}, count=count))
-        if own:
-            handle(own)
-            continue
-        pending: Any = client.xpending(stream, group)
-        if not pending or int(pending.get("pending", 0)) == 0:
+        batch = recover_step(client, stream, group, consumer, min_idle_ms=min_idle_ms, count=count)
+        if batch is None:
             return
-        stop.wait(_PENDING_POLL_S)
+        if batch:
+            handle(batch)
+        else:
+            stop.wait(_PENDING_POLL_S)
