@@ -297,6 +297,7 @@ class StackConfig:
             ),
             otlp_endpoint=settings.OTLP_ENDPOINT.read(environ),
             trace_sample_ratio=settings.TRACE_SAMPLE_RATIO.read(environ),
+            core_processes=settings.CORE_PROCESSES.read(environ),
         )
 
     @classmethod
@@ -509,6 +510,18 @@ class LocalStack:
             raise StartRefused(
                 f"inventory file not found: {self.config.inventory} (set NETWEAVE_INVENTORY)"
             )
+        named: dict[int, list[str]] = {}
+        for name, port in self.bound_ports().items():
+            named.setdefault(port, []).append(name)
+        clashes = [
+            f"port {port} is set for both {' and '.join(names)}: set "
+            + " or ".join(f"NETWEAVE_{name.upper()}" for name in names if name in PORT_FIELDS)
+            + " to another port"
+            for port, names in named.items()
+            if len(names) > 1
+        ]
+        if clashes:
+            raise StartRefused("\n".join(clashes))
         taken = [
             f"port {port} ({name}) is in use"
             + (f" by {holder}" if (holder := port_holder(port)) else "")

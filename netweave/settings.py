@@ -159,9 +159,10 @@ EDGE_TELEMETRY_LISTEN: Final = Setting(
 EDGE_TELEMETRY_PORT: Final = Setting(
     "NETWEAVE_EDGE_TELEMETRY_PORT",
     INTEGER,
-    50053,
+    50060,
     (MAKE_RUN,),
-    "port of the core's edge telemetry listener",
+    "port of the core's edge telemetry listener (off 50053: with NETWEAVE_CORE_PROCESSES=2 "
+    "that is the second worker's edge port)",
 )
 ENVOY_STATS_PORT: Final = Setting(
     "NETWEAVE_ENVOY_STATS_PORT",
@@ -515,7 +516,7 @@ CORE_PROCESSES: Final = Setting(
     "NETWEAVE_CORE_PROCESSES",
     INTEGER,
     1,
-    (CORE,),
+    (CORE, MAKE_RUN),
     "core worker processes (1 to 64); above 1, `python -m server` supervises that many, "
     "sharing the internal gRPC port, each on its own edge port (NETWEAVE_EDGE_LISTEN + i)",
 )
