@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from server.notifier import keys
 from server.notifier.config import NotifierConfig
 from server.notifier.deadletters import DeadLetters
-from server.notifier.delivery import DeliveryPool, DeliveryWorker
+from server.notifier.delivery import DeliveryWorker
 from server.notifier.http import (
     TokenSource,
     WebhookClient,
@@ -28,6 +28,7 @@ from server.notifier.http import (
 )
 from server.notifier.matching import Matcher
 from server.notifier.metrics import NotifierMetrics, matcher_lag
+from server.notifier.pool import DeliveryPool
 from server.notifier.registration import TRUSTED, Registration
 from server.notifier.scheduler import Scheduler
 from server.ops import OpsServer, readiness_status, redis_check

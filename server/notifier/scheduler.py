@@ -31,8 +31,9 @@ import redis
 import structlog
 
 from server.notifier import keys
-from server.notifier.delivery import DeliveryPool, DeliveryWorker
+from server.notifier.delivery import DeliveryWorker
 from server.notifier.leases import MEMBER_LEASE_TTL_MS, MemberLeases
+from server.notifier.pool import DeliveryPool
 from server.subscriptions.store import GENERATION_KEY, SubscriptionKind
 
 log = structlog.get_logger()
