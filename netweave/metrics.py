@@ -1,9 +1,11 @@
-"""Prometheus helpers shared by every process: scrape-time state, and what each process's
-/metrics carries whatever it does (process_*, build info, Redis commands, readiness)."""
+"""Prometheus helpers shared by every process: scrape-time state, what each process's
+/metrics carries whatever it does (process_*, build info, Redis commands, readiness), and
+merging several processes' expositions into one (the core supervisor's /metrics)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -13,7 +15,10 @@ from prometheus_client import (
     Histogram,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from netweave.redis_metrics import REDIS_COMMANDS, UNREPLICATED_WRITES
 from netweave.version import commit, version
@@ -82,3 +87,34 @@ def backend_request_histogram(registry: CollectorRegistry) -> Histogram:
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
         registry=registry,
     )
+
+
+def _labelled(metric: Metric, labels: Mapping[str, str]) -> Iterator[Sample]:
+    for sample in metric.samples:
+        merged = {**sample.labels, **labels}
+        yield Sample(sample.name, merged, sample.value, sample.timestamp, sample.exemplar)
+
+
+def merge_metrics(sources: Iterable[tuple[Mapping[str, str], str]]) -> list[Metric]:
+    """Families of Prometheus text expositions merged by name, each source's samples
+    given its labels: one family per name, so the result is one valid exposition."""
+    families: dict[str, Metric] = {}
+    for labels, text in sources:
+        for metric in text_string_to_metric_families(text):
+            merged = families.get(metric.name)
+            if merged is None:
+                merged = families[metric.name] = Metric(
+                    metric.name, metric.documentation, metric.type, metric.unit
+                )
+            merged.samples.extend(_labelled(metric, labels))
+    return list(families.values())
+
+
+@dataclass(frozen=True)
+class Families:
+    """Families already collected, in the shape generate_latest() renders."""
+
+    families: list[Metric]
+
+    def collect(self) -> list[Metric]:
+        return self.families

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -49,13 +49,12 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
 from netweave import settings
 from netweave.backoff import Backoff
 from netweave.lifecycle import ShutdownSignals, wait_for
 from netweave.logs import log_stream
+from netweave.metrics import Families, merge_metrics
 from netweave.ops import FAILING, OpsServer, readiness_status
 from server.config import GatewayConfig
 
@@ -259,37 +258,6 @@ def _get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         connection.close()
 
 
-def _labelled(metric: Metric, labels: Mapping[str, str]) -> Iterator[Sample]:
-    for sample in metric.samples:
-        merged = {**sample.labels, **labels}
-        yield Sample(sample.name, merged, sample.value, sample.timestamp, sample.exemplar)
-
-
-def merge_metrics(sources: Iterable[tuple[Mapping[str, str], str]]) -> list[Metric]:
-    """Families of Prometheus text expositions merged by name, each source's samples
-    given its labels: one family per name, so the result is one valid exposition."""
-    families: dict[str, Metric] = {}
-    for labels, text in sources:
-        for metric in text_string_to_metric_families(text):
-            merged = families.get(metric.name)
-            if merged is None:
-                merged = families[metric.name] = Metric(
-                    metric.name, metric.documentation, metric.type, metric.unit
-                )
-            merged.samples.extend(_labelled(metric, labels))
-    return list(families.values())
-
-
-@dataclass(frozen=True)
-class _Families:
-    """Families already collected, in the shape generate_latest() renders."""
-
-    families: list[Metric]
-
-    def collect(self) -> list[Metric]:
-        return self.families
-
-
 class WorkersRegistry(CollectorRegistry):
     """The pod's /metrics: the supervisor's own series (unlabelled) and every worker's,
     scraped from its ops port at scrape time and labelled `worker`. Chosen over
@@ -303,7 +271,7 @@ class WorkersRegistry(CollectorRegistry):
         self._workers = workers
 
     def collect(self) -> Iterator[Metric]:
-        own = _Families(list(super().collect()))
+        own = Families(list(super().collect()))
         sources: list[tuple[Mapping[str, str], str]] = [({}, generate_latest(own).decode())]
         for worker in self._workers():
             if not (worker.alive() and worker.bound()):

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.processes import wait_until
 from devstack.stack import LocalStack, StackConfig
-from server.workers import merge_metrics
+from netweave.metrics import merge_metrics
 from tests.core_process import CoreProcess, log_records, run_to_exit
 
 
