@@ -67,10 +67,10 @@ from stack_bench import (
     get_pool,
     grpc_frame,
     h2load,
+    start_client_relay,
     start_noop,
 )
 from stack_results import Run
-from tls_relay import RelayTls, start_relay
 
 
 @dataclass(frozen=True)
@@ -171,13 +171,7 @@ def running(setup: Setup, root: Path, envoy: bool) -> Iterator[Running]:
             with edge_channel(stack) as channel:
                 if get_pool(channel, pool_id) != response:
                     raise RuntimeError("Envoy's gRPC route does not answer what the core answers")
-            pki = stack.pki
-            relay, relay_port = start_relay(
-                stack.config.rest_port,
-                RelayTls(pki.client_cert, pki.client_key, pki.ca_cert),
-                state / "relay",
-            )
-            started.append(relay)
+            relay, relay_port = start_client_relay(stack, state, started)
             targets.append(
                 Target(
                     "Envoy gRPC",

@@ -202,6 +202,21 @@ def first_pool(stack: LocalStack) -> tuple[str, inv_pb.ResourcePoolInfo]:
         return pool_id, get_pool(channel, pool_id)
 
 
+def start_client_relay(
+    stack: LocalStack, state: Path, started: list[ManagedProcess]
+) -> tuple[ManagedProcess, int]:
+    """The TLS relay (bench/tls_relay.py) to the stack's edge with the dev client
+    certificate, put on `started`, and its cleartext port."""
+    pki = stack.pki
+    relay, relay_port = start_relay(
+        stack.config.rest_port,
+        RelayTls(pki.client_cert, pki.client_key, pki.ca_cert),
+        state / "relay",
+    )
+    started.append(relay)
+    return relay, relay_port
+
+
 def prepare_paths(
     stack: LocalStack, state: Path, started: list[ManagedProcess], workers: int | None = None
 ) -> tuple[list[Target], str]:
@@ -234,13 +249,7 @@ def prepare_paths(
             answer = http.get(rest_path, headers=headers).raise_for_status()
             bodies[label] = len(answer.content)
 
-    pki = stack.pki
-    relay, relay_port = start_relay(
-        stack.config.rest_port,
-        RelayTls(pki.client_cert, pki.client_key, pki.ca_cert),
-        state / "relay",
-    )
-    started.append(relay)
+    relay, relay_port = start_client_relay(stack, state, started)
     core, envoy = stack.core.pid, stack.envoy.process.pid
     grpc_bytes = len(grpc_frame(response.SerializeToString()))
     relayed = f"http://127.0.0.1:{relay_port}"
