@@ -378,6 +378,11 @@ class SubscriptionStore:
         return bool(existed)
 
 
+def oldest_first(subscription: Subscription) -> tuple[str, str]:
+    """The order every list of subscriptions is in: creation time, then id."""
+    return subscription.created_at, subscription.subscription_id
+
+
 def load_all(
     client: redis.Redis, kinds: tuple[SubscriptionKind, ...]
 ) -> dict[str, list[Subscription]]:
@@ -408,7 +413,7 @@ def load_all(
         if stored:
             found[kind.name].append(_decode(subscription_id, stored))
     for subscriptions in found.values():
-        subscriptions.sort(key=lambda s: (s.created_at, s.subscription_id))
+        subscriptions.sort(key=oldest_first)
     return found
 
 

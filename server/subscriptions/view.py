@@ -44,6 +44,7 @@ from server.subscriptions.store import (
     SubscriptionKind,
     decode_fields,
     load_all,
+    oldest_first,
 )
 
 log = structlog.get_logger()
@@ -116,8 +117,7 @@ class SubscriptionView(FollowingThread):
             ordered = self._ordered.get(kind.name)
             if ordered is None:
                 ordered = self._ordered[kind.name] = sorted(
-                    self._subscriptions[kind.name].values(),
-                    key=lambda s: (s.created_at, s.subscription_id),
+                    self._subscriptions[kind.name].values(), key=oldest_first
                 )
             return ordered
 
