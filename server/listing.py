@@ -98,6 +98,10 @@ def invalid_query(error: QueryError) -> InvalidArgument:
 
 def select(request: Any, message: Selected) -> Selected:
     """`message` as the SOL013 attribute selectors of a Get `request` ask for."""
+    if not (
+        request.all_fields or request.fields or request.exclude_fields or request.exclude_default
+    ):
+        return message  # no selector (nearly every read): the whole object, as parsed below
     try:
         selection = parse_selection(
             True if request.all_fields else None,

@@ -49,6 +49,9 @@ def parse_majors(text: str) -> tuple[str, ...]:
 class MajorGate(grpc.ServerInterceptor):  # type: ignore[misc]
     """Refuses the calls of an Inventory major that is not served (NOT_FOUND)."""
 
+    # Decided by the method alone (InterceptorChain).
+    unary_by_method = True
+
     def __init__(self, served: Iterable[str]) -> None:
         self._served = frozenset(served)
 

@@ -189,6 +189,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     method (and per handler the rest of the chain returns), not per call: a call costs a
     histogram observation and a counter increment."""
 
+    unary_by_method = True  # UnaryWrappers (InterceptorChain)
+
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
         self._unary = UnaryWrappers(self._timed)

@@ -43,6 +43,8 @@ class TracingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     per call: the caller's `traceparent` is read from the call's metadata when it runs, in
     the worker thread, and nothing is built on gRPC's polling thread per call."""
 
+    unary_by_method = True  # UnaryWrappers (InterceptorChain)
+
     def __init__(self) -> None:
         self._unary = UnaryWrappers(_traced)
 

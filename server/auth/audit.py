@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import collections
 import json
+import math
 import re
 import sys
 import threading
@@ -192,6 +193,8 @@ def _encode(value: Any) -> str:
         return "null"
     if type(value) is int:  # not a bool
         return str(value)
+    if type(value) is float and math.isfinite(value):  # a duration: json's own float text
+        return float.__repr__(value)
     return _ENCODER.encode(value)
 
 

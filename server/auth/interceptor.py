@@ -105,6 +105,10 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     address; a new policy means a new interceptor (the policy is read at start) and so an
     empty cache."""
 
+    # A unary method's guard is built once (UnaryWrappers) and decides per call inside it,
+    # so the chain may keep it by method (InterceptorChain).
+    unary_by_method = True
+
     def __init__(
         self,
         policy: AccessPolicy,
