@@ -5,6 +5,9 @@
   Envoy gRPC     the core through Envoy as native gRPC (TLS, client certificate)
   REST cert      REST through Envoy with a client certificate (transcoding, Lua, rate limit)
   REST token     the same with a bearer token from the stack's dev issuer as well
+  floor gRPC     a second, minimal Envoy (bench/envoy_floor.py): the edge's TLS, the router
+                 alone, the edge's mutual TLS to the core: what Envoy cannot do without
+  floor REST     the same with the edge's gRPC-JSON transcoder, nothing else
 
 Saturated: h2load sends a fixed number of requests over a few connections and streams, three
 rounds (each round visits every path, so a noisy neighbour hits all of them alike), medians
@@ -13,10 +16,11 @@ before and after each run, with the core's and the no-op's system time and their
 voluntary context switches per request (the gRPC server's thread hand-offs show there, not
 in Python profiles). Open loop: latency p50/p90/p99/max at fixed offered rates through
 the full REST stack with a client certificate, measured from each request's scheduled time
-(bench/open_loop.py). Ratios against the no-op and the core direct are printed with the table.
+(bench/open_loop.py). Ratios against the no-op and the core direct are printed with the table,
+and the edge's Envoy CPU per request against the floor's (what the components allow here).
 
     .venv/bin/python -m bench.stack_bench [--requests 5000] [--runs 3] [--rates 200,500,1000]
-        [--duration 10] [--grpc-workers N] [--json results.json]
+        [--duration 10] [--grpc-workers N] [--no-floor] [--json results.json]
 
 h2load cannot present a client certificate: through Envoy it speaks cleartext HTTP/2 to a
 client-side TLS relay (bench/tls_relay.py), whose CPU is reported apart as the load
@@ -53,10 +57,13 @@ from devstack.stack import DEFAULT_POLICY, REPO, LocalStack, StackConfig
 
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from envoy_floor import concurrency_of, start_floor
 from open_loop import OpenLoopResult, percentile, run_open_loop
 from proc_cpu import Usage, children_cpu_seconds, cpu_seconds, own_cpu_seconds
 from stack_results import (
     CORE_DIRECT,
+    FLOOR_GRPC,
+    FLOOR_REST,
     NOOP,
     PathResult,
     RateResult,
@@ -183,13 +190,14 @@ def get_pool(channel: grpc.Channel, pool_id: str) -> inv_pb.ResourcePoolInfo:
     return reply
 
 
-def edge_channel(stack: LocalStack) -> grpc.Channel:
-    """A real gRPC client of the edge with the dev client certificate."""
+def edge_channel(stack: LocalStack, port: int | None = None) -> grpc.Channel:
+    """A real gRPC client of the edge (or of another Envoy with its TLS on `port`) with the
+    dev client certificate."""
     pki = stack.pki
     credentials = grpc.ssl_channel_credentials(
         pki.ca_cert.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
     )
-    return grpc.secure_channel(f"localhost:{stack.config.rest_port}", credentials)
+    return grpc.secure_channel(f"localhost:{port or stack.config.rest_port}", credentials)
 
 
 def first_pool(stack: LocalStack) -> tuple[str, inv_pb.ResourcePoolInfo]:
@@ -203,26 +211,99 @@ def first_pool(stack: LocalStack) -> tuple[str, inv_pb.ResourcePoolInfo]:
 
 
 def start_client_relay(
-    stack: LocalStack, state: Path, started: list[ManagedProcess]
+    stack: LocalStack, state: Path, started: list[ManagedProcess], port: int | None = None
 ) -> tuple[ManagedProcess, int]:
-    """The TLS relay (bench/tls_relay.py) to the stack's edge with the dev client
-    certificate, put on `started`, and its cleartext port."""
+    """The TLS relay (bench/tls_relay.py) to the stack's edge (or to another Envoy with its
+    TLS on `port`) with the dev client certificate, put on `started`, and its cleartext
+    port."""
     pki = stack.pki
     relay, relay_port = start_relay(
-        stack.config.rest_port,
+        port or stack.config.rest_port,
         RelayTls(pki.client_cert, pki.client_key, pki.ca_cert),
-        state / "relay",
+        state / (f"relay-{port}" if port else "relay"),
     )
     started.append(relay)
     return relay, relay_port
 
 
+@dataclass(frozen=True)
+class EdgeAnswers:
+    """What the core and the edge answered to the pool read, which every other path must
+    answer too, and the request h2load sends to the gRPC paths."""
+
+    pool_id: str
+    response: inv_pb.ResourcePoolInfo
+    rest_json: Any
+    grpc_request: Path
+
+
+def floor_paths(
+    stack: LocalStack, state: Path, started: list[ManagedProcess], answers: EdgeAnswers
+) -> list[Target]:
+    """The floor's two paths (bench/envoy_floor.py), each checked once with a real client.
+    The floor Envoy (as many workers as the edge) and its TLS relays go on `started`."""
+    assert stack.core is not None and stack.envoy is not None
+    floor = start_floor(
+        stack.envoy.config_path, concurrency_of(stack.envoy.process), state / "floor"
+    )
+    started.append(floor.process)
+    with edge_channel(stack, floor.grpc_port) as channel:
+        if get_pool(channel, answers.pool_id) != answers.response:
+            raise RuntimeError("the floor's gRPC route does not answer what the core answers")
+    rest_path = REST_POOL.format(pool=answers.pool_id)
+    floor_url = f"https://127.0.0.1:{floor.rest_port}"
+    with httpx.Client(base_url=floor_url, verify=stack.client_tls(), trust_env=False) as http:
+        answer = http.get(rest_path).raise_for_status()
+    if answer.json() != answers.rest_json:
+        raise RuntimeError(
+            f"the floor's REST route answers {answer.text}, the edge {answers.rest_json}"
+        )
+    servers = {"core": stack.core.pid, "envoy": floor.process.pid}
+
+    def relayed(
+        name: str, port: int, route: str, headers: tuple[str, ...], *, body: Path | None, size: int
+    ) -> Target:
+        """A floor path through a TLS relay of its own (a relay has one upstream)."""
+        relay, relay_port = start_client_relay(stack, state, started, port)
+        authority = f":authority: localhost:{port}"
+        relayed_url = f"http://127.0.0.1:{relay_port}{route}"
+        return Target(
+            name, relayed_url, (*headers, authority), body, servers, size, {"relay": relay.pid}
+        )
+
+    grpc_bytes = len(grpc_frame(answers.response.SerializeToString()))
+    rest_headers = ("accept: application/json",)
+    return [
+        relayed(
+            FLOOR_GRPC,
+            floor.grpc_port,
+            GRPC_METHOD,
+            GRPC_HEADERS,
+            body=answers.grpc_request,
+            size=grpc_bytes,
+        ),
+        relayed(
+            FLOOR_REST,
+            floor.rest_port,
+            rest_path,
+            rest_headers,
+            body=None,
+            size=len(answer.content),
+        ),
+    ]
+
+
 def prepare_paths(
-    stack: LocalStack, state: Path, started: list[ManagedProcess], workers: int | None = None
+    stack: LocalStack,
+    state: Path,
+    started: list[ManagedProcess],
+    workers: int | None = None,
+    floor: bool = True,
 ) -> tuple[list[Target], str]:
     """Every path's target, checked once with a real client, and the REST path of the pool
-    read. The processes it starts (the no-op servicer, the TLS relay) go on `started`;
-    `workers`: the no-op servicer's gRPC threads (default: the core's default)."""
+    read. The processes it starts (the no-op servicer, the TLS relays, the floor Envoy) go
+    on `started`; `workers`: the no-op servicer's gRPC threads (default: the core's
+    default); `floor`: with the floor's paths (floor_paths)."""
     assert stack.core is not None and stack.envoy is not None
     pool_id, response = first_pool(stack)
     # Compared as messages, not bytes: map entries may serialize in another order.
@@ -244,10 +325,12 @@ def prepare_paths(
     rest_path = REST_POOL.format(pool=pool_id)
     token = stack.issuer.mint("netweave-dev-client", ["o2ims-admin"])
     bodies: dict[str, int] = {}
+    rest_json: dict[str, Any] = {}
     with httpx.Client(base_url=stack.rest_url, verify=stack.client_tls(), trust_env=False) as http:
         for label, headers in (("cert", {}), ("token", {"authorization": f"Bearer {token}"})):
             answer = http.get(rest_path, headers=headers).raise_for_status()
             bodies[label] = len(answer.content)
+            rest_json[label] = answer.json()
 
     relay, relay_port = start_client_relay(stack, state, started)
     core, envoy = stack.core.pid, stack.envoy.process.pid
@@ -299,6 +382,9 @@ def prepare_paths(
             {"relay": relay.pid},
         ),
     ]
+    if floor:
+        answers = EdgeAnswers(pool_id, response, rest_json["cert"], request)
+        paths += floor_paths(stack, state, started, answers)
     return paths, rest_path
 
 
@@ -436,6 +522,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-saturated", action="store_true")
     parser.add_argument("--skip-open-loop", action="store_true")
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="without the floor paths (a second, minimal Envoy: bench/envoy_floor.py)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     return parser.parse_args(argv)
 
@@ -519,7 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         started: list[ManagedProcess] = []
         try:
-            paths, rest_path = prepare_paths(stack, state, started, args.grpc_workers)
+            paths, rest_path = prepare_paths(
+                stack, state, started, args.grpc_workers, floor=not args.no_floor
+            )
             if not args.skip_saturated:
                 report["saturated"] = report_saturated(paths, args)
             if not args.skip_open_loop:

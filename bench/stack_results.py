@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 NOOP = "no-op"
 CORE_DIRECT = "core direct"
+# A second, minimal Envoy (bench/envoy_floor.py): what Envoy's components cost here, against
+# which the edge's path of the same kind is measured.
+FLOOR_GRPC = "floor gRPC"
+FLOOR_REST = "floor REST"
+FLOORS = {FLOOR_GRPC: "Envoy gRPC", FLOOR_REST: "REST cert"}
 
 
 @dataclass
@@ -142,6 +147,15 @@ def headline(results: list[PathResult]) -> list[str]:
             f"({result.rps / noop.rps:.2f}x no-op), Envoy {_us(result.cpu_us('envoy'))} us/req"
             + target
         )
+    for floor_name, edge_name in FLOORS.items():
+        if floor_name in by_name:
+            floor, edge = by_name[floor_name], by_name[edge_name]
+            floor_us, edge_us = floor.cpu_us("envoy"), edge.cpu_us("envoy")
+            lines.append(
+                f"{floor_name}: Envoy {_us(floor_us)} us/req, {floor.rps / direct.rps:.2f}x "
+                f"core direct (the edge's {edge_name} {_us(edge_us)} us/req: "
+                f"{edge_us / floor_us:.1f}x the floor)"
+            )
     return lines
 
 

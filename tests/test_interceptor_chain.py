@@ -31,7 +31,7 @@ class Recording(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
+        inner: Callable[[bytes, Any], bytes] = handler.unary_unary
         name = self.name
 
         def tagged(request: bytes, context: Any) -> bytes:
