@@ -57,7 +57,7 @@ from devstack.stack import DEFAULT_POLICY, REPO, LocalStack, StackConfig
 
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from envoy_floor import concurrency_of, start_floor
+from envoy_floor import FloorEnvoy, concurrency_of, start_floor
 from open_loop import OpenLoopResult, percentile, run_open_loop
 from proc_cpu import Usage, children_cpu_seconds, cpu_seconds, own_cpu_seconds
 from stack_results import (
@@ -239,7 +239,7 @@ class EdgeAnswers:
 
 def floor_paths(
     stack: LocalStack, state: Path, started: list[ManagedProcess], answers: EdgeAnswers
-) -> list[Target]:
+) -> tuple[list[Target], FloorEnvoy]:
     """The floor's two paths (bench/envoy_floor.py), each checked once with a real client.
     The floor Envoy (as many workers as the edge) and its TLS relays go on `started`."""
     assert stack.core is not None and stack.envoy is not None
@@ -290,7 +290,7 @@ def floor_paths(
             body=None,
             size=len(answer.content),
         ),
-    ]
+    ], floor
 
 
 def prepare_paths(
@@ -299,11 +299,12 @@ def prepare_paths(
     started: list[ManagedProcess],
     workers: int | None = None,
     floor: bool = True,
-) -> tuple[list[Target], str]:
-    """Every path's target, checked once with a real client, and the REST path of the pool
-    read. The processes it starts (the no-op servicer, the TLS relays, the floor Envoy) go
-    on `started`; `workers`: the no-op servicer's gRPC threads (default: the core's
-    default); `floor`: with the floor's paths (floor_paths)."""
+) -> tuple[list[Target], str, FloorEnvoy | None]:
+    """Every path's target, checked once with a real client, the REST path of the pool
+    read and the floor Envoy (None without `floor`). The processes it starts (the no-op
+    servicer, the TLS relays, the floor Envoy) go on `started`; `workers`: the no-op
+    servicer's gRPC threads (default: the core's default); `floor`: with the floor's paths
+    (floor_paths)."""
     assert stack.core is not None and stack.envoy is not None
     pool_id, response = first_pool(stack)
     # Compared as messages, not bytes: map entries may serialize in another order.
@@ -382,18 +383,28 @@ def prepare_paths(
             {"relay": relay.pid},
         ),
     ]
-    if floor:
-        answers = EdgeAnswers(pool_id, response, rest_json["cert"], request)
-        paths += floor_paths(stack, state, started, answers)
-    return paths, rest_path
+    if not floor:
+        return paths, rest_path, None
+    answers = EdgeAnswers(pool_id, response, rest_json["cert"], request)
+    floors, floor_envoy = floor_paths(stack, state, started, answers)
+    return paths + floors, rest_path, floor_envoy
 
 
 def open_loop(
-    stack: LocalStack, rest_path: str, rates: list[float], duration_s: float, warmup_s: float
+    stack: LocalStack,
+    rest_path: str,
+    rates: list[float],
+    duration_s: float,
+    warmup_s: float,
+    *,
+    floor: FloorEnvoy | None = None,
 ) -> list[RateResult]:
-    """Open-loop latency through the full REST stack with the client certificate."""
+    """Open-loop latency through the full REST stack with the client certificate (through
+    the floor's REST listener instead with `floor`)."""
     assert stack.core is not None and stack.envoy is not None
-    pids = {"core": stack.core.pid, "envoy": stack.envoy.process.pid}
+    envoy = floor.process.pid if floor is not None else stack.envoy.process.pid
+    port = floor.rest_port if floor is not None else stack.config.rest_port
+    pids = {"core": stack.core.pid, "envoy": envoy}
     results: list[RateResult] = []
     for rate in rates:
         before = {role: cpu_seconds(pid) for role, pid in pids.items()}
@@ -401,7 +412,7 @@ def open_loop(
         started = time.monotonic()
         [result] = run_open_loop(
             "127.0.0.1",
-            stack.config.rest_port,
+            port,
             stack.client_tls(),
             server_name="localhost",
             path=rest_path,
@@ -569,7 +580,9 @@ def idle_cpu_percent(stack: LocalStack, seconds: float) -> dict[str, float]:
     return {role: (cpu_seconds(pid) - before[role]) * 100 / seconds for role, pid in pids.items()}
 
 
-def report_open_loop(stack: LocalStack, rest_path: str, args: argparse.Namespace) -> dict[str, Any]:
+def report_open_loop(
+    stack: LocalStack, rest_path: str, args: argparse.Namespace, floor: FloorEnvoy | None
+) -> dict[str, Any]:
     idle = idle_cpu_percent(stack, args.idle)
     progress(f"open loop at {args.rates} req/s, {args.duration:g} s each")
     rates = open_loop(stack, rest_path, args.rates, args.duration, args.warmup)
@@ -582,10 +595,20 @@ def report_open_loop(stack: LocalStack, rest_path: str, args: argparse.Namespace
         f"(idle, no requests, over {args.idle:g} s: core {idle['core']:.1f}%, "
         f"Envoy {idle['envoy']:.1f}% of a core; included in the CPU per request above)"
     )
+    report: dict[str, Any] = {"idle_cpu_percent": idle, "rates": [asdict(r) for r in rates]}
+    floor_rates: list[RateResult] = []
+    if floor is not None:
+        progress("open loop through the floor's REST listener")
+        floor_rates = open_loop(
+            stack, rest_path, args.rates, args.duration, args.warmup, floor=floor
+        )
+        print("\nThe same through the floor's REST listener (Envoy's CPU: the floor Envoy's)")
+        print(open_loop_table(floor_rates))
+        report["floor_rates"] = [asdict(r) for r in floor_rates]
     print()
-    for line in open_loop_headline(rates):
+    for line in open_loop_headline(rates, floor_rates):
         print(line)
-    return {"idle_cpu_percent": idle, "rates": [asdict(rate) for rate in rates]}
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -610,13 +633,13 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         started: list[ManagedProcess] = []
         try:
-            paths, rest_path = prepare_paths(
+            paths, rest_path, floor = prepare_paths(
                 stack, state, started, args.grpc_workers, floor=not args.no_floor
             )
             if not args.skip_saturated:
                 report["saturated"] = report_saturated(paths, args)
             if not args.skip_open_loop:
-                report["open_loop"] = report_open_loop(stack, rest_path, args)
+                report["open_loop"] = report_open_loop(stack, rest_path, args, floor)
         finally:
             for process in started:
                 process.stop()

@@ -168,11 +168,19 @@ def _cpu_split(result: PathResult, role: str) -> str:
     )
 
 
-def open_loop_headline(results: list[RateResult]) -> list[str]:
+def open_loop_headline(
+    results: list[RateResult], floor: list[RateResult] | None = None
+) -> list[str]:
     """p50/p99 and failures per rate (targets: p50 <= 1 ms and p99 <= 5 ms at 500 req/s,
-    no failures at 1,000 req/s)."""
-    return [
-        f"open loop {r.rate:,.0f} req/s: p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
-        f"{r.failed} failed"
-        for r in results
-    ]
+    no failures at 1,000 req/s), with the floor's p50/p99 at the same rate when measured."""
+    floor_at = {r.rate: r for r in floor or []}
+    lines = []
+    for r in results:
+        line = (
+            f"open loop {r.rate:,.0f} req/s: p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+            f"{r.failed} failed"
+        )
+        if (low := floor_at.get(r.rate)) is not None:
+            line += f" (the floor: p50 {low.p50_ms:.2f} ms, p99 {low.p99_ms:.2f} ms)"
+        lines.append(line)
+    return lines
