@@ -20,7 +20,8 @@ the full REST stack with a client certificate, measured from each request's sche
 and the edge's Envoy CPU per request against the floor's (what the components allow here).
 
     .venv/bin/python -m bench.stack_bench [--requests 5000] [--runs 3] [--rates 200,500,1000]
-        [--duration 10] [--grpc-workers N] [--no-floor] [--json results.json]
+        [--duration 10] [--grpc-workers N] [--envoy-concurrency N] [--no-floor]
+        [--json results.json]
 
 h2load cannot present a client certificate: through Envoy it speaks cleartext HTTP/2 to a
 client-side TLS relay (bench/tls_relay.py), whose CPU is reported apart as the load
@@ -54,6 +55,7 @@ from o2ims.inventory.v1 import inventory_pb2_grpc as inv_grpc
 
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until
 from devstack.stack import DEFAULT_POLICY, REPO, LocalStack, StackConfig
+from netweave import settings
 
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -531,6 +533,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "servicer (default: the setting's default); the core's internal listener admits "
         "4x this many calls at once, so keep --connections x --streams below that",
     )
+    parser.add_argument(
+        "--envoy-concurrency",
+        type=int,
+        default=settings.ENVOY_CONCURRENCY.default,
+        help="Envoy's worker threads (NETWEAVE_ENVOY_CONCURRENCY; the floor Envoy runs as many)",
+    )
     parser.add_argument("--skip-saturated", action="store_true")
     parser.add_argument("--skip-open-loop", action="store_true")
     parser.add_argument(
@@ -627,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
             rate_limit_rps=UNLIMITED_RPS,
             notifiers=0,
             extra_core_env=workers_env,
+            envoy_concurrency=args.envoy_concurrency,
         )
         stack = LocalStack(config)
         progress("starting the stack")

@@ -177,6 +177,10 @@ class CorePorts:
     edge_telemetry_port: int
 
 
+# Envoy's worker threads: more than the CPUs it has only adds hand-offs.
+MAX_ENVOY_CONCURRENCY = 64
+
+
 @dataclass
 class StackConfig:
     """Ports and paths of a local stack. Port 0 picks a free port (tests)."""
@@ -246,6 +250,8 @@ class StackConfig:
     # Worker processes of each core (NETWEAVE_CORE_PROCESSES, server/workers.py): above 1,
     # each core's edge listener is edge_port + i for worker i, and Envoy lists every one.
     core_processes: int = 1
+    # Envoy's --concurrency (NETWEAVE_ENVOY_CONCURRENCY).
+    envoy_concurrency: int = 1
     # The cores' drain on SIGTERM (NETWEAVE_SHUTDOWN_DRAIN_SECONDS). 0: a stopping stack
     # stops at once (every process goes together, there is nobody to drain from).
     core_drain_s: float = 0.0
@@ -298,6 +304,7 @@ class StackConfig:
             otlp_endpoint=settings.OTLP_ENDPOINT.read(environ),
             trace_sample_ratio=settings.TRACE_SAMPLE_RATIO.read(environ),
             core_processes=settings.CORE_PROCESSES.read(environ),
+            envoy_concurrency=settings.ENVOY_CONCURRENCY.read(environ),
         )
 
     @classmethod
@@ -318,6 +325,11 @@ class StackConfig:
             ports["edge_port"] = free_port_run(self.core_processes)
         if self.cores < 1 or self.notifiers < 0:
             raise ValueError(f"a stack runs >= 1 core and >= 0 notifiers, not {self}")
+        if not 1 <= self.envoy_concurrency <= MAX_ENVOY_CONCURRENCY:
+            raise ValueError(
+                f"{settings.ENVOY_CONCURRENCY.name} must be 1 to {MAX_ENVOY_CONCURRENCY}, "
+                f"got {self.envoy_concurrency}"
+            )
         return replace(
             self,
             extra_cores=self.extra_cores
@@ -921,6 +933,7 @@ class LocalStack:
             self.envoy_config(),
             workdir=self.config.state_dir / "envoy",
             log_path=self.logs / "envoy.log",
+            concurrency=self.config.envoy_concurrency,
         )
         # Ready when a REST call goes all the way through to the core.
         self._wait(None, self._rest_ok, timeout)

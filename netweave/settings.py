@@ -164,6 +164,14 @@ EDGE_TELEMETRY_PORT: Final = Setting(
     "port of the core's edge telemetry listener (off 50053: with NETWEAVE_CORE_PROCESSES=2 "
     "that is the second worker's edge port)",
 )
+ENVOY_CONCURRENCY: Final = Setting(
+    "NETWEAVE_ENVOY_CONCURRENCY",
+    INTEGER,
+    1,
+    (MAKE_RUN,),
+    "Envoy's worker threads (`--concurrency`, 1 to 64): the CPUs Envoy may use, not the "
+    "machine's (docs/performance.md \"Envoy's worker threads\")",
+)
 ENVOY_STATS_PORT: Final = Setting(
     "NETWEAVE_ENVOY_STATS_PORT",
     INTEGER,

@@ -143,7 +143,7 @@ def start_envoy(
     workdir: Path,
     log_path: Path,
     *,
-    concurrency: int = 2,
+    concurrency: int = 1,
     timeout: float = 20.0,
     log_flush_interval_ms: int = 1000,
     log_level: str = "warn",

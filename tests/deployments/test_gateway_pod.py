@@ -181,3 +181,18 @@ def test_the_core_and_the_edge_read_one_access_policy_that_is_not_open(
     assert not loaded.open
     assert loaded.clients
     assert "o2ims-admin" not in loaded.direct_calls
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_envoy_runs_one_worker_per_cpu_of_its_limit(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    """Envoy's default --concurrency is the node's CPU count: a pod limited to 1-2 CPUs on a
+    large node would run dozens of workers, each costing hand-offs (docs/performance.md)."""
+    envoy = container(gateway_pod(rendered[overlay]), "envoy")
+    variable = settings.ENVOY_CONCURRENCY.name
+    assert flag(envoy["args"], "--concurrency") == f"$({variable})"  # Kubernetes expands it
+    workers = int(env_values(envoy)[variable])
+    limit = str(envoy["resources"]["limits"]["cpu"])
+    cpus = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
+    assert workers == max(1, int(cpus)), (overlay, workers, limit)
