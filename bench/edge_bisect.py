@@ -59,15 +59,15 @@ from typing import Any
 
 import httpx
 
-from devstack.processes import ManagedProcess, free_port, port_open, wait_until
+from devstack.processes import ManagedProcess, free_port
 from devstack.stack import LocalStack, StackConfig
 from netweave.headers import CLIENT_CERT_HEADER
-from rest_facade.envoy_process import LISTENER_NAME, EnvoyError, validate
+from rest_facade.envoy_process import LISTENER_NAME, EnvoyError
 from rest_facade.envoy_routes import header_value_option
 
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from envoy_floor import HCM, concurrency_of, read_edge_config, start_floor
+from envoy_floor import HCM, read_edge_config, start_floor, start_like_edge
 from stack_bench import (
     GRPC_METHOD,
     REST_POOL,
@@ -253,19 +253,9 @@ def start_variant(
     config_path.write_text(
         json.dumps(variant_config(edge, variant, port, workdir, rest_path), indent=1)
     )
-    validate(config_path)
-    argv = list(stack.envoy.process.argv)
-    argv[argv.index("-c") + 1] = str(config_path)
-    process = ManagedProcess(
-        f"envoy-{variant.name}", argv, workdir / "envoy.log", env={"TZ": "UTC"}
-    ).start()
-    try:
-        wait_until(
-            lambda: port_open(port), 20, f"the {variant.name} Envoy", require=process.require_alive
-        )
-    except BaseException:
-        process.stop()
-        raise
+    process = start_like_edge(
+        stack.envoy.process, f"envoy-{variant.name}", config_path, workdir / "envoy.log", [port]
+    )
     return process, port
 
 
@@ -315,9 +305,7 @@ def prepare(
         started.append(process)
         envoys[variant.name] = (port, process.pid)
     if FLOOR in names:
-        floor = start_floor(
-            stack.envoy.config_path, concurrency_of(stack.envoy.process), state / FLOOR
-        )
+        floor = start_floor(stack.envoy.process, stack.envoy.config_path, state / FLOOR)
         started.append(floor.process)
         envoys[FLOOR] = (floor.rest_port, floor.process.pid)
     targets = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import yaml
 
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until
 from netweave.headers import CLIENT_CERT_HEADER
-from rest_facade.envoy_process import LISTENER_NAME, envoy_binary, validate
+from rest_facade.envoy_process import LISTENER_NAME, validate
 from rest_facade.envoy_routes import CORE_CLUSTER, header_value_option
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -152,47 +153,39 @@ def floor_config(edge: dict[str, Any], grpc_port: int, rest_port: int) -> dict[s
     }
 
 
-def start_floor(
-    edge_config_path: Path, concurrency: int, workdir: Path, timeout: float = 20.0
-) -> FloorEnvoy:
-    """Render the floor from the edge's config file, validate it, start it with
-    `concurrency` worker threads and wait until both listeners accept connections."""
-    edge = read_edge_config(edge_config_path)
-    grpc_port, rest_port = free_port(), free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "floor.json"
-    config_path.write_text(json.dumps(floor_config(edge, grpc_port, rest_port), indent=1))
+def start_like_edge(
+    edge: ManagedProcess, name: str, config_path: Path, log: Path, ports: Sequence[int]
+) -> ManagedProcess:
+    """Another Envoy started with the edge's own command line (its --concurrency, log
+    flags and dynamic base id) and `config_path` in place of the edge's config, once
+    `envoy --mode validate` accepts it; returned when every one of `ports` accepts
+    connections."""
     validate(config_path)
-    process = ManagedProcess(
-        "envoy-floor",
-        [
-            str(envoy_binary()),
-            "-c",
-            str(config_path),
-            "--use-dynamic-base-id",
-            "--concurrency",
-            str(concurrency),
-            "--log-level",
-            "error",
-        ],
-        workdir / "floor.log",
-    ).start()
+    argv = list(edge.argv)
+    argv[argv.index("-c") + 1] = str(config_path)
+    process = ManagedProcess(name, argv, log, env={"TZ": "UTC"}).start()
     try:
         wait_until(
-            lambda: port_open(grpc_port) and port_open(rest_port),
-            timeout,
-            "the floor Envoy",
+            lambda: all(port_open(port) for port in ports),
+            20,
+            f"the {name} Envoy",
             require=process.require_alive,
         )
     except BaseException:
         process.stop()
         raise
+    return process
+
+
+def start_floor(edge: ManagedProcess, edge_config_path: Path, workdir: Path) -> FloorEnvoy:
+    """Render the floor from the edge's config file and start it like the edge (as many
+    worker threads), waiting until both listeners accept connections."""
+    config = read_edge_config(edge_config_path)
+    grpc_port, rest_port = free_port(), free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "floor.json"
+    config_path.write_text(json.dumps(floor_config(config, grpc_port, rest_port), indent=1))
+    process = start_like_edge(
+        edge, "envoy-floor", config_path, workdir / "floor.log", (grpc_port, rest_port)
+    )
     return FloorEnvoy(process, grpc_port, rest_port, config_path)
-
-
-def concurrency_of(envoy: ManagedProcess) -> int:
-    """The worker threads an Envoy was started with (its --concurrency)."""
-    argv = envoy.argv
-    if "--concurrency" not in argv:
-        raise ValueError(f"{envoy.name} was started without --concurrency: {argv}")
-    return int(argv[argv.index("--concurrency") + 1])

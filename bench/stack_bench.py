@@ -59,7 +59,7 @@ from netweave import settings
 
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from envoy_floor import FloorEnvoy, concurrency_of, start_floor
+from envoy_floor import FloorEnvoy, start_floor
 from open_loop import OpenLoopResult, percentile, run_open_loop
 from proc_cpu import Usage, children_cpu_seconds, cpu_seconds, own_cpu_seconds
 from stack_results import (
@@ -245,9 +245,7 @@ def floor_paths(
     """The floor's two paths (bench/envoy_floor.py), each checked once with a real client.
     The floor Envoy (as many workers as the edge) and its TLS relays go on `started`."""
     assert stack.core is not None and stack.envoy is not None
-    floor = start_floor(
-        stack.envoy.config_path, concurrency_of(stack.envoy.process), state / "floor"
-    )
+    floor = start_floor(stack.envoy.process, stack.envoy.config_path, state / "floor")
     started.append(floor.process)
     with edge_channel(stack, floor.grpc_port) as channel:
         if get_pool(channel, answers.pool_id) != answers.response:
