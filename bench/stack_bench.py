@@ -20,7 +20,7 @@ the full REST stack with a client certificate, measured from each request's sche
 and the edge's Envoy CPU per request against the floor's (what the components allow here).
 
     .venv/bin/python -m bench.stack_bench [--requests 5000] [--runs 3] [--rates 200,500,1000]
-        [--duration 10] [--grpc-workers N] [--envoy-concurrency N] [--no-floor]
+        [--duration 10] [--grpc-workers N] [--envoy-concurrency N] [--no-floor] [--no-pin]
         [--json results.json]
 
 h2load cannot present a client certificate: through Envoy it speaks cleartext HTTP/2 to a
@@ -34,6 +34,7 @@ offered (the limiter runs, it never refuses).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ from stack_results import (
     headline,
     open_loop_headline,
     open_loop_table,
+    pinned_headline,
     saturated_table,
 )
 from tls_relay import RelayTls, start_relay
@@ -119,9 +121,14 @@ def parse_h2load(output: str) -> tuple[float, float, int, int, float]:
     return elapsed, float(finished[3]), int(requests[2]), int(data[1]), float(mean[1]) * scale
 
 
-def h2load(path: Target, requests: int, connections: int, streams: int) -> Run:
-    """One saturated run of `path`; raises if any request did not get the full response."""
+def h2load(
+    path: Target, requests: int, connections: int, streams: int, cpu: int | None = None
+) -> Run:
+    """One saturated run of `path` (h2load on `cpu` alone if given); raises if any request
+    did not get the full response."""
     argv = ["h2load", "-n", str(requests), "-c", str(connections), "-m", str(streams), "-t", "1"]
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
     for header in path.headers:
         argv += ["-H", header]
     if path.body is not None:
@@ -462,16 +469,20 @@ class Saturation:
 
 
 def saturated(
-    paths: list[Target], shape: Saturation, progress: Callable[[str], None]
+    paths: list[Target],
+    shape: Saturation,
+    progress: Callable[[str], None],
+    load_cpu: int | None = None,
 ) -> list[PathResult]:
-    """Every path once to warm up, then `shape.runs` rounds visiting every path in turn."""
+    """Every path once to warm up, then `shape.runs` rounds visiting every path in turn
+    (h2load on `load_cpu` alone if given)."""
     results = {path.name: PathResult(path.name) for path in paths}
     for path in paths:
-        h2load(path, shape.warmup_requests, shape.connections, shape.streams)
+        h2load(path, shape.warmup_requests, shape.connections, shape.streams, load_cpu)
     runs = shape.runs
     for round_number in range(1, runs + 1):
         for path in paths:
-            run = h2load(path, shape.requests, shape.connections, shape.streams)
+            run = h2load(path, shape.requests, shape.connections, shape.streams, load_cpu)
             results[path.name].runs.append(run)
             progress(f"round {round_number}/{runs} {path.name}: {run.rps:,.0f} req/s")
     return list(results.values())
@@ -537,6 +548,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         default=settings.ENVOY_CONCURRENCY.default,
         help="Envoy's worker threads (NETWEAVE_ENVOY_CONCURRENCY; the floor Envoy runs as many)",
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="skip the pinned comparison of the core direct and the no-op (each server on "
+        f"CPU {SERVER_CPU}, h2load on CPU {LOAD_CPU})",
+    )
     parser.add_argument("--skip-saturated", action="store_true")
     parser.add_argument("--skip-open-loop", action="store_true")
     parser.add_argument(
@@ -574,6 +591,59 @@ def report_saturated(paths: list[Target], args: argparse.Namespace) -> list[dict
         }
         for result in results
     ]
+
+
+# The pinned comparison: each server on SERVER_CPU, h2load on LOAD_CPU.
+SERVER_CPU, LOAD_CPU = 0, 1
+
+
+@contextlib.contextmanager
+def pinned(pids: list[int], cpu: int) -> Iterator[None]:
+    """Every thread of `pids` on `cpu` alone for the block (threads started meanwhile
+    inherit it), then every thread back on the CPUs its process had."""
+    allowed = {pid: os.sched_getaffinity(pid) for pid in pids}
+
+    def each_thread(pid: int, cpus: set[int]) -> None:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+                os.sched_setaffinity(int(task.name), cpus)
+
+    for pid in pids:
+        each_thread(pid, {cpu})
+    try:
+        yield
+    finally:
+        for pid, cpus in allowed.items():
+            each_thread(pid, cpus)
+
+
+def report_pinned(paths: list[Target], args: argparse.Namespace) -> dict[str, Any]:
+    """The no-op and the core direct again, each server on one CPU and h2load on another:
+    steadier than the unpinned runs (no migrations, the load generator off the server's
+    CPU), the method of ../shared/PERF-NOTES.md."""
+    targets = [path for path in paths if path.name in (NOOP, CORE_DIRECT)]
+    shape = Saturation(
+        args.requests, args.runs, args.warmup_requests, args.connections, args.streams
+    )
+    servers = [pid for path in targets for pid in path.servers.values()]
+    with pinned(servers, SERVER_CPU):
+        results = saturated(targets, shape, progress, load_cpu=LOAD_CPU)
+    print(
+        f"\nPinned: each server on CPU {SERVER_CPU}, h2load on CPU {LOAD_CPU}; "
+        f"h2load -n {shape.requests} -c {shape.connections} -m {shape.streams}, "
+        f"{shape.runs} rounds, medians"
+    )
+    print(saturated_table(results))
+    print()
+    print(pinned_headline(results, SERVER_CPU, LOAD_CPU))
+    return {
+        result.name: {
+            "rps": result.rps,
+            "cpu_us": {role: result.cpu_us(role) for role in result.roles},
+            "runs": [asdict(run) for run in result.runs],
+        }
+        for result in results
+    }
 
 
 def idle_cpu_percent(stack: LocalStack, seconds: float) -> dict[str, float]:
@@ -645,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not args.skip_saturated:
                 report["saturated"] = report_saturated(paths, args)
+                if not args.no_pin and len(os.sched_getaffinity(0)) >= 2:
+                    report["pinned"] = report_pinned(paths, args)
             if not args.skip_open_loop:
                 report["open_loop"] = report_open_loop(stack, rest_path, args, floor)
         finally:

@@ -159,6 +159,18 @@ def headline(results: list[PathResult]) -> list[str]:
     return lines
 
 
+def pinned_headline(results: list[PathResult], server_cpu: int, load_cpu: int) -> str:
+    """The core direct against the no-op with each server on one CPU and h2load on another
+    (the house method: ../shared/PERF-NOTES.md)."""
+    by_name = {result.name: result for result in results}
+    noop, direct = by_name[NOOP], by_name[CORE_DIRECT]
+    return (
+        f"pinned (server on CPU {server_cpu}, h2load on CPU {load_cpu}): core direct "
+        f"{direct.rps / noop.rps:.2f}x no-op [>= 0.80x]; CPU per request "
+        f"{_cpu_split(direct, 'core')} against the no-op's {_cpu_split(noop, 'no-op')}"
+    )
+
+
 def _cpu_split(result: PathResult, role: str) -> str:
     """`role`'s CPU per request, its system share and its threads' voluntary context
     switches per request (wake-ups: what a thread hand-off costs shows in both)."""
