@@ -44,6 +44,10 @@ from server.subscriptions.store import (
     SubscriptionStore,
 )
 
+# The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_cpu import cpu_seconds
+
 REPO = Path(__file__).resolve().parent.parent
 POOL = "9a6a0d5e-0000-4000-8000-000000000001"
 
@@ -203,12 +207,6 @@ def baseline(receiver: ReceiverProcess, count: int) -> tuple[float, float, float
     connection.close()
     receiver.dump()
     return statistics.median(times), percentile(times, 0.99), count / elapsed
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_notifier(

@@ -29,39 +29,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from devstack.processes import free_port, wait_until
-from devstack.redis_server import RedisServer
+from devstack.processes import free_port, metric_sum, wait_until
+from devstack.redis_server import RedisServer, command_calls
 from server.store import InventoryStore, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from notify_bench import (  # the notification bench's receiver and helpers
     ReceiverProcess,
-    cpu_seconds,
     percentile,
     resource_change,
     start_notifier,
     subscribe_many,
     wait_count,
 )
-
-
-def command_calls(client: redis.Redis) -> dict[str, int]:
-    stats: Any = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """Threads and VmRSS (KiB) of a process."""
-    wanted = {"Threads", "VmRSS"}
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in wanted:
-            found[name] = int(value.split()[0])
-    return found
+from proc_cpu import cpu_seconds, rss_mib, thread_count
 
 
 def owned(ops: int) -> int:
@@ -70,10 +52,7 @@ def owned(ops: int) -> int:
     connection.request("GET", "/metrics")
     text = connection.getresponse().read().decode()
     connection.close()
-    for line in text.splitlines():
-        if line.startswith("o2ims_notifier_subscriptions_owned "):
-            return int(float(line.split()[1]))
-    return -1
+    return int(metric_sum(text, "o2ims_notifier_subscriptions_owned"))
 
 
 def measure(
@@ -102,7 +81,7 @@ def measure(
         before, cpu_before = command_calls(client), cpu_seconds(notifier.pid)
         time.sleep(args.idle_s)
         after, cpu_after = command_calls(client), cpu_seconds(notifier.pid)
-        status = proc_status(notifier.pid)
+        threads, rss = thread_count(notifier.pid), rss_mib(notifier.pid)
         delta = {
             name: calls - before.get(name, 0)
             for name, calls in after.items()
@@ -136,8 +115,8 @@ def measure(
         "idle_commands_per_s": round(idle_total / args.idle_s, 1),
         "idle_busiest_per_s": {name: round(calls / args.idle_s, 1) for name, calls in busiest},
         "idle_notifier_cpu_pct": round((cpu_after - cpu_before) / args.idle_s * 100, 1),
-        "threads": status["Threads"],
-        "rss_mib": round(status["VmRSS"] / 1024, 1),
+        "threads": threads,
+        "rss_mib": round(rss, 1),
         "burst_events": events,
         "burst_deliveries": len(latencies),
         "burst_expected": events * count,

@@ -42,6 +42,11 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def thread_count(pid: int) -> int:
+    """How many threads process `pid` runs now."""
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
 def rss_mib(pid: int | str = "self") -> float:
     """Resident set size of `pid` ("self": this process), MiB; NaN if /proc does not say."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

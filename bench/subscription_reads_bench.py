@@ -29,7 +29,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 import redis
@@ -38,7 +37,7 @@ from o2ims.monitoring.v1 import monitoring_pb2_grpc as mon_grpc
 from o2ims.subscriptions.v1 import subscriptions_pb2 as sub
 from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as sub_grpc
 
-from devstack.redis_server import RedisServer
+from devstack.redis_server import RedisServer, command_calls
 from netweave.grpc_server import new_server
 from server.alarms.store import AlarmStore
 from server.alarms.view import AlarmView
@@ -58,8 +57,7 @@ KINDS = (INVENTORY_SUBSCRIPTIONS, ALARM_SUBSCRIPTIONS)
 
 def redis_commands(raw: redis.Redis) -> int:
     """Every command Redis has executed, INFO itself left out."""
-    stats: dict[str, Any] = raw.info("commandstats")
-    return sum(int(value["calls"]) for name, value in stats.items() if name != "cmdstat_info")
+    return sum(calls for name, calls in command_calls(raw).items() if name != "info")
 
 
 def seed(redis_url: str, subscriptions: int) -> str:

@@ -123,3 +123,10 @@ class RedisServer(ServerProcess):
         finally:
             client.close()
         return self
+
+
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    """How many times Redis has executed each command so far (INFO commandstats, by command
+    name: `get`, `xreadgroup`, ...; the INFO that asks counts once more after it)."""
+    stats: dict[str, Any] = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}

@@ -8,6 +8,7 @@ from google.protobuf import json_format
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import serialize
+from devstack.redis_server import command_calls
 from server.cache import InventoryCache
 from server.store import EVENTS_KEY, Change, InventoryStore, connect
 from server.wire.v1 import MODEL as V1
@@ -143,11 +144,6 @@ def test_snapshot_reload_matches_incremental_view(redis_url: str) -> None:
     assert [p.resource_pool_id for p in _pools(cache)] == [f"pool-{i:03d}" for i in range(50)]
 
 
-def _command_calls(store: InventoryStore) -> dict[str, int]:
-    stats: dict[str, Any] = store.client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
-
-
 def test_a_change_set_is_one_script_call_whose_events_keep_their_order(redis_url: str) -> None:
     store = InventoryStore(connect(redis_url))
     store.apply("static", [Change("resource_pool", POOL_ID, _pool(POOL_ID, "edge"))])
@@ -160,7 +156,7 @@ def test_a_change_set_is_one_script_call_whose_events_keep_their_order(redis_url
 
     assert store.apply("static", change_set, chunk=None) == 23
 
-    calls = _command_calls(store)
+    calls = command_calls(store.client)
     # One EVALSHA, so Redis ran the 23 writes and their events with nothing in between.
     assert calls.get("evalsha") == 1 and "eval" not in calls, calls
     assert calls.get("xadd") == 23

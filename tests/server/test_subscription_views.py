@@ -27,7 +27,7 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as sub_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.processes import wait_until
-from devstack.redis_server import RedisServer
+from devstack.redis_server import RedisServer, command_calls
 from server.alarms.store import AlarmStore
 from server.alarms.view import AlarmView
 from server.store import connect
@@ -176,9 +176,9 @@ def raise_alarm(redis_url: str) -> tuple[str, str]:
 
 
 def commands(client: redis.Redis, *names: str) -> int:
-    """How many of these commands Redis has executed (INFO commandstats)."""
-    stats: dict[str, Any] = client.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names)
+    """How many of these commands Redis has executed."""
+    calls = command_calls(client)
+    return sum(calls.get(name, 0) for name in names)
 
 
 # --- steady reads ------------------------------------------------------------------------
