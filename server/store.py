@@ -82,6 +82,13 @@ return changed
 """
 
 
+def stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    """A Redis stream entry id ("ms-seq") as a comparable pair."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    milliseconds, _, sequence = text.partition("-")
+    return int(milliseconds or 0), int(sequence or 0)
+
+
 def connect(url: str, *, socket_timeout: float = 2.0) -> redis.Redis:
     """A client of the Redis `url` names (netweave/redis_url.py; ValueError if it names
     none) that fails fast: the callers own retrying, so redis-py must not.

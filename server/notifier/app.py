@@ -78,7 +78,6 @@ class Notifier:
             config.lease_ms,
             self._new_worker,
             self._stop,
-            pool=self.pool,
             wakeups=connect(config.redis_url, socket_timeout=5.0),
             # On SIGTERM, a delivery in flight gets its whole request timeout to finish.
             shutdown_timeout_s=config.request_timeout_s + 2.0,

@@ -59,6 +59,7 @@ import structlog
 from redis.typing import EncodableT, FieldT
 
 from netweave import correlation, tracing
+from netweave.backoff import Backoff
 from netweave.redaction import redact_url
 from server.notifier import keys, streams
 from server.notifier.config import RetrySchedule
@@ -92,7 +93,6 @@ HAND_BACK_MAX: Final = 10 * READ_COUNT
 Finished = Literal["delivered", "dead_lettered", "dropped", "stopped", "waiting"]
 # How long a recovering worker waits before looking again at a previous owner's entries
 # that are not idle for a lease period yet.
-PENDING_POLL_S: Final = 0.1
 
 
 def event_time_s(event_id: str) -> float | None:
@@ -145,7 +145,7 @@ class DeliveryWorker:
         # (after a retryable failure or a Redis error); "new": what was never read.
         self._phase: Literal["recover", "own", "new"] = "recover"
         self._prepared = False  # callback read, consumer group ensured
-        self._backoff = 0.1  # after a Redis error
+        self._backoff = Backoff(maximum=2.0)  # after a Redis error
         # time.monotonic() before which a wake-up does nothing (a retry or backoff due).
         self._due = 0.0
         self._finished = threading.Event()
@@ -186,12 +186,11 @@ class DeliveryWorker:
         try:
             if not self._stop.is_set() and not self.gone:
                 more = self._turn()
-                self._backoff = 0.1
+                self._backoff.reset()
         except redis.RedisError as exc:
             self._log.warning("delivery_redis_error", error=str(exc))
             self._phase = "own" if self._phase == "new" else self._phase
-            self._wait(self._backoff)
-            self._backoff = min(2.0, self._backoff * 2)
+            self._wait(self._backoff.next_delay())
         except Exception:
             self._log.exception("delivery_worker_failed")
             self._finish()
@@ -317,7 +316,9 @@ class DeliveryWorker:
             self._phase = "new"
             return True
         if not found:  # a previous owner's entries, not idle long enough yet
-            self._pool.wake_in(self, PENDING_POLL_S)
+            # _wait, not a bare timer: a wake-up meanwhile (new notifications) must not
+            # start another recovery pass, nor another timer.
+            self._wait(streams.PENDING_POLL_S)
             return False
         self.busy = True
         return self._deliver_all(_decoded(found), recovering=True)

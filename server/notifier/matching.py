@@ -40,6 +40,7 @@ from server.notifier.feeds import AnyFeed, MatchingSubscription
 from server.notifier.leases import Leases
 from server.notifier.metrics import NotifierMetrics
 from server.notifier.notifications import DomainView, InventoryFeed
+from server.store import stream_id
 from server.subscriptions.store import SubscriptionStore
 
 log = structlog.get_logger()
@@ -77,12 +78,6 @@ return 1
 BATCH: Final = 500
 # The notification ids an `event_matched` line names at most (its count is exact).
 MAX_LOGGED_IDS: Final = 20
-
-
-def stream_id(text: str) -> tuple[int, int]:
-    """A stream entry id as a comparable pair."""
-    ms, _, seq = text.partition("-")
-    return int(ms or 0), int(seq or 0)
 
 
 class Matcher:

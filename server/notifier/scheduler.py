@@ -30,10 +30,11 @@ from typing import Any
 import redis
 import structlog
 
+from netweave.backoff import Backoff
 from server.notifier import keys
 from server.notifier.delivery import DeliveryWorker
 from server.notifier.leases import MEMBER_LEASE_TTL_MS, MemberLeases
-from server.notifier.pool import DeliveryPool
+from server.store import stream_id
 from server.subscriptions.store import GENERATION_KEY, SubscriptionKind
 
 log = structlog.get_logger()
@@ -50,13 +51,6 @@ INDEX_RELOAD_S = 5.0
 SWEEP_S = 1.0
 
 
-def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
-    """A stream entry id as comparable numbers ("ms-seq")."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
 class Scheduler:
     def __init__(
         self,
@@ -66,8 +60,7 @@ class Scheduler:
         new_worker: Callable[[str, SubscriptionKind], DeliveryWorker],
         stop: threading.Event,
         *,
-        pool: DeliveryPool,
-        wakeups: redis.Redis | None = None,
+        wakeups: redis.Redis,
         shutdown_timeout_s: float = 5.0,
     ) -> None:
         self._client = client
@@ -76,7 +69,7 @@ class Scheduler:
         self._consumer = consumer
         self._lease_ms = lease_ms
         self._leases = MemberLeases(client, consumer, keys.MEMBERS_KEY)
-        self._member = False  # our entry in notifier:members was live at the last tick
+        self._member = False  # we have ticked (renewed our membership) at least once
         self._new_worker = new_worker
         self._stop = stop
         self.workers: dict[str, DeliveryWorker] = {}
@@ -84,19 +77,18 @@ class Scheduler:
         self._leaving: dict[str, DeliveryWorker] = {}
         self._renewed = 0.0
         self.redis_ok = True
-        self.pool = pool
         # The subscriptions (id -> kind) as of `_generation`, read at `_loaded`.
         self._subscriptions: dict[str, SubscriptionKind] | None = None
         self._generation: bytes | None = None
         self._loaded = 0.0
         self._swept = 0.0  # time.monotonic() the workers were last looked through
         # Its own connection: it blocks in XREAD.
-        self._wakeups = wakeups or client
+        self._wakeups = wakeups
 
     def watch(self) -> None:
         """Follow notifier:ready and wake the workers it names (the module docstring)."""
         last = ""
-        backoff = 0.1
+        backoff = Backoff(maximum=2.0)
         while not self._stop.is_set():
             try:
                 if not last:
@@ -115,16 +107,15 @@ class Scheduler:
                     first = self._wakeups.xinfo_stream(keys.READY_KEY).get(
                         "recorded-first-entry-id", b"0-0"
                     )
-                    if _stream_id(first) > _stream_id(position):
+                    if stream_id(first) > stream_id(position):
                         log.warning("wakeups_trimmed_unread", position=position)
                         for worker in list(self.workers.values()):
                             worker.wake()
-                backoff = 0.1
+                backoff.reset()
             except redis.RedisError as exc:
                 log.warning("wakeups_redis_error", error=str(exc))
                 last = ""
-                self._stop.wait(backoff)
-                backoff = min(2.0, backoff * 2)
+                self._stop.wait(backoff.next_delay())
                 continue
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
@@ -135,19 +126,20 @@ class Scheduler:
                             found.wake()
 
     def run(self) -> None:
-        backoff = TICK_S
+        backoff = Backoff(initial=TICK_S, maximum=2.0)
         while not self._stop.is_set():
+            delay = TICK_S
             try:
                 self.tick()
                 self.redis_ok = True
-                backoff = TICK_S
+                backoff.reset()
             except redis.RedisError as exc:
                 self.redis_ok = False
                 log.warning("scheduler_redis_error", error=str(exc))
-                backoff = min(2.0, backoff * 2)
+                delay = backoff.next_delay()
             except Exception:
                 log.exception("scheduler_failed")
-            self._stop.wait(backoff)
+            self._stop.wait(delay)
         self.shutdown()
 
     def tick(self) -> None:

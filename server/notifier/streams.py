@@ -16,7 +16,7 @@ import redis
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 # How often to look again while a previous reader's entries are not idle long enough yet.
-_PENDING_POLL_S: Final = 0.1
+PENDING_POLL_S: Final = 0.1
 
 
 def entries(reply: Any) -> list[Entry]:
@@ -92,4 +92,4 @@ def recover_pending(
         if batch:
             handle(batch)
         else:
-            stop.wait(_PENDING_POLL_S)
+            stop.wait(PENDING_POLL_S)

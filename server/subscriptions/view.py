@@ -37,6 +37,7 @@ import redis
 import structlog
 
 from server.following import FollowingThread
+from server.store import stream_id
 from server.subscriptions.store import (
     GENERATION_KEY,
     SUBSCRIPTION_EVENTS_KEY,
@@ -66,11 +67,6 @@ class _Local:
     generation: int
     # None: deleted.
     subscription: Subscription | None
-
-
-def _stream_id(text: str) -> tuple[int, int]:
-    milliseconds, _, sequence = text.partition("-")
-    return int(milliseconds or 0), int(sequence or 0)
 
 
 class SubscriptionView(FollowingThread):
@@ -208,7 +204,7 @@ class SubscriptionView(FollowingThread):
         generation, last = self._mark()
         if generation == self._generation:
             return
-        if generation > self._generation and _stream_id(last) > _stream_id(self._position):
+        if generation > self._generation and stream_id(last) > stream_id(self._position):
             return  # entries to read: the next step applies them (or finds a gap)
         log.warning("subscription_view_generation_moved", view=self._generation, stored=generation)
         self.load()

@@ -9,11 +9,14 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 import redis
 
 from devstack.processes import free_port
 from devstack.redis_server import command_calls
-from server.notifier import keys
+from server.notifier import keys, streams
+from server.notifier.app import Notifier
+from server.notifier.config import RetrySchedule
 from server.notifier.scheduler import Scheduler
 from server.store import InventoryStore, connect
 from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, SubscriptionStore
@@ -110,8 +113,13 @@ def test_a_stuck_subscriber_does_not_delay_another(redis_url: str, store: Invent
 def test_a_subscriber_in_backoff_holds_no_delivery_thread(
     redis_url: str, store: InventoryStore, receiver: Receiver
 ) -> None:
-    # One delivery thread: a down subscriber waiting out its retries must not hold it.
-    config = make_config(redis_url, delivery_workers=1)
+    # One delivery thread: a down subscriber waiting out its retries must not hold it. Its
+    # retries are 5 s apart, so a thread held for even one of them fails the wait below.
+    config = make_config(
+        redis_url,
+        delivery_workers=1,
+        retry=RetrySchedule(base_s=5.0, max_delay_s=5.0, deadline_s=30.0),
+    )
     down = f"http://127.0.0.1:{free_port()}/down"
     subscribe(redis_url, down)
     subscribe(redis_url, receiver.url + "/up")
@@ -149,7 +157,6 @@ def test_wakeups_trimmed_before_they_were_read_wake_every_queue(redis_url: str) 
     stop = threading.Event()
     scheduler = Scheduler(
         client, "c1", 5000, lambda *_: None, stop,  # type: ignore[arg-type]
-        pool=None,  # type: ignore[arg-type]
         wakeups=connect(redis_url),
     )  # fmt: skip
     named, unnamed = _Counted(), _Counted()
@@ -169,3 +176,45 @@ def test_wakeups_trimmed_before_they_were_read_wake_every_queue(redis_url: str) 
     stop.set()
     watcher.join(5)
     client.close()
+
+
+def test_wakeups_while_waiting_for_a_previous_owner_start_no_extra_polling(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose queue holds a previous owner's entry, not idle long enough to claim,
+    looks again every PENDING_POLL_S: new notifications' wake-ups meanwhile neither run
+    extra recovery passes nor start timers of their own (each would keep polling)."""
+    subscription = subscribe(redis_url, "http://127.0.0.1:9/never")
+    client = connect(redis_url)
+    queue = keys.queue_key(subscription.subscription_id)
+    client.xgroup_create(queue, keys.DELIVER_GROUP, id="0", mkstream=True)
+    client.xadd(queue, {"n": "1"})
+    # Read by another, live owner: pending to it, and never idle long enough (lease 60 s).
+    client.xreadgroup(keys.DELIVER_GROUP, "old-owner", {queue: ">"})
+    passes: list[float] = []
+    recover_step = streams.recover_step
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(time.monotonic())
+        return recover_step(*args, **kwargs)
+
+    monkeypatch.setattr(streams, "recover_step", counted)
+    notifier = Notifier(make_config(redis_url, lease_ms=60_000))
+    notifier.pool.start()
+    try:
+        worker = notifier._new_worker(subscription.subscription_id, INVENTORY_SUBSCRIPTIONS)
+        worker.start()
+        wait(lambda: len(passes) >= 1, 5, "the first recovery pass")
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:
+            worker.wake()  # new notifications for it, as notifier:ready would announce
+            time.sleep(0.01)
+        seen = [at for at in passes if at >= started]
+        # One pass per PENDING_POLL_S (0.1 s) over the second, give or take a few; with a
+        # pass and a timer per wake-up it was ~100 and growing.
+        assert len(seen) <= 1.0 / streams.PENDING_POLL_S + 5, len(seen)
+        worker.stop()
+        worker.join(5)
+    finally:
+        notifier.pool.close()
+        client.close()
