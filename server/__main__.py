@@ -28,6 +28,7 @@ def main() -> int:
     if role is not None:
         structlog.contextvars.bind_contextvars(worker=role.index)
         role.watch_supervisor()
+        config = config.for_worker(role.index)
     tracing.configure("core", config.tracing)
     try:
         gateway, port = create_server(config)

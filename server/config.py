@@ -120,6 +120,13 @@ class GatewayConfig:
                 f"got {self.duplicate_subscription_status}"
             )
 
+    def for_worker(self, index: int) -> GatewayConfig:
+        """The configuration of worker `index` of NETWEAVE_CORE_PROCESSES (server/workers.py):
+        one process, on its own edge port. Everything derived from the pod's layout (the
+        callback policy's own listeners: every worker's edge port) stays the pod's."""
+        edges = edge_addresses(self.edge_listen, self.core_processes)
+        return replace(self, core_processes=1, edge_listen=edges[index] if edges else "")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewayConfig:
         """The core's configuration from `environ` (default: the process environment)."""
@@ -175,10 +182,15 @@ class GatewayConfig:
 
 
 def own_listeners(config: GatewayConfig) -> list[Endpoint]:
-    """Where the core listens, and the Redis and adapters it uses: none of them a callback."""
+    """Where the core listens (every worker's edge port with NETWEAVE_CORE_PROCESSES > 1),
+    and the Redis and adapters it uses: none of them a callback."""
     found = [(config.grpc_host, config.grpc_port), (config.ops_host, config.ops_port)]
     found.extend(redis_endpoints(config.redis_url))  # the sentinels too
-    addresses = (config.edge_listen, config.edge_telemetry_listen, config.tracing.endpoint)
+    edges: tuple[str, ...] = (config.edge_listen,)
+    if config.core_processes > 1:
+        with contextlib.suppress(ValueError):  # refused by the supervisor (check_ports)
+            edges = edge_addresses(config.edge_listen, config.core_processes)
+    addresses = (*edges, config.edge_telemetry_listen, config.tracing.endpoint)
     for address in (*addresses, *config.adapters):
         with contextlib.suppress(ValueError):  # not host:port: refused where it is used
             found.append(parse_endpoint(address))
@@ -186,6 +198,26 @@ def own_listeners(config: GatewayConfig) -> list[Endpoint]:
 
 
 MAX_CORE_PROCESSES: Final = 64
+
+
+def edge_addresses(edge_listen: str, processes: int) -> tuple[str, ...]:
+    """host:port+i for each worker; refused when a port would be out of range or is 0."""
+    if not edge_listen:
+        return ()
+    host, _, port_text = edge_listen.rpartition(":")
+    base = int(port_text)
+    if base == 0:
+        raise ValueError(
+            "NETWEAVE_EDGE_LISTEN port 0 cannot be used with NETWEAVE_CORE_PROCESSES > 1: "
+            "each worker listens on the port + its index, which Envoy must know"
+        )
+    if base + processes - 1 > 65535:
+        raise ValueError(
+            f"NETWEAVE_EDGE_LISTEN {edge_listen!r}: ports {base}..{base + processes - 1} "
+            "(one per core process) go past 65535"
+        )
+    return tuple(f"{host}:{base + index}" for index in range(processes))
+
 
 EDGE_SETTINGS: Final = (
     ("edge_tls_cert", "NETWEAVE_EDGE_TLS_CERT"),

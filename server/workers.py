@@ -56,7 +56,7 @@ from netweave.lifecycle import ShutdownSignals, wait_for
 from netweave.logs import log_stream
 from netweave.metrics import Families, merge_metrics
 from netweave.ops import FAILING, OpsServer, readiness_status
-from server.config import GatewayConfig
+from server.config import GatewayConfig, edge_addresses
 
 log = structlog.get_logger()
 
@@ -121,35 +121,6 @@ class WorkerRole:
         threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
-@dataclass(frozen=True)
-class Ports:
-    """Where the workers listen: the shared internal port, each one's ops port and (with an
-    edge listener) each one's edge address."""
-
-    grpc_port: int
-    ops_ports: tuple[int, ...]
-    edge_listens: tuple[str, ...] = ()
-
-
-def edge_addresses(edge_listen: str, processes: int) -> tuple[str, ...]:
-    """host:port+i for each worker; refused when a port would be out of range or is 0."""
-    if not edge_listen:
-        return ()
-    host, _, port_text = edge_listen.rpartition(":")
-    base = int(port_text)
-    if base == 0:
-        raise ValueError(
-            "NETWEAVE_EDGE_LISTEN port 0 cannot be used with NETWEAVE_CORE_PROCESSES > 1: "
-            "each worker listens on the port + its index, which Envoy must know"
-        )
-    if base + processes - 1 > 65535:
-        raise ValueError(
-            f"NETWEAVE_EDGE_LISTEN {edge_listen!r}: ports {base}..{base + processes - 1} "
-            "(one per core process) go past 65535"
-        )
-    return tuple(f"{host}:{base + index}" for index in range(processes))
-
-
 def check_ports(config: GatewayConfig, processes: int) -> None:
     """Refuse a layout where a worker's edge port is another listener's port."""
     edges = edge_addresses(config.edge_listen, processes)
@@ -180,18 +151,16 @@ def reserve_shared_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def worker_environment(grpc_port: int, edge_listen: str) -> dict[str, str]:
-    """What a worker's environment overrides of the supervisor's."""
-    env = {
-        settings.CORE_PROCESSES.name: "1",
+def worker_environment(grpc_port: int) -> dict[str, str]:
+    """What a worker's environment overrides of the supervisor's. NETWEAVE_CORE_PROCESSES
+    and NETWEAVE_EDGE_LISTEN stay the pod's: a worker takes its own edge port from its
+    index (GatewayConfig.for_worker) and knows its siblings' (own_listeners)."""
+    return {
         settings.GRPC_PORT.name: str(grpc_port),
         # Reached by the supervisor only, on loopback.
         settings.OPS_HOST.name: "127.0.0.1",
         settings.OPS_PORT.name: "0",
     }
-    if edge_listen:
-        env[settings.EDGE_LISTEN.name] = edge_listen
-    return env
 
 
 @dataclass
@@ -295,12 +264,12 @@ class Supervisor:
         self.processes = processes
         self._reservation = reserve_shared_port(config.grpc_host, config.grpc_port)
         self.grpc_port = int(self._reservation.getsockname()[1])
-        edges = edge_addresses(config.edge_listen, processes)
+        self.edges = edge_addresses(config.edge_listen, processes)
         self._state_dir = Path(tempfile.mkdtemp(prefix="netweave-core-"))
         self.workers = [
             Worker(
                 WorkerRole(index, os.getpid(), self._state_dir / f"worker-{index}.json"),
-                worker_environment(self.grpc_port, edges[index] if edges else ""),
+                worker_environment(self.grpc_port),
             )
             for index in range(processes)
         ]
@@ -339,7 +308,7 @@ class Supervisor:
             processes=self.processes,
             pids=[w.pid for w in self.workers],
             grpc_port=self.grpc_port,
-            edge_listen=[w.env.get(settings.EDGE_LISTEN.name) for w in self.workers] or None,
+            edge_listen=list(self.edges) or None,
             ops_port=self.ops.port,
         )
 

@@ -18,9 +18,11 @@ from o2ims.inventory.v1 import inventory_pb2 as inv_pb
 from o2ims.inventory.v1 import inventory_pb2_grpc as inv_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.pki import EDGE_URI, ensure_internal_pki
 from devstack.processes import wait_until
 from devstack.stack import LocalStack, StackConfig
 from netweave.metrics import merge_metrics
+from server.config import GatewayConfig
 from tests.core_process import CoreProcess, log_records, run_to_exit
 
 
@@ -287,3 +289,24 @@ def test_envoy_balances_calls_over_every_workers_edge_port(tmp_path: Path) -> No
         wait_until(one_round_reaches_both, 30, "Envoy to balance a connection's calls")
     finally:
         stack.stop()
+
+
+def test_every_worker_refuses_callbacks_to_any_workers_edge_port(tmp_path: Path) -> None:
+    """A worker binds its own edge port, but a callback to a sibling's (50053 beside
+    50052) is the gateway's own listener as much as its own."""
+    pki = ensure_internal_pki(tmp_path / "pki")
+    pod = GatewayConfig.from_env(
+        {
+            "NETWEAVE_CORE_PROCESSES": "3",
+            "NETWEAVE_EDGE_LISTEN": "127.0.0.1:50052",
+            "NETWEAVE_EDGE_TLS_CERT": str(pki.core.cert),
+            "NETWEAVE_EDGE_TLS_KEY": str(pki.core.key),
+            "NETWEAVE_EDGE_CLIENT_CA": str(pki.ca_cert),
+            "NETWEAVE_EDGE_PEER_URI": EDGE_URI,
+        }
+    )
+    for index in range(3):
+        worker = pod.for_worker(index)
+        assert (worker.core_processes, worker.edge_listen) == (1, f"127.0.0.1:{50052 + index}")
+        own = worker.callback_policy.gateway_endpoints
+        assert {("127.0.0.1", port) for port in (50052, 50053, 50054)} <= set(own)
