@@ -119,7 +119,7 @@ def list_bench(redis_url: str, records: int, repeat: int) -> None:
     view.start()
     server = new_server(4)
     lister = Lister(ListingSettings(secret=b"bench", page_size=1000))
-    store = AlarmStore(client)
+    store = AlarmStore(client, view=view)
     mon_grpc.add_MonitoringServiceServicer_to_server(
         MonitoringV1Servicer(
             SubscriptionStore(client), store, "https://bench", 400, lister, view=view

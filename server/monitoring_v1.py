@@ -210,8 +210,6 @@ class MonitoringV1Servicer(pb_grpc.MonitoringServiceServicer):
                 result = self._clear(alarm_id, if_match)
         if result.outcome is not Outcome.OK:
             raise _refusal(alarm_id, result)
-        if result.record is not None:
-            self._view.put(result.record)
         event = Event.ACKNOWLEDGE if modification.HasField("alarm_acknowledged") else Event.CLEAR
         self._on_event(event)
         log.info("alarm_patched", alarm_id=alarm_id, change=event.value)

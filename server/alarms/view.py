@@ -14,8 +14,8 @@ state once it knows a newer one, and the ETag it gives is the one a write's If-M
 check (a script in Redis) compares against that state. A change another replica makes
 reaches the view as soon as its XREAD returns the event (about a millisecond); this
 replica's own acknowledgements and clears are handed over by the store before the call
-answers. A record the view holds without its revision (put() by a caller that did not
-know it) or does not hold at all is read from Redis. Every write still goes to Redis.
+answers. A record the view holds without its revision (its last event was unreadable) or
+does not hold at all is read from Redis. Every write still goes to Redis.
 """
 
 from __future__ import annotations
@@ -70,9 +70,6 @@ class AlarmView(FollowingThread):
         self._records: dict[str, pb.AlarmEventRecord] = {}
         # id -> the revision (ETag) of the record held; None: not known (read Redis).
         self._revisions: dict[str, int | None] = {}
-        # id -> the record the store last handed over with its revision (put's caller may
-        # hand the same record again, without it).
-        self._handed: dict[str, pb.AlarmEventRecord] = {}
         self._ids: list[str] | None = None
         self._revision = 0
         self._positions = {EVENTS_KEY: "0-0", PURGED_KEY: "0-0"}
@@ -121,18 +118,10 @@ class AlarmView(FollowingThread):
             return None
         return record, etag_of(revision)
 
-    def put(self, record: pb.AlarmEventRecord, revision: int | None = None) -> None:
-        """A record this replica just wrote (read-your-writes before its event arrives),
-        with its revision when the caller knows it."""
-        record_id = record.alarm_event_record_id
+    def put(self, record: pb.AlarmEventRecord, revision: int) -> None:
+        """A record this replica just wrote, with the revision that wrote it
+        (read-your-writes before its event arrives; AlarmStore hands it over)."""
         with self._lock:
-            if revision is None:
-                if self._handed.get(record_id) == record:
-                    # The store handed it over with its revision already.
-                    del self._handed[record_id]
-                    return
-            else:
-                self._handed[record_id] = record
             self._set(record, revision)
 
     # --- following -------------------------------------------------------------------
@@ -148,7 +137,6 @@ class AlarmView(FollowingThread):
         with self._lock:
             self._records = records
             self._revisions = revisions
-            self._handed = {}
             self._ids = None
             self._revision = revision
             self._positions = positions
@@ -218,6 +206,5 @@ class AlarmView(FollowingThread):
     def _drop(self, record_id: str) -> None:
         with self._lock:
             self._revisions.pop(record_id, None)
-            self._handed.pop(record_id, None)
             if self._records.pop(record_id, None) is not None:
                 self._ids = None

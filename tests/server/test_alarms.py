@@ -235,8 +235,8 @@ class Core:
 def serve(redis_url: str) -> Iterator[Core]:
     server = open_access_server(max_workers=8)
     client = connect(redis_url)
-    store = AlarmStore(client)
     with running_alarm_view(redis_url) as view:
+        store = AlarmStore(client, view=view)
         mon_grpc.add_MonitoringServiceServicer_to_server(
             MonitoringV1Servicer(
                 SubscriptionStore(client),

@@ -290,7 +290,7 @@ def list_pages(redis_url: str, kind: str, caller: Caller, page_size: int) -> lis
     inventory = InventorySubscriptionServicer(store, "https://o2ims.example.net", 400, lister)
     view = AlarmView(connect(redis_url), threading.Event())  # not started: no alarms listed
     monitoring = MonitoringV1Servicer(
-        store, AlarmStore(client), "https://o2ims.example.net", 400, lister, view=view
+        store, AlarmStore(client, view=view), "https://o2ims.example.net", 400, lister, view=view
     )
 
     def one_page(marker: str) -> tuple[list[str], str]:
