@@ -37,9 +37,8 @@ from o2ims.adapter.v1 import domain_pb2
 from adapters.contract import serialize
 from devstack.processes import free_port, wait_until
 from devstack.redis_server import RedisServer
-from server.store import EVENTS_KEY, Change, InventoryStore, connect
+from server.store import Change, InventoryStore, connect
 from server.subscriptions.store import (
-    GENERATION_KEY,
     INVENTORY_SUBSCRIPTIONS,
     SubscriptionStore,
 )
@@ -249,37 +248,21 @@ def subscribe(redis_url: str, callback: str) -> str:
 
 
 def subscribe_many(redis_url: str, callbacks: list[str]) -> list[str]:
-    """Subscriptions (no filter), one per callback, written straight to Redis the way the
-    core's subscription store writes them (server/subscriptions/store.py: the hash, the
-    index, the generation), in a few pipelines: thousands in seconds."""
+    """Subscriptions (no filter), one per callback, created through the core's subscription
+    store (~0.1 ms each: 10,000 in about a second)."""
     client = connect(redis_url)
-    kind = INVENTORY_SUBSCRIPTIONS
-    last: Any = client.xrevrange(EVENTS_KEY, "+", "-", count=1)
-    events_after = last[0][0].decode() if last else "0-0"
-    created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    created = []
-    for start in range(0, len(callbacks), 1000):
-        pipe = client.pipeline(transaction=False)
-        for callback in callbacks[start : start + 1000]:
-            subscription_id = str(uuid.uuid4())
-            pipe.hset(
-                kind.key(subscription_id),
-                mapping={
-                    kind.id_field: subscription_id,
-                    "owner": "",
-                    "consumerSubscriptionId": "bench",
-                    "filter": "",
-                    "callback": callback,
-                    "apiVersion": "v1",
-                    "createdAt": created_at,
-                    "dedupeKey": kind.dedupe_key("", callback, "", "bench"),
-                    "eventsAfter": events_after,
-                },
-            )
-            pipe.sadd(kind.index_key, subscription_id)
-            created.append(subscription_id)
-        pipe.incr(GENERATION_KEY)
-        pipe.execute()
+    store = SubscriptionStore(client)
+    created = [
+        store.create(
+            INVENTORY_SUBSCRIPTIONS,
+            str(uuid.uuid4()),
+            callback=callback,
+            filter_="",
+            consumer_subscription_id=str(uuid.uuid4()),
+            api_version="v1",
+        ).subscription_id
+        for callback in callbacks
+    ]
     client.close()
     return created
 

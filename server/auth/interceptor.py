@@ -394,11 +394,11 @@ def _body_field(request: Any) -> EncodedFields:
     credentials redacted. The same bytes of the same message type always give the same
     member, so a small request's is computed once."""
     try:
+        if request.ByteSize() > BODY_CACHE_MAX_BYTES:
+            return _encode_body(request)  # never remembered: not serialized to key it
         serialized = request.SerializeToString(deterministic=True)
     except Exception as exc:  # not a message: recorded as such, the call is not failed
         return encode_fields({"body": f"[unrecordable: {type(exc).__name__}]"})
-    if len(serialized) > BODY_CACHE_MAX_BYTES:
-        return _encode_body(request)
     message_type: Any = type(request)
     return _cached_body(message_type, serialized)
 

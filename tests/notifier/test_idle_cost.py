@@ -19,26 +19,11 @@ from server.notifier.app import Notifier
 from server.notifier.config import RetrySchedule
 from server.notifier.scheduler import Scheduler
 from server.store import InventoryStore, connect
-from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS, SubscriptionStore
+from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
 from tests.notifier.conftest import make_config, resource, running, subscribe, wait
 from tests.notifier.receiver import Answer, Receiver
 
 WINDOW_S = 2.0
-
-
-def subscribe_many(redis_url: str, callback: str, count: int) -> None:
-    client = connect(redis_url)
-    store = SubscriptionStore(client)
-    for _ in range(count):
-        store.create(
-            INVENTORY_SUBSCRIPTIONS,
-            str(uuid.uuid4()),
-            callback=callback,
-            filter_="",
-            consumer_subscription_id=str(uuid.uuid4()),
-            api_version="v1",
-        )
-    client.close()
 
 
 def idle_commands(client: redis.Redis) -> dict[str, int]:
@@ -58,12 +43,14 @@ def test_idle_redis_commands_and_threads_do_not_grow_with_subscriptions(
     client = connect(redis_url)
     threads_before = threading.active_count()
     config = make_config(redis_url, delivery_workers=4)
-    subscribe_many(redis_url, receiver.url + "/few", 10)
+    for _ in range(10):
+        subscribe(redis_url, receiver.url + "/few")
     with running(config) as notifier:
         wait(lambda: len(notifier.scheduler.workers) == 10, 10, "10 subscriptions taken")
         time.sleep(1.0)  # the workers' first look at their queues
         few = idle_commands(client)
-        subscribe_many(redis_url, receiver.url + "/many", 190)
+        for _ in range(190):
+            subscribe(redis_url, receiver.url + "/many")
         wait(lambda: len(notifier.scheduler.workers) == 200, 20, "200 subscriptions taken")
         time.sleep(1.5)
         many = idle_commands(client)
