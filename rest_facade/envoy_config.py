@@ -65,9 +65,10 @@ PRE_FILTER_DETAIL = "the request is malformed (%RESPONSE_CODE_DETAILS%)"
 JWT_CACHE_SIZE = 1000
 # Where the Lua shaper records "this is a REST request" (rest_facade/shaper.lua NAMESPACE).
 REST_METADATA_NAMESPACE = "netweave.rest"
-# The first HTTP filter: refuses CONNECT and credentials in the query string.
+# Refuses CONNECT and credentials in the query string; rendered into the first HTTP filter,
+# ahead of the request context, which calls it once the correlation id is set.
 REQUEST_GUARD_LUA_PATH = Path(__file__).resolve().parent / "request_guard.lua"
-# Before it: the correlation id and the route template of every request (issue 16).
+# The first HTTP filter: the correlation id and the route template of every request.
 REQUEST_CONTEXT_LUA_PATH = Path(__file__).resolve().parent / "request_context.lua"
 # Where the client's x-request-id waits for the request context filter: Envoy replaces
 # x-request-id with its own for every external request (it cannot be trusted as is).

@@ -41,10 +41,13 @@ function envoy_on_request(handle)
   end
   headers:remove(CLIENT_REQUEST_ID_HEADER)
   local context = handle:streamInfo():dynamicMetadata()
+  -- Its refusals carry the id themselves (a filter's own reply need not pass through it).
+  local reply = {}
   if well_formed(id) then
     headers:replace(CORRELATION_ID_HEADER, id)
     headers:replace(REQUEST_ID_HEADER, id)
     context:set(NAMESPACE, "correlation_id", id)
+    reply[CORRELATION_ID_HEADER] = id
   else
     -- Only if Envoy generated no request id (it always does at this edge).
     headers:remove(CORRELATION_ID_HEADER)
@@ -52,11 +55,6 @@ function envoy_on_request(handle)
   local route = handle:metadata():get("route")
   if route ~= nil then
     context:set(NAMESPACE, "route", route)
-  end
-  -- Its refusals carry the id themselves (a filter's own reply need not pass through it).
-  local reply = {}
-  if well_formed(id) then
-    reply[CORRELATION_ID_HEADER] = id
   end
   guard_request(handle, headers, reply)
 end

@@ -1,8 +1,9 @@
 -- netweave request guard: part of the FIRST HTTP filter (rendered into it ahead of
 -- rest_facade/request_context.lua, whose envoy_on_request calls guard_request once the
 -- request's correlation id is set: one Lua filter, one coroutine per request, instead of
--- two). It runs ahead of jwt_authn, the identity and rate-limit filters and the shaper, and
--- refuses two kinds of request that are not API calls, before any other filter reads them:
+-- two). It runs ahead of the identity headers' mutation, jwt_authn, the rate limit and the
+-- shaper, and refuses two kinds of request that are not API calls before any other filter
+-- reads them:
 --   * CONNECT: this edge is an API, not a proxy. An HTTP/1.1 CONNECT otherwise became a
 --     stream that waited for a body until a timeout (45-90 s). Now a 405 at once.
 --   * a credential in the query string (?access_token=, ?api_key=, ... in any case, and

@@ -13,6 +13,7 @@ from netweave import settings
 from rest_facade import render
 from rest_facade.envoy_config import core_detection_s
 from server.auth.policy import AccessPolicy
+from server.config import edge_addresses
 from tests.deployments.manifests import OVERLAYS, Manifest, container, find, pod_specs
 
 RENDER_CONFIG = "netweave-envoy-render"
@@ -196,3 +197,19 @@ def test_envoy_runs_one_worker_per_cpu_of_its_limit(
     limit = str(envoy["resources"]["limits"]["cpu"])
     cpus = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
     assert workers == max(1, int(cpus)), (overlay, workers, limit)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_envoy_lists_every_core_worker_and_nothing_else(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    """One endpoint per core worker process, on the worker's edge port (NETWEAVE_EDGE_LISTEN
+    + i, server/workers.py): a worker left out gets no calls, an extra endpoint none to
+    answer them."""
+    objects = rendered[overlay]
+    core = container(gateway_pod(objects), "core")
+    env = env_values(core)
+    workers = int(env.get(settings.CORE_PROCESSES.name, str(settings.CORE_PROCESSES.default)))
+    expected = edge_addresses(env[settings.EDGE_LISTEN.name], workers)
+    data = find(objects, "ConfigMap", RENDER_CONFIG)["data"]
+    assert tuple(data[settings.ENVOY_CORE_ENDPOINTS.name].split(",")) == expected

@@ -107,9 +107,8 @@ def test_jwt_authn_reads_the_header_only_and_bounds_lifetimes(
     assert first.rindex("guard_request(handle, headers, reply)") > first.index("context:set(")
     assert names.index("netweave.request_context") < names.index("envoy.filters.http.jwt_authn")
     # A client's repeated token is verified once per worker, not on every call.
-    assert settings_of(filters, names)["jwt_cache_config"] == {"jwt_cache_size": JWT_CACHE_SIZE}
-    provider = filters[names.index("envoy.filters.http.jwt_authn")]["typed_config"]["providers"]
-    (settings,) = provider.values()
+    settings = settings_of(filters, names)
+    assert settings["jwt_cache_config"] == {"jwt_cache_size": JWT_CACHE_SIZE}
     assert settings["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]
     assert "from_params" not in settings
     assert settings["require_expiration"] is True
