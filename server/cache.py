@@ -94,6 +94,13 @@ def _index_members(index: Index, key: str) -> Collection[str]:
     return (members,) if isinstance(members, str) else members
 
 
+def _related(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What wire builders may read of `objects`: the small kinds' dicts themselves (changed
+    in place by apply, so this stays current), never resources (held as bytes: leaving them
+    out makes a builder that tries fail loudly)."""
+    return {kind: held for kind, held in objects.items() if kind != "resource"}
+
+
 def _parse(kind: str, payload: bytes) -> Any:
     obj = domain_pb2.InventoryObject.FromString(payload)
     return getattr(obj, kind)
@@ -166,6 +173,7 @@ class InventoryCache:
         self._index_in_background = index_in_background
         self._lock = threading.RLock()
         self._objects: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        self._related = _related(self._objects)
         # attribute -> index_key(value) -> resource ids
         self._resource_index: dict[str, Index] = {a: {} for a in RESOURCE_INDEXES}
         # free-form path -> json_key(leaf value) -> resource ids, built on demand
@@ -221,6 +229,7 @@ class InventoryCache:
                 _index_add(index[attribute], value if key == value else key, resource_id)
         with self._lock:
             self._objects = objects
+            self._related = _related(objects)
             self._resource_index = index
             self._sorted.clear()
             self._memo.clear()
@@ -373,10 +382,7 @@ class InventoryCache:
             domain = self._domain(kind, object_id)
             if domain is None:
                 return None
-            # Builders read related objects of the small kinds, never resources (held
-            # as bytes here): leaving them out makes a builder that tries fail loudly.
-            related = {k: v for k, v in self._objects.items() if k != "resource"}
-            context = BuildContext(related, self._o_cloud_id(), self._service_uri)
+            context = BuildContext(self._related, self._o_cloud_id(), self._service_uri)
             built = model.builders[kind](domain, context)
             if kind == "resource":
                 wire = self._resource_memo[model.major].put(object_id, built)
