@@ -20,9 +20,11 @@ import redis
 from server.notifier import keys
 
 _REPLAY: Final = """
--- KEYS: dead-letter stream, subscription hash, delivery queue
+-- KEYS: dead-letter stream, subscription hash, delivery queue, notifier:ready
 -- ARGV: dead-letter id, consumer group, notification id, event id, body, correlation id
---       ('' = none), traceparent ('' = none)
+--       ('' = none), traceparent ('' = none), subscription id, notifier:ready's length
+-- The wake-up is written with the entry: nothing polls the queues, so a replay whose
+-- wake-up were lost would wait for the subscription's next notification.
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[2], '0', 'MKSTREAM')
@@ -38,6 +40,7 @@ if ARGV[7] ~= '' then
 end
 redis.call('XADD', KEYS[3], '*', unpack(entry))
 redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', 'ids', ARGV[8])
 return 1
 """
 
@@ -77,6 +80,7 @@ class DeadLetters:
                 keys.DEAD_LETTERS_KEY,
                 keys.kind_named(letter.get("subscriptionKind", "")).key(subscription_id),
                 keys.queue_key(subscription_id),
+                keys.READY_KEY,
             ],
             args=[
                 entry_id,
@@ -86,12 +90,8 @@ class DeadLetters:
                 letter.get("body", ""),
                 letter.get("correlationId", ""),
                 letter.get("traceparent", ""),
+                subscription_id,
+                keys.READY_MAX_LEN,
             ],
         )
-        if replayed:
-            # Wake whichever notifier delivers it.
-            for wake_up in keys.ready_entries([subscription_id]):
-                self._client.xadd(
-                    keys.READY_KEY, cast(Any, wake_up), maxlen=keys.READY_MAX_LEN, approximate=True
-                )
         return "replayed" if replayed else f"subscription {subscription_id} no longer exists"
