@@ -53,8 +53,9 @@ def _slice(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return shares
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now, for a server started a moment later.
+def free_port(host: str = "127.0.0.1", *, count: int = 1) -> int:
+    """A TCP port that is free on `host` right now, for a server started a moment later
+    (with `count`, the first of that many consecutive free ports, all reserved).
 
     Chosen at random OUTSIDE the kernel's ephemeral range: a port the kernel picks itself
     (bind to 0) is one it may also give to the next outgoing connection of any process
@@ -66,19 +67,28 @@ def free_port(host: str = "127.0.0.1") -> int:
     span = _slice([(a, b) for a, b in candidates if b - a > 1000] or [(20000, 30000)])
     for _ in range(200):
         start, end = random.choice(span)
-        port = random.randint(start, end)
+        if end - start + 1 < count:
+            continue
+        first = random.randint(start, end - count + 1)
+        run = range(first, first + count)
         with _GIVEN_LOCK:
-            if port in _GIVEN:
+            if any(port in _GIVEN for port in run):
                 continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
+        if not all(_bindable(host, port) for port in run):
+            continue
         with _GIVEN_LOCK:
-            _GIVEN.add(port)
-        return port
+            _GIVEN.update(run)
+        return first
     raise RuntimeError("no free TCP port found outside the ephemeral range")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until(

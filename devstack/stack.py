@@ -320,9 +320,11 @@ class StackConfig:
 
     def resolved(self) -> StackConfig:
         """A copy with every 0 port replaced by a free one."""
-        ports: dict[str, Any] = {name: getattr(self, name) or free_port() for name in PORT_FIELDS}
-        if not self.edge_port:
-            ports["edge_port"] = free_port_run(self.core_processes)
+        ports: dict[str, Any] = {
+            name: getattr(self, name) or free_port() for name in PORT_FIELDS if name != "edge_port"
+        }
+        # A core's workers' edge listeners: consecutive ports.
+        ports["edge_port"] = self.edge_port or free_port(count=self.core_processes)
         if self.cores < 1 or self.notifiers < 0:
             raise ValueError(f"a stack runs >= 1 core and >= 0 notifiers, not {self}")
         if not 1 <= self.envoy_concurrency <= MAX_ENVOY_CONCURRENCY:
@@ -334,7 +336,9 @@ class StackConfig:
             self,
             extra_cores=self.extra_cores
             or tuple(
-                CorePorts(free_port(), free_port_run(self.core_processes), free_port(), free_port())
+                CorePorts(
+                    free_port(), free_port(count=self.core_processes), free_port(), free_port()
+                )
                 for _ in range(self.cores - 1)
             ),
             extra_notifier_ops_ports=self.extra_notifier_ops_ports
@@ -352,16 +356,6 @@ class StackConfig:
             ),
             **ports,
         )
-
-
-def free_port_run(count: int) -> int:
-    """The first of `count` consecutive free ports (a core's workers' edge listeners)."""
-    while True:
-        first = free_port()
-        if first + count - 1 <= 65535 and all(
-            port_free(first + offset) for offset in range(1, count)
-        ):
-            return first
 
 
 class StartRefused(RuntimeError):
