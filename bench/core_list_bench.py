@@ -64,7 +64,9 @@ def inventory(count: int, rng: random.Random) -> tuple[list[domain_pb2.Inventory
             global_asset_id=f"SN{index:08d}",
             tags=["bench"],
         )
-        resource.extensions.update({"cores": 32 + index % 64, "rack": f"R{index % 40}"})
+        resource.extensions.update(
+            {"cores": 32 + index % 64, "rack": f"R{index % 40}", "serial": f"S{index:07d}"}
+        )
         for child in range(2):
             resource.elements.add(
                 resource_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
@@ -151,6 +153,14 @@ def main() -> None:
         (
             "nested cont extensions/rack (1/40 match)",
             lambda: page(filter=["(cont,extensions/rack,R7)"]),
+        ),
+        (
+            "nested eq extensions/serial (1 match, unique values)",
+            lambda: page(filter=["(eq,extensions/serial,S0050000)"]),
+        ),
+        (
+            "nested in extensions/serial (3 match, unique values)",
+            lambda: page(filter=["(in,extensions/serial,S0000007,S0050000,S0099999)"]),
         ),
         (
             "nested gte extensions/cores (1/2 match, scanned)",

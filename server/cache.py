@@ -32,8 +32,8 @@ from google.protobuf.message import Message
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import KINDS
-from server.query import index_key, json_getter, json_key, json_value
-from server.query.evaluate import TermError
+from server.query import JsonPrefilter, index_key, json_getter, json_key, json_value
+from server.query.evaluate import UUID_PATTERN, TermError
 from server.query.schema import PathError
 from server.store import Snapshot, StoredEvent
 from server.wire import BuildContext, WireModel
@@ -92,6 +92,54 @@ def _index_members(index: Index, key: str) -> Collection[str]:
     if members is None:
         return ()
     return (members,) if isinstance(members, str) else members
+
+
+class _JsonIndex:
+    """The index of one free-form resource path: json_key(leaf value) -> resource ids,
+    and, for the UUID-shaped strings held in other than lower case, their lower-cased
+    json_key -> the json_keys held (eq/in compare UUIDs without case)."""
+
+    __slots__ = ("folded", "getter", "ids")
+
+    def __init__(self, getter: Callable[[Any], list[Any]]) -> None:
+        self.getter = getter
+        self.ids: Index = {}
+        self.folded: dict[str, set[str]] = {}
+
+    @staticmethod
+    def _folded_key(key: str) -> str | None:
+        # "s" + a UUID: 37 characters; most keys stop at the length test.
+        if len(key) != 37 or key[0] != "s" or key.islower():
+            return None
+        return key.lower() if UUID_PATTERN.fullmatch(key, 1) else None
+
+    def add(self, key: str, resource_id: str) -> None:
+        _index_add(self.ids, key, resource_id)
+        folded = self._folded_key(key)
+        if folded is not None:
+            self.folded.setdefault(folded, set()).add(key)
+
+    def discard(self, key: str, resource_id: str) -> None:
+        _index_discard(self.ids, key, resource_id)
+        folded = self._folded_key(key)
+        if folded is not None and key not in self.ids:
+            held = self.folded.get(folded)
+            if held is not None:
+                held.discard(key)
+                if not held:
+                    del self.folded[folded]
+
+    def candidates(self, prefilter: JsonPrefilter) -> list[Collection[str]]:
+        """The ids of every value `prefilter` passes, one collection per value: looked up
+        for eq/in, else the predicate runs once per distinct value."""
+        if prefilter.keys is None:
+            passes = prefilter.passes
+            return [_index_members(self.ids, key) for key in self.ids if passes(json_value(key))]
+        keys = set(prefilter.keys)
+        for folded in prefilter.folded:
+            keys.add(folded)
+            keys.update(self.folded.get(folded, ()))
+        return [_index_members(self.ids, key) for key in keys]
 
 
 def _related(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -176,10 +224,8 @@ class InventoryCache:
         self._related = _related(self._objects)
         # attribute -> index_key(value) -> resource ids
         self._resource_index: dict[str, Index] = {a: {} for a in RESOURCE_INDEXES}
-        # free-form path -> json_key(leaf value) -> resource ids, built on demand
-        self._json_indexes: OrderedDict[
-            tuple[str, ...], tuple[Callable[[Any], list[Any]], Index]
-        ] = OrderedDict()
+        # free-form path -> its index of values, built on demand
+        self._json_indexes: OrderedDict[tuple[str, ...], _JsonIndex] = OrderedDict()
         # free-form path -> how often a filter used it while it had no index
         self._json_uses: dict[tuple[str, ...], int] = {}
         # path being indexed outside the lock -> resources changed by events meanwhile
@@ -284,9 +330,10 @@ class InventoryCache:
             for attribute, domain_field in RESOURCE_INDEXES.items():
                 key = index_key(getattr(resource, domain_field))
                 change(self._resource_index[attribute], key, resource_id)
-            for getter, json_index in self._json_indexes.values():
-                for value in getter(resource):
-                    change(json_index, json_key(value), resource_id)
+            for json_index in self._json_indexes.values():
+                change_json = json_index.add if add else json_index.discard
+                for value in json_index.getter(resource):
+                    change_json(json_key(value), resource_id)
             self._sorted.pop("resource@" + resource.resource_pool_id, None)
 
     def _prepare_json_index(self, path: tuple[str, ...]) -> None:
@@ -328,21 +375,21 @@ class InventoryCache:
         the lock: readers and the event tailer are not held up. The resources events
         changed meanwhile are re-indexed when it is installed; a load meanwhile drops it."""
         try:
-            index: Index = {}
+            index = _JsonIndex(getter)
             for resource_id, payload in payloads.items():
                 for value in getter(_parse("resource", payload)):
-                    _index_add(index, json_key(value), resource_id)
+                    index.add(json_key(value), resource_id)
             with self._lock:
                 if self._generation != generation:
                     return
                 current = self._objects["resource"]
                 for resource_id in self._json_building[path]:
-                    for held, change in ((payloads, _index_discard), (current, _index_add)):
+                    for held, change in ((payloads, index.discard), (current, index.add)):
                         stored = held.get(resource_id)
                         if stored is not None:
                             for value in getter(_parse("resource", stored)):
-                                change(index, json_key(value), resource_id)
-                self._json_indexes[path] = (getter, index)
+                                change(json_key(value), resource_id)
+                self._json_indexes[path] = index
                 self._json_uses.pop(path, None)
                 while len(self._json_indexes) > MAX_JSON_INDEXES:
                     self._json_indexes.popitem(last=False)
@@ -463,14 +510,15 @@ class InventoryCache:
         self,
         pool_id: str,
         constraints: Mapping[str, set[str]] | None = None,
-        json_prefilters: Sequence[tuple[tuple[str, ...], Callable[[Any], bool]]] = (),
+        json_prefilters: Sequence[tuple[tuple[str, ...], JsonPrefilter]] = (),
     ) -> list[str] | None:
         """Sorted ids of a pool's resources, narrowed by index constraints (indexed
         attribute -> acceptable index keys) and by prefilters (free-form path under
-        extensions, and a predicate one of a resource's leaf values there must pass).
+        extensions, and what one of a resource's leaf values there must pass).
         A path's index of values is built once filters have used it INDEX_AFTER_USES
-        times (until it is ready, the pool is scanned); the predicate runs once per
-        distinct value. None if the pool is unknown.
+        times (until it is ready, the pool is scanned); eq/in look their values up in
+        it, other operators run their predicate once per distinct value. None if the
+        pool is unknown.
         A pre-selection: the caller's filter still decides. It relies on a wire
         resource's extensions being its domain extensions (resource_info copies them)."""
         for path, _ in json_prefilters:
@@ -489,14 +537,11 @@ class InventoryCache:
             for attribute, keys in (constraints or {}).items():
                 index = self._resource_index[attribute]
                 candidates.append(set().union(*(_index_members(index, key) for key in keys)))
-            for path, passes in json_prefilters:
-                indexed = self._json_indexes.get(path)
-                if indexed is None:
+            for path, prefilter in json_prefilters:
+                json_index = self._json_indexes.get(path)
+                if json_index is None:
                     continue
-                json_index = indexed[1]
-                found = [
-                    _index_members(json_index, key) for key in json_index if passes(json_value(key))
-                ]
+                found = json_index.candidates(prefilter)
                 # An unselective term is cheaper scanned: a page of a filter most
                 # resources pass ends after a few more objects than the page holds.
                 if sum(map(len, found)) * UNSELECTIVE <= len(ids):

@@ -30,7 +30,7 @@ from server.query.errors import (
     QueryError,
     UnrecognizedCursor,
 )
-from server.query.evaluate import index_key, json_getter, json_key, json_value
+from server.query.evaluate import JsonPrefilter, index_key, json_getter, json_key, json_value
 from server.query.filter import BoundFilter, Filter, Term, combine, parse_filter
 from server.query.paging import (
     MARKER_PARAMETER,
@@ -51,6 +51,7 @@ __all__ = [
     "ExpiredCursor",
     "Filter",
     "InvalidCursor",
+    "JsonPrefilter",
     "ListQuery",
     "Page",
     "PageCursor",
@@ -137,7 +138,7 @@ class CompiledQuery:
         """See BoundFilter.equality_candidates."""
         return self.filter.equality_candidates(attribute)
 
-    def json_prefilters(self) -> list[tuple[tuple[str, ...], Callable[[Any], bool]]]:
+    def json_prefilters(self) -> list[tuple[tuple[str, ...], JsonPrefilter]]:
         """See BoundFilter.json_prefilters."""
         return self.filter.json_prefilters()
 

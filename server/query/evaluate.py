@@ -410,6 +410,37 @@ def _predicate(
 
 
 @dataclass(frozen=True)
+class JsonPrefilter:
+    """What an index of a free-form path's values (json_key -> object ids) may use to
+    pre-select the objects a positive term can match. `passes` is the term's predicate on
+    one scalar leaf value: an object can match only if one of its leaf values passes.
+    For eq/in the passing values are known up front: `keys` holds their json_keys, so an
+    index is looked up rather than walked, and `folded` the lower-cased json_keys of the
+    UUID-shaped strings among them (a stored string passes in any case that lower-cases
+    to one of those). `keys` None: walk the index with `passes`."""
+
+    passes: Predicate
+    keys: frozenset[str] | None = None
+    folded: frozenset[str] = frozenset()
+
+
+def _json_prefilter(op: str, values: Sequence[str], passes: Predicate) -> JsonPrefilter:
+    """The JsonPrefilter of a positive DYNAMIC term; the keys of eq/in are exactly the
+    values _dynamic_predicate accepts, as json_key writes them."""
+    if op not in {"eq", "in"}:
+        return JsonPrefilter(passes)
+    keys = {json_key(value) for value in values}
+    for number in map(parse_number, values):
+        if number is not None:
+            keys.add(json_key(number))
+            if number == 0:  # 0.0 == -0.0, but their keys differ
+                keys.add(json_key(-number))
+    keys.update(json_key(b) for b in map(parse_bool, values) if b is not None)
+    folded = frozenset(json_key(v.lower()) for v in values if UUID_PATTERN.fullmatch(v))
+    return JsonPrefilter(passes, frozenset(keys), folded)
+
+
+@dataclass(frozen=True)
 class CompiledTerm:
     """One bound term: `test(message)` and what an index may use."""
 
@@ -417,10 +448,9 @@ class CompiledTerm:
     canonical: tuple[str, ...]
     # For eq/in on a typed attribute: the index keys the term restricts the attribute to.
     index_keys: frozenset[str] | None
-    # For a positive term on free-form JSON: its predicate on one scalar leaf value (an
-    # object matches iff one of its leaf values passes), for an index of the path's
-    # values (json_key) to pre-select candidates with.
-    json_prefilter: Predicate | None = None
+    # For a positive term on free-form JSON: what an index of the path's values
+    # (json_key) may pre-select candidates with.
+    json_prefilter: JsonPrefilter | None = None
 
 
 def compile_term(
@@ -471,7 +501,8 @@ def compile_term(
         test = _struct_test(
             field.name, struct_keys, typed, predicate=predicate, negated=negated, general=general
         )
-        return CompiledTerm(test, resolved.canonical, None, None if negated else predicate)
+        prefilter = None if negated else _json_prefilter(positive, values, predicate)
+        return CompiledTerm(test, resolved.canonical, None, prefilter)
     get = _getter(hops, leaf, resolved.last_field)
 
     def test_values(message: Any) -> bool:

@@ -28,7 +28,13 @@ from typing import Any, NoReturn
 from google.protobuf.descriptor import Descriptor
 
 from server.query.errors import QueryError, echo
-from server.query.evaluate import OPERATORS, CompiledTerm, TermError, compile_term
+from server.query.evaluate import (
+    OPERATORS,
+    CompiledTerm,
+    JsonPrefilter,
+    TermError,
+    compile_term,
+)
 from server.query.schema import PathError
 
 # Characters that cannot appear raw in a path segment: the term syntax uses them, or (for
@@ -136,13 +142,13 @@ class BoundFilter:
                 candidates = keys if candidates is None else candidates & keys
         return candidates
 
-    def json_prefilters(self) -> list[tuple[tuple[str, ...], Callable[[Any], bool]]]:
-        """(free-form path as segments, predicate on one JSON scalar) of every positive
-        term on a path below a Struct attribute (e.g. ("extensions", "rack"); segments,
-        since a JSON key may hold a "/"): a message can match only
-        if, for each, one of its leaf values at that path passes the predicate. An index
-        of each path's values (server.query.json_key) turns these into candidates, a
-        pre-selection: the filter still runs on every candidate."""
+    def json_prefilters(self) -> list[tuple[tuple[str, ...], JsonPrefilter]]:
+        """(free-form path as segments, JsonPrefilter) of every positive term on a path
+        below a Struct attribute (e.g. ("extensions", "rack"); segments, since a JSON key
+        may hold a "/"): a message can match only if, for each, one of its leaf values at
+        that path passes the prefilter. An index of each path's values
+        (server.query.json_key) turns these into candidates, a pre-selection: the filter
+        still runs on every candidate."""
         return [
             (b.canonical, b.json_prefilter) for b in self._compiled if b.json_prefilter is not None
         ]

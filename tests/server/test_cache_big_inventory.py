@@ -6,6 +6,7 @@ of the wire objects with the same compiled filter."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,7 +25,8 @@ from server.wire.v1 import MODEL as V1
 POOL = "7d1d5a2a-5a47-4c8e-9f0b-8d5a3e3f1c11"
 OTHER_POOL = "0b3f9a51-1f27-4d7e-8c1e-6a0d2c4b9e22"
 UUID = "F6A1B0C2-3D4E-4F50-8A6B-7C8D9E0F1A2B"
-# Leaf values an extension may hold: strings (one UUID in two cases), numbers (-0 and 0
+MIXED_CASE_UUID = "f6A1b0C2-3d4E-4f50-8A6b-7c8D9e0F1a2B"
+# Leaf values an extension may hold: strings (one UUID in three cases), numbers (-0 and 0
 # too), booleans, null, arrays and objects.
 VALUES: list[Any] = [
     "R7",
@@ -33,6 +35,7 @@ VALUES: list[Any] = [
     "7",
     UUID,
     UUID.lower(),
+    MIXED_CASE_UUID,
     "true",
     "",
     7,
@@ -53,6 +56,9 @@ FILTERS = [
     "(eq,extensions/rack,-0)",
     "(eq,extensions/rack,true)",
     f"(eq,extensions/rack,{UUID.lower()})",
+    f"(eq,extensions/rack,{UUID})",
+    f"(in,extensions/rack,{MIXED_CASE_UUID},0,x)",
+    "(eq,extensions/rack,0)",
     "(in,extensions/rack,R70,7.5,false)",
     "(cont,extensions/rack,7)",
     "(gt,extensions/rack,R)",
@@ -174,6 +180,48 @@ def test_an_extensions_index_selects_exactly_what_a_scan_selects(loaded: Invento
     assert _scan(loaded, FILTERS[0], OTHER_POOL)
 
 
+def test_eq_and_in_look_their_values_up_and_find_what_walking_the_index_finds(
+    loaded: InventoryCache,
+) -> None:
+    for text in FILTERS:
+        _via_index(loaded, text)
+        _via_index(loaded, text)
+    looked_up = 0
+    for text in FILTERS:
+        for path, prefilter in _query(text).json_prefilters():
+            index = loaded._json_indexes[path]
+            walked = set().union(*index.candidates(replace(prefilter, keys=None)))
+            if prefilter.keys is None:
+                continue
+            calls: list[Any] = []
+            counting = replace(prefilter, passes=calls.append)
+            assert set().union(*index.candidates(counting)) == walked, text
+            assert calls == [], text  # looked up: the predicate never ran
+            looked_up += bool(walked)
+    assert looked_up >= 8  # the data exercises the lookups
+
+
+def test_a_uuid_in_another_case_is_found_until_its_last_holder_changes() -> None:
+    cache = InventoryCache("https://t", index_in_background=False)
+    cache.load(_snapshot([_resource(f"r{n:03d}", POOL, {"rack": f"R{n}"}) for n in range(40)]))
+    text = f"(eq,extensions/rack,{UUID.lower()})"
+    for resource_id in ("r001", "r002"):
+        cache.apply(
+            _event(
+                cache,
+                resource_id,
+                _payload(_resource(resource_id, POOL, {"rack": MIXED_CASE_UUID})),
+            )
+        )
+    assert _via_index(cache, text) == _via_index(cache, text) == ["r001", "r002"]
+    index = cache._json_indexes[("extensions", "rack")]
+    assert index.folded == {"s" + UUID.lower(): {"s" + MIXED_CASE_UUID}}
+    cache.apply(_event(cache, "r001", None))
+    assert _via_index(cache, text) == ["r002"] and index.folded
+    cache.apply(_event(cache, "r002", _payload(_resource("r002", POOL, {"rack": "R2"}))))
+    assert _via_index(cache, text) == [] and index.folded == {}
+
+
 def test_the_indexes_follow_events(loaded: InventoryCache) -> None:
     for text in FILTERS:
         _via_index(loaded, text)
@@ -192,6 +240,14 @@ def test_the_indexes_follow_events(loaded: InventoryCache) -> None:
                 assert _via_index(loaded, text) == _scan(loaded, text), (step, text)
     for text in FILTERS:
         assert _via_index(loaded, text) == _scan(loaded, text), text
+    # The case-folded UUID keys are those held now, no more (none left behind by changes).
+    for index in loaded._json_indexes.values():
+        folded: dict[str, set[str]] = {}
+        for key in index.ids:
+            if key[1:] in (UUID, MIXED_CASE_UUID):
+                folded.setdefault(key.lower(), set()).add(key)
+        assert index.folded == folded
+    assert any(index.folded for index in loaded._json_indexes.values())
 
 
 def test_an_index_built_while_events_arrive_includes_their_changes(
