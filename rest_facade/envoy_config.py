@@ -1,8 +1,9 @@
 """Render Envoy's configuration from the one template, `envoy/gateway.yaml.in`.
 
 Development and production differ only in the values of an `EnvoyConfig`; the structure of
-the config (filters, their order, every comment on why) lives in the template. The Lua
-shaper and the ProblemDetails mappers are inlined, so the rendered file is self-contained.
+the config (filters, their order, every comment on why) lives in the template. The
+ProblemDetails mappers are inlined; the REST shaper is a compiled module (envoy/modules/shaper.c)
+the rendered file names by absolute path.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from netweave.headers import (
     JWT_PAYLOAD_HEADER,
     REQUEST_ID_HEADER,
 )
-from rest_facade import edge_limits, envoy_routes, envoy_sds, envoy_tracing, openapi
+from rest_facade import (
+    edge_limits,
+    envoy_modules,
+    envoy_routes,
+    envoy_sds,
+    envoy_tracing,
+    openapi,
+)
 from rest_facade.edge_limits import ConnectionLimits
 from rest_facade.envoy_routes import header_value_option
 from rest_facade.envoy_sds import FileSecret
@@ -38,7 +46,6 @@ from rest_facade.http_rules import HttpRule, read_rules, services_with_rules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = REPO_ROOT / "envoy" / "gateway.yaml.in"
-SHAPER_PATH = Path(__file__).resolve().parent / "shaper.lua"
 
 # Envoy's file access logger writes here when no path is given (container-friendly).
 STDOUT = Path("/dev/stdout")
@@ -60,10 +67,14 @@ GENERIC_SERVER_ERROR_DETAIL = "the gateway could not complete the request"
 # Envoy's response code details name the check that failed (e.g. "http1.codec_error"); they
 # are about the request only, as nothing upstream happened yet.
 PRE_FILTER_DETAIL = "the request is malformed (%RESPONSE_CODE_DETAILS%)"
+# The largest REST request body (1 MiB): the transcoder's max_request_body_size, and the
+# REST shaper's 413 limit (the transcoder's caps only its internal buffer).
+MAX_REQUEST_BODY_BYTES = 1_048_576
 # Verified bearer tokens each Envoy worker keeps (jwt_authn's jwt_cache_config), so a
 # client's repeated token is not verified again on every call.
 JWT_CACHE_SIZE = 1000
-# Where the Lua shaper records "this is a REST request" (rest_facade/shaper.lua NAMESPACE).
+# Where the REST shaper (envoy/modules/shaper.c) records "this is a REST request", the
+# path, the core's grpc_status...: its filter config names it.
 REST_METADATA_NAMESPACE = "netweave.rest"
 # Refuses CONNECT and credentials in the query string; rendered into the first HTTP filter,
 # ahead of the request context, which calls it once the correlation id is set.
@@ -454,13 +465,12 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
     openapi_json = openapi.render_json(openapi.build_document(config.descriptor_path, rules))
     path_keys = openapi.path_keys(config.descriptor_path, rules)
     scalars["transcoded_services"] = json.dumps(services_with_rules(rules))
+    scalars["max_request_body_bytes"] = str(MAX_REQUEST_BODY_BYTES)
     # Room for the document plus the other direct responses (short ProblemDetails texts).
     scalars["max_direct_response_body_size_bytes"] = str(len(openapi_json.encode()) + 4096)
     blocks = {
         "routes": _yaml_block(envoy_routes.routes(rules, openapi_json, path_keys)),
-        # Strict: an unknown query parameter is a 400 (else it is dropped and counted).
-        "shaper_lua": ("NETWEAVE_STRICT_QUERY = true\n" if config.strict_query_parameters else "")
-        + SHAPER_PATH.read_text(),
+        "shaper_filter": _yaml_block([shaper_filter(config)]),
         "local_reply_mappers": _yaml_block(
             _auth_reply_mappers(config) + _timeout_reply_mappers() + _local_reply_mappers()
         ),
@@ -536,6 +546,40 @@ def _client_validation(config: EnvoyConfig) -> dict[str, Any]:
             {"san_type": "URI", "matcher": {"prefix": prefix}}
             for prefix in config.client_san_allow_list
         ]
+    }
+
+
+def shaper_filter(config: EnvoyConfig) -> dict[str, Any]:
+    """The REST shaper (envoy/modules/shaper.c), every value it needs from the Python side."""
+    settings = {
+        # REST bodies above this are refused with 413 (the transcoder's own limit is on its
+        # internal buffer, and a long JSON string passes it): the transcoder's value.
+        "max_request_body_bytes": str(MAX_REQUEST_BODY_BYTES),
+        # Strict: an unknown query parameter is a 400 (else it is dropped and counted).
+        "strict_query": "true" if config.strict_query_parameters else "false",
+        "rest_namespace": REST_METADATA_NAMESPACE,
+        # Route metadata (rest_facade/envoy_routes.py) is read under the filter's name.
+        "route_namespace": envoy_routes.SHAPER_FILTER,
+        "ignored_query_header": IGNORED_QUERY_HEADER,
+        # A 401 from the core (neither certificate nor token) names the scheme to use.
+        "unauthorized_challenge": f'Bearer realm="{JWT_REALM}"',
+    }
+    module = envoy_modules.module_path(envoy_modules.SHAPER)
+    return {
+        "name": envoy_routes.SHAPER_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3."
+            "DynamicModuleFilter",
+            "dynamic_module_config": {
+                # A path, not a name: no ENVOY_DYNAMIC_MODULES_SEARCH_PATH to get right.
+                "module": {"local": {"filename": os.path.abspath(module)}},
+            },
+            "filter_name": envoy_modules.SHAPER,
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": "".join(f"{key}={value}\n" for key, value in settings.items()),
+            },
+        },
     }
 
 

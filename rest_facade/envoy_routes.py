@@ -4,7 +4,7 @@ How a request is routed (the transcoder runs before the router):
 
 1. A REST request that matches an HTTP rule (path AND method) is rewritten by the
    transcoder into a gRPC call, `/pkg.Service/Method` with content-type application/grpc,
-   and takes that method's route to the core; the route's metadata tells the Lua shaper
+   and takes that method's route to the core; the route's metadata tells the REST shaper
    what the response is (a list to unwrap, an Empty to drop). Native gRPC calls take the
    same routes, or their service's prefix route for methods without HTTP rules.
 2. Anything the transcoder cannot map passes through unchanged (reject_unknown_method is
@@ -30,9 +30,9 @@ from rest_facade.http_rules import HttpRule, resource_paths, services_with_rules
 from rest_facade.openapi import OPENAPI_PATH
 
 CORE_CLUSTER = "o2ims_core"
-# The shaper's filter name in envoy/gateway.yaml.in: route metadata under it is what the
-# Lua filter sees as handle:metadata().
-LUA_FILTER = "envoy.filters.http.lua"
+# The REST shaper's HTTP filter name (envoy/modules/shaper.c, rendered by
+# rest_facade/envoy_config.py): it reads the route metadata under this name.
+SHAPER_FILTER = "netweave.shaper"
 # The request context filter's name (rest_facade/request_context.lua reads the route's
 # `route` metadata under it: the O2ims path template the request matched).
 CONTEXT_FILTER = "netweave.request_context"
@@ -77,7 +77,7 @@ def routes(
         # ?resource_pool_id=B) override the id in the path.
         route["metadata"] = {
             "filter_metadata": {
-                LUA_FILTER: {
+                SHAPER_FILTER: {
                     "flags": list(path.flags),
                     "query": list(path.query),
                     # The methods the path has (the shaper refuses an empty PUT/PATCH body
@@ -159,14 +159,14 @@ def _grpc_method_route(rule: HttpRule, *, idempotent: bool = False) -> dict[str,
     route["name"] = f"grpc:{rule.grpc_path}"
     route["match"]["path"] = rule.grpc_path
     del route["match"]["prefix"]
-    # What the Lua shaper must do with this method's REST responses (handle:metadata()).
+    # What the REST shaper must do with this method's REST responses.
     shape: dict[str, Any] = {}
     if rule.collection is not None:
         shape["collection"] = rule.collection
     if rule.empty_response:
         shape["empty"] = True
     if shape:
-        route["metadata"] = {"filter_metadata": {LUA_FILTER: shape}}
+        route["metadata"] = {"filter_metadata": {SHAPER_FILTER: shape}}
     return route
 
 

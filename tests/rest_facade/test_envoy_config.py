@@ -12,9 +12,18 @@ import pytest
 import yaml
 
 from devstack.pki import DevPki
-from rest_facade.envoy_config import SHAPER_PATH, TEMPLATE_PATH, render, write
+from rest_facade import envoy_modules
+from rest_facade.envoy_config import (
+    IGNORED_QUERY_HEADER,
+    JWT_REALM,
+    MAX_REQUEST_BODY_BYTES,
+    REST_METADATA_NAMESPACE,
+    TEMPLATE_PATH,
+    render,
+    write,
+)
 from rest_facade.envoy_process import EnvoyError, validate
-from rest_facade.envoy_routes import LUA_FILTER
+from rest_facade.envoy_routes import SHAPER_FILTER
 from rest_facade.http_rules import read_rules, services_with_rules
 
 from .support import envoy_config
@@ -71,9 +80,9 @@ def test_transcoder_and_routes_come_from_the_descriptor(pki: DevPki, edge_descri
     by_name = {route.get("name"): route for route in routes}
     # Each method route tells the shaper what its REST responses are.
     list_route = by_name[f"grpc:/{WIDGET_SERVICE}/ListWidgets"]
-    assert list_route["metadata"]["filter_metadata"][LUA_FILTER] == {"collection": "widgets"}
+    assert list_route["metadata"]["filter_metadata"][SHAPER_FILTER] == {"collection": "widgets"}
     delete_route = by_name[f"grpc:/{WIDGET_SERVICE}/DeleteWidget"]
-    assert delete_route["metadata"]["filter_metadata"][LUA_FILTER] == {"empty": True}
+    assert delete_route["metadata"]["filter_metadata"][SHAPER_FILTER] == {"empty": True}
     allows = {
         route["match"]["safe_regex"]["regex"]: route["response_headers_to_add"][0]["header"]
         for route in routes
@@ -84,10 +93,10 @@ def test_transcoder_and_routes_come_from_the_descriptor(pki: DevPki, edge_descri
     assert routes[-1]["direct_response"]["status"] == 404
 
 
-def test_the_lua_filter_name_matches_the_route_metadata_key(pki: DevPki, descriptor: Path) -> None:
+def test_the_shaper_filter_name_matches_the_route_metadata_key(pki: DevPki, descriptor: Path) -> None:
     rendered = yaml.safe_load(render(envoy_config(pki, core_port=50051)))
 
-    assert http_filter(rendered, LUA_FILTER)
+    assert http_filter(rendered, SHAPER_FILTER)
 
 
 def test_unknown_services_are_refused(pki: DevPki, descriptor: Path) -> None:
@@ -151,17 +160,37 @@ def test_access_log_goes_to_stdout_by_default(pki: DevPki, descriptor: Path) -> 
     )
 
 
-def test_lua_shaper_is_inlined_verbatim_before_the_transcoder(
+def shaper_settings(rendered: dict[str, Any]) -> dict[str, str]:
+    """The REST shaper's filter config (`key=value` lines, envoy/modules/shaper.c)."""
+    value: str = http_filter(rendered, SHAPER_FILTER)["filter_config"]["value"]
+    return dict(line.split("=", 1) for line in value.splitlines())
+
+
+def test_native_shaper_runs_before_the_transcoder_from_its_compiled_module(
     pki: DevPki, descriptor: Path
 ) -> None:
     rendered = yaml.safe_load(render(envoy_config(pki, core_port=50051)))
 
     names = [item["name"] for item in http_connection_manager(rendered)["http_filters"]]
-    assert names.index("envoy.filters.http.lua") < names.index(
-        "envoy.filters.http.grpc_json_transcoder"
-    )
-    lua = http_filter(rendered, "envoy.filters.http.lua")
-    assert lua["default_source_code"]["inline_string"] == SHAPER_PATH.read_text()
+    assert names.index(SHAPER_FILTER) < names.index("envoy.filters.http.grpc_json_transcoder")
+    shaper = http_filter(rendered, SHAPER_FILTER)
+    assert shaper["filter_name"] == envoy_modules.SHAPER
+    module = Path(shaper["dynamic_module_config"]["module"]["local"]["filename"])
+    assert module == envoy_modules.module_path(envoy_modules.SHAPER)
+    assert shaper_settings(rendered) == {
+        "max_request_body_bytes": str(MAX_REQUEST_BODY_BYTES),
+        "strict_query": "false",
+        "rest_namespace": REST_METADATA_NAMESPACE,
+        "route_namespace": SHAPER_FILTER,
+        "ignored_query_header": IGNORED_QUERY_HEADER,
+        "unauthorized_challenge": f'Bearer realm="{JWT_REALM}"',
+    }
+
+
+def test_strict_query_parameters_reach_the_shaper(pki: DevPki, descriptor: Path) -> None:
+    config = envoy_config(pki, core_port=50051, strict_query_parameters=True)
+
+    assert shaper_settings(yaml.safe_load(render(config)))["strict_query"] == "true"
 
 
 def test_paths_with_yaml_special_characters_are_quoted(
@@ -203,6 +232,5 @@ def test_shaper_body_limit_is_the_transcoders(pki: DevPki, descriptor: Path) -> 
     rendered = yaml.safe_load(render(envoy_config(pki, core_port=50051)))
     transcoder = http_filter(rendered, "envoy.filters.http.grpc_json_transcoder")
 
-    match = re.search(r"^local MAX_REQUEST_BODY_BYTES = (\d+)$", SHAPER_PATH.read_text(), re.M)
-    assert match is not None
-    assert int(match.group(1)) == transcoder["max_request_body_size"]
+    limit = int(shaper_settings(rendered)["max_request_body_bytes"])
+    assert limit == transcoder["max_request_body_size"] == MAX_REQUEST_BODY_BYTES

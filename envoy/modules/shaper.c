@@ -1,0 +1,1451 @@
+/*
+ * netweave REST shaper: an Envoy HTTP filter (dynamic module) placed BEFORE the gRPC-JSON
+ * transcoder, so on the way in it sees the client's REST request and on the way out the
+ * transcoded JSON. It closes the gap between what the transcoder does and the O2ims wire
+ * contract:
+ *   - requests whose path or query is not UTF-8 once percent-decoded: 400 (the core could not
+ *     even decode the gRPC request, and would answer 500); dot segments: 400
+ *   - query parameters the path does not accept are dropped and counted (or refused, strict)
+ *   - bare boolean query flags (`?all_fields`) get their implied `=true`
+ *   - request bodies are JSON, at most the transcoder's max_request_body_size (else 413), and
+ *     a PUT/PATCH without one (or of JSON null) is a 400
+ *   - list responses: {"nextPageToken":"..","resourcePools":[..]} -> the bare array [..]
+ *   - google.protobuf.Empty responses (DELETE): no body at all instead of `{}`
+ *   - `x-o2ims-http-status` from the core (201 on create, with `location`) becomes the HTTP
+ *     status of a success; a next-page token becomes `Link: <..>; rel="next"`
+ *   - gRPC UNIMPLEMENTED (a published API the core does not serve): 404, not 501
+ *   - upstream errors: google.rpc.Status JSON -> RFC 7807 application/problem+json
+ *   - no grpc-* or internal x-o2ims-* headers leak to REST clients
+ * Native gRPC callers (content-type application/grpc*) pass through untouched.
+ *
+ * Why native: it replaced a Lua filter doing the same (rest_facade/shaper.lua before), whose
+ * interpreter entry, header tables and string copies cost ~25 us of Envoy CPU per REST call.
+ * Here a single-object GET success touches headers only; a body is buffered only when it must
+ * change (lists, Empty, errors) or be looked at (a short PUT/PATCH, a body of unknown length).
+ *
+ * What a response is (list, empty) and what a path accepts (query names, flags, methods) come
+ * from the route: rest_facade/envoy_routes.py puts them into the routes' metadata under this
+ * filter's name, derived from the descriptor set.
+ *
+ * Configuration (rest_facade/envoy_config.py renders it, from the Python constants):
+ * filter_name "shaper", filter_config a google.protobuf.StringValue of `key=value` lines:
+ *   max_request_body_bytes  the transcoder's max_request_body_size (413 above it)
+ *   strict_query            true: an unknown query parameter is a 400, not dropped
+ *   rest_namespace          dynamic metadata namespace ("this is REST", path, grpc_status...)
+ *   route_namespace         the route metadata namespace (the HTTP filter's name)
+ *   ignored_query_header    the request header counting dropped query parameters
+ *   unauthorized_challenge  WWW-Authenticate of a 401 from the core
+ *
+ * ABI: Envoy's dynamic-module ABI (source/extensions/dynamic_modules/abi/abi.h). Only the
+ * symbols below are used, declared here with their Envoy 1.40 signatures; Envoy resolves them
+ * when it loads the module, and rest_facade/envoy_modules.py builds it with `cc`.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* --- the slice of the ABI this filter uses --------------------------------------------- */
+
+/* Envoy's and the module's buffers have the same layout. */
+typedef struct {
+  const char* ptr;
+  size_t length;
+} buffer;
+
+typedef struct {
+  const char* key_ptr;
+  size_t key_length;
+  const char* value_ptr;
+  size_t value_length;
+} http_header;
+
+enum { REQUEST_HEADERS = 0, RESPONSE_HEADERS = 2 };
+enum { RECEIVED_REQUEST_BODY = 0, BUFFERED_REQUEST_BODY = 1 };
+enum { RECEIVED_RESPONSE_BODY = 2, BUFFERED_RESPONSE_BODY = 3 };
+enum { METADATA_DYNAMIC = 0, METADATA_ROUTE = 1 };
+/* Header, body and trailer statuses share these values (FilterHeadersStatus etc.). */
+enum { HEADERS_CONTINUE = 0, HEADERS_STOP_ITERATION = 1 };
+enum { BODY_CONTINUE = 0, BODY_STOP_AND_BUFFER = 1, BODY_STOP_NO_BUFFER = 3 };
+enum { TRAILERS_CONTINUE = 0 };
+
+extern bool envoy_dynamic_module_callback_http_get_header(void* filter_envoy, int header_type,
+                                                          buffer key, buffer* value_out,
+                                                          size_t index, size_t* count_out);
+extern size_t envoy_dynamic_module_callback_http_get_headers_size(void* filter_envoy,
+                                                                  int header_type);
+extern bool envoy_dynamic_module_callback_http_get_headers(void* filter_envoy, int header_type,
+                                                           http_header* headers_out);
+/* An empty value removes the header. */
+extern bool envoy_dynamic_module_callback_http_set_header(void* filter_envoy, int header_type,
+                                                          buffer key, buffer value);
+extern bool envoy_dynamic_module_callback_http_add_header(void* filter_envoy, int header_type,
+                                                          buffer key, buffer value);
+extern void envoy_dynamic_module_callback_http_send_response(void* filter_envoy,
+                                                             uint32_t status_code,
+                                                             http_header* headers,
+                                                             size_t headers_count, buffer body,
+                                                             buffer details);
+extern bool envoy_dynamic_module_callback_http_get_body_chunks(void* filter_envoy, int body_type,
+                                                               buffer* chunks_out);
+extern size_t envoy_dynamic_module_callback_http_get_body_chunks_size(void* filter_envoy,
+                                                                      int body_type);
+extern size_t envoy_dynamic_module_callback_http_get_body_size(void* filter_envoy, int body_type);
+extern bool envoy_dynamic_module_callback_http_append_body(void* filter_envoy, int body_type,
+                                                           buffer data);
+extern bool envoy_dynamic_module_callback_http_drain_body(void* filter_envoy, int body_type,
+                                                          size_t length);
+extern bool envoy_dynamic_module_callback_http_received_buffered_request_body(void* filter_envoy);
+extern bool envoy_dynamic_module_callback_http_received_buffered_response_body(
+    void* filter_envoy);
+extern void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(void* filter_envoy,
+                                                                           buffer ns, buffer key,
+                                                                           buffer value);
+extern bool envoy_dynamic_module_callback_http_get_metadata_string(void* filter_envoy,
+                                                                   int source, buffer ns,
+                                                                   buffer key, buffer* value_out);
+extern bool envoy_dynamic_module_callback_http_get_metadata_bool(void* filter_envoy, int source,
+                                                                 buffer ns, buffer key,
+                                                                 bool* value_out);
+extern bool envoy_dynamic_module_callback_http_get_metadata_list_size(void* filter_envoy,
+                                                                      int source, buffer ns,
+                                                                      buffer key,
+                                                                      size_t* size_out);
+extern bool envoy_dynamic_module_callback_http_get_metadata_list_string(void* filter_envoy,
+                                                                        int source, buffer ns,
+                                                                        buffer key, size_t index,
+                                                                        buffer* value_out);
+
+/* --- small string tools ----------------------------------------------------------------- */
+
+#define LITERAL(text) ((buffer){(text), sizeof(text) - 1})
+
+static buffer text_of(const char* text) { return (buffer){text, strlen(text)}; }
+
+static bool same(buffer a, buffer b) {
+  return a.length == b.length && (a.length == 0 || memcmp(a.ptr, b.ptr, a.length) == 0);
+}
+
+static bool starts_with(buffer text, buffer prefix) {
+  return text.length >= prefix.length && memcmp(text.ptr, prefix.ptr, prefix.length) == 0;
+}
+
+/* The first occurrence of `needle` in `text` at or after `from`, or -1. */
+static long find(buffer text, size_t from, buffer needle) {
+  if (needle.length == 0 || text.length < needle.length) {
+    return needle.length == 0 ? (long)from : -1;
+  }
+  for (size_t i = from; i + needle.length <= text.length; i++) {
+    if (text.ptr[i] == needle.ptr[0] && memcmp(text.ptr + i, needle.ptr, needle.length) == 0) {
+      return (long)i;
+    }
+  }
+  return -1;
+}
+
+/* A growable byte string; `ok` turns false when memory runs out (callers then give up). */
+typedef struct {
+  char* data;
+  size_t length;
+  size_t capacity;
+  bool ok;
+} text_builder;
+
+static void append(text_builder* out, const char* data, size_t length) {
+  if (!out->ok || length == 0) {
+    return;
+  }
+  if (out->length + length + 1 > out->capacity) {
+    size_t capacity = out->capacity ? out->capacity : 64;
+    while (out->length + length + 1 > capacity) {
+      capacity *= 2;
+    }
+    char* grown = realloc(out->data, capacity);
+    if (grown == NULL) {
+      out->ok = false;
+      return;
+    }
+    out->data = grown;
+    out->capacity = capacity;
+  }
+  memcpy(out->data + out->length, data, length);
+  out->length += length;
+  out->data[out->length] = '\0';
+}
+
+static void append_text(text_builder* out, buffer text) { append(out, text.ptr, text.length); }
+
+static buffer built(const text_builder* out) {
+  return (buffer){out->data ? out->data : "", out->length};
+}
+
+static void release(text_builder* out) {
+  free(out->data);
+  *out = (text_builder){NULL, 0, 0, true};
+}
+
+#define NEW_BUILDER ((text_builder){NULL, 0, 0, true})
+
+static bool is_space(char c) {
+  /* Lua's %s: space, \t, \n, \v, \f, \r */
+  return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* `text` with every %XX replaced by its byte (a lone % stays). `plus_as_space` for query
+ * names, where form encoding writes a space as "+". */
+static void percent_decode(text_builder* out, buffer text, bool plus_as_space) {
+  for (size_t i = 0; i < text.length; i++) {
+    char c = text.ptr[i];
+    if (c == '%' && i + 2 < text.length) {
+      int high = hex_value(text.ptr[i + 1]);
+      int low = hex_value(text.ptr[i + 2]);
+      if (high >= 0 && low >= 0) {
+        char byte = (char)(high * 16 + low);
+        append(out, &byte, 1);
+        i += 2;
+        continue;
+      }
+    }
+    if (c == '+' && plus_as_space) {
+      c = ' ';
+    }
+    append(out, &c, 1);
+  }
+}
+
+/* Whether `text` is well-formed UTF-8 as protobuf requires of string fields: no overlong
+ * forms, no surrogates, nothing above U+10FFFF. */
+static bool valid_utf8(buffer text) {
+  const unsigned char* bytes = (const unsigned char*)text.ptr;
+  size_t i = 0;
+  while (i < text.length) {
+    unsigned char c = bytes[i];
+    size_t count;
+    unsigned char low = 0x80, high = 0xBF;
+    if (c < 0x80) {
+      count = 0;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      count = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      count = 2;
+      if (c == 0xE0) low = 0xA0;
+      if (c == 0xED) high = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      count = 3;
+      if (c == 0xF0) low = 0x90;
+      if (c == 0xF4) high = 0x8F;
+    } else {
+      return false;
+    }
+    for (size_t k = 1; k <= count; k++) {
+      if (i + k >= text.length) {
+        return false;
+      }
+      /* Only the first continuation byte has the narrowed range. */
+      unsigned char lo = k == 1 ? low : 0x80, hi = k == 1 ? high : 0xBF;
+      if (bytes[i + k] < lo || bytes[i + k] > hi) {
+        return false;
+      }
+    }
+    i += count + 1;
+  }
+  return true;
+}
+
+/* Whether the path (query excluded) has a `.` or `..` segment, also spelled %2E. */
+static bool has_dot_segment(buffer path) {
+  size_t end = 0;
+  while (end < path.length && path.ptr[end] != '?') {
+    end++;
+  }
+  size_t i = 0;
+  while (i < end) {
+    while (i < end && path.ptr[i] == '/') {
+      i++;
+    }
+    size_t dots = 0;
+    bool only_dots = i < end;
+    while (i < end && path.ptr[i] != '/') {
+      if (path.ptr[i] == '.') {
+        dots++;
+        i++;
+      } else if (path.ptr[i] == '%' && i + 2 < end && path.ptr[i + 1] == '2' && (path.ptr[i + 2] == 'e' || path.ptr[i + 2] == 'E')) {
+        dots++;
+        i += 3;
+      } else {
+        only_dots = false;
+        i++;
+      }
+    }
+    if (only_dots && (dots == 1 || dots == 2)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/* The next `&`-separated non-empty part of `query` from *position, or false at the end. */
+static bool next_part(buffer query, size_t* position, buffer* part) {
+  size_t i = *position;
+  while (i < query.length && query.ptr[i] == '&') {
+    i++;
+  }
+  if (i >= query.length) {
+    *position = i;
+    return false;
+  }
+  size_t start = i;
+  while (i < query.length && query.ptr[i] != '&') {
+    i++;
+  }
+  *part = (buffer){query.ptr + start, i - start};
+  *position = i;
+  return true;
+}
+
+/* A query part's name: up to its first '='. */
+static buffer part_name(buffer part) {
+  size_t i = 0;
+  while (i < part.length && part.ptr[i] != '=') {
+    i++;
+  }
+  return (buffer){part.ptr, i};
+}
+
+/* Splits `path` at its first '?'; false if it has none. */
+static bool split_query(buffer path, buffer* base, buffer* query) {
+  const char* mark = memchr(path.ptr, '?', path.length);
+  if (mark == NULL) {
+    *base = path;
+    *query = (buffer){path.ptr + path.length, 0};
+    return false;
+  }
+  *base = (buffer){path.ptr, (size_t)(mark - path.ptr)};
+  *query = (buffer){mark + 1, path.length - (size_t)(mark - path.ptr) - 1};
+  return true;
+}
+
+/* The raw (still JSON-escaped) value of the first `"key":"..."` in `body`. Copying the escaped
+ * bytes verbatim into our own JSON string keeps it correctly escaped. Protobuf's JSON printer
+ * emits fields in field-number order without spaces, so for google.rpc.Status the first
+ * "message" is the top-level one, ahead of any details. */
+static bool raw_json_string(buffer body, const char* key, buffer* value) {
+  char pattern[64];
+  int length = snprintf(pattern, sizeof pattern, "\"%s\":\"", key);
+  if (length < 0 || (size_t)length >= sizeof pattern) {
+    return false;
+  }
+  long at = find(body, 0, (buffer){pattern, (size_t)length});
+  if (at < 0) {
+    return false;
+  }
+  size_t start = (size_t)at + (size_t)length;
+  for (size_t i = start; i < body.length;) {
+    if (body.ptr[i] == '\\') {
+      i += 2; /* the escaped character may be a quote */
+    } else if (body.ptr[i] == '"') {
+      *value = (buffer){body.ptr + start, i - start};
+      return true;
+    } else {
+      i++;
+    }
+  }
+  return false;
+}
+
+/* The array of the collection field `name` in a list response body. The transcoder's field
+ * order is not guaranteed, but the only other field is the page token, which is base64url (no
+ * brackets, no quotes): so the array runs from `"name":[` to the last "]" of the body. */
+static buffer bare_array(buffer body, buffer name) {
+  text_builder pattern = NEW_BUILDER;
+  append(&pattern, "\"", 1);
+  append_text(&pattern, name);
+  append(&pattern, "\":[", 3);
+  long at = pattern.ok ? find(body, 0, built(&pattern)) : -1;
+  size_t open = at < 0 ? 0 : (size_t)at + pattern.length - 1;
+  release(&pattern);
+  if (at < 0) {
+    return LITERAL("[]"); /* an empty collection the printer left out */
+  }
+  for (size_t close = body.length; close-- > open;) {
+    if (body.ptr[close] == ']') {
+      return (buffer){body.ptr + open, close - open + 1};
+    }
+  }
+  return LITERAL("[]");
+}
+
+/* --- configuration ---------------------------------------------------------------------- */
+
+#define FILTER_NAME "shaper"
+
+typedef struct {
+  uint64_t max_request_body_bytes;
+  bool strict_query;
+  char* rest_namespace;
+  char* route_namespace;
+  char* ignored_query_header;
+  char* unauthorized_challenge;
+} shaper_config;
+
+static void config_free(shaper_config* config) {
+  free(config->rest_namespace);
+  free(config->route_namespace);
+  free(config->ignored_query_header);
+  free(config->unauthorized_challenge);
+  free(config);
+}
+
+static char* copy_of(buffer text) {
+  char* copy = malloc(text.length + 1);
+  if (copy != NULL) {
+    memcpy(copy, text.ptr, text.length);
+    copy[text.length] = '\0';
+  }
+  return copy;
+}
+
+/* One `key=value` line of the configuration; false for an unknown key or a bad value. */
+static bool config_line(shaper_config* config, buffer key, buffer value) {
+  if (same(key, LITERAL("max_request_body_bytes"))) {
+    if (value.length == 0 || value.length > 12) return false;
+    uint64_t number = 0;
+    for (size_t i = 0; i < value.length; i++) {
+      if (value.ptr[i] < '0' || value.ptr[i] > '9') return false;
+      number = number * 10 + (uint64_t)(value.ptr[i] - '0');
+    }
+    config->max_request_body_bytes = number;
+    return number > 0;
+  }
+  if (same(key, LITERAL("strict_query"))) {
+    if (same(value, LITERAL("true"))) {
+      config->strict_query = true;
+      return true;
+    }
+    config->strict_query = false;
+    return same(value, LITERAL("false"));
+  }
+  char** target = NULL;
+  if (same(key, LITERAL("rest_namespace"))) target = &config->rest_namespace;
+  if (same(key, LITERAL("route_namespace"))) target = &config->route_namespace;
+  if (same(key, LITERAL("ignored_query_header"))) target = &config->ignored_query_header;
+  if (same(key, LITERAL("unauthorized_challenge"))) target = &config->unauthorized_challenge;
+  if (target == NULL || value.length == 0) {
+    return false;
+  }
+  free(*target);
+  *target = copy_of(value);
+  return *target != NULL;
+}
+
+EXPORT const char* envoy_dynamic_module_on_program_init(void) {
+  /* As envoy/modules/source_limit.c: Envoy 1.40's ABI version. */
+  return "v0.2.0";
+}
+
+EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_envoy, buffer name,
+                                                                  buffer text) {
+  (void)config_envoy;
+  if (!same(name, LITERAL(FILTER_NAME))) {
+    return NULL;
+  }
+  shaper_config* config = calloc(1, sizeof *config);
+  if (config == NULL) {
+    return NULL;
+  }
+  size_t position = 0;
+  while (position < text.length) {
+    size_t end = position;
+    while (end < text.length && text.ptr[end] != '\n') {
+      end++;
+    }
+    buffer line = {text.ptr + position, end - position};
+    position = end + 1;
+    if (line.length == 0) {
+      continue;
+    }
+    const char* equals = memchr(line.ptr, '=', line.length);
+    if (equals == NULL ||
+        !config_line(config, (buffer){line.ptr, (size_t)(equals - line.ptr)},
+                     (buffer){equals + 1, line.length - (size_t)(equals - line.ptr) - 1})) {
+      config_free(config);
+      return NULL; /* Envoy rejects the configuration */
+    }
+  }
+  if (config->max_request_body_bytes == 0 || config->rest_namespace == NULL ||
+      config->route_namespace == NULL || config->ignored_query_header == NULL ||
+      config->unauthorized_challenge == NULL) {
+    config_free(config);
+    return NULL;
+  }
+  return config;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_config_destroy(const void* config) {
+  config_free((shaper_config*)config);
+}
+
+/* Not used (no per-route configuration); Envoy resolves them only for one. */
+EXPORT const void* envoy_dynamic_module_on_http_filter_per_route_config_new(buffer name,
+                                                                            buffer config) {
+  (void)name, (void)config;
+  return NULL;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_per_route_config_destroy(const void* config) {
+  (void)config;
+}
+
+/* --- per stream ------------------------------------------------------------------------- */
+
+typedef enum {
+  REQUEST_PASS,        /* nothing to look at in the request body */
+  REQUEST_BUFFER,      /* buffer the whole body (unknown length): Envoy's 413 above its limit */
+  REQUEST_CHECK_NULL,  /* buffer a short PUT/PATCH body to refuse JSON null */
+} request_body_mode;
+
+typedef enum {
+  RESPONSE_PASS,
+  RESPONSE_EMPTY, /* google.protobuf.Empty: no body */
+  RESPONSE_LIST,  /* the collection's bare array */
+  RESPONSE_ERROR, /* google.rpc.Status -> ProblemDetails */
+} response_body_mode;
+
+typedef struct {
+  const shaper_config* config;
+  bool rest;
+  request_body_mode request_mode;
+  response_body_mode response_mode;
+  int status;        /* RESPONSE_ERROR: the transcoder's HTTP status */
+  char* collection;  /* RESPONSE_LIST */
+} stream;
+
+EXPORT const void* envoy_dynamic_module_on_http_filter_new(const void* config,
+                                                          void* filter_envoy) {
+  (void)filter_envoy;
+  stream* state = calloc(1, sizeof *state);
+  if (state != NULL) {
+    state->config = config;
+  }
+  return state; /* NULL: Envoy closes the stream */
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_destroy(const void* filter) {
+  stream* state = (stream*)filter;
+  free(state->collection);
+  free(state);
+}
+
+static bool header(void* envoy, int type, buffer name, buffer* value) {
+  *value = (buffer){NULL, 0};
+  return envoy_dynamic_module_callback_http_get_header(envoy, type, name, value, 0, NULL);
+}
+
+static void set_header(void* envoy, int type, buffer name, buffer value) {
+  envoy_dynamic_module_callback_http_set_header(envoy, type, name, value);
+}
+
+static void remove_header(void* envoy, int type, buffer name) {
+  envoy_dynamic_module_callback_http_set_header(envoy, type, name, (buffer){NULL, 0});
+}
+
+static void record(void* envoy, const stream* state, buffer key, buffer value) {
+  envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+      envoy, text_of(state->config->rest_namespace), key, value);
+}
+
+/* A local reply: local_reply_config makes it a ProblemDetails (the request is marked REST). */
+static void respond(void* envoy, uint32_t status, buffer detail, http_header* headers,
+                    size_t headers_count) {
+  envoy_dynamic_module_callback_http_send_response(envoy, status, headers, headers_count, detail,
+                                                   LITERAL("netweave_shaper"));
+}
+
+static void refuse(void* envoy, uint32_t status, buffer detail) {
+  respond(envoy, status, detail, NULL, 0);
+}
+
+/* The route's string list `key` (query, flags, methods): its size, or false if absent. */
+static bool route_list(void* envoy, const stream* state, buffer key, size_t* size) {
+  *size = 0;
+  return envoy_dynamic_module_callback_http_get_metadata_list_size(
+      envoy, METADATA_ROUTE, text_of(state->config->route_namespace), key, size);
+}
+
+static bool route_list_has(void* envoy, const stream* state, buffer key, size_t size,
+                           buffer wanted) {
+  for (size_t i = 0; i < size; i++) {
+    buffer item = {NULL, 0};
+    if (envoy_dynamic_module_callback_http_get_metadata_list_string(
+            envoy, METADATA_ROUTE, text_of(state->config->route_namespace), key, i, &item) &&
+        same(item, wanted)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool route_has_method(void* envoy, const stream* state, buffer method) {
+  size_t size;
+  return route_list(envoy, state, LITERAL("methods"), &size) &&
+         route_list_has(envoy, state, LITERAL("methods"), size, method);
+}
+
+/* Lua's tonumber() on a content-length Envoy has already validated: digits only. */
+static bool parse_length(buffer text, uint64_t* length) {
+  if (text.length == 0 || text.length > 19) {
+    return false;
+  }
+  uint64_t number = 0;
+  for (size_t i = 0; i < text.length; i++) {
+    if (text.ptr[i] < '0' || text.ptr[i] > '9') return false;
+    number = number * 10 + (uint64_t)(text.ptr[i] - '0');
+  }
+  *length = number;
+  return true;
+}
+
+/* The query parameters of `path` this path does not accept are dropped here, before the
+ * transcoder (it would bind a parameter named like a path field). The route's metadata lists
+ * the accepted names, derived from the request message. Returns false when it answered. */
+static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_builder* cleaned) {
+  buffer base, query;
+  if (!split_query(*path, &base, &query) || query.length == 0) {
+    return true;
+  }
+  size_t accepted;
+  if (!route_list(envoy, state, LITERAL("query"), &accepted)) {
+    return true;
+  }
+  text_builder kept = NEW_BUILDER, dropped = NEW_BUILDER, name = NEW_BUILDER;
+  size_t dropped_count = 0, kept_count = 0, position = 0;
+  buffer first_dropped = {NULL, 0};
+  buffer part;
+  while (next_part(query, &position, &part)) {
+    name.length = 0;
+    percent_decode(&name, part_name(part), true);
+    if (route_list_has(envoy, state, LITERAL("query"), accepted, built(&name))) {
+      if (kept_count++ > 0) append(&kept, "&", 1);
+      append_text(&kept, part);
+      continue;
+    }
+    /* Shortened to 64 bytes for the core's counter. */
+    buffer short_name = {built(&name).ptr, name.length > 64 ? 64 : name.length};
+    if (dropped_count++ > 0) append(&dropped, ",", 1);
+    if (dropped_count == 1) first_dropped.length = short_name.length;
+    append_text(&dropped, short_name);
+  }
+  release(&name);
+  bool answered = false;
+  if (dropped_count > 0 && kept.ok && dropped.ok) {
+    if (state->config->strict_query) {
+      /* NETWEAVE_STRICT_QUERY (EnvoyConfig.strict_query_parameters) keeps refusing them. */
+      first_dropped.ptr = dropped.data;
+      text_builder detail = NEW_BUILDER;
+      append_text(&detail, LITERAL("unknown query parameter '"));
+      append_text(&detail, first_dropped);
+      append_text(&detail, LITERAL("': this path accepts only the O2ims query parameters"));
+      refuse(envoy, 400, built(&detail));
+      release(&detail);
+      answered = true;
+    } else {
+      /* Liberal in what it accepts (conformance tools and SMOs send extra parameters): an
+       * unknown parameter is ignored and counted by the core. */
+      append_text(cleaned, base);
+      if (kept_count > 0) {
+        append(cleaned, "?", 1);
+        append_text(cleaned, built(&kept));
+      }
+      if (cleaned->ok) {
+        *path = built(cleaned);
+        char count[24];
+        int count_length = snprintf(count, sizeof count, "%zu", dropped_count);
+        set_header(envoy, REQUEST_HEADERS, LITERAL(":path"), *path);
+        set_header(envoy, REQUEST_HEADERS, text_of(state->config->ignored_query_header),
+                   (buffer){count, (size_t)count_length});
+        record(envoy, state, LITERAL("path"), *path);
+        record(envoy, state, LITERAL("ignored_query"), built(&dropped));
+      }
+    }
+  }
+  release(&kept);
+  release(&dropped);
+  return !answered;
+}
+
+static bool is_json_media_type(buffer media_type) {
+  if (same(media_type, LITERAL("application/json"))) {
+    return true;
+  }
+  /* application/<name>+json, the name of letters, digits, '.' and '-' */
+  buffer prefix = LITERAL("application/"), suffix = LITERAL("+json");
+  if (media_type.length < prefix.length + 1 + suffix.length ||
+      !starts_with(media_type, prefix) ||
+      memcmp(media_type.ptr + media_type.length - suffix.length, suffix.ptr, suffix.length) != 0) {
+    return false;
+  }
+  for (size_t i = prefix.length; i < media_type.length - suffix.length; i++) {
+    char c = media_type.ptr[i];
+    bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '.' || c == '-';
+    if (!allowed) return false;
+  }
+  return true;
+}
+
+/* Request bodies are JSON (the transcoder parses any body as JSON, whatever its type): a body
+ * declared as something else is not parsed but refused. With 400, not 415: the O2ims
+ * conformance tests (CONF 7.3.11) require 400 for an XML body. Returns true when it answered. */
+static bool refuse_non_json_body(void* envoy, stream* state, buffer method, bool has_length,
+                                 uint64_t length, bool length_is_number) {
+  if (!same(method, LITERAL("POST")) && !same(method, LITERAL("PUT")) &&
+      !same(method, LITERAL("PATCH"))) {
+    return false;
+  }
+  buffer content_type;
+  header(envoy, REQUEST_HEADERS, LITERAL("content-type"), &content_type);
+  size_t start = 0;
+  while (start < content_type.length && is_space(content_type.ptr[start])) {
+    start++;
+  }
+  size_t end = start;
+  while (end < content_type.length && content_type.ptr[end] != ';' &&
+         !is_space(content_type.ptr[end])) {
+    end++;
+  }
+  char media_type_text[256];
+  size_t media_length = end - start;
+  if (media_length >= sizeof media_type_text) {
+    media_length = sizeof media_type_text - 1; /* long enough to be none of the JSON types */
+  }
+  for (size_t i = 0; i < media_length; i++) {
+    char c = content_type.ptr[start + i];
+    media_type_text[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+  }
+  buffer media_type = {media_type_text, media_length};
+  /* No content-length: a chunked (HTTP/1.1) or streamed (HTTP/2) body may follow. */
+  bool has_body = !has_length || !length_is_number || length > 0;
+  if (is_json_media_type(media_type)) {
+    return false;
+  }
+  if (media_type.length == 0 && !has_body) {
+    if (!same(method, LITERAL("POST")) && route_has_method(envoy, state, method)) {
+      /* PUT and PATCH replace or change a resource: without a body they say nothing, and the
+       * transcoder would pass an empty message on as "change nothing" or "clear all". */
+      refuse(envoy, 400, LITERAL("this request needs a JSON body"));
+      return true;
+    }
+    return false;
+  }
+  text_builder detail = NEW_BUILDER;
+  append_text(&detail, LITERAL("the request body must be JSON (Content-Type: application/json), not '"));
+  append_text(&detail, media_type.length ? media_type : LITERAL("none"));
+  append(&detail, "'", 1);
+  http_header accept_post = {"accept-post", 11, "application/json", 16};
+  respond(envoy, 400, built(&detail), &accept_post, 1);
+  release(&detail);
+  return true;
+}
+
+/* `?all_fields` (or `?all_fields=`) -> `?all_fields=true` for the boolean flags of this path
+ * (the route's metadata lists them): O2ims sends such flags bare, and the transcoder would
+ * ignore a query parameter without a value. */
+static void complete_flags(void* envoy, stream* state, buffer path) {
+  buffer base, query;
+  if (!split_query(path, &base, &query) || query.length == 0) {
+    return;
+  }
+  size_t flags;
+  if (!route_list(envoy, state, LITERAL("flags"), &flags) || flags == 0) {
+    return;
+  }
+  text_builder rewritten = NEW_BUILDER;
+  append_text(&rewritten, base);
+  append(&rewritten, "?", 1);
+  bool changed = false;
+  size_t position = 0, parts = 0;
+  buffer part;
+  while (next_part(query, &position, &part)) {
+    if (parts++ > 0) append(&rewritten, "&", 1);
+    /* `all_fields=` too: form encoders write an empty value that way. */
+    buffer name = part;
+    if (name.length > 0 && name.ptr[name.length - 1] == '=') {
+      name.length--;
+    }
+    if (route_list_has(envoy, state, LITERAL("flags"), flags, name)) {
+      append_text(&rewritten, name);
+      append_text(&rewritten, LITERAL("=true"));
+      changed = true;
+    } else {
+      append_text(&rewritten, part);
+    }
+  }
+  if (changed && rewritten.ok) {
+    set_header(envoy, REQUEST_HEADERS, LITERAL(":path"), built(&rewritten));
+  }
+  release(&rewritten);
+}
+
+EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, const void* filter,
+                                                               bool end_of_stream) {
+  stream* state = (stream*)filter;
+  buffer content_type;
+  header(envoy, REQUEST_HEADERS, LITERAL("content-type"), &content_type);
+  if (starts_with(content_type, LITERAL("application/grpc"))) {
+    return HEADERS_CONTINUE; /* native gRPC */
+  }
+  state->rest = true;
+  /* Request side records "this is REST"; the access log reads grpc_status from the same
+   * namespace, and local_reply_config tells replies made inside the filter chain by it. */
+  record(envoy, state, LITERAL("rest"), LITERAL("1"));
+  buffer original;
+  header(envoy, REQUEST_HEADERS, LITERAL(":path"), &original);
+  text_builder own_path = NEW_BUILDER; /* the path outlives header changes */
+  append_text(&own_path, original);
+  if (!own_path.ok) {
+    release(&own_path);
+    return HEADERS_CONTINUE;
+  }
+  buffer path = built(&own_path);
+  /* For the Link header of a paged list: the next page is this URL with a new marker. */
+  record(envoy, state, LITERAL("path"), path);
+
+  /* Both become a ProblemDetails through local_reply_config, like every local reply. Only a
+   * path with a byte above 0x7F or a percent escape can decode to invalid UTF-8, and only one
+   * with a '.' or a '%' can hold a dot segment: most paths need neither walk. */
+  bool plain = true, has_dot = false;
+  for (size_t i = 0; i < path.length; i++) {
+    unsigned char c = (unsigned char)path.ptr[i];
+    if (c == '%' || c >= 0x80) plain = false;
+    if (c == '.') has_dot = true;
+  }
+  int result = HEADERS_CONTINUE;
+  text_builder cleaned = NEW_BUILDER;
+  bool utf8_ok = true;
+  if (!plain) {
+    text_builder decoded = NEW_BUILDER;
+    percent_decode(&decoded, path, false);
+    utf8_ok = !decoded.ok || valid_utf8(built(&decoded));
+    release(&decoded);
+  }
+  if (!utf8_ok) {
+    refuse(envoy, 400, LITERAL("the request path or query is not valid UTF-8 once percent-decoded"));
+    result = HEADERS_STOP_ITERATION;
+  } else if ((!plain || has_dot) && has_dot_segment(path)) {
+    /* Envoy does not resolve them (normalize_path is off, see the template): an id of "." or
+     * ".." is never valid, and guessing what the client meant is worse. */
+    refuse(envoy, 400, LITERAL("the request path has a '.' or '..' segment"));
+    result = HEADERS_STOP_ITERATION;
+  } else if (!drop_unknown_query(envoy, state, &path, &cleaned)) {
+    result = HEADERS_STOP_ITERATION;
+  } else {
+    buffer method, length_text;
+    header(envoy, REQUEST_HEADERS, LITERAL(":method"), &method);
+    char method_text[16];
+    size_t method_length = method.length < sizeof method_text ? method.length : 0;
+    memcpy(method_text, method.ptr ? method.ptr : "", method_length);
+    method = (buffer){method_text, method_length};
+    bool has_length = header(envoy, REQUEST_HEADERS, LITERAL("content-length"), &length_text);
+    uint64_t length = 0;
+    bool length_is_number = has_length && parse_length(length_text, &length);
+    if (refuse_non_json_body(envoy, state, method, has_length, length, length_is_number)) {
+      result = HEADERS_STOP_ITERATION;
+    } else {
+      complete_flags(envoy, state, path);
+      buffer transfer_encoding;
+      if (has_length) {
+        /* A declared length is checked without buffering (over HTTP/2 a buffering filter is
+         * capped by the 64 KiB stream window). */
+        if (length_is_number && length > state->config->max_request_body_bytes) {
+          char detail[96];
+          int detail_length =
+              snprintf(detail, sizeof detail, "the request body is larger than %llu bytes",
+                       (unsigned long long)state->config->max_request_body_bytes);
+          refuse(envoy, 413, (buffer){detail, (size_t)detail_length});
+          result = HEADERS_STOP_ITERATION;
+        }
+      } else if (header(envoy, REQUEST_HEADERS, LITERAL("transfer-encoding"), &transfer_encoding) ||
+                 !same(method, LITERAL("GET"))) {
+        /* A body of unknown length is buffered, and Envoy itself answers 413 when it
+         * outgrows the stream's buffer. */
+        if (!end_of_stream) {
+          state->request_mode = REQUEST_BUFFER;
+          result = HEADERS_STOP_ITERATION;
+        }
+      }
+      /* A PUT or PATCH with an empty body, or a body of JSON `null`: the transcoder would
+       * read it as an empty message ("change nothing" or "clear all"), and a merge patch of
+       * null would delete the resource, which no O2ims resource allows. Only short bodies are
+       * looked at. */
+      if (result == HEADERS_CONTINUE &&
+          (same(method, LITERAL("PUT")) || same(method, LITERAL("PATCH"))) &&
+          length_is_number && length <= 16 && route_has_method(envoy, state, method)) {
+        if (length == 0) {
+          refuse(envoy, 400, LITERAL("this request needs a JSON body"));
+          result = HEADERS_STOP_ITERATION;
+        } else if (!end_of_stream) {
+          state->request_mode = REQUEST_CHECK_NULL;
+          result = HEADERS_STOP_ITERATION;
+        }
+      }
+    }
+  }
+  release(&cleaned);
+  release(&own_path);
+  return result;
+}
+
+/* The whole body of the stream so far: what was buffered, then what just arrived. */
+static void whole_body(void* envoy, int received_type, int buffered_type, bool received_is_buffered,
+                       text_builder* out) {
+  int types[2] = {buffered_type, received_type};
+  for (int t = 0; t < (received_is_buffered ? 1 : 2); t++) {
+    size_t count = envoy_dynamic_module_callback_http_get_body_chunks_size(envoy, types[t]);
+    if (count == 0) continue;
+    buffer* chunks = calloc(count, sizeof *chunks);
+    if (chunks == NULL) {
+      out->ok = false;
+      return;
+    }
+    if (envoy_dynamic_module_callback_http_get_body_chunks(envoy, types[t], chunks)) {
+      for (size_t i = 0; i < count; i++) {
+        append(out, chunks[i].ptr, chunks[i].length);
+      }
+    }
+    free(chunks);
+  }
+}
+
+static bool is_json_null(buffer body) {
+  size_t i = 0, end = body.length;
+  while (i < end && is_space(body.ptr[i])) i++;
+  while (end > i && is_space(body.ptr[end - 1])) end--;
+  return end - i == 4 && memcmp(body.ptr + i, "null", 4) == 0;
+}
+
+/* The end of a request body this filter held back. Returns true when it answered. */
+static bool finish_request_body(void* envoy, stream* state, bool received) {
+  request_body_mode mode = state->request_mode;
+  state->request_mode = REQUEST_PASS;
+  if (mode != REQUEST_CHECK_NULL) {
+    return false;
+  }
+  text_builder body = NEW_BUILDER;
+  bool received_is_buffered =
+      !received || envoy_dynamic_module_callback_http_received_buffered_request_body(envoy);
+  whole_body(envoy, RECEIVED_REQUEST_BODY, BUFFERED_REQUEST_BODY, received_is_buffered, &body);
+  bool refused = body.ok && is_json_null(built(&body));
+  release(&body);
+  if (refused) {
+    refuse(envoy, 400, LITERAL("the request body must be a JSON object, not null"));
+  }
+  return refused;
+}
+
+EXPORT int envoy_dynamic_module_on_http_filter_request_body(void* envoy, const void* filter,
+                                                            bool end_of_stream) {
+  stream* state = (stream*)filter;
+  if (state->request_mode == REQUEST_PASS) {
+    return BODY_CONTINUE;
+  }
+  if (!end_of_stream) {
+    return BODY_STOP_AND_BUFFER;
+  }
+  return finish_request_body(envoy, state, true) ? BODY_STOP_NO_BUFFER : BODY_CONTINUE;
+}
+
+EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void* envoy, const void* filter) {
+  stream* state = (stream*)filter;
+  if (state->request_mode != REQUEST_PASS) {
+    /* Trailers end the body: what is buffered is all of it. A refusal has answered. */
+    finish_request_body(envoy, state, false);
+  }
+  return TRAILERS_CONTINUE;
+}
+
+/* --- response --------------------------------------------------------------------------- */
+
+/* The HTTP statuses the transcoder maps gRPC codes to; anything else is titled "Error". */
+static const char* reason_phrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 409: return "Conflict";
+    case 412: return "Precondition Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return NULL;
+  }
+}
+
+/* FAILED_PRECONDITION means "the stored state refuses this"; the transcoder makes every one a
+ * 400. These ErrorInfo reasons of the core (server/monitoring_v1.py) are conflicts (409) or a
+ * failed If-Match (412) in HTTP terms. 0: not one of them. */
+static int precondition_status(buffer reason) {
+  if (same(reason, LITERAL("ETAG_MISMATCH"))) return 412;
+  if (same(reason, LITERAL("ALARM_ALREADY_ACKNOWLEDGED")) ||
+      same(reason, LITERAL("ALARM_ALREADY_CLEARED")) ||
+      same(reason, LITERAL("ALARM_NOT_MANUALLY_CLEARABLE")) ||
+      same(reason, LITERAL("ALARM_CHANGING"))) {
+    return 409;
+  }
+  return 0;
+}
+
+#define GRPC_UNKNOWN "2"
+#define GRPC_RESOURCE_EXHAUSTED "8"
+#define GRPC_FAILED_PRECONDITION "9"
+#define GRPC_UNIMPLEMENTED "12"
+
+/* Headers of a REST response that never reach the client. */
+static bool stripped(buffer name) {
+  return starts_with(name, LITERAL("x-o2ims-")) || starts_with(name, LITERAL("grpc-")) ||
+         same(name, LITERAL("x-http-status"));
+}
+
+static bool is_stripped_grpc_header(buffer name) {
+  return same(name, LITERAL("grpc-status")) || same(name, LITERAL("grpc-message")) ||
+         same(name, LITERAL("grpc-status-details-bin")) ||
+         same(name, LITERAL("grpc-accept-encoding")) || same(name, LITERAL("grpc-encoding"));
+}
+
+/* `path` with its nextpage_opaque_marker replaced by `marker` (the next page's URL). */
+static void next_page_path(text_builder* out, buffer path, buffer marker) {
+  buffer base, query;
+  split_query(path, &base, &query);
+  append_text(out, base);
+  append(out, "?", 1);
+  size_t position = 0;
+  buffer part;
+  while (next_part(query, &position, &part)) {
+    if (!same(part_name(part), LITERAL("nextpage_opaque_marker"))) {
+      append_text(out, part);
+      append(out, "&", 1);
+    }
+  }
+  /* The marker is base64url: safe in a query string as it is. */
+  append_text(out, LITERAL("nextpage_opaque_marker="));
+  append_text(out, marker);
+}
+
+/* What the response headers say, copied before any of them changes. */
+typedef struct {
+  text_builder collection, status_override, next_marker, internal_names;
+  size_t internal_count;
+  bool has_collection, has_override, has_marker, has_content_type;
+  int status;
+  bool content_type_json, content_type_grpc, content_type_empty;
+} response_facts;
+
+static void read_response_headers(void* envoy, stream* state, response_facts* facts) {
+  size_t count = envoy_dynamic_module_callback_http_get_headers_size(envoy, RESPONSE_HEADERS);
+  http_header local[48];
+  http_header* headers = count <= 48 ? local : calloc(count, sizeof *headers);
+  if (headers == NULL || !envoy_dynamic_module_callback_http_get_headers(envoy, RESPONSE_HEADERS,
+                                                                         headers)) {
+    count = 0;
+  }
+  bool has_x_http_status = false;
+  text_builder x_http_status = NEW_BUILDER;
+  facts->content_type_empty = true;
+  for (size_t i = 0; i < count; i++) {
+    buffer name = {headers[i].key_ptr, headers[i].key_length};
+    buffer value = {headers[i].value_ptr, headers[i].value_length};
+    if (same(name, LITERAL(":status"))) {
+      int status = 0;
+      for (size_t k = 0; k < value.length && value.ptr[k] >= '0' && value.ptr[k] <= '9'; k++) {
+        status = status * 10 + (value.ptr[k] - '0');
+      }
+      facts->status = value.length > 0 && value.length <= 3 ? status : 0;
+      continue;
+    }
+    if (same(name, LITERAL("content-type"))) {
+      facts->has_content_type = true;
+      facts->content_type_empty = value.length == 0;
+      facts->content_type_json = starts_with(value, LITERAL("application/json"));
+      facts->content_type_grpc = starts_with(value, LITERAL("application/grpc"));
+      continue;
+    }
+    if (!stripped(name)) {
+      continue;
+    }
+    if (same(name, LITERAL("grpc-status"))) {
+      /* For the access log: Envoy's own %GRPC_STATUS% is derived from the HTTP status once
+       * the transcoder has converted an error (NOT_FOUND would be logged as 12). */
+      record(envoy, state, LITERAL("grpc_status"), value);
+    } else if (same(name, LITERAL("x-o2ims-collection")) && !facts->has_collection) {
+      facts->has_collection = true;
+      append_text(&facts->collection, value);
+    } else if (same(name, LITERAL("x-o2ims-http-status")) && !facts->has_override) {
+      facts->has_override = true;
+      append_text(&facts->status_override, value);
+    } else if (same(name, LITERAL("x-http-status")) && !has_x_http_status) {
+      /* Pre-`x-o2ims-` spelling of the status override; honoured, and never leaked either. */
+      has_x_http_status = true;
+      append_text(&x_http_status, value);
+    } else if (same(name, LITERAL("x-o2ims-next-page-token")) && !facts->has_marker) {
+      facts->has_marker = true;
+      append_text(&facts->next_marker, value);
+    }
+    if (starts_with(name, LITERAL("grpc-")) && !is_stripped_grpc_header(name)) {
+      continue; /* other grpc-* headers are not internal */
+    }
+    append(&facts->internal_names, name.ptr, name.length);
+    append(&facts->internal_names, "\n", 1);
+    facts->internal_count++;
+  }
+  if (!facts->has_override && has_x_http_status) {
+    facts->has_override = true;
+    append_text(&facts->status_override, built(&x_http_status));
+  }
+  release(&x_http_status);
+  if (headers != local) {
+    free(headers);
+  }
+}
+
+EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, const void* filter,
+                                                                bool end_of_stream) {
+  stream* state = (stream*)filter;
+  if (!state->rest) {
+    /* Marked by another filter (the request guard's refusals) or native gRPC. */
+    buffer rest;
+    if (!envoy_dynamic_module_callback_http_get_metadata_string(
+            envoy, METADATA_DYNAMIC, text_of(state->config->rest_namespace), LITERAL("rest"),
+            &rest) ||
+        !same(rest, LITERAL("1"))) {
+      return HEADERS_CONTINUE; /* native gRPC: leave headers, body and trailers alone */
+    }
+    state->rest = true;
+  }
+  response_facts facts = {NEW_BUILDER, NEW_BUILDER, NEW_BUILDER, NEW_BUILDER, 0, false, false,
+                          false, false, 0, false, false, true};
+  read_response_headers(envoy, state, &facts);
+  /* The core may name the collection itself; otherwise the route knows it from the proto. */
+  if (!facts.has_collection) {
+    buffer collection;
+    if (envoy_dynamic_module_callback_http_get_metadata_string(
+            envoy, METADATA_ROUTE, text_of(state->config->route_namespace),
+            LITERAL("collection"), &collection)) {
+      facts.has_collection = true;
+      append_text(&facts.collection, collection);
+    }
+  }
+  /* The names were copied: removing them now cannot disturb what was read. */
+  buffer names = built(&facts.internal_names);
+  for (size_t start = 0; start < names.length;) {
+    const char* end = memchr(names.ptr + start, '\n', names.length - start);
+    size_t length = (size_t)(end - (names.ptr + start));
+    remove_header(envoy, RESPONSE_HEADERS, (buffer){names.ptr + start, length});
+    start += length + 1;
+  }
+
+  int status = facts.status;
+  /* Only a plain success may be promoted (201 Created, 202 Accepted...): an error or a status
+   * Envoy chose must never be masked by what the core asked for. */
+  buffer override = built(&facts.status_override);
+  if (status == 200 && facts.has_override && override.length == 3 && override.ptr[0] == '2' &&
+      override.ptr[1] >= '0' && override.ptr[1] <= '9' && override.ptr[2] >= '0' &&
+      override.ptr[2] <= '9') {
+    status = (override.ptr[0] - '0') * 100 + (override.ptr[1] - '0') * 10 + (override.ptr[2] - '0');
+    set_header(envoy, RESPONSE_HEADERS, LITERAL(":status"), override);
+  }
+  bool success = status >= 200 && status < 300;
+  if (success && facts.has_marker && facts.next_marker.length > 0) {
+    /* SOL013 paging: the client follows rel="next" until it is absent. */
+    buffer path = {NULL, 0};
+    envoy_dynamic_module_callback_http_get_metadata_string(
+        envoy, METADATA_DYNAMIC, text_of(state->config->rest_namespace), LITERAL("path"), &path);
+    text_builder link = NEW_BUILDER;
+    text_builder path_copy = NEW_BUILDER;
+    append_text(&path_copy, path);
+    append(&link, "<", 1);
+    next_page_path(&link, built(&path_copy), built(&facts.next_marker));
+    append_text(&link, LITERAL(">; rel=\"next\""));
+    if (link.ok) {
+      envoy_dynamic_module_callback_http_add_header(envoy, RESPONSE_HEADERS, LITERAL("link"),
+                                                    built(&link));
+    }
+    release(&link);
+    release(&path_copy);
+  }
+  int result = HEADERS_CONTINUE;
+  if (success) {
+    bool empty = false;
+    envoy_dynamic_module_callback_http_get_metadata_bool(
+        envoy, METADATA_ROUTE, text_of(state->config->route_namespace), LITERAL("empty"), &empty);
+    if (empty || status == 204) {
+      remove_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"));
+      state->response_mode = RESPONSE_EMPTY;
+    } else if (facts.has_collection) {
+      set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"), LITERAL("application/json"));
+      state->response_mode = RESPONSE_LIST;
+      state->collection = copy_of(built(&facts.collection));
+      if (state->collection == NULL) {
+        state->response_mode = RESPONSE_PASS;
+      }
+    } else if (facts.content_type_empty || facts.content_type_grpc) {
+      set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"), LITERAL("application/json"));
+    }
+  } else if (status >= 400 && facts.content_type_json) {
+    /* With convert_grpc_status the transcoder's JSON error body is a google.rpc.Status
+     * {"code":N,"message":"...","details":[...]}. (Envoy's own replies are not JSON here:
+     * local_reply_config has already made them application/problem+json.) An error is a
+     * trailers-only gRPC response, so its code is only in that body. */
+    set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"),
+               LITERAL("application/problem+json"));
+    state->response_mode = RESPONSE_ERROR;
+    state->status = status;
+  }
+  if (state->response_mode != RESPONSE_PASS) {
+    if (end_of_stream) {
+      /* No body to change (the transcoder always sends one; nothing to hold back). */
+      state->response_mode = RESPONSE_PASS;
+    } else {
+      /* Held until the body is complete: the body decides the status of an error, and the
+       * new body's content-length goes into these headers. */
+      result = HEADERS_STOP_ITERATION;
+    }
+  }
+  release(&facts.collection);
+  release(&facts.status_override);
+  release(&facts.next_marker);
+  release(&facts.internal_names);
+  return result;
+}
+
+/* How to present an upstream (core) error: HTTP status, title, and a fixed detail (NULL: the
+ * core's own message is the detail). */
+static int upstream_problem(int status, bool has_code, buffer code, buffer message, bool has_reason,
+                            buffer reason, const char** title, const char** fixed_detail) {
+  *fixed_detail = NULL;
+  if (has_code && same(code, LITERAL(GRPC_FAILED_PRECONDITION)) && has_reason &&
+      precondition_status(reason) != 0) {
+    int mapped = precondition_status(reason);
+    *title = reason_phrase(mapped);
+    return mapped;
+  }
+  if (has_code && same(code, LITERAL(GRPC_UNIMPLEMENTED))) {
+    /* The descriptor set publishes a method the core does not serve (an API version this
+     * deployment does not run): for O2ims that path does not exist. */
+    *title = "Not Found";
+    *fixed_detail = "no such resource: this gateway does not serve it";
+    return 404;
+  }
+  if (has_code && same(code, LITERAL(GRPC_RESOURCE_EXHAUSTED)) &&
+      find(message, 0, LITERAL("metadata size")) >= 0) {
+    /* The core's gRPC library refused the request headers as too large: the client's request
+     * is too big, not rate limited. */
+    *title = reason_phrase(431);
+    *fixed_detail = "the request headers (path and query included) are too large";
+    return 431;
+  }
+  *title = reason_phrase(status) ? reason_phrase(status) : "Error";
+  if (has_code && same(code, LITERAL(GRPC_UNKNOWN))) {
+    /* gRPC's answer to an unhandled exception in the core; its text is internal. */
+    *fixed_detail = "the gateway failed to process the request";
+  }
+  return status;
+}
+
+/* The first `"code":<digits>` of a google.rpc.Status body. */
+static bool status_code(buffer body, buffer* code) {
+  for (long at = find(body, 0, LITERAL("\"code\":")); at >= 0;
+       at = find(body, (size_t)at + 1, LITERAL("\"code\":"))) {
+    size_t start = (size_t)at + 7, end = start;
+    while (end < body.length && body.ptr[end] >= '0' && body.ptr[end] <= '9') {
+      end++;
+    }
+    if (end > start) {
+      *code = (buffer){body.ptr + start, end - start};
+      return true;
+    }
+  }
+  return false;
+}
+
+/* The ProblemDetails of an upstream error body; may change the held headers. */
+static void problem_body(void* envoy, stream* state, buffer body, text_builder* out) {
+  buffer code = {NULL, 0}, message = {"", 0}, reason = {NULL, 0};
+  bool has_code = status_code(body, &code);
+  if (has_code) {
+    record(envoy, state, LITERAL("grpc_status"), code);
+  }
+  bool has_message = raw_json_string(body, "message", &message);
+  /* The first ErrorInfo's reason (the core puts ErrorInfo first in the details). */
+  bool has_reason = raw_json_string(body, "reason", &reason);
+  const char *title, *fixed_detail;
+  int problem_status = upstream_problem(state->status, has_code, code,
+                                        has_message ? message : LITERAL(""), has_reason, reason,
+                                        &title, &fixed_detail);
+  char digits[16];
+  int digits_length = snprintf(digits, sizeof digits, "%d", problem_status);
+  buffer status_text = {digits, (size_t)digits_length};
+  if (problem_status != state->status) {
+    set_header(envoy, RESPONSE_HEADERS, LITERAL(":status"), status_text);
+  }
+  if (problem_status == 401) {
+    /* The core refused a caller with neither certificate nor token (RFC 7235: a 401 names the
+     * scheme to use). */
+    set_header(envoy, RESPONSE_HEADERS, LITERAL("www-authenticate"),
+               text_of(state->config->unauthorized_challenge));
+  }
+  buffer detail = fixed_detail ? text_of(fixed_detail) : message;
+  if (!fixed_detail && (!has_message || message.length == 0)) {
+    detail = text_of(title);
+  }
+  append_text(out, LITERAL("{\"status\":"));
+  append_text(out, status_text);
+  append_text(out, LITERAL(",\"title\":\""));
+  append_text(out, text_of(title));
+  append_text(out, LITERAL("\",\"detail\":\""));
+  append_text(out, detail);
+  append_text(out, LITERAL("\"}"));
+}
+
+/* The end of a response body this filter held back: the new body replaces the old. */
+static void finish_response_body(void* envoy, stream* state, bool received) {
+  response_body_mode mode = state->response_mode;
+  state->response_mode = RESPONSE_PASS;
+  bool received_is_buffered =
+      !received || envoy_dynamic_module_callback_http_received_buffered_response_body(envoy);
+  text_builder body = NEW_BUILDER, replacement = NEW_BUILDER;
+  if (mode != RESPONSE_EMPTY) {
+    whole_body(envoy, RECEIVED_RESPONSE_BODY, BUFFERED_RESPONSE_BODY, received_is_buffered, &body);
+  }
+  if (mode == RESPONSE_LIST) {
+    buffer token;
+    if (raw_json_string(built(&body), "nextPageToken", &token) && token.length > 0) {
+      /* Kept for the paging step (Link: rel="next"); never part of the O2ims body. */
+      record(envoy, state, LITERAL("next_page_token"), token);
+    }
+    append_text(&replacement, bare_array(built(&body), text_of(state->collection)));
+  } else if (mode == RESPONSE_ERROR) {
+    problem_body(envoy, state, built(&body), &replacement);
+  }
+  if (body.ok && replacement.ok) {
+    int types[2] = {BUFFERED_RESPONSE_BODY, RECEIVED_RESPONSE_BODY};
+    for (int t = 0; t < (received_is_buffered ? 1 : 2); t++) {
+      size_t size = envoy_dynamic_module_callback_http_get_body_size(envoy, types[t]);
+      if (size > 0) {
+        envoy_dynamic_module_callback_http_drain_body(envoy, types[t], size);
+      }
+    }
+    /* What just arrived is moved behind the buffered body when the filter continues. */
+    int target = received_is_buffered ? BUFFERED_RESPONSE_BODY : RECEIVED_RESPONSE_BODY;
+    if (replacement.length > 0) {
+      envoy_dynamic_module_callback_http_append_body(envoy, target, built(&replacement));
+    }
+    char length[24];
+    int length_digits = snprintf(length, sizeof length, "%zu", replacement.length);
+    set_header(envoy, RESPONSE_HEADERS, LITERAL("content-length"),
+               (buffer){length, (size_t)length_digits});
+  }
+  release(&body);
+  release(&replacement);
+}
+
+EXPORT int envoy_dynamic_module_on_http_filter_response_body(void* envoy, const void* filter,
+                                                             bool end_of_stream) {
+  stream* state = (stream*)filter;
+  if (state->response_mode == RESPONSE_PASS) {
+    return BODY_CONTINUE;
+  }
+  if (!end_of_stream) {
+    return BODY_STOP_AND_BUFFER;
+  }
+  finish_response_body(envoy, state, true);
+  return BODY_CONTINUE;
+}
+
+EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void* envoy,
+                                                                 const void* filter) {
+  stream* state = (stream*)filter;
+  if (state->response_mode != RESPONSE_PASS) {
+    finish_response_body(envoy, state, false); /* trailers end the body */
+  }
+  return TRAILERS_CONTINUE;
+}
+
+/* --- hooks Envoy requires of every HTTP filter module, unused here ---------------------- */
+
+EXPORT void envoy_dynamic_module_on_http_filter_stream_complete(void* envoy, const void* filter) {
+  (void)envoy, (void)filter;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_http_callout_done(void* envoy, const void* filter,
+                                                                  uint64_t callout_id, int result,
+                                                                  void* headers, size_t headers_size,
+                                                                  void* chunks, size_t chunks_size) {
+  (void)envoy, (void)filter, (void)callout_id, (void)result, (void)headers, (void)headers_size,
+      (void)chunks, (void)chunks_size;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_headers(void* envoy,
+                                                                    const void* filter,
+                                                                    uint64_t stream_id,
+                                                                    void* headers,
+                                                                    size_t headers_size,
+                                                                    bool end_stream) {
+  (void)envoy, (void)filter, (void)stream_id, (void)headers, (void)headers_size, (void)end_stream;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_data(void* envoy, const void* filter,
+                                                                 uint64_t stream_id,
+                                                                 const void* data,
+                                                                 size_t data_count,
+                                                                 bool end_stream) {
+  (void)envoy, (void)filter, (void)stream_id, (void)data, (void)data_count, (void)end_stream;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_trailers(void* envoy,
+                                                                     const void* filter,
+                                                                     uint64_t stream_id,
+                                                                     void* trailers,
+                                                                     size_t trailers_size) {
+  (void)envoy, (void)filter, (void)stream_id, (void)trailers, (void)trailers_size;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_complete(void* envoy,
+                                                                     const void* filter,
+                                                                     uint64_t stream_id) {
+  (void)envoy, (void)filter, (void)stream_id;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_reset(void* envoy, const void* filter,
+                                                                  uint64_t stream_id, int reason) {
+  (void)envoy, (void)filter, (void)stream_id, (void)reason;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_scheduled(void* envoy, const void* filter,
+                                                          uint64_t event_id) {
+  (void)envoy, (void)filter, (void)event_id;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    void* envoy, const void* filter) {
+  (void)envoy, (void)filter;
+}
+
+EXPORT void envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    void* envoy, const void* filter) {
+  (void)envoy, (void)filter;
+}
