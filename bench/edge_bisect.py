@@ -10,7 +10,7 @@ from the edge is what that component costs.
                          (request_headers_to_add, as the floor does)
   no-jwt                 without jwt_authn
   no-ratelimit           without local_ratelimit
-  no-shaper              without the Lua shaper (envoy.filters.http.lua)
+  no-shaper              without the REST shaper (netweave.shaper, envoy/modules/shaper.c)
   no-file-logs           without the two file access loggers
   no-otel-log            without the OpenTelemetry access logger
   no-early-mutation      without the HCM's early header mutation
@@ -63,7 +63,7 @@ from devstack.processes import ManagedProcess, free_port
 from devstack.stack import LocalStack, StackConfig
 from netweave.headers import CLIENT_CERT_HEADER
 from rest_facade.envoy_process import LISTENER_NAME, EnvoyError
-from rest_facade.envoy_routes import header_value_option
+from rest_facade.envoy_routes import SHAPER_FILTER, header_value_option
 
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,7 +88,7 @@ REQUEST_CONTEXT = "netweave.request_context"
 STRIP_IDENTITY = "netweave.strip_identity_headers"
 JWT = "envoy.filters.http.jwt_authn"
 RATE_LIMIT = "envoy.filters.http.local_ratelimit"
-SHAPER = "envoy.filters.http.lua"
+SHAPER = SHAPER_FILTER
 FILE_LOGGER = "envoy.access_loggers.file"
 OTEL_LOGGER = "envoy.access_loggers.open_telemetry"
 # The gRPC route the transcoder's rewritten request matches (rest_facade/envoy_routes.py).

@@ -3,7 +3,7 @@
   no-op          a no-op servicer on the core's gRPC server construction (bench/noop_servicer.py)
   core direct    the core's internal listener (plaintext gRPC)
   Envoy gRPC     the core through Envoy as native gRPC (TLS, client certificate)
-  REST cert      REST through Envoy with a client certificate (transcoding, Lua, rate limit)
+  REST cert      REST through Envoy with a client certificate (transcoding, shaper, rate limit)
   REST token     the same with a bearer token from the stack's dev issuer as well
   floor gRPC     a second, minimal Envoy (bench/envoy_floor.py): the edge's TLS, the router
                  alone, the edge's mutual TLS to the core: what Envoy cannot do without

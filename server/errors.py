@@ -83,7 +83,7 @@ class Unavailable(ApiError):
 
 class FailedPrecondition(ApiError):
     """The request is valid but the stored state refuses it (FAILED_PRECONDITION). The
-    transcoder would make that a 400; the REST shaper (rest_facade/shaper.lua) answers 409
+    transcoder would make that a 400; the REST shaper (envoy/modules/shaper.c) answers 409
     or 412 for the ErrorInfo reasons it lists."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION

@@ -18,7 +18,7 @@ PatchAlarm rules (O2ims checklist M2, M3), checked in this order:
     FAILED_PRECONDITION, ALARM_NOT_MANUALLY_CLEARABLE (409). The safe side: an alarm
     cleared by hand while its cause persists would hide a failure, and its source would
     re-raise it as a new event anyway.
-The REST edge (rest_facade/shaper.lua) maps these FAILED_PRECONDITION reasons to 409/412.
+The REST edge (envoy/modules/shaper.c) maps these FAILED_PRECONDITION reasons to 409/412.
 The response is the modification; the record's new ETag is the `etag` response metadata
 (REST ETag header), as on GetAlarm.
 """

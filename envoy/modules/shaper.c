@@ -809,15 +809,12 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
   /* Request side records "this is REST"; the access log reads grpc_status from the same
    * namespace, and local_reply_config tells replies made inside the filter chain by it. */
   record(envoy, state, LITERAL("rest"), LITERAL("1"));
-  buffer original;
-  header(envoy, REQUEST_HEADERS, LITERAL(":path"), &original);
-  text_builder own_path = NEW_BUILDER; /* the path outlives header changes */
-  append_text(&own_path, original);
-  if (!own_path.ok) {
-    release(&own_path);
-    return HEADERS_CONTINUE;
+  /* Envoy's own copy: valid until a header changes (only :path does, after its last read). */
+  buffer path;
+  header(envoy, REQUEST_HEADERS, LITERAL(":path"), &path);
+  if (path.ptr == NULL) {
+    path = LITERAL("");
   }
-  buffer path = built(&own_path);
   /* For the Link header of a paged list: the next page is this URL with a new marker. */
   record(envoy, state, LITERAL("path"), path);
 
@@ -902,7 +899,6 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
     }
   }
   release(&cleaned);
-  release(&own_path);
   return result;
 }
 

@@ -1,4 +1,4 @@
-"""gRPC response metadata that the REST edge (rest_facade/shaper.lua) turns into HTTP."""
+"""gRPC response metadata that the REST edge (envoy/modules/shaper.c) turns into HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import grpc
 
 # Initial metadata carrying the HTTP status a REST caller must see (the transcoder answers
 # every success with 200); the shaper sets :status from it and, like every x-o2ims-*
-# header, never forwards it. Must match the name rest_facade/shaper.lua reads.
+# header, never forwards it. Must match the name envoy/modules/shaper.c reads (a test
+# keeps the two in step).
 HTTP_STATUS_HEADER: Final = "x-o2ims-http-status"
 LOCATION_HEADER: Final = "location"
 

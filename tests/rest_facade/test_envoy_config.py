@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from devstack.pki import DevPki
+from netweave.headers import IGNORED_QUERY_HEADER
 from rest_facade import envoy_modules
 from rest_facade.envoy_config import (
-    IGNORED_QUERY_HEADER,
     JWT_REALM,
     MAX_REQUEST_BODY_BYTES,
     REST_METADATA_NAMESPACE,
@@ -25,6 +25,8 @@ from rest_facade.envoy_config import (
 from rest_facade.envoy_process import EnvoyError, validate
 from rest_facade.envoy_routes import SHAPER_FILTER
 from rest_facade.http_rules import read_rules, services_with_rules
+from server.listing import COLLECTION_HEADER, NEXT_PAGE_HEADER
+from server.subscriptions.rest import HTTP_STATUS_HEADER
 
 from .support import envoy_config
 from .widgets import WIDGET_SERVICE
@@ -93,7 +95,9 @@ def test_transcoder_and_routes_come_from_the_descriptor(pki: DevPki, edge_descri
     assert routes[-1]["direct_response"]["status"] == 404
 
 
-def test_the_shaper_filter_name_matches_the_route_metadata_key(pki: DevPki, descriptor: Path) -> None:
+def test_the_shaper_filter_name_matches_the_route_metadata_key(
+    pki: DevPki, descriptor: Path
+) -> None:
     rendered = yaml.safe_load(render(envoy_config(pki, core_port=50051)))
 
     assert http_filter(rendered, SHAPER_FILTER)
@@ -234,3 +238,11 @@ def test_shaper_body_limit_is_the_transcoders(pki: DevPki, descriptor: Path) -> 
 
     limit = int(shaper_settings(rendered)["max_request_body_bytes"])
     assert limit == transcoder["max_request_body_size"] == MAX_REQUEST_BODY_BYTES
+
+
+def test_the_shaper_reads_the_cores_response_header_names() -> None:
+    # The core's internal response headers are C literals in the module: kept in step here.
+    source = (envoy_modules.SOURCE_DIR / f"{envoy_modules.SHAPER}.c").read_text()
+
+    for name in (COLLECTION_HEADER, NEXT_PAGE_HEADER, HTTP_STATUS_HEADER):
+        assert f'LITERAL("{name}")' in source, name

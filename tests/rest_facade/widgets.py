@@ -151,7 +151,7 @@ class WidgetStore:
         widget.widget_id = str(uuid.uuid4())
         with self._lock:
             self.widgets[widget.widget_id] = widget
-        # The core's REST convention for a create (rest_facade/shaper.lua reads it).
+        # The core's REST convention for a create (envoy/modules/shaper.c reads it).
         mark_created(context, f"{WIDGETS}/{widget.widget_id}")
         return widget
 
