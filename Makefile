@@ -23,7 +23,7 @@ OPENAPI := rest_facade/openapi/o2ims.json
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROTOS := $(shell find proto -name '*.proto' | sort)
 # Debian packages the tests and `make run` need on a fresh machine.
-# gcc + libc6-dev build the Envoy edge's per-source connection limit module (envoy/modules/).
+# gcc + libc6-dev build the Envoy edge's modules (envoy/modules/: REST shaper, per-source limit).
 # prometheus brings promtool, which checks and unit-tests deployments/monitoring/ (tests/monitoring/).
 DEB_PACKAGES := redis-server nghttp2-client gcc libc6-dev prometheus-alertmanager prometheus
 # kubectl (for `kubectl kustomize` in the manifest tests): Debian's kubernetes-client, unless
