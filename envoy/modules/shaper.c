@@ -280,7 +280,8 @@ static bool has_dot_segment(buffer path) {
       if (path.ptr[i] == '.') {
         dots++;
         i++;
-      } else if (path.ptr[i] == '%' && i + 2 < end && path.ptr[i + 1] == '2' && (path.ptr[i + 2] == 'e' || path.ptr[i + 2] == 'E')) {
+      } else if (path.ptr[i] == '%' && i + 2 < end && path.ptr[i + 1] == '2' &&
+                 (path.ptr[i + 2] == 'e' || path.ptr[i + 2] == 'E')) {
         dots++;
         i += 3;
       } else {
@@ -724,38 +725,38 @@ static bool refuse_non_json_body(void* envoy, stream* state, buffer method, bool
          !is_space(content_type.ptr[end])) {
     end++;
   }
-  char media_type_text[256];
-  size_t media_length = end - start;
-  if (media_length >= sizeof media_type_text) {
-    media_length = sizeof media_type_text - 1; /* long enough to be none of the JSON types */
+  text_builder lowered = NEW_BUILDER;
+  for (size_t i = start; i < end; i++) {
+    char c = content_type.ptr[i];
+    c = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    append(&lowered, &c, 1);
   }
-  for (size_t i = 0; i < media_length; i++) {
-    char c = content_type.ptr[start + i];
-    media_type_text[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-  }
-  buffer media_type = {media_type_text, media_length};
+  buffer media_type = built(&lowered);
   /* No content-length: a chunked (HTTP/1.1) or streamed (HTTP/2) body may follow. */
   bool has_body = !has_length || !length_is_number || length > 0;
+  bool answered = false;
   if (is_json_media_type(media_type)) {
-    return false;
-  }
-  if (media_type.length == 0 && !has_body) {
+    answered = false;
+  } else if (media_type.length == 0 && !has_body) {
     if (!same(method, LITERAL("POST")) && route_has_method(envoy, state, method)) {
       /* PUT and PATCH replace or change a resource: without a body they say nothing, and the
        * transcoder would pass an empty message on as "change nothing" or "clear all". */
       refuse(envoy, 400, LITERAL("this request needs a JSON body"));
-      return true;
+      answered = true;
     }
-    return false;
+  } else {
+    text_builder detail = NEW_BUILDER;
+    append_text(&detail, LITERAL("the request body must be JSON (Content-Type: "
+                                 "application/json), not '"));
+    append_text(&detail, media_type.length ? media_type : LITERAL("none"));
+    append(&detail, "'", 1);
+    http_header accept_post = {"accept-post", 11, "application/json", 16};
+    respond(envoy, 400, built(&detail), &accept_post, 1);
+    release(&detail);
+    answered = true;
   }
-  text_builder detail = NEW_BUILDER;
-  append_text(&detail, LITERAL("the request body must be JSON (Content-Type: application/json), not '"));
-  append_text(&detail, media_type.length ? media_type : LITERAL("none"));
-  append(&detail, "'", 1);
-  http_header accept_post = {"accept-post", 11, "application/json", 16};
-  respond(envoy, 400, built(&detail), &accept_post, 1);
-  release(&detail);
-  return true;
+  release(&lowered);
+  return answered;
 }
 
 /* `?all_fields` (or `?all_fields=`) -> `?all_fields=true` for the boolean flags of this path
@@ -837,7 +838,8 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
     release(&decoded);
   }
   if (!utf8_ok) {
-    refuse(envoy, 400, LITERAL("the request path or query is not valid UTF-8 once percent-decoded"));
+    refuse(envoy, 400,
+           LITERAL("the request path or query is not valid UTF-8 once percent-decoded"));
     result = HEADERS_STOP_ITERATION;
   } else if ((!plain || has_dot) && has_dot_segment(path)) {
     /* Envoy does not resolve them (normalize_path is off, see the template): an id of "." or
@@ -1046,7 +1048,7 @@ static void next_page_path(text_builder* out, buffer path, buffer marker) {
 typedef struct {
   text_builder collection, status_override, next_marker, internal_names;
   size_t internal_count;
-  bool has_collection, has_override, has_marker, has_content_type;
+  bool has_collection, has_override, has_marker;
   int status;
   bool content_type_json, content_type_grpc, content_type_empty;
 } response_facts;
@@ -1074,7 +1076,6 @@ static void read_response_headers(void* envoy, stream* state, response_facts* fa
       continue;
     }
     if (same(name, LITERAL("content-type"))) {
-      facts->has_content_type = true;
       facts->content_type_empty = value.length == 0;
       facts->content_type_json = starts_with(value, LITERAL("application/json"));
       facts->content_type_grpc = starts_with(value, LITERAL("application/grpc"));
@@ -1132,8 +1133,11 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     }
     state->rest = true;
   }
-  response_facts facts = {NEW_BUILDER, NEW_BUILDER, NEW_BUILDER, NEW_BUILDER, 0, false, false,
-                          false, false, 0, false, false, true};
+  response_facts facts = {.collection = NEW_BUILDER,
+                          .status_override = NEW_BUILDER,
+                          .next_marker = NEW_BUILDER,
+                          .internal_names = NEW_BUILDER,
+                          .content_type_empty = true};
   read_response_headers(envoy, state, &facts);
   /* The core may name the collection itself; otherwise the route knows it from the proto. */
   if (!facts.has_collection) {
@@ -1387,10 +1391,9 @@ EXPORT void envoy_dynamic_module_on_http_filter_stream_complete(void* envoy, con
   (void)envoy, (void)filter;
 }
 
-EXPORT void envoy_dynamic_module_on_http_filter_http_callout_done(void* envoy, const void* filter,
-                                                                  uint64_t callout_id, int result,
-                                                                  void* headers, size_t headers_size,
-                                                                  void* chunks, size_t chunks_size) {
+EXPORT void envoy_dynamic_module_on_http_filter_http_callout_done(
+    void* envoy, const void* filter, uint64_t callout_id, int result, void* headers,
+    size_t headers_size, void* chunks, size_t chunks_size) {
   (void)envoy, (void)filter, (void)callout_id, (void)result, (void)headers, (void)headers_size,
       (void)chunks, (void)chunks_size;
 }
