@@ -33,7 +33,7 @@ from rest_facade.envoy_config import (
     telemetry_endpoints,
     write,
 )
-from rest_facade.envoy_process import RunningEnvoy, start_envoy, validate
+from rest_facade.envoy_process import EnvoyError, RunningEnvoy, start_envoy, validate
 from rest_facade.http_rules import read_rules, resource_paths
 
 from .support import FakeCore, FakeInventory, envoy_config, tls_context
@@ -183,6 +183,40 @@ def test_the_filters_id_test_accepts_exactly_what_the_regex_accepts(value: str) 
 def test_id_patterns_the_filter_cannot_test_are_refused(pattern: str) -> None:
     with pytest.raises(ValueError):
         id_characters(pattern)
+
+
+@pytest.mark.parametrize(
+    ("edit", "accepted"),
+    [
+        (lambda text: text, True),
+        (lambda text: text.replace("id_max_length=128\n", ""), False),
+        (lambda text: text + "unknown=1\n", False),
+        (lambda text: text + "guard_namespace=again\n", False),
+        (lambda text: text.replace("id_max_length=128", "id_max_length=1025"), False),
+        (lambda text: text.replace("id_max_length=128", "id_max_length=0"), False),
+        (lambda text: text.replace("id_characters=", "id_characters"), False),
+    ],
+    ids=["as-rendered", "missing", "unknown", "repeated", "too-long", "zero", "no-equals"],
+)
+def test_the_filter_refuses_settings_it_does_not_know(
+    pki: DevPki, descriptor: Path, tmp_path: Path, edit: Any, accepted: bool
+) -> None:
+    path = write(envoy_config(pki, 50051), tmp_path / "envoy.yaml")
+    rendered = yaml.safe_load(path.read_text())
+    manager = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][-1]
+    (context,) = [
+        item
+        for item in manager["typed_config"]["http_filters"]
+        if item["name"] == envoy_routes.CONTEXT_FILTER
+    ]
+    settings = context["typed_config"]["filter_config"]
+    settings["value"] = edit(settings["value"])
+    path.write_text(yaml.safe_dump(rendered))
+    if accepted:
+        validate(path)
+    else:
+        with pytest.raises(EnvoyError):
+            validate(path)
 
 
 def test_the_id_length_limit_is_the_modules() -> None:
