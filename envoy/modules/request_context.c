@@ -133,20 +133,23 @@ static bool set_characters(bool set[256], buffer value) {
   return true;
 }
 
+/* Every key, each required once: the strings first, in the order of `strings` below. */
+static const char* const KEYS[] = {
+    "correlation_id_header", "request_id_header", "client_request_id_header",
+    "context_namespace",     "guard_namespace",   "rest_namespace",
+    "id_first_characters",   "id_characters",     "id_max_length",
+};
+#define KEY_COUNT (sizeof KEYS / sizeof KEYS[0])
+
 /* One `key=value` line; false for an unknown key, a repeated one or a bad value. */
 static bool apply(settings* config, buffer key, buffer value, unsigned* seen) {
-  static const char* const keys[] = {
-      "correlation_id_header", "request_id_header", "client_request_id_header",
-      "context_namespace",     "guard_namespace",   "rest_namespace",
-      "id_first_characters",   "id_characters",     "id_max_length",
-  };
   buffer* strings[] = {
       &config->correlation_id_header, &config->request_id_header,
       &config->client_request_id_header, &config->context_namespace,
       &config->guard_namespace, &config->rest_namespace,
   };
-  for (unsigned i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-    if (!equals(key, keys[i])) {
+  for (unsigned i = 0; i < KEY_COUNT; i++) {
+    if (!equals(key, KEYS[i])) {
       continue;
     }
     if (*seen & (1u << i) || value.length == 0) {
@@ -184,7 +187,9 @@ static void free_settings(settings* config) {
 /* --- module and filter configuration ---------------------------------------------------- */
 
 EXPORT const char* envoy_dynamic_module_on_program_init(void) {
-  return "v0.2.0"; /* Envoy 1.40's ENVOY_DYNAMIC_MODULES_ABI_VERSION */
+  /* The ABI version of Envoy 1.40 (ENVOY_DYNAMIC_MODULES_ABI_VERSION); Envoy loads a module
+   * that reports another one too, with a warning, and then resolves symbols by name. */
+  return "v0.2.0";
 }
 
 EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_envoy,
@@ -224,7 +229,7 @@ EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_e
       return NULL;
     }
   }
-  if (seen != (1u << 9) - 1) {
+  if (seen != (1u << KEY_COUNT) - 1) {
     free_settings(state); /* a key is missing */
     return NULL;
   }
@@ -591,7 +596,9 @@ EXPORT void envoy_dynamic_module_on_http_filter_destroy(const void* filter) {
   (void)filter; /* the configuration, freed with it */
 }
 
-/* --- hooks Envoy resolves for every HTTP filter, for events this one never causes -------- */
+/* --- hooks for events this filter never causes ------------------------------------------ */
+/* Envoy 1.40 refuses the filter configuration unless the module exports each of these (and
+ * every hook above): checked one by one against `envoy --mode validate`. */
 
 EXPORT void envoy_dynamic_module_on_http_filter_http_callout_done(
     void* filter_envoy, const void* filter, uint64_t callout_id, int result, void* headers,
