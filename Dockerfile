@@ -13,7 +13,7 @@ COPY requirements.txt Makefile ./
 RUN make venv PYTHON=python3
 COPY . .
 ARG COMMIT=unknown
-# Generated code and descriptor set (gen/), the Envoy dynamic module (build/envoy-modules/),
+# Generated code and descriptor set (gen/), the Envoy dynamic modules (build/envoy-modules/),
 # and the commit /healthz reports.
 RUN make gen \
     && .venv/bin/python -m rest_facade.envoy_modules \
