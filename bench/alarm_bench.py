@@ -38,6 +38,7 @@ from o2ims.monitoring.v1 import monitoring_pb2 as mon
 from o2ims.monitoring.v1 import monitoring_pb2_grpc as mon_grpc
 
 from adapters.contract import object_key, serialize
+from devstack.load import percentile
 from devstack.processes import free_port, wait_until
 from devstack.redis_server import RedisServer
 from netweave.grpc_server import new_server
@@ -60,7 +61,6 @@ from notify_bench import (  # noqa: E402  (the notification bench's receiver and
     ReceiverProcess,
     _get,
     baseline,
-    percentile,
     resource_change,
     start_notifier,
     wait_count,

@@ -4,7 +4,7 @@ unchanged edge and the floor REST (bench/envoy_floor.py), so the difference of e
 from the edge is what that component costs.
 
   edge                   the edge's config unchanged (run as its own Envoy like the others)
-  no-request-context     without the request Lua filter (netweave.request_context)
+  no-request-context     without the request context filter (netweave.request_context)
   no-strip-identity      without the strip-identity header_mutation filter; the verified
                          client certificate the core needs is set on the virtual host instead
                          (request_headers_to_add, as the floor does)

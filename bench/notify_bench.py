@@ -35,6 +35,7 @@ from typing import Any
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import serialize
+from devstack.load import percentile
 from devstack.processes import free_port, wait_until
 from devstack.redis_server import RedisServer
 from server.store import Change, InventoryStore, connect
@@ -135,11 +136,6 @@ def serve_receiver(port: int) -> None:
             await server.serve_forever()
 
     asyncio.run(serve())
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def resource_change(resource_id: str, generation: int) -> Change:

@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from devstack.load import percentile
 from devstack.processes import free_port, metric_sum, wait_until
 from devstack.redis_server import RedisServer, command_calls
 from server.store import InventoryStore, connect
@@ -37,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from notify_bench import (  # the notification bench's receiver and helpers
     ReceiverProcess,
-    percentile,
     resource_change,
     start_notifier,
     subscribe_many,

@@ -63,6 +63,8 @@ from dataclasses import dataclass, field
 import hpack
 import hpack.exceptions
 
+from devstack.load import percentile
+
 READ_SIZE = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
 
@@ -95,14 +97,6 @@ SETTING = struct.Struct(">HL")
 STATIC_STATUS = {0x88: 200, 0x89: 204, 0x8A: 206, 0x8B: 304, 0x8C: 400, 0x8D: 404, 0x8E: 500}
 # A dynamic table size update to 0 (001 prefix, 5-bit integer 0).
 TABLE_SIZE_ZERO = 0x20
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of `values` (nan when empty)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 @dataclass

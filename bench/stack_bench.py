@@ -54,6 +54,7 @@ import yaml
 from o2ims.inventory.v1 import inventory_pb2 as inv_pb
 from o2ims.inventory.v1 import inventory_pb2_grpc as inv_grpc
 
+from devstack.load import percentile
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until
 from devstack.stack import DEFAULT_POLICY, REPO, LocalStack, StackConfig
 from netweave import settings
@@ -61,7 +62,7 @@ from netweave import settings
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from envoy_floor import FloorEnvoy, start_floor
-from open_loop import OpenLoopResult, percentile, run_open_loop
+from open_loop import OpenLoopResult, run_open_loop
 from proc_cpu import Usage, children_cpu_seconds, cpu_seconds, own_cpu_seconds
 from stack_results import (
     CORE_DIRECT,

@@ -8,6 +8,7 @@ from a few threads (closed loop). Each thread keeps one HTTP/1.1 connection aliv
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -23,12 +24,19 @@ import httpx
 SUBSCRIPTIONS = "/o2ims-infrastructureInventory/v1/subscriptions"
 
 
+def percentile(values: Iterable[float], fraction: float) -> float:
+    """The nearest-rank percentile of `values` (`fraction` 0.99 for p99): the smallest
+    value at least that fraction of them are at or below; nan when there are none. The
+    one definition every bench and load test reports."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
 def percentile_ms(latencies_s: list[float], quantile: float) -> float:
     """The `quantile` of `latencies_s` (seconds), in milliseconds; 0 for none."""
-    if not latencies_s:
-        return 0.0
-    ordered = sorted(latencies_s)
-    return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] * 1000
+    return percentile(latencies_s, quantile) * 1000 if latencies_s else 0.0
 
 
 class ThreadClients:

@@ -76,11 +76,9 @@ JWT_CACHE_SIZE = 1000
 # Where the REST shaper (envoy/modules/shaper.c) records "this is a REST request", the
 # path, the core's grpc_status...: its filter config names it.
 REST_METADATA_NAMESPACE = "netweave.rest"
-# Refuses CONNECT and credentials in the query string; rendered into the first HTTP filter,
-# ahead of the request context, which calls it once the correlation id is set.
-REQUEST_GUARD_LUA_PATH = Path(__file__).resolve().parent / "request_guard.lua"
-# The first HTTP filter: the correlation id and the route template of every request.
-REQUEST_CONTEXT_LUA_PATH = Path(__file__).resolve().parent / "request_context.lua"
+# Where the request context filter records the query as it let it pass (credentials
+# redacted), which the access log reads (envoy/gateway.yaml.in).
+GUARD_NAMESPACE = "netweave.request_guard"
 # Where the client's x-request-id waits for the request context filter: Envoy replaces
 # x-request-id with its own for every external request (it cannot be trusted as is).
 CLIENT_REQUEST_ID_HEADER = "x-netweave-client-request-id"
@@ -590,18 +588,11 @@ def _source_limit_filter(config: EnvoyConfig) -> str:
 
 def _auth_filters(config: EnvoyConfig) -> str:
     filters: list[dict[str, Any]] = [
-        {
-            # Before anything can refuse the request: its correlation id (returned on
-            # every response, local replies included) and its route template. Then, in
-            # the same Lua filter (request_guard.lua), CONNECT and credentials in the URL
-            # are refused (the latter redacted) before any filter reads them or any log
-            # line can hold them.
-            "name": CONTEXT_NAMESPACE,
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": request_context_lua()},
-            },
-        },
+        # Before anything can refuse the request: its correlation id (returned on every
+        # response, local replies included) and its route template. Then, in the same
+        # native filter, CONNECT and credentials in the URL are refused (the latter
+        # redacted) before any filter reads them or any log line can hold them.
+        request_context_filter(),
         {
             # A client must never smuggle in what only Envoy may assert: whatever it sent
             # under these names is dropped, then the caller's verified certificate is set
@@ -818,57 +809,91 @@ def _core_tls_socket(config: EnvoyConfig) -> dict[str, Any]:
     }
 
 
-def request_context_lua() -> str:
-    """The first HTTP filter's Lua: the header names and the well-formed id test of
-    netweave/headers.py, rest_facade/request_guard.lua (guard_request), then
-    rest_facade/request_context.lua, which runs the guard."""
-    pattern, max_length = lua_id_pattern(CORRELATION_ID_PATTERN)
-    constants = {
-        "CORRELATION_ID_HEADER": CORRELATION_ID_HEADER,
-        "REQUEST_ID_HEADER": REQUEST_ID_HEADER,
-        "CLIENT_REQUEST_ID_HEADER": CLIENT_REQUEST_ID_HEADER,
-        "ID_PATTERN": pattern,
+def request_context_filter() -> dict[str, Any]:
+    """The first HTTP filter (envoy/modules/request_context.c), named CONTEXT_NAMESPACE: the
+    routes' `route` metadata is written under that name (envoy_routes.CONTEXT_FILTER)."""
+    module = envoy_modules.module_path(envoy_modules.REQUEST_CONTEXT)
+    return {
+        "name": CONTEXT_NAMESPACE,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3."
+            "DynamicModuleFilter",
+            "dynamic_module_config": {
+                # A path, not a name: no ENVOY_DYNAMIC_MODULES_SEARCH_PATH to get right.
+                "module": {"local": {"filename": os.path.abspath(module)}},
+            },
+            "filter_name": envoy_modules.REQUEST_CONTEXT,
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": request_context_settings(),
+            },
+        },
     }
-    # A JSON string is a valid Lua string literal for these ASCII values.
-    lines = [f"local {name} = {json.dumps(value)}" for name, value in constants.items()]
-    lines.append(f"local ID_MAX_LENGTH = {max_length}")
-    return "\n".join(
-        [*lines, REQUEST_GUARD_LUA_PATH.read_text(), REQUEST_CONTEXT_LUA_PATH.read_text()]
-    )
 
 
-# The shape of CORRELATION_ID_PATTERN that Lua patterns can express: a first character, then
-# up to N more, each from a character class.
+def request_context_settings() -> str:
+    """The request context filter's configuration, `key=value` lines: the header names and
+    the well-formed id test of netweave/headers.py, and the metadata namespaces it writes
+    (and reads the route template under)."""
+    first, rest, max_length = id_characters(CORRELATION_ID_PATTERN)
+    settings = {
+        "correlation_id_header": CORRELATION_ID_HEADER,
+        "request_id_header": REQUEST_ID_HEADER,
+        "client_request_id_header": CLIENT_REQUEST_ID_HEADER,
+        "context_namespace": CONTEXT_NAMESPACE,
+        "guard_namespace": GUARD_NAMESPACE,
+        "rest_namespace": REST_METADATA_NAMESPACE,
+        "id_first_characters": first,
+        "id_characters": rest,
+        "id_max_length": str(max_length),
+    }
+    for key, value in settings.items():
+        if not value or "\n" in value:
+            raise ValueError(f"request context setting {key}={value!r} cannot be rendered")
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+# The shape of CORRELATION_ID_PATTERN the request context filter tests: a first character,
+# then up to N more, each from a character class.
 _ID_PATTERN_SHAPE = re.compile(r"\^\[([^\]\\]+)\]\[([^\]\\]+)\]\{0,(\d+)\}\$")
+# The longest id the filter accepts (envoy/modules/request_context.c ID_LENGTH_LIMIT).
+ID_LENGTH_LIMIT = 1024
 
 
-def lua_id_pattern(pattern: str) -> tuple[str, int]:
-    """A Lua pattern and a maximum length that together accept what the regex `pattern`
+def id_characters(pattern: str) -> tuple[str, str, int]:
+    """The characters an id may start with, those it may continue with (each spelled out,
+    sorted) and its maximum length, which together accept what the regex `pattern`
     (`^[first][rest]{0,N}$`) accepts. Any other shape is refused: rendering never guesses."""
     match = _ID_PATTERN_SHAPE.fullmatch(pattern)
     if match is None:
-        raise ValueError(f"cannot express {pattern!r} as a Lua pattern: expected ^[..][..]{{0,N}}$")
+        raise ValueError(f"cannot test ids against {pattern!r}: expected ^[..][..]{{0,N}}$")
     first, rest, extra = match.groups()
-    return f"^[{_lua_class(first)}][{_lua_class(rest)}]*$", 1 + int(extra)
+    max_length = 1 + int(extra)
+    if max_length > ID_LENGTH_LIMIT:
+        raise ValueError(f"ids of up to {max_length} characters: the filter's limit is 1024")
+    return _class_characters(first), _class_characters(rest), max_length
 
 
-def _lua_class(regex_class: str) -> str:
-    """A regex character class body (`A-Za-z0-9._:-`) as a Lua set body."""
-    parts: list[str] = []
+def _class_characters(regex_class: str) -> str:
+    """A regex character class body (`A-Za-z0-9._:-`, no escapes) as the characters it holds:
+    `x-y` is a range (as in a regex), a `-` first or last is itself."""
+    if regex_class.startswith("^"):
+        raise ValueError(f"negated class [{regex_class}] is not supported")
+    chars: set[str] = set()
     index = 0
     while index < len(regex_class):
-        chunk = regex_class[index : index + 3]
-        if len(chunk) == 3 and chunk[1] == "-" and chunk[0].isalnum() and chunk[2].isalnum():
-            parts.append(chunk)
+        if index + 2 < len(regex_class) and regex_class[index + 1] == "-":
+            low, high = regex_class[index], regex_class[index + 2]
+            if low > high:
+                raise ValueError(f"bad range {low}-{high} in [{regex_class}]")
+            chars.update(chr(code) for code in range(ord(low), ord(high) + 1))
             index += 3
             continue
-        char = regex_class[index]
-        if char == "^" and index == 0:
-            raise ValueError(f"negated class [{regex_class}] is not supported")
-        # In a Lua set, %x is the literal x for any non-alphanumeric x.
-        parts.append(char if char.isalnum() else f"%{char}")
+        chars.add(regex_class[index])
         index += 1
-    return "".join(parts)
+    if not all(" " < char < "\x7f" for char in chars):
+        raise ValueError(f"[{regex_class}] holds characters other than visible ASCII")
+    return "".join(sorted(chars))
 
 
 # What the edge tells the core about each REST request (server/edge_telemetry.py reads
@@ -1298,7 +1323,7 @@ def _local_reply_mappers() -> list[dict[str, Any]]:
 
 
 def _in_filter_chain() -> dict[str, Any]:
-    """Matches replies to requests the Lua shaper has seen (it marks every REST request)."""
+    """Matches replies to requests the REST shaper has seen (it marks every REST request)."""
     return {
         "metadata_filter": {
             "matcher": {

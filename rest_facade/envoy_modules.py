@@ -20,6 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO_ROOT / "envoy" / "modules"
 BUILD_DIR = REPO_ROOT / "build" / "envoy-modules"
 SOURCE_LIMIT = "source_limit"
+# The first HTTP filter of the edge: correlation id, route template, request guard.
+REQUEST_CONTEXT = "request_context"
 # The REST shaper, an HTTP filter (rest_facade/envoy_config.py shaper_filter).
 SHAPER = "shaper"
 # -fvisibility=hidden: only the hooks Envoy looks up (marked EXPORT) leave the module.

@@ -16,7 +16,7 @@ How a request is routed (the transcoder runs before the router):
    call to an unknown service still sees HTTP 404, i.e. UNIMPLEMENTED.
 
 Each REST path's route is named after its OpenAPI path (`/.../resourcePools/{resourcePoolId}`)
-and carries it as metadata: the first HTTP filter (rest_facade/request_context.lua) sees the
+and carries it as metadata: the first HTTP filter (envoy/modules/request_context.c) sees the
 request before the transcoder re-routes it and records that template, the `route` label of
 the edge's request metrics. A request that matches no REST path has none (`unmatched`).
 """
@@ -33,7 +33,7 @@ CORE_CLUSTER = "o2ims_core"
 # The REST shaper's HTTP filter name (envoy/modules/shaper.c, rendered by
 # rest_facade/envoy_config.py): it reads the route metadata under this name.
 SHAPER_FILTER = "netweave.shaper"
-# The request context filter's name (rest_facade/request_context.lua reads the route's
+# The request context filter's name (envoy/modules/request_context.c reads the route's
 # `route` metadata under it: the O2ims path template the request matched).
 CONTEXT_FILTER = "netweave.request_context"
 # Unary calls must not hang an SMO's poll loop (Envoy's default is 15 s too; explicit).

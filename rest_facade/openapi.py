@@ -37,12 +37,13 @@ PROBLEM = "application/problem+json"
 # Where the gateway serves this document (rest_facade/envoy_routes.py routes it).
 OPENAPI_PATH = "/openapi.json"
 
-# Errors any operation may answer: from the core (400, 404, 409...), from Envoy itself
-# (400 bad query or body, 405, 408, 413, 431, 502-504), or from authentication (401, 403)
-# and rate limiting (429) in front of everything.
-COMMON_ERRORS = (400, 401, 403, 404, 405, 408, 429, 431, 500, 502, 503, 504)
-# Only where the request changes state or has a body.
-WRITE_ERRORS = (409, 412, 413)
+# Errors any operation may answer: from the core (400, 404...), from Envoy itself (400
+# bad query or body, 405, 408, 431, 502-504; 413 for a body over the limit, which a client
+# can send with any method, a GET included), or from authentication (401, 403) and rate
+# limiting (429) in front of everything.
+COMMON_ERRORS = (400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 502, 503, 504)
+# Only where the request changes state.
+WRITE_ERRORS = (409, 412)
 
 PROBLEM_DETAILS: Schema = {
     "description": "RFC 7807 problem details (ETSI SOL013 6.4). `instance` is never sent.",

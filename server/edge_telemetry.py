@@ -7,7 +7,7 @@ the core exports them on its /metrics as
 
 Every REST request counts, those Envoy answers itself included (401 bad token, 404 unknown
 path, 405, 413, 429 rate limited, 503 core unavailable). `route` is the O2ims path template
-the request matched (rest_facade/request_context.lua), `unmatched` when it matched none: the
+the request matched (envoy/modules/request_context.c), `unmatched` when it matched none: the
 raw path never becomes a label.
 
 The listener is the edge's channel: mutual TLS with the edge listener's certificate and

@@ -24,9 +24,9 @@ from devstack.pki import DevPki
 from rest_facade import envoy_modules
 from rest_facade.edge_limits import MAX_PER_SOURCE, ConnectionLimits
 from rest_facade.envoy_config import (
-    REQUEST_GUARD_LUA_PATH,
     REST_METADATA_NAMESPACE,
     render,
+    request_context_settings,
     write,
 )
 from rest_facade.envoy_process import RunningEnvoy, validate
@@ -334,8 +334,5 @@ def test_the_per_source_bound_is_the_modules() -> None:
 
 
 def test_the_request_guard_marks_replies_as_the_shaper_does() -> None:
-    match = re.search(
-        r'^local REST_NAMESPACE = "([^"]+)"$', REQUEST_GUARD_LUA_PATH.read_text(), re.M
-    )
-    assert match is not None
-    assert match.group(1) == REST_METADATA_NAMESPACE
+    settings = dict(line.split("=", 1) for line in request_context_settings().splitlines())
+    assert settings["rest_namespace"] == REST_METADATA_NAMESPACE

@@ -1,10 +1,10 @@
 """Credentials at the edge: never from the URL, never in a log, never valid forever.
 
 A query string that carries a credential-like parameter is refused with a 400 ProblemDetails
-before jwt_authn (rest_facade/request_guard.lua), with the value redacted first, so neither
-the access log nor the edge audit log holds it. jwt_authn reads tokens from the
-Authorization header only, demands `exp`, and refuses an `exp` further away than
-JwtConfig.max_lifetime_s."""
+before jwt_authn (the request context filter, envoy/modules/request_context.c), with the value
+redacted first, so neither the access log nor the edge audit log holds it. jwt_authn reads
+tokens from the Authorization header only, demands `exp`, and refuses an `exp` further away
+than JwtConfig.max_lifetime_s."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devstack.pki import DevPki
 from devstack.tokens import DevIssuer
+from rest_facade import envoy_modules
 from rest_facade.envoy_config import JWT_CACHE_SIZE, render
 from rest_facade.envoy_process import RunningEnvoy
 
@@ -99,12 +100,12 @@ def test_jwt_authn_reads_the_header_only_and_bounds_lifetimes(
     filters = manager["filter_chains"][0]["filters"][-1]["typed_config"]["http_filters"]
     names = [item["name"] for item in filters]
     # The guard runs inside the first filter, right after the request context (correlation
-    # id and route template: it reads neither the query nor any credential): one Lua filter.
+    # id and route template: it reads neither the query nor any credential): one filter.
     assert names[0] == "netweave.request_context"
     assert "netweave.request_guard" not in names
-    first = filters[0]["typed_config"]["default_source_code"]["inline_string"]
-    assert "local function guard_request(" in first
-    assert first.rindex("guard_request(handle, headers, reply)") > first.index("context:set(")
+    assert filters[0]["typed_config"]["filter_name"] == envoy_modules.REQUEST_CONTEXT
+    source = (envoy_modules.SOURCE_DIR / f"{envoy_modules.REQUEST_CONTEXT}.c").read_text()
+    assert source.rindex("return guard_request(") > source.rindex("metadata_string_batch(")
     assert names.index("netweave.request_context") < names.index("envoy.filters.http.jwt_authn")
     # A client's repeated token is verified once per worker, not on every call.
     settings = settings_of(filters, names)
@@ -165,6 +166,56 @@ def test_a_credential_in_the_query_string_is_refused_and_never_logged(
         text = (tmp_path / log).read_text()
         assert token not in text, f"the token reached {log}"
         assert "secret123" not in text, f"the secret reached {log}"
+
+
+@pytest.mark.parametrize(
+    ("query", "redacted", "name"),
+    [
+        # Empty parts are dropped; "+" is a space and names are trimmed and lower-cased; a
+        # credential name without "=" is kept as it is (it names the parameter refused).
+        (
+            "&&x=1&+Access_Token+=abc&&token&y",
+            "x=1&+Access_Token+=REDACTED&token&y",
+            "access_token",
+        ),
+        ("token&x=1", "token&x=1", "token"),
+        ("%09PassWord%0D=abc", "%09PassWord%0D=REDACTED", "password"),
+        ("x=1&apikey=a=b&id_token=", "x=1&apikey=REDACTED&id_token=REDACTED", "apikey"),
+    ],
+)
+def test_a_refused_query_is_redacted_part_by_part(
+    *,
+    query: str,
+    redacted: str,
+    name: str,
+    logged_envoy: RunningEnvoy,
+    pki: DevPki,
+    inventory: FakeInventory,
+    tmp_path: Path,
+) -> None:
+    with rest_client(logged_envoy, pki) as http:
+        refused = http.get(f"{POOLS}?{query}")
+    problem = assert_problem(refused, 400)
+    assert f"(query parameter '{name}')" in problem["detail"]
+    assert inventory.calls == []
+    request_id = refused.headers["x-request-id"]
+    (line,) = log_lines(tmp_path / "access.log", {request_id})
+    assert line["query"] == redacted
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["%2561ccess_token=x", "api%20key=x", "x=%26token%3D1", "access_token_x=1", "%=1&%zz=2"],
+)
+def test_names_that_only_decode_to_a_credential_twice_or_not_at_all_pass(
+    *, query: str, logged_envoy: RunningEnvoy, pki: DevPki, issuer: DevIssuer, tmp_path: Path
+) -> None:
+    token = issuer.mint("smo-north", ["o2ims-reader"])
+    with rest_client(logged_envoy, pki) as http:
+        response = http.get(f"{POOLS}?{query}", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    (line,) = log_lines(tmp_path / "access.log", {response.headers["x-request-id"]})
+    assert line["query"] == query
 
 
 def test_the_guards_refusal_carries_the_correlation_id_and_a_cached_token_still_works(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,17 +22,18 @@ from hypothesis import strategies as st
 
 from devstack.pki import DevPki
 from netweave.headers import CORRELATION_ID_HEADER, CORRELATION_ID_PATTERN, REQUEST_ID_HEADER
-from rest_facade import envoy_routes, openapi
+from rest_facade import envoy_modules, envoy_routes, openapi
 from rest_facade.envoy_config import (
+    ID_LENGTH_LIMIT,
     CoreTls,
     EnvoyConfig,
-    lua_id_pattern,
+    id_characters,
     render,
     served_rules,
     telemetry_endpoints,
     write,
 )
-from rest_facade.envoy_process import RunningEnvoy, start_envoy, validate
+from rest_facade.envoy_process import EnvoyError, RunningEnvoy, start_envoy, validate
 from rest_facade.http_rules import read_rules, resource_paths
 
 from .support import FakeCore, FakeInventory, envoy_config, tls_context
@@ -107,6 +109,22 @@ def test_a_missing_or_malformed_id_is_replaced_never_forwarded(
     assert "x-netweave-client-request-id" not in metadata
 
 
+def test_a_repeated_id_header_is_read_as_its_values_joined(
+    client: httpx.Client, inventory: FakeInventory
+) -> None:
+    # "a,b": a comma is not an id character, so neither value is kept; the x-request-id is.
+    response = client.get(
+        POOLS,
+        headers=[
+            (CORRELATION_ID_HEADER, "a"),
+            (CORRELATION_ID_HEADER, "b"),
+            (REQUEST_ID_HEADER, "r-1"),
+        ],
+    )
+    assert response.headers[CORRELATION_ID_HEADER] == "r-1"
+    assert inventory.last_metadata()[CORRELATION_ID_HEADER] == "r-1"
+
+
 def test_the_longest_well_formed_id_is_kept(client: httpx.Client) -> None:
     longest = "a" * 128
     assert (
@@ -137,24 +155,75 @@ def test_the_access_log_line_has_the_correlation_id_and_template(
 
 
 @given(st.text(max_size=140))
-def test_the_lua_pattern_accepts_exactly_what_the_regex_accepts(value: str) -> None:
-    pattern, max_length = lua_id_pattern(CORRELATION_ID_PATTERN)
-    assert pattern == "^[A-Za-z0-9][A-Za-z0-9%.%_%:%-]*$"
+def test_the_filters_id_test_accepts_exactly_what_the_regex_accepts(value: str) -> None:
+    first, rest, max_length = id_characters(CORRELATION_ID_PATTERN)
+    alphanumeric = string.digits + string.ascii_uppercase + string.ascii_lowercase
+    assert first == alphanumeric
+    assert rest == "".join(sorted(alphanumeric + "._:-"))
     assert max_length == 128
-    # The Lua pattern, read as the character sets it names.
-    lua_accepts = (
-        0 < len(value) <= max_length
-        and value[0].isascii()
-        and value[0].isalnum()
-        and all(char.isascii() and (char.isalnum() or char in "._:-") for char in value)
+    # What envoy/modules/request_context.c accepts, given these sets.
+    filter_accepts = (
+        0 < len(value) <= max_length and value[0] in first and all(c in rest for c in value[1:])
     )
-    assert lua_accepts == (re.fullmatch(CORRELATION_ID_PATTERN, value) is not None)
+    assert filter_accepts == (re.fullmatch(CORRELATION_ID_PATTERN, value) is not None)
 
 
-@pytest.mark.parametrize("pattern", [r"^[^x]+$", r"^[a-z]{0,5}$", r"^[a\]b][c]{0,3}$"])
-def test_id_patterns_lua_cannot_express_are_refused(pattern: str) -> None:
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"^[^x]+$",
+        r"^[a-z]{0,5}$",
+        r"^[a\]b][c]{0,3}$",
+        r"^[^a][b]{0,3}$",
+        r"^[z-a][b]{0,3}$",
+        r"^[a][b\u00e9]{0,3}$",
+        r"^[a][b]{0,1024}$",
+    ],
+)
+def test_id_patterns_the_filter_cannot_test_are_refused(pattern: str) -> None:
     with pytest.raises(ValueError):
-        lua_id_pattern(pattern)
+        id_characters(pattern)
+
+
+@pytest.mark.parametrize(
+    ("edit", "accepted"),
+    [
+        (lambda text: text, True),
+        (lambda text: text.replace("id_max_length=128\n", ""), False),
+        (lambda text: text + "unknown=1\n", False),
+        (lambda text: text + "guard_namespace=again\n", False),
+        (lambda text: text.replace("id_max_length=128", "id_max_length=1025"), False),
+        (lambda text: text.replace("id_max_length=128", "id_max_length=0"), False),
+        (lambda text: text.replace("id_characters=", "id_characters"), False),
+    ],
+    ids=["as-rendered", "missing", "unknown", "repeated", "too-long", "zero", "no-equals"],
+)
+def test_the_filter_refuses_settings_it_does_not_know(
+    pki: DevPki, descriptor: Path, tmp_path: Path, edit: Any, accepted: bool
+) -> None:
+    path = write(envoy_config(pki, 50051), tmp_path / "envoy.yaml")
+    rendered = yaml.safe_load(path.read_text())
+    manager = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][-1]
+    (context,) = [
+        item
+        for item in manager["typed_config"]["http_filters"]
+        if item["name"] == envoy_routes.CONTEXT_FILTER
+    ]
+    settings = context["typed_config"]["filter_config"]
+    settings["value"] = edit(settings["value"])
+    path.write_text(yaml.safe_dump(rendered))
+    if accepted:
+        validate(path)
+    else:
+        with pytest.raises(EnvoyError):
+            validate(path)
+
+
+def test_the_id_length_limit_is_the_modules() -> None:
+    source = (envoy_modules.SOURCE_DIR / f"{envoy_modules.REQUEST_CONTEXT}.c").read_text()
+    match = re.search(r"^#define ID_LENGTH_LIMIT (\d+)$", source, re.MULTILINE)
+    assert match is not None
+    assert int(match.group(1)) == ID_LENGTH_LIMIT
 
 
 # --- route templates ---------------------------------------------------------------------
