@@ -105,6 +105,9 @@ extern bool envoy_dynamic_module_callback_http_received_buffered_response_body(
 extern void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(void* filter_envoy,
                                                                            buffer ns, buffer key,
                                                                            buffer value);
+/* Several keys of one namespace in one call (one namespace lookup). */
+extern void envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+    void* filter_envoy, buffer ns, const http_header* entries, size_t count);
 extern bool envoy_dynamic_module_callback_http_get_metadata_string(void* filter_envoy,
                                                                    int source, buffer ns,
                                                                    buffer key, buffer* value_out);
@@ -577,30 +580,63 @@ static void refuse(void* envoy, uint32_t status, buffer detail) {
   respond(envoy, status, detail, NULL, 0);
 }
 
-/* The route's string list `key` (query, flags, methods): its size, or false if absent. */
-static bool route_list(void* envoy, const stream* state, buffer key, size_t* size) {
-  *size = 0;
-  return envoy_dynamic_module_callback_http_get_metadata_list_size(
-      envoy, METADATA_ROUTE, text_of(state->config->route_namespace), key, size);
+/* A string list of the route's metadata (query, flags, methods), fetched once per use: one
+ * ABI call per item instead of one per item and lookup. The strings belong to the route. */
+typedef struct {
+  buffer* items;
+  size_t count;
+  buffer inline_items[32];
+} string_list;
+
+/* False if the route has no such list (then nothing is to be done). */
+static bool route_strings(void* envoy, const stream* state, buffer key, string_list* list) {
+  list->items = list->inline_items;
+  list->count = 0;
+  size_t size = 0;
+  buffer ns = text_of(state->config->route_namespace);
+  if (!envoy_dynamic_module_callback_http_get_metadata_list_size(envoy, METADATA_ROUTE, ns, key,
+                                                                 &size)) {
+    return false;
+  }
+  if (size > sizeof list->inline_items / sizeof list->inline_items[0]) {
+    list->items = calloc(size, sizeof *list->items);
+    if (list->items == NULL) {
+      list->items = list->inline_items;
+      return false;
+    }
+  }
+  for (size_t i = 0; i < size; i++) {
+    list->items[i] = (buffer){NULL, 0};
+    envoy_dynamic_module_callback_http_get_metadata_list_string(envoy, METADATA_ROUTE, ns, key, i,
+                                                                &list->items[i]);
+  }
+  list->count = size;
+  return true;
 }
 
-static bool route_list_has(void* envoy, const stream* state, buffer key, size_t size,
-                           buffer wanted) {
-  for (size_t i = 0; i < size; i++) {
-    buffer item = {NULL, 0};
-    if (envoy_dynamic_module_callback_http_get_metadata_list_string(
-            envoy, METADATA_ROUTE, text_of(state->config->route_namespace), key, i, &item) &&
-        same(item, wanted)) {
+static bool list_has(const string_list* list, buffer wanted) {
+  for (size_t i = 0; i < list->count; i++) {
+    if (list->items[i].ptr != NULL && same(list->items[i], wanted)) {
       return true;
     }
   }
   return false;
 }
 
+static void list_free(string_list* list) {
+  if (list->items != list->inline_items) {
+    free(list->items);
+  }
+  list->items = list->inline_items;
+  list->count = 0;
+}
+
 static bool route_has_method(void* envoy, const stream* state, buffer method) {
-  size_t size;
-  return route_list(envoy, state, LITERAL("methods"), &size) &&
-         route_list_has(envoy, state, LITERAL("methods"), size, method);
+  string_list methods;
+  bool found = route_strings(envoy, state, LITERAL("methods"), &methods) &&
+               list_has(&methods, method);
+  list_free(&methods);
+  return found;
 }
 
 /* Lua's tonumber() on a content-length Envoy has already validated: digits only. */
@@ -625,8 +661,9 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
   if (!split_query(*path, &base, &query) || query.length == 0) {
     return true;
   }
-  size_t accepted;
-  if (!route_list(envoy, state, LITERAL("query"), &accepted)) {
+  string_list accepted;
+  if (!route_strings(envoy, state, LITERAL("query"), &accepted)) {
+    list_free(&accepted);
     return true;
   }
   text_builder kept = NEW_BUILDER, dropped = NEW_BUILDER, name = NEW_BUILDER;
@@ -636,7 +673,7 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
   while (next_part(query, &position, &part)) {
     name.length = 0;
     percent_decode(&name, part_name(part), true);
-    if (route_list_has(envoy, state, LITERAL("query"), accepted, built(&name))) {
+    if (list_has(&accepted, built(&name))) {
       if (kept_count++ > 0) append(&kept, "&", 1);
       append_text(&kept, part);
       continue;
@@ -648,6 +685,7 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
     append_text(&dropped, short_name);
   }
   release(&name);
+  list_free(&accepted);
   bool answered = false;
   if (dropped_count > 0 && kept.ok && dropped.ok) {
     if (state->config->strict_query) {
@@ -767,8 +805,9 @@ static void complete_flags(void* envoy, stream* state, buffer path) {
   if (!split_query(path, &base, &query) || query.length == 0) {
     return;
   }
-  size_t flags;
-  if (!route_list(envoy, state, LITERAL("flags"), &flags) || flags == 0) {
+  string_list flags;
+  if (!route_strings(envoy, state, LITERAL("flags"), &flags) || flags.count == 0) {
+    list_free(&flags);
     return;
   }
   text_builder rewritten = NEW_BUILDER;
@@ -784,7 +823,7 @@ static void complete_flags(void* envoy, stream* state, buffer path) {
     if (name.length > 0 && name.ptr[name.length - 1] == '=') {
       name.length--;
     }
-    if (route_list_has(envoy, state, LITERAL("flags"), flags, name)) {
+    if (list_has(&flags, name)) {
       append_text(&rewritten, name);
       append_text(&rewritten, LITERAL("=true"));
       changed = true;
@@ -792,6 +831,7 @@ static void complete_flags(void* envoy, stream* state, buffer path) {
       append_text(&rewritten, part);
     }
   }
+  list_free(&flags);
   if (changed && rewritten.ok) {
     set_header(envoy, REQUEST_HEADERS, LITERAL(":path"), built(&rewritten));
   }
@@ -807,17 +847,19 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
     return HEADERS_CONTINUE; /* native gRPC */
   }
   state->rest = true;
-  /* Request side records "this is REST"; the access log reads grpc_status from the same
-   * namespace, and local_reply_config tells replies made inside the filter chain by it. */
-  record(envoy, state, LITERAL("rest"), LITERAL("1"));
   /* Envoy's own copy: valid until a header changes (only :path does, after its last read). */
   buffer path;
   header(envoy, REQUEST_HEADERS, LITERAL(":path"), &path);
   if (path.ptr == NULL) {
     path = LITERAL("");
   }
-  /* For the Link header of a paged list: the next page is this URL with a new marker. */
-  record(envoy, state, LITERAL("path"), path);
+  /* Request side records "this is REST"; the access log reads grpc_status from the same
+   * namespace, and local_reply_config tells replies made inside the filter chain by it. The
+   * path is for the Link header of a paged list: the next page is this URL with a new marker.
+   * (A key and value pair has the layout of a header.) */
+  http_header marks[2] = {{"rest", 4, "1", 1}, {"path", 4, path.ptr, path.length}};
+  envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+      envoy, text_of(state->config->rest_namespace), marks, 2);
 
   /* Both become a ProblemDetails through local_reply_config, like every local reply. Only a
    * path with a byte above 0x7F or a percent escape can decode to invalid UTF-8, and only one
