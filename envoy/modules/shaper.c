@@ -1181,16 +1181,6 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
                           .internal_names = NEW_BUILDER,
                           .content_type_empty = true};
   read_response_headers(envoy, state, &facts);
-  /* The core may name the collection itself; otherwise the route knows it from the proto. */
-  if (!facts.has_collection) {
-    buffer collection;
-    if (envoy_dynamic_module_callback_http_get_metadata_string(
-            envoy, METADATA_ROUTE, text_of(state->config->route_namespace),
-            LITERAL("collection"), &collection)) {
-      facts.has_collection = true;
-      append_text(&facts.collection, collection);
-    }
-  }
   /* The names were copied: removing them now cannot disturb what was read. */
   buffer names = built(&facts.internal_names);
   for (size_t start = 0; start < names.length;) {
@@ -1207,7 +1197,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
   if (status == 200 && facts.has_override && override.length == 3 && override.ptr[0] == '2' &&
       override.ptr[1] >= '0' && override.ptr[1] <= '9' && override.ptr[2] >= '0' &&
       override.ptr[2] <= '9') {
-    status = (override.ptr[0] - '0') * 100 + (override.ptr[1] - '0') * 10 + (override.ptr[2] - '0');
+    status = 200 + (override.ptr[1] - '0') * 10 + (override.ptr[2] - '0');
     set_header(envoy, RESPONSE_HEADERS, LITERAL(":status"), override);
   }
   bool success = status >= 200 && status < 300;
@@ -1234,6 +1224,16 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     bool empty = false;
     envoy_dynamic_module_callback_http_get_metadata_bool(
         envoy, METADATA_ROUTE, text_of(state->config->route_namespace), LITERAL("empty"), &empty);
+    /* The core may name the collection itself; otherwise the route knows it from the proto
+     * (only a success can be a list, so only a success looks). */
+    buffer collection;
+    if (!facts.has_collection &&
+        envoy_dynamic_module_callback_http_get_metadata_string(
+            envoy, METADATA_ROUTE, text_of(state->config->route_namespace),
+            LITERAL("collection"), &collection)) {
+      facts.has_collection = true;
+      append_text(&facts.collection, collection);
+    }
     if (empty || status == 204) {
       remove_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"));
       state->response_mode = RESPONSE_EMPTY;
