@@ -17,7 +17,7 @@ from the edge is what that component costs.
   no-response-mutations  the strip-identity filter without its response mutations
   two-routes             the route table cut to the gRPC route of GetResourcePool and a "/"
                          catch-all to the core carrying the pool route's metadata (what the
-                         Lua filters read): the cost of matching the edge's ~96 routes
+                         edge filters read): the cost of matching the edge's ~96 routes
   all-removed            every change above at once: what the listed components cost
                          together, and what of the gap to the floor is elsewhere
   floor                  the floor REST: the edge's TLS, the transcoder and the router
@@ -165,7 +165,7 @@ def without_response_mutations(manager: dict[str, Any], rest_path: str) -> None:
 
 def two_routes(manager: dict[str, Any], rest_path: str) -> None:
     """The gRPC route of the read and a catch-all to the core with the metadata of the REST
-    route the read matches (the Lua filters read it before the transcoder rewrites the path
+    route the read matches (the edge filters read it before the transcoder rewrites the path
     to the gRPC method's, which then matches the gRPC route)."""
     host = _virtual_host(manager)
     routes: list[dict[str, Any]] = host["routes"]
