@@ -266,7 +266,7 @@ def list_collection(message: descriptor.Descriptor) -> descriptor.FieldDescripto
     """The collection field if `message` is a list response, else None.
 
     A list response has exactly two fields: `next_page_token` and one repeated (non-map)
-    field. REST returns that field's array bare (O2ims G1); the Lua shaper drops the rest,
+    field. REST returns that field's array bare (O2ims G1); the REST shaper drops the rest,
     which is why nothing else may be there.
     """
     fields = list(message.fields)
