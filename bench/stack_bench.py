@@ -555,7 +555,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         help="skip the pinned comparison of the core direct and the no-op (each server on "
         f"CPU {SERVER_CPU}, h2load on CPU {LOAD_CPU})",
     )
-    parser.add_argument("--skip-saturated", action="store_true")
+    parser.add_argument(
+        "--skip-saturated",
+        action="store_true",
+        help="skip the saturated runs of every path; the pinned comparison still runs unless "
+        "--no-pin (with --skip-open-loop --no-floor: the pinned comparison alone, for A/B "
+        "runs of the core's per-call work)",
+    )
     parser.add_argument("--skip-open-loop", action="store_true")
     parser.add_argument(
         "--no-floor",
@@ -716,8 +722,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not args.skip_saturated:
                 report["saturated"] = report_saturated(paths, args)
-                if not args.no_pin and len(os.sched_getaffinity(0)) >= 2:
-                    report["pinned"] = report_pinned(paths, args)
+            if not args.no_pin and len(os.sched_getaffinity(0)) >= 2:
+                report["pinned"] = report_pinned(paths, args)
             if not args.skip_open_loop:
                 report["open_loop"] = report_open_loop(stack, rest_path, args, floor)
         finally:
