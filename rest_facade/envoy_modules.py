@@ -1,10 +1,11 @@
 """Native extensions of the Envoy edge (Envoy dynamic modules), built from `envoy/modules/`.
 
-Each `envoy/modules/<name>.c` is one self-contained C file against Envoy's dynamic-module
-ABI; it is compiled with the system C compiler (`cc`, or `$CC`) into
-`build/envoy-modules/lib<name>.so` the first time a config needs it, and again whenever the
-source is newer. Container images run `python -m rest_facade.envoy_modules` at build time,
-so Envoy's runtime image needs no compiler.
+Each `envoy/modules/<name>.c` is one C file against Envoy's dynamic-module ABI (the HTTP
+filters include `http_filter.h`, the slice of the ABI they share); it is compiled with the
+system C compiler (`cc`, or `$CC`) into `build/envoy-modules/lib<name>.so` the first time a
+config needs it, and again whenever the source or a header beside it is newer. Container
+images run `python -m rest_facade.envoy_modules` at build time, so Envoy's runtime image
+needs no compiler.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def module_path(name: str, build_dir: Path = BUILD_DIR) -> Path:
     if not source.is_file():
         raise FileNotFoundError(f"no Envoy module source {source}")
     target = build_dir / f"lib{name}.so"
-    if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
+    # The headers beside the sources (the ABI slice the HTTP filters share) count as source.
+    newest = max(path.stat().st_mtime for path in (source, *SOURCE_DIR.glob("*.h")))
+    if target.is_file() and target.stat().st_mtime >= newest:
         return target
     build_dir.mkdir(parents=True, exist_ok=True)
     compiler = shlex.split(os.environ.get("CC", "cc"))

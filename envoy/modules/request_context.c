@@ -38,10 +38,9 @@
  * characters allowed first and after, and the maximum length) and the metadata namespaces. The
  * credential parameter names and the redaction text are this filter's own.
  *
- * ABI: Envoy's dynamic-module ABI (source/extensions/dynamic_modules/abi/abi.h, ABI v0.2.0 in
- * Envoy 1.40). Only the symbols below are used, declared here with their Envoy 1.40
- * signatures; Envoy resolves them when it loads the module, and
- * rest_facade/envoy_modules.py builds it with `cc`.
+ * ABI: the slice of Envoy's dynamic-module ABI both HTTP filters use is declared in
+ * http_filter.h (with the hooks Envoy requires and this filter does not use);
+ * rest_facade/envoy_modules.py builds the module with `cc`.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,53 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXPORT __attribute__((visibility("default")))
-
-/* --- the slice of the ABI this filter uses --------------------------------------------- */
-
-/* A buffer either side owns (envoy_buffer / module_buffer in abi.h: the same layout). */
-typedef struct {
-  const char* ptr;
-  size_t length;
-} buffer;
-
-typedef struct {
-  const char* key_ptr;
-  size_t key_length;
-  const char* value_ptr;
-  size_t value_length;
-} header;
-
-typedef header key_value; /* module_key_value_pair: the same layout */
-
-enum { REQUEST_HEADERS = 0 };                    /* http_header_type */
-enum { METADATA_ROUTE = 1 };                     /* metadata_source */
-enum { STATUS_CONTINUE = 0, STATUS_STOP_ITERATION = 1 }; /* every on_http_filter_* status */
-
-/* `count` (optional): how many values the header has; `index` picks one. */
-extern bool envoy_dynamic_module_callback_http_get_header(void* filter_envoy, int header_type,
-                                                          buffer key, buffer* result,
-                                                          size_t index, size_t* count);
-/* Replaces every value of the header; value.ptr NULL removes the header. */
-extern bool envoy_dynamic_module_callback_http_set_header(void* filter_envoy, int header_type,
-                                                          buffer key, buffer value);
-extern bool envoy_dynamic_module_callback_http_get_metadata_string(void* filter_envoy,
-                                                                   int source, buffer ns,
-                                                                   buffer key, buffer* result);
-extern void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(void* filter_envoy,
-                                                                           buffer ns,
-                                                                           buffer key,
-                                                                           buffer value);
-extern void envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-    void* filter_envoy, buffer ns, const key_value* entries, size_t count);
-/* Envoy's sendLocalReply, so local_reply_config applies; `headers` are added to the reply.
- * Unlike the Lua filter's respond() it passes grpc-status 0 for a gRPC request (content-type
- * application/grpc over HTTP/2): the credential refusal never concerns one (gRPC requests
- * pass the guard), and a CONNECT over HTTP/1.1 is no gRPC request whatever its content-type. */
-extern void envoy_dynamic_module_callback_http_send_response(void* filter_envoy,
-                                                             uint32_t status,
-                                                             header* headers, size_t count,
-                                                             buffer body, buffer details);
+#include "http_filter.h"
 
 /* --- configuration ---------------------------------------------------------------------- */
 
@@ -185,12 +138,6 @@ static void free_settings(settings* config) {
 }
 
 /* --- module and filter configuration ---------------------------------------------------- */
-
-EXPORT const char* envoy_dynamic_module_on_program_init(void) {
-  /* The ABI version of Envoy 1.40 (ENVOY_DYNAMIC_MODULES_ABI_VERSION); Envoy loads a module
-   * that reports another one too, with a warning, and then resolves symbols by name. */
-  return "v0.2.0";
-}
 
 EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_envoy,
                                                                   buffer name, buffer config) {
@@ -414,7 +361,7 @@ static void write_part(void* context, buffer part, size_t name_length, bool equa
 
 /* Marks the request as REST (as the shaper does) and sends the refusal. */
 static void refuse(void* filter_envoy, const settings* config, uint32_t status,
-                   header* headers, size_t count, buffer body, const char* details) {
+                   http_header* headers, size_t count, buffer body, const char* details) {
   envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
       filter_envoy, config->rest_namespace, STR("rest"), STR("1"));
   envoy_dynamic_module_callback_http_send_response(filter_envoy, status, headers, count, body,
@@ -428,33 +375,33 @@ static bool starts_with(buffer text, const char* prefix) {
 
 /* `reply` holds the headers every refusal carries (the correlation id), with room for one
  * more. Returns the status for Envoy: stop iteration once a refusal was sent. */
-static int guard_request(void* filter_envoy, const settings* config, header* reply,
+static int guard_request(void* filter_envoy, const settings* config, http_header* reply,
                          size_t count) {
   buffer value = {NULL, 0};
   if (envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS,
                                                     STR(":method"), &value, 0, NULL) &&
       equals(value, "CONNECT")) {
     /* The target of a CONNECT is a host:port tunnel, which allows no method: an empty Allow. */
-    reply[count++] = (header){"allow", 5, "", 0};
+    reply[count++] = (http_header){"allow", 5, "", 0};
     refuse(filter_envoy, config, 405, reply, count, STR(CONNECT_REFUSED),
            "netweave_connect_refused");
-    return STATUS_STOP_ITERATION;
+    return HEADERS_STOP_ITERATION;
   }
   value = (buffer){NULL, 0};
   if (envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS,
                                                     STR("content-type"), &value, 0, NULL) &&
       starts_with(value, "application/grpc")) {
-    return STATUS_CONTINUE;
+    return HEADERS_CONTINUE;
   }
   buffer path = {NULL, 0};
   if (!envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS, STR(":path"),
                                                      &path, 0, NULL) ||
       path.ptr == NULL) {
-    return STATUS_CONTINUE;
+    return HEADERS_CONTINUE;
   }
   const char* mark = memchr(path.ptr, '?', path.length);
   if (mark == NULL) {
-    return STATUS_CONTINUE;
+    return HEADERS_CONTINUE;
   }
   size_t base_length = (size_t)(mark - path.ptr);
   buffer query = {mark + 1, path.length - base_length - 1};
@@ -462,14 +409,14 @@ static int guard_request(void* filter_envoy, const settings* config, header* rep
   if (found == NULL) {
     envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
         filter_envoy, config->guard_namespace, STR("query"), query);
-    return STATUS_CONTINUE;
+    return HEADERS_CONTINUE;
   }
   /* A part grows by at most "REDACTED" ("token=" -> "token=REDACTED"); a part is at least a
    * byte, so the query holds at most query.length of them. */
   size_t room = path.length + query.length * (sizeof REDACTED - 1) + 1;
   char* redacted_path = malloc(room);
   if (redacted_path == NULL) {
-    return STATUS_STOP_ITERATION; /* cannot redact: never let the request pass */
+    return HEADERS_STOP_ITERATION; /* cannot redact: never let the request pass */
   }
   memcpy(redacted_path, path.ptr, base_length + 1);
   writer into = {redacted_path + base_length + 1, 0};
@@ -492,7 +439,7 @@ static int guard_request(void* filter_envoy, const settings* config, header* rep
   length += sizeof CREDENTIAL_REFUSED_AFTER - 1;
   refuse(filter_envoy, config, 400, reply, count, (buffer){body, length},
          "netweave_credential_in_query");
-  return STATUS_STOP_ITERATION;
+  return HEADERS_STOP_ITERATION;
 }
 
 /* --- per request ------------------------------------------------------------------------ */
@@ -521,9 +468,9 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
   envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS,
                                                 config->client_request_id_header,
                                                 (buffer){NULL, 0});
-  header reply[2];
+  http_header reply[2];
   size_t count = 0;
-  key_value context[2];
+  http_header context[2];
   size_t recorded = 0;
   if (id_length > 0) {
     buffer value = {id, id_length};
@@ -531,8 +478,8 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
                                                   config->correlation_id_header, value);
     envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS,
                                                   config->request_id_header, value);
-    context[recorded++] = (key_value){"correlation_id", 14, id, id_length};
-    reply[count++] = (header){config->correlation_id_header.ptr,
+    context[recorded++] = (http_header){"correlation_id", 14, id, id_length};
+    reply[count++] = (http_header){config->correlation_id_header.ptr,
                               config->correlation_id_header.length, id, id_length};
   } else {
     /* Only if Envoy generated no request id (it always does at this edge). */
@@ -544,7 +491,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
   if (envoy_dynamic_module_callback_http_get_metadata_string(
           filter_envoy, METADATA_ROUTE, config->context_namespace, STR("route"), &route) &&
       route.ptr != NULL) {
-    context[recorded++] = (key_value){"route", 5, route.ptr, route.length};
+    context[recorded++] = (http_header){"route", 5, route.ptr, route.length};
   }
   if (recorded > 0) {
     envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
@@ -558,108 +505,35 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_body(void* filter_envoy,
                                                             const void* filter,
                                                             bool end_of_stream) {
   (void)filter_envoy, (void)filter, (void)end_of_stream;
-  return STATUS_CONTINUE;
+  return BODY_CONTINUE;
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void* filter_envoy,
                                                                 const void* filter) {
   (void)filter_envoy, (void)filter;
-  return STATUS_CONTINUE;
+  return TRAILERS_CONTINUE;
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* filter_envoy,
                                                                 const void* filter,
                                                                 bool end_of_stream) {
   (void)filter_envoy, (void)filter, (void)end_of_stream;
-  return STATUS_CONTINUE;
+  return HEADERS_CONTINUE;
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_response_body(void* filter_envoy,
                                                              const void* filter,
                                                              bool end_of_stream) {
   (void)filter_envoy, (void)filter, (void)end_of_stream;
-  return STATUS_CONTINUE;
+  return BODY_CONTINUE;
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void* filter_envoy,
                                                                  const void* filter) {
   (void)filter_envoy, (void)filter;
-  return STATUS_CONTINUE;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_stream_complete(void* filter_envoy,
-                                                                const void* filter) {
-  (void)filter_envoy, (void)filter;
+  return TRAILERS_CONTINUE;
 }
 
 EXPORT void envoy_dynamic_module_on_http_filter_destroy(const void* filter) {
   (void)filter; /* the configuration, freed with it */
-}
-
-/* --- hooks for events this filter never causes ------------------------------------------ */
-/* Envoy 1.40 refuses the filter configuration unless the module exports each of these (and
- * every hook above): checked one by one against `envoy --mode validate`. */
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_callout_done(
-    void* filter_envoy, const void* filter, uint64_t callout_id, int result, void* headers,
-    size_t headers_size, void* body_chunks, size_t body_chunks_size) {
-  (void)filter_envoy, (void)filter, (void)callout_id, (void)result, (void)headers;
-  (void)headers_size, (void)body_chunks, (void)body_chunks_size;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_headers(void* filter_envoy,
-                                                                    const void* filter,
-                                                                    uint64_t stream_id,
-                                                                    void* headers,
-                                                                    size_t headers_size,
-                                                                    bool end_stream) {
-  (void)filter_envoy, (void)filter, (void)stream_id, (void)headers, (void)headers_size;
-  (void)end_stream;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_data(void* filter_envoy,
-                                                                 const void* filter,
-                                                                 uint64_t stream_id,
-                                                                 const void* data,
-                                                                 size_t data_count,
-                                                                 bool end_stream) {
-  (void)filter_envoy, (void)filter, (void)stream_id, (void)data, (void)data_count;
-  (void)end_stream;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_trailers(void* filter_envoy,
-                                                                     const void* filter,
-                                                                     uint64_t stream_id,
-                                                                     void* trailers,
-                                                                     size_t trailers_size) {
-  (void)filter_envoy, (void)filter, (void)stream_id, (void)trailers, (void)trailers_size;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_complete(void* filter_envoy,
-                                                                     const void* filter,
-                                                                     uint64_t stream_id) {
-  (void)filter_envoy, (void)filter, (void)stream_id;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_reset(void* filter_envoy,
-                                                                  const void* filter,
-                                                                  uint64_t stream_id,
-                                                                  int reason) {
-  (void)filter_envoy, (void)filter, (void)stream_id, (void)reason;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_scheduled(void* filter_envoy,
-                                                          const void* filter,
-                                                          uint64_t event_id) {
-  (void)filter_envoy, (void)filter, (void)event_id;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
-    void* filter_envoy, const void* filter) {
-  (void)filter_envoy, (void)filter;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
-    void* filter_envoy, const void* filter) {
-  (void)filter_envoy, (void)filter;
 }

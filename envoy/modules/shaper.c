@@ -36,9 +36,9 @@
  *   ignored_query_header    the request header counting dropped query parameters
  *   unauthorized_challenge  WWW-Authenticate of a 401 from the core
  *
- * ABI: Envoy's dynamic-module ABI (source/extensions/dynamic_modules/abi/abi.h). Only the
- * symbols below are used, declared here with their Envoy 1.40 signatures; Envoy resolves them
- * when it loads the module, and rest_facade/envoy_modules.py builds it with `cc`.
+ * ABI: the slice of Envoy's dynamic-module ABI both HTTP filters use is declared in
+ * http_filter.h (with the hooks Envoy requires and this filter does not use);
+ * rest_facade/envoy_modules.py builds the module with `cc`.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,81 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXPORT __attribute__((visibility("default")))
-
-/* --- the slice of the ABI this filter uses --------------------------------------------- */
-
-/* Envoy's and the module's buffers have the same layout. */
-typedef struct {
-  const char* ptr;
-  size_t length;
-} buffer;
-
-typedef struct {
-  const char* key_ptr;
-  size_t key_length;
-  const char* value_ptr;
-  size_t value_length;
-} http_header;
-
-enum { REQUEST_HEADERS = 0, RESPONSE_HEADERS = 2 };
-enum { RECEIVED_REQUEST_BODY = 0, BUFFERED_REQUEST_BODY = 1 };
-enum { RECEIVED_RESPONSE_BODY = 2, BUFFERED_RESPONSE_BODY = 3 };
-enum { METADATA_DYNAMIC = 0, METADATA_ROUTE = 1 };
-/* Header, body and trailer statuses share these values (FilterHeadersStatus etc.). */
-enum { HEADERS_CONTINUE = 0, HEADERS_STOP_ITERATION = 1 };
-enum { BODY_CONTINUE = 0, BODY_STOP_AND_BUFFER = 1, BODY_STOP_NO_BUFFER = 3 };
-enum { TRAILERS_CONTINUE = 0 };
-
-extern bool envoy_dynamic_module_callback_http_get_header(void* filter_envoy, int header_type,
-                                                          buffer key, buffer* value_out,
-                                                          size_t index, size_t* count_out);
-extern size_t envoy_dynamic_module_callback_http_get_headers_size(void* filter_envoy,
-                                                                  int header_type);
-extern bool envoy_dynamic_module_callback_http_get_headers(void* filter_envoy, int header_type,
-                                                           http_header* headers_out);
-/* An empty value removes the header. */
-extern bool envoy_dynamic_module_callback_http_set_header(void* filter_envoy, int header_type,
-                                                          buffer key, buffer value);
-extern bool envoy_dynamic_module_callback_http_add_header(void* filter_envoy, int header_type,
-                                                          buffer key, buffer value);
-extern void envoy_dynamic_module_callback_http_send_response(void* filter_envoy,
-                                                             uint32_t status_code,
-                                                             http_header* headers,
-                                                             size_t headers_count, buffer body,
-                                                             buffer details);
-extern bool envoy_dynamic_module_callback_http_get_body_chunks(void* filter_envoy, int body_type,
-                                                               buffer* chunks_out);
-extern size_t envoy_dynamic_module_callback_http_get_body_chunks_size(void* filter_envoy,
-                                                                      int body_type);
-extern size_t envoy_dynamic_module_callback_http_get_body_size(void* filter_envoy, int body_type);
-extern bool envoy_dynamic_module_callback_http_append_body(void* filter_envoy, int body_type,
-                                                           buffer data);
-extern bool envoy_dynamic_module_callback_http_drain_body(void* filter_envoy, int body_type,
-                                                          size_t length);
-extern bool envoy_dynamic_module_callback_http_received_buffered_request_body(void* filter_envoy);
-extern bool envoy_dynamic_module_callback_http_received_buffered_response_body(
-    void* filter_envoy);
-extern void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(void* filter_envoy,
-                                                                           buffer ns, buffer key,
-                                                                           buffer value);
-/* Several keys of one namespace in one call (one namespace lookup). */
-extern void envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-    void* filter_envoy, buffer ns, const http_header* entries, size_t count);
-extern bool envoy_dynamic_module_callback_http_get_metadata_string(void* filter_envoy,
-                                                                   int source, buffer ns,
-                                                                   buffer key, buffer* value_out);
-extern bool envoy_dynamic_module_callback_http_get_metadata_bool(void* filter_envoy, int source,
-                                                                 buffer ns, buffer key,
-                                                                 bool* value_out);
-extern bool envoy_dynamic_module_callback_http_get_metadata_list_size(void* filter_envoy,
-                                                                      int source, buffer ns,
-                                                                      buffer key,
-                                                                      size_t* size_out);
-extern bool envoy_dynamic_module_callback_http_get_metadata_list_string(void* filter_envoy,
-                                                                        int source, buffer ns,
-                                                                        buffer key, size_t index,
-                                                                        buffer* value_out);
+#include "http_filter.h"
 
 /* --- small string tools ----------------------------------------------------------------- */
 
@@ -451,11 +377,6 @@ static bool config_line(shaper_config* config, buffer key, buffer value) {
   free(*target);
   *target = copy_of(value);
   return *target != NULL;
-}
-
-EXPORT const char* envoy_dynamic_module_on_program_init(void) {
-  /* As envoy/modules/source_limit.c: Envoy 1.40's ABI version. */
-  return "v0.2.0";
 }
 
 EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_envoy, buffer name,
@@ -1425,68 +1346,4 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void* envoy,
     finish_response_body(envoy, state, false); /* trailers end the body */
   }
   return TRAILERS_CONTINUE;
-}
-
-/* --- hooks Envoy requires of every HTTP filter module, unused here ---------------------- */
-
-EXPORT void envoy_dynamic_module_on_http_filter_stream_complete(void* envoy, const void* filter) {
-  (void)envoy, (void)filter;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_callout_done(
-    void* envoy, const void* filter, uint64_t callout_id, int result, void* headers,
-    size_t headers_size, void* chunks, size_t chunks_size) {
-  (void)envoy, (void)filter, (void)callout_id, (void)result, (void)headers, (void)headers_size,
-      (void)chunks, (void)chunks_size;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_headers(void* envoy,
-                                                                    const void* filter,
-                                                                    uint64_t stream_id,
-                                                                    void* headers,
-                                                                    size_t headers_size,
-                                                                    bool end_stream) {
-  (void)envoy, (void)filter, (void)stream_id, (void)headers, (void)headers_size, (void)end_stream;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_data(void* envoy, const void* filter,
-                                                                 uint64_t stream_id,
-                                                                 const void* data,
-                                                                 size_t data_count,
-                                                                 bool end_stream) {
-  (void)envoy, (void)filter, (void)stream_id, (void)data, (void)data_count, (void)end_stream;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_trailers(void* envoy,
-                                                                     const void* filter,
-                                                                     uint64_t stream_id,
-                                                                     void* trailers,
-                                                                     size_t trailers_size) {
-  (void)envoy, (void)filter, (void)stream_id, (void)trailers, (void)trailers_size;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_complete(void* envoy,
-                                                                     const void* filter,
-                                                                     uint64_t stream_id) {
-  (void)envoy, (void)filter, (void)stream_id;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_http_stream_reset(void* envoy, const void* filter,
-                                                                  uint64_t stream_id, int reason) {
-  (void)envoy, (void)filter, (void)stream_id, (void)reason;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_scheduled(void* envoy, const void* filter,
-                                                          uint64_t event_id) {
-  (void)envoy, (void)filter, (void)event_id;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
-    void* envoy, const void* filter) {
-  (void)envoy, (void)filter;
-}
-
-EXPORT void envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
-    void* envoy, const void* filter) {
-  (void)envoy, (void)filter;
 }

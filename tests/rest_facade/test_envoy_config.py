@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import string
@@ -246,3 +247,21 @@ def test_the_shaper_reads_the_cores_response_header_names() -> None:
 
     for name in (COLLECTION_HEADER, NEXT_PAGE_HEADER, HTTP_STATUS_HEADER):
         assert f'LITERAL("{name}")' in source, name
+
+
+def test_a_module_is_rebuilt_when_its_source_or_a_shared_header_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources = tmp_path / "modules"
+    shutil.copytree(envoy_modules.SOURCE_DIR, sources)
+    monkeypatch.setattr(envoy_modules, "SOURCE_DIR", sources)
+    build = tmp_path / "build"
+
+    built = envoy_modules.module_path(envoy_modules.SHAPER, build)
+    first = built.stat().st_mtime_ns
+    assert envoy_modules.module_path(envoy_modules.SHAPER, build).stat().st_mtime_ns == first
+
+    header = sources / "http_filter.h"
+    later = first + 5_000_000_000
+    os.utime(header, ns=(later, later))
+    assert envoy_modules.module_path(envoy_modules.SHAPER, build).stat().st_mtime_ns > first
