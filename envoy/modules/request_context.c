@@ -416,18 +416,24 @@ static int guard_request(void* filter_envoy, const settings* config, http_header
   size_t room = path.length + query.length * (sizeof REDACTED - 1) + 1;
   char* redacted_path = malloc(room);
   if (redacted_path == NULL) {
-    return HEADERS_STOP_ITERATION; /* cannot redact: never let the request pass */
+    /* No memory to redact the query part by part: drop all of it from what the logs read,
+     * and still refuse. */
+    envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+        filter_envoy, config->guard_namespace, STR("query"), STR(REDACTED));
+    envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS, STR(":path"),
+                                                  STR("/?" REDACTED));
+  } else {
+    memcpy(redacted_path, path.ptr, base_length + 1);
+    writer into = {redacted_path + base_length + 1, 0};
+    scan_query(query, write_part, &into);
+    buffer redacted = {into.out, into.length};
+    envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+        filter_envoy, config->guard_namespace, STR("query"), redacted);
+    envoy_dynamic_module_callback_http_set_header(
+        filter_envoy, REQUEST_HEADERS, STR(":path"),
+        (buffer){redacted_path, base_length + 1 + redacted.length});
+    free(redacted_path);
   }
-  memcpy(redacted_path, path.ptr, base_length + 1);
-  writer into = {redacted_path + base_length + 1, 0};
-  scan_query(query, write_part, &into);
-  buffer redacted = {into.out, into.length};
-  envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-      filter_envoy, config->guard_namespace, STR("query"), redacted);
-  envoy_dynamic_module_callback_http_set_header(
-      filter_envoy, REQUEST_HEADERS, STR(":path"),
-      (buffer){redacted_path, base_length + 1 + redacted.length});
-  free(redacted_path);
   size_t name_length = strlen(found);
   char body[sizeof CREDENTIAL_REFUSED_BEFORE + NAME_ROOM + sizeof CREDENTIAL_REFUSED_AFTER];
   size_t length = 0;

@@ -463,11 +463,16 @@ EXPORT const void* envoy_dynamic_module_on_http_filter_new(const void* config,
   if (state != NULL) {
     state->config = config;
   }
-  return state; /* NULL: Envoy closes the stream */
+  /* NULL when memory ran out: Envoy 1.40 still calls every hook with it (no check of its
+   * own), so each hook below checks; the request is refused with 503 (out_of_memory). */
+  return state;
 }
 
 EXPORT void envoy_dynamic_module_on_http_filter_destroy(const void* filter) {
   stream* state = (stream*)filter;
+  if (state == NULL) {
+    return;
+  }
   free(state->collection);
   free(state);
 }
@@ -499,6 +504,12 @@ static void respond(void* envoy, uint32_t status, buffer detail, http_header* he
 
 static void refuse(void* envoy, uint32_t status, buffer detail) {
   respond(envoy, status, detail, NULL, 0);
+}
+
+/* Memory ran out while a check needed it: refuse rather than let the request pass unchecked
+ * (fail closed); 503, as for any overload. */
+static void out_of_memory(void* envoy) {
+  refuse(envoy, 503, LITERAL("the gateway is out of memory: try again later"));
 }
 
 /* A string list of the route's metadata (query, flags, methods), fetched once per use: one
@@ -560,15 +571,23 @@ static bool route_has_method(void* envoy, const stream* state, buffer method) {
   return found;
 }
 
-/* Lua's tonumber() on a content-length Envoy has already validated: digits only. */
+/* Lua's tonumber() on a content-length Envoy has already validated: digits only, leading
+ * zeros allowed (Envoy accepts them: 0000000000000000000001048577 is 1048577), and a number
+ * beyond 64 bits read as the largest (over every limit), never as "not a number", which
+ * would skip the size and empty-body checks. */
 static bool parse_length(buffer text, uint64_t* length) {
-  if (text.length == 0 || text.length > 19) {
+  if (text.length == 0) {
     return false;
   }
+  size_t start = 0;
+  while (start + 1 < text.length && text.ptr[start] == '0') {
+    start++;
+  }
   uint64_t number = 0;
-  for (size_t i = 0; i < text.length; i++) {
+  for (size_t i = start; i < text.length; i++) {
     if (text.ptr[i] < '0' || text.ptr[i] > '9') return false;
-    number = number * 10 + (uint64_t)(text.ptr[i] - '0');
+    uint64_t digit = (uint64_t)(text.ptr[i] - '0');
+    number = number > (UINT64_MAX - digit) / 10 ? UINT64_MAX : number * 10 + digit;
   }
   *length = number;
   return true;
@@ -605,10 +624,14 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
     if (dropped_count == 1) first_dropped.length = short_name.length;
     append_text(&dropped, short_name);
   }
+  bool names_ok = name.ok;
   release(&name);
   list_free(&accepted);
   bool answered = false;
-  if (dropped_count > 0 && kept.ok && dropped.ok) {
+  if (!names_ok || !kept.ok || !dropped.ok) {
+    out_of_memory(envoy);
+    answered = true;
+  } else if (dropped_count > 0) {
     if (state->config->strict_query) {
       /* NETWEAVE_STRICT_QUERY (EnvoyConfig.strict_query_parameters) keeps refusing them. */
       first_dropped.ptr = dropped.data;
@@ -636,6 +659,9 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
                    (buffer){count, (size_t)count_length});
         record(envoy, state, LITERAL("path"), *path);
         record(envoy, state, LITERAL("ignored_query"), built(&dropped));
+      } else {
+        out_of_memory(envoy);
+        answered = true;
       }
     }
   }
@@ -762,6 +788,10 @@ static void complete_flags(void* envoy, stream* state, buffer path) {
 EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, const void* filter,
                                                                bool end_of_stream) {
   stream* state = (stream*)filter;
+  if (state == NULL) {
+    out_of_memory(envoy);
+    return HEADERS_STOP_ITERATION;
+  }
   buffer content_type;
   header(envoy, REQUEST_HEADERS, LITERAL("content-type"), &content_type);
   if (starts_with(content_type, LITERAL("application/grpc"))) {
@@ -797,8 +827,13 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
   if (!plain) {
     text_builder decoded = NEW_BUILDER;
     percent_decode(&decoded, path, false);
-    utf8_ok = !decoded.ok || valid_utf8(built(&decoded));
+    bool decoded_ok = decoded.ok;
+    utf8_ok = decoded_ok && valid_utf8(built(&decoded));
     release(&decoded);
+    if (!decoded_ok) {
+      out_of_memory(envoy);
+      return HEADERS_STOP_ITERATION;
+    }
   }
   if (!utf8_ok) {
     refuse(envoy, 400,
@@ -917,7 +952,7 @@ static bool finish_request_body(void* envoy, stream* state, bool received) {
 EXPORT int envoy_dynamic_module_on_http_filter_request_body(void* envoy, const void* filter,
                                                             bool end_of_stream) {
   stream* state = (stream*)filter;
-  if (state->request_mode == REQUEST_PASS) {
+  if (state == NULL || state->request_mode == REQUEST_PASS) {
     return BODY_CONTINUE;
   }
   if (!end_of_stream) {
@@ -928,7 +963,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_body(void* envoy, const v
 
 EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void* envoy, const void* filter) {
   stream* state = (stream*)filter;
-  if (state->request_mode != REQUEST_PASS) {
+  if (state != NULL && state->request_mode != REQUEST_PASS) {
     /* Trailers end the body: what is buffered is all of it. A refusal has answered. */
     finish_request_body(envoy, state, false);
   }
@@ -1032,7 +1067,8 @@ static void read_response_headers(void* envoy, stream* state, response_facts* fa
     buffer value = {headers[i].value_ptr, headers[i].value_length};
     if (same(name, LITERAL(":status"))) {
       int status = 0;
-      for (size_t k = 0; k < value.length && value.ptr[k] >= '0' && value.ptr[k] <= '9'; k++) {
+      for (size_t k = 0; k < value.length && k < 3 && value.ptr[k] >= '0' && value.ptr[k] <= '9';
+           k++) {
         status = status * 10 + (value.ptr[k] - '0');
       }
       facts->status = value.length > 0 && value.length <= 3 ? status : 0;
@@ -1085,6 +1121,9 @@ static void read_response_headers(void* envoy, stream* state, response_facts* fa
 EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, const void* filter,
                                                                 bool end_of_stream) {
   stream* state = (stream*)filter;
+  if (state == NULL) {
+    return HEADERS_CONTINUE; /* its request was refused (out_of_memory) */
+  }
   if (!state->rest) {
     /* Marked by another filter (the request guard's refusals) or native gRPC. */
     buffer rest;
@@ -1106,9 +1145,23 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
   buffer names = built(&facts.internal_names);
   for (size_t start = 0; start < names.length;) {
     const char* end = memchr(names.ptr + start, '\n', names.length - start);
+    if (end == NULL) {
+      break; /* memory ran out before its separator: the names below still go */
+    }
     size_t length = (size_t)(end - (names.ptr + start));
     remove_header(envoy, RESPONSE_HEADERS, (buffer){names.ptr + start, length});
     start += length + 1;
+  }
+  if (!facts.internal_names.ok) {
+    /* Memory ran out while the names were copied: at least every name the core sends. */
+    static const char* const KNOWN[] = {
+        "x-o2ims-collection", "x-o2ims-http-status", "x-o2ims-next-page-token",
+        "x-http-status",      "grpc-status",         "grpc-message",
+        "grpc-status-details-bin", "grpc-accept-encoding", "grpc-encoding",
+    };
+    for (size_t i = 0; i < sizeof KNOWN / sizeof KNOWN[0]; i++) {
+      remove_header(envoy, RESPONSE_HEADERS, text_of(KNOWN[i]));
+    }
   }
 
   int status = facts.status;
@@ -1329,7 +1382,7 @@ static void finish_response_body(void* envoy, stream* state, bool received) {
 EXPORT int envoy_dynamic_module_on_http_filter_response_body(void* envoy, const void* filter,
                                                              bool end_of_stream) {
   stream* state = (stream*)filter;
-  if (state->response_mode == RESPONSE_PASS) {
+  if (state == NULL || state->response_mode == RESPONSE_PASS) {
     return BODY_CONTINUE;
   }
   if (!end_of_stream) {
@@ -1342,7 +1395,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_body(void* envoy, const 
 EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void* envoy,
                                                                  const void* filter) {
   stream* state = (stream*)filter;
-  if (state->response_mode != RESPONSE_PASS) {
+  if (state != NULL && state->response_mode != RESPONSE_PASS) {
     finish_response_body(envoy, state, false); /* trailers end the body */
   }
   return TRAILERS_CONTINUE;

@@ -5,13 +5,17 @@ CONF 7.3.11, 7.3.12)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from .support import assert_no_internal_headers, assert_problem
+from devstack.pki import DevPki
+from rest_facade.envoy_process import RunningEnvoy
+
+from .support import assert_no_internal_headers, assert_problem, raw_https_request
 from .widgets import CRASHING_NAME, SETTINGS, WIDGETS, WidgetStore
 
 MAX_REQUEST_BODY = 1_048_576  # the shaper's MAX_REQUEST_BODY_BYTES
@@ -229,3 +233,34 @@ def test_a_bare_boolean_flag_means_true(
     # O2ims: GET .../resourceTypes?all_fields. The transcoder alone ignores a bare key.
     assert edge.get(f"{WIDGETS}?{query}" if query else WIDGETS).status_code == 200
     assert widgets.last_request().all_fields is all_fields
+
+
+@pytest.mark.parametrize(
+    ("length", "body", "status", "detail"),
+    [
+        # Leading zeros are a valid Content-Length (RFC 9110: 1*DIGIT), and one longer than
+        # 19 digits must not pass as "no number" past the shaper's checks.
+        (b"0" * 20, b"", 400, "needs a JSON body"),
+        (b"0" * 20 + b"4", b"null", 400, "not null"),
+        (b"0" * 22 + b"1048577", b"", 413, "larger than 1048576 bytes"),
+    ],
+)
+def test_a_content_length_with_leading_zeros_gets_every_body_check(
+    *,
+    edge_envoy: RunningEnvoy,
+    pki: DevPki,
+    widgets: WidgetStore,
+    length: bytes,
+    body: bytes,
+    status: int,
+    detail: str,
+) -> None:
+    head = (
+        f"PUT {SETTINGS} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n".encode()
+        + b"Content-Length: "
+        + length
+    )
+    answered, headers, raw = raw_https_request(edge_envoy, pki, head, body)
+
+    assert (answered, headers["content-type"]) == (status, "application/problem+json")
+    assert detail in json.loads(raw)["detail"]
