@@ -743,10 +743,20 @@ _EDGE_AUDIT_FORMAT: dict[str, str] = {
 def _audit_access_log(config: EnvoyConfig) -> str:
     if config.audit_log_path is None:
         return ""
-    refused_here = _cel_filter(
-        "response.code_details.startsWith('jwt_authn') || "
-        "response.code_details == 'local_rate_limited'"
-    )
+    # The refusals of jwt_authn (401, 403) and the rate limit (429). The status comparison
+    # comes first: an and_filter stops at its first false filter, so the ~all requests that
+    # succeed never evaluate the CEL expression.
+    refused_here = {
+        "and_filter": {
+            "filters": [
+                _status_filter("GE", 401),
+                _cel_filter(
+                    "response.code_details.startsWith('jwt_authn') || "
+                    "response.code_details == 'local_rate_limited'"
+                ),
+            ]
+        }
+    }
     return _yaml_block(
         [
             {
