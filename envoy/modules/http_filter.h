@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -46,6 +47,31 @@ enum { METADATA_DYNAMIC = 0, METADATA_ROUTE = 1 };              /* metadata_sour
 enum { HEADERS_CONTINUE = 0, HEADERS_STOP_ITERATION = 1 };
 enum { BODY_CONTINUE = 0, BODY_STOP_AND_BUFFER = 1, BODY_STOP_NO_BUFFER = 3 };
 enum { TRAILERS_CONTINUE = 0 };
+
+/* --- small byte-string helpers both filters use ---------------------------------------- */
+
+#define LITERAL(text) ((buffer){(text), sizeof(text) - 1})
+
+static inline buffer text_of(const char* text) { return (buffer){text, strlen(text)}; }
+
+static inline bool same(buffer a, buffer b) {
+  return a.length == b.length && (a.length == 0 || memcmp(a.ptr, b.ptr, a.length) == 0);
+}
+
+static inline bool starts_with(buffer text, buffer prefix) {
+  return text.length >= prefix.length && memcmp(text.ptr, prefix.ptr, prefix.length) == 0;
+}
+
+/* Lua's %s in the C locale (the filters replaced Lua): space, \t, \n, \v, \f, \r. */
+static inline bool is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+/* The value of a hexadecimal digit, or -1. */
+static inline int hex_value(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
 
 /* --- callbacks (Envoy implements them) -------------------------------------------------- */
 

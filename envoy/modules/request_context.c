@@ -69,13 +69,6 @@ typedef struct {
   char* text; /* owns every buffer above */
 } settings;
 
-#define STR(literal) ((buffer){literal, sizeof literal - 1})
-
-static bool equals(buffer text, const char* literal) {
-  size_t length = strlen(literal);
-  return text.length == length && memcmp(text.ptr, literal, length) == 0;
-}
-
 static bool set_characters(bool set[256], buffer value) {
   if (value.length == 0) {
     return false;
@@ -102,7 +95,7 @@ static bool apply(settings* config, buffer key, buffer value, unsigned* seen) {
       &config->guard_namespace, &config->rest_namespace,
   };
   for (unsigned i = 0; i < KEY_COUNT; i++) {
-    if (!equals(key, KEYS[i])) {
+    if (!same(key, text_of(KEYS[i]))) {
       continue;
     }
     if (*seen & (1u << i) || value.length == 0) {
@@ -113,10 +106,10 @@ static bool apply(settings* config, buffer key, buffer value, unsigned* seen) {
       *strings[i] = value;
       return true;
     }
-    if (equals(key, "id_first_characters")) {
+    if (same(key, LITERAL("id_first_characters"))) {
       return set_characters(config->id_first, value);
     }
-    if (equals(key, "id_characters")) {
+    if (same(key, LITERAL("id_characters"))) {
       return set_characters(config->id_rest, value);
     }
     size_t max = 0;
@@ -142,7 +135,7 @@ static void free_settings(settings* config) {
 EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_envoy,
                                                                   buffer name, buffer config) {
   (void)config_envoy;
-  if (!equals(name, FILTER_NAME) || config.ptr == NULL) {
+  if (!same(name, LITERAL(FILTER_NAME)) || config.ptr == NULL) {
     return NULL; /* Envoy rejects the configuration */
   }
   settings* state = calloc(1, sizeof *state);
@@ -249,23 +242,6 @@ static const char CREDENTIAL_REFUSED_BEFORE[] =
     "credentials are not accepted in the URL (query parameter '";
 static const char CREDENTIAL_REFUSED_AFTER[] = "'): send the token in the Authorization header";
 
-static bool is_space(unsigned char c) { /* Lua's %s in the C locale */
-  return c == ' ' || (c >= '\t' && c <= '\r');
-}
-
-static int hex_value(unsigned char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
 /*
  * The credential parameter `raw` names (`+` read as a space, then %XX decoded, then trimmed
  * and lower-cased), or NULL. Whitespace inside the name, or a name longer than NAME_ROOM,
@@ -363,14 +339,9 @@ static void write_part(void* context, buffer part, size_t name_length, bool equa
 static void refuse(void* filter_envoy, const settings* config, uint32_t status,
                    http_header* headers, size_t count, buffer body, const char* details) {
   envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-      filter_envoy, config->rest_namespace, STR("rest"), STR("1"));
+      filter_envoy, config->rest_namespace, LITERAL("rest"), LITERAL("1"));
   envoy_dynamic_module_callback_http_send_response(filter_envoy, status, headers, count, body,
                                                    (buffer){details, strlen(details)});
-}
-
-static bool starts_with(buffer text, const char* prefix) {
-  size_t length = strlen(prefix);
-  return text.length >= length && memcmp(text.ptr, prefix, length) == 0;
 }
 
 /* `reply` holds the headers every refusal carries (the correlation id), with room for one
@@ -379,22 +350,22 @@ static int guard_request(void* filter_envoy, const settings* config, http_header
                          size_t count) {
   buffer value = {NULL, 0};
   if (envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS,
-                                                    STR(":method"), &value, 0, NULL) &&
-      equals(value, "CONNECT")) {
+                                                    LITERAL(":method"), &value, 0, NULL) &&
+      same(value, LITERAL("CONNECT"))) {
     /* The target of a CONNECT is a host:port tunnel, which allows no method: an empty Allow. */
     reply[count++] = (http_header){"allow", 5, "", 0};
-    refuse(filter_envoy, config, 405, reply, count, STR(CONNECT_REFUSED),
+    refuse(filter_envoy, config, 405, reply, count, LITERAL(CONNECT_REFUSED),
            "netweave_connect_refused");
     return HEADERS_STOP_ITERATION;
   }
   value = (buffer){NULL, 0};
   if (envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS,
-                                                    STR("content-type"), &value, 0, NULL) &&
-      starts_with(value, "application/grpc")) {
+                                                    LITERAL("content-type"), &value, 0, NULL) &&
+      starts_with(value, LITERAL("application/grpc"))) {
     return HEADERS_CONTINUE;
   }
   buffer path = {NULL, 0};
-  if (!envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS, STR(":path"),
+  if (!envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS, LITERAL(":path"),
                                                      &path, 0, NULL) ||
       path.ptr == NULL) {
     return HEADERS_CONTINUE;
@@ -408,7 +379,7 @@ static int guard_request(void* filter_envoy, const settings* config, http_header
   const char* found = scan_query(query, NULL, NULL);
   if (found == NULL) {
     envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-        filter_envoy, config->guard_namespace, STR("query"), query);
+        filter_envoy, config->guard_namespace, LITERAL("query"), query);
     return HEADERS_CONTINUE;
   }
   /* A part grows by at most "REDACTED" ("token=" -> "token=REDACTED"); a part is at least a
@@ -419,18 +390,18 @@ static int guard_request(void* filter_envoy, const settings* config, http_header
     /* No memory to redact the query part by part: drop all of it from what the logs read,
      * and still refuse. */
     envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-        filter_envoy, config->guard_namespace, STR("query"), STR(REDACTED));
-    envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS, STR(":path"),
-                                                  STR("/?" REDACTED));
+        filter_envoy, config->guard_namespace, LITERAL("query"), LITERAL(REDACTED));
+    envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS, LITERAL(":path"),
+                                                  LITERAL("/?" REDACTED));
   } else {
     memcpy(redacted_path, path.ptr, base_length + 1);
     writer into = {redacted_path + base_length + 1, 0};
     scan_query(query, write_part, &into);
     buffer redacted = {into.out, into.length};
     envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-        filter_envoy, config->guard_namespace, STR("query"), redacted);
+        filter_envoy, config->guard_namespace, LITERAL("query"), redacted);
     envoy_dynamic_module_callback_http_set_header(
-        filter_envoy, REQUEST_HEADERS, STR(":path"),
+        filter_envoy, REQUEST_HEADERS, LITERAL(":path"),
         (buffer){redacted_path, base_length + 1 + redacted.length});
     free(redacted_path);
   }
@@ -495,7 +466,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
   }
   buffer route = {NULL, 0};
   if (envoy_dynamic_module_callback_http_get_metadata_string(
-          filter_envoy, METADATA_ROUTE, config->context_namespace, STR("route"), &route) &&
+          filter_envoy, METADATA_ROUTE, config->context_namespace, LITERAL("route"), &route) &&
       route.ptr != NULL) {
     context[recorded++] = (http_header){"route", 5, route.ptr, route.length};
   }

@@ -51,18 +51,6 @@
 
 /* --- small string tools ----------------------------------------------------------------- */
 
-#define LITERAL(text) ((buffer){(text), sizeof(text) - 1})
-
-static buffer text_of(const char* text) { return (buffer){text, strlen(text)}; }
-
-static bool same(buffer a, buffer b) {
-  return a.length == b.length && (a.length == 0 || memcmp(a.ptr, b.ptr, a.length) == 0);
-}
-
-static bool starts_with(buffer text, buffer prefix) {
-  return text.length >= prefix.length && memcmp(text.ptr, prefix.ptr, prefix.length) == 0;
-}
-
 /* The first occurrence of `needle` in `text` at or after `from`, or -1. */
 static long find(buffer text, size_t from, buffer needle) {
   if (needle.length == 0 || text.length < needle.length) {
@@ -118,18 +106,6 @@ static void release(text_builder* out) {
 }
 
 #define NEW_BUILDER ((text_builder){NULL, 0, 0, true})
-
-static bool is_space(char c) {
-  /* Lua's %s: space, \t, \n, \v, \f, \r */
-  return c == ' ' || (c >= '\t' && c <= '\r');
-}
-
-static int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 /* `text` with every %XX replaced by its byte (a lone % stays). `plus_as_space` for query
  * names, where form encoding writes a space as "+". */
@@ -1017,10 +993,25 @@ static bool stripped(buffer name) {
          same(name, LITERAL("x-http-status"));
 }
 
+/* The grpc-* headers a REST client never sees (any other grpc-* is not internal), and the
+ * internal headers the core sends (every x-o2ims-* goes; these are the ones it sends today,
+ * removed by name when memory ran out while the names were collected). */
+static const char* const STRIPPED_GRPC[] = {
+    "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding",
+    "grpc-encoding",
+};
+static const char* const CORE_HEADERS[] = {
+    "x-o2ims-collection", "x-o2ims-http-status", "x-o2ims-next-page-token", "x-http-status",
+};
+#define COUNT(array) (sizeof(array) / sizeof((array)[0]))
+
 static bool is_stripped_grpc_header(buffer name) {
-  return same(name, LITERAL("grpc-status")) || same(name, LITERAL("grpc-message")) ||
-         same(name, LITERAL("grpc-status-details-bin")) ||
-         same(name, LITERAL("grpc-accept-encoding")) || same(name, LITERAL("grpc-encoding"));
+  for (size_t i = 0; i < COUNT(STRIPPED_GRPC); i++) {
+    if (same(name, text_of(STRIPPED_GRPC[i]))) {
+      return true;
+    }
+  }
+  return false;
 }
 
 /* `path` with its nextpage_opaque_marker replaced by `marker` (the next page's URL). */
@@ -1154,13 +1145,11 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
   }
   if (!facts.internal_names.ok) {
     /* Memory ran out while the names were copied: at least every name the core sends. */
-    static const char* const KNOWN[] = {
-        "x-o2ims-collection", "x-o2ims-http-status", "x-o2ims-next-page-token",
-        "x-http-status",      "grpc-status",         "grpc-message",
-        "grpc-status-details-bin", "grpc-accept-encoding", "grpc-encoding",
-    };
-    for (size_t i = 0; i < sizeof KNOWN / sizeof KNOWN[0]; i++) {
-      remove_header(envoy, RESPONSE_HEADERS, text_of(KNOWN[i]));
+    for (size_t i = 0; i < COUNT(CORE_HEADERS); i++) {
+      remove_header(envoy, RESPONSE_HEADERS, text_of(CORE_HEADERS[i]));
+    }
+    for (size_t i = 0; i < COUNT(STRIPPED_GRPC); i++) {
+      remove_header(envoy, RESPONSE_HEADERS, text_of(STRIPPED_GRPC[i]));
     }
   }
 
