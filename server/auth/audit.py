@@ -55,8 +55,22 @@ def encode_fields(fields: Mapping[str, Any]) -> EncodedFields:
     return EncodedFields(_ENCODER.encode(dict(fields))[1:-1])
 
 
+class Deferred:
+    """A record encoded by the writer thread rather than by its call: `members()` returns
+    its fields after ts/audit/source, encoded as JSON members. The call only keeps what
+    the record is made of (the gRPC interceptor's records: server/auth/interceptor.py), and
+    the writer encodes a whole batch in one go, off the calls' threads. What `members()`
+    reads must not change once the record is written."""
+
+    __slots__ = ()
+
+    def members(self) -> str:
+        raise NotImplementedError
+
+
 # A record: its fields in order, each a (name, value) pair or shared EncodedFields.
 Record = Sequence[tuple[str, Any] | EncodedFields]
+Entry = Record | dict[str, Any] | Deferred
 # Records waiting for the writer. At 1,000 calls/s this is ~10 s of calls (a few MB):
 # only a writer stuck on its stream (a full or hung disk) fills it.
 QUEUE_LIMIT: Final = 10_000
@@ -87,9 +101,7 @@ class AuditLog:
             self._stream = path.open("a", encoding="utf-8")
         self._limit = queue_limit
         # (time.time(), record). deque.append and popleft are atomic: no lock per call.
-        self._pending: collections.deque[tuple[float, Record | dict[str, Any]]] = (
-            collections.deque()
-        )
+        self._pending: collections.deque[tuple[float, Entry]] = collections.deque()
         # One drain at a time, so lines keep the order of their calls.
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -101,9 +113,10 @@ class AuditLog:
         self._writer.start()
         atexit.register(self.close)
 
-    def write(self, record: Record | dict[str, Any]) -> None:
-        """Queue `record` (the fields after ts/audit/source: a mapping, or a Record whose
-        shared fields are encoded already) for the trail."""
+    def write(self, record: Entry) -> None:
+        """Queue `record` (the fields after ts/audit/source: a mapping, a Record whose
+        shared fields are encoded already, or a Deferred the writer encodes) for the
+        trail."""
         if len(self._pending) >= self._limit and not self._closed:
             self._wait_for_room()
         self._pending.append((time.time(), record))
@@ -140,7 +153,7 @@ class AuditLog:
         """Write every queued record, in order (one writer at a time)."""
         pending = self._pending
         with self._write_lock:
-            batch: list[tuple[float, Record | dict[str, Any]]] = []
+            batch: list[tuple[float, Entry]] = []
             while pending:
                 batch.append(pending.popleft())
             if not batch:
@@ -173,7 +186,13 @@ class AuditLog:
         self._drain()  # the writer gave up on a stuck stream, or a record raced `_closed`
 
 
-def _line(stamp: float, record: Record | dict[str, Any]) -> str:
+def _line(stamp: float, record: Entry) -> str:
+    if isinstance(record, Deferred):
+        try:
+            return f'{{"ts":"{_timestamp(stamp)}",{_HEAD},{record.members()}}}\n'
+        except Exception as exc:  # a record that cannot be encoded: say so, keep the rest
+            log.exception("audit_record_unencodable")
+            record = {"record": f"[unrecordable: {type(exc).__name__}]"}
     members = [f'{{"ts":"{_timestamp(stamp)}",{_HEAD}']
     fields = record.items() if isinstance(record, dict) else record
     for field in fields:
@@ -188,7 +207,7 @@ def _line(stamp: float, record: Record | dict[str, Any]) -> str:
 def _encode(value: Any) -> str:
     # The common scalars without the encoder's machinery; the same text as json.dumps.
     if isinstance(value, str):
-        return _encode_string(value)
+        return encode_string(value)
     if value is None:
         return "null"
     if type(value) is int:  # not a bool
@@ -198,7 +217,7 @@ def _encode(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-_encode_string: Final = json.encoder.encode_basestring_ascii
+encode_string: Final = json.encoder.encode_basestring_ascii
 # The last second rendered as the records' `ts` has it, reused by the records of that second.
 _second: list[Any] = [None, ""]
 

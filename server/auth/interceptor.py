@@ -8,8 +8,9 @@ UNAUTHENTICATED (REST 401), both with a google.rpc.ErrorInfo saying why.
 The per-call work is small (issue 18; bench/instrumentation_bench.py measures it): the
 outcome of a caller's credentials for a method is computed once and remembered (see
 AuthInterceptor), the wrapper of each method is built once, and the audit record is queued
-for a writer thread (server/auth/audit.py) with what repeats from call to call (the request
-body as JSON, a gRPC call's method and path, the outcome) encoded once.
+as what it is made of (_CallRecord) for a writer thread (server/auth/audit.py), which
+encodes it, reusing what repeats from call to call (the request body as JSON, a gRPC call's
+method and path, the outcome) encoded once.
 
 Every audited call gets its correlation id here, once: the caller's well-formed
 `x-correlation-id` (the edge always forwards one), else its `x-request-id`, else a new one
@@ -39,7 +40,14 @@ from netweave.headers import (
     IDENTITY_HEADERS,
     JWT_PAYLOAD_HEADER,
 )
-from server.auth.audit import AuditLog, EncodedFields, encode_fields, redact
+from server.auth.audit import (
+    AuditLog,
+    Deferred,
+    EncodedFields,
+    encode_fields,
+    encode_string,
+    redact,
+)
 from server.auth.caller import Caller, acting_as
 from server.auth.identity import Channel, Identity, IdentityRefused, identify
 from server.auth.policy import PUBLIC, AccessPolicy, Decision, required_permission
@@ -352,33 +360,81 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         duration_s: float,
         correlation_id: str,
     ) -> None:
-        if self._audit is None:
-            return
+        if self._audit is not None:
+            self._audit.write(
+                _CallRecord(
+                    metadata,
+                    admission,
+                    method=method,
+                    request=request,
+                    code=code,
+                    duration_s=duration_s,
+                    correlation_id=correlation_id,
+                )
+            )
+
+
+class _CallRecord(Deferred):
+    """A call's audit record, kept as what it is made of and encoded by the audit writer
+    (audit.py): the call's thread only queues it. Its metadata (a dict of this call's own)
+    and its request (gRPC's message for this call, read by nothing once the handler has
+    returned) do not change after the call."""
+
+    __slots__ = (
+        "admission",
+        "code",
+        "correlation_id",
+        "duration_s",
+        "metadata",
+        "method",
+        "request",
+    )
+
+    def __init__(
+        self,
+        metadata: Mapping[str, str],
+        admission: Admission,
+        *,
+        method: str,
+        request: Any,
+        code: grpc.StatusCode | None,
+        duration_s: float,
+        correlation_id: str,
+    ) -> None:
+        self.metadata = metadata
+        self.admission = admission
+        self.method = method
+        self.request = request
+        self.code = code
+        self.duration_s = duration_s
+        self.correlation_id = correlation_id
+
+    def members(self) -> str:
+        """The fields in the order they have always had (the module docstring of audit.py);
+        those that repeat from call to call (a gRPC call's method and path, the outcome,
+        a small request's body) are encoded once and reused."""
+        metadata = self.metadata
         http_method = metadata.get("x-envoy-original-method", "POST").upper()
         rest_path = metadata.get("x-envoy-original-path")
-        # The fields in the order they have always had (the module docstring of audit.py);
-        # those that repeat from call to call (a gRPC call's method and path, the outcome)
-        # are encoded once (`_shared_fields`), the writer thread encodes the rest.
+        parts = [
+            f'"request_id":{encode_string(metadata.get("x-request-id", ""))},'
+            f'"correlation_id":{encode_string(self.correlation_id)}',
+            self.admission.caller_fields,
+        ]
         if rest_path is None:
-            request_line = _shared_fields(("method", http_method), ("path", method))
+            parts.append(_shared_fields(("method", http_method), ("path", self.method)))
         else:
-            request_line = _shared_fields(("method", http_method))
-        record: list[tuple[str, Any] | EncodedFields] = [
-            ("request_id", metadata.get("x-request-id", "")),
-            ("correlation_id", correlation_id),
-            admission.caller_fields,
-            request_line,
+            parts.append(_shared_fields(("method", http_method)))
+            parts.append(f'"path":{encode_string(rest_path)}')
+        parts += [
+            self.admission.decision_fields,
+            _outcome_fields(self.code, http_method == "POST" and rest_path is not None),
+            # A finite float: Python's own text for it, what json writes.
+            f'"duration_ms":{float.__repr__(round(self.duration_s * 1000, 3))}',
         ]
-        if rest_path is not None:
-            record.append(("path", rest_path))
-        record += [
-            admission.decision_fields,
-            _outcome_fields(code, rest_create=http_method == "POST" and rest_path is not None),
-            ("duration_ms", round(duration_s * 1000, 3)),
-        ]
-        if http_method in WRITE_METHODS and request is not None:
-            record.append(_body_field(request))
-        self._audit.write(record)
+        if http_method in WRITE_METHODS and self.request is not None:
+            parts.append(_body_field(self.request))
+        return ",".join(parts)
 
 
 # Request bodies remembered, encoded (`_body_field`): a client that polls sends the same
@@ -424,7 +480,7 @@ def _shared_fields(*fields: tuple[str, Any]) -> EncodedFields:
 
 
 @functools.lru_cache(maxsize=64)
-def _outcome_fields(code: grpc.StatusCode | None, *, rest_create: bool) -> EncodedFields:
+def _outcome_fields(code: grpc.StatusCode | None, rest_create: bool) -> EncodedFields:
     """`grpc_code` and `status` (the HTTP status a REST client saw) of an outcome."""
     status = HTTP_STATUS.get(code, 500) if code is not None else None
     if status == 200 and rest_create:

@@ -19,7 +19,7 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as sub_grpc
 
 from devstack.processes import wait_until
 from netweave.headers import CORRELATION_ID_HEADER, REQUEST_ID_HEADER
-from server.auth.audit import AuditLog
+from server.auth.audit import AuditLog, Deferred
 from tests.core_process import CoreProcess
 
 
@@ -109,6 +109,35 @@ def test_a_record_after_close_is_written_at_once(tmp_path: Path) -> None:
     audit.close()
     audit.write({"n": 2})
     assert [record["n"] for record in lines_of(path)] == [1, 2]
+
+
+class _Members(Deferred):
+    __slots__ = ("text",)
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+
+    def members(self) -> str:
+        if self.text is None:
+            raise KeyError("gone")
+        return self.text
+
+
+def test_deferred_records_are_encoded_by_the_writer_and_a_broken_one_loses_no_other(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path))
+    audit.write(_Members('"n":1'))
+    audit.write(_Members(None))
+    audit.write(_Members('"n":3,"note":"\\u00e9"'))
+    audit.write({"n": 4})
+    audit.close()
+    records = lines_of(path)
+    assert [record.get("n") for record in records] == [1, None, 3, 4]
+    assert records[1]["record"] == "[unrecordable: KeyError]"
+    assert records[2]["note"] == "\u00e9"
+    assert all(list(record)[:3] == ["ts", "audit", "source"] for record in records)
 
 
 def test_sigterm_under_load_writes_the_record_of_every_call_served(core: CoreProcess) -> None:
