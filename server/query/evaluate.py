@@ -272,10 +272,17 @@ _STATIC_PARSERS: Final[dict[Leaf, tuple[Callable[[str], Any], str]]] = {
 }
 
 
-def _dynamic_predicate(op: str, values: Sequence[str]) -> Predicate:
-    strings = _string_equals(values) if op in {"in", "eq"} else None
+def _numbers_and_bools(values: Sequence[str]) -> tuple[frozenset[float], frozenset[bool]]:
+    """The numbers and the booleans among a term's values (what eq/in on free-form JSON
+    also matches besides the strings): one reading for every use of them."""
     numbers = frozenset(n for n in map(parse_number, values) if n is not None)
     bools = frozenset(b for b in map(parse_bool, values) if b is not None)
+    return numbers, bools
+
+
+def _dynamic_predicate(op: str, values: Sequence[str]) -> Predicate:
+    strings = _string_equals(values) if op in {"in", "eq"} else None
+    numbers, bools = _numbers_and_bools(values)
     if strings is not None:
 
         def equals(a: Any) -> bool:
@@ -315,8 +322,7 @@ def _dynamic_typed(op: str, values: Sequence[str]) -> TypedPredicates:
     the Value's kind), so no per-value type dispatch; the same results by construction
     of each branch (tests/server/query/test_nested_fast_path.py checks it)."""
     if op in {"in", "eq"}:
-        numbers = frozenset(n for n in map(parse_number, values) if n is not None)
-        bools = frozenset(b for b in map(parse_bool, values) if b is not None)
+        numbers, bools = _numbers_and_bools(values)
         return _string_equals(values), numbers.__contains__, bools.__contains__
     if op == "cont":
         return _contains(values), _never, _never
@@ -429,13 +435,13 @@ def _json_prefilter(op: str, values: Sequence[str], passes: Predicate) -> JsonPr
     values _dynamic_predicate accepts, as json_key writes them."""
     if op not in {"eq", "in"}:
         return JsonPrefilter(passes)
+    numbers, bools = _numbers_and_bools(values)
     keys = {json_key(value) for value in values}
-    for number in map(parse_number, values):
-        if number is not None:
-            keys.add(json_key(number))
-            if number == 0:  # 0.0 == -0.0, but their keys differ
-                keys.add(json_key(-number))
-    keys.update(json_key(b) for b in map(parse_bool, values) if b is not None)
+    for number in numbers:
+        keys.add(json_key(number))
+        if number == 0:  # 0.0 == -0.0, but their keys differ
+            keys.add(json_key(-number))
+    keys.update(json_key(b) for b in bools)
     folded = frozenset(json_key(v.lower()) for v in values if UUID_PATTERN.fullmatch(v))
     return JsonPrefilter(passes, frozenset(keys), folded)
 
