@@ -296,30 +296,33 @@ static buffer bare_array(buffer body, buffer name) {
 
 #define FILTER_NAME "shaper"
 
+/* The strings are the filter's own copies (malloc), with their lengths: measured once, when
+ * the configuration is read, never per request. A NULL ptr: not configured (yet). */
 typedef struct {
   uint64_t max_request_body_bytes;
   bool strict_query;
-  char* rest_namespace;
-  char* route_namespace;
-  char* ignored_query_header;
-  char* unauthorized_challenge;
+  buffer rest_namespace;
+  buffer route_namespace;
+  buffer ignored_query_header;
+  buffer unauthorized_challenge;
 } shaper_config;
 
 static void config_free(shaper_config* config) {
-  free(config->rest_namespace);
-  free(config->route_namespace);
-  free(config->ignored_query_header);
-  free(config->unauthorized_challenge);
+  free((char*)config->rest_namespace.ptr);
+  free((char*)config->route_namespace.ptr);
+  free((char*)config->ignored_query_header.ptr);
+  free((char*)config->unauthorized_challenge.ptr);
   free(config);
 }
 
-static char* copy_of(buffer text) {
-  char* copy = malloc(text.length + 1);
-  if (copy != NULL) {
-    memcpy(copy, text.ptr, text.length);
-    copy[text.length] = '\0';
+/* A copy of a non-empty `text`, or a NULL ptr when memory ran out. */
+static buffer copy_of(buffer text) {
+  char* copy = malloc(text.length);
+  if (copy == NULL) {
+    return (buffer){NULL, 0};
   }
-  return copy;
+  memcpy(copy, text.ptr, text.length);
+  return (buffer){copy, text.length};
 }
 
 /* One `key=value` line of the configuration; false for an unknown key or a bad value. */
@@ -342,7 +345,7 @@ static bool config_line(shaper_config* config, buffer key, buffer value) {
     config->strict_query = false;
     return same(value, LITERAL("false"));
   }
-  char** target = NULL;
+  buffer* target = NULL;
   if (same(key, LITERAL("rest_namespace"))) target = &config->rest_namespace;
   if (same(key, LITERAL("route_namespace"))) target = &config->route_namespace;
   if (same(key, LITERAL("ignored_query_header"))) target = &config->ignored_query_header;
@@ -350,9 +353,9 @@ static bool config_line(shaper_config* config, buffer key, buffer value) {
   if (target == NULL || value.length == 0) {
     return false;
   }
-  free(*target);
+  free((char*)target->ptr);
   *target = copy_of(value);
-  return *target != NULL;
+  return target->ptr != NULL;
 }
 
 EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_envoy, buffer name,
@@ -384,9 +387,9 @@ EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_e
       return NULL; /* Envoy rejects the configuration */
     }
   }
-  if (config->max_request_body_bytes == 0 || config->rest_namespace == NULL ||
-      config->route_namespace == NULL || config->ignored_query_header == NULL ||
-      config->unauthorized_challenge == NULL) {
+  if (config->max_request_body_bytes == 0 || config->rest_namespace.ptr == NULL ||
+      config->route_namespace.ptr == NULL || config->ignored_query_header.ptr == NULL ||
+      config->unauthorized_challenge.ptr == NULL) {
     config_free(config);
     return NULL;
   }
@@ -428,8 +431,8 @@ typedef struct {
   bool rest;
   request_body_mode request_mode;
   response_body_mode response_mode;
-  int status;        /* RESPONSE_ERROR: the transcoder's HTTP status */
-  char* collection;  /* RESPONSE_LIST */
+  int status;               /* RESPONSE_ERROR: the transcoder's HTTP status */
+  text_builder collection;  /* RESPONSE_LIST: the collection field's name (owned) */
 } stream;
 
 EXPORT const void* envoy_dynamic_module_on_http_filter_new(const void* config,
@@ -438,6 +441,7 @@ EXPORT const void* envoy_dynamic_module_on_http_filter_new(const void* config,
   stream* state = calloc(1, sizeof *state);
   if (state != NULL) {
     state->config = config;
+    state->collection = NEW_BUILDER;
   }
   /* NULL when memory ran out: Envoy 1.40 still calls every hook with it (no check of its
    * own), so each hook below checks; the request is refused with 503 (out_of_memory). */
@@ -449,7 +453,7 @@ EXPORT void envoy_dynamic_module_on_http_filter_destroy(const void* filter) {
   if (state == NULL) {
     return;
   }
-  free(state->collection);
+  release(&state->collection);
   free(state);
 }
 
@@ -468,7 +472,7 @@ static void remove_header(void* envoy, int type, buffer name) {
 
 static void record(void* envoy, const stream* state, buffer key, buffer value) {
   envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-      envoy, text_of(state->config->rest_namespace), key, value);
+      envoy, state->config->rest_namespace, key, value);
 }
 
 /* A local reply: local_reply_config makes it a ProblemDetails (the request is marked REST). */
@@ -501,7 +505,7 @@ static bool route_strings(void* envoy, const stream* state, buffer key, string_l
   list->items = list->inline_items;
   list->count = 0;
   size_t size = 0;
-  buffer ns = text_of(state->config->route_namespace);
+  buffer ns = state->config->route_namespace;
   if (!envoy_dynamic_module_callback_http_get_metadata_list_size(envoy, METADATA_ROUTE, ns, key,
                                                                  &size)) {
     return false;
@@ -631,7 +635,7 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
         char count[24];
         int count_length = snprintf(count, sizeof count, "%zu", dropped_count);
         set_header(envoy, REQUEST_HEADERS, LITERAL(":path"), *path);
-        set_header(envoy, REQUEST_HEADERS, text_of(state->config->ignored_query_header),
+        set_header(envoy, REQUEST_HEADERS, state->config->ignored_query_header,
                    (buffer){count, (size_t)count_length});
         record(envoy, state, LITERAL("path"), *path);
         record(envoy, state, LITERAL("ignored_query"), built(&dropped));
@@ -786,7 +790,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
    * (A key and value pair has the layout of a header.) */
   http_header marks[2] = {{"rest", 4, "1", 1}, {"path", 4, path.ptr, path.length}};
   envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-      envoy, text_of(state->config->rest_namespace), marks, 2);
+      envoy, state->config->rest_namespace, marks, 2);
 
   /* Both become a ProblemDetails through local_reply_config, like every local reply. Only a
    * path with a byte above 0x7F or a percent escape can decode to invalid UTF-8, and only one
@@ -948,23 +952,24 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void* envoy, con
 
 /* --- response --------------------------------------------------------------------------- */
 
-/* The HTTP statuses the transcoder maps gRPC codes to; anything else is titled "Error". */
-static const char* reason_phrase(int status) {
+/* The HTTP statuses the transcoder maps gRPC codes to (a NULL ptr for any other: titled
+ * "Error"). */
+static buffer reason_phrase(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return NULL;
+    case 400: return LITERAL("Bad Request");
+    case 401: return LITERAL("Unauthorized");
+    case 403: return LITERAL("Forbidden");
+    case 404: return LITERAL("Not Found");
+    case 409: return LITERAL("Conflict");
+    case 412: return LITERAL("Precondition Failed");
+    case 429: return LITERAL("Too Many Requests");
+    case 431: return LITERAL("Request Header Fields Too Large");
+    case 499: return LITERAL("Client Closed Request");
+    case 500: return LITERAL("Internal Server Error");
+    case 501: return LITERAL("Not Implemented");
+    case 503: return LITERAL("Service Unavailable");
+    case 504: return LITERAL("Gateway Timeout");
+    default: return (buffer){NULL, 0};
   }
 }
 
@@ -995,19 +1000,23 @@ static bool stripped(buffer name) {
 
 /* The grpc-* headers a REST client never sees (any other grpc-* is not internal), and the
  * internal headers the core sends (every x-o2ims-* goes; these are the ones it sends today,
- * removed by name when memory ran out while the names were collected). */
-static const char* const STRIPPED_GRPC[] = {
-    "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding",
-    "grpc-encoding",
+ * removed by name when memory ran out while the names were collected). With their lengths (a
+ * static initializer cannot use LITERAL, a compound literal). */
+#define NAME(text) {(text), sizeof(text) - 1}
+static const buffer STRIPPED_GRPC[] = {
+    NAME("grpc-status"),          NAME("grpc-message"),  NAME("grpc-status-details-bin"),
+    NAME("grpc-accept-encoding"), NAME("grpc-encoding"),
 };
-static const char* const CORE_HEADERS[] = {
-    "x-o2ims-collection", "x-o2ims-http-status", "x-o2ims-next-page-token", "x-http-status",
+static const buffer CORE_HEADERS[] = {
+    NAME("x-o2ims-collection"), NAME("x-o2ims-http-status"), NAME("x-o2ims-next-page-token"),
+    NAME("x-http-status"),
 };
+#undef NAME
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))
 
 static bool is_stripped_grpc_header(buffer name) {
   for (size_t i = 0; i < COUNT(STRIPPED_GRPC); i++) {
-    if (same(name, text_of(STRIPPED_GRPC[i]))) {
+    if (same(name, STRIPPED_GRPC[i])) {
       return true;
     }
   }
@@ -1119,8 +1128,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     /* Marked by another filter (the request guard's refusals) or native gRPC. */
     buffer rest;
     if (!envoy_dynamic_module_callback_http_get_metadata_string(
-            envoy, METADATA_DYNAMIC, text_of(state->config->rest_namespace), LITERAL("rest"),
-            &rest) ||
+            envoy, METADATA_DYNAMIC, state->config->rest_namespace, LITERAL("rest"), &rest) ||
         !same(rest, LITERAL("1"))) {
       return HEADERS_CONTINUE; /* native gRPC: leave headers, body and trailers alone */
     }
@@ -1146,10 +1154,10 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
   if (!facts.internal_names.ok) {
     /* Memory ran out while the names were copied: at least every name the core sends. */
     for (size_t i = 0; i < COUNT(CORE_HEADERS); i++) {
-      remove_header(envoy, RESPONSE_HEADERS, text_of(CORE_HEADERS[i]));
+      remove_header(envoy, RESPONSE_HEADERS, CORE_HEADERS[i]);
     }
     for (size_t i = 0; i < COUNT(STRIPPED_GRPC); i++) {
-      remove_header(envoy, RESPONSE_HEADERS, text_of(STRIPPED_GRPC[i]));
+      remove_header(envoy, RESPONSE_HEADERS, STRIPPED_GRPC[i]);
     }
   }
 
@@ -1168,7 +1176,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     /* SOL013 paging: the client follows rel="next" until it is absent. */
     buffer path = {NULL, 0};
     envoy_dynamic_module_callback_http_get_metadata_string(
-        envoy, METADATA_DYNAMIC, text_of(state->config->rest_namespace), LITERAL("path"), &path);
+        envoy, METADATA_DYNAMIC, state->config->rest_namespace, LITERAL("path"), &path);
     text_builder link = NEW_BUILDER;
     text_builder path_copy = NEW_BUILDER;
     append_text(&path_copy, path);
@@ -1186,14 +1194,14 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
   if (success) {
     bool empty = false;
     envoy_dynamic_module_callback_http_get_metadata_bool(
-        envoy, METADATA_ROUTE, text_of(state->config->route_namespace), LITERAL("empty"), &empty);
+        envoy, METADATA_ROUTE, state->config->route_namespace, LITERAL("empty"), &empty);
     /* The core may name the collection itself; otherwise the route knows it from the proto
      * (only a success can be a list, so only a success looks). */
     buffer collection;
     if (!facts.has_collection &&
         envoy_dynamic_module_callback_http_get_metadata_string(
-            envoy, METADATA_ROUTE, text_of(state->config->route_namespace),
-            LITERAL("collection"), &collection)) {
+            envoy, METADATA_ROUTE, state->config->route_namespace, LITERAL("collection"),
+            &collection)) {
       facts.has_collection = true;
       append_text(&facts.collection, collection);
     }
@@ -1203,10 +1211,10 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     } else if (facts.has_collection) {
       set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"), LITERAL("application/json"));
       state->response_mode = RESPONSE_LIST;
-      state->collection = copy_of(built(&facts.collection));
-      if (state->collection == NULL) {
-        state->response_mode = RESPONSE_PASS;
-      }
+      /* The name, with its length, for the body: the copy moves over (no new allocation). */
+      release(&state->collection);
+      state->collection = facts.collection;
+      facts.collection = NEW_BUILDER;
     } else if (facts.content_type_empty || facts.content_type_grpc) {
       set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"), LITERAL("application/json"));
     }
@@ -1240,8 +1248,8 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
 /* How to present an upstream (core) error: HTTP status, title, and a fixed detail (NULL: the
  * core's own message is the detail). */
 static int upstream_problem(int status, bool has_code, buffer code, buffer message, bool has_reason,
-                            buffer reason, const char** title, const char** fixed_detail) {
-  *fixed_detail = NULL;
+                            buffer reason, buffer* title, buffer* fixed_detail) {
+  *fixed_detail = (buffer){NULL, 0};
   if (has_code && same(code, LITERAL(GRPC_FAILED_PRECONDITION)) && has_reason &&
       precondition_status(reason) != 0) {
     int mapped = precondition_status(reason);
@@ -1251,8 +1259,8 @@ static int upstream_problem(int status, bool has_code, buffer code, buffer messa
   if (has_code && same(code, LITERAL(GRPC_UNIMPLEMENTED))) {
     /* The descriptor set publishes a method the core does not serve (an API version this
      * deployment does not run): for O2ims that path does not exist. */
-    *title = "Not Found";
-    *fixed_detail = "no such resource: this gateway does not serve it";
+    *title = LITERAL("Not Found");
+    *fixed_detail = LITERAL("no such resource: this gateway does not serve it");
     return 404;
   }
   if (has_code && same(code, LITERAL(GRPC_RESOURCE_EXHAUSTED)) &&
@@ -1260,13 +1268,16 @@ static int upstream_problem(int status, bool has_code, buffer code, buffer messa
     /* The core's gRPC library refused the request headers as too large: the client's request
      * is too big, not rate limited. */
     *title = reason_phrase(431);
-    *fixed_detail = "the request headers (path and query included) are too large";
+    *fixed_detail = LITERAL("the request headers (path and query included) are too large");
     return 431;
   }
-  *title = reason_phrase(status) ? reason_phrase(status) : "Error";
+  *title = reason_phrase(status);
+  if (title->ptr == NULL) {
+    *title = LITERAL("Error");
+  }
   if (has_code && same(code, LITERAL(GRPC_UNKNOWN))) {
     /* gRPC's answer to an unhandled exception in the core; its text is internal. */
-    *fixed_detail = "the gateway failed to process the request";
+    *fixed_detail = LITERAL("the gateway failed to process the request");
   }
   return status;
 }
@@ -1297,7 +1308,7 @@ static void problem_body(void* envoy, stream* state, buffer body, text_builder* 
   bool has_message = raw_json_string(body, "message", &message);
   /* The first ErrorInfo's reason (the core puts ErrorInfo first in the details). */
   bool has_reason = raw_json_string(body, "reason", &reason);
-  const char *title, *fixed_detail;
+  buffer title, fixed_detail;
   int problem_status = upstream_problem(state->status, has_code, code,
                                         has_message ? message : LITERAL(""), has_reason, reason,
                                         &title, &fixed_detail);
@@ -1311,16 +1322,16 @@ static void problem_body(void* envoy, stream* state, buffer body, text_builder* 
     /* The core refused a caller with neither certificate nor token (RFC 7235: a 401 names the
      * scheme to use). */
     set_header(envoy, RESPONSE_HEADERS, LITERAL("www-authenticate"),
-               text_of(state->config->unauthorized_challenge));
+               state->config->unauthorized_challenge);
   }
-  buffer detail = fixed_detail ? text_of(fixed_detail) : message;
-  if (!fixed_detail && (!has_message || message.length == 0)) {
-    detail = text_of(title);
+  buffer detail = fixed_detail.ptr ? fixed_detail : message;
+  if (!fixed_detail.ptr && (!has_message || message.length == 0)) {
+    detail = title;
   }
   append_text(out, LITERAL("{\"status\":"));
   append_text(out, status_text);
   append_text(out, LITERAL(",\"title\":\""));
-  append_text(out, text_of(title));
+  append_text(out, title);
   append_text(out, LITERAL("\",\"detail\":\""));
   append_text(out, detail);
   append_text(out, LITERAL("\"}"));
@@ -1342,7 +1353,7 @@ static void finish_response_body(void* envoy, stream* state, bool received) {
       /* Kept for the paging step (Link: rel="next"); never part of the O2ims body. */
       record(envoy, state, LITERAL("next_page_token"), token);
     }
-    append_text(&replacement, bare_array(built(&body), text_of(state->collection)));
+    append_text(&replacement, bare_array(built(&body), built(&state->collection)));
   } else if (mode == RESPONSE_ERROR) {
     problem_body(envoy, state, built(&body), &replacement);
   }
