@@ -43,7 +43,7 @@ enum { METADATA_DYNAMIC = 0, METADATA_ROUTE = 1 };              /* metadata_sour
 /* The on_http_filter_* statuses (Envoy's FilterHeadersStatus, FilterDataStatus...). */
 enum { HEADERS_CONTINUE = 0, HEADERS_STOP_ITERATION = 1 };
 enum { BODY_CONTINUE = 0, BODY_STOP_AND_BUFFER = 1, BODY_STOP_NO_BUFFER = 3 };
-enum { TRAILERS_CONTINUE = 0 };
+enum { TRAILERS_CONTINUE = 0, TRAILERS_STOP_ITERATION = 1 };
 
 /* --- small byte-string helpers both filters use ---------------------------------------- */
 

@@ -16,6 +16,8 @@
  *   - gRPC UNIMPLEMENTED (a published API the core does not serve): 404, not 501
  *   - upstream errors: google.rpc.Status JSON -> RFC 7807 application/problem+json
  *   - no grpc-* or internal x-o2ims-* headers leak to REST clients
+ *   - memory that runs out while a request is checked or a response shaped: 503, never the
+ *     request unchecked or the response as the core sent it (out_of_memory)
  * Native gRPC callers (content-type application/grpc*) pass through untouched.
  *
  * Why native: it replaced a Lua filter doing the same (rest_facade/shaper.lua before), whose
@@ -272,18 +274,28 @@ static bool raw_json_string(buffer body, const char* key, buffer* value) {
 
 /* The array of the collection field `name` in a list response body. The transcoder's field
  * order is not guaranteed, but the only other field is the page token, which is base64url (no
- * brackets, no quotes): so the array runs from `"name":[` to the last "]" of the body. */
+ * brackets, no quotes): so the array runs from the first `"name":[` to the last "]" of the
+ * body. (`"name":[` is looked for in place, without building it: nothing here can run out of
+ * memory and so mistake a list for an empty one.) */
 static buffer bare_array(buffer body, buffer name) {
-  text_builder pattern = NEW_BUILDER;
-  append(&pattern, "\"", 1);
-  append_text(&pattern, name);
-  append(&pattern, "\":[", 3);
-  long at = pattern.ok ? find(body, 0, built(&pattern)) : -1;
-  size_t open = at < 0 ? 0 : (size_t)at + pattern.length - 1;
-  release(&pattern);
+  buffer after = LITERAL("\":[");
+  long at = -1;
+  for (long candidate = find(body, 0, name); candidate >= 0;
+       candidate = find(body, (size_t)candidate + 1, name)) {
+    size_t end = (size_t)candidate + name.length;
+    if (candidate > 0 && body.ptr[candidate - 1] == '"' &&
+        starts_with((buffer){body.ptr + end, body.length - end}, after)) {
+      at = candidate;
+      break;
+    }
+    if (end >= body.length) {
+      break; /* (an empty name is found at every position up to the end) */
+    }
+  }
   if (at < 0) {
     return LITERAL("[]"); /* an empty collection the printer left out */
   }
+  size_t open = (size_t)at + name.length + after.length - 1;
   for (size_t close = body.length; close-- > open;) {
     if (body.ptr[close] == ']') {
       return (buffer){body.ptr + open, close - open + 1};
@@ -998,18 +1010,12 @@ static bool stripped(buffer name) {
          same(name, LITERAL("x-http-status"));
 }
 
-/* The grpc-* headers a REST client never sees (any other grpc-* is not internal), and the
- * internal headers the core sends (every x-o2ims-* goes; these are the ones it sends today,
- * removed by name when memory ran out while the names were collected). With their lengths (a
- * static initializer cannot use LITERAL, a compound literal). */
+/* The grpc-* headers a REST client never sees (any other grpc-* is not internal), with their
+ * lengths (a static initializer cannot use LITERAL, a compound literal). */
 #define NAME(text) {(text), sizeof(text) - 1}
 static const buffer STRIPPED_GRPC[] = {
     NAME("grpc-status"),          NAME("grpc-message"),  NAME("grpc-status-details-bin"),
     NAME("grpc-accept-encoding"), NAME("grpc-encoding"),
-};
-static const buffer CORE_HEADERS[] = {
-    NAME("x-o2ims-collection"), NAME("x-o2ims-http-status"), NAME("x-o2ims-next-page-token"),
-    NAME("x-http-status"),
 };
 #undef NAME
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))
@@ -1051,12 +1057,15 @@ typedef struct {
   bool content_type_json, content_type_grpc, content_type_empty;
 } response_facts;
 
-static void read_response_headers(void* envoy, stream* state, response_facts* facts) {
+/* False when memory ran out: then the facts are incomplete (the headers cannot be shaped). */
+static bool read_response_headers(void* envoy, stream* state, response_facts* facts) {
   size_t count = envoy_dynamic_module_callback_http_get_headers_size(envoy, RESPONSE_HEADERS);
   http_header local[48];
   http_header* headers = count <= 48 ? local : calloc(count, sizeof *headers);
-  if (headers == NULL || !envoy_dynamic_module_callback_http_get_headers(envoy, RESPONSE_HEADERS,
-                                                                         headers)) {
+  if (headers == NULL) {
+    return false;
+  }
+  if (!envoy_dynamic_module_callback_http_get_headers(envoy, RESPONSE_HEADERS, headers)) {
     count = 0;
   }
   bool has_x_http_status = false;
@@ -1112,10 +1121,33 @@ static void read_response_headers(void* envoy, stream* state, response_facts* fa
     facts->has_override = true;
     append_text(&facts->status_override, built(&x_http_status));
   }
+  bool copied = x_http_status.ok && facts->collection.ok && facts->status_override.ok &&
+                facts->next_marker.ok && facts->internal_names.ok;
   release(&x_http_status);
   if (headers != local) {
     free(headers);
   }
+  return copied;
+}
+
+/* Memory ran out while a response was being shaped (the list's bare array, the
+ * ProblemDetails, the Link header, the copy of what the headers say...): the client must not
+ * get the response as the core sent it (a 200 with a wrongly shaped body, a google.rpc.Status
+ * error, internal headers). So the response fails closed, with the request side's 503
+ * (out_of_memory). Envoy's sendLocalReply, which send_response is, decides how:
+ *   - response headers not sent yet: a local reply straight to the client, built anew (none of
+ *     the core's headers or body), with local_reply_config applied (a ProblemDetails, as the
+ *     request is marked REST). This is every case here: in the response-headers hook they
+ *     have not gone on yet, and the shaper holds them (HEADERS_STOP_ITERATION) for as long as
+ *     it has a body to change, so they are never sent before finish_response_body has built
+ *     the new one.
+ *   - already sent (not reached from this filter, see above): Envoy resets the stream, so the
+ *     client sees an aborted response rather than a wrongly shaped one.
+ * The hook that called it then stops iteration (nothing of the original goes on). */
+static void response_out_of_memory(void* envoy, stream* state) {
+  state->response_mode = RESPONSE_PASS;
+  release(&state->collection);
+  out_of_memory(envoy);
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, const void* filter,
@@ -1139,26 +1171,23 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
                           .next_marker = NEW_BUILDER,
                           .internal_names = NEW_BUILDER,
                           .content_type_empty = true};
-  read_response_headers(envoy, state, &facts);
+  int result = HEADERS_CONTINUE;
+  if (!read_response_headers(envoy, state, &facts)) {
+    /* Without all of them it cannot tell what to strip, promote or unwrap. */
+    response_out_of_memory(envoy, state);
+    result = HEADERS_STOP_ITERATION;
+    goto done;
+  }
   /* The names were copied: removing them now cannot disturb what was read. */
   buffer names = built(&facts.internal_names);
   for (size_t start = 0; start < names.length;) {
     const char* end = memchr(names.ptr + start, '\n', names.length - start);
     if (end == NULL) {
-      break; /* memory ran out before its separator: the names below still go */
+      break; /* (not reached: each name ends with one) */
     }
     size_t length = (size_t)(end - (names.ptr + start));
     remove_header(envoy, RESPONSE_HEADERS, (buffer){names.ptr + start, length});
     start += length + 1;
-  }
-  if (!facts.internal_names.ok) {
-    /* Memory ran out while the names were copied: at least every name the core sends. */
-    for (size_t i = 0; i < COUNT(CORE_HEADERS); i++) {
-      remove_header(envoy, RESPONSE_HEADERS, CORE_HEADERS[i]);
-    }
-    for (size_t i = 0; i < COUNT(STRIPPED_GRPC); i++) {
-      remove_header(envoy, RESPONSE_HEADERS, STRIPPED_GRPC[i]);
-    }
   }
 
   int status = facts.status;
@@ -1183,14 +1212,20 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     append(&link, "<", 1);
     next_page_path(&link, built(&path_copy), built(&facts.next_marker));
     append_text(&link, LITERAL(">; rel=\"next\""));
-    if (link.ok) {
+    bool linked = link.ok && path_copy.ok;
+    if (linked) {
       envoy_dynamic_module_callback_http_add_header(envoy, RESPONSE_HEADERS, LITERAL("link"),
                                                     built(&link));
     }
     release(&link);
     release(&path_copy);
+    if (!linked) {
+      /* Without its Link the client would take this page for the last one. */
+      response_out_of_memory(envoy, state);
+      result = HEADERS_STOP_ITERATION;
+      goto done;
+    }
   }
-  int result = HEADERS_CONTINUE;
   if (success) {
     bool empty = false;
     envoy_dynamic_module_callback_http_get_metadata_bool(
@@ -1204,6 +1239,11 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
             &collection)) {
       facts.has_collection = true;
       append_text(&facts.collection, collection);
+      if (!facts.collection.ok) {
+        response_out_of_memory(envoy, state); /* it could not unwrap the list */
+        result = HEADERS_STOP_ITERATION;
+        goto done;
+      }
     }
     if (empty || status == 204) {
       remove_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"));
@@ -1234,10 +1274,12 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
       state->response_mode = RESPONSE_PASS;
     } else {
       /* Held until the body is complete: the body decides the status of an error, and the
-       * new body's content-length goes into these headers. */
+       * new body's content-length goes into these headers. (Also what lets a body that cannot
+       * be built end in a 503, not in the original body: response_out_of_memory.) */
       result = HEADERS_STOP_ITERATION;
     }
   }
+done:
   release(&facts.collection);
   release(&facts.status_override);
   release(&facts.next_marker);
@@ -1337,8 +1379,10 @@ static void problem_body(void* envoy, stream* state, buffer body, text_builder* 
   append_text(out, LITERAL("\"}"));
 }
 
-/* The end of a response body this filter held back: the new body replaces the old. */
-static void finish_response_body(void* envoy, stream* state, bool received) {
+/* The end of a response body this filter held back: the new body replaces the old. Returns
+ * true when it could not be built (memory ran out) and the response failed closed instead
+ * (response_out_of_memory: a 503, as the headers are still held). */
+static bool finish_response_body(void* envoy, stream* state, bool received) {
   response_body_mode mode = state->response_mode;
   state->response_mode = RESPONSE_PASS;
   bool received_is_buffered =
@@ -1347,7 +1391,10 @@ static void finish_response_body(void* envoy, stream* state, bool received) {
   if (mode != RESPONSE_EMPTY) {
     whole_body(envoy, RECEIVED_RESPONSE_BODY, BUFFERED_RESPONSE_BODY, received_is_buffered, &body);
   }
-  if (mode == RESPONSE_LIST) {
+  if (!body.ok) {
+    /* Not all of the body could be copied: the list would be unwrapped from a part of it, the
+     * error's code and message looked for in a part. */
+  } else if (mode == RESPONSE_LIST) {
     buffer token;
     if (raw_json_string(built(&body), "nextPageToken", &token) && token.length > 0) {
       /* Kept for the paging step (Link: rel="next"); never part of the O2ims body. */
@@ -1357,7 +1404,8 @@ static void finish_response_body(void* envoy, stream* state, bool received) {
   } else if (mode == RESPONSE_ERROR) {
     problem_body(envoy, state, built(&body), &replacement);
   }
-  if (body.ok && replacement.ok) {
+  bool built_ok = body.ok && replacement.ok;
+  if (built_ok) {
     int types[2] = {BUFFERED_RESPONSE_BODY, RECEIVED_RESPONSE_BODY};
     for (int t = 0; t < (received_is_buffered ? 1 : 2); t++) {
       size_t size = envoy_dynamic_module_callback_http_get_body_size(envoy, types[t]);
@@ -1377,6 +1425,13 @@ static void finish_response_body(void* envoy, stream* state, bool received) {
   }
   release(&body);
   release(&replacement);
+  if (!built_ok) {
+    /* The bare array or the ProblemDetails could not be built: never the original body (a
+     * 200 with the list wrapped, a google.rpc.Status as application/problem+json). */
+    response_out_of_memory(envoy, state);
+    return true;
+  }
+  return false;
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_response_body(void* envoy, const void* filter,
@@ -1388,15 +1443,16 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_body(void* envoy, const 
   if (!end_of_stream) {
     return BODY_STOP_AND_BUFFER;
   }
-  finish_response_body(envoy, state, true);
-  return BODY_CONTINUE;
+  /* After a 503 (out of memory) nothing of the original body goes on. */
+  return finish_response_body(envoy, state, true) ? BODY_STOP_NO_BUFFER : BODY_CONTINUE;
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void* envoy,
                                                                  const void* filter) {
   stream* state = (stream*)filter;
-  if (state != NULL && state->response_mode != RESPONSE_PASS) {
-    finish_response_body(envoy, state, false); /* trailers end the body */
+  if (state != NULL && state->response_mode != RESPONSE_PASS &&
+      finish_response_body(envoy, state, false)) { /* trailers end the body */
+    return TRAILERS_STOP_ITERATION; /* it answered 503 (out of memory) */
   }
   return TRAILERS_CONTINUE;
 }
