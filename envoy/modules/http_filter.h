@@ -1,7 +1,7 @@
 /*
- * The slice of Envoy's dynamic-module ABI (source/extensions/dynamic_modules/abi/abi.h, ABI
- * v0.2.0 in Envoy 1.40) that netweave's HTTP filters use: request_context.c and shaper.c each
- * include it once. Only what they call is declared, with the Envoy 1.40 signatures; Envoy
+ * The slice of Envoy's dynamic-module ABI (source/extensions/dynamic_modules/abi/abi.h, as of
+ * Envoy 1.40; its version is in abi_version.h) that netweave's HTTP filters use:
+ * request_context.c and shaper.c each include it once. Only what they call is declared, with the Envoy 1.40 signatures; Envoy
  * resolves the callbacks by name when it loads a module. One home for them, so an Envoy
  * upgrade that changes the ABI is one file to check (tests/rest_facade run both filters in the
  * real Envoy). rest_facade/envoy_modules.py rebuilds a module when this file changes too.
@@ -19,11 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#define EXPORT __attribute__((visibility("default")))
-
-/* What envoy_dynamic_module_on_program_init returns: Envoy 1.40's
- * ENVOY_DYNAMIC_MODULES_ABI_VERSION (a module reporting another one loads with a warning). */
-#define ABI_VERSION "v0.2.0"
+/* EXPORT, ABI_VERSION and envoy_dynamic_module_on_program_init (shared with source_limit.c). */
+#include "abi_version.h"
 
 /* A buffer either side owns (envoy_buffer and module_buffer in abi.h share the layout). */
 typedef struct {
@@ -46,7 +43,7 @@ enum { METADATA_DYNAMIC = 0, METADATA_ROUTE = 1 };              /* metadata_sour
 /* The on_http_filter_* statuses (Envoy's FilterHeadersStatus, FilterDataStatus...). */
 enum { HEADERS_CONTINUE = 0, HEADERS_STOP_ITERATION = 1 };
 enum { BODY_CONTINUE = 0, BODY_STOP_AND_BUFFER = 1, BODY_STOP_NO_BUFFER = 3 };
-enum { TRAILERS_CONTINUE = 0 };
+enum { TRAILERS_CONTINUE = 0, TRAILERS_STOP_ITERATION = 1 };
 
 /* --- small byte-string helpers both filters use ---------------------------------------- */
 
@@ -128,8 +125,6 @@ extern bool envoy_dynamic_module_callback_http_get_metadata_list_string(void* fi
                                                                         buffer* value_out);
 
 /* --- event hooks Envoy requires and these filters do not use ----------------------------- */
-
-EXPORT const char* envoy_dynamic_module_on_program_init(void) { return ABI_VERSION; }
 
 EXPORT void envoy_dynamic_module_on_http_filter_stream_complete(void* filter_envoy,
                                                                 const void* filter) {

@@ -16,6 +16,8 @@
  *   - gRPC UNIMPLEMENTED (a published API the core does not serve): 404, not 501
  *   - upstream errors: google.rpc.Status JSON -> RFC 7807 application/problem+json
  *   - no grpc-* or internal x-o2ims-* headers leak to REST clients
+ *   - memory that runs out while a request is checked or a response shaped: 503, never the
+ *     request unchecked or the response as the core sent it (out_of_memory)
  * Native gRPC callers (content-type application/grpc*) pass through untouched.
  *
  * Why native: it replaced a Lua filter doing the same (rest_facade/shaper.lua before), whose
@@ -272,18 +274,28 @@ static bool raw_json_string(buffer body, const char* key, buffer* value) {
 
 /* The array of the collection field `name` in a list response body. The transcoder's field
  * order is not guaranteed, but the only other field is the page token, which is base64url (no
- * brackets, no quotes): so the array runs from `"name":[` to the last "]" of the body. */
+ * brackets, no quotes): so the array runs from the first `"name":[` to the last "]" of the
+ * body. (`"name":[` is looked for in place, without building it: nothing here can run out of
+ * memory and so mistake a list for an empty one.) */
 static buffer bare_array(buffer body, buffer name) {
-  text_builder pattern = NEW_BUILDER;
-  append(&pattern, "\"", 1);
-  append_text(&pattern, name);
-  append(&pattern, "\":[", 3);
-  long at = pattern.ok ? find(body, 0, built(&pattern)) : -1;
-  size_t open = at < 0 ? 0 : (size_t)at + pattern.length - 1;
-  release(&pattern);
+  buffer after = LITERAL("\":[");
+  long at = -1;
+  for (long candidate = find(body, 0, name); candidate >= 0;
+       candidate = find(body, (size_t)candidate + 1, name)) {
+    size_t end = (size_t)candidate + name.length;
+    if (candidate > 0 && body.ptr[candidate - 1] == '"' &&
+        starts_with((buffer){body.ptr + end, body.length - end}, after)) {
+      at = candidate;
+      break;
+    }
+    if (end >= body.length) {
+      break; /* (an empty name is found at every position up to the end) */
+    }
+  }
   if (at < 0) {
     return LITERAL("[]"); /* an empty collection the printer left out */
   }
+  size_t open = (size_t)at + name.length + after.length - 1;
   for (size_t close = body.length; close-- > open;) {
     if (body.ptr[close] == ']') {
       return (buffer){body.ptr + open, close - open + 1};
@@ -296,30 +308,33 @@ static buffer bare_array(buffer body, buffer name) {
 
 #define FILTER_NAME "shaper"
 
+/* The strings are the filter's own copies (malloc), with their lengths: measured once, when
+ * the configuration is read, never per request. A NULL ptr: not configured (yet). */
 typedef struct {
   uint64_t max_request_body_bytes;
   bool strict_query;
-  char* rest_namespace;
-  char* route_namespace;
-  char* ignored_query_header;
-  char* unauthorized_challenge;
+  buffer rest_namespace;
+  buffer route_namespace;
+  buffer ignored_query_header;
+  buffer unauthorized_challenge;
 } shaper_config;
 
 static void config_free(shaper_config* config) {
-  free(config->rest_namespace);
-  free(config->route_namespace);
-  free(config->ignored_query_header);
-  free(config->unauthorized_challenge);
+  free((char*)config->rest_namespace.ptr);
+  free((char*)config->route_namespace.ptr);
+  free((char*)config->ignored_query_header.ptr);
+  free((char*)config->unauthorized_challenge.ptr);
   free(config);
 }
 
-static char* copy_of(buffer text) {
-  char* copy = malloc(text.length + 1);
-  if (copy != NULL) {
-    memcpy(copy, text.ptr, text.length);
-    copy[text.length] = '\0';
+/* A copy of a non-empty `text`, or a NULL ptr when memory ran out. */
+static buffer copy_of(buffer text) {
+  char* copy = malloc(text.length);
+  if (copy == NULL) {
+    return (buffer){NULL, 0};
   }
-  return copy;
+  memcpy(copy, text.ptr, text.length);
+  return (buffer){copy, text.length};
 }
 
 /* One `key=value` line of the configuration; false for an unknown key or a bad value. */
@@ -342,7 +357,7 @@ static bool config_line(shaper_config* config, buffer key, buffer value) {
     config->strict_query = false;
     return same(value, LITERAL("false"));
   }
-  char** target = NULL;
+  buffer* target = NULL;
   if (same(key, LITERAL("rest_namespace"))) target = &config->rest_namespace;
   if (same(key, LITERAL("route_namespace"))) target = &config->route_namespace;
   if (same(key, LITERAL("ignored_query_header"))) target = &config->ignored_query_header;
@@ -350,9 +365,9 @@ static bool config_line(shaper_config* config, buffer key, buffer value) {
   if (target == NULL || value.length == 0) {
     return false;
   }
-  free(*target);
+  free((char*)target->ptr);
   *target = copy_of(value);
-  return *target != NULL;
+  return target->ptr != NULL;
 }
 
 EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_envoy, buffer name,
@@ -384,9 +399,9 @@ EXPORT const void* envoy_dynamic_module_on_http_filter_config_new(void* config_e
       return NULL; /* Envoy rejects the configuration */
     }
   }
-  if (config->max_request_body_bytes == 0 || config->rest_namespace == NULL ||
-      config->route_namespace == NULL || config->ignored_query_header == NULL ||
-      config->unauthorized_challenge == NULL) {
+  if (config->max_request_body_bytes == 0 || config->rest_namespace.ptr == NULL ||
+      config->route_namespace.ptr == NULL || config->ignored_query_header.ptr == NULL ||
+      config->unauthorized_challenge.ptr == NULL) {
     config_free(config);
     return NULL;
   }
@@ -428,8 +443,8 @@ typedef struct {
   bool rest;
   request_body_mode request_mode;
   response_body_mode response_mode;
-  int status;        /* RESPONSE_ERROR: the transcoder's HTTP status */
-  char* collection;  /* RESPONSE_LIST */
+  int status;               /* RESPONSE_ERROR: the transcoder's HTTP status */
+  text_builder collection;  /* RESPONSE_LIST: the collection field's name (owned) */
 } stream;
 
 EXPORT const void* envoy_dynamic_module_on_http_filter_new(const void* config,
@@ -438,6 +453,7 @@ EXPORT const void* envoy_dynamic_module_on_http_filter_new(const void* config,
   stream* state = calloc(1, sizeof *state);
   if (state != NULL) {
     state->config = config;
+    state->collection = NEW_BUILDER;
   }
   /* NULL when memory ran out: Envoy 1.40 still calls every hook with it (no check of its
    * own), so each hook below checks; the request is refused with 503 (out_of_memory). */
@@ -449,7 +465,7 @@ EXPORT void envoy_dynamic_module_on_http_filter_destroy(const void* filter) {
   if (state == NULL) {
     return;
   }
-  free(state->collection);
+  release(&state->collection);
   free(state);
 }
 
@@ -468,7 +484,7 @@ static void remove_header(void* envoy, int type, buffer name) {
 
 static void record(void* envoy, const stream* state, buffer key, buffer value) {
   envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-      envoy, text_of(state->config->rest_namespace), key, value);
+      envoy, state->config->rest_namespace, key, value);
 }
 
 /* A local reply: local_reply_config makes it a ProblemDetails (the request is marked REST). */
@@ -501,7 +517,7 @@ static bool route_strings(void* envoy, const stream* state, buffer key, string_l
   list->items = list->inline_items;
   list->count = 0;
   size_t size = 0;
-  buffer ns = text_of(state->config->route_namespace);
+  buffer ns = state->config->route_namespace;
   if (!envoy_dynamic_module_callback_http_get_metadata_list_size(envoy, METADATA_ROUTE, ns, key,
                                                                  &size)) {
     return false;
@@ -631,7 +647,7 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
         char count[24];
         int count_length = snprintf(count, sizeof count, "%zu", dropped_count);
         set_header(envoy, REQUEST_HEADERS, LITERAL(":path"), *path);
-        set_header(envoy, REQUEST_HEADERS, text_of(state->config->ignored_query_header),
+        set_header(envoy, REQUEST_HEADERS, state->config->ignored_query_header,
                    (buffer){count, (size_t)count_length});
         record(envoy, state, LITERAL("path"), *path);
         record(envoy, state, LITERAL("ignored_query"), built(&dropped));
@@ -786,7 +802,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
    * (A key and value pair has the layout of a header.) */
   http_header marks[2] = {{"rest", 4, "1", 1}, {"path", 4, path.ptr, path.length}};
   envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-      envoy, text_of(state->config->rest_namespace), marks, 2);
+      envoy, state->config->rest_namespace, marks, 2);
 
   /* Both become a ProblemDetails through local_reply_config, like every local reply. Only a
    * path with a byte above 0x7F or a percent escape can decode to invalid UTF-8, and only one
@@ -948,23 +964,24 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void* envoy, con
 
 /* --- response --------------------------------------------------------------------------- */
 
-/* The HTTP statuses the transcoder maps gRPC codes to; anything else is titled "Error". */
-static const char* reason_phrase(int status) {
+/* The HTTP statuses the transcoder maps gRPC codes to (a NULL ptr for any other: titled
+ * "Error"). */
+static buffer reason_phrase(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return NULL;
+    case 400: return LITERAL("Bad Request");
+    case 401: return LITERAL("Unauthorized");
+    case 403: return LITERAL("Forbidden");
+    case 404: return LITERAL("Not Found");
+    case 409: return LITERAL("Conflict");
+    case 412: return LITERAL("Precondition Failed");
+    case 429: return LITERAL("Too Many Requests");
+    case 431: return LITERAL("Request Header Fields Too Large");
+    case 499: return LITERAL("Client Closed Request");
+    case 500: return LITERAL("Internal Server Error");
+    case 501: return LITERAL("Not Implemented");
+    case 503: return LITERAL("Service Unavailable");
+    case 504: return LITERAL("Gateway Timeout");
+    default: return (buffer){NULL, 0};
   }
 }
 
@@ -993,21 +1010,19 @@ static bool stripped(buffer name) {
          same(name, LITERAL("x-http-status"));
 }
 
-/* The grpc-* headers a REST client never sees (any other grpc-* is not internal), and the
- * internal headers the core sends (every x-o2ims-* goes; these are the ones it sends today,
- * removed by name when memory ran out while the names were collected). */
-static const char* const STRIPPED_GRPC[] = {
-    "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding",
-    "grpc-encoding",
+/* The grpc-* headers a REST client never sees (any other grpc-* is not internal), with their
+ * lengths (a static initializer cannot use LITERAL, a compound literal). */
+#define NAME(text) {(text), sizeof(text) - 1}
+static const buffer STRIPPED_GRPC[] = {
+    NAME("grpc-status"),          NAME("grpc-message"),  NAME("grpc-status-details-bin"),
+    NAME("grpc-accept-encoding"), NAME("grpc-encoding"),
 };
-static const char* const CORE_HEADERS[] = {
-    "x-o2ims-collection", "x-o2ims-http-status", "x-o2ims-next-page-token", "x-http-status",
-};
+#undef NAME
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))
 
 static bool is_stripped_grpc_header(buffer name) {
   for (size_t i = 0; i < COUNT(STRIPPED_GRPC); i++) {
-    if (same(name, text_of(STRIPPED_GRPC[i]))) {
+    if (same(name, STRIPPED_GRPC[i])) {
       return true;
     }
   }
@@ -1042,12 +1057,15 @@ typedef struct {
   bool content_type_json, content_type_grpc, content_type_empty;
 } response_facts;
 
-static void read_response_headers(void* envoy, stream* state, response_facts* facts) {
+/* False when memory ran out: then the facts are incomplete (the headers cannot be shaped). */
+static bool read_response_headers(void* envoy, stream* state, response_facts* facts) {
   size_t count = envoy_dynamic_module_callback_http_get_headers_size(envoy, RESPONSE_HEADERS);
   http_header local[48];
   http_header* headers = count <= 48 ? local : calloc(count, sizeof *headers);
-  if (headers == NULL || !envoy_dynamic_module_callback_http_get_headers(envoy, RESPONSE_HEADERS,
-                                                                         headers)) {
+  if (headers == NULL) {
+    return false;
+  }
+  if (!envoy_dynamic_module_callback_http_get_headers(envoy, RESPONSE_HEADERS, headers)) {
     count = 0;
   }
   bool has_x_http_status = false;
@@ -1103,10 +1121,33 @@ static void read_response_headers(void* envoy, stream* state, response_facts* fa
     facts->has_override = true;
     append_text(&facts->status_override, built(&x_http_status));
   }
+  bool copied = x_http_status.ok && facts->collection.ok && facts->status_override.ok &&
+                facts->next_marker.ok && facts->internal_names.ok;
   release(&x_http_status);
   if (headers != local) {
     free(headers);
   }
+  return copied;
+}
+
+/* Memory ran out while a response was being shaped (the list's bare array, the
+ * ProblemDetails, the Link header, the copy of what the headers say...): the client must not
+ * get the response as the core sent it (a 200 with a wrongly shaped body, a google.rpc.Status
+ * error, internal headers). So the response fails closed, with the request side's 503
+ * (out_of_memory). Envoy's sendLocalReply, which send_response is, decides how:
+ *   - response headers not sent yet: a local reply straight to the client, built anew (none of
+ *     the core's headers or body), with local_reply_config applied (a ProblemDetails, as the
+ *     request is marked REST). This is every case here: in the response-headers hook they
+ *     have not gone on yet, and the shaper holds them (HEADERS_STOP_ITERATION) for as long as
+ *     it has a body to change, so they are never sent before finish_response_body has built
+ *     the new one.
+ *   - already sent (not reached from this filter, see above): Envoy resets the stream, so the
+ *     client sees an aborted response rather than a wrongly shaped one.
+ * The hook that called it then stops iteration (nothing of the original goes on). */
+static void response_out_of_memory(void* envoy, stream* state) {
+  state->response_mode = RESPONSE_PASS;
+  release(&state->collection);
+  out_of_memory(envoy);
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, const void* filter,
@@ -1119,8 +1160,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     /* Marked by another filter (the request guard's refusals) or native gRPC. */
     buffer rest;
     if (!envoy_dynamic_module_callback_http_get_metadata_string(
-            envoy, METADATA_DYNAMIC, text_of(state->config->rest_namespace), LITERAL("rest"),
-            &rest) ||
+            envoy, METADATA_DYNAMIC, state->config->rest_namespace, LITERAL("rest"), &rest) ||
         !same(rest, LITERAL("1"))) {
       return HEADERS_CONTINUE; /* native gRPC: leave headers, body and trailers alone */
     }
@@ -1131,26 +1171,23 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
                           .next_marker = NEW_BUILDER,
                           .internal_names = NEW_BUILDER,
                           .content_type_empty = true};
-  read_response_headers(envoy, state, &facts);
+  int result = HEADERS_CONTINUE;
+  if (!read_response_headers(envoy, state, &facts)) {
+    /* Without all of them it cannot tell what to strip, promote or unwrap. */
+    response_out_of_memory(envoy, state);
+    result = HEADERS_STOP_ITERATION;
+    goto done;
+  }
   /* The names were copied: removing them now cannot disturb what was read. */
   buffer names = built(&facts.internal_names);
   for (size_t start = 0; start < names.length;) {
     const char* end = memchr(names.ptr + start, '\n', names.length - start);
     if (end == NULL) {
-      break; /* memory ran out before its separator: the names below still go */
+      break; /* (not reached: each name ends with one) */
     }
     size_t length = (size_t)(end - (names.ptr + start));
     remove_header(envoy, RESPONSE_HEADERS, (buffer){names.ptr + start, length});
     start += length + 1;
-  }
-  if (!facts.internal_names.ok) {
-    /* Memory ran out while the names were copied: at least every name the core sends. */
-    for (size_t i = 0; i < COUNT(CORE_HEADERS); i++) {
-      remove_header(envoy, RESPONSE_HEADERS, text_of(CORE_HEADERS[i]));
-    }
-    for (size_t i = 0; i < COUNT(STRIPPED_GRPC); i++) {
-      remove_header(envoy, RESPONSE_HEADERS, text_of(STRIPPED_GRPC[i]));
-    }
   }
 
   int status = facts.status;
@@ -1168,34 +1205,45 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     /* SOL013 paging: the client follows rel="next" until it is absent. */
     buffer path = {NULL, 0};
     envoy_dynamic_module_callback_http_get_metadata_string(
-        envoy, METADATA_DYNAMIC, text_of(state->config->rest_namespace), LITERAL("path"), &path);
+        envoy, METADATA_DYNAMIC, state->config->rest_namespace, LITERAL("path"), &path);
     text_builder link = NEW_BUILDER;
     text_builder path_copy = NEW_BUILDER;
     append_text(&path_copy, path);
     append(&link, "<", 1);
     next_page_path(&link, built(&path_copy), built(&facts.next_marker));
     append_text(&link, LITERAL(">; rel=\"next\""));
-    if (link.ok) {
+    bool linked = link.ok && path_copy.ok;
+    if (linked) {
       envoy_dynamic_module_callback_http_add_header(envoy, RESPONSE_HEADERS, LITERAL("link"),
                                                     built(&link));
     }
     release(&link);
     release(&path_copy);
+    if (!linked) {
+      /* Without its Link the client would take this page for the last one. */
+      response_out_of_memory(envoy, state);
+      result = HEADERS_STOP_ITERATION;
+      goto done;
+    }
   }
-  int result = HEADERS_CONTINUE;
   if (success) {
     bool empty = false;
     envoy_dynamic_module_callback_http_get_metadata_bool(
-        envoy, METADATA_ROUTE, text_of(state->config->route_namespace), LITERAL("empty"), &empty);
+        envoy, METADATA_ROUTE, state->config->route_namespace, LITERAL("empty"), &empty);
     /* The core may name the collection itself; otherwise the route knows it from the proto
      * (only a success can be a list, so only a success looks). */
     buffer collection;
     if (!facts.has_collection &&
         envoy_dynamic_module_callback_http_get_metadata_string(
-            envoy, METADATA_ROUTE, text_of(state->config->route_namespace),
-            LITERAL("collection"), &collection)) {
+            envoy, METADATA_ROUTE, state->config->route_namespace, LITERAL("collection"),
+            &collection)) {
       facts.has_collection = true;
       append_text(&facts.collection, collection);
+      if (!facts.collection.ok) {
+        response_out_of_memory(envoy, state); /* it could not unwrap the list */
+        result = HEADERS_STOP_ITERATION;
+        goto done;
+      }
     }
     if (empty || status == 204) {
       remove_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"));
@@ -1203,10 +1251,10 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     } else if (facts.has_collection) {
       set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"), LITERAL("application/json"));
       state->response_mode = RESPONSE_LIST;
-      state->collection = copy_of(built(&facts.collection));
-      if (state->collection == NULL) {
-        state->response_mode = RESPONSE_PASS;
-      }
+      /* The name, with its length, for the body: the copy moves over (no new allocation). */
+      release(&state->collection);
+      state->collection = facts.collection;
+      facts.collection = NEW_BUILDER;
     } else if (facts.content_type_empty || facts.content_type_grpc) {
       set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"), LITERAL("application/json"));
     }
@@ -1226,10 +1274,12 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
       state->response_mode = RESPONSE_PASS;
     } else {
       /* Held until the body is complete: the body decides the status of an error, and the
-       * new body's content-length goes into these headers. */
+       * new body's content-length goes into these headers. (Also what lets a body that cannot
+       * be built end in a 503, not in the original body: response_out_of_memory.) */
       result = HEADERS_STOP_ITERATION;
     }
   }
+done:
   release(&facts.collection);
   release(&facts.status_override);
   release(&facts.next_marker);
@@ -1240,8 +1290,8 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
 /* How to present an upstream (core) error: HTTP status, title, and a fixed detail (NULL: the
  * core's own message is the detail). */
 static int upstream_problem(int status, bool has_code, buffer code, buffer message, bool has_reason,
-                            buffer reason, const char** title, const char** fixed_detail) {
-  *fixed_detail = NULL;
+                            buffer reason, buffer* title, buffer* fixed_detail) {
+  *fixed_detail = (buffer){NULL, 0};
   if (has_code && same(code, LITERAL(GRPC_FAILED_PRECONDITION)) && has_reason &&
       precondition_status(reason) != 0) {
     int mapped = precondition_status(reason);
@@ -1251,8 +1301,8 @@ static int upstream_problem(int status, bool has_code, buffer code, buffer messa
   if (has_code && same(code, LITERAL(GRPC_UNIMPLEMENTED))) {
     /* The descriptor set publishes a method the core does not serve (an API version this
      * deployment does not run): for O2ims that path does not exist. */
-    *title = "Not Found";
-    *fixed_detail = "no such resource: this gateway does not serve it";
+    *title = LITERAL("Not Found");
+    *fixed_detail = LITERAL("no such resource: this gateway does not serve it");
     return 404;
   }
   if (has_code && same(code, LITERAL(GRPC_RESOURCE_EXHAUSTED)) &&
@@ -1260,13 +1310,16 @@ static int upstream_problem(int status, bool has_code, buffer code, buffer messa
     /* The core's gRPC library refused the request headers as too large: the client's request
      * is too big, not rate limited. */
     *title = reason_phrase(431);
-    *fixed_detail = "the request headers (path and query included) are too large";
+    *fixed_detail = LITERAL("the request headers (path and query included) are too large");
     return 431;
   }
-  *title = reason_phrase(status) ? reason_phrase(status) : "Error";
+  *title = reason_phrase(status);
+  if (title->ptr == NULL) {
+    *title = LITERAL("Error");
+  }
   if (has_code && same(code, LITERAL(GRPC_UNKNOWN))) {
     /* gRPC's answer to an unhandled exception in the core; its text is internal. */
-    *fixed_detail = "the gateway failed to process the request";
+    *fixed_detail = LITERAL("the gateway failed to process the request");
   }
   return status;
 }
@@ -1297,7 +1350,7 @@ static void problem_body(void* envoy, stream* state, buffer body, text_builder* 
   bool has_message = raw_json_string(body, "message", &message);
   /* The first ErrorInfo's reason (the core puts ErrorInfo first in the details). */
   bool has_reason = raw_json_string(body, "reason", &reason);
-  const char *title, *fixed_detail;
+  buffer title, fixed_detail;
   int problem_status = upstream_problem(state->status, has_code, code,
                                         has_message ? message : LITERAL(""), has_reason, reason,
                                         &title, &fixed_detail);
@@ -1311,23 +1364,25 @@ static void problem_body(void* envoy, stream* state, buffer body, text_builder* 
     /* The core refused a caller with neither certificate nor token (RFC 7235: a 401 names the
      * scheme to use). */
     set_header(envoy, RESPONSE_HEADERS, LITERAL("www-authenticate"),
-               text_of(state->config->unauthorized_challenge));
+               state->config->unauthorized_challenge);
   }
-  buffer detail = fixed_detail ? text_of(fixed_detail) : message;
-  if (!fixed_detail && (!has_message || message.length == 0)) {
-    detail = text_of(title);
+  buffer detail = fixed_detail.ptr ? fixed_detail : message;
+  if (!fixed_detail.ptr && (!has_message || message.length == 0)) {
+    detail = title;
   }
   append_text(out, LITERAL("{\"status\":"));
   append_text(out, status_text);
   append_text(out, LITERAL(",\"title\":\""));
-  append_text(out, text_of(title));
+  append_text(out, title);
   append_text(out, LITERAL("\",\"detail\":\""));
   append_text(out, detail);
   append_text(out, LITERAL("\"}"));
 }
 
-/* The end of a response body this filter held back: the new body replaces the old. */
-static void finish_response_body(void* envoy, stream* state, bool received) {
+/* The end of a response body this filter held back: the new body replaces the old. Returns
+ * true when it could not be built (memory ran out) and the response failed closed instead
+ * (response_out_of_memory: a 503, as the headers are still held). */
+static bool finish_response_body(void* envoy, stream* state, bool received) {
   response_body_mode mode = state->response_mode;
   state->response_mode = RESPONSE_PASS;
   bool received_is_buffered =
@@ -1336,17 +1391,21 @@ static void finish_response_body(void* envoy, stream* state, bool received) {
   if (mode != RESPONSE_EMPTY) {
     whole_body(envoy, RECEIVED_RESPONSE_BODY, BUFFERED_RESPONSE_BODY, received_is_buffered, &body);
   }
-  if (mode == RESPONSE_LIST) {
+  if (!body.ok) {
+    /* Not all of the body could be copied: the list would be unwrapped from a part of it, the
+     * error's code and message looked for in a part. */
+  } else if (mode == RESPONSE_LIST) {
     buffer token;
     if (raw_json_string(built(&body), "nextPageToken", &token) && token.length > 0) {
       /* Kept for the paging step (Link: rel="next"); never part of the O2ims body. */
       record(envoy, state, LITERAL("next_page_token"), token);
     }
-    append_text(&replacement, bare_array(built(&body), text_of(state->collection)));
+    append_text(&replacement, bare_array(built(&body), built(&state->collection)));
   } else if (mode == RESPONSE_ERROR) {
     problem_body(envoy, state, built(&body), &replacement);
   }
-  if (body.ok && replacement.ok) {
+  bool built_ok = body.ok && replacement.ok;
+  if (built_ok) {
     int types[2] = {BUFFERED_RESPONSE_BODY, RECEIVED_RESPONSE_BODY};
     for (int t = 0; t < (received_is_buffered ? 1 : 2); t++) {
       size_t size = envoy_dynamic_module_callback_http_get_body_size(envoy, types[t]);
@@ -1366,6 +1425,13 @@ static void finish_response_body(void* envoy, stream* state, bool received) {
   }
   release(&body);
   release(&replacement);
+  if (!built_ok) {
+    /* The bare array or the ProblemDetails could not be built: never the original body (a
+     * 200 with the list wrapped, a google.rpc.Status as application/problem+json). */
+    response_out_of_memory(envoy, state);
+    return true;
+  }
+  return false;
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_response_body(void* envoy, const void* filter,
@@ -1377,15 +1443,16 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_body(void* envoy, const 
   if (!end_of_stream) {
     return BODY_STOP_AND_BUFFER;
   }
-  finish_response_body(envoy, state, true);
-  return BODY_CONTINUE;
+  /* After a 503 (out of memory) nothing of the original body goes on. */
+  return finish_response_body(envoy, state, true) ? BODY_STOP_NO_BUFFER : BODY_CONTINUE;
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void* envoy,
                                                                  const void* filter) {
   stream* state = (stream*)filter;
-  if (state != NULL && state->response_mode != RESPONSE_PASS) {
-    finish_response_body(envoy, state, false); /* trailers end the body */
+  if (state != NULL && state->response_mode != RESPONSE_PASS &&
+      finish_response_body(envoy, state, false)) { /* trailers end the body */
+    return TRAILERS_STOP_ITERATION; /* it answered 503 (out of memory) */
   }
   return TRAILERS_CONTINUE;
 }

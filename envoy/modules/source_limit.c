@@ -30,7 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXPORT __attribute__((visibility("default")))
+/* EXPORT, and envoy_dynamic_module_on_program_init reporting the ABI version. */
+#include "abi_version.h"
 
 /* --- the slice of the ABI this filter uses --------------------------------------------- */
 
@@ -121,12 +122,6 @@ static bool source_key(envoy_buffer address, uint8_t key[KEY_BYTES]) {
 }
 
 /* --- module and filter configuration ---------------------------------------------------- */
-
-EXPORT const char* envoy_dynamic_module_on_program_init(void) {
-  /* The ABI version of Envoy 1.40 (ENVOY_DYNAMIC_MODULES_ABI_VERSION); Envoy loads a module
-   * that reports another one too, with a warning, and then resolves symbols by name. */
-  return "v0.2.0";
-}
 
 EXPORT void* envoy_dynamic_module_on_network_filter_config_new(void* config_envoy,
                                                                envoy_buffer name,
