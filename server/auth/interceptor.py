@@ -172,14 +172,16 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     raise
                 finally:
                     if self._audit is not None:
-                        self._record(
-                            metadata,
-                            admission,
-                            method=method,
-                            request=request,
-                            code=code,
-                            duration_s=time.perf_counter() - start,
-                            correlation_id=correlation_id,
+                        self._audit.write(
+                            _CallRecord(
+                                metadata,
+                                admission,
+                                method=method,
+                                request=request,
+                                code=code,
+                                duration_s=time.perf_counter() - start,
+                                correlation_id=correlation_id,
+                            )
                         )
 
         return guarded
@@ -194,14 +196,16 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             with correlation.bound(correlation_id):
                 admission = self._open(method, metadata, context, correlation_id)
                 if self._audit is not None:
-                    self._record(
-                        metadata,
-                        admission,
-                        method=method,
-                        request=None,
-                        code=None,
-                        duration_s=0.0,
-                        correlation_id=correlation_id,
+                    self._audit.write(
+                        _CallRecord(
+                            metadata,
+                            admission,
+                            method=method,
+                            request=None,
+                            code=None,
+                            duration_s=0.0,
+                            correlation_id=correlation_id,
+                        )
                     )
                 if admission.refusal is not None:
                     try:
@@ -348,30 +352,6 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             verdict = "allowed" if refusal is None else "denied"
             counters.append(self._metrics.authz.labels(verdict, role))
         return tuple(counters)
-
-    def _record(
-        self,
-        metadata: Mapping[str, str],
-        admission: Admission,
-        *,
-        method: str,
-        request: Any,
-        code: grpc.StatusCode | None,
-        duration_s: float,
-        correlation_id: str,
-    ) -> None:
-        if self._audit is not None:
-            self._audit.write(
-                _CallRecord(
-                    metadata,
-                    admission,
-                    method=method,
-                    request=request,
-                    code=code,
-                    duration_s=duration_s,
-                    correlation_id=correlation_id,
-                )
-            )
 
 
 class _CallRecord(Deferred):
