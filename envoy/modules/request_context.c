@@ -241,6 +241,12 @@ static const char CONNECT_REFUSED[] =
 static const char CREDENTIAL_REFUSED_BEFORE[] =
     "credentials are not accepted in the URL (query parameter '";
 static const char CREDENTIAL_REFUSED_AFTER[] = "'): send the token in the Authorization header";
+/* Envoy could not give or take what a check needs (a request header, a header change): it
+ * cannot in Envoy 1.40 while the request headers are being decoded, but if it does, the
+ * request is refused rather than passed on unchecked (fail closed), with the shaper's 503 for
+ * the same (its out_of_memory). */
+static const char UNAVAILABLE[] = "the gateway is out of memory: try again later";
+#define UNAVAILABLE_DETAILS "netweave_request_context_failed"
 
 /*
  * The credential parameter `raw` names (`+` read as a space, then %XX decoded, then trimmed
@@ -349,9 +355,13 @@ static void refuse(void* filter_envoy, const settings* config, uint32_t status,
 static int guard_request(void* filter_envoy, const settings* config, http_header* reply,
                          size_t count) {
   buffer value = {NULL, 0};
-  if (envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS,
-                                                    LITERAL(":method"), &value, 0, NULL) &&
-      same(value, LITERAL("CONNECT"))) {
+  if (!envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS,
+                                                     LITERAL(":method"), &value, 0, NULL)) {
+    /* Every request has one (Envoy's codecs see to it): a CONNECT must not pass as none. */
+    refuse(filter_envoy, config, 503, reply, count, LITERAL(UNAVAILABLE), UNAVAILABLE_DETAILS);
+    return HEADERS_STOP_ITERATION;
+  }
+  if (same(value, LITERAL("CONNECT"))) {
     /* The target of a CONNECT is a host:port tunnel, which allows no method: an empty Allow. */
     reply[count++] = (http_header){"allow", 5, "", 0};
     refuse(filter_envoy, config, 405, reply, count, LITERAL(CONNECT_REFUSED),
@@ -365,10 +375,14 @@ static int guard_request(void* filter_envoy, const settings* config, http_header
     return HEADERS_CONTINUE;
   }
   buffer path = {NULL, 0};
-  if (!envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS, LITERAL(":path"),
-                                                     &path, 0, NULL) ||
-      path.ptr == NULL) {
-    return HEADERS_CONTINUE;
+  if (!envoy_dynamic_module_callback_http_get_header(filter_envoy, REQUEST_HEADERS,
+                                                     LITERAL(":path"), &path, 0, NULL)) {
+    /* Every request but a CONNECT (refused above) has one: a query must not pass unchecked. */
+    refuse(filter_envoy, config, 503, reply, count, LITERAL(UNAVAILABLE), UNAVAILABLE_DETAILS);
+    return HEADERS_STOP_ITERATION;
+  }
+  if (path.ptr == NULL) {
+    return HEADERS_CONTINUE; /* (an empty value: no query) */
   }
   const char* mark = memchr(path.ptr, '?', path.length);
   if (mark == NULL) {
@@ -386,13 +400,12 @@ static int guard_request(void* filter_envoy, const settings* config, http_header
    * byte, so the query holds at most query.length of them. */
   size_t room = path.length + query.length * (sizeof REDACTED - 1) + 1;
   char* redacted_path = malloc(room);
+  bool path_redacted = false;
   if (redacted_path == NULL) {
     /* No memory to redact the query part by part: drop all of it from what the logs read,
      * and still refuse. */
     envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
         filter_envoy, config->guard_namespace, LITERAL("query"), LITERAL(REDACTED));
-    envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS, LITERAL(":path"),
-                                                  LITERAL("/?" REDACTED));
   } else {
     memcpy(redacted_path, path.ptr, base_length + 1);
     writer into = {redacted_path + base_length + 1, 0};
@@ -400,10 +413,16 @@ static int guard_request(void* filter_envoy, const settings* config, http_header
     buffer redacted = {into.out, into.length};
     envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
         filter_envoy, config->guard_namespace, LITERAL("query"), redacted);
-    envoy_dynamic_module_callback_http_set_header(
+    path_redacted = envoy_dynamic_module_callback_http_set_header(
         filter_envoy, REQUEST_HEADERS, LITERAL(":path"),
         (buffer){redacted_path, base_length + 1 + redacted.length});
     free(redacted_path);
+  }
+  if (!path_redacted) {
+    /* Best effort, for the edge audit log (which records :path): the request is refused
+     * below whatever happens here, and nothing more can be done if Envoy takes no change. */
+    (void)envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS,
+                                                        LITERAL(":path"), LITERAL("/?" REDACTED));
   }
   size_t name_length = strlen(found);
   char body[sizeof CREDENTIAL_REFUSED_BEFORE + NAME_ROOM + sizeof CREDENTIAL_REFUSED_AFTER];
@@ -442,27 +461,31 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
   if (id_length == 0) {
     id_length = well_formed_id(filter_envoy, config, config->request_id_header, id);
   }
-  envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS,
-                                                config->client_request_id_header,
-                                                (buffer){NULL, 0});
+  /* Each header change below keeps a client's malformed id (or its copy of the request id)
+   * from the core: if Envoy takes one not, the request is refused (UNAVAILABLE). */
+  bool headers_set = envoy_dynamic_module_callback_http_set_header(
+      filter_envoy, REQUEST_HEADERS, config->client_request_id_header, (buffer){NULL, 0});
   http_header reply[2];
   size_t count = 0;
   http_header context[2];
   size_t recorded = 0;
   if (id_length > 0) {
     buffer value = {id, id_length};
-    envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS,
-                                                  config->correlation_id_header, value);
-    envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS,
-                                                  config->request_id_header, value);
+    headers_set = envoy_dynamic_module_callback_http_set_header(
+                      filter_envoy, REQUEST_HEADERS, config->correlation_id_header, value) &&
+                  headers_set;
+    headers_set = envoy_dynamic_module_callback_http_set_header(
+                      filter_envoy, REQUEST_HEADERS, config->request_id_header, value) &&
+                  headers_set;
     context[recorded++] = (http_header){"correlation_id", 14, id, id_length};
     reply[count++] = (http_header){config->correlation_id_header.ptr,
                               config->correlation_id_header.length, id, id_length};
   } else {
     /* Only if Envoy generated no request id (it always does at this edge). */
-    envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS,
-                                                  config->correlation_id_header,
-                                                  (buffer){NULL, 0});
+    headers_set = envoy_dynamic_module_callback_http_set_header(
+                      filter_envoy, REQUEST_HEADERS, config->correlation_id_header,
+                      (buffer){NULL, 0}) &&
+                  headers_set;
   }
   buffer route = {NULL, 0};
   if (envoy_dynamic_module_callback_http_get_metadata_string(
@@ -473,6 +496,10 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
   if (recorded > 0) {
     envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
         filter_envoy, config->context_namespace, context, recorded);
+  }
+  if (!headers_set) {
+    refuse(filter_envoy, config, 503, reply, count, LITERAL(UNAVAILABLE), UNAVAILABLE_DETAILS);
+    return HEADERS_STOP_ITERATION;
   }
   return guard_request(filter_envoy, config, reply, count);
 }

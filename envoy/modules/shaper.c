@@ -474,12 +474,14 @@ static bool header(void* envoy, int type, buffer name, buffer* value) {
   return envoy_dynamic_module_callback_http_get_header(envoy, type, name, value, 0, NULL);
 }
 
-static void set_header(void* envoy, int type, buffer name, buffer value) {
-  envoy_dynamic_module_callback_http_set_header(envoy, type, name, value);
+/* Both false when Envoy could not change the headers: each caller decides what that means
+ * (a request or response that cannot be rewritten as it must fails closed). */
+static bool set_header(void* envoy, int type, buffer name, buffer value) {
+  return envoy_dynamic_module_callback_http_set_header(envoy, type, name, value);
 }
 
-static void remove_header(void* envoy, int type, buffer name) {
-  envoy_dynamic_module_callback_http_set_header(envoy, type, name, (buffer){NULL, 0});
+static bool remove_header(void* envoy, int type, buffer name) {
+  return envoy_dynamic_module_callback_http_set_header(envoy, type, name, (buffer){NULL, 0});
 }
 
 static void record(void* envoy, const stream* state, buffer key, buffer value) {
@@ -498,8 +500,10 @@ static void refuse(void* envoy, uint32_t status, buffer detail) {
   respond(envoy, status, detail, NULL, 0);
 }
 
-/* Memory ran out while a check needed it: refuse rather than let the request pass unchecked
- * (fail closed); 503, as for any overload. */
+/* Memory ran out while a check needed it, or Envoy could not give or take what the check
+ * needed (a header, a body, a route's list: it cannot fail in Envoy 1.40 while the headers are
+ * held, but if it does the check has not been done): refuse rather than let the request pass
+ * unchecked or wrongly rewritten (fail closed); 503, as for any overload. */
 static void out_of_memory(void* envoy) {
   refuse(envoy, 503, LITERAL("the gateway is out of memory: try again later"));
 }
@@ -512,30 +516,42 @@ typedef struct {
   buffer inline_items[32];
 } string_list;
 
-/* False if the route has no such list (then nothing is to be done). */
-static bool route_strings(void* envoy, const stream* state, buffer key, string_list* list) {
+typedef enum {
+  ROUTE_LIST_ABSENT, /* the route has no such list: nothing is to be done */
+  ROUTE_LIST_FOUND,
+  /* Memory ran out for a long list, or Envoy did not give an item it counted: what the list
+   * would decide is unknown, and must not be read as "no such list" (unknown query parameters
+   * would pass, a PUT without a body would reach the core): the caller answers out_of_memory. */
+  ROUTE_LIST_FAILED,
+} route_list;
+
+static route_list route_strings(void* envoy, const stream* state, buffer key,
+                                string_list* list) {
   list->items = list->inline_items;
   list->count = 0;
   size_t size = 0;
   buffer ns = state->config->route_namespace;
   if (!envoy_dynamic_module_callback_http_get_metadata_list_size(envoy, METADATA_ROUTE, ns, key,
                                                                  &size)) {
-    return false;
+    return ROUTE_LIST_ABSENT;
   }
   if (size > sizeof list->inline_items / sizeof list->inline_items[0]) {
     list->items = calloc(size, sizeof *list->items);
     if (list->items == NULL) {
       list->items = list->inline_items;
-      return false;
+      return ROUTE_LIST_FAILED;
     }
   }
   for (size_t i = 0; i < size; i++) {
     list->items[i] = (buffer){NULL, 0};
-    envoy_dynamic_module_callback_http_get_metadata_list_string(envoy, METADATA_ROUTE, ns, key, i,
-                                                                &list->items[i]);
+    if (!envoy_dynamic_module_callback_http_get_metadata_list_string(envoy, METADATA_ROUTE, ns,
+                                                                     key, i, &list->items[i])) {
+      list->count = i; /* (list_free frees it) */
+      return ROUTE_LIST_FAILED;
+    }
   }
   list->count = size;
-  return true;
+  return ROUTE_LIST_FOUND;
 }
 
 static bool list_has(const string_list* list, buffer wanted) {
@@ -555,12 +571,14 @@ static void list_free(string_list* list) {
   list->count = 0;
 }
 
-static bool route_has_method(void* envoy, const stream* state, buffer method) {
+/* Whether the route serves `method` (*found); false when that could not be told
+ * (ROUTE_LIST_FAILED: the caller answers out_of_memory). */
+static bool route_has_method(void* envoy, const stream* state, buffer method, bool* found) {
   string_list methods;
-  bool found = route_strings(envoy, state, LITERAL("methods"), &methods) &&
-               list_has(&methods, method);
+  route_list got = route_strings(envoy, state, LITERAL("methods"), &methods);
+  *found = got == ROUTE_LIST_FOUND && list_has(&methods, method);
   list_free(&methods);
-  return found;
+  return got != ROUTE_LIST_FAILED;
 }
 
 /* Lua's tonumber() on a content-length Envoy has already validated: digits only, leading
@@ -594,8 +612,13 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
     return true;
   }
   string_list accepted;
-  if (!route_strings(envoy, state, LITERAL("query"), &accepted)) {
+  route_list got = route_strings(envoy, state, LITERAL("query"), &accepted);
+  if (got != ROUTE_LIST_FOUND) {
     list_free(&accepted);
+    if (got == ROUTE_LIST_FAILED) {
+      out_of_memory(envoy); /* never every parameter passed on as accepted */
+      return false;
+    }
     return true;
   }
   text_builder kept = NEW_BUILDER, dropped = NEW_BUILDER, name = NEW_BUILDER;
@@ -631,7 +654,11 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
       append_text(&detail, LITERAL("unknown query parameter '"));
       append_text(&detail, first_dropped);
       append_text(&detail, LITERAL("': this path accepts only the O2ims query parameters"));
-      refuse(envoy, 400, built(&detail));
+      if (detail.ok) {
+        refuse(envoy, 400, built(&detail));
+      } else {
+        out_of_memory(envoy); /* (refused all the same; not with a detail cut short) */
+      }
       release(&detail);
       answered = true;
     } else {
@@ -642,13 +669,16 @@ static bool drop_unknown_query(void* envoy, stream* state, buffer* path, text_bu
         append(cleaned, "?", 1);
         append_text(cleaned, built(&kept));
       }
-      if (cleaned->ok) {
+      char count[24];
+      int count_length = snprintf(count, sizeof count, "%zu", dropped_count);
+      /* Without the new :path the dropped parameters would reach the transcoder (which binds
+       * one named like a path field); without the count, the client's own value of that
+       * header would. Either: 503. */
+      if (cleaned->ok &&
+          set_header(envoy, REQUEST_HEADERS, LITERAL(":path"), built(cleaned)) &&
+          set_header(envoy, REQUEST_HEADERS, state->config->ignored_query_header,
+                     (buffer){count, (size_t)count_length})) {
         *path = built(cleaned);
-        char count[24];
-        int count_length = snprintf(count, sizeof count, "%zu", dropped_count);
-        set_header(envoy, REQUEST_HEADERS, LITERAL(":path"), *path);
-        set_header(envoy, REQUEST_HEADERS, state->config->ignored_query_header,
-                   (buffer){count, (size_t)count_length});
         record(envoy, state, LITERAL("path"), *path);
         record(envoy, state, LITERAL("ignored_query"), built(&dropped));
       } else {
@@ -712,10 +742,20 @@ static bool refuse_non_json_body(void* envoy, stream* state, buffer method, bool
   /* No content-length: a chunked (HTTP/1.1) or streamed (HTTP/2) body may follow. */
   bool has_body = !has_length || !length_is_number || length > 0;
   bool answered = false;
-  if (is_json_media_type(media_type)) {
+  bool served = false;
+  if (!lowered.ok) {
+    /* The media type is not known (a JSON body would get a 400 naming a part of its type). */
+    out_of_memory(envoy);
+    answered = true;
+  } else if (is_json_media_type(media_type)) {
     answered = false;
   } else if (media_type.length == 0 && !has_body) {
-    if (!same(method, LITERAL("POST")) && route_has_method(envoy, state, method)) {
+    if (same(method, LITERAL("POST"))) {
+      answered = false;
+    } else if (!route_has_method(envoy, state, method, &served)) {
+      out_of_memory(envoy); /* never a PUT or PATCH without a body passed on unchecked */
+      answered = true;
+    } else if (served) {
       /* PUT and PATCH replace or change a resource: without a body they say nothing, and the
        * transcoder would pass an empty message on as "change nothing" or "clear all". */
       refuse(envoy, 400, LITERAL("this request needs a JSON body"));
@@ -728,7 +768,11 @@ static bool refuse_non_json_body(void* envoy, stream* state, buffer method, bool
     append_text(&detail, media_type.length ? media_type : LITERAL("none"));
     append(&detail, "'", 1);
     http_header accept_post = {"accept-post", 11, "application/json", 16};
-    respond(envoy, 400, built(&detail), &accept_post, 1);
+    if (detail.ok) {
+      respond(envoy, 400, built(&detail), &accept_post, 1);
+    } else {
+      out_of_memory(envoy); /* (refused all the same; not with a detail cut short) */
+    }
     release(&detail);
     answered = true;
   }
@@ -738,16 +782,18 @@ static bool refuse_non_json_body(void* envoy, stream* state, buffer method, bool
 
 /* `?all_fields` (or `?all_fields=`) -> `?all_fields=true` for the boolean flags of this path
  * (the route's metadata lists them): O2ims sends such flags bare, and the transcoder would
- * ignore a query parameter without a value. */
-static void complete_flags(void* envoy, stream* state, buffer path) {
+ * ignore a query parameter without a value. False when the path could not be completed (the
+ * caller answers out_of_memory). */
+static bool complete_flags(void* envoy, stream* state, buffer path) {
   buffer base, query;
   if (!split_query(path, &base, &query) || query.length == 0) {
-    return;
+    return true;
   }
   string_list flags;
-  if (!route_strings(envoy, state, LITERAL("flags"), &flags) || flags.count == 0) {
+  route_list got = route_strings(envoy, state, LITERAL("flags"), &flags);
+  if (got != ROUTE_LIST_FOUND || flags.count == 0) {
     list_free(&flags);
-    return;
+    return got != ROUTE_LIST_FAILED;
   }
   text_builder rewritten = NEW_BUILDER;
   append_text(&rewritten, base);
@@ -771,10 +817,11 @@ static void complete_flags(void* envoy, stream* state, buffer path) {
     }
   }
   list_free(&flags);
-  if (changed && rewritten.ok) {
-    set_header(envoy, REQUEST_HEADERS, LITERAL(":path"), built(&rewritten));
-  }
+  /* A bare flag the transcoder would ignore (`?all_fields` read as false): never that. */
+  bool completed = !changed || (rewritten.ok && set_header(envoy, REQUEST_HEADERS,
+                                                           LITERAL(":path"), built(&rewritten)));
   release(&rewritten);
+  return completed;
 }
 
 EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, const void* filter,
@@ -790,9 +837,14 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
     return HEADERS_CONTINUE; /* native gRPC */
   }
   state->rest = true;
-  /* Envoy's own copy: valid until a header changes (only :path does, after its last read). */
+  /* Envoy's own copy: valid until a header changes (only :path does, after its last read).
+   * Every request that reaches this filter has one (Envoy's codecs refuse any other but a
+   * CONNECT, which the request guard has refused): without it nothing could be checked. */
   buffer path;
-  header(envoy, REQUEST_HEADERS, LITERAL(":path"), &path);
+  if (!header(envoy, REQUEST_HEADERS, LITERAL(":path"), &path)) {
+    out_of_memory(envoy);
+    return HEADERS_STOP_ITERATION;
+  }
   if (path.ptr == NULL) {
     path = LITERAL("");
   }
@@ -840,7 +892,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
     result = HEADERS_STOP_ITERATION;
   } else {
     buffer method, length_text;
-    header(envoy, REQUEST_HEADERS, LITERAL(":method"), &method);
+    bool has_method = header(envoy, REQUEST_HEADERS, LITERAL(":method"), &method);
     char method_text[16];
     size_t method_length = method.length < sizeof method_text ? method.length : 0;
     memcpy(method_text, method.ptr ? method.ptr : "", method_length);
@@ -848,10 +900,16 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
     bool has_length = header(envoy, REQUEST_HEADERS, LITERAL("content-length"), &length_text);
     uint64_t length = 0;
     bool length_is_number = has_length && parse_length(length_text, &length);
-    if (refuse_non_json_body(envoy, state, method, has_length, length, length_is_number)) {
+    bool served = false;
+    if (!has_method) {
+      out_of_memory(envoy); /* (as :path: every request has one) */
+      result = HEADERS_STOP_ITERATION;
+    } else if (refuse_non_json_body(envoy, state, method, has_length, length, length_is_number)) {
+      result = HEADERS_STOP_ITERATION;
+    } else if (!complete_flags(envoy, state, path)) {
+      out_of_memory(envoy);
       result = HEADERS_STOP_ITERATION;
     } else {
-      complete_flags(envoy, state, path);
       buffer transfer_encoding;
       if (has_length) {
         /* A declared length is checked without buffering (over HTTP/2 a buffering filter is
@@ -879,7 +937,11 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
        * looked at. */
       if (result == HEADERS_CONTINUE &&
           (same(method, LITERAL("PUT")) || same(method, LITERAL("PATCH"))) &&
-          length_is_number && length <= 16 && route_has_method(envoy, state, method)) {
+          length_is_number && length <= 16 && !route_has_method(envoy, state, method, &served)) {
+        out_of_memory(envoy); /* never an empty or null body passed on unchecked */
+        state->request_mode = REQUEST_PASS;
+        result = HEADERS_STOP_ITERATION;
+      } else if (result == HEADERS_CONTINUE && served) {
         if (length == 0) {
           refuse(envoy, 400, LITERAL("this request needs a JSON body"));
           result = HEADERS_STOP_ITERATION;
@@ -894,7 +956,9 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
   return result;
 }
 
-/* The whole body of the stream so far: what was buffered, then what just arrived. */
+/* The whole body of the stream so far: what was buffered, then what just arrived. `out->ok`
+ * turns false when memory ran out or Envoy did not give the chunks it counted: then the body
+ * is not known (never read as empty). */
 static void whole_body(void* envoy, int received_type, int buffered_type, bool received_is_buffered,
                        text_builder* out) {
   int types[2] = {buffered_type, received_type};
@@ -910,8 +974,13 @@ static void whole_body(void* envoy, int received_type, int buffered_type, bool r
       for (size_t i = 0; i < count; i++) {
         append(out, chunks[i].ptr, chunks[i].length);
       }
+    } else {
+      out->ok = false;
     }
     free(chunks);
+    if (!out->ok) {
+      return;
+    }
   }
 }
 
@@ -922,7 +991,9 @@ static bool is_json_null(buffer body) {
   return end - i == 4 && memcmp(body.ptr + i, "null", 4) == 0;
 }
 
-/* The end of a request body this filter held back. Returns true when it answered. */
+/* The end of a request body this filter held back. Returns true when it answered: a 400 for
+ * JSON null, a 503 when the body could not be looked at (out_of_memory: never passed on
+ * unchecked). */
 static bool finish_request_body(void* envoy, stream* state, bool received) {
   request_body_mode mode = state->request_mode;
   state->request_mode = REQUEST_PASS;
@@ -933,9 +1004,12 @@ static bool finish_request_body(void* envoy, stream* state, bool received) {
   bool received_is_buffered =
       !received || envoy_dynamic_module_callback_http_received_buffered_request_body(envoy);
   whole_body(envoy, RECEIVED_REQUEST_BODY, BUFFERED_REQUEST_BODY, received_is_buffered, &body);
-  bool refused = body.ok && is_json_null(built(&body));
+  bool copied = body.ok;
+  bool refused = !copied || is_json_null(built(&body));
   release(&body);
-  if (refused) {
+  if (!copied) {
+    out_of_memory(envoy);
+  } else if (refused) {
     refuse(envoy, 400, LITERAL("the request body must be a JSON object, not null"));
   }
   return refused;
@@ -955,9 +1029,11 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_body(void* envoy, const v
 
 EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void* envoy, const void* filter) {
   stream* state = (stream*)filter;
-  if (state != NULL && state->request_mode != REQUEST_PASS) {
-    /* Trailers end the body: what is buffered is all of it. A refusal has answered. */
-    finish_request_body(envoy, state, false);
+  if (state != NULL && state->request_mode != REQUEST_PASS &&
+      finish_request_body(envoy, state, false)) {
+    /* Trailers end the body: what is buffered is all of it. A refusal has answered: nothing
+     * of the request goes on. */
+    return TRAILERS_STOP_ITERATION;
   }
   return TRAILERS_CONTINUE;
 }
@@ -1057,7 +1133,8 @@ typedef struct {
   bool content_type_json, content_type_grpc, content_type_empty;
 } response_facts;
 
-/* False when memory ran out: then the facts are incomplete (the headers cannot be shaped). */
+/* False when memory ran out or Envoy did not give the headers it counted: then the facts are
+ * incomplete (the headers cannot be shaped). */
 static bool read_response_headers(void* envoy, stream* state, response_facts* facts) {
   size_t count = envoy_dynamic_module_callback_http_get_headers_size(envoy, RESPONSE_HEADERS);
   http_header local[48];
@@ -1066,7 +1143,11 @@ static bool read_response_headers(void* envoy, stream* state, response_facts* fa
     return false;
   }
   if (!envoy_dynamic_module_callback_http_get_headers(envoy, RESPONSE_HEADERS, headers)) {
-    count = 0;
+    /* Never read as "no headers": the response would pass unshaped (internal headers too). */
+    if (headers != local) {
+      free(headers);
+    }
+    return false;
   }
   bool has_x_http_status = false;
   text_builder x_http_status = NEW_BUILDER;
@@ -1131,7 +1212,8 @@ static bool read_response_headers(void* envoy, stream* state, response_facts* fa
 }
 
 /* Memory ran out while a response was being shaped (the list's bare array, the
- * ProblemDetails, the Link header, the copy of what the headers say...): the client must not
+ * ProblemDetails, the Link header, the copy of what the headers say...), or Envoy did not give
+ * or take what shaping needs (the headers, the body, a header change): the client must not
  * get the response as the core sent it (a 200 with a wrongly shaped body, a google.rpc.Status
  * error, internal headers). So the response fails closed, with the request side's 503
  * (out_of_memory). Envoy's sendLocalReply, which send_response is, decides how:
@@ -1186,7 +1268,11 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
       break; /* (not reached: each name ends with one) */
     }
     size_t length = (size_t)(end - (names.ptr + start));
-    remove_header(envoy, RESPONSE_HEADERS, (buffer){names.ptr + start, length});
+    if (!remove_header(envoy, RESPONSE_HEADERS, (buffer){names.ptr + start, length})) {
+      response_out_of_memory(envoy, state); /* an internal header would leak */
+      result = HEADERS_STOP_ITERATION;
+      goto done;
+    }
     start += length + 1;
   }
 
@@ -1198,13 +1284,19 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
       override.ptr[1] >= '0' && override.ptr[1] <= '9' && override.ptr[2] >= '0' &&
       override.ptr[2] <= '9') {
     status = 200 + (override.ptr[1] - '0') * 10 + (override.ptr[2] - '0');
-    set_header(envoy, RESPONSE_HEADERS, LITERAL(":status"), override);
+    if (!set_header(envoy, RESPONSE_HEADERS, LITERAL(":status"), override)) {
+      response_out_of_memory(envoy, state); /* a 201 Created must not pass as a 200 */
+      result = HEADERS_STOP_ITERATION;
+      goto done;
+    }
   }
   bool success = status >= 200 && status < 300;
   if (success && facts.has_marker && facts.next_marker.length > 0) {
     /* SOL013 paging: the client follows rel="next" until it is absent. */
     buffer path = {NULL, 0};
-    envoy_dynamic_module_callback_http_get_metadata_string(
+    /* Recorded by the request side of every REST request that reaches the core: without it
+     * the Link would point nowhere (failed closed below, as when memory runs out). */
+    bool has_path = envoy_dynamic_module_callback_http_get_metadata_string(
         envoy, METADATA_DYNAMIC, state->config->rest_namespace, LITERAL("path"), &path);
     text_builder link = NEW_BUILDER;
     text_builder path_copy = NEW_BUILDER;
@@ -1212,11 +1304,9 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
     append(&link, "<", 1);
     next_page_path(&link, built(&path_copy), built(&facts.next_marker));
     append_text(&link, LITERAL(">; rel=\"next\""));
-    bool linked = link.ok && path_copy.ok;
-    if (linked) {
-      envoy_dynamic_module_callback_http_add_header(envoy, RESPONSE_HEADERS, LITERAL("link"),
-                                                    built(&link));
-    }
+    bool linked = has_path && link.ok && path_copy.ok &&
+                  envoy_dynamic_module_callback_http_add_header(envoy, RESPONSE_HEADERS,
+                                                                LITERAL("link"), built(&link));
     release(&link);
     release(&path_copy);
     if (!linked) {
@@ -1228,6 +1318,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
   }
   if (success) {
     bool empty = false;
+    /* False only when the route has no such key (then not Empty): nothing to check. */
     envoy_dynamic_module_callback_http_get_metadata_bool(
         envoy, METADATA_ROUTE, state->config->route_namespace, LITERAL("empty"), &empty);
     /* The core may name the collection itself; otherwise the route knows it from the proto
@@ -1245,26 +1336,40 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* envoy, con
         goto done;
       }
     }
+    /* Each content-type change goes with the body this filter makes: if Envoy cannot make
+     * it, the response fails closed (as when memory runs out). */
+    bool typed = true;
     if (empty || status == 204) {
-      remove_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"));
+      typed = remove_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"));
       state->response_mode = RESPONSE_EMPTY;
     } else if (facts.has_collection) {
-      set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"), LITERAL("application/json"));
+      typed = set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"),
+                         LITERAL("application/json"));
       state->response_mode = RESPONSE_LIST;
       /* The name, with its length, for the body: the copy moves over (no new allocation). */
       release(&state->collection);
       state->collection = facts.collection;
       facts.collection = NEW_BUILDER;
     } else if (facts.content_type_empty || facts.content_type_grpc) {
-      set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"), LITERAL("application/json"));
+      typed = set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"),
+                         LITERAL("application/json"));
+    }
+    if (!typed) {
+      response_out_of_memory(envoy, state);
+      result = HEADERS_STOP_ITERATION;
+      goto done;
     }
   } else if (status >= 400 && facts.content_type_json) {
     /* With convert_grpc_status the transcoder's JSON error body is a google.rpc.Status
      * {"code":N,"message":"...","details":[...]}. (Envoy's own replies are not JSON here:
      * local_reply_config has already made them application/problem+json.) An error is a
      * trailers-only gRPC response, so its code is only in that body. */
-    set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"),
-               LITERAL("application/problem+json"));
+    if (!set_header(envoy, RESPONSE_HEADERS, LITERAL("content-type"),
+                    LITERAL("application/problem+json"))) {
+      response_out_of_memory(envoy, state);
+      result = HEADERS_STOP_ITERATION;
+      goto done;
+    }
     state->response_mode = RESPONSE_ERROR;
     state->status = status;
   }
@@ -1340,8 +1445,9 @@ static bool status_code(buffer body, buffer* code) {
   return false;
 }
 
-/* The ProblemDetails of an upstream error body; may change the held headers. */
-static void problem_body(void* envoy, stream* state, buffer body, text_builder* out) {
+/* The ProblemDetails of an upstream error body; may change the held headers. False when
+ * Envoy could not change them (the status or the challenge would not match the body). */
+static bool problem_body(void* envoy, stream* state, buffer body, text_builder* out) {
   buffer code = {NULL, 0}, message = {"", 0}, reason = {NULL, 0};
   bool has_code = status_code(body, &code);
   if (has_code) {
@@ -1357,14 +1463,16 @@ static void problem_body(void* envoy, stream* state, buffer body, text_builder* 
   char digits[16];
   int digits_length = snprintf(digits, sizeof digits, "%d", problem_status);
   buffer status_text = {digits, (size_t)digits_length};
-  if (problem_status != state->status) {
-    set_header(envoy, RESPONSE_HEADERS, LITERAL(":status"), status_text);
+  if (problem_status != state->status &&
+      !set_header(envoy, RESPONSE_HEADERS, LITERAL(":status"), status_text)) {
+    return false;
   }
-  if (problem_status == 401) {
+  if (problem_status == 401 &&
+      !set_header(envoy, RESPONSE_HEADERS, LITERAL("www-authenticate"),
+                  state->config->unauthorized_challenge)) {
     /* The core refused a caller with neither certificate nor token (RFC 7235: a 401 names the
      * scheme to use). */
-    set_header(envoy, RESPONSE_HEADERS, LITERAL("www-authenticate"),
-               state->config->unauthorized_challenge);
+    return false;
   }
   buffer detail = fixed_detail.ptr ? fixed_detail : message;
   if (!fixed_detail.ptr && (!has_message || message.length == 0)) {
@@ -1377,6 +1485,7 @@ static void problem_body(void* envoy, stream* state, buffer body, text_builder* 
   append_text(out, LITERAL("\",\"detail\":\""));
   append_text(out, detail);
   append_text(out, LITERAL("\"}"));
+  return true;
 }
 
 /* The end of a response body this filter held back: the new body replaces the old. Returns
@@ -1401,33 +1510,37 @@ static bool finish_response_body(void* envoy, stream* state, bool received) {
       record(envoy, state, LITERAL("next_page_token"), token);
     }
     append_text(&replacement, bare_array(built(&body), built(&state->collection)));
-  } else if (mode == RESPONSE_ERROR) {
-    problem_body(envoy, state, built(&body), &replacement);
+  } else if (mode == RESPONSE_ERROR && !problem_body(envoy, state, built(&body), &replacement)) {
+    replacement.ok = false; /* (failed closed below, as when memory runs out) */
   }
   bool built_ok = body.ok && replacement.ok;
+  /* Envoy not taking the new body (drain, append) or its length: the client would get the old
+   * body, or the new one with a wrong content-length. Failed closed too (the headers are still
+   * held: the 503 replaces all of it). */
   if (built_ok) {
     int types[2] = {BUFFERED_RESPONSE_BODY, RECEIVED_RESPONSE_BODY};
-    for (int t = 0; t < (received_is_buffered ? 1 : 2); t++) {
+    for (int t = 0; t < (received_is_buffered ? 1 : 2) && built_ok; t++) {
       size_t size = envoy_dynamic_module_callback_http_get_body_size(envoy, types[t]);
       if (size > 0) {
-        envoy_dynamic_module_callback_http_drain_body(envoy, types[t], size);
+        built_ok = envoy_dynamic_module_callback_http_drain_body(envoy, types[t], size);
       }
     }
     /* What just arrived is moved behind the buffered body when the filter continues. */
     int target = received_is_buffered ? BUFFERED_RESPONSE_BODY : RECEIVED_RESPONSE_BODY;
-    if (replacement.length > 0) {
-      envoy_dynamic_module_callback_http_append_body(envoy, target, built(&replacement));
+    if (built_ok && replacement.length > 0) {
+      built_ok = envoy_dynamic_module_callback_http_append_body(envoy, target, built(&replacement));
     }
     char length[24];
     int length_digits = snprintf(length, sizeof length, "%zu", replacement.length);
-    set_header(envoy, RESPONSE_HEADERS, LITERAL("content-length"),
-               (buffer){length, (size_t)length_digits});
+    built_ok = built_ok && set_header(envoy, RESPONSE_HEADERS, LITERAL("content-length"),
+                                      (buffer){length, (size_t)length_digits});
   }
   release(&body);
   release(&replacement);
   if (!built_ok) {
-    /* The bare array or the ProblemDetails could not be built: never the original body (a
-     * 200 with the list wrapped, a google.rpc.Status as application/problem+json). */
+    /* The bare array or the ProblemDetails could not be built, or Envoy did not take it:
+     * never the original body (a 200 with the list wrapped, a google.rpc.Status as
+     * application/problem+json). */
     response_out_of_memory(envoy, state);
     return true;
   }

@@ -30,7 +30,8 @@ from devstack.tokens import DevIssuer
 from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
 from rest_facade.envoy_config import EnvoyConfig, JwtConfig
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
-from server.listing import COLLECTION_HEADER
+from server.listing import send_list_headers
+from server.query import Page
 
 REPO = Path(__file__).resolve().parents[2]
 # Overridable so the suite can check a descriptor set built elsewhere (CI artefact).
@@ -93,11 +94,13 @@ class FakeInventory(v1_grpc.InventoryServiceServicer):
         self, request: v1.ListResourcePoolsRequest, context: grpc.ServicerContext
     ) -> v1.ListResourcePoolsResponse:
         self._record(context)
-        # As the real core does: name the collection so the REST shaper can unwrap it.
-        context.send_initial_metadata(((COLLECTION_HEADER, "resourcePools"),))
-        return v1.ListResourcePoolsResponse(
-            next_page_token=self.next_page_token, resource_pools=self.pools
-        )
+        # As the real core does (server.listing.send_list_headers): name the collection so the
+        # REST shaper can unwrap it, and the next page's marker for its Link header.
+        with self._lock:
+            token = self.next_page_token
+        page = Page(items=[], next_page_token=token)
+        send_list_headers(context, "resourcePools", page)
+        return v1.ListResourcePoolsResponse(next_page_token=token, resource_pools=self.pools)
 
     def GetResourcePool(
         self, request: v1.GetResourcePoolRequest, context: grpc.ServicerContext

@@ -92,6 +92,35 @@ def test_page_token_is_kept_out_of_the_array(rest: httpx.Client, inventory: Fake
     assert int(response.headers["content-length"]) == len(response.content)
 
 
+def test_next_page_is_linked(rest: httpx.Client, inventory: FakeInventory) -> None:
+    # SOL013 paging: the next page is this URL with the core's marker (x-o2ims-next-page-token)
+    # in place of the client's; a parameter the shaper dropped is not carried over.
+    inventory.next_page_token = "eyJvZmZzZXQiOjJ9-_AZ09"
+
+    response = rest.get(f"{POOLS}?nextpage_opaque_marker=b2xk&fields=name&bogus=1")
+
+    assert response.status_code == 200
+    assert response.headers.get_list("link") == [
+        f'<{POOLS}?fields=name&nextpage_opaque_marker=eyJvZmZzZXQiOjJ9-_AZ09>; rel="next"'
+    ]
+    assert [pool["name"] for pool in response.json()] == [p.name for p in inventory.pools]
+    assert_no_internal_headers(response)
+
+    response = rest.get(POOLS)
+
+    assert response.headers.get_list("link") == [
+        f'<{POOLS}?nextpage_opaque_marker=eyJvZmZzZXQiOjJ9-_AZ09>; rel="next"'
+    ]
+
+
+def test_last_page_has_no_link(rest: httpx.Client, inventory: FakeInventory) -> None:
+    response = rest.get(f"{POOLS}?nextpage_opaque_marker=b2xk")
+
+    assert response.status_code == 200
+    assert "link" not in response.headers
+    assert len(response.json()) == len(inventory.pools)
+
+
 def test_items_containing_brackets_and_quotes_survive_unwrapping(
     rest: httpx.Client, inventory: FakeInventory
 ) -> None:
