@@ -19,9 +19,9 @@ the full REST stack with a client certificate, measured from each request's sche
 (bench/open_loop.py). Ratios against the no-op and the core direct are printed with the table,
 and the edge's Envoy CPU per request against the floor's (what the components allow here).
 
-    .venv/bin/python -m bench.stack_bench [--requests 5000] [--runs 3] [--rates 200,500,1000]
-        [--duration 10] [--grpc-workers N] [--envoy-concurrency N] [--no-floor] [--no-pin]
-        [--json results.json]
+    .venv/bin/python -m bench.stack_bench [--requests 5000] [--runs 3] [--pinned-runs 5]
+        [--rates 200,500,1000] [--duration 10] [--grpc-workers N] [--envoy-concurrency N]
+        [--no-floor] [--no-pin] [--json results.json]
 
 h2load cannot present a client certificate: through Envoy it speaks cleartext HTTP/2 to a
 client-side TLS relay (bench/tls_relay.py), whose CPU is reported apart as the load
@@ -76,6 +76,7 @@ from stack_results import (
     open_loop_headline,
     open_loop_table,
     pinned_headline,
+    round_ratios,
     saturated_table,
 )
 from tls_relay import RelayTls, start_relay
@@ -514,6 +515,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--requests", type=int, default=5000, help="h2load requests per run")
     parser.add_argument("--runs", type=int, default=3, help="saturated rounds (median reported)")
+    parser.add_argument(
+        "--pinned-runs",
+        type=int,
+        default=5,
+        help="pinned rounds of the no-op and the core direct (median, and each round's ratio)",
+    )
     parser.add_argument("--warmup-requests", type=int, default=500, help="per path, before round 1")
     parser.add_argument("--connections", type=int, default=4, help="h2load connections")
     parser.add_argument(
@@ -630,7 +637,7 @@ def report_pinned(paths: list[Target], args: argparse.Namespace) -> dict[str, An
     CPU), the method of ../shared/PERF-NOTES.md."""
     targets = [path for path in paths if path.name in (NOOP, CORE_DIRECT)]
     shape = Saturation(
-        args.requests, args.runs, args.warmup_requests, args.connections, args.streams
+        args.requests, args.pinned_runs, args.warmup_requests, args.connections, args.streams
     )
     servers = [pid for path in targets for pid in path.servers.values()]
     with pinned(servers, SERVER_CPU):
@@ -643,7 +650,7 @@ def report_pinned(paths: list[Target], args: argparse.Namespace) -> dict[str, An
     print(saturated_table(results))
     print()
     print(pinned_headline(results, SERVER_CPU, LOAD_CPU))
-    return {
+    report: dict[str, Any] = {
         result.name: {
             "rps": result.rps,
             "cpu_us": {role: result.cpu_us(role) for role in result.roles},
@@ -651,6 +658,8 @@ def report_pinned(paths: list[Target], args: argparse.Namespace) -> dict[str, An
         }
         for result in results
     }
+    report["round_ratios"] = round_ratios(results)
+    return report
 
 
 def idle_cpu_percent(stack: LocalStack, seconds: float) -> dict[str, float]:

@@ -159,14 +159,25 @@ def headline(results: list[PathResult]) -> list[str]:
     return lines
 
 
-def pinned_headline(results: list[PathResult], server_cpu: int, load_cpu: int) -> str:
-    """The core direct against the no-op with each server on one CPU and h2load on another
-    (the house method: ../shared/PERF-NOTES.md)."""
+def round_ratios(results: list[PathResult]) -> list[float]:
+    """The core direct's req/s over the no-op's, round by round: each round runs the no-op
+    and then the core, so a pair shares the machine's state of the moment, and the spread
+    of the pairs says how far the median ratio can be trusted."""
     by_name = {result.name: result for result in results}
     noop, direct = by_name[NOOP], by_name[CORE_DIRECT]
+    return [core.rps / base.rps for base, core in zip(noop.runs, direct.runs, strict=True)]
+
+
+def pinned_headline(results: list[PathResult], server_cpu: int, load_cpu: int) -> str:
+    """The core direct against the no-op with each server on one CPU and h2load on another
+    (the house method: ../shared/PERF-NOTES.md): the ratio of the medians, then each
+    round's."""
+    by_name = {result.name: result for result in results}
+    noop, direct = by_name[NOOP], by_name[CORE_DIRECT]
+    rounds = ", ".join(f"{ratio:.2f}" for ratio in round_ratios(results))
     return (
         f"pinned (server on CPU {server_cpu}, h2load on CPU {load_cpu}): core direct "
-        f"{direct.rps / noop.rps:.2f}x no-op [>= 0.80x]; CPU per request "
+        f"{direct.rps / noop.rps:.2f}x no-op [>= 0.80x] (rounds: {rounds}); CPU per request "
         f"{_cpu_split(direct, 'core')} against the no-op's {_cpu_split(noop, 'no-op')}"
     )
 
