@@ -428,8 +428,15 @@ EXPORT void envoy_dynamic_module_on_http_filter_per_route_config_destroy(const v
 typedef enum {
   REQUEST_PASS,        /* nothing to look at in the request body */
   REQUEST_BUFFER,      /* buffer the whole body (unknown length): Envoy's 413 above its limit */
-  REQUEST_CHECK_NULL,  /* buffer a short PUT/PATCH body to refuse JSON null */
+  /* Hold a PUT/PATCH and buffer its body while it is short (16 bytes at most), to refuse
+   * an empty body or JSON null whatever the framing: a short content-length, or none (HTTP/2
+   * may end the body with the headers, with trailers or with empty DATA frames). */
+  REQUEST_CHECK_NULL,
 } request_body_mode;
+
+/* The longest request body looked at for JSON null (a longer one is not null, or padded
+ * with whitespace, which a client never sends). */
+#define NULL_CHECK_BYTES 16
 
 typedef enum {
   RESPONSE_PASS,
@@ -442,6 +449,7 @@ typedef struct {
   const shaper_config* config;
   bool rest;
   request_body_mode request_mode;
+  bool length_unknown;      /* REQUEST_CHECK_NULL: no content-length (the body may grow) */
   response_body_mode response_mode;
   int status;               /* RESPONSE_ERROR: the transcoder's HTTP status */
   text_builder collection;  /* RESPONSE_LIST: the collection field's name (owned) */
@@ -716,7 +724,7 @@ static bool is_json_media_type(buffer media_type) {
  * declared as something else is not parsed but refused. With 400, not 415: the O2ims
  * conformance tests (CONF 7.3.11) require 400 for an XML body. Returns true when it answered. */
 static bool refuse_non_json_body(void* envoy, stream* state, buffer method, bool has_length,
-                                 uint64_t length, bool length_is_number) {
+                                 uint64_t length, bool length_is_number, bool end_of_stream) {
   if (!same(method, LITERAL("POST")) && !same(method, LITERAL("PUT")) &&
       !same(method, LITERAL("PATCH"))) {
     return false;
@@ -739,8 +747,9 @@ static bool refuse_non_json_body(void* envoy, stream* state, buffer method, bool
     append(&lowered, &c, 1);
   }
   buffer media_type = built(&lowered);
-  /* No content-length: a chunked (HTTP/1.1) or streamed (HTTP/2) body may follow. */
-  bool has_body = !has_length || !length_is_number || length > 0;
+  /* No content-length: a chunked (HTTP/1.1) or streamed (HTTP/2) body may follow, unless the
+   * headers end the stream (HTTP/2 need not send content-length: 0). */
+  bool has_body = !end_of_stream && (!has_length || !length_is_number || length > 0);
   bool answered = false;
   bool served = false;
   if (!lowered.ok) {
@@ -904,13 +913,15 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
     if (!has_method) {
       out_of_memory(envoy); /* (as :path: every request has one) */
       result = HEADERS_STOP_ITERATION;
-    } else if (refuse_non_json_body(envoy, state, method, has_length, length, length_is_number)) {
+    } else if (refuse_non_json_body(envoy, state, method, has_length, length, length_is_number,
+                                    end_of_stream)) {
       result = HEADERS_STOP_ITERATION;
     } else if (!complete_flags(envoy, state, path)) {
       out_of_memory(envoy);
       result = HEADERS_STOP_ITERATION;
     } else {
       buffer transfer_encoding;
+      bool answered = false;
       if (has_length) {
         /* A declared length is checked without buffering (over HTTP/2 a buffering filter is
          * capped by the 64 KiB stream window). */
@@ -920,7 +931,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
               snprintf(detail, sizeof detail, "the request body is larger than %llu bytes",
                        (unsigned long long)state->config->max_request_body_bytes);
           refuse(envoy, 413, (buffer){detail, (size_t)detail_length});
-          result = HEADERS_STOP_ITERATION;
+          answered = true;
         }
       } else if (header(envoy, REQUEST_HEADERS, LITERAL("transfer-encoding"), &transfer_encoding) ||
                  !same(method, LITERAL("GET"))) {
@@ -928,27 +939,34 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
          * outgrows the stream's buffer. */
         if (!end_of_stream) {
           state->request_mode = REQUEST_BUFFER;
-          result = HEADERS_STOP_ITERATION;
         }
       }
       /* A PUT or PATCH with an empty body, or a body of JSON `null`: the transcoder would
        * read it as an empty message ("change nothing" or "clear all"), and a merge patch of
        * null would delete the resource, which no O2ims resource allows. Only short bodies are
-       * looked at. */
-      if (result == HEADERS_CONTINUE &&
-          (same(method, LITERAL("PUT")) || same(method, LITERAL("PATCH"))) &&
-          length_is_number && length <= 16 && !route_has_method(envoy, state, method, &served)) {
+       * looked at: a content-length of at most NULL_CHECK_BYTES, or none at all, whatever the
+       * framing (HTTP/2: END_STREAM on the headers, trailers without DATA, empty DATA
+       * frames; the body's end decides, finish_request_body). */
+      bool empty = end_of_stream || (length_is_number && length == 0);
+      bool short_body = empty || !has_length || (length_is_number && length <= NULL_CHECK_BYTES);
+      if (!answered && (same(method, LITERAL("PUT")) || same(method, LITERAL("PATCH"))) &&
+          short_body && !route_has_method(envoy, state, method, &served)) {
         out_of_memory(envoy); /* never an empty or null body passed on unchecked */
-        state->request_mode = REQUEST_PASS;
-        result = HEADERS_STOP_ITERATION;
-      } else if (result == HEADERS_CONTINUE && served) {
-        if (length == 0) {
+        answered = true;
+      } else if (!answered && served) {
+        if (empty) {
           refuse(envoy, 400, LITERAL("this request needs a JSON body"));
-          result = HEADERS_STOP_ITERATION;
-        } else if (!end_of_stream) {
+          answered = true;
+        } else {
           state->request_mode = REQUEST_CHECK_NULL;
-          result = HEADERS_STOP_ITERATION;
+          state->length_unknown = !has_length;
         }
+      }
+      if (answered) {
+        state->request_mode = REQUEST_PASS;
+      }
+      if (answered || state->request_mode != REQUEST_PASS) {
+        result = HEADERS_STOP_ITERATION; /* refused, or held until the body is looked at */
       }
     }
   }
@@ -992,8 +1010,8 @@ static bool is_json_null(buffer body) {
 }
 
 /* The end of a request body this filter held back. Returns true when it answered: a 400 for
- * JSON null, a 503 when the body could not be looked at (out_of_memory: never passed on
- * unchecked). */
+ * an empty body or JSON null, a 503 when the body could not be looked at (out_of_memory: never
+ * passed on unchecked). */
 static bool finish_request_body(void* envoy, stream* state, bool received) {
   request_body_mode mode = state->request_mode;
   state->request_mode = REQUEST_PASS;
@@ -1005,10 +1023,14 @@ static bool finish_request_body(void* envoy, stream* state, bool received) {
       !received || envoy_dynamic_module_callback_http_received_buffered_request_body(envoy);
   whole_body(envoy, RECEIVED_REQUEST_BODY, BUFFERED_REQUEST_BODY, received_is_buffered, &body);
   bool copied = body.ok;
-  bool refused = !copied || is_json_null(built(&body));
+  bool empty = copied && body.length == 0;
+  bool refused = !copied || empty || is_json_null(built(&body));
   release(&body);
   if (!copied) {
     out_of_memory(envoy);
+  } else if (empty) {
+    /* No content-length and no byte before the end (trailers, empty DATA frames). */
+    refuse(envoy, 400, LITERAL("this request needs a JSON body"));
   } else if (refused) {
     refuse(envoy, 400, LITERAL("the request body must be a JSON object, not null"));
   }
@@ -1020,6 +1042,17 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_body(void* envoy, const v
   stream* state = (stream*)filter;
   if (state == NULL || state->request_mode == REQUEST_PASS) {
     return BODY_CONTINUE;
+  }
+  if (!end_of_stream && state->request_mode == REQUEST_CHECK_NULL && state->length_unknown) {
+    /* A body of unknown length is looked at only while it is short: past NULL_CHECK_BYTES it
+     * is not null, and is handled as any body of unknown length. */
+    size_t held = envoy_dynamic_module_callback_http_get_body_size(envoy, RECEIVED_REQUEST_BODY);
+    if (!envoy_dynamic_module_callback_http_received_buffered_request_body(envoy)) {
+      held += envoy_dynamic_module_callback_http_get_body_size(envoy, BUFFERED_REQUEST_BODY);
+    }
+    if (held > NULL_CHECK_BYTES) {
+      state->request_mode = REQUEST_BUFFER;
+    }
   }
   if (!end_of_stream) {
     return BODY_STOP_AND_BUFFER;
