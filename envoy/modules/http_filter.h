@@ -36,7 +36,7 @@ typedef struct {
   size_t value_length;
 } http_header;
 
-enum { REQUEST_HEADERS = 0, RESPONSE_HEADERS = 2 };             /* http_header_type */
+enum { REQUEST_HEADERS = 0, RESPONSE_HEADERS = 2, RESPONSE_TRAILERS = 3 }; /* header_type */
 enum { RECEIVED_REQUEST_BODY = 0, BUFFERED_REQUEST_BODY = 1 };  /* http_body_type */
 enum { RECEIVED_RESPONSE_BODY = 2, BUFFERED_RESPONSE_BODY = 3 };
 enum { METADATA_DYNAMIC = 0, METADATA_ROUTE = 1 };              /* metadata_source */

@@ -15,7 +15,7 @@
  *     status of a success; a next-page token becomes `Link: <..>; rel="next"`
  *   - gRPC UNIMPLEMENTED (a published API the core does not serve): 404, not 501
  *   - upstream errors: google.rpc.Status JSON -> RFC 7807 application/problem+json
- *   - no grpc-* or internal x-o2ims-* headers leak to REST clients
+ *   - no grpc-* or internal x-o2ims-* headers (or trailers, over HTTP/2) leak to REST clients
  *   - memory that runs out while a request is checked or a response shaped: 503, never the
  *     request unchecked or the response as the core sent it (out_of_memory)
  * Native gRPC callers (content-type application/grpc*) pass through untouched.
@@ -1593,12 +1593,56 @@ EXPORT int envoy_dynamic_module_on_http_filter_response_body(void* envoy, const 
   return finish_response_body(envoy, state, true) ? BODY_STOP_NO_BUFFER : BODY_CONTINUE;
 }
 
+/* The response trailers of a REST stream without the names a REST client never sees (the
+ * headers' rule, `stripped`): over HTTP/2 the core's grpc-status and grpc-message would
+ * otherwise reach the client as trailers of every response (the transcoder passes a
+ * success's trailers on). False when memory ran out or Envoy did not give or take them: the
+ * headers have gone (nothing to fail closed to), so the trailers go as they are. */
+static bool strip_response_trailers(void* envoy) {
+  size_t count = envoy_dynamic_module_callback_http_get_headers_size(envoy, RESPONSE_TRAILERS);
+  if (count == 0) {
+    return true;
+  }
+  http_header local[16];
+  http_header* trailers = count <= 16 ? local : calloc(count, sizeof *trailers);
+  if (trailers == NULL) {
+    return false;
+  }
+  text_builder names = NEW_BUILDER;
+  bool ok = envoy_dynamic_module_callback_http_get_headers(envoy, RESPONSE_TRAILERS, trailers);
+  for (size_t i = 0; ok && i < count; i++) {
+    buffer name = {trailers[i].key_ptr, trailers[i].key_length};
+    if (stripped(name) && (!starts_with(name, LITERAL("grpc-")) || is_stripped_grpc_header(name))) {
+      append(&names, name.ptr, name.length);
+      append(&names, "\n", 1);
+    }
+  }
+  if (trailers != local) {
+    free(trailers);
+  }
+  ok = ok && names.ok;
+  /* The names were copied: removing them now cannot disturb what was read. */
+  buffer list = built(&names);
+  for (size_t start = 0; ok && start < list.length;) {
+    const char* end = memchr(list.ptr + start, '\n', list.length - start);
+    size_t length = end ? (size_t)(end - (list.ptr + start)) : list.length - start;
+    ok = remove_header(envoy, RESPONSE_TRAILERS, (buffer){list.ptr + start, length});
+    start += length + 1;
+  }
+  release(&names);
+  return ok;
+}
+
 EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void* envoy,
                                                                  const void* filter) {
   stream* state = (stream*)filter;
-  if (state != NULL && state->response_mode != RESPONSE_PASS &&
+  if (state == NULL || !state->rest) {
+    return TRAILERS_CONTINUE; /* native gRPC: its trailers are its status */
+  }
+  if (state->response_mode != RESPONSE_PASS &&
       finish_response_body(envoy, state, false)) { /* trailers end the body */
     return TRAILERS_STOP_ITERATION; /* it answered 503 (out of memory) */
   }
+  strip_response_trailers(envoy);
   return TRAILERS_CONTINUE;
 }

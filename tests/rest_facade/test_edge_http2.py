@@ -214,3 +214,24 @@ def test_a_body_of_unknown_length_over_http2_still_reaches_the_core(
 
     assert answer.status == 200, answer
     assert json.loads(answer.body) == {"retentionDays": 3}
+
+
+# --- what a REST client gets at the end of a response -----------------------------------------
+
+
+def test_rest_responses_over_http2_carry_no_grpc_trailers(
+    *, edge_envoy: RunningEnvoy, pki: DevPki, widgets: WidgetStore
+) -> None:
+    widget = widgets.new_widget("w")
+    answers = [
+        h2_request(edge_envoy, pki, "GET", f"{WIDGETS}/{widget.widget_id}", headers=[]),
+        h2_request(edge_envoy, pki, "GET", WIDGETS, headers=[]),
+        h2_request(edge_envoy, pki, "POST", WIDGETS, chunks=[b'{"name":"n"}'], trailers=TRAILERS),
+        h2_request(edge_envoy, pki, "GET", f"{WIDGETS}/missing", headers=[]),
+    ]
+
+    assert [answer.status for answer in answers] == [200, 200, 201, 404]
+    for answer in answers:
+        names = set(answer.headers) | set(answer.trailers or {})
+        leaked = {name for name in names if name.startswith(("grpc-", "x-o2ims-"))}
+        assert not leaked, (answer.status, answer.headers, answer.trailers)
