@@ -23,7 +23,8 @@
  * Why native: it replaced a Lua filter doing the same (rest_facade/shaper.lua before), whose
  * interpreter entry, header tables and string copies cost ~25 us of Envoy CPU per REST call.
  * Here a single-object GET success touches headers only; a body is buffered only when it must
- * change (lists, Empty, errors) or be looked at (a short PUT/PATCH, a body of unknown length).
+ * change (lists, Empty, errors) or be looked at (a short PUT/PATCH); a request body of unknown
+ * length is counted as it passes, never buffered.
  *
  * What a response is (list, empty) and what a path accepts (query names, flags, methods) come
  * from the route: rest_facade/envoy_routes.py puts them into the routes' metadata under this
@@ -427,7 +428,13 @@ EXPORT void envoy_dynamic_module_on_http_filter_per_route_config_destroy(const v
 
 typedef enum {
   REQUEST_PASS,        /* nothing to look at in the request body */
-  REQUEST_BUFFER,      /* buffer the whole body (unknown length): Envoy's 413 above its limit */
+  /* A body of unknown length: counted as it passes (never buffered), 413 once it outgrows
+   * max_request_body_bytes. Not buffered because nothing here needs all of it, and because
+   * Envoy caps what a filter may buffer of an HTTP/2 stream at the stream's window
+   * (initial_stream_window_size, 64 KiB: its codec's per-stream buffer limit), not at the
+   * listener's per_connection_buffer_limit_bytes: buffering answered 413 for any HTTP/2 body
+   * of unknown length above 64 KiB, and clients that keep sending (httpx) hung. */
+  REQUEST_COUNT,
   /* Hold a PUT/PATCH and buffer its body while it is short (16 bytes at most), to refuse
    * an empty body or JSON null whatever the framing: a short content-length, or none (HTTP/2
    * may end the body with the headers, with trailers or with empty DATA frames). */
@@ -450,6 +457,7 @@ typedef struct {
   bool rest;
   request_body_mode request_mode;
   bool length_unknown;      /* REQUEST_CHECK_NULL: no content-length (the body may grow) */
+  uint64_t body_bytes;      /* REQUEST_COUNT, REQUEST_CHECK_NULL: the body so far */
   response_body_mode response_mode;
   int status;               /* RESPONSE_ERROR: the transcoder's HTTP status */
   text_builder collection;  /* RESPONSE_LIST: the collection field's name (owned) */
@@ -609,6 +617,14 @@ static bool parse_length(buffer text, uint64_t* length) {
   }
   *length = number;
   return true;
+}
+
+/* 413: the body is larger than the API allows (the transcoder's max_request_body_size). */
+static void refuse_too_large(void* envoy, const stream* state) {
+  char detail[96];
+  int detail_length = snprintf(detail, sizeof detail, "the request body is larger than %llu bytes",
+                               (unsigned long long)state->config->max_request_body_bytes);
+  refuse(envoy, 413, (buffer){detail, (size_t)detail_length});
 }
 
 /* The query parameters of `path` this path does not accept are dropped here, before the
@@ -923,22 +939,16 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
       buffer transfer_encoding;
       bool answered = false;
       if (has_length) {
-        /* A declared length is checked without buffering (over HTTP/2 a buffering filter is
-         * capped by the 64 KiB stream window). */
+        /* A declared length is checked at once (Envoy's codecs hold the body to it). */
         if (length_is_number && length > state->config->max_request_body_bytes) {
-          char detail[96];
-          int detail_length =
-              snprintf(detail, sizeof detail, "the request body is larger than %llu bytes",
-                       (unsigned long long)state->config->max_request_body_bytes);
-          refuse(envoy, 413, (buffer){detail, (size_t)detail_length});
+          refuse_too_large(envoy, state);
           answered = true;
         }
       } else if (header(envoy, REQUEST_HEADERS, LITERAL("transfer-encoding"), &transfer_encoding) ||
                  !same(method, LITERAL("GET"))) {
-        /* A body of unknown length is buffered, and Envoy itself answers 413 when it
-         * outgrows the stream's buffer. */
+        /* A body of unknown length is counted as it passes (413 above the limit). */
         if (!end_of_stream) {
-          state->request_mode = REQUEST_BUFFER;
+          state->request_mode = REQUEST_COUNT;
         }
       }
       /* A PUT or PATCH with an empty body, or a body of JSON `null`: the transcoder would
@@ -965,7 +975,7 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* envoy, cons
       if (answered) {
         state->request_mode = REQUEST_PASS;
       }
-      if (answered || state->request_mode != REQUEST_PASS) {
+      if (answered || state->request_mode == REQUEST_CHECK_NULL) {
         result = HEADERS_STOP_ITERATION; /* refused, or held until the body is looked at */
       }
     }
@@ -1043,16 +1053,30 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_body(void* envoy, const v
   if (state == NULL || state->request_mode == REQUEST_PASS) {
     return BODY_CONTINUE;
   }
-  if (!end_of_stream && state->request_mode == REQUEST_CHECK_NULL && state->length_unknown) {
+  /* What arrived: new bytes, or (when Envoy hands over the stream's buffered body) all that
+   * was held so far, which this filter counted in part. */
+  uint64_t received =
+      envoy_dynamic_module_callback_http_get_body_size(envoy, RECEIVED_REQUEST_BODY);
+  if (envoy_dynamic_module_callback_http_received_buffered_request_body(envoy)) {
+    state->body_bytes = received > state->body_bytes ? received : state->body_bytes;
+  } else {
+    state->body_bytes += received;
+  }
+  if (state->body_bytes > state->config->max_request_body_bytes) {
+    /* Before the end of the body, so the transcoder has not passed a message on: the core
+     * sees at most a call cancelled before its request (the local reply resets it). */
+    state->request_mode = REQUEST_PASS;
+    refuse_too_large(envoy, state);
+    return BODY_STOP_NO_BUFFER;
+  }
+  if (state->request_mode == REQUEST_CHECK_NULL && state->length_unknown && !end_of_stream &&
+      state->body_bytes > NULL_CHECK_BYTES) {
     /* A body of unknown length is looked at only while it is short: past NULL_CHECK_BYTES it
-     * is not null, and is handled as any body of unknown length. */
-    size_t held = envoy_dynamic_module_callback_http_get_body_size(envoy, RECEIVED_REQUEST_BODY);
-    if (!envoy_dynamic_module_callback_http_received_buffered_request_body(envoy)) {
-      held += envoy_dynamic_module_callback_http_get_body_size(envoy, BUFFERED_REQUEST_BODY);
-    }
-    if (held > NULL_CHECK_BYTES) {
-      state->request_mode = REQUEST_BUFFER;
-    }
+     * is not null, and goes on (the held headers and body with it), counted. */
+    state->request_mode = REQUEST_COUNT;
+  }
+  if (state->request_mode == REQUEST_COUNT) {
+    return BODY_CONTINUE;
   }
   if (!end_of_stream) {
     return BODY_STOP_AND_BUFFER;

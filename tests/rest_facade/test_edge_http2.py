@@ -19,6 +19,7 @@ import h2.exceptions
 import pytest
 
 from devstack.pki import DevPki
+from rest_facade.envoy_config import MAX_REQUEST_BODY_BYTES
 from rest_facade.envoy_process import RunningEnvoy
 
 from .support import PROBLEM, tls_context
@@ -235,3 +236,39 @@ def test_rest_responses_over_http2_carry_no_grpc_trailers(
         names = set(answer.headers) | set(answer.trailers or {})
         leaked = {name for name in names if name.startswith(("grpc-", "x-o2ims-"))}
         assert not leaked, (answer.status, answer.headers, answer.trailers)
+
+
+# --- a long body without content-length ---------------------------------------------------------
+
+
+def _widget_body(size: int) -> list[bytes]:
+    """A JSON widget of `size` bytes, in 16 KiB chunks."""
+    filler = size - len(b'{"name":""}')
+    body = b'{"name":"' + b"x" * filler + b'"}'
+    return [body[i : i + 16384] for i in range(0, len(body), 16384)]
+
+
+@pytest.mark.parametrize("size", [200_000, MAX_REQUEST_BODY_BYTES - 100])
+def test_a_long_body_of_unknown_length_over_http2_is_accepted(
+    *, edge_envoy: RunningEnvoy, pki: DevPki, widgets: WidgetStore, size: int
+) -> None:
+    answer = h2_request(edge_envoy, pki, "POST", WIDGETS, chunks=_widget_body(size))
+
+    assert answer.status == 201, answer.status
+    assert len(json.loads(answer.body)["name"]) == size - len(b'{"name":""}')
+
+
+@pytest.mark.parametrize("length", [False, True], ids=["unknown-length", "content-length"])
+def test_a_body_over_the_limit_over_http2_is_a_prompt_413(
+    *, edge_envoy: RunningEnvoy, pki: DevPki, widgets: WidgetStore, length: bool
+) -> None:
+    size = MAX_REQUEST_BODY_BYTES + 100_000
+    headers = [*JSON, ("content-length", str(size))] if length else JSON
+
+    answer = h2_request(
+        edge_envoy, pki, "POST", WIDGETS, headers=headers, chunks=_widget_body(size)
+    )
+
+    assert answer.status == 413, answer.status
+    assert str(MAX_REQUEST_BODY_BYTES) in str(answer.problem()["detail"])
+    assert widgets.widgets == {}
