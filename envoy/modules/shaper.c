@@ -1274,12 +1274,17 @@ static bool read_response_headers(void* envoy, stream* state, response_facts* fa
  * get the response as the core sent it (a 200 with a wrongly shaped body, a google.rpc.Status
  * error, internal headers). So the response fails closed, with the request side's 503
  * (out_of_memory). Envoy's sendLocalReply, which send_response is, decides how:
- *   - response headers not sent yet: a local reply straight to the client, built anew (none of
- *     the core's headers or body), with local_reply_config applied (a ProblemDetails, as the
- *     request is marked REST). This is every case here: in the response-headers hook they
- *     have not gone on yet, and the shaper holds them (HEADERS_STOP_ITERATION) for as long as
- *     it has a body to change, so they are never sent before finish_response_body has built
- *     the new one.
+ *   - response headers not sent yet: a local reply built anew (none of the core's headers or
+ *     body). This is every case here: in the response-headers hook they have not gone on yet,
+ *     and the shaper holds them (HEADERS_STOP_ITERATION) for as long as it has a body to
+ *     change, so they are never sent before finish_response_body has built the new one. As
+ *     the core's response headers already exist, Envoy takes its sendDirectLocalReply path
+ *     (FilterManager::sendLocalReply in source/common/http/filter_manager.cc): the reply goes
+ *     straight to the codec, past the encoder filters (this one included), not through the
+ *     filter chain as a reply from the request path does. That path still runs
+ *     local_reply_config's rewrite (local_reply_.rewrite), so the client should get the
+ *     ProblemDetails of a REST request; read in the Envoy source the search index holds, not
+ *     pinned to 1.40, and not exercised by a test (memory cannot be made to run out here).
  *   - already sent (not reached from this filter, see above): Envoy resets the stream, so the
  *     client sees an aborted response rather than a wrongly shaped one.
  * The hook that called it then stops iteration (nothing of the original goes on). */
