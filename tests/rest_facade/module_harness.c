@@ -19,6 +19,8 @@
  *   fail set_header NAME             setting or removing that header returns false
  *   fail get_headers request|response|trailers
  *   fail list_string KEY             get_metadata_list_string of that list returns false
+ *   fail drain_body|append_body      drain_body or append_body (any body) returns false, the
+ *                                    body left as it was
  *   fail alloc N                     the Nth allocation from here (1-based) fails, those after
  *                                    succeed
  *   new                              on_http_filter_config_new, then on_http_filter_new
@@ -145,6 +147,7 @@ static bool fail_get_headers[4];
 static entries fail_get_header; /* names only */
 static entries fail_set_header;
 static entries fail_list_string;
+static bool fail_drain_body, fail_append_body;
 
 typedef struct {
   bytes key;
@@ -324,6 +327,9 @@ size_t envoy_dynamic_module_callback_http_get_body_size(void* filter_envoy, int 
 bool envoy_dynamic_module_callback_http_append_body(void* filter_envoy, int body_type,
                                                     buffer data) {
   (void)filter_envoy;
+  if (fail_append_body) {
+    return false;
+  }
   bytes* body = &bodies[body_slot(body_type)];
   bytes joined = bytes_of((buffer){NULL, body->length + data.length});
   if (body->length > 0) memcpy(joined.data, body->data, body->length);
@@ -335,6 +341,9 @@ bool envoy_dynamic_module_callback_http_append_body(void* filter_envoy, int body
 bool envoy_dynamic_module_callback_http_drain_body(void* filter_envoy, int body_type,
                                                    size_t length) {
   (void)filter_envoy;
+  if (fail_drain_body) {
+    return false;
+  }
   bytes* body = &bodies[body_slot(body_type)];
   if (length > body->length) {
     length = body->length;
@@ -572,6 +581,10 @@ int main(void) {
         fail_get_headers[header_type_of(required(&rest, "header map"))] = true;
       } else if (strcmp(what, "list_string") == 0) {
         entries_add(&fail_list_string, bytes_text(required(&rest, "key")), bytes_text(""));
+      } else if (strcmp(what, "drain_body") == 0) {
+        fail_drain_body = true;
+      } else if (strcmp(what, "append_body") == 0) {
+        fail_append_body = true;
       } else if (strcmp(what, "alloc") == 0) {
         fail_allocation = atol(required(&rest, "N"));
         allocations = 0;

@@ -37,6 +37,7 @@ OUT_OF_MEMORY = "the gateway is out of memory: try again later"
 # Hook statuses (envoy/modules/http_filter.h).
 HEADERS_CONTINUE, HEADERS_STOP_ITERATION = 0, 1
 BODY_CONTINUE, BODY_STOP_NO_BUFFER = 0, 3
+TRAILERS_CONTINUE, TRAILERS_STOP_ITERATION = 0, 1
 
 Run = Callable[[str], dict[str, Any]]
 
@@ -304,6 +305,271 @@ def test_shaper_list_unwrap_every_allocation_failure_is_503(shaper: Run) -> None
     else:
         pytest.fail("the body's end allocated more than 49 times")
     assert outcomes, "no allocation was failed"
+
+
+def _shaper_response(*lines: str) -> str:
+    """A GET of the pools and a 200 whose headers (and body, trailers) `lines` add; the hooks
+    to call are among `lines`."""
+    return _script(
+        *_shaper_config(strict=False),
+        "header request :method GET",
+        f"header request :path {POOLS}",
+        "route_string collection resourcePools",
+        "new",
+        "call request_headers 1",
+        "header response :status 200",
+        "header response content-type application/json",
+        *lines,
+    )
+
+
+NEXT_LINK = f'<{POOLS}?nextpage_opaque_marker=abc>; rel="next"'
+
+
+def test_shaper_paged_list_control_adds_the_link(shaper: Run) -> None:
+    """A next-page marker: the Link to the next page is added, the marker header stripped."""
+    result = shaper(
+        _shaper_response("header response x-o2ims-next-page-token abc", "call response_headers 0")
+    )
+    assert result["replies"] == []
+    assert result["hooks"][-1] == ("response_headers", HEADERS_STOP_ITERATION)  # the body's held
+    response = dict(result["response_headers"])
+    assert response["link"] == NEXT_LINK
+    assert "x-o2ims-next-page-token" not in response
+
+
+def test_shaper_paged_list_link_not_taken_is_503(shaper: Run) -> None:
+    """Without its Link the client would take this page for the last one."""
+    result = shaper(
+        _shaper_response(
+            "header response x-o2ims-next-page-token abc",
+            "fail set_header link",
+            "call response_headers 0",
+        )
+    )
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"][-1] == ("response_headers", HEADERS_STOP_ITERATION)
+    assert ["failed add response link", NEXT_LINK] in result["header_changes"]
+    assert "link" not in dict(result["response_headers"])
+
+
+def test_shaper_paged_list_path_not_recorded_is_503(shaper: Run) -> None:
+    """A REST response (marked by another filter) whose request path was never recorded: the
+    Link would point nowhere."""
+    result = shaper(
+        _script(
+            *_shaper_config(strict=False),
+            "metadata rest 1",
+            "new",
+            "header response :status 200",
+            "header response content-type application/json",
+            "header response x-o2ims-next-page-token abc",
+            "call response_headers 0",
+        )
+    )
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"] == [("response_headers", HEADERS_STOP_ITERATION)]
+    assert not any(change[0].endswith(" link") for change in result["header_changes"])
+
+
+@pytest.mark.parametrize("override", ["x-o2ims-http-status", "x-http-status"])
+def test_shaper_status_override_control_promotes(shaper: Run, override: str) -> None:
+    result = shaper(_shaper_response(f"header response {override} 201", "call response_headers 0"))
+    assert result["replies"] == []
+    response = dict(result["response_headers"])
+    assert response[":status"] == "201"
+    assert override not in response
+
+
+@pytest.mark.parametrize("override", ["x-o2ims-http-status", "x-http-status"])
+def test_shaper_status_override_not_taken_is_503(shaper: Run, override: str) -> None:
+    """A 201 Created must not pass as a 200."""
+    result = shaper(
+        _shaper_response(
+            f"header response {override} 201",
+            "fail set_header :status",
+            "call response_headers 0",
+        )
+    )
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"][-1] == ("response_headers", HEADERS_STOP_ITERATION)
+    assert ["failed set response :status", "201"] in result["header_changes"]
+
+
+@pytest.mark.parametrize(
+    "header", ["x-o2ims-internal", "grpc-status", "grpc-message", "x-http-status"]
+)
+def test_shaper_internal_header_removal_not_taken_is_503(shaper: Run, header: str) -> None:
+    """An internal (or gRPC) header the client must never see, that Envoy did not remove."""
+    result = shaper(
+        _shaper_response(
+            f"header response {header} 0", f"fail set_header {header}", "call response_headers 0"
+        )
+    )
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"][-1] == ("response_headers", HEADERS_STOP_ITERATION)
+    assert [f"failed remove response {header}", ""] in result["header_changes"]
+
+
+def test_shaper_other_grpc_header_is_not_removed(shaper: Run) -> None:
+    """Control of the list above: a grpc-* header that is not internal is left alone (its
+    removal failing would not matter, it is never tried)."""
+    result = shaper(
+        _shaper_response(
+            "header response grpc-other 1", "fail set_header grpc-other", "call response_headers 0"
+        )
+    )
+    assert result["replies"] == []
+    assert dict(result["response_headers"])["grpc-other"] == "1"
+
+
+@pytest.mark.parametrize("failure", ["drain_body", "append_body"])
+def test_shaper_list_body_not_replaced_is_503(shaper: Run, failure: str) -> None:
+    """Envoy not taking the bare array (the drain of the wrapped list, or the append of the
+    new body): 503, and the hook stops what is left of the original body."""
+    result = shaper(
+        _shaper_list_response("call response_headers 0", f"fail {failure}", "call response_body 1")
+    )
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"][-1] == ("response_body", BODY_STOP_NO_BUFFER)
+    # The drain failed: the wrapped list is still there (stopped); the append failed: drained.
+    assert result["response_body"] == (LIST_BODY if failure == "drain_body" else "")
+    assert "content-length" not in dict(result["response_headers"])
+
+
+def test_shaper_list_body_length_not_taken_is_503(shaper: Run) -> None:
+    """The new body without its content-length would go with the old one's."""
+    result = shaper(
+        _shaper_list_response(
+            "call response_headers 0", "fail set_header content-length", "call response_body 1"
+        )
+    )
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"][-1] == ("response_body", BODY_STOP_NO_BUFFER)
+    assert ["failed set response content-length", "12"] in result["header_changes"]
+
+
+# --- shaper: the PUT/PATCH null check ------------------------------------------------------------
+
+
+def _shaper_update(method: str, body: str, *lines: str) -> str:
+    """A short JSON PUT/PATCH of a route that serves it: held for the null check; `lines` come
+    between the request headers and the request body's end."""
+    return _script(
+        *_shaper_config(strict=False),
+        f"header request :method {method}",
+        f"header request :path {POOLS}/a",
+        "header request content-type application/json",
+        f"header request content-length {len(body)}",
+        f"route_list methods {method}",
+        f"body request {body}",
+        "new",
+        "call request_headers 0",
+        *lines,
+        "call request_body 1",
+    )
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@pytest.mark.parametrize(
+    ("body", "status"), [('{"a":1}', None), ("null", 400)], ids=["object", "null"]
+)
+def test_shaper_null_check_control(shaper: Run, method: str, body: str, status: int | None) -> None:
+    result = shaper(_shaper_update(method, body))
+    assert result["hooks"][0] == ("request_headers", HEADERS_STOP_ITERATION)  # held
+    if status is None:
+        assert result["replies"] == []
+        assert result["hooks"][-1] == ("request_body", BODY_CONTINUE)
+    else:
+        assert [reply["status"] for reply in result["replies"]] == [status]
+        assert result["hooks"][-1] == ("request_body", BODY_STOP_NO_BUFFER)
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_shaper_null_check_body_copy_allocation_failure_is_503(shaper: Run, method: str) -> None:
+    """Each allocation of the body's copy failing in turn: a body that could not be looked at
+    is never passed on (a `null` would delete the resource); past the last one, the control."""
+    outcomes = []
+    for nth in range(1, 20):
+        result = shaper(_shaper_update(method, "null", f"fail alloc {nth}"))
+        if result["failed_allocations"] == 0:
+            assert [reply["status"] for reply in result["replies"]] == [400]
+            break
+        _answered_unavailable(result, SHAPER_DETAILS)
+        assert result["hooks"][-1] == ("request_body", BODY_STOP_NO_BUFFER), nth
+        outcomes.append(nth)
+    else:
+        pytest.fail("the null check allocated more than 19 times")
+    assert outcomes, "no allocation was failed"
+
+
+# --- shaper: response trailers -------------------------------------------------------------------
+
+
+def _shaper_trailers(*lines: str) -> str:
+    """A list response whose trailers carry the core's gRPC status (and a trailer of the
+    client's), its body passed shaped, then its trailers."""
+    return _shaper_list_response(
+        "call response_headers 0",
+        "call response_body 1",
+        "header trailers grpc-status 0",
+        "header trailers grpc-message ok",
+        "header trailers x-o2ims-internal secret",
+        "header trailers grpc-other 1",
+        "header trailers x-checksum abc",
+        *lines,
+        "call response_trailers",
+    )
+
+
+def test_shaper_trailers_control_strip_grpc_status(shaper: Run) -> None:
+    result = shaper(_shaper_trailers())
+    assert result["replies"] == []
+    assert result["hooks"][-1] == ("response_trailers", TRAILERS_CONTINUE)
+    assert result["response_trailers"] == [["grpc-other", "1"], ["x-checksum", "abc"]]
+
+
+def test_shaper_trailers_removal_not_taken_passes_them_on(shaper: Run) -> None:
+    """The headers have gone: nothing to fail closed to. The trailers go on as they are left
+    (what was removed before the failure stays removed, nothing after it is tried), no reply."""
+    result = shaper(_shaper_trailers("fail set_header grpc-message"))
+    assert result["replies"] == []
+    assert result["hooks"][-1] == ("response_trailers", TRAILERS_CONTINUE)
+    assert result["response_trailers"] == [
+        ["grpc-message", "ok"],
+        ["x-o2ims-internal", "secret"],
+        ["grpc-other", "1"],
+        ["x-checksum", "abc"],
+    ]
+    trailer_changes = [c[0] for c in result["header_changes"] if " trailers " in c[0]]
+    assert trailer_changes == ["remove trailers grpc-status", "failed remove trailers grpc-message"]
+
+
+def test_shaper_trailers_names_allocation_failure_passes_them_on(shaper: Run) -> None:
+    """Memory runs out copying the names to remove: the trailers go on untouched, no reply."""
+    result = shaper(_shaper_trailers("fail alloc 1"))
+    assert result["failed_allocations"] == 1
+    assert result["replies"] == []
+    assert result["hooks"][-1] == ("response_trailers", TRAILERS_CONTINUE)
+    assert [name for name, _ in result["response_trailers"]][:2] == ["grpc-status", "grpc-message"]
+
+
+def test_shaper_trailers_ending_a_list_body_allocation_failure_is_503(shaper: Run) -> None:
+    """Trailers that end a held list body: the body could not be built, 503, trailers
+    stopped."""
+    result = shaper(
+        _shaper_list_response(
+            "call response_headers 0",
+            "call response_body 0",
+            "header trailers grpc-status 0",
+            "fail alloc 1",
+            "call response_trailers",
+        )
+    )
+    assert result["failed_allocations"] == 1
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"][-1] == ("response_trailers", TRAILERS_STOP_ITERATION)
+    assert result["response_body"] == LIST_BODY
 
 
 # --- request_context ---------------------------------------------------------------------------
