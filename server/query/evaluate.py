@@ -272,7 +272,11 @@ _STATIC_PARSERS: Final[dict[Leaf, tuple[Callable[[str], Any], str]]] = {
 }
 
 
-def _numbers_and_bools(values: Sequence[str]) -> tuple[frozenset[float], frozenset[bool]]:
+# The numbers and the booleans among a term's values.
+Scalars = tuple[frozenset[float], frozenset[bool]]
+
+
+def _numbers_and_bools(values: Sequence[str]) -> Scalars:
     """The numbers and the booleans among a term's values (what eq/in on free-form JSON
     also matches besides the strings): one reading for every use of them."""
     numbers = frozenset(n for n in map(parse_number, values) if n is not None)
@@ -317,12 +321,12 @@ def _never(_: Any) -> bool:
 TypedPredicates = tuple[Predicate, Predicate, Predicate]
 
 
-def _dynamic_typed(op: str, values: Sequence[str]) -> TypedPredicates:
+def _dynamic_typed(op: str, values: Sequence[str], scalars: Scalars) -> TypedPredicates:
     """_dynamic_predicate for a value whose JSON type the caller already knows (it read
     the Value's kind), so no per-value type dispatch; the same results by construction
     of each branch (tests/server/query/test_nested_fast_path.py checks it)."""
     if op in {"in", "eq"}:
-        numbers, bools = _numbers_and_bools(values)
+        numbers, bools = scalars
         return _string_equals(values), numbers.__contains__, bools.__contains__
     if op == "cont":
         return _contains(values), _never, _never
@@ -430,12 +434,14 @@ class JsonPrefilter:
     folded: frozenset[str] = frozenset()
 
 
-def _json_prefilter(op: str, values: Sequence[str], passes: Predicate) -> JsonPrefilter:
+def _json_prefilter(
+    op: str, values: Sequence[str], passes: Predicate, scalars: Scalars
+) -> JsonPrefilter:
     """The JsonPrefilter of a positive DYNAMIC term; the keys of eq/in are exactly the
     values _dynamic_predicate accepts, as json_key writes them."""
     if op not in {"eq", "in"}:
         return JsonPrefilter(passes)
-    numbers, bools = _numbers_and_bools(values)
+    numbers, bools = scalars
     keys = {json_key(value) for value in values}
     for number in numbers:
         keys.add(json_key(number))
@@ -502,12 +508,13 @@ def compile_term(
     ):
         # extensions/<key>/...: the nested filters SMOs use on big inventories.
         struct_keys = [h.key or "" for h in hops[1:]]
-        typed = _dynamic_typed(positive, values)
+        scalars = _numbers_and_bools(values)
+        typed = _dynamic_typed(positive, values, scalars)
         general = _getter(hops, leaf, resolved.last_field)
         test = _struct_test(
             field.name, struct_keys, typed, predicate=predicate, negated=negated, general=general
         )
-        prefilter = None if negated else _json_prefilter(positive, values, predicate)
+        prefilter = None if negated else _json_prefilter(positive, values, predicate, scalars)
         return CompiledTerm(test, resolved.canonical, None, prefilter)
     get = _getter(hops, leaf, resolved.last_field)
 
