@@ -547,14 +547,15 @@ def _client_validation(config: EnvoyConfig) -> dict[str, Any]:
     }
 
 
-def shaper_filter(config: EnvoyConfig) -> dict[str, Any]:
-    """The REST shaper (envoy/modules/shaper.c), every value it needs from the Python side."""
+def shaper_settings(*, strict_query: bool) -> str:
+    """The REST shaper's configuration (envoy/modules/shaper.c), `key=value` lines: every
+    value it needs from the Python side."""
     settings = {
         # REST bodies above this are refused with 413 (the transcoder's own limit is on its
         # internal buffer, and a long JSON string passes it): the transcoder's value.
         "max_request_body_bytes": str(MAX_REQUEST_BODY_BYTES),
         # Strict: an unknown query parameter is a 400 (else it is dropped and counted).
-        "strict_query": "true" if config.strict_query_parameters else "false",
+        "strict_query": "true" if strict_query else "false",
         "rest_namespace": REST_METADATA_NAMESPACE,
         # Route metadata (rest_facade/envoy_routes.py) is read under the filter's name.
         "route_namespace": envoy_routes.SHAPER_FILTER,
@@ -562,6 +563,11 @@ def shaper_filter(config: EnvoyConfig) -> dict[str, Any]:
         # A 401 from the core (neither certificate nor token) names the scheme to use.
         "unauthorized_challenge": f'Bearer realm="{JWT_REALM}"',
     }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def shaper_filter(config: EnvoyConfig) -> dict[str, Any]:
+    """The REST shaper (envoy/modules/shaper.c) as an HTTP filter of the edge."""
     module = envoy_modules.module_path(envoy_modules.SHAPER)
     return {
         "name": envoy_routes.SHAPER_FILTER,
@@ -575,7 +581,7 @@ def shaper_filter(config: EnvoyConfig) -> dict[str, Any]:
             "filter_name": envoy_modules.SHAPER,
             "filter_config": {
                 "@type": "type.googleapis.com/google.protobuf.StringValue",
-                "value": "".join(f"{key}={value}\n" for key, value in settings.items()),
+                "value": shaper_settings(strict_query=config.strict_query_parameters),
             },
         },
     }

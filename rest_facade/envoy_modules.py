@@ -33,6 +33,11 @@ class ModuleBuildError(RuntimeError):
     """The C compiler is missing or rejected a module; carries its output."""
 
 
+def c_compiler() -> list[str]:
+    """The C compiler command the modules are built with: `$CC`, else `cc`."""
+    return shlex.split(os.environ.get("CC", "cc"))
+
+
 def module_path(name: str, build_dir: Path = BUILD_DIR) -> Path:
     """The compiled module `name` (lib<name>.so), built first if missing or out of date."""
     source = SOURCE_DIR / f"{name}.c"
@@ -44,7 +49,7 @@ def module_path(name: str, build_dir: Path = BUILD_DIR) -> Path:
     if target.is_file() and target.stat().st_mtime >= newest:
         return target
     build_dir.mkdir(parents=True, exist_ok=True)
-    compiler = shlex.split(os.environ.get("CC", "cc"))
+    compiler = c_compiler()
     # Compile beside the target and rename: parallel test sessions may build at once, and
     # a running Envoy must never see a half-written file.
     with tempfile.NamedTemporaryFile(dir=build_dir, suffix=".so", delete=False) as partial:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from netweave.headers import IGNORED_QUERY_HEADER
-from rest_facade import envoy_config, envoy_modules, envoy_routes
+from rest_facade import envoy_config, envoy_modules
 
 HARNESS = Path(__file__).with_name("module_harness.c")
 # The compiler flags the modules are built with, -fsanitize added.
@@ -43,16 +43,9 @@ Run = Callable[[str], dict[str, Any]]
 
 
 def _shaper_config(*, strict: bool) -> list[str]:
-    """The shaper's configuration lines, with the values envoy_config.shaper_filter renders."""
-    settings = {
-        "max_request_body_bytes": str(envoy_config.MAX_REQUEST_BODY_BYTES),
-        "strict_query": "true" if strict else "false",
-        "rest_namespace": envoy_config.REST_METADATA_NAMESPACE,
-        "route_namespace": envoy_routes.SHAPER_FILTER,
-        "ignored_query_header": IGNORED_QUERY_HEADER,
-        "unauthorized_challenge": f'Bearer realm="{envoy_config.JWT_REALM}"',
-    }
-    return [f"config {key}={value}" for key, value in settings.items()]
+    """The shaper's configuration lines, as envoy_config renders them for the edge."""
+    lines = envoy_config.shaper_settings(strict_query=strict).splitlines()
+    return [f"config {line}" for line in lines if line]
 
 
 def _request_context_config() -> list[str]:
@@ -61,9 +54,8 @@ def _request_context_config() -> list[str]:
 
 
 def _build(filter_define: str, output: Path) -> Path:
-    compiler = shlex.split(os.environ.get("CC", "cc"))
     command = [
-        *compiler,
+        *envoy_modules.c_compiler(),
         *envoy_modules.CFLAGS,
         *SANITIZE,
         f"-I{envoy_modules.SOURCE_DIR}",
