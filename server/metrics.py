@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 import grpc
 import redis
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 
 from netweave.cert_metrics import register_certificates
@@ -19,6 +19,7 @@ from netweave.grpc_server import UnaryWrappers
 from netweave.headers import IGNORED_QUERY_HEADER
 from netweave.logs import current_level
 from netweave.metrics import StateCollector, register_state
+from netweave.tallies import TalliedCounter, TalliedHistogram
 
 if TYPE_CHECKING:
     from server.sync import AdapterWatcher
@@ -58,18 +59,20 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
+        # What every call counts (o2ims_grpc_requests, the latency, o2ims_auth, o2ims_authz,
+        # o2ims_cache_reads): counted per thread without a lock (netweave/tallies.py).
+        self.requests = TalliedCounter(
             "o2ims_grpc_requests_total",
             "gRPC requests handled by the core, by method and status code.",
             ["method", "code"],
-            registry=self.registry,
+            self.registry,
         )
-        self.latency = Histogram(
+        self.latency = TalliedHistogram(
             "o2ims_grpc_request_duration_seconds",
             "Time to handle a gRPC request in the core.",
             ["method"],
+            self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-            registry=self.registry,
         )
 
         self.ignored_query = Counter(
@@ -80,20 +83,20 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
-        self.auth = Counter(
+        self.auth = TalliedCounter(
             "o2ims_auth",
             "Calls by authentication outcome (success/failure) and how the caller was "
             "identified (certificate, token, certificate_and_token, internal, none). Calls "
             "Envoy refused itself (bad token) are counted by Envoy's jwt_authn stats.",
             ["result", "via"],
-            registry=self.registry,
+            self.registry,
         )
-        self.authz = Counter(
+        self.authz = TalliedCounter(
             "o2ims_authz",
             "Authorization decisions by result (allowed/denied) and role (the role that "
             "granted the call; for a denial the caller's first role, or none).",
             ["result", "role"],
-            registry=self.registry,
+            self.registry,
         )
 
         self.alarms_purged = Counter(
@@ -113,13 +116,13 @@ class GatewayMetrics:
         for event in ("NEW", "CHANGE", "CLEAR", "ACKNOWLEDGE"):
             self.alarm_events.labels(event)
 
-        self.cache_reads = Counter(
+        self.cache_reads = TalliedCounter(
             "o2ims_cache_reads",
             "Read requests by API (inventory, alarms, subscriptions) and result: hit when "
             "answered from the in-process cache or view without a Redis round trip, miss "
             "when the read needed Redis.",
             ["api", "result"],
-            registry=self.registry,
+            self.registry,
         )
         for api in CACHE_APIS:
             for result in ("hit", "miss"):
