@@ -25,9 +25,7 @@ def exposition(registry: CollectorRegistry) -> str:
 def test_a_counter_exposes_what_prometheus_client_exposes() -> None:
     ours, theirs = CollectorRegistry(), CollectorRegistry()
     tallied = TalliedCounter("demo_requests_total", "Requests.", ["method", "code"], ours)
-    reference = Counter(
-        "demo_requests_total", "Requests.", ["method", "code"], registry=theirs
-    )
+    reference = Counter("demo_requests_total", "Requests.", ["method", "code"], registry=theirs)
     for family in (tallied, reference):
         family.labels("/a/Get", "OK").inc()
         family.labels("/a/Get", "OK").inc(2.5)
@@ -80,12 +78,13 @@ def test_no_count_is_lost_when_threads_count_at_once() -> None:
         worker.join()
     assert registry.get_sample_value("demo_calls_total", {"kind": "read"}) == threads * each
     assert registry.get_sample_value("demo_call_seconds_count", {"kind": "read"}) == threads * each
-    assert registry.get_sample_value(
-        "demo_call_seconds_bucket", {"kind": "read", "le": "0.025"}
-    ) == threads * each
-    assert registry.get_sample_value(
-        "demo_call_seconds_bucket", {"kind": "read", "le": "0.01"}
-    ) == 0
+    assert (
+        registry.get_sample_value("demo_call_seconds_bucket", {"kind": "read", "le": "0.025"})
+        == threads * each
+    )
+    assert (
+        registry.get_sample_value("demo_call_seconds_bucket", {"kind": "read", "le": "0.01"}) == 0
+    )
     assert registry.get_sample_value("demo_call_seconds_sum", {"kind": "read"}) == pytest.approx(
         0.02 * threads * each
     )
