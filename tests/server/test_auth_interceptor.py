@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -251,4 +252,35 @@ def test_rest_calls_keep_their_method_path_and_create_status(tmp_path: Path) -> 
         rest,
         201,
         {"callback": "https://smo.example/cb"},
+    )
+
+
+def test_percent_signs_in_what_is_recorded_are_kept_as_sent(tmp_path: Path) -> None:
+    """The record's fixed part is a template filled per call: a `%` in the caller's
+    subject, the REST path or the ids is data, never a placeholder."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path))
+    edge = AuthInterceptor(POLICY, audit, GatewayMetrics(), Channel.EDGE, EDGE_URI)
+    handler = grpc.unary_unary_rpc_method_handler(lambda _request, _context: b"")
+    rest = "/o2ims-infrastructureInventory/v1/resourcePools/100%25%s"
+    for subject, original_path in (("reader%s%%", rest), ("reader%d", None)):
+        metadata = {"x-jwt-payload": claims(subject), "x-request-id": "id-%s-0001"}
+        if original_path is not None:
+            metadata |= {"x-envoy-original-method": "GET", "x-envoy-original-path": original_path}
+        context = FakeContext(metadata)
+        with contextlib.suppress(Refused):  # no role for these subjects: recorded denials
+            edge.intercept_service(
+                lambda _details: handler, CallDetails(METHOD, context.metadata)
+            ).unary_unary(b"", context)
+    rest_call, grpc_call = audit_records(audit, path)
+    assert rest_call["decision"] == grpc_call["decision"] == "deny"
+    assert (rest_call["token_subject"], rest_call["path"], rest_call["request_id"]) == (
+        "reader%s%%",
+        rest,
+        "id-%s-0001",
+    )
+    assert (grpc_call["token_subject"], grpc_call["path"], grpc_call["method"]) == (
+        "reader%d",
+        METHOD,
+        "POST",
     )
