@@ -20,7 +20,9 @@ from typing import Final
 from netweave.headers import CORRELATION_ID_HEADER, CORRELATION_ID_PATTERN, REQUEST_ID_HEADER
 
 _WELL_FORMED: Final = re.compile(CORRELATION_ID_PATTERN)
-_CURRENT: Final[ContextVar[str]] = ContextVar("netweave_correlation_id", default="")
+# The current id. `bound` sets it for a block; the core's auth interceptor sets it directly
+# (its guard runs on every call).
+CURRENT: Final[ContextVar[str]] = ContextVar("netweave_correlation_id", default="")
 # The structlog contextvar key that puts it on log lines.
 LOG_FIELD: Final = "correlation_id"
 # The field name events, subscriptions and dead letters store it under in Redis.
@@ -51,7 +53,7 @@ def from_metadata(metadata: Iterable[tuple[str, str]] | dict[str, str]) -> tuple
 
 def current() -> str:
     """The id of what this thread or task is handling ("" outside any)."""
-    return _CURRENT.get()
+    return CURRENT.get()
 
 
 class bound:  # noqa: N801 - used like a function: `with bound(id):`
@@ -65,10 +67,10 @@ class bound:  # noqa: N801 - used like a function: `with bound(id):`
         self._token: Token[str] | None = None
 
     def __enter__(self) -> str:
-        self._token = _CURRENT.set(self._correlation_id)
+        self._token = CURRENT.set(self._correlation_id)
         return self._correlation_id
 
     def __exit__(self, *_exc: object) -> None:
         if self._token is not None:
-            _CURRENT.reset(self._token)
+            CURRENT.reset(self._token)
             self._token = None

@@ -33,11 +33,13 @@ class Caller:
 
 
 NOBODY: Final = Caller(owner="", sees_all=False)
-_current: ContextVar[Caller] = ContextVar("netweave_caller", default=NOBODY)
+# The caller of the call being served. The auth interceptor sets it directly (its guard runs
+# on every call); everything else uses `acting_as` and `current_caller`.
+CURRENT_CALLER: Final[ContextVar[Caller]] = ContextVar("netweave_caller", default=NOBODY)
 
 
 def current_caller() -> Caller:
-    return _current.get()
+    return CURRENT_CALLER.get()
 
 
 class acting_as:  # noqa: N801 - used like a function: `with acting_as(caller):`
@@ -51,10 +53,10 @@ class acting_as:  # noqa: N801 - used like a function: `with acting_as(caller):`
         self._token: Token[Caller] | None = None
 
     def __enter__(self) -> Caller:
-        self._token = _current.set(self._caller)
+        self._token = CURRENT_CALLER.set(self._caller)
         return self._caller
 
     def __exit__(self, *_exc: object) -> None:
         if self._token is not None:
-            _current.reset(self._token)
+            CURRENT_CALLER.reset(self._token)
             self._token = None

@@ -48,7 +48,7 @@ from server.auth.audit import (
     encode_string,
     redact,
 )
-from server.auth.caller import Caller, acting_as
+from server.auth.caller import CURRENT_CALLER, Caller
 from server.auth.identity import Channel, Identity, IdentityRefused, identify
 from server.auth.policy import PUBLIC, AccessPolicy, Decision, required_permission
 from server.errors import ApiError, PermissionDenied, Unauthenticated
@@ -75,6 +75,7 @@ HTTP_STATUS: Final[Mapping[grpc.StatusCode, int]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_IDENTITY_HEADERS: Final = frozenset(IDENTITY_HEADERS)
 
 
 # Admissions remembered per listener (credentials x method x Envoy connection): an SMO
@@ -147,42 +148,61 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return self._unary.of(handler, method)
 
     def _guard_unary(self, inner: Callable[[Any, Any], Any], method: str) -> Any:
+        # Everything a call uses, bound once: the guard runs on every call, where each
+        # Python frame and attribute lookup costs several times what it does in a loop
+        # ("Fourth pass" in docs/performance.md). The correlation id and the caller are set
+        # on their context variables directly rather than through their context managers
+        # (netweave/correlation.py `bound`, server/auth/caller.py `acting_as`), same effect.
+        audit = self._audit
+        admit = self._admit
+        perf_counter = time.perf_counter
+        from_metadata = correlation.from_metadata
+        current_correlation = correlation.CURRENT
+        current_caller = CURRENT_CALLER
+        ok = grpc.StatusCode.OK
+
         def guarded(request: Any, context: Any) -> Any:
-            start = time.perf_counter()
+            start = perf_counter()
             metadata = dict(context.invocation_metadata() or ())
-            correlation_id, _ = correlation.from_metadata(metadata)
-            with correlation.bound(correlation_id):
-                admission = self._open(method, metadata, context, correlation_id)
+            correlation_id = from_metadata(metadata)[0]
+            correlation_token = current_correlation.set(correlation_id)
+            code: grpc.StatusCode | None = None
+            admission: Admission | None = None
+            try:
+                context.set_trailing_metadata(((CORRELATION_ID_HEADER, correlation_id),))
+                admission = admit(method, metadata, context)
                 refusal = admission.refusal
-                code: grpc.StatusCode | None = None
+                if refusal is not None:
+                    code = refusal.code
+                    context.abort_with_status(refusal.to_status())
+                caller_token = current_caller.set(admission.caller)
                 try:
-                    if refusal is not None:
-                        code = refusal.code
-                        context.abort_with_status(refusal.to_status())
-                    with acting_as(admission.caller):
-                        response = inner(request, context)
-                    code = context.code() or grpc.StatusCode.OK
-                    return response
-                except Exception:
-                    if code is None and context.code() is None:
-                        # Not an abort: grpc logs it too, but after the call, without the id.
-                        log.exception("rpc_failed", method=method)
-                    code = code or context.code() or grpc.StatusCode.UNKNOWN
-                    _keep_correlation_trailer(context, correlation_id)
-                    raise
+                    response = inner(request, context)
                 finally:
-                    if self._audit is not None:
-                        self._audit.write(
-                            _CallRecord(
-                                metadata,
-                                admission,
-                                method=method,
-                                request=request,
-                                code=code,
-                                duration_s=time.perf_counter() - start,
-                                correlation_id=correlation_id,
-                            )
+                    current_caller.reset(caller_token)
+                code = context.code() or ok
+                return response
+            except Exception:
+                if code is None and context.code() is None:
+                    # Not an abort: grpc logs it too, but after the call, without the id.
+                    log.exception("rpc_failed", method=method)
+                code = code or context.code() or grpc.StatusCode.UNKNOWN
+                _keep_correlation_trailer(context, correlation_id)
+                raise
+            finally:
+                if audit is not None and admission is not None:
+                    audit.write(
+                        _CallRecord(
+                            metadata,
+                            admission,
+                            method=method,
+                            request=request,
+                            code=code,
+                            duration_s=perf_counter() - start,
+                            correlation_id=correlation_id,
                         )
+                    )
+                current_correlation.reset(correlation_token)
 
         return guarded
 
@@ -225,22 +245,22 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def _admit(self, method: str, metadata: Mapping[str, str], context: Any) -> Admission:
         """Who is calling, what the policy decides, and the refusal if any (counted)."""
         peer = context.peer()
-        try:
-            self._check_peer(context)
-        except IdentityRefused as refused:
-            admission = self._refused(method, peer, refused)
-        else:
-            if self._channel is Channel.EDGE:
+        if self._channel is Channel.EDGE:
+            try:
+                self._check_peer(context)
+            except IdentityRefused as refused:
+                admission = self._refused(method, peer, refused)
+            else:
                 admission = self._admission(
                     method,
                     peer,
                     metadata.get(CLIENT_CERT_HEADER, ""),
                     metadata.get(JWT_PAYLOAD_HEADER, ""),
                 )
-            elif any(name in metadata for name in IDENTITY_HEADERS):
-                admission = self._decide(method, peer, metadata=metadata)  # refused: rare
-            else:
-                admission = self._admission(method, peer, "", "")
+        elif _IDENTITY_HEADERS.isdisjoint(metadata):
+            admission = self._admission(method, peer, "", "")
+        else:
+            admission = self._decide(method, peer, metadata=metadata)  # refused: rare
         for counter in admission.counters:
             counter.inc()
         return admission
