@@ -26,7 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, metrics
 from prometheus_client.metrics_core import Metric
@@ -135,7 +135,10 @@ class HistogramChild(_Cells):
         cells[-1] += amount
 
 
-class _Family(Collector):
+Child = TypeVar("Child", CounterChild, HistogramChild)
+
+
+class _Family(Collector, Generic[Child]):
     """A labelled family registered in `registry`; `labels(*values)` returns its series
     for those values, made on first use and the same object afterwards."""
 
@@ -148,14 +151,15 @@ class _Family(Collector):
         labelnames: Sequence[str],
         registry: CollectorRegistry,
     ) -> None:
-        self.name = name
+        # A counter's samples are `<name>_total`: named without it, as prometheus_client does.
+        self.name = name.removesuffix("_total") if self.kind == "counter" else name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[str, ...], Child] = {}
         self._lock = threading.Lock()
         registry.register(self)
 
-    def labels(self, *values: Any) -> Any:
+    def labels(self, *values: Any) -> Child:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
         key = tuple(str(value) for value in values)
@@ -167,10 +171,10 @@ class _Family(Collector):
                     child = self._children[key] = self._new_child()
         return child
 
-    def _new_child(self) -> Any:
+    def _new_child(self) -> Child:
         raise NotImplementedError
 
-    def _series(self) -> list[tuple[dict[str, str], Any]]:
+    def _series(self) -> list[tuple[dict[str, str], Child]]:
         with self._lock:
             children = list(self._children.items())
         return [(dict(zip(self.labelnames, key, strict=True)), child) for key, child in children]
@@ -180,23 +184,10 @@ class _Family(Collector):
         return [Metric(self.name, self.documentation, self.kind)]
 
 
-class TalliedCounter(_Family):
+class TalliedCounter(_Family[CounterChild]):
     """A labelled counter family (prometheus_client.Counter's exposition)."""
 
     kind = "counter"
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        registry: CollectorRegistry,
-    ) -> None:
-        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
-
-    def labels(self, *values: Any) -> CounterChild:
-        child: CounterChild = super().labels(*values)
-        return child
 
     def _new_child(self) -> CounterChild:
         return CounterChild()
@@ -210,7 +201,7 @@ class TalliedCounter(_Family):
         yield family
 
 
-class TalliedHistogram(_Family):
+class TalliedHistogram(_Family[HistogramChild]):
     """A labelled histogram family (prometheus_client.Histogram's exposition)."""
 
     kind = "histogram"
@@ -228,10 +219,6 @@ class TalliedHistogram(_Family):
             raise ValueError(f"{name}: buckets must be increasing, got {buckets}")
         self.bounds = bounds
         super().__init__(name, documentation, labelnames, registry)
-
-    def labels(self, *values: Any) -> HistogramChild:
-        child: HistogramChild = super().labels(*values)
-        return child
 
     def _new_child(self) -> HistogramChild:
         return HistogramChild(self.bounds)
