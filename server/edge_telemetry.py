@@ -27,9 +27,10 @@ import grpc
 import structlog
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.logs.v1 import logs_pb2
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from netweave.grpc_server import BOUNDED_CONNECTION_OPTIONS, ReloadingServerCredentials, new_server
+from netweave.tallies import TalliedCounter, TalliedHistogram
 
 log = structlog.get_logger()
 
@@ -64,20 +65,22 @@ class EdgeMetrics:
     """The two REST metrics, on the core's registry (its /metrics)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
+        # Counted per record, so per REST request: per thread, without a lock
+        # (netweave/tallies.py).
+        self.requests = TalliedCounter(
             "o2ims_http_requests",
             "REST requests at the edge (Envoy), those it answered itself included, by "
             "method, O2ims path template (`unmatched`: no REST path) and HTTP status.",
             ["method", "route", "code"],
-            registry=registry,
+            registry,
         )
-        self.duration = Histogram(
+        self.duration = TalliedHistogram(
             "o2ims_http_request_duration_seconds",
             "Time from a REST request's first byte at the edge to its response's last, by "
             "method and O2ims path template.",
             ["method", "route"],
+            registry,
             buckets=DURATION_BUCKETS,
-            registry=registry,
         )
         # The labelled children, looked up once per label set (a batch of records mostly
         # repeats a few): labels() costs more than inc() and observe() together.
