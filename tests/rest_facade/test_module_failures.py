@@ -441,6 +441,187 @@ def test_shaper_list_body_length_not_taken_is_503(shaper: Run) -> None:
     assert ["failed set response content-length", "12"] in result["header_changes"]
 
 
+# --- shaper: error responses ----------------------------------------------------------------------
+
+# The transcoder's body of a gRPC error (convert_grpc_status): a google.rpc.Status as JSON.
+NOT_FOUND_STATUS = (
+    '{"code":5,"message":"no resource pool \'p-9\'","details":[{"@type":'
+    '"type.googleapis.com/google.rpc.ErrorInfo","reason":"NOT_FOUND"}]}'
+)
+UNAUTHENTICATED_STATUS = (
+    '{"code":16,"message":"no credentials","details":[{"@type":'
+    '"type.googleapis.com/google.rpc.ErrorInfo","reason":"UNAUTHENTICATED"}]}'
+)
+
+
+def _shaper_error(status: int, body: str, *lines: str) -> str:
+    """A GET of a pool answered with the transcoder's JSON error; `lines` come after the
+    response headers' hook, before the body's."""
+    return _script(
+        *_shaper_config(strict=False),
+        "header request :method GET",
+        f"header request :path {POOLS}/p-9",
+        "new",
+        "call request_headers 1",
+        f"header response :status {status}",
+        "header response content-type application/json",
+        f"body response {body}",
+        "call response_headers 0",
+        *lines,
+        "call response_body 1",
+    )
+
+
+def test_shaper_error_control_becomes_problem_details(shaper: Run) -> None:
+    """The google.rpc.Status becomes a ProblemDetails labelled application/problem+json."""
+    result = shaper(_shaper_error(404, NOT_FOUND_STATUS))
+    assert result["replies"] == []
+    assert result["hooks"][-2:] == [
+        ("response_headers", HEADERS_STOP_ITERATION),
+        ("response_body", BODY_CONTINUE),
+    ]
+    response = dict(result["response_headers"])
+    assert response["content-type"] == "application/problem+json"
+    problem = json.loads(result["response_body"])
+    assert problem["status"] == 404
+    assert problem["detail"] == "no resource pool 'p-9'"
+    assert response["content-length"] == str(len(result["response_body"]))
+
+
+def test_shaper_error_content_type_not_taken_is_503(shaper: Run) -> None:
+    """A google.rpc.Status must never go out labelled as the ProblemDetails it is not yet, nor
+    a ProblemDetails labelled application/json."""
+    result = shaper(
+        _script(
+            *_shaper_config(strict=False),
+            "header request :method GET",
+            f"header request :path {POOLS}/p-9",
+            "new",
+            "call request_headers 1",
+            "header response :status 404",
+            "header response content-type application/json",
+            f"body response {NOT_FOUND_STATUS}",
+            "fail set_header content-type",
+            "call response_headers 0",
+        )
+    )
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"][-1] == ("response_headers", HEADERS_STOP_ITERATION)
+    assert ["failed set response content-type", "application/problem+json"] in result[
+        "header_changes"
+    ]
+
+
+def test_shaper_unauthenticated_control_names_the_scheme(shaper: Run) -> None:
+    result = shaper(_shaper_error(401, UNAUTHENTICATED_STATUS))
+    assert result["replies"] == []
+    response = dict(result["response_headers"])
+    assert response["www-authenticate"]
+    assert json.loads(result["response_body"])["status"] == 401
+
+
+def test_shaper_unauthenticated_challenge_not_taken_is_503(shaper: Run) -> None:
+    """A 401 without the scheme to use (RFC 7235) is not passed on: the error body's end
+    fails closed, with the headers still held."""
+    result = shaper(_shaper_error(401, UNAUTHENTICATED_STATUS, "fail set_header www-authenticate"))
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"][-1] == ("response_body", BODY_STOP_NO_BUFFER)
+    assert result["response_body"] == UNAUTHENTICATED_STATUS  # stopped, not passed on
+
+
+def test_shaper_error_body_every_allocation_failure_is_503(shaper: Run) -> None:
+    """Each allocation of the error body's end failing in turn: always the 503, never the
+    google.rpc.Status; past the last one, the ProblemDetails."""
+    failed = []
+    for nth in range(1, 50):
+        result = shaper(_shaper_error(404, NOT_FOUND_STATUS, f"fail alloc {nth}"))
+        if result["failed_allocations"] == 0:
+            assert result["replies"] == []
+            assert json.loads(result["response_body"])["status"] == 404
+            break
+        _answered_unavailable(result, SHAPER_DETAILS)
+        assert result["hooks"][-1] == ("response_body", BODY_STOP_NO_BUFFER), nth
+        failed.append(nth)
+    else:
+        pytest.fail("the error body's end allocated more than 49 times")
+    assert failed, "no allocation was failed"
+
+
+# --- shaper: every allocation of a request's headers ----------------------------------------------
+
+
+def _shaper_request_with(method: str, path: str, headers: list[str], nth: int | None) -> str:
+    """A `method` of `path` with `headers` (a body follows unless it is a GET); with `nth`,
+    that allocation fails once the filter exists."""
+    return _script(
+        *_shaper_config(strict=False),
+        f"header request :method {method}",
+        f"header request :path {path}",
+        *(f"header request {header}" for header in headers),
+        f"route_list methods {method}",
+        "route_list query filter",
+        "new",
+        *([f"fail alloc {nth}"] if nth is not None else []),
+        f"call request_headers {1 if method == 'GET' else 0}",
+    )
+
+
+REQUESTS = {
+    # percent_decode of a path with escapes (and the query's names)
+    "escaped-path": ("GET", f"{POOLS}/caf%C3%A9?filter=(eq,name,x)", []),
+    # refuse_non_json_body: the media type, lowered
+    "json-post": (
+        "POST",
+        "/o2ims-infrastructureInventory/v1/subscriptions",
+        ["content-type Application/JSON; charset=utf-8", "content-length 2"],
+    ),
+    # refuse_non_json_body: the refusal's detail naming the type
+    "xml-post": (
+        "POST",
+        "/o2ims-infrastructureInventory/v1/subscriptions",
+        ["content-type application/xml", "content-length 7"],
+    ),
+}
+
+
+@pytest.mark.parametrize("request_name", list(REQUESTS))
+def test_shaper_request_every_allocation_failure_is_503(shaper: Run, request_name: str) -> None:
+    """Each allocation the request's headers make failing in turn: the request is refused
+    with the 503 and goes no further (it is never passed on unchecked, nor refused with a
+    detail cut short); past the last one, what the request gets without failures."""
+    method, path, headers = REQUESTS[request_name]
+    control = shaper(_shaper_request_with(method, path, headers, None))
+    assert control["allocations"] > 0, "the request allocates nothing: nothing to fail"
+    failed = []
+    for nth in range(1, 50):
+        result = shaper(_shaper_request_with(method, path, headers, nth))
+        if result["failed_allocations"] == 0:
+            assert (result["replies"], result["hooks"]) == (control["replies"], control["hooks"])
+            break
+        _answered_unavailable(result, SHAPER_DETAILS)
+        assert result["hooks"] == [("request_headers", HEADERS_STOP_ITERATION)], nth
+        failed.append(nth)
+    else:
+        pytest.fail("the request's headers allocated more than 49 times")
+    assert failed, "no allocation was failed"
+
+
+def test_shaper_request_controls(shaper: Run) -> None:
+    """What the three requests above get when nothing fails."""
+    results = {
+        name: shaper(_shaper_request_with(method, path, headers, None))
+        for name, (method, path, headers) in REQUESTS.items()
+    }
+    assert results["escaped-path"]["replies"] == []
+    assert results["escaped-path"]["hooks"] == [("request_headers", HEADERS_CONTINUE)]
+    assert results["json-post"]["replies"] == []
+    [refusal] = results["xml-post"]["replies"]
+    assert (refusal["status"], refusal["body"]) == (
+        400,
+        "the request body must be JSON (Content-Type: application/json), not 'application/xml'",
+    )
+
+
 # --- shaper: the PUT/PATCH null check ------------------------------------------------------------
 
 
