@@ -622,6 +622,52 @@ def test_shaper_request_controls(shaper: Run) -> None:
     )
 
 
+# --- shaper: responses with more headers than the shaper reads inline (48) ---------------------
+
+MANY_HEADERS = [f"header response x-extra-{i} {i}" for i in range(55)]
+
+
+def _shaper_many_headers(*lines: str) -> str:
+    return _shaper_response(
+        *MANY_HEADERS, "header response x-o2ims-internal secret", *lines, "call response_headers 0"
+    )
+
+
+def test_shaper_many_headers_control_strips_the_internal_one(shaper: Run) -> None:
+    result = shaper(_shaper_many_headers())
+    assert result["replies"] == []
+    response = dict(result["response_headers"])
+    assert "x-o2ims-internal" not in response
+    assert [response[f"x-extra-{i}"] for i in (0, 54)] == ["0", "54"]
+    assert result["allocations"] > 0  # the header array itself, at least
+
+
+def test_shaper_many_headers_every_allocation_failure_is_503(shaper: Run) -> None:
+    """The header array (allocated past 48 headers) and every allocation after it failing in
+    turn: the 503, never the internal header passed on; past the last one, the control."""
+    failed = []
+    for nth in range(1, 50):
+        result = shaper(_shaper_many_headers(f"fail alloc {nth}"))
+        if result["failed_allocations"] == 0:
+            assert result["replies"] == []
+            assert "x-o2ims-internal" not in dict(result["response_headers"])
+            break
+        _answered_unavailable(result, SHAPER_DETAILS)
+        assert result["hooks"][-1] == ("response_headers", HEADERS_STOP_ITERATION), nth
+        failed.append(nth)
+    else:
+        pytest.fail("the response headers allocated more than 49 times")
+    assert failed, "no allocation was failed"
+
+
+def test_shaper_many_headers_not_given_is_503(shaper: Run) -> None:
+    """Envoy counting the headers but not giving them: the 503, and the allocated array freed
+    (AddressSanitizer's leak check fails the harness otherwise)."""
+    result = shaper(_shaper_many_headers("fail get_headers response"))
+    _answered_unavailable(result, SHAPER_DETAILS)
+    assert result["hooks"][-1] == ("response_headers", HEADERS_STOP_ITERATION)
+
+
 # --- shaper: the PUT/PATCH null check ------------------------------------------------------------
 
 
