@@ -112,6 +112,30 @@ def _answered_unavailable(result: dict[str, Any], details: str) -> None:
     ]
 
 
+def _each_allocation_failing(
+    run: Callable[[int], dict[str, Any]],
+    stopped: tuple[str, int],
+    control: Callable[[dict[str, Any]], None],
+    what: str,
+) -> None:
+    """`run(nth)` with its nth allocation failing, for nth = 1, 2, ... until one makes no
+    allocation fail: each must be the shaper's one 503 with the last hook `stopped`; past
+    the last allocation, `control(result)` checks what nothing failing gives (so every
+    allocation was covered)."""
+    failed = []
+    for nth in range(1, 50):
+        result = run(nth)
+        if result["failed_allocations"] == 0:
+            control(result)
+            break
+        _answered_unavailable(result, SHAPER_DETAILS)
+        assert result["hooks"][-1] == stopped, nth
+        failed.append(nth)
+    else:
+        pytest.fail(f"{what} allocated more than 49 times")
+    assert failed, "no allocation was failed"
+
+
 # --- shaper: request side ----------------------------------------------------------------------
 
 SHAPER_DETAILS = "netweave_shaper"
@@ -283,20 +307,18 @@ def test_shaper_list_unwrap_allocation_failure_is_503(shaper: Run) -> None:
 def test_shaper_list_unwrap_every_allocation_failure_is_503(shaper: Run) -> None:
     """Each allocation of the body's end failing in turn: always the 503, never the wrapped
     list; past the last one, the bare array (so every allocation was covered)."""
-    outcomes = []
-    for nth in range(1, 50):
-        result = _unwrap_with_failed_allocation(shaper, nth)
-        if result["failed_allocations"] == 0:
-            assert result["replies"] == []
-            assert result["hooks"][-1] == ("response_body", BODY_CONTINUE)
-            assert result["response_body"] == '[{"id":"a"}]'
-            break
-        _answered_unavailable(result, SHAPER_DETAILS)
-        assert result["hooks"][-1] == ("response_body", BODY_STOP_NO_BUFFER), nth
-        outcomes.append(nth)
-    else:
-        pytest.fail("the body's end allocated more than 49 times")
-    assert outcomes, "no allocation was failed"
+
+    def unwrapped(result: dict[str, Any]) -> None:
+        assert result["replies"] == []
+        assert result["hooks"][-1] == ("response_body", BODY_CONTINUE)
+        assert result["response_body"] == '[{"id":"a"}]'
+
+    _each_allocation_failing(
+        lambda nth: _unwrap_with_failed_allocation(shaper, nth),
+        ("response_body", BODY_STOP_NO_BUFFER),
+        unwrapped,
+        "the body's end",
+    )
 
 
 def _shaper_response(*lines: str) -> str:
@@ -532,19 +554,17 @@ def test_shaper_unauthenticated_challenge_not_taken_is_503(shaper: Run) -> None:
 def test_shaper_error_body_every_allocation_failure_is_503(shaper: Run) -> None:
     """Each allocation of the error body's end failing in turn: always the 503, never the
     google.rpc.Status; past the last one, the ProblemDetails."""
-    failed = []
-    for nth in range(1, 50):
-        result = shaper(_shaper_error(404, NOT_FOUND_STATUS, f"fail alloc {nth}"))
-        if result["failed_allocations"] == 0:
-            assert result["replies"] == []
-            assert json.loads(result["response_body"])["status"] == 404
-            break
-        _answered_unavailable(result, SHAPER_DETAILS)
-        assert result["hooks"][-1] == ("response_body", BODY_STOP_NO_BUFFER), nth
-        failed.append(nth)
-    else:
-        pytest.fail("the error body's end allocated more than 49 times")
-    assert failed, "no allocation was failed"
+
+    def problem(result: dict[str, Any]) -> None:
+        assert result["replies"] == []
+        assert json.loads(result["response_body"])["status"] == 404
+
+    _each_allocation_failing(
+        lambda nth: shaper(_shaper_error(404, NOT_FOUND_STATUS, f"fail alloc {nth}")),
+        ("response_body", BODY_STOP_NO_BUFFER),
+        problem,
+        "the error body's end",
+    )
 
 
 # --- shaper: every allocation of a request's headers ----------------------------------------------
@@ -592,18 +612,17 @@ def test_shaper_request_every_allocation_failure_is_503(shaper: Run, request_nam
     method, path, headers = REQUESTS[request_name]
     control = shaper(_shaper_request_with(method, path, headers, None))
     assert control["allocations"] > 0, "the request allocates nothing: nothing to fail"
-    failed = []
-    for nth in range(1, 50):
-        result = shaper(_shaper_request_with(method, path, headers, nth))
-        if result["failed_allocations"] == 0:
-            assert (result["replies"], result["hooks"]) == (control["replies"], control["hooks"])
-            break
-        _answered_unavailable(result, SHAPER_DETAILS)
-        assert result["hooks"] == [("request_headers", HEADERS_STOP_ITERATION)], nth
-        failed.append(nth)
-    else:
-        pytest.fail("the request's headers allocated more than 49 times")
-    assert failed, "no allocation was failed"
+
+    def as_without_failures(result: dict[str, Any]) -> None:
+        assert (result["replies"], result["hooks"]) == (control["replies"], control["hooks"])
+
+    # (one hook is called: the last is the only one)
+    _each_allocation_failing(
+        lambda nth: shaper(_shaper_request_with(method, path, headers, nth)),
+        ("request_headers", HEADERS_STOP_ITERATION),
+        as_without_failures,
+        "the request's headers",
+    )
 
 
 def test_shaper_request_controls(shaper: Run) -> None:
@@ -645,19 +664,17 @@ def test_shaper_many_headers_control_strips_the_internal_one(shaper: Run) -> Non
 def test_shaper_many_headers_every_allocation_failure_is_503(shaper: Run) -> None:
     """The header array (allocated past 48 headers) and every allocation after it failing in
     turn: the 503, never the internal header passed on; past the last one, the control."""
-    failed = []
-    for nth in range(1, 50):
-        result = shaper(_shaper_many_headers(f"fail alloc {nth}"))
-        if result["failed_allocations"] == 0:
-            assert result["replies"] == []
-            assert "x-o2ims-internal" not in dict(result["response_headers"])
-            break
-        _answered_unavailable(result, SHAPER_DETAILS)
-        assert result["hooks"][-1] == ("response_headers", HEADERS_STOP_ITERATION), nth
-        failed.append(nth)
-    else:
-        pytest.fail("the response headers allocated more than 49 times")
-    assert failed, "no allocation was failed"
+
+    def stripped(result: dict[str, Any]) -> None:
+        assert result["replies"] == []
+        assert "x-o2ims-internal" not in dict(result["response_headers"])
+
+    _each_allocation_failing(
+        lambda nth: shaper(_shaper_many_headers(f"fail alloc {nth}")),
+        ("response_headers", HEADERS_STOP_ITERATION),
+        stripped,
+        "the response headers",
+    )
 
 
 def test_shaper_many_headers_not_given_is_503(shaper: Run) -> None:
