@@ -528,6 +528,22 @@ CORE_PROCESSES: Final = Setting(
     "core worker processes (1 to 64); above 1, `python -m server` supervises that many, "
     "sharing the internal gRPC port, each on its own edge port (NETWEAVE_EDGE_LISTEN + i)",
 )
+
+
+# Parsed by the core (server/query/filter.py extensions_paths: the filters' path syntax, with
+# its escapes), which names the variable on a bad value (Setting.read_as).
+EXTENSIONS_PATHS: Final[Kind[tuple[str, ...]]] = Kind("extensions path list", HOST_PORT_LIST.parse)
+INDEXED_EXTENSIONS: Final = Setting(
+    "NETWEAVE_INDEXED_EXTENSIONS",
+    EXTENSIONS_PATHS,
+    (),
+    (CORE,),
+    "resource extensions paths the core indexes at every load, comma-separated (e.g. "
+    "`extensions/rack,extensions/site/rack`; at most 8): filters on them are answered from "
+    "the index from their first use, where another path is scanned until filters have used "
+    "it twice",
+    shown_default="none",
+)
 EVENTS_MAX_LEN: Final = Setting(
     "NETWEAVE_EVENTS_MAX_LEN",
     INTEGER,

@@ -71,7 +71,7 @@ class Gateway:
         self.config = config
         self._stop = threading.Event()
         self.metrics = GatewayMetrics()
-        self.cache = InventoryCache(config.service_uri)
+        self.cache = InventoryCache(config.service_uri, indexed_paths=config.indexed_extensions)
         self.store = InventoryStore(connect(config.redis_url), config.events_max_len)
         # The tailer blocks in XREAD; it gets its own connection with a longer timeout.
         self._tail_store = InventoryStore(connect(config.redis_url, socket_timeout=5.0))

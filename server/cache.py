@@ -214,11 +214,28 @@ class _ResourceMemo:
 class InventoryCache:
     """Thread-safe: one writer (the event tailer), many readers (gRPC handlers)."""
 
-    def __init__(self, service_uri: str, *, index_in_background: bool = True) -> None:
+    def __init__(
+        self,
+        service_uri: str,
+        *,
+        index_in_background: bool = True,
+        indexed_paths: Sequence[tuple[str, ...]] = (),
+    ) -> None:
         """`index_in_background`: build extensions indexes in a thread of their own (the
-        request that asks for one scans meanwhile) rather than in the request's."""
+        request that asks for one scans meanwhile) rather than in the request's.
+        `indexed_paths`: extensions paths indexed at every load, before any filter uses them
+        (NETWEAVE_INDEXED_EXTENSIONS), and never dropped for others: a filter's first use
+        on them is indexed too. They come on top of the MAX_JSON_INDEXES built on demand."""
+        for path in indexed_paths:
+            if path[:1] != ("extensions",) or len(path) < 2 or not all(path):
+                raise ValueError(f"not a path below extensions: {'/'.join(path)!r}")
+            try:
+                json_getter(domain_pb2.Resource.DESCRIPTOR, path)
+            except (PathError, TermError) as exc:
+                raise ValueError(f"cannot index {'/'.join(path)!r}: {exc}") from exc
         self._service_uri = service_uri
         self._index_in_background = index_in_background
+        self._indexed_paths = tuple(indexed_paths)
         self._lock = threading.RLock()
         self._objects: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
         self._related = _related(self._objects)
@@ -285,6 +302,8 @@ class InventoryCache:
             self._version = snapshot.version
             self._last_event_id = snapshot.last_event_id
             self._loaded = True
+        for path in self._indexed_paths:
+            self._prepare_json_index(path, declared=True)
 
     def apply(self, event: StoredEvent) -> bool:
         """Apply the next event. False means a gap (trimmed stream, reset Redis): reload."""
@@ -336,9 +355,10 @@ class InventoryCache:
                     change_json(json_key(value), resource_id)
             self._sorted.pop("resource@" + resource.resource_pool_id, None)
 
-    def _prepare_json_index(self, path: tuple[str, ...]) -> None:
+    def _prepare_json_index(self, path: tuple[str, ...], *, declared: bool = False) -> None:
         """Start indexing the free-form resource path `path` (below `extensions`) if it
-        is used often enough and has no index yet (see _build_json_index)."""
+        is used often enough (or `declared`: at once) and has no index yet (see
+        _build_json_index)."""
         if path[0] != "extensions" or len(path) < 2:
             return
         with self._lock:
@@ -348,7 +368,7 @@ class InventoryCache:
             if len(self._json_uses) >= _MAX_COUNTED_PATHS:
                 self._json_uses.clear()
             uses = self._json_uses[path] = self._json_uses.get(path, 0) + 1
-            if uses < INDEX_AFTER_USES or path in self._json_building:
+            if (uses < INDEX_AFTER_USES and not declared) or path in self._json_building:
                 return
             try:
                 getter = json_getter(domain_pb2.Resource.DESCRIPTOR, path)
@@ -391,8 +411,10 @@ class InventoryCache:
                                 change(json_key(value), resource_id)
                 self._json_indexes[path] = index
                 self._json_uses.pop(path, None)
-                while len(self._json_indexes) > MAX_JSON_INDEXES:
-                    self._json_indexes.popitem(last=False)
+                # The least recently used path built on demand out (a declared one stays).
+                on_demand = [p for p in self._json_indexes if p not in self._indexed_paths]
+                for indexed in on_demand[: max(0, len(on_demand) - MAX_JSON_INDEXES)]:
+                    del self._json_indexes[indexed]
         finally:
             with self._lock:
                 self._json_building.pop(path, None)

@@ -15,6 +15,7 @@ from netweave.redis_url import redis_endpoints
 from netweave.tracing import TracingConfig
 from server.errors import DUPLICATE_HTTP_STATUSES
 from server.majors import INVENTORY_MAJORS, parse_majors
+from server.query.filter import extensions_paths
 from server.store import NO_WAIT, ReplicaWait
 from server.subscriptions.addresses import Endpoint, parse_endpoint
 from server.subscriptions.callbacks import CallbackPolicy
@@ -36,6 +37,8 @@ class GatewayConfig:
     # The externally reachable root of the O2ims API (OCloudInfo.serviceUri).
     service_uri: str = settings.SERVICE_URI.default
     grpc_workers: int = settings.GRPC_WORKERS.default
+    # NETWEAVE_INDEXED_EXTENSIONS, parsed (server/query/filter.py extensions_paths)
+    indexed_extensions: tuple[tuple[str, ...], ...] = ()
     # Worker processes (server/workers.py); above 1, `python -m server` supervises them.
     core_processes: int = settings.CORE_PROCESSES.default
     events_max_len: int = settings.EVENTS_MAX_LEN.default
@@ -150,6 +153,7 @@ class GatewayConfig:
             adapters=settings.ADAPTERS.read(environ),
             service_uri=settings.SERVICE_URI.read(environ),
             grpc_workers=settings.GRPC_WORKERS.read(environ),
+            indexed_extensions=settings.INDEXED_EXTENSIONS.read_as(extensions_paths, environ),
             core_processes=settings.CORE_PROCESSES.read(environ),
             events_max_len=settings.EVENTS_MAX_LEN.read(environ),
             duplicate_subscription_status=settings.DUPLICATE_SUBSCRIPTION_STATUS.read(environ),

@@ -163,6 +163,7 @@ BAD_VALUES: dict[env.Kind[Any], str] = {
     settings.CIDR_LIST: "not-a-network",
     settings.ENDPOINT_LIST: "9901",
     settings.MAJORS: "v9",
+    settings.EXTENSIONS_PATHS: "rack",
 }
 
 
@@ -227,6 +228,24 @@ def test_unset_or_blank_means_the_default_and_values_are_typed() -> None:
     assert settings.NOTIFY_FILTER_MODE.read({"NETWEAVE_NOTIFY_FILTER_MODE": " Exclude"}) == (
         "exclude"
     )
+
+
+def test_indexed_extensions_are_paths_below_extensions_in_the_filters_syntax() -> None:
+    def read(value: str) -> tuple[tuple[str, ...], ...]:
+        return GatewayConfig.from_env({"NETWEAVE_INDEXED_EXTENSIONS": value}).indexed_extensions
+
+    assert GatewayConfig.from_env({}).indexed_extensions == ()
+    assert read(" extensions/rack, extensions/site/rack,extensions/rack,extensions/a~1b~0c,") == (
+        ("extensions", "rack"),
+        ("extensions", "site", "rack"),
+        ("extensions", "a/b~c"),
+    )
+    for bad in ("rack", "extensions", "extensions/", "extensions//rack", "name/x", "extensions/~x"):
+        with pytest.raises(ValueError, match=r"^NETWEAVE_INDEXED_EXTENSIONS: "):
+            read(bad)
+    nine = ",".join(f"extensions/k{i}" for i in range(9))
+    with pytest.raises(ValueError, match="at most 8 paths, got 9"):
+        read(nine)
 
 
 def test_an_empty_audit_log_means_none_and_text_is_kept_as_given() -> None:

@@ -17,7 +17,7 @@ from o2ims.inventory.v1 import inventory_pb2 as inv
 from adapters.contract import KINDS, serialize
 from devstack.processes import wait_until
 from server import cache as cache_module
-from server.cache import InventoryCache
+from server.cache import MAX_JSON_INDEXES, InventoryCache
 from server.query import ListQuery, compile_query, json_key, json_value
 from server.store import Snapshot, StoredEvent
 from server.wire.v1 import MODEL as V1
@@ -145,17 +145,65 @@ def _via_index(cache: InventoryCache, text: str, pool: str = POOL) -> list[str]:
     return [oid for oid, wire in cache.iter_wire(V1, "resource", ids) if query.matches(wire)]
 
 
-@pytest.fixture
-def loaded() -> InventoryCache:
+def _resources() -> list[domain_pb2.Resource]:
     rng = random.Random(5)
-    resources = [
+    return [
         _resource(f"r{n:03d}", POOL if n % 4 else OTHER_POOL, _random_extensions(rng))
         for n in range(240)
     ]
+
+
+@pytest.fixture
+def loaded() -> InventoryCache:
     # Indexes built in the request's thread: deterministic (one test uses the thread).
     cache = InventoryCache("https://t", index_in_background=False)
-    cache.load(_snapshot(resources))
+    cache.load(_snapshot(_resources()))
     return cache
+
+
+RACK = ("extensions", "rack")
+SITE_RACK = ("extensions", "site", "rack")
+
+
+def test_declared_paths_are_indexed_at_load_and_answer_a_first_use() -> None:
+    """NETWEAVE_INDEXED_EXTENSIONS: indexed by every load, before any filter uses them, and
+    the first use of a filter on them is answered from the index with what a scan finds."""
+    cache = InventoryCache("https://t", index_in_background=False, indexed_paths=[SITE_RACK])
+    cache.load(_snapshot(_resources()))
+    assert cache.json_indexed_paths() == [SITE_RACK]
+    text = "(eq,extensions/site/rack,R7)"
+    query = _query(text)
+    candidates = cache.resource_ids(POOL, None, query.json_prefilters()) or []
+    pool = cache.resource_ids(POOL) or []
+    assert 0 < len(candidates) < len(pool)  # narrowed by the index on its first use
+    assert _via_index(cache, text) == _scan(cache, text)
+    # A path not declared is still scanned on its first use.
+    rack = _query("(eq,extensions/rack,R7)")
+    assert cache.resource_ids(POOL, None, rack.json_prefilters()) == pool
+    # A reload (a gap in the events) indexes it again.
+    cache.load(_snapshot(_resources()[:100]))
+    assert cache.json_indexed_paths() == [SITE_RACK]
+    assert _via_index(cache, text) == _scan(cache, text)
+
+
+def test_a_declared_path_is_never_dropped_for_others() -> None:
+    cache = InventoryCache("https://t", index_in_background=False, indexed_paths=[RACK])
+    cache.load(_snapshot(_resources()))
+    for n in range(MAX_JSON_INDEXES + 3):
+        prefilters = _query(f"(eq,extensions/k{n},x)").json_prefilters()
+        for _ in range(2):  # the second use builds its index
+            cache.resource_ids(POOL, None, prefilters)
+    indexed = cache.json_indexed_paths()
+    assert RACK in indexed
+    assert len(indexed) == MAX_JSON_INDEXES + 1  # the on-demand ones, and the declared one
+    assert ("extensions", f"k{MAX_JSON_INDEXES + 2}") in indexed  # the newest kept
+    assert ("extensions", "k0") not in indexed  # the oldest on-demand one dropped
+
+
+@pytest.mark.parametrize("path", [("name",), ("extensions",), ("extensions", "")])
+def test_a_declared_path_that_cannot_be_indexed_is_refused(path: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="extensions"):
+        InventoryCache("https://t", indexed_paths=[path])
 
 
 @pytest.mark.parametrize("value", ["R7", "", UUID, 7.0, -0.0, 1e300, True, False])
