@@ -28,32 +28,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, metrics
+from prometheus_client import CollectorRegistry, Histogram, metrics
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 # How prometheus_client writes a bucket's bound (`le`).
 _bound_text: Callable[[float], str] = floatToGoString
-
-# prometheus_client's default buckets, for a histogram declared without its own.
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-)
-
 
 def _created_series() -> bool:
     """Whether prometheus_client writes `_created` series (it does unless they were
@@ -212,7 +193,7 @@ class TalliedHistogram(_Family[HistogramChild]):
         documentation: str,
         labelnames: Sequence[str],
         registry: CollectorRegistry,
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
     ) -> None:
         bounds = tuple(float(bound) for bound in buckets if not math.isinf(bound))
         if list(bounds) != sorted(set(bounds)) or not bounds:

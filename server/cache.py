@@ -34,6 +34,7 @@ from o2ims.adapter.v1 import domain_pb2
 from adapters.contract import KINDS
 from server.query import JsonPrefilter, index_key, json_getter, json_key, json_value
 from server.query.evaluate import UUID_PATTERN, TermError
+from server.query.filter import below_extensions
 from server.query.schema import PathError
 from server.store import Snapshot, StoredEvent
 from server.wire import BuildContext, WireModel
@@ -227,7 +228,7 @@ class InventoryCache:
         (NETWEAVE_INDEXED_EXTENSIONS), and never dropped for others: a filter's first use
         on them is indexed too. They come on top of the MAX_JSON_INDEXES built on demand."""
         for path in indexed_paths:
-            if path[:1] != ("extensions",) or len(path) < 2 or not all(path):
+            if not below_extensions(path):
                 raise ValueError(f"not a path below extensions: {'/'.join(path)!r}")
             try:
                 json_getter(domain_pb2.Resource.DESCRIPTOR, path)
@@ -359,7 +360,7 @@ class InventoryCache:
         """Start indexing the free-form resource path `path` (below `extensions`) if it
         is used often enough (or `declared`: at once) and has no index yet (see
         _build_json_index)."""
-        if path[0] != "extensions" or len(path) < 2:
+        if not below_extensions(path):
             return
         with self._lock:
             if path in self._json_indexes:
@@ -393,7 +394,9 @@ class InventoryCache:
     ) -> None:
         """Index `path` over `payloads` (the resources when the build started), outside
         the lock: readers and the event tailer are not held up. The resources events
-        changed meanwhile are re-indexed when it is installed; a load meanwhile drops it."""
+        changed meanwhile are re-indexed when it is installed; a load meanwhile drops it
+        (and a declared path is then indexed again, from the new resources)."""
+        dropped = False
         try:
             index = _JsonIndex(getter)
             for resource_id, payload in payloads.items():
@@ -401,6 +404,7 @@ class InventoryCache:
                     index.add(json_key(value), resource_id)
             with self._lock:
                 if self._generation != generation:
+                    dropped = True
                     return
                 current = self._objects["resource"]
                 for resource_id in self._json_building[path]:
@@ -418,6 +422,9 @@ class InventoryCache:
         finally:
             with self._lock:
                 self._json_building.pop(path, None)
+            if dropped and path in self._indexed_paths:
+                # The load that dropped it found this build running and did not start one.
+                self._prepare_json_index(path, declared=True)
 
     def json_indexes_idle(self) -> bool:
         """True when no extensions index is being built (for tests and benchmarks)."""

@@ -248,6 +248,12 @@ def parse_path(
 MAX_INDEXED_EXTENSIONS: Final = 8
 
 
+def below_extensions(path: tuple[str, ...]) -> bool:
+    """Whether `path` names a key (at any depth) below a resource's free-form `extensions`:
+    what an index of values can be kept for (server/cache.py)."""
+    return len(path) >= 2 and path[0] == "extensions" and all(path)
+
+
 def extensions_paths(texts: Iterable[str]) -> tuple[tuple[str, ...], ...]:
     """NETWEAVE_INDEXED_EXTENSIONS: each text a path below `extensions` in the filters'
     syntax (`extensions/site/rack`, escapes ~0 ~1 ~b), as the filters name it; duplicates
@@ -259,7 +265,7 @@ def extensions_paths(texts: Iterable[str]) -> tuple[tuple[str, ...], ...]:
     paths: list[tuple[str, ...]] = []
     for text in texts:
         path = parse_path(text, 0, refuse, "extensions path")
-        if path[0] != "extensions" or len(path) < 2:
+        if not below_extensions(path):
             raise ValueError(f"must be paths below extensions (extensions/<key>...), got {text!r}")
         if path not in paths:
             paths.append(path)

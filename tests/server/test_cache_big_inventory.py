@@ -350,6 +350,32 @@ def test_an_index_built_across_a_load_is_dropped(
     assert loaded.json_indexed_paths() == []
 
 
+def test_a_declared_index_dropped_by_a_load_is_built_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A load while a declared path's index is being built drops that build; the path is
+    indexed again from the new resources (the load found the build running)."""
+    cache = InventoryCache("https://t", index_in_background=False, indexed_paths=[RACK])
+    real_parse = cache_module._parse
+    parsed: set[bytes] = set()
+    reloaded: list[bool] = []
+
+    def parse_while_reloading(kind: str, payload: bytes) -> Any:
+        # The load parses each resource once; a second parse is its index build's.
+        if payload in parsed and not reloaded:
+            reloaded.append(True)
+            cache.load(_snapshot([_resource("r001", POOL, {"rack": "R7"})]))
+        parsed.add(payload)
+        return real_parse(kind, payload)
+
+    monkeypatch.setattr(cache_module, "_parse", parse_while_reloading)
+    cache.load(_snapshot(_resources()))  # its build of RACK meets the load above
+    assert reloaded and cache.json_indexes_idle()
+    assert cache.json_indexed_paths() == [RACK]
+    prefilters = _query("(eq,extensions/rack,R7)").json_prefilters()
+    assert cache.resource_ids(POOL, None, prefilters) == ["r001"]
+
+
 def test_an_index_is_built_in_the_background_while_requests_scan() -> None:
     resources = [_resource(f"r{n:03d}", POOL, {"rack": f"R{n % 7}"}) for n in range(300)]
     cache = InventoryCache("https://t")
