@@ -36,6 +36,7 @@ from prometheus_client.utils import floatToGoString
 # How prometheus_client writes a bucket's bound (`le`).
 _bound_text: Callable[[float], str] = floatToGoString
 
+
 def _created_series() -> bool:
     """Whether prometheus_client writes `_created` series (it does unless they were
     switched off: PROMETHEUS_DISABLE_CREATED_SERIES, disable_created_metrics())."""
