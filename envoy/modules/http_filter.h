@@ -45,6 +45,10 @@ enum { HEADERS_CONTINUE = 0, HEADERS_STOP_ITERATION = 1 };
 enum { BODY_CONTINUE = 0, BODY_STOP_AND_BUFFER = 1, BODY_STOP_NO_BUFFER = 3 };
 enum { TRAILERS_CONTINUE = 0, TRAILERS_STOP_ITERATION = 1 };
 
+/* The 503's detail of both filters when they fail closed: memory ran out, or Envoy did not
+ * give or take what a check needs (shaper.c out_of_memory, request_context.c refusals). */
+#define FAILED_CLOSED_DETAIL "the gateway is out of memory: try again later"
+
 /* --- small byte-string helpers both filters use ---------------------------------------- */
 
 #define LITERAL(text) ((buffer){(text), sizeof(text) - 1})

@@ -245,7 +245,7 @@ static const char CREDENTIAL_REFUSED_AFTER[] = "'): send the token in the Author
  * cannot in Envoy 1.40 while the request headers are being decoded, but if it does, the
  * request is refused rather than passed on unchecked (fail closed), with the shaper's 503 for
  * the same (its out_of_memory). */
-static const char UNAVAILABLE[] = "the gateway is out of memory: try again later";
+static const char UNAVAILABLE[] = FAILED_CLOSED_DETAIL;
 #define UNAVAILABLE_DETAILS "netweave_request_context_failed"
 
 /*

@@ -521,7 +521,7 @@ static void refuse(void* envoy, uint32_t status, buffer detail) {
  * held, but if it does the check has not been done): refuse rather than let the request pass
  * unchecked or wrongly rewritten (fail closed); 503, as for any overload. */
 static void out_of_memory(void* envoy) {
-  refuse(envoy, 503, LITERAL("the gateway is out of memory: try again later"));
+  refuse(envoy, 503, LITERAL(FAILED_CLOSED_DETAIL));
 }
 
 /* A string list of the route's metadata (query, flags, methods), fetched once per use: one
