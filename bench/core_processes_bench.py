@@ -18,6 +18,7 @@ hits them alike; medians reported.
 
     .venv/bin/python -m bench.core_processes_bench [--processes 1,2] [--grpc-workers 8]
         [--requests 20000] [--runs 3] [--connections 16] [--streams 1] [--no-envoy]
+        [--affinity auto|spread|off,...]
 
 Thread counts: `--processes 1 --grpc-workers 4,8,16 --no-envoy`. h2load counts HTTP 200
 and ignores grpc-status, so every run is also checked by its response bytes.
@@ -53,6 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until
 from devstack.stack import LocalStack, StackConfig
 from netweave.grpc_server import BOUNDED_CONNECTION_OPTIONS, SERVER_OPTIONS
+from netweave.settings import CPU_AFFINITY
 
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,12 +81,14 @@ class Setup:
 
     processes: int
     grpc_workers: int
+    # NETWEAVE_CORE_CPU_AFFINITY
+    affinity: str = "auto"
 
     @property
     def label(self) -> str:
         if not self.grpc_workers:
             return "grpc.aio"
-        return f"{self.processes} proc x {self.grpc_workers} thr"
+        return f"{self.processes} proc x {self.grpc_workers} thr, {self.affinity}"
 
 
 @dataclass
@@ -133,7 +137,7 @@ class Running:
 @contextmanager
 def running(setup: Setup, root: Path, envoy: bool) -> Iterator[Running]:
     """The stack with `setup`'s core, and its paths checked once with a real client."""
-    state = root / f"p{setup.processes}-t{setup.grpc_workers}"
+    state = root / f"p{setup.processes}-t{setup.grpc_workers}-{setup.affinity}"
     state.mkdir()
     config = StackConfig.ephemeral(
         state,
@@ -141,7 +145,10 @@ def running(setup: Setup, root: Path, envoy: bool) -> Iterator[Running]:
         rate_limit_rps=UNLIMITED_RPS,
         notifiers=0,
         core_processes=setup.processes,
-        extra_core_env={"NETWEAVE_GRPC_WORKERS": str(setup.grpc_workers)},
+        extra_core_env={
+            "NETWEAVE_GRPC_WORKERS": str(setup.grpc_workers),
+            "NETWEAVE_CORE_CPU_AFFINITY": setup.affinity,
+        },
     )
     stack = LocalStack(config)
     started: list[ManagedProcess] = []
@@ -350,6 +357,15 @@ def numbers(text: str) -> list[int]:
     return values
 
 
+def affinities(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    for value in values:
+        CPU_AFFINITY.parse(value)
+    if not values:
+        raise argparse.ArgumentTypeError("expected auto, spread or off")
+    return values
+
+
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--processes", type=numbers, default=[1, 2], help="e.g. 1,2")
@@ -364,6 +380,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="streams per connection (connections x streams must stay under each core's "
         "concurrency cap on the internal listener, 4 x threads)",
+    )
+    parser.add_argument(
+        "--affinity",
+        type=affinities,
+        default=["auto"],
+        help="NETWEAVE_CORE_CPU_AFFINITY of each setup, e.g. off,spread (auto: one CPU per "
+        "worker when the machine has as many CPUs as workers)",
     )
     parser.add_argument("--no-envoy", dest="envoy", action="store_false")
     parser.add_argument(
@@ -382,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("h2load") is None:
         print("h2load not found: install nghttp2-client (make system-deps)", file=sys.stderr)
         return 2
-    setups = [Setup(p, t) for p in args.processes for t in args.grpc_workers]
+    setups = [
+        Setup(p, t, a) for a in args.affinity for p in args.processes for t in args.grpc_workers
+    ]
     loadavg = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="netweave-core-processes-bench-") as tmp:
         if args.noop_models:

@@ -528,6 +528,17 @@ CORE_PROCESSES: Final = Setting(
     "core worker processes (1 to 64); above 1, `python -m server` supervises that many, "
     "sharing the internal gRPC port, each on its own edge port (NETWEAVE_EDGE_LISTEN + i)",
 )
+CPU_AFFINITY: Final = choice("auto", "spread", "off")
+CORE_CPU_AFFINITY: Final = Setting(
+    "NETWEAVE_CORE_CPU_AFFINITY",
+    CPU_AFFINITY,
+    "auto",
+    (CORE,),
+    "where the core's processes run: `spread` keeps worker i on the i-th CPU the pod may use "
+    "(one each, in turn when there are more workers than CPUs); `auto` does so when the pod "
+    "may use exactly NETWEAVE_CORE_PROCESSES CPUs (CPUs of its own, e.g. the kubelet's static "
+    "CPU manager); `off` leaves it to the kernel",
+)
 
 
 # Parsed by the core (server/query/filter.py extensions_paths: the filters' path syntax, with

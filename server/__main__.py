@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import structlog
@@ -26,7 +27,15 @@ def main() -> int:
         # A supervisor of fresh worker interpreters; it creates no gRPC object itself.
         return workers.supervise(config, config.core_processes)
     if role is not None:
+        cpu = role.cpu
         structlog.contextvars.bind_contextvars(worker=role.index)
+    else:
+        [cpu] = workers.cpu_placement(config.core_cpu_affinity, 1, os.sched_getaffinity(0))
+    if cpu is not None:
+        # Before gRPC starts a thread: each inherits it.
+        workers.keep_on_cpu(cpu)
+        log.info("core_cpu_affinity", cpu=cpu, mode=config.core_cpu_affinity)
+    if role is not None:
         role.watch_supervisor()
         config = config.for_worker(role.index)
     tracing.configure("core", config.tracing)

@@ -41,6 +41,8 @@ class GatewayConfig:
     indexed_extensions: tuple[tuple[str, ...], ...] = ()
     # Worker processes (server/workers.py); above 1, `python -m server` supervises them.
     core_processes: int = settings.CORE_PROCESSES.default
+    # NETWEAVE_CORE_CPU_AFFINITY: auto, spread or off (server/workers.py cpu_placement).
+    core_cpu_affinity: str = settings.CORE_CPU_AFFINITY.default
     events_max_len: int = settings.EVENTS_MAX_LEN.default
     # HTTP status of a duplicate subscription POST: 400 (what the O2ims conformance tests
     # require) or 409 (what several SMOs expect).
@@ -155,6 +157,7 @@ class GatewayConfig:
             grpc_workers=settings.GRPC_WORKERS.read(environ),
             indexed_extensions=settings.INDEXED_EXTENSIONS.read_as(extensions_paths, environ),
             core_processes=settings.CORE_PROCESSES.read(environ),
+            core_cpu_affinity=settings.CORE_CPU_AFFINITY.read(environ),
             events_max_len=settings.EVENTS_MAX_LEN.read(environ),
             duplicate_subscription_status=settings.DUPLICATE_SUBSCRIPTION_STATUS.read(environ),
             served_majors=settings.SERVED_MAJORS.read_as(parse_majors, environ),

@@ -77,8 +77,11 @@ class WorkerRole:
     index: int
     supervisor_pid: int
     state: Path
+    # The CPU the worker keeps to (cpu_placement); None: the kernel places it.
+    cpu: int | None = None
 
     def arguments(self) -> list[str]:
+        cpu = [] if self.cpu is None else ["--worker-cpu", str(self.cpu)]
         return [
             "--worker-index",
             str(self.index),
@@ -86,6 +89,7 @@ class WorkerRole:
             str(self.supervisor_pid),
             "--worker-state",
             str(self.state),
+            *cpu,
         ]
 
     @classmethod
@@ -95,10 +99,11 @@ class WorkerRole:
         parser.add_argument("--worker-index", type=int)
         parser.add_argument("--supervisor-pid", type=int)
         parser.add_argument("--worker-state", type=Path)
+        parser.add_argument("--worker-cpu", type=int)
         args = parser.parse_args(argv)
         if args.worker_index is None:
             return None
-        return cls(args.worker_index, args.supervisor_pid, args.worker_state)
+        return cls(args.worker_index, args.supervisor_pid, args.worker_state, args.worker_cpu)
 
     def report_bound(self, ops_port: int) -> None:
         """Tell the supervisor the listeners are bound and where the ops port is (written
@@ -119,6 +124,29 @@ class WorkerRole:
             os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
+def cpu_placement(mode: str, processes: int, allowed: set[int]) -> list[int | None]:
+    """The CPU each of `processes` core processes keeps to (None: the kernel places it),
+    for NETWEAVE_CORE_CPU_AFFINITY `mode` and the CPUs the pod may use (`allowed`).
+
+    Why: a core's threads (gRPC's pollers and handlers) share one GIL. Spread over two CPUs,
+    the GIL changes hands between CPUs on every call, and one process served about half what
+    it serves kept on one CPU (docs/performance.md, "Several core processes"). One CPU per
+    worker is only right when the CPUs are the pod's own, hence `auto`: the kubelet's static
+    CPU manager gives a Guaranteed pod's container exactly its CPUs, where a pod sharing the
+    node's CPUs may use all of them and keeping to two would put it on its neighbours'."""
+    cpus = sorted(allowed)
+    if mode == "off" or not cpus or (mode == "auto" and len(cpus) != processes):
+        return [None] * processes
+    return [cpus[index % len(cpus)] for index in range(processes)]
+
+
+def keep_on_cpu(cpu: int) -> None:
+    """Every thread of this process, and every thread it starts from now on, on `cpu`."""
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+            os.sched_setaffinity(int(task.name), {cpu})
 
 
 def check_ports(config: GatewayConfig, processes: int) -> None:
@@ -266,12 +294,13 @@ class Supervisor:
         self.grpc_port = int(self._reservation.getsockname()[1])
         self.edges = edge_addresses(config.edge_listen, processes)
         self._state_dir = Path(tempfile.mkdtemp(prefix="netweave-core-"))
+        self.cpus = cpu_placement(config.core_cpu_affinity, processes, os.sched_getaffinity(0))
         self.workers = [
             Worker(
-                WorkerRole(index, os.getpid(), self._state_dir / f"worker-{index}.json"),
+                WorkerRole(index, os.getpid(), self._state_dir / f"worker-{index}.json", cpu),
                 worker_environment(self.grpc_port),
             )
-            for index in range(processes)
+            for index, cpu in enumerate(self.cpus)
         ]
         self.stopping = threading.Event()
         self.registry = WorkersRegistry(lambda: list(self.workers))
@@ -307,6 +336,7 @@ class Supervisor:
             "core_supervisor_started",
             processes=self.processes,
             pids=[w.pid for w in self.workers],
+            cpus=self.cpus,
             grpc_port=self.grpc_port,
             edge_listen=list(self.edges) or None,
             ops_port=self.ops.port,
@@ -369,7 +399,11 @@ class Supervisor:
         reasons: list[str] = []
         ready = not self.stopping.is_set()
         for worker in self.workers:
-            entry: dict[str, Any] = {"pid": worker.pid, "restarts": worker.restarts}
+            entry: dict[str, Any] = {
+                "pid": worker.pid,
+                "restarts": worker.restarts,
+                "cpu": worker.role.cpu,
+            }
             if not worker.alive():
                 entry.update(ok=False, ready=False, reason="worker not running (restarting)")
             elif not worker.bound():

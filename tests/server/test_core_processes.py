@@ -23,6 +23,7 @@ from devstack.processes import wait_until
 from devstack.stack import LocalStack, StackConfig
 from netweave.metrics import merge_metrics
 from server.config import GatewayConfig
+from server.workers import cpu_placement
 from tests.core_process import CoreProcess, log_records, run_to_exit
 
 
@@ -194,19 +195,26 @@ def _is_zombie(pid: int) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("value", "message"),
+    ("variable", "value", "message"),
     [
-        ("0", "NETWEAVE_CORE_PROCESSES must be 1 to 64, got 0"),
-        ("65", "NETWEAVE_CORE_PROCESSES must be 1 to 64, got 65"),
-        ("two", "NETWEAVE_CORE_PROCESSES"),
+        ("NETWEAVE_CORE_PROCESSES", "0", "NETWEAVE_CORE_PROCESSES must be 1 to 64, got 0"),
+        ("NETWEAVE_CORE_PROCESSES", "65", "NETWEAVE_CORE_PROCESSES must be 1 to 64, got 65"),
+        ("NETWEAVE_CORE_PROCESSES", "two", "NETWEAVE_CORE_PROCESSES"),
+        ("NETWEAVE_CORE_CPU_AFFINITY", "always", "NETWEAVE_CORE_CPU_AFFINITY"),
+        ("NETWEAVE_CORE_CPU_AFFINITY", "0,1", "must be auto or spread or off"),
     ],
 )
-def test_a_bad_process_count_refuses_to_start(
-    redis_url: str, tmp_path: Path, value: str, message: str
+def test_a_bad_process_setting_refuses_to_start(
+    redis_url: str, tmp_path: Path, variable: str, value: str, message: str
 ) -> None:
     code, stderr = run_to_exit(
         ["-m", "server"],
-        {"REDIS_URL": redis_url, "NETWEAVE_GRPC_PORT": "0", "NETWEAVE_CORE_PROCESSES": value},
+        {
+            "REDIS_URL": redis_url,
+            "NETWEAVE_GRPC_PORT": "0",
+            "NETWEAVE_CORE_PROCESSES": "2",
+            variable: value,
+        },
     )
     assert code == 2
     invalid = [r for r in log_records(stderr) if r["event"] == "configuration_invalid"]
@@ -310,3 +318,119 @@ def test_every_worker_refuses_callbacks_to_any_workers_edge_port(tmp_path: Path)
         assert (worker.core_processes, worker.edge_listen) == (1, f"127.0.0.1:{50052 + index}")
         own = worker.callback_policy.gateway_endpoints
         assert {("127.0.0.1", port) for port in (50052, 50053, 50054)} <= set(own)
+
+
+# --- where the processes run (NETWEAVE_CORE_CPU_AFFINITY) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "processes", "allowed", "placed"),
+    [
+        # auto: one CPU each only when the pod may use exactly as many CPUs as workers.
+        ("auto", 2, {0, 1}, [0, 1]),
+        ("auto", 2, {4, 9}, [4, 9]),
+        ("auto", 2, {0, 1, 2, 3}, [None, None]),
+        ("auto", 3, {0, 1}, [None, None, None]),
+        ("auto", 1, {3}, [3]),
+        ("auto", 1, {0, 1}, [None]),
+        # spread: in the allowed CPUs' order, in turn when the workers outnumber them.
+        ("spread", 3, {7, 2}, [2, 7, 2]),
+        ("spread", 2, {0, 1, 2, 3}, [0, 1]),
+        ("spread", 1, {5, 6}, [5]),
+        ("off", 2, {0, 1}, [None, None]),
+        ("off", 1, {0}, [None]),
+    ],
+)
+def test_cpu_placement(mode: str, processes: int, allowed: set[int], placed: list[int]) -> None:
+    assert cpu_placement(mode, processes, allowed) == placed
+
+
+def cpus_of_threads(pid: int) -> set[str]:
+    """The distinct Cpus_allowed_list of every thread of `pid`."""
+    lists = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                lists.add(line.split(":", 1)[1].strip())
+    return lists
+
+
+def cpu_list(cpus: set[int]) -> str:
+    """`cpus` as /proc writes a Cpus_allowed_list (ranges: 0-3,6)."""
+    ordered, ranges = sorted(cpus), []
+    start = previous = ordered[0]
+    for cpu in [*ordered[1:], None]:
+        if cpu is not None and cpu == previous + 1:
+            previous = cpu
+            continue
+        ranges.append(str(start) if start == previous else f"{start}-{previous}")
+        if cpu is not None:
+            start = previous = cpu
+    return ",".join(ranges)
+
+
+def test_spread_keeps_each_worker_and_its_threads_on_its_own_cpu(
+    redis_url: str, tmp_path: Path
+) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    expected = {str(i): str(allowed[i % len(allowed)]) for i in range(2)}
+    core = CoreProcess(
+        redis_url, tmp_path, NETWEAVE_CORE_PROCESSES="2", NETWEAVE_CORE_CPU_AFFINITY="spread"
+    ).start()
+    try:
+        wait_until(lambda: readyz(core)[0] == 200, 30, "both workers ready")
+        list_pools_on_new_connections(core.port, 8)  # gRPC's threads all started
+        pids = worker_pids(core)
+        for index, pid in pids.items():
+            assert cpus_of_threads(pid) == {expected[index]}, index
+            assert readyz(core)[1]["checks"]["workers"][index]["cpu"] == int(expected[index])
+        # The supervisor is not on the request path: left where it was.
+        assert core.process is not None
+        assert cpus_of_threads(core.process.pid) == {cpu_list(set(allowed))}
+        placed = [r for r in core.records() if r["event"] == "core_cpu_affinity"]
+        assert sorted((r["worker"], r["cpu"]) for r in placed) == [
+            (i, int(expected[str(i)])) for i in range(2)
+        ]
+
+        # A restarted worker goes back to its CPU.
+        os.kill(pids["1"], signal.SIGKILL)
+        wait_until(
+            lambda: readyz(core)[0] == 200 and worker_pids(core)["1"] != pids["1"],
+            30,
+            "worker 1 restarted and ready",
+        )
+        assert cpus_of_threads(worker_pids(core)["1"]) == {expected["1"]}
+    finally:
+        core.stop()
+
+
+@pytest.mark.parametrize("mode", ["off", "auto"])
+def test_workers_are_left_to_the_kernel_unless_the_cpus_are_theirs(
+    redis_url: str, tmp_path: Path, mode: str
+) -> None:
+    allowed = os.sched_getaffinity(0)
+    core = CoreProcess(
+        redis_url, tmp_path, NETWEAVE_CORE_PROCESSES="2", NETWEAVE_CORE_CPU_AFFINITY=mode
+    ).start()
+    try:
+        wait_until(lambda: readyz(core)[0] == 200, 30, "both workers ready")
+        # auto keeps each on one CPU only when the pod may use exactly two.
+        own_cpus = mode == "auto" and len(allowed) == 2
+        for index, pid in worker_pids(core).items():
+            want = str(sorted(allowed)[int(index)]) if own_cpus else cpu_list(allowed)
+            assert cpus_of_threads(pid) == {want}, index
+    finally:
+        core.stop()
+
+
+def test_a_single_core_spread_keeps_to_the_first_cpu(redis_url: str, tmp_path: Path) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    core = CoreProcess(redis_url, tmp_path, NETWEAVE_CORE_CPU_AFFINITY="spread").start()
+    try:
+        assert core.process is not None
+        list_pools_on_new_connections(core.port, 2)  # gRPC's threads all started
+        assert cpus_of_threads(core.process.pid) == {str(allowed[0])}
+        placed = [r for r in core.records() if r["event"] == "core_cpu_affinity"]
+        assert [(r["cpu"], r["mode"]) for r in placed] == [(allowed[0], "spread")]
+    finally:
+        core.stop()
