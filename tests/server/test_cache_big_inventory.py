@@ -17,7 +17,7 @@ from o2ims.inventory.v1 import inventory_pb2 as inv
 from adapters.contract import KINDS, serialize
 from devstack.processes import wait_until
 from server import cache as cache_module
-from server.cache import MAX_JSON_INDEXES, InventoryCache
+from server.cache import MAX_JSON_INDEXES, InventoryCache, _value_bytes
 from server.query import ListQuery, compile_query, json_key, json_value
 from server.store import Snapshot, StoredEvent
 from server.wire.v1 import MODEL as V1
@@ -177,9 +177,9 @@ def test_declared_paths_are_indexed_at_load_and_answer_a_first_use() -> None:
     pool = cache.resource_ids(POOL) or []
     assert 0 < len(candidates) < len(pool)  # narrowed by the index on its first use
     assert _via_index(cache, text) == _scan(cache, text)
-    # A path not declared is still scanned on its first use.
-    rack = _query("(eq,extensions/rack,R7)")
-    assert cache.resource_ids(POOL, None, rack.json_prefilters()) == pool
+    # A path not declared has no index on its first use (the extensions bytes narrow it).
+    assert cache.json_indexed_paths() == [SITE_RACK]
+    assert _via_index(cache, "(eq,extensions/rack,R7)") == _scan(cache, "(eq,extensions/rack,R7)")
     # A reload (a gap in the events) indexes it again.
     cache.load(_snapshot(_resources()[:100]))
     assert cache.json_indexed_paths() == [SITE_RACK]
@@ -461,3 +461,158 @@ def test_a_json_key_holding_a_slash_is_not_a_nested_path() -> None:
         for _ in range(2):
             assert _via_index(cache, text) == expected, text
     assert set(cache.json_indexed_paths()) == {("extensions", "a/b"), ("extensions", "a", "b")}
+
+
+# --- a first use: the extensions bytes ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["R7", "", "é✓", "x" * 127, "x" * 128, "y" * 20_000, 7.0, -0.0, 1e300, 0.1, True, False],
+)
+def test_a_value_is_searched_for_as_protobuf_serializes_it(value: Any) -> None:
+    """The bytes searched for are exactly a google.protobuf.Value's holding it (lengths of
+    one, two and three varint bytes included)."""
+    held = struct_pb2.Value()
+    if isinstance(value, bool):
+        held.bool_value = value
+    elif isinstance(value, float):
+        held.number_value = value
+    else:
+        held.string_value = value
+    assert _value_bytes(json_key(value)) == held.SerializeToString()
+    assert _value_bytes(json_key("\udc80")) is None  # no protobuf string holds it
+
+
+def _never_indexed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every use a first use: no index is built, the extensions bytes answer."""
+    monkeypatch.setattr(cache_module, "INDEX_AFTER_USES", 10**9)
+
+
+def test_a_first_use_is_narrowed_by_the_extensions_bytes(
+    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _never_indexed(monkeypatch)
+    pool = loaded.resource_ids(POOL) or []
+    narrowed = 0
+    for text in FILTERS:
+        assert _via_index(loaded, text) == _scan(loaded, text), text
+        candidates = loaded.resource_ids(POOL, None, _query(text).json_prefilters()) or []
+        narrowed += len(candidates) < len(pool)
+    assert loaded.json_indexed_paths() == []
+    # The mixed data holds most values under several keys and in lists: 6 of its filters
+    # are selective enough to be narrowed (the others are scanned).
+    assert narrowed >= 5, narrowed
+
+
+def test_eq_and_in_on_a_first_use_select_their_holders(monkeypatch: pytest.MonkeyPatch) -> None:
+    _never_indexed(monkeypatch)
+    resources = [
+        _resource(
+            f"r{n:03d}",
+            POOL,
+            {
+                "rack": f"R{n % 40}",
+                "serial": f"S{n:05d}",
+                "cores": 32 + n % 3,
+                "spare": n % 50 == 0,
+                "site": {"rack": f"Q{n % 10}"},
+                "id": UUID if n == 7 else "",
+            },
+        )
+        for n in range(400)
+    ]
+    cache = InventoryCache("https://t", index_in_background=False)
+    cache.load(_snapshot(resources))
+    pool = cache.resource_ids(POOL) or []
+    for text, holders in [
+        ("(eq,extensions/rack,R7)", [f"r{n:03d}" for n in range(7, 400, 40)]),
+        ("(in,extensions/serial,S00003,S00399,S99999)", ["r003", "r399"]),
+        ("(eq,extensions/site/rack,Q3)", [f"r{n:03d}" for n in range(3, 400, 10)]),
+        ("(eq,extensions/spare,true)", [f"r{n:03d}" for n in range(0, 400, 50)]),
+        (f"(eq,extensions/id,{UUID})", ["r007"]),
+        # A UUID-shaped string is compared without case.
+        (f"(eq,extensions/id,{UUID.lower()})", ["r007"]),
+        (f"(in,extensions/id,{MIXED_CASE_UUID},x)", ["r007"]),
+    ]:
+        candidates = cache.resource_ids(POOL, None, _query(text).json_prefilters())
+        assert candidates == holders == _scan(cache, text), text
+    # An unselective value: looked for, and scanned.
+    candidates = cache.resource_ids(
+        POOL, None, _query("(eq,extensions/cores,32)").json_prefilters()
+    )
+    assert candidates == pool  # a third of the pool holds 32: scanned
+    # ... found so once the search passes a quarter of the pool, not after finding all.
+    searched = cache._extensions_bytes
+    assert searched is not None
+    [(_, cores)] = _query("(eq,extensions/cores,32)").json_prefilters()
+    held = searched.search(cores, len(pool))
+    assert held is not None and len(held) == 134  # n % 3 == 0
+    assert searched.search(cores, len(pool) // 4) is None
+    # cont and the order operators: scanned.
+    for text in (
+        "(cont,extensions/serial,S0000)",
+        "(gt,extensions/serial,S00398)",
+    ):
+        assert cache.resource_ids(POOL, None, _query(text).json_prefilters()) == pool, text
+        assert _via_index(cache, text) == _scan(cache, text)
+    assert cache.json_indexed_paths() == []  # all of them first uses
+
+
+def test_the_extensions_bytes_follow_events_and_are_rebuilt(
+    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _never_indexed(monkeypatch)
+    monkeypatch.setattr(cache_module, "REBUILD_BYTES_AFTER", 40)
+    built = loaded._extensions_bytes
+    assert built is not None and not built.changed
+    rng = random.Random(11)
+    rebuilt = 0
+    for step in range(200):
+        resource_id = f"r{rng.randrange(300):03d}"  # new ones too
+        if step % 7 == 0:
+            post = None
+        else:
+            pool = rng.choice([POOL, OTHER_POOL])
+            post = _payload(_resource(resource_id, pool, _random_extensions(rng)))
+        assert loaded.apply(_event(loaded, resource_id, post))
+        current = loaded._extensions_bytes
+        assert current is not None
+        if current is not built:
+            rebuilt += 1
+            built = current
+            assert len(current.changed) == 0  # built from the resources as they are now
+            assert sorted(current.ids) == sorted(loaded.ids("resource"))
+        if step % 20 == 0:
+            for text in FILTERS:
+                assert _via_index(loaded, text) == _scan(loaded, text), (step, text)
+    assert rebuilt >= 3  # 200 changes, rebuilt past 40
+    for text in FILTERS:
+        assert _via_index(loaded, text) == _scan(loaded, text), text
+        assert _via_index(loaded, text, OTHER_POOL) == _scan(loaded, text, OTHER_POOL), text
+
+
+def test_extensions_bytes_rebuilt_across_a_load_are_dropped(
+    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _never_indexed(monkeypatch)
+    monkeypatch.setattr(cache_module, "REBUILD_BYTES_AFTER", 0)
+    real_parse = cache_module._parse
+    reloaded: list[bool] = []
+
+    def parse_while_reloading(kind: str, payload: bytes) -> Any:
+        if not reloaded:
+            reloaded.append(True)
+            loaded.load(_snapshot([_resource("r001", POOL, {"rack": "R7"})]))
+        return real_parse(kind, payload)
+
+    changed = _payload(_resource("r002", POOL, {"rack": "R7"}))
+    monkeypatch.setattr(cache_module, "_parse", parse_while_reloading)
+    # The event's resource is the first (the apply's own parse) to load meanwhile...
+    assert loaded.apply(_event(loaded, "r002", changed))
+    monkeypatch.setattr(cache_module, "_parse", real_parse)
+    # ... so the view is the load's; the event was applied on top of it.
+    assert reloaded
+    after_load = loaded._extensions_bytes
+    assert after_load is not None and after_load.ids == ["r001"]
+    assert _via_index(loaded, "(eq,extensions/rack,R7)") == _scan(loaded, "(eq,extensions/rack,R7)")
