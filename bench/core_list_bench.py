@@ -184,6 +184,10 @@ def main() -> None:
             lambda: page(filter=["(in,extensions/serial,S0000007,S0050000,S0099999)"]),
         ),
         (
+            "nested cont extensions/serial (10 match, 100k distinct values)",
+            lambda: page(filter=["(cont,extensions/serial,S005000)"]),
+        ),
+        (
             "nested gte extensions/cores (1/2 match, scanned)",
             lambda: page(filter=["(gte,extensions/cores,64)"]),
         ),

@@ -432,6 +432,8 @@ class JsonPrefilter:
     passes: Predicate
     keys: frozenset[str] | None = None
     folded: frozenset[str] = frozenset()
+    # For cont: the strings one of which a passing value contains (exact case).
+    substrings: frozenset[str] = frozenset()
 
 
 def _json_prefilter(
@@ -439,6 +441,8 @@ def _json_prefilter(
 ) -> JsonPrefilter:
     """The JsonPrefilter of a positive DYNAMIC term; the keys of eq/in are exactly the
     values _dynamic_predicate accepts, as json_key writes them."""
+    if op == "cont":
+        return JsonPrefilter(passes, substrings=frozenset(values))
     if op not in {"eq", "in"}:
         return JsonPrefilter(passes)
     numbers, bools = scalars

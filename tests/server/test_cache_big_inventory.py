@@ -534,6 +534,9 @@ def test_eq_and_in_on_a_first_use_select_their_holders(monkeypatch: pytest.Monke
         # A UUID-shaped string is compared without case.
         (f"(eq,extensions/id,{UUID.lower()})", ["r007"]),
         (f"(in,extensions/id,{MIXED_CASE_UUID},x)", ["r007"]),
+        # cont: the strings' bytes anywhere.
+        ("(cont,extensions/serial,S0000)", [f"r{n:03d}" for n in range(10)]),
+        ("(cont,extensions/serial,0399,0398)", ["r398", "r399"]),
     ]:
         candidates = cache.resource_ids(POOL, None, _query(text).json_prefilters())
         assert candidates == holders == _scan(cache, text), text
@@ -549,11 +552,8 @@ def test_eq_and_in_on_a_first_use_select_their_holders(monkeypatch: pytest.Monke
     held = searched.search(cores, len(pool))
     assert held is not None and len(held) == 134  # n % 3 == 0
     assert searched.search(cores, len(pool) // 4) is None
-    # cont and the order operators: scanned.
-    for text in (
-        "(cont,extensions/serial,S0000)",
-        "(gt,extensions/serial,S00398)",
-    ):
+    # The order operators, and cont on a string every value holds: scanned.
+    for text in ("(gt,extensions/serial,S00398)", "(cont,extensions/serial,S)"):
         assert cache.resource_ids(POOL, None, _query(text).json_prefilters()) == pool, text
         assert _via_index(cache, text) == _scan(cache, text)
     assert cache.json_indexed_paths() == []  # all of them first uses
@@ -616,3 +616,43 @@ def test_extensions_bytes_rebuilt_across_a_load_are_dropped(
     after_load = loaded._extensions_bytes
     assert after_load is not None and after_load.ids == ["r001"]
     assert _via_index(loaded, "(eq,extensions/rack,R7)") == _scan(loaded, "(eq,extensions/rack,R7)")
+
+
+def test_cont_on_a_path_indexed_with_many_values_searches_the_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cont walks an index's every distinct value; past WALK_INDEX_UP_TO of them the bytes
+    are searched instead (and an unselective search falls back to the walk)."""
+    monkeypatch.setattr(cache_module, "WALK_INDEX_UP_TO", 50)
+    resources = [
+        _resource(f"r{n:03d}", POOL, {"serial": f"S{n:05d}", "rack": f"R{n % 10}"})
+        for n in range(400)
+    ]
+    cache = InventoryCache("https://t", index_in_background=False)
+    cache.load(_snapshot(resources))
+    for text in ("(eq,extensions/serial,x)", "(eq,extensions/rack,x)"):
+        _via_index(cache, text)
+        _via_index(cache, text)  # the second use indexes the path
+    assert set(cache.json_indexed_paths()) == {("extensions", "serial"), ("extensions", "rack")}
+    walked: list[str] = []
+    real_candidates = cache_module._JsonIndex.candidates
+
+    def counted(index: Any, prefilter: Any) -> Any:
+        walked.append("walked")
+        return real_candidates(index, prefilter)
+
+    monkeypatch.setattr(cache_module._JsonIndex, "candidates", counted)
+    pool = cache.resource_ids(POOL) or []
+    serial = _query("(cont,extensions/serial,S0039)")
+    assert cache.resource_ids(POOL, None, serial.json_prefilters()) == [
+        f"r{n:03d}" for n in range(390, 400)
+    ]
+    assert walked == []  # 400 distinct serials: searched
+    rack = _query("(cont,extensions/rack,R3)")
+    assert cache.resource_ids(POOL, None, rack.json_prefilters()) == _scan(
+        cache, "(cont,extensions/rack,R3)"
+    )
+    assert walked == ["walked"]  # 10 distinct racks: walked
+    everyone = _query("(cont,extensions/serial,S)")
+    assert cache.resource_ids(POOL, None, everyone.json_prefilters()) == pool
+    assert walked == ["walked", "walked"]  # the search gave up: the walk decides
