@@ -5,13 +5,13 @@ rounds alternating.
 Layers, each on top of the one before:
   no-op              bench/noop_servicer.py (the core's gRPC server construction, no
                      interceptors) answering what the core answers: the floor (internal only)
-  handler only       the servicer behind the gRPC server (access control and metrics
-                     interceptors switched off in-process; the stream limiter and the
-                     major gate stay)
+  handler only       the servicer behind the gRPC server (the access control guard
+                     switched off in-process; the stream limiter and the major gate stay)
   + access control   server/auth: the caller's identity, the policy's decision, the
                      correlation id (bound, sent back), o2ims_auth/o2ims_authz counters
-  + metrics          the metrics interceptor: request counter, latency histogram,
-                     cache-read counter
+                     (the guard's counting of each call switched off)
+  + metrics          what the guard counts of each call (server/metrics.py MethodCounts):
+                     request counter, latency histogram, cache-read counter
   + audit            one audit record per call (NETWEAVE_AUDIT_LOG, a file)
   + tracing          OpenTelemetry, every call sampled and exported (BatchSpanProcessor,
                      OTLP/gRPC) to a collector in this process that discards what it gets
@@ -135,7 +135,7 @@ from server.app import create_server  # noqa: E402
 from server.auth import AccessPolicy, AuditLog, AuthInterceptor  # noqa: E402
 from server.auth.identity import Channel  # noqa: E402
 from server.config import GatewayConfig  # noqa: E402
-from server.metrics import GatewayMetrics, MetricsInterceptor  # noqa: E402
+from server.metrics import GatewayMetrics  # noqa: E402
 
 POOL_ID = "7d1d5a2a-5a47-4c8e-9f0b-0000000000aa"
 H2LOAD_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
@@ -165,9 +165,17 @@ def layers_up_to(layer: str) -> Iterator[None]:
                 mock.patch("server.auth.AuthInterceptor.intercept_service", _passthrough)
             )
         if layer in ("handler only", "+ access control"):
-            stack.enter_context(
-                mock.patch("server.metrics.MetricsInterceptor.intercept_service", _passthrough)
-            )
+            stack.enter_context(uncounted())
+        yield
+
+
+@contextlib.contextmanager
+def uncounted() -> Iterator[None]:
+    """What the guard counts of each call (MethodCounts) switched off."""
+    with (
+        mock.patch("server.metrics.MethodCounts.started", lambda _self, _metadata: None),
+        mock.patch("server.metrics.MethodCounts.finished", lambda _self, _code, _seconds: None),
+    ):
         yield
 
 
@@ -403,8 +411,6 @@ def layer_cost(setup: Setup, path: str, layer: str, calls: int) -> float:
         chain.append(
             AuthInterceptor(policy, audit, metrics, channel, EDGE_URI if path == "edge" else "")
         )
-    if layer in ("+ metrics", "+ audit"):
-        chain.append(MetricsInterceptor(metrics))
     handler = grpc.unary_unary_rpc_method_handler(lambda _request, _context: b"")
 
     def intercepted(details: Any, position: int = 0) -> Any:
@@ -434,14 +440,15 @@ def layer_cost(setup: Setup, path: str, layer: str, calls: int) -> float:
                 FakeContext(metadata, EDGE_URI.encode() if path == "edge" else b""),
             )
         )
-    for details, context in contexts[:200]:  # warm-up
-        intercepted(details).unary_unary(request, context)
-    started = time.process_time()
-    for details, context in contexts:
-        intercepted(details).unary_unary(request, context)
-    if audit is not None:
-        audit.close()  # the writer's work is the call's too
-    return (time.process_time() - started) / calls
+    with uncounted() if layer == "+ access control" else contextlib.nullcontext():
+        for details, context in contexts[:200]:  # warm-up
+            intercepted(details).unary_unary(request, context)
+        started = time.process_time()
+        for details, context in contexts:
+            intercepted(details).unary_unary(request, context)
+        if audit is not None:
+            audit.close()  # the writer's work is the call's too
+        return (time.process_time() - started) / calls
 
 
 def main() -> int:

@@ -40,7 +40,7 @@ from server.edge_telemetry import EdgeTelemetryServer, EdgeTls
 from server.inventory import InventoryV1Servicer, InventoryV2Servicer
 from server.listing import Lister, ListingSettings
 from server.majors import MajorGate
-from server.metrics import GatewayMetrics, MetricsInterceptor
+from server.metrics import GatewayMetrics
 from server.monitoring_v1 import MonitoringV1Servicer
 from server.ops import OpsServer, readiness_status, redis_check
 from server.store import InventoryStore, connect
@@ -220,9 +220,10 @@ class Gateway:
                 # First, so its span covers the whole call; absent when tracing is off.
                 *([TracingInterceptor()] if tracing.enabled() else []),
                 StreamLimiter(max(1, workers // 2)),
+                # Identifies, decides, audits, and counts and times every unary call
+                # (server/metrics.py MethodCounts), refused ones included.
                 auth,
                 MajorGate(self.config.served_majors),
-                MetricsInterceptor(self.metrics),
             ],
             options=BOUNDED_CONNECTION_OPTIONS,
             name=f"grpc-{channel.value}",

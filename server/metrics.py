@@ -129,6 +129,8 @@ class GatewayMetrics:
                 self.cache_reads.labels(api, result)
         # gRPC method -> its cache_reads child (None: not a read); resolved once per method.
         self._cache_read_children: dict[str, Any] = {}
+        # gRPC method -> what its calls count (counts_of)
+        self._counts: dict[str, MethodCounts] = {}
 
     def cache_read_counter(self, method: str) -> Any:
         """The o2ims_cache_reads_total child a call of `method` counts in, or None."""
@@ -139,6 +141,13 @@ class GatewayMetrics:
             child = self.cache_reads.labels(*read) if read is not None else None
             self._cache_read_children[method] = child
             return child
+
+    def counts_of(self, method: str) -> MethodCounts:
+        """What a call of `method` counts (one object per method)."""
+        counts = self._counts.get(method)
+        if counts is None:
+            counts = self._counts[method] = MethodCounts(self, method)
+        return counts
 
     def count_alarm_event(self, event: str) -> None:
         self.alarm_events.labels(str(event)).inc()
@@ -185,55 +194,84 @@ class GatewayMetrics:
         register_certificates(self.registry, certificates)
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Counts and times unary RPCs; wraps the handler because only it sees the outcome.
+class MethodCounts:
+    """What a call of one method counts: o2ims_cache_reads (a read), the query parameters
+    the edge dropped, then its latency and o2ims_grpc_requests by code. The metric children
+    are resolved once per method (GatewayMetrics.counts_of), so a call costs two method
+    calls: `started` with its metadata, `finished` with its code and duration. The access
+    control guard (server/auth/interceptor.py) calls them from its own wrapper, so a call
+    goes through one Python wrapper, not two; `counted` wraps the calls it does not guard."""
 
-    The wrapper of a method, and the metric children it counts in, are made once per
-    method (and per handler the rest of the chain returns), not per call: a call costs a
-    histogram observation and a counter increment."""
+    __slots__ = ("_by_code", "_ignored", "_metrics", "_observe", "cache_read", "method")
 
-    unary_by_method = True  # UnaryWrappers (InterceptorChain)
-
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(self, metrics: GatewayMetrics, method: str) -> None:
+        self.method = method
         self._metrics = metrics
-        self._unary = UnaryWrappers(self._timed)
-
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        return self._unary.of(handler, details.method)
-
-    def _timed(self, inner: Callable[[Any, Any], Any], method: str) -> Any:
-        metrics = self._metrics
-        cache_read = metrics.cache_read_counter(method)
-        latency = metrics.latency.labels(method)
+        self.cache_read = metrics.cache_read_counter(method)
+        self._observe = metrics.latency.labels(method).observe
+        self._ignored: Any = None
         # code -> this method's o2ims_grpc_requests_total child, made on the code's first call
-        by_code: dict[str, Any] = {}
+        self._by_code: dict[str, Any] = {}
+
+    def started(self, metadata: Mapping[str, str]) -> None:
+        if self.cache_read is not None:
+            self.cache_read.inc()
+        ignored = metadata.get(IGNORED_QUERY_HEADER)
+        if ignored is not None and ignored.isdigit():
+            if self._ignored is None:
+                self._ignored = self._metrics.ignored_query.labels(self.method)
+            self._ignored.inc(int(ignored))
+
+    def finished(self, code: str, seconds: float) -> None:
+        self._observe(seconds)
+        requests = self._by_code.get(code)
+        if requests is None:
+            requests = self._by_code[code] = self._metrics.requests.labels(self.method, code)
+        requests.inc()
+        # Every call at debug (SIGUSR1 twice from info): a filtered call costs a level
+        # comparison.
+        if current_level() <= logging.DEBUG:
+            log.debug("rpc", method=self.method, code=code, ms=round(seconds * 1000, 3))
+
+
+def counted(metrics: GatewayMetrics) -> Callable[[Callable[[Any, Any], Any], str], Any]:
+    """A UnaryWrappers `wrap` that counts and times each call (MethodCounts): for the
+    unary calls nothing else wraps (health checks, which the guard passes)."""
+
+    def wrap(inner: Callable[[Any, Any], Any], method: str) -> Any:
+        counts = metrics.counts_of(method)
+        perf_counter = time.perf_counter
 
         def timed(request: Any, context: Any) -> Any:
-            start = time.perf_counter()
+            start = perf_counter()
             code = "OK"
-            if cache_read is not None:
-                cache_read.inc()
-            for key, value in context.invocation_metadata() or ():
-                if key == IGNORED_QUERY_HEADER and value.isdigit():
-                    metrics.ignored_query.labels(method).inc(int(value))
+            counts.started(dict(context.invocation_metadata() or ()))
             try:
                 return inner(request, context)
             except Exception:
                 code = (context.code() or grpc.StatusCode.UNKNOWN).name
                 raise
             finally:
-                seconds = time.perf_counter() - start
-                latency.observe(seconds)
-                requests = by_code.get(code)
-                if requests is None:
-                    requests = by_code[code] = metrics.requests.labels(method, code)
-                requests.inc()
-                # Every call at debug (SIGUSR1 twice from info): a filtered call costs a
-                # level comparison.
-                if current_level() <= logging.DEBUG:
-                    log.debug("rpc", method=method, code=code, ms=round(seconds * 1000, 3))
+                counts.finished(code, perf_counter() - start)
 
         return timed
+
+    return wrap
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Counts and times unary RPCs (MethodCounts) where no access control guard does (the
+    guard counts the calls it wraps itself); wraps the handler because only it sees the
+    outcome. The wrapper of a method is made once (and per handler the rest of the chain
+    returns), not per call."""
+
+    unary_by_method = True  # UnaryWrappers (InterceptorChain)
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._unary = UnaryWrappers(counted(metrics))
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return self._unary.of(handler, details.method)

@@ -52,7 +52,7 @@ from server.auth.caller import CURRENT_CALLER, Caller
 from server.auth.identity import Channel, Identity, IdentityRefused, identify
 from server.auth.policy import PUBLIC, AccessPolicy, Decision, required_permission
 from server.errors import ApiError, PermissionDenied, Unauthenticated
-from server.metrics import GatewayMetrics
+from server.metrics import GatewayMetrics, counted
 
 log = structlog.get_logger()
 
@@ -135,6 +135,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._edge_peer_uri = edge_peer_uri.encode()
         self._admission = functools.lru_cache(maxsize=ADMISSION_CACHE)(self._decide)
         self._unary = UnaryWrappers(self._guard_unary)
+        self._counted = UnaryWrappers(counted(metrics))
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -142,7 +143,10 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return None
         method: str = details.method
         if required_permission(method) == PUBLIC:
-            return handler  # health checks: neither identified, counted nor audited
+            # Health checks: neither identified, authorized nor audited; counted.
+            if handler.unary_unary is None:
+                return handler
+            return self._counted.of(handler, method)
         if handler.unary_unary is None:
             return self._guard_stream(handler, method, details.invocation_metadata)
         return self._unary.of(handler, method)
@@ -155,6 +159,8 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         # (netweave/correlation.py `bound`, server/auth/caller.py `acting_as`), same effect.
         audit = self._audit
         admit = self._admit
+        counts = self._metrics.counts_of(method)
+        started, finished = counts.started, counts.finished
         perf_counter = time.perf_counter
         from_metadata = correlation.from_metadata
         current_correlation = correlation.CURRENT
@@ -175,6 +181,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 if refusal is not None:
                     code = refusal.code
                     context.abort_with_status(refusal.to_status())
+                started(metadata)  # an admitted call's read and dropped parameters
                 caller_token = current_caller.set(admission.caller)
                 try:
                     response = inner(request, context)
@@ -190,6 +197,8 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 _keep_correlation_trailer(context, correlation_id)
                 raise
             finally:
+                duration_s = perf_counter() - start
+                finished("UNKNOWN" if code is None else code.name, duration_s)
                 if audit is not None and admission is not None:
                     audit.write(
                         _CallRecord(
@@ -198,7 +207,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                             method=method,
                             request=request,
                             code=code,
-                            duration_s=perf_counter() - start,
+                            duration_s=duration_s,
                             correlation_id=correlation_id,
                         )
                     )

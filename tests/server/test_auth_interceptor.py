@@ -18,6 +18,7 @@ import pytest
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from netweave.headers import IGNORED_QUERY_HEADER
 from server.auth import AccessPolicy, AuditLog, AuthInterceptor
 from server.auth.caller import Caller, current_caller
 from server.auth.identity import Channel
@@ -284,3 +285,53 @@ def test_percent_signs_in_what_is_recorded_are_kept_as_sent(tmp_path: Path) -> N
         METHOD,
         "POST",
     )
+
+
+def test_the_guard_counts_and_times_every_call_refused_ones_included() -> None:
+    """The guard counts each call it wraps once (server/metrics.py MethodCounts): its code
+    and duration (a refused call's too), and an admitted call's cache read and the query
+    parameters the edge dropped."""
+    metrics = GatewayMetrics()
+    edge = AuthInterceptor(POLICY, None, metrics, Channel.EDGE, EDGE_URI)
+    reader = {"x-jwt-payload": claims("reader")}
+
+    def sample(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    for _ in range(3):
+        assert call(edge, reader)[0] is not None
+    assert call(edge, {**reader, IGNORED_QUERY_HEADER: "2"})[0] is not None
+    assert call(edge, {})[0] is None  # no identity: UNAUTHENTICATED
+    assert call(edge, {"x-jwt-payload": claims("stranger")})[0] is None  # no role
+    assert call(edge, reader, peer_uri="spiffe://netweave.local/other")[0] is None
+    assert sample("o2ims_grpc_requests_total", method=METHOD, code="OK") == 4
+    assert sample("o2ims_grpc_requests_total", method=METHOD, code="UNAUTHENTICATED") == 2
+    assert sample("o2ims_grpc_requests_total", method=METHOD, code="PERMISSION_DENIED") == 1
+    assert sample("o2ims_grpc_request_duration_seconds_count", method=METHOD) == 7
+    # Reads and dropped parameters: of admitted calls.
+    assert sample("o2ims_cache_reads_total", api="inventory", result="hit") == 4
+    assert sample("o2ims_ignored_query_parameters_total", method=METHOD) == 2
+
+    # A handler that fails: its code (an abort's, else UNKNOWN).
+    def failing(_request: Any, context: Any) -> bytes:
+        raise ValueError("broken")
+
+    context = FakeContext(reader)
+    wrapped = edge.intercept_service(
+        lambda _details: grpc.unary_unary_rpc_method_handler(failing),
+        CallDetails(METHOD, context.metadata),
+    )
+    with pytest.raises(ValueError):
+        wrapped.unary_unary(b"", context)
+    assert sample("o2ims_grpc_requests_total", method=METHOD, code="UNKNOWN") == 1
+
+    # A health check is not guarded, but counted.
+    health = "/grpc.health.v1.Health/Check"
+    context = FakeContext({})
+    wrapped = edge.intercept_service(
+        lambda _details: grpc.unary_unary_rpc_method_handler(lambda _r, _c: b""),
+        CallDetails(health, context.metadata),
+    )
+    wrapped.unary_unary(b"", context)
+    assert sample("o2ims_grpc_requests_total", method=health, code="OK") == 1
+    assert context.trailing == ()  # not guarded: no correlation id, no identity
