@@ -510,8 +510,8 @@ class InventoryCache:
             REBUILD_BYTES_AFTER, len(extensions_bytes.ids) // 8
         ):
             return
-        self._bytes_building = set()
-        build = (self._generation, dict(self._objects["resource"]))
+        building = self._bytes_building = set()
+        build = (building, dict(self._objects["resource"]))
         if self._index_in_background:
             threading.Thread(
                 target=self._rebuild_extensions_bytes,
@@ -522,9 +522,11 @@ class InventoryCache:
         else:
             self._rebuild_extensions_bytes(*build)
 
-    def _rebuild_extensions_bytes(self, generation: int, payloads: dict[str, bytes]) -> None:
+    def _rebuild_extensions_bytes(self, building: set[str], payloads: dict[str, bytes]) -> None:
         """The extensions bytes of `payloads` (the resources when the rebuild started),
-        built outside the lock; the resources events changed meanwhile stay candidates."""
+        built outside the lock; `building` collects the resources events change meanwhile,
+        which stay candidates. Installed only if this is still the rebuild under way: a
+        load meanwhile built its own (and reset what is being built)."""
         rebuilt: _ExtensionsBytes | None = None
         try:
             rebuilt = _ExtensionsBytes.of(
@@ -533,10 +535,9 @@ class InventoryCache:
             )
         finally:
             with self._lock:
-                # A load meanwhile built its own (and reset what is being built).
-                if self._generation == generation:
-                    building, self._bytes_building = self._bytes_building, None
-                    if rebuilt is not None and building is not None:
+                if self._bytes_building is building:
+                    self._bytes_building = None
+                    if rebuilt is not None:
                         rebuilt.changed = building
                         self._extensions_bytes = rebuilt
 

@@ -331,21 +331,32 @@ def test_an_index_built_while_events_arrive_includes_their_changes(
     assert "r001" in found and "r002" in found and "r005" not in found
 
 
+def _load_at_next_parse(
+    monkeypatch: pytest.MonkeyPatch, cache: InventoryCache, after: int = 0
+) -> list[bool]:
+    """The next resource parsed, once `after` more have been, first loads `cache` with one
+    resource, r001 in rack R7: a load meeting a build. The list says it happened."""
+    real_parse = cache_module._parse
+    reloaded: list[bool] = []
+    parsed = [0]
+
+    def parse_while_reloading(kind: str, payload: bytes) -> Any:
+        parsed[0] += 1
+        if not reloaded and parsed[0] > after:
+            reloaded.append(True)
+            cache.load(_snapshot([_resource("r001", POOL, {"rack": "R7"})]))
+        return real_parse(kind, payload)
+
+    monkeypatch.setattr(cache_module, "_parse", parse_while_reloading)
+    return reloaded
+
+
 def test_an_index_built_across_a_load_is_dropped(
     loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     text = "(eq,extensions/rack,R7)"
-    real_parse = cache_module._parse
-    reloaded: list[bool] = []
-
-    def parse_while_reloading(kind: str, payload: bytes) -> Any:
-        if not reloaded:
-            reloaded.append(True)
-            loaded.load(_snapshot([_resource("r001", POOL, {"rack": "R7"})]))
-        return real_parse(kind, payload)
-
     _via_index(loaded, text)
-    monkeypatch.setattr(cache_module, "_parse", parse_while_reloading)
+    _load_at_next_parse(monkeypatch, loaded)
     assert _via_index(loaded, text) == ["r001"]
     assert loaded.json_indexed_paths() == []
 
@@ -593,29 +604,31 @@ def test_the_extensions_bytes_follow_events_and_are_rebuilt(
 
 
 def test_extensions_bytes_rebuilt_across_a_load_are_dropped(
-    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _never_indexed(monkeypatch)
     monkeypatch.setattr(cache_module, "REBUILD_BYTES_AFTER", 0)
-    real_parse = cache_module._parse
-    reloaded: list[bool] = []
-
-    def parse_while_reloading(kind: str, payload: bytes) -> Any:
-        if not reloaded:
-            reloaded.append(True)
-            loaded.load(_snapshot([_resource("r001", POOL, {"rack": "R7"})]))
-        return real_parse(kind, payload)
-
-    changed = _payload(_resource("r002", POOL, {"rack": "R7"}))
-    monkeypatch.setattr(cache_module, "_parse", parse_while_reloading)
-    # The event's resource is the first (the apply's own parse) to load meanwhile...
-    assert loaded.apply(_event(loaded, "r002", changed))
-    monkeypatch.setattr(cache_module, "_parse", real_parse)
-    # ... so the view is the load's; the event was applied on top of it.
+    resources = [_resource(f"r{n:03d}", POOL, {"rack": f"R{n}"}) for n in range(8)]
+    cache = InventoryCache("https://t", index_in_background=False)
+    cache.load(_snapshot(resources))
+    loaded_bytes = cache._extensions_bytes
+    # One change: a candidate, no rebuild (more than an eighth of 8 resources: two).
+    assert cache.apply(_event(cache, "r002", _payload(_resource("r002", POOL, {"rack": "R7"}))))
+    assert cache._extensions_bytes is loaded_bytes and loaded_bytes is not None
+    assert loaded_bytes.changed == {"r002"}
+    # The second starts a rebuild (here, in this thread), which a load meets: after the
+    # event's own two parses (the resource before and after), at the rebuild's first.
+    reloaded = _load_at_next_parse(monkeypatch, cache, after=2)
+    post = _payload(_resource("r003", POOL, {"rack": "R9"}))
+    assert cache.apply(_event(cache, "r003", post))
     assert reloaded
-    after_load = loaded._extensions_bytes
-    assert after_load is not None and after_load.ids == ["r001"]
-    assert _via_index(loaded, "(eq,extensions/rack,R7)") == _scan(loaded, "(eq,extensions/rack,R7)")
+    monkeypatch.undo()
+    # The load's bytes stay: the rebuild, of the 8 resources before it, is dropped.
+    after = cache._extensions_bytes
+    assert after is not None and after is not loaded_bytes
+    assert after.ids == ["r001"] and not after.changed and cache._bytes_building is None
+    _never_indexed(monkeypatch)
+    assert _via_index(cache, "(eq,extensions/rack,R7)") == ["r001"]
 
 
 def test_cont_on_a_path_indexed_with_many_values_searches_the_bytes(
