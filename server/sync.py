@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import queue
 import threading
 import time
@@ -545,5 +546,10 @@ class EventTailer(threading.Thread):
     def _reload(self) -> None:
         snapshot = self._store.snapshot()
         self._cache.load(snapshot)
+        # What is alive now (the inventory just loaded, the modules, gRPC's objects) is out
+        # of the cyclic collector's reach from here on: a full collection walked all of it
+        # (~25 ms at 100,000 resources, a pause for every call in flight). Refcounting still
+        # frees what a later load drops; only a cycle among these objects would stay.
+        gc.freeze()
         self._needs_reload = False
         log.info("inventory_loaded", inventory_version=snapshot.version, **self._cache.counts())

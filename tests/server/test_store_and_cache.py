@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 from typing import Any
 
 from google.protobuf import json_format
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import serialize
+from devstack.processes import wait_until
 from devstack.redis_server import command_calls
 from server.cache import InventoryCache
 from server.store import EVENTS_KEY, Change, InventoryStore, connect
+from server.sync import EventTailer
 from server.wire.v1 import MODEL as V1
 
 POOL_ID = "7d1d5a2a-5a47-4c8e-9f0b-8d5a3e3f1c11"
@@ -199,3 +203,26 @@ def test_a_batch_mixing_deletes_and_unchanged_objects_emits_only_real_changes(
     ]
     assert store.owned_by("k8s") == {("resource_pool", POOL_ID)}
     assert store.read_objects([("resource", RESOURCE_ID)]) == {}
+
+
+def test_the_tailer_takes_what_a_load_leaves_alive_out_of_the_collector(redis_url: str) -> None:
+    """After each load the tailer freezes what is alive (gc.freeze): a full collection no
+    longer walks the inventory (a pause of every call in flight at 100,000 resources)."""
+    store = InventoryStore(connect(redis_url))
+    store.apply("static", [Change("resource_pool", POOL_ID, _pool(POOL_ID, "frozen"))])
+    cache = InventoryCache("https://gw")
+    stop = threading.Event()
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    tailer = EventTailer(store, cache, stop)
+    tailer.start()
+    try:
+        wait_until(lambda: cache.loaded, 10, "the tailer's first load")
+        wait_until(lambda: gc.get_freeze_count() > 0, 10, "the load's objects frozen")
+        # The loaded view is not among the objects the collector walks.
+        assert not any(obj is cache._objects for obj in gc.get_objects())
+        assert [pool.name for pool in _pools(cache)] == ["frozen"]
+    finally:
+        stop.set()
+        tailer.join(5)
+        gc.unfreeze()
