@@ -14,9 +14,10 @@ import os
 import re
 import string
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -29,6 +30,8 @@ from netweave.headers import (
     IGNORED_QUERY_HEADER,
     JWT_PAYLOAD_HEADER,
     REQUEST_ID_HEADER,
+    TELEMETRY_FIELDS,
+    TELEMETRY_SEPARATOR,
 )
 from rest_facade import (
     edge_limits,
@@ -913,17 +916,21 @@ def _class_characters(regex_class: str) -> str:
 
 
 # What the edge tells the core about each REST request (server/edge_telemetry.py reads
-# these attributes): the client's method, the path template (absent: no REST path matched),
-# the status and the time from the request's first byte to the response's last, in
-# microseconds (p99 < 5 ms must be readable); %DURATION% (ms) when the response was not
-# sent to its end (the client went away).
-TELEMETRY_ATTRIBUTES: dict[str, str] = {
+# the record's body, netweave/headers.py TELEMETRY_FIELDS): the client's method, the path
+# template ("-": no REST path matched), the status and the time from the request's first
+# byte to the response's last, in microseconds (p99 < 5 ms must be readable); %DURATION%
+# (ms) when the response was not sent to its end (the client went away). None of them can
+# hold the separator: a method is an HTTP token, a template is ours, the rest are numbers.
+TELEMETRY_COMMANDS: Final[Mapping[str, str]] = {
     "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
     "route": f"%DYNAMIC_METADATA({CONTEXT_NAMESPACE}:route)%",
     "code": "%RESPONSE_CODE%",
     "duration_us": "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%",
     "duration_ms": "%DURATION%",
 }
+TELEMETRY_BODY: Final = TELEMETRY_SEPARATOR.join(
+    TELEMETRY_COMMANDS[field] for field in TELEMETRY_FIELDS
+)
 
 
 def _telemetry_access_log(config: EnvoyConfig) -> str:
@@ -944,15 +951,10 @@ def _telemetry_access_log(config: EnvoyConfig) -> str:
                         "timeout": "5s",
                     },
                     "log_name": "o2ims_rest",
-                    # Only the attributes below: no node/zone labels per batch.
+                    # Only the body below: no node/zone labels per batch.
                     "disable_builtin_labels": True,
-                    "attributes": {
-                        "values": [
-                            {"key": key, "value": {"string_value": value}}
-                            for key, value in TELEMETRY_ATTRIBUTES.items()
-                        ]
-                    },
-                    # Envoy batches per worker: a flush per second or per 16 KiB (~150
+                    "body": {"string_value": TELEMETRY_BODY},
+                    # Envoy batches per worker: a flush per second or per 16 KiB (~250
                     # records), so the core handles one call per batch, not per request.
                     "buffer_flush_interval": "1s",
                     "buffer_size_bytes": 16384,

@@ -19,7 +19,7 @@ on behalf of an SMO only; Envoy's own telemetry has no SMO behind it.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,6 +30,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 from prometheus_client import CollectorRegistry
 
 from netweave.grpc_server import BOUNDED_CONNECTION_OPTIONS, ReloadingServerCredentials, new_server
+from netweave.headers import TELEMETRY_FIELDS, TELEMETRY_SEPARATOR
 from netweave.tallies import TalliedCounter, TalliedHistogram
 
 log = structlog.get_logger()
@@ -87,14 +88,23 @@ class EdgeMetrics:
         self._counted: dict[tuple[str, str, str], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
 
-    def observe(self, attributes: Mapping[str, str]) -> None:
-        """Count one access log record (rest_facade/envoy_config.py TELEMETRY_ATTRIBUTES)."""
-        method = attributes.get("method", "").upper()
+    def record(self, body: str) -> None:
+        """Count one access log record: its body, the fields of netweave/headers.py
+        TELEMETRY_FIELDS. A body that does not hold them all counts as `other`/`unmatched`
+        with code 0 and no duration: never a label of its own text."""
+        fields = body.rsplit(TELEMETRY_SEPARATOR, len(TELEMETRY_FIELDS) - 1)
+        if len(fields) != len(TELEMETRY_FIELDS):
+            fields = [""] * len(TELEMETRY_FIELDS)
+        self.observe(*fields)
+
+    def observe(
+        self, method: str, route: str, code: str, duration_us: str, duration_ms: str
+    ) -> None:
+        """Count one REST request as the edge described it."""
+        method = method.upper()
         method = method if method in KNOWN_METHODS else OTHER
-        route = attributes.get("route", "")
         if not route.startswith("/") or len(route) > MAX_ROUTE_LENGTH:
             route = UNMATCHED  # Envoy writes "-" (or nothing) when no template was recorded
-        code = attributes.get("code", "")
         code = code if len(code) == 3 and code.isdigit() else "0"
         counted = self._counted.get((method, route, code))
         if counted is None:
@@ -102,7 +112,7 @@ class EdgeMetrics:
                 method, route, code
             )
         counted.inc()
-        seconds = _seconds(attributes)
+        seconds = _seconds(duration_us, duration_ms)
         if seconds is not None:
             timed = self._timed.get((method, route))
             if timed is None:
@@ -110,11 +120,9 @@ class EdgeMetrics:
             timed.observe(seconds)
 
 
-def _seconds(attributes: Mapping[str, str]) -> float | None:
-    microseconds = attributes.get("duration_us", "")
+def _seconds(microseconds: str, milliseconds: str) -> float | None:
     if microseconds.isdigit():
         return int(microseconds) / 1_000_000
-    milliseconds = attributes.get("duration_ms", "")
     if milliseconds.isdigit():
         return int(milliseconds) / 1_000
     return None
@@ -142,8 +150,9 @@ class EdgeTelemetryServicer(logs_service_pb2_grpc.LogsServiceServicer):
         # whether it is the edge's own (another service's certificate of the CA is not).
         if context.auth_context().get("peer_uri", []) != [self._edge_peer_uri]:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the edge may send telemetry")
+        count = self._metrics.record
         for record in _records(request):
-            self._metrics.observe({item.key: item.value.string_value for item in record.attributes})
+            count(record.body.string_value)
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
