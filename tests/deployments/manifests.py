@@ -3,6 +3,7 @@ overlays themselves are the session fixture `rendered`, conftest.py)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -47,6 +48,31 @@ def kustomize(directory: Path) -> str:
 def render(overlay: str) -> list[Manifest]:
     text = kustomize(KUBERNETES / "overlays" / overlay)
     return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+# Components an operator adds to an overlay of theirs (deployments/kubernetes/components/),
+# rendered on top of the overlay they are written for.
+COMPOSED = {"production+dedicated-cpus": ("production", ("dedicated-cpus",))}
+
+
+def kustomize_composed(name: str, workdir: Path) -> str:
+    """COMPOSED[name] rendered: an operator's kustomization in `workdir` (outside the
+    repository, as theirs would be) with the overlay as its resource and the components."""
+    overlay, components = COMPOSED[name]
+    root = workdir / name
+    root.mkdir(parents=True, exist_ok=True)
+    relative = Path(os.path.relpath(KUBERNETES, root))
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [str(relative / "overlays" / overlay)],
+                "components": [str(relative / "components" / c) for c in components],
+            }
+        )
+    )
+    return kustomize(root)
 
 
 def find(objects: list[Manifest], kind: str, name: str) -> Manifest:

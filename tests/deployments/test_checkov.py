@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.deployments.manifests import KUBERNETES, OVERLAYS, REPO, kustomize
+from tests.deployments.manifests import (
+    COMPOSED,
+    KUBERNETES,
+    OVERLAYS,
+    REPO,
+    kustomize,
+    kustomize_composed,
+)
 
 CHECKOV = REPO / ".netweave" / "checkov-venv" / "bin" / "checkov"
 # Checks a manifest may skip, with the reason the annotation must repeat.
@@ -38,6 +45,10 @@ def checkov_report(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, A
     ]:
         path = rendered / f"{directory.name}.yaml"
         path.write_text(kustomize(directory))
+        files += ["--file", str(path)]
+    for name in COMPOSED:  # the components on the overlays they are written for
+        path = rendered / f"{name}.yaml"
+        path.write_text(kustomize_composed(name, tmp_path_factory.mktemp("composed")))
         files += ["--file", str(path)]
     result = subprocess.run(
         [
