@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate  # type: ignore[import-untyped]  # no stubs, no py.typed
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,3 +95,20 @@ def pod_specs(objects: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
 def container(pod: Manifest, name: str) -> Manifest:
     (match,) = [c for c in pod["containers"] if c["name"] == name]
     return dict(match)
+
+
+def validate_builtin(objects: list[Manifest]) -> int:
+    """Every object of a kind Kubernetes defines, validated strictly against the latest
+    schemas kubernetes-validate has (the CUSTOM_KINDS are checked by tests of their own);
+    a failure fails the test naming the object. Returns how many were validated."""
+    version = kubernetes_validate.latest_version()
+    checked = 0
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {error.message}")
+        checked += 1
+    return checked

@@ -153,6 +153,17 @@ def _resources() -> list[domain_pb2.Resource]:
     ]
 
 
+def _apply_random_change(cache: InventoryCache, rng: random.Random, step: int) -> None:
+    """One event on a random resource of r000-r299 (new ones too): every seventh step a
+    delete, else a resource in either pool with random extensions."""
+    resource_id = f"r{rng.randrange(300):03d}"
+    post = None
+    if step % 7:
+        pool = rng.choice([POOL, OTHER_POOL])
+        post = _payload(_resource(resource_id, pool, _random_extensions(rng)))
+    assert cache.apply(_event(cache, resource_id, post))
+
+
 @pytest.fixture
 def loaded() -> InventoryCache:
     # Indexes built in the request's thread: deterministic (one test uses the thread).
@@ -276,13 +287,7 @@ def test_the_indexes_follow_events(loaded: InventoryCache) -> None:
         _via_index(loaded, text)
     rng = random.Random(9)
     for step in range(150):
-        resource_id = f"r{rng.randrange(300):03d}"
-        if step % 7 == 0:
-            post = None
-        else:
-            pool = rng.choice([POOL, OTHER_POOL])
-            post = _payload(_resource(resource_id, pool, _random_extensions(rng)))
-        assert loaded.apply(_event(loaded, resource_id, post))
+        _apply_random_change(loaded, rng, step)
         if step % 25 == 0:
             for text in FILTERS:
                 assert _via_index(loaded, text) == _scan(loaded, text), (step, text)
@@ -580,13 +585,7 @@ def test_the_extensions_bytes_follow_events_and_are_rebuilt(
     rng = random.Random(11)
     rebuilt = 0
     for step in range(200):
-        resource_id = f"r{rng.randrange(300):03d}"  # new ones too
-        if step % 7 == 0:
-            post = None
-        else:
-            pool = rng.choice([POOL, OTHER_POOL])
-            post = _payload(_resource(resource_id, pool, _random_extensions(rng)))
-        assert loaded.apply(_event(loaded, resource_id, post))
+        _apply_random_change(loaded, rng, step)
         current = loaded._extensions_bytes
         assert current is not None
         if current is not built:
