@@ -1,6 +1,7 @@
 """Request headers the edge (Envoy) sets for the core, named once for both sides:
 rest_facade renders Envoy to set them (and to strip client-sent copies), server/auth reads
-them.
+them. Also the record of each REST request the edge sends the core's telemetry listener
+(TELEMETRY_FIELDS, at the end).
 
 None of them is a secret. The core believes the identity headers only on its edge
 listener, which admits nothing but Envoy's own certificate (mutual TLS); on every other

@@ -11,7 +11,7 @@ is lost when it ends.
 
 The families expose exactly what prometheus_client's Counter and Histogram expose for the
 same counts (names, HELP, TYPE, labels, `_total`/`_bucket`/`_count`/`_sum`/`_created`
-samples in the same order; tests/netweave/test_tallies.py compares the two), so dashboards,
+samples in the same order; tests/test_tallies.py compares the two), so dashboards,
 alerts and the worker supervisor's merge (server/workers.py) see no difference.
 
 What a scrape reads is a snapshot per thread: each thread's cells are copied at once (a

@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 
 from netweave.cert_metrics import register_certificates
-from netweave.grpc_server import UnaryWrappers
 from netweave.headers import IGNORED_QUERY_HEADER
 from netweave.logs import current_level
 from netweave.metrics import StateCollector, register_state
@@ -127,20 +126,8 @@ class GatewayMetrics:
         for api in CACHE_APIS:
             for result in ("hit", "miss"):
                 self.cache_reads.labels(api, result)
-        # gRPC method -> its cache_reads child (None: not a read); resolved once per method.
-        self._cache_read_children: dict[str, Any] = {}
         # gRPC method -> what its calls count (counts_of)
         self._counts: dict[str, MethodCounts] = {}
-
-    def cache_read_counter(self, method: str) -> Any:
-        """The o2ims_cache_reads_total child a call of `method` counts in, or None."""
-        try:
-            return self._cache_read_children[method]
-        except KeyError:
-            read = cache_read(method)
-            child = self.cache_reads.labels(*read) if read is not None else None
-            self._cache_read_children[method] = child
-            return child
 
     def counts_of(self, method: str) -> MethodCounts:
         """What a call of `method` counts (one object per method)."""
@@ -200,14 +187,17 @@ class MethodCounts:
     are resolved once per method (GatewayMetrics.counts_of), so a call costs two method
     calls: `started` with its metadata, `finished` with its code and duration. The access
     control guard (server/auth/interceptor.py) calls them from its own wrapper, so a call
-    goes through one Python wrapper, not two; `counted` wraps the calls it does not guard."""
+    goes through one Python wrapper, not two; `counted` wraps the calls it does not guard
+    (health checks)."""
 
     __slots__ = ("_by_code", "_ignored", "_metrics", "_observe", "cache_read", "method")
 
     def __init__(self, metrics: GatewayMetrics, method: str) -> None:
         self.method = method
         self._metrics = metrics
-        self.cache_read = metrics.cache_read_counter(method)
+        read = cache_read(method)
+        # The o2ims_cache_reads_total child a call counts in (None: not a read).
+        self.cache_read = metrics.cache_reads.labels(*read) if read is not None else None
         self._observe = metrics.latency.labels(method).observe
         self._ignored: Any = None
         # code -> this method's o2ims_grpc_requests_total child, made on the code's first call
@@ -257,21 +247,3 @@ def counted(metrics: GatewayMetrics) -> Callable[[Callable[[Any, Any], Any], str
         return timed
 
     return wrap
-
-
-class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Counts and times unary RPCs (MethodCounts) where no access control guard does (the
-    guard counts the calls it wraps itself); wraps the handler because only it sees the
-    outcome. The wrapper of a method is made once (and per handler the rest of the chain
-    returns), not per call."""
-
-    unary_by_method = True  # UnaryWrappers (InterceptorChain)
-
-    def __init__(self, metrics: GatewayMetrics) -> None:
-        self._unary = UnaryWrappers(counted(metrics))
-
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        return self._unary.of(handler, details.method)

@@ -341,10 +341,9 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         )
 
     def _check_peer(self, context: Any) -> None:
-        if self._channel is not Channel.EDGE:
-            return
-        # The TLS layer verified the certificate against the edge CA; the SAN says whether
-        # it is the edge's own (another service's certificate of the same CA is not).
+        """(Calls on the edge listener.) The TLS layer verified the certificate against the
+        edge CA; its URI SAN says whether it is the edge's own (another service's certificate
+        of the same CA is not)."""
         presented = context.auth_context().get("peer_uri", [])
         if presented != [self._edge_peer_uri]:
             raise IdentityRefused(

@@ -92,6 +92,17 @@ def pod_specs(objects: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
             yield where, obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
+def gateway_pod(objects: list[Manifest]) -> Manifest:
+    """The gateway Deployment's pod spec."""
+    spec: Manifest = find(objects, "Deployment", "netweave-gateway")["spec"]["template"]["spec"]
+    return spec
+
+
+def env_values(each: Manifest) -> dict[str, str]:
+    """A container's environment variables set to a value (not from a ref)."""
+    return {e["name"]: e["value"] for e in each.get("env", []) if "value" in e}
+
+
 def container(pod: Manifest, name: str) -> Manifest:
     (match,) = [c for c in pod["containers"] if c["name"] == name]
     return dict(match)

@@ -15,7 +15,8 @@ from server.workers import cpu_placement
 from tests.deployments.manifests import (
     Manifest,
     container,
-    find,
+    env_values,
+    gateway_pod,
     kustomize_composed,
     render,
     validate_builtin,
@@ -28,15 +29,6 @@ NAME = "production+dedicated-cpus"
 def objects(tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
     text = kustomize_composed(NAME, tmp_path_factory.mktemp("composed"))
     return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
-def gateway_pod(objects: list[Manifest]) -> Manifest:
-    pod: Manifest = find(objects, "Deployment", "netweave-gateway")["spec"]["template"]["spec"]
-    return pod
-
-
-def env(of: Manifest) -> dict[str, str]:
-    return {item["name"]: item.get("value", "") for item in of.get("env", [])}
 
 
 def test_every_container_of_the_gateway_pod_is_guaranteed(objects: list[Manifest]) -> None:
@@ -53,10 +45,10 @@ def test_the_core_gets_one_whole_cpu_per_worker_and_keeps_each_to_its_own(
     objects: list[Manifest],
 ) -> None:
     core = container(gateway_pod(objects), "core")
-    processes = int(env(core)[settings.CORE_PROCESSES.name])
+    processes = int(env_values(core)[settings.CORE_PROCESSES.name])
     cpus = core["resources"]["limits"]["cpu"]
     assert cpus.isdigit() and int(cpus) == processes == 2
-    assert env(core)[settings.CORE_CPU_AFFINITY.name] == "auto"
+    assert env_values(core)[settings.CORE_CPU_AFFINITY.name] == "auto"
     # The static CPU manager gives the container exactly `cpus` CPUs: auto places a worker
     # on each (whatever the CPUs' numbers).
     assert cpu_placement("auto", processes, {5, 11}) == [5, 11]
@@ -67,7 +59,7 @@ def test_the_core_gets_one_whole_cpu_per_worker_and_keeps_each_to_its_own(
 def test_envoy_runs_one_worker_per_cpu_of_its_own(objects: list[Manifest]) -> None:
     envoy = container(gateway_pod(objects), "envoy")
     cpus = envoy["resources"]["limits"]["cpu"]
-    assert cpus.isdigit() and int(cpus) == int(env(envoy)[settings.ENVOY_CONCURRENCY.name])
+    assert cpus.isdigit() and int(cpus) == int(env_values(envoy)[settings.ENVOY_CONCURRENCY.name])
 
 
 def test_only_the_gateway_pod_changes(objects: list[Manifest]) -> None:

@@ -14,23 +14,22 @@ from rest_facade import render
 from rest_facade.envoy_config import core_detection_s
 from server.auth.policy import AccessPolicy
 from server.config import edge_addresses
-from tests.deployments.manifests import OVERLAYS, Manifest, container, find, pod_specs
+from tests.deployments.manifests import (
+    OVERLAYS,
+    Manifest,
+    container,
+    env_values,
+    find,
+    gateway_pod,
+    pod_specs,
+)
 
 RENDER_CONFIG = "netweave-envoy-render"
-
-
-def gateway_pod(objects: list[Manifest]) -> Manifest:
-    spec: Manifest = find(objects, "Deployment", "netweave-gateway")["spec"]["template"]["spec"]
-    return spec
 
 
 def mounts(each: Manifest) -> dict[str, tuple[str, bool]]:
     """mountPath -> (volume, read-only) of one container."""
     return {m["mountPath"]: (m["name"], m.get("readOnly", False)) for m in each["volumeMounts"]}
-
-
-def env_values(each: Manifest) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in each.get("env", []) if "value" in e}
 
 
 def flag(args: list[str], name: str) -> str:
