@@ -12,6 +12,8 @@ from the edge is what that component costs.
   no-ratelimit           without local_ratelimit
   no-shaper              without the REST shaper (netweave.shaper, envoy/modules/shaper.c)
   no-file-logs           without the two file access loggers
+  access-log-all         the main access log recording every request, not the failures
+                         only (NETWEAVE_ENVOY_ACCESS_LOG=all): a cost added, not removed
   no-otel-log            without the OpenTelemetry access logger
   no-early-mutation      without the HCM's early header mutation
   no-response-mutations  the strip-identity filter without its response mutations
@@ -142,6 +144,14 @@ def without_logger(name: str) -> Change:
     return change
 
 
+def access_log_all(manager: dict[str, Any], rest_path: str) -> None:
+    """The main access log without its filter: every request logged, as
+    NETWEAVE_ENVOY_ACCESS_LOG=all renders it (the edge logs the failures only)."""
+    main_log = manager["access_log"][0]
+    if main_log.get("name") != FILE_LOGGER or not main_log.pop("filter", None):
+        raise KeyError("the edge's first access logger is not the filtered file log")
+
+
 def without_strip_identity(manager: dict[str, Any], rest_path: str) -> None:
     # The core's edge listener refuses a call without the verified client certificate:
     # keep that one header, set natively on the virtual host (as the floor does).
@@ -198,6 +208,8 @@ ONE_AT_A_TIME = [
     Variant("no-ratelimit", without_filter(RATE_LIMIT)),
     Variant("no-shaper", without_filter(SHAPER)),
     Variant("no-file-logs", without_logger(FILE_LOGGER)),
+    # The one variant that adds work: what logging every success would cost.
+    Variant("access-log-all", access_log_all),
     Variant("no-otel-log", without_logger(OTEL_LOGGER)),
     Variant("no-early-mutation", without_early_mutation),
     Variant("no-response-mutations", without_response_mutations),
@@ -209,7 +221,10 @@ def all_removed(manager: dict[str, Any], rest_path: str) -> None:
     """Every change above at once (the response mutations go with the strip-identity
     filter): what is left of the gap to the floor is in none of these components."""
     for variant in ONE_AT_A_TIME:
-        if variant.change is not None and variant.name != "no-response-mutations":
+        if variant.change is not None and variant.name not in (
+            "no-response-mutations",
+            "access-log-all",
+        ):
             variant.change(manager, rest_path)
 
 

@@ -229,6 +229,8 @@ class StackConfig:
     # spend at once (0: one second's worth).
     rate_limit_rps: int = settings.RATE_LIMIT_RPS.default
     rate_limit_burst: int = settings.RATE_LIMIT_BURST.default
+    # Which requests Envoy's access log records (`failures` or `all`), as in production.
+    envoy_access_log: str = settings.ENVOY_ACCESS_LOG.default
     # Development callbacks: plain http and loopback receivers allowed (production: https
     # and public addresses only; see server/subscriptions/callbacks.py).
     dev_callbacks: bool = True
@@ -296,6 +298,7 @@ class StackConfig:
             strict_query_parameters=settings.STRICT_QUERY_PARAMETERS.read(environ),
             rate_limit_rps=settings.RATE_LIMIT_RPS.read(environ),
             rate_limit_burst=settings.RATE_LIMIT_BURST.read(environ),
+            envoy_access_log=settings.ENVOY_ACCESS_LOG.read(environ),
             kube_clusters=kube_clusters(
                 [Path(path) for path in settings.STACK_KUBECONFIGS.read(environ)],
                 settings.STACK_KUBE_CONTEXTS.read(environ),
@@ -907,6 +910,7 @@ class LocalStack:
             ),
             rate_limit=self.rate_limit(),
             strict_query_parameters=self.config.strict_query_parameters,
+            access_log_requests=self.config.envoy_access_log,
             audit_log_path=self.edge_audit_log,
             telemetry_port=self.config.edge_telemetry_port,
             # Every core's telemetry listener (they share 127.0.0.1).

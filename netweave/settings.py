@@ -1050,6 +1050,26 @@ ENVOY_AUTH_POLICY: Final = Setting(
     "the core's access policy file: its `rate_limits` become per-client buckets at the edge",
     shown_default="none: `NETWEAVE_RATE_LIMIT_RPS` for every client",
 )
+# The values of rest_facade.envoy_config.EnvoyConfig.access_log_requests.
+ACCESS_LOG_REQUESTS: Final = ("failures", "all")
+ENVOY_ACCESS_LOG: Final = Setting(
+    "NETWEAVE_ENVOY_ACCESS_LOG",
+    choice(*ACCESS_LOG_REQUESTS),
+    "failures",
+    (ENVOY_RENDER, MAKE_RUN),
+    "which requests Envoy's access log (stdout) records: `failures` (an HTTP status of 400 or "
+    "more, a gRPC status other than OK, a response flag such as an upstream reset, or slower "
+    "than NETWEAVE_ENVOY_ACCESS_LOG_SLOW_MS) or `all`; the core's audit log records every call "
+    "that reaches it either way",
+)
+ENVOY_ACCESS_LOG_SLOW_MS: Final = Setting(
+    "NETWEAVE_ENVOY_ACCESS_LOG_SLOW_MS",
+    INTEGER,
+    1000,
+    (ENVOY_RENDER,),
+    "with NETWEAVE_ENVOY_ACCESS_LOG=failures, a request that took at least this many "
+    "milliseconds is logged whatever its status",
+)
 ENVOY_AUDIT_LOG: Final = Setting(
     "NETWEAVE_ENVOY_AUDIT_LOG",
     PATH,

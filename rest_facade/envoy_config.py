@@ -33,6 +33,7 @@ from netweave.headers import (
     TELEMETRY_FIELDS,
     TELEMETRY_SEPARATOR,
 )
+from netweave.settings import ACCESS_LOG_REQUESTS
 from rest_facade import (
     edge_limits,
     envoy_modules,
@@ -285,6 +286,12 @@ class EnvoyConfig:
     require_client_certificate: bool = False
     # None: the access log goes to Envoy's stdout.
     access_log_path: Path | None = None
+    # Which requests it records: "failures" (ACCESS_LOG_FAILURES: a status of 400 or more, a
+    # gRPC status other than OK, a response flag, or access_log_slow_ms or slower) or "all".
+    # Successes are most of the traffic and the core audits each call that reaches it, so
+    # formatting and writing their lines is edge CPU spent on every read for little.
+    access_log_requests: str = "failures"
+    access_log_slow_ms: int = 1000
     # The gRPC services published through the edge (REST and native gRPC). None: every
     # service of the descriptor set that has HTTP rules. Services left out answer 404.
     services: tuple[str, ...] | None = None
@@ -325,6 +332,15 @@ class EnvoyConfig:
     sds_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.access_log_requests not in ACCESS_LOG_REQUESTS:
+            raise ValueError(
+                f"access_log_requests is one of {ACCESS_LOG_REQUESTS}, "
+                f"not {self.access_log_requests!r}"
+            )
+        if self.access_log_slow_ms < 1:
+            raise ValueError(
+                f"access_log_slow_ms must be at least 1, not {self.access_log_slow_ms}"
+            )
         if isinstance(self.client_san_allow_list, str):
             raise TypeError("client_san_allow_list is a tuple of prefixes, not a string")
         if any(not prefix for prefix in self.client_san_allow_list):
@@ -458,6 +474,7 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "client_validation": json.dumps(_client_validation(config)),
         "require_client_certificate": "true" if config.require_client_certificate else "false",
         "access_log_path": _path(access_log),
+        "access_log_filter": json.dumps(access_log_filter(config)),
         "client_request_id_header": json.dumps(CLIENT_REQUEST_ID_HEADER),
         "client_request_id_value": json.dumps(f"%REQ({REQUEST_ID_HEADER})%"),
         **edge_limits.template_values(config.connection_limits),
@@ -747,6 +764,48 @@ _EDGE_AUDIT_FORMAT: dict[str, str] = {
     "reason": "%RESPONSE_CODE_DETAILS%",
     "client_ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
 }
+
+
+def access_log_filter(config: EnvoyConfig) -> dict[str, Any] | None:
+    """The main access log's filter: None (every request) or the failures and slow ones.
+
+    An or_filter stops at its first true filter; a success (most requests) runs all four,
+    each a comparison of what the stream already holds, against ~20 us of CPU per request to
+    format and write its JSON line (docs/performance.md, "The edge's access log").
+    """
+    if config.access_log_requests == "all":
+        return None
+    return {
+        "or_filter": {
+            "filters": [
+                _status_filter("GE", 400),
+                # No flags listed: any flag (upstream reset, no healthy core, timeout...).
+                {"response_flag_filter": {}},
+                # A native gRPC error travels in an HTTP 200. Only for native gRPC: a REST
+                # response has no grpc-status, and Envoy's guess from its HTTP status calls a
+                # 200 UNKNOWN (a REST error is a 4xx/5xx, caught above).
+                {
+                    "and_filter": {
+                        "filters": [
+                            *_native_grpc_request(),
+                            {"grpc_status_filter": {"statuses": ["OK"], "exclude": True}},
+                        ]
+                    }
+                },
+                {
+                    "duration_filter": {
+                        "comparison": {
+                            "op": "GE",
+                            "value": {
+                                "default_value": config.access_log_slow_ms,
+                                "runtime_key": "netweave.access_log.slow_ms",
+                            },
+                        }
+                    }
+                },
+            ]
+        }
+    }
 
 
 def _audit_access_log(config: EnvoyConfig) -> str:
@@ -1409,6 +1468,27 @@ def _rest_request() -> dict[str, Any]:
             ]
         }
     }
+
+
+def _native_grpc_request() -> list[dict[str, Any]]:
+    """Access-log filters that together match a native gRPC request (not _rest_request):
+    a gRPC content-type that the transcoder did not set (no x-envoy-original-path)."""
+    return [
+        {
+            "header_filter": {
+                "header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
+            }
+        },
+        {
+            "header_filter": {
+                "header": {
+                    "name": "x-envoy-original-path",
+                    "present_match": True,
+                    "invert_match": True,
+                }
+            }
+        },
+    ]
 
 
 def _problem_mapper(

@@ -75,6 +75,7 @@ def test_production_defaults_listen_on_every_address_and_demand_a_client_certifi
     assert config.audit_log_path == Path("/dev/stdout")
     assert config.jwt is None and config.tracing is None and config.telemetry_port is None
     assert config.rate_limit is not None and config.rate_limit.max_tokens == 100
+    assert (config.access_log_requests, config.access_log_slow_ms) == ("failures", 1000)
 
 
 @pytest.mark.parametrize("missing", REQUIRED_FILES)
@@ -98,6 +99,8 @@ def test_a_missing_certificate_setting_exits_2_naming_it_and_writes_nothing(
         ("NETWEAVE_REQUIRE_TOKEN", "1", "NETWEAVE_ENVOY_JWT_ISSUER"),
         ("NETWEAVE_ENVOY_JWT_ISSUER", "https://issuer.example", ""),
         ("NETWEAVE_AUTH_POLICY", "/nonexistent/policy.yaml", "is not a file"),
+        ("NETWEAVE_ENVOY_ACCESS_LOG", "successes", "must be failures or all"),
+        ("NETWEAVE_ENVOY_ACCESS_LOG_SLOW_MS", "0", "at least 1 ms"),
     ],
 )
 def test_a_bad_setting_exits_2_naming_the_variable(

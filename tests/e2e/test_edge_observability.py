@@ -126,10 +126,15 @@ def test_client_correlation_id_is_kept_returned_and_reaches_the_core(
     response = rest.get(POOLS, headers={CORRELATION_ID_HEADER: "abc-123"})
     assert response.status_code == 200
     assert response.headers[CORRELATION_ID_HEADER] == "abc-123"
-    # The core got it (its audit record of the call), and Envoy's access log has it.
+    # The core got it (its audit record of the call). Envoy's access log records failures
+    # only (NETWEAVE_ENVOY_ACCESS_LOG's default): a failure logged after the success shows
+    # the success was not, and that the failure's line has the id and the template.
     assert wait_for_line(stack.audit_log, "abc-123")["status"] == 200
-    line = wait_for_line(stack.logs / "envoy.log", "abc-123", key="correlation_id")
-    assert line["route"] == POOLS and line["status"] == 200
+    missing = rest.get(f"{POOLS}/no-such-pool", headers={CORRELATION_ID_HEADER: "abc-404"})
+    assert missing.status_code == 404
+    line = wait_for_line(stack.logs / "envoy.log", "abc-404", key="correlation_id")
+    assert line["route"] == POOL_TEMPLATE and line["status"] == 404
+    assert "abc-123" not in (stack.logs / "envoy.log").read_text()
 
 
 def test_request_id_is_used_without_a_correlation_id(rest: httpx.Client) -> None:
@@ -187,6 +192,9 @@ def test_every_envoy_log_line_is_json(stack: LocalStack, rest: httpx.Client) -> 
     """Access log and application log alike (tests/rest_facade/test_edge_observability.py
     checks the application log's fields at info level, where Envoy says more)."""
     rest.get(POOLS).raise_for_status()
+    # An access log line (failures are logged) among the application log's.
+    assert rest.get(f"{POOLS}/unknown", headers={CORRELATION_ID_HEADER: "json-404"}).is_error
+    wait_for_line(stack.logs / "envoy.log", "json-404", key="correlation_id")
     lines = [line for line in (stack.logs / "envoy.log").read_text().splitlines() if line]
     assert lines
     for line in lines:

@@ -4,8 +4,10 @@ and `grep X` across the stack's logs tells the call's story (Envoy's access line
 line, the audit record, the notifier taking the subscription on) while the notification is
 told by its own id (the notifier's lines, the webhook's X-Correlation-ID). A notification a
 call caused (an alarm acknowledged with `x-correlation-id: Y`) reaches its subscriber with
-`X-Correlation-ID: Y`. A malformed id is replaced and logged nowhere; every line of every log
-is one JSON object; SIGUSR1 / SIGUSR2 change the core's level while it runs."""
+`X-Correlation-ID: Y`. Envoy's access log records every request here
+(NETWEAVE_ENVOY_ACCESS_LOG=all; by default it records the failures only). A malformed id is
+replaced and logged nowhere; every line of every log is one JSON object; SIGUSR1 / SIGUSR2
+change the core's level while it runs."""
 
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from netweave.version import version
 from server.store import connect
 from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
 from tests.notifier.receiver import Received, Receiver
+
+from .conftest import start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +58,13 @@ EXPECTED_LOGS = {
 AUDIT_LOGS = {"audit.log", "audit-edge.log"}
 APPLICATION_FIELDS = ("ts", "level", "component", "version")
 ACCESS_FIELDS = ("ts", "component", "correlation_id", "request_id", "method", "path", "status")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    running = start_stack(tmp_path_factory, envoy_access_log="all")
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,8 @@ class FakeInventory(v1_grpc.InventoryServiceServicer):
         self.pools: list[v1.ResourcePoolInfo] = []
         self.next_page_token = ""
         self.calls: list[dict[str, str]] = []
+        # Seconds every call waits before it answers (a slow core).
+        self.delay_s = 0.0
         self.reset()
 
     def reset(self) -> None:
@@ -74,6 +76,7 @@ class FakeInventory(v1_grpc.InventoryServiceServicer):
             self.pools = sample_pools()
             self.next_page_token = ""
             self.calls = []
+            self.delay_s = 0.0
 
     def last_metadata(self) -> dict[str, str]:
         with self._lock:
@@ -83,6 +86,9 @@ class FakeInventory(v1_grpc.InventoryServiceServicer):
     def _record(self, context: grpc.ServicerContext) -> None:
         with self._lock:
             self.calls.append({item.key: item.value for item in context.invocation_metadata()})
+            delay_s = self.delay_s
+        if delay_s:
+            time.sleep(delay_s)
 
     def GetCloudInfo(
         self, request: v1.GetCloudInfoRequest, context: grpc.ServicerContext

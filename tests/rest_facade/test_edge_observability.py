@@ -147,8 +147,10 @@ def test_local_replies_carry_the_correlation_id(client: httpx.Client) -> None:
 def test_the_access_log_line_has_the_correlation_id_and_template(
     client: httpx.Client, observed_envoy: RunningEnvoy
 ) -> None:
-    pool = client.get(POOLS).json()[0]["resourcePoolId"]
-    client.get(f"{POOLS}/{pool}", headers={CORRELATION_ID_HEADER: "logged-1"})
+    # A 404: the access log records failures by default (tests/rest_facade/
+    # test_access_log_requests.py).
+    missing = client.get(f"{POOLS}/no-such-pool", headers={CORRELATION_ID_HEADER: "logged-1"})
+    assert missing.status_code == 404
     line = wait_for_access_line(observed_envoy, "logged-1")
     assert line["route"] == f"{POOLS}/{{resourcePoolId}}"
     assert line["request_id"] == "logged-1"
