@@ -50,6 +50,8 @@ def logged_envoy(
         core.port,
         jwt=jwt_config(issuer),
         access_log_path=tmp_path / "access.log",
+        # The tests read the lines of requests that succeed too.
+        access_log_requests="all",
         audit_log_path=tmp_path / "audit-edge.log",
     )
 
