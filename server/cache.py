@@ -283,6 +283,35 @@ def _parse(kind: str, payload: bytes) -> Any:
     return getattr(obj, kind)
 
 
+# A stored resource is an InventoryObject holding only its `resource` (field 7, bytes).
+_RESOURCE_TAG: Final = (7 << 3) | 2
+
+
+def _resource_bytes(payload: bytes) -> bytes | None:
+    """The domain Resource's bytes inside a stored resource; None if the payload is
+    anything but that one field."""
+    if not payload or payload[0] != _RESOURCE_TAG:
+        return None
+    length = shift = 0
+    at = 1
+    while at < len(payload) and shift < 35:
+        byte = payload[at]
+        at += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return payload[at:] if at + length == len(payload) else None
+        shift += 7
+    return None
+
+
+def _present_extensions(wire: Message) -> None:
+    """O2ims always sends extensions ({} when empty), the builders' rule: set them on a
+    resource parsed from its bytes and on each of its elements."""
+    wire.extensions.SetInParent()  # type: ignore[attr-defined]
+    for element in wire.elements:  # type: ignore[attr-defined]
+        _present_extensions(element)
+
+
 def _held(kind: str, payload: bytes) -> Any:
     """What the view holds for a stored object: resources stay bytes (parsed on use),
     every other (small) kind is parsed once."""
@@ -314,11 +343,30 @@ class _ResourceMemo:
         self.open = _Chunk(model)
 
     def put(self, object_id: str, built: Message) -> Message:
+        slot = self._slot(object_id)
+        slot.MergeFrom(built)
+        return slot
+
+    def put_bytes(self, object_id: str, resource: bytes) -> Message:
+        """The wire resource parsed from the domain Resource's bytes, when the model's
+        ResourceInfo is the Resource field for field (WireModel.resource_parses_from_domain):
+        one parse in C instead of a builder in Python (~6x less CPU)."""
+        slot = self._slot(object_id)
+        try:
+            slot.MergeFromString(resource)
+        except Exception:
+            self.drop(object_id)  # no half-parsed message stays memoized
+            raise
+        # What a newer adapter's schema adds is not this version's: the builder drops it.
+        slot.DiscardUnknownFields()
+        _present_extensions(slot)
+        return slot
+
+    def _slot(self, object_id: str) -> Message:
         chunk = self.open
         if len(chunk.ids) >= CHUNK:
             chunk = self.open = _Chunk(self.model)
         slot: Message = chunk.container.resources.add()
-        slot.MergeFrom(built)
         chunk.ids.append(object_id)
         chunk.live += 1
         self.messages[object_id] = slot
@@ -640,6 +688,13 @@ class InventoryCache:
     def _wire(self, model: WireModel, kind: str, object_id: str) -> Message | None:
         memo = self._memo_of(model, kind)
         wire = memo.get(object_id)
+        if wire is None and kind == "resource" and model.resource_parses_from_domain:
+            held = self._objects[kind].get(object_id)
+            if held is None:
+                return None
+            resource = _resource_bytes(held)
+            if resource is not None:
+                return self._resource_memo[model.major].put_bytes(object_id, resource)
         if wire is None:
             domain = self._domain(kind, object_id)
             if domain is None:
