@@ -13,8 +13,9 @@ from o2ims.inventory.v1 import inventory_pb2 as v1
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 
 from devstack.pki import DevPki
+from devstack.tokens import DevIssuer
 from netweave.headers import CORRELATION_ID_HEADER
-from rest_facade.envoy_config import EnvoyConfig, access_log_filter
+from rest_facade.envoy_config import EnvoyConfig, RateLimitConfig, access_log_filter
 from rest_facade.envoy_process import RunningEnvoy
 
 from .support import (
@@ -22,7 +23,9 @@ from .support import (
     FakeCore,
     FakeInventory,
     access_log_entry,
+    bearer,
     envoy_config,
+    jwt_config,
     launch_envoy,
     rest_client,
 )
@@ -72,6 +75,28 @@ def test_successes_are_not_logged_and_failures_are(
     assert access_log_entry(failures_envoy, "fail-404")["rest_grpc_status"] == "5"
     assert access_log_entry(failures_envoy, "fail-400")["status"] == 400
     assert {"ok-list", "ok-cloud"}.isdisjoint(logged_ids(failures_envoy))
+
+
+def test_a_success_with_a_token_or_over_a_rate_limit_is_not_logged(
+    envoy_factory: EnvoyFactory,
+    core: FakeCore,
+    pki: DevPki,
+    issuer: DevIssuer,
+    inventory: FakeInventory,
+) -> None:
+    """The edge as deployed: tokens verified, every client rate limited."""
+    envoy = envoy_factory(
+        core.port,
+        jwt=jwt_config(issuer, required=False),
+        rate_limit=RateLimitConfig(tokens_per_fill=100, fill_interval_s=1.0),
+    )
+    token = bearer(issuer.mint("smo-north", ["o2ims-reader"]))
+    with rest_client(envoy, pki) as client:
+        ok = client.get(POOLS, headers={**token, CORRELATION_ID_HEADER: "token-ok"})
+        assert ok.status_code == 200
+        assert get(client, f"{POOLS}/no-such-pool", "token-fail").status_code == 404
+    assert access_log_entry(envoy, "token-fail")["status"] == 404
+    assert "token-ok" not in logged_ids(envoy)
 
 
 def test_a_native_grpc_error_is_logged_though_its_http_status_is_200(
