@@ -286,7 +286,7 @@ class EnvoyConfig:
     require_client_certificate: bool = False
     # None: the access log goes to Envoy's stdout.
     access_log_path: Path | None = None
-    # Which requests it records: "failures" (ACCESS_LOG_FAILURES: a status of 400 or more, a
+    # Which requests it records: "failures" (access_log_filter: a status of 400 or more, a
     # gRPC status other than OK, a response flag, or access_log_slow_ms or slower) or "all".
     # Successes are most of the traffic and the core audits each call that reaches it, so
     # formatting and writing their lines is edge CPU spent on every read for little.
@@ -339,7 +339,8 @@ class EnvoyConfig:
             )
         if self.access_log_slow_ms < 1:
             raise ValueError(
-                f"access_log_slow_ms must be at least 1, not {self.access_log_slow_ms}"
+                "access_log_slow_ms (NETWEAVE_ENVOY_ACCESS_LOG_SLOW_MS) must be at least 1, "
+                f"not {self.access_log_slow_ms}"
             )
         if isinstance(self.client_san_allow_list, str):
             raise TypeError("client_san_allow_list is a tuple of prefixes, not a string")
@@ -1438,57 +1439,50 @@ def _status_filter(op: str, status: int) -> dict[str, Any]:
     }
 
 
+def _grpc_content_type(grpc: bool) -> dict[str, Any]:
+    """An access-log filter: the request's content-type is application/grpc* (or is not)."""
+    return {
+        "header_filter": {
+            "header": {
+                "name": "content-type",
+                "string_match": {"prefix": "application/grpc"},
+                "invert_match": not grpc,
+                # A GET has no content-type at all, and is REST.
+                "treat_missing_header_as_empty": True,
+            }
+        }
+    }
+
+
+def _transcoded(transcoded: bool) -> dict[str, Any]:
+    """An access-log filter: the transcoder rewrote the request (or did not), which it marks
+    with x-envoy-original-path. A client cannot forge that header: with use_remote_address
+    Envoy strips x-envoy-* from requests."""
+    return {
+        "header_filter": {
+            "header": {
+                "name": "x-envoy-original-path",
+                "present_match": True,
+                "invert_match": not transcoded,
+            }
+        }
+    }
+
+
 def _rest_request() -> dict[str, Any]:
     """An access-log filter matching REST requests, as the request headers stand at reply time.
 
     Before transcoding, REST is "content-type is not application/grpc*". The transcoder then
     switches the content-type to application/grpc, so a reply the router makes afterwards
-    (503, 504) is recognised by x-envoy-original-path, which the transcoder adds. A client
-    cannot forge that header: with use_remote_address Envoy strips x-envoy-* from requests.
+    (503, 504) is recognised by the transcoder's mark.
     """
-    return {
-        "or_filter": {
-            "filters": [
-                {
-                    "header_filter": {
-                        "header": {
-                            "name": "content-type",
-                            "string_match": {"prefix": "application/grpc"},
-                            "invert_match": True,
-                            # A GET has no content-type at all, and is REST.
-                            "treat_missing_header_as_empty": True,
-                        }
-                    }
-                },
-                {
-                    "header_filter": {
-                        "header": {"name": "x-envoy-original-path", "present_match": True}
-                    }
-                },
-            ]
-        }
-    }
+    return {"or_filter": {"filters": [_grpc_content_type(False), _transcoded(True)]}}
 
 
 def _native_grpc_request() -> list[dict[str, Any]]:
-    """Access-log filters that together match a native gRPC request (not _rest_request):
-    a gRPC content-type that the transcoder did not set (no x-envoy-original-path)."""
-    return [
-        {
-            "header_filter": {
-                "header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
-            }
-        },
-        {
-            "header_filter": {
-                "header": {
-                    "name": "x-envoy-original-path",
-                    "present_match": True,
-                    "invert_match": True,
-                }
-            }
-        },
-    ]
+    """Access-log filters that together match a native gRPC request (whatever
+    _rest_request does not): a gRPC content-type the transcoder did not set."""
+    return [_grpc_content_type(True), _transcoded(False)]
 
 
 def _problem_mapper(

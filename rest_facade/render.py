@@ -143,7 +143,7 @@ def _config(read: _Reader, environ: Mapping[str, str] | None) -> EnvoyConfig:
         ),
         strict_query_parameters=settings.STRICT_QUERY_PARAMETERS.read(environ),
         access_log_requests=settings.ENVOY_ACCESS_LOG.read(environ),
-        access_log_slow_ms=_slow_ms(environ),
+        access_log_slow_ms=settings.ENVOY_ACCESS_LOG_SLOW_MS.read(environ),
         audit_log_path=Path(audit_log) if audit_log else None,
         telemetry_port=telemetry_port or None,
         stats_host=stats_host,
@@ -152,15 +152,6 @@ def _config(read: _Reader, environ: Mapping[str, str] | None) -> EnvoyConfig:
         if otlp_endpoint
         else None,
     )
-
-
-def _slow_ms(environ: Mapping[str, str] | None) -> int:
-    slow_ms = settings.ENVOY_ACCESS_LOG_SLOW_MS.read(environ)
-    if slow_ms < 1:
-        raise SettingError(
-            f"{settings.ENVOY_ACCESS_LOG_SLOW_MS.name} must be at least 1 ms, not {slow_ms}"
-        )
-    return slow_ms
 
 
 def _jwt(read: _Reader, environ: Mapping[str, str] | None) -> JwtConfig | None:

@@ -29,15 +29,14 @@ def main() -> int:
     if role is not None:
         cpu = role.cpu
         structlog.contextvars.bind_contextvars(worker=role.index)
+        role.watch_supervisor()
+        config = config.for_worker(role.index)
     else:
         [cpu] = workers.cpu_placement(config.core_cpu_affinity, 1, os.sched_getaffinity(0))
     if cpu is not None:
-        # Before gRPC starts a thread: each inherits it.
+        # Before gRPC starts its threads (they inherit it); the ones running move now.
         workers.keep_on_cpu(cpu)
         log.info("core_cpu_affinity", cpu=cpu, mode=config.core_cpu_affinity)
-    if role is not None:
-        role.watch_supervisor()
-        config = config.for_worker(role.index)
     tracing.configure("core", config.tracing)
     try:
         gateway, port = create_server(config)

@@ -688,24 +688,22 @@ class InventoryCache:
     def _wire(self, model: WireModel, kind: str, object_id: str) -> Message | None:
         memo = self._memo_of(model, kind)
         wire = memo.get(object_id)
-        if wire is None and kind == "resource" and model.resource_parses_from_domain:
+        if wire is not None:
+            return wire
+        if kind == "resource" and model.resource_parses_from_domain:
             held = self._objects[kind].get(object_id)
-            if held is None:
-                return None
-            resource = _resource_bytes(held)
+            resource = None if held is None else _resource_bytes(held)
             if resource is not None:
                 return self._resource_memo[model.major].put_bytes(object_id, resource)
-        if wire is None:
-            domain = self._domain(kind, object_id)
-            if domain is None:
-                return None
-            context = BuildContext(self._related, self._o_cloud_id(), self._service_uri)
-            built = model.builders[kind](domain, context)
-            if kind == "resource":
-                wire = self._resource_memo[model.major].put(object_id, built)
-            else:
-                wire = memo[object_id] = built
-        return wire
+        domain = self._domain(kind, object_id)
+        if domain is None:
+            return None
+        context = BuildContext(self._related, self._o_cloud_id(), self._service_uri)
+        built = model.builders[kind](domain, context)
+        if kind == "resource":
+            return self._resource_memo[model.major].put(object_id, built)
+        memo[object_id] = built
+        return built
 
     def _domain(self, kind: str, object_id: str) -> Any | None:
         held = self._objects[kind].get(object_id)

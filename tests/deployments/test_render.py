@@ -100,7 +100,7 @@ def test_a_missing_certificate_setting_exits_2_naming_it_and_writes_nothing(
         ("NETWEAVE_ENVOY_JWT_ISSUER", "https://issuer.example", ""),
         ("NETWEAVE_AUTH_POLICY", "/nonexistent/policy.yaml", "is not a file"),
         ("NETWEAVE_ENVOY_ACCESS_LOG", "successes", "must be failures or all"),
-        ("NETWEAVE_ENVOY_ACCESS_LOG_SLOW_MS", "0", "at least 1 ms"),
+        ("NETWEAVE_ENVOY_ACCESS_LOG_SLOW_MS", "0", "must be at least 1"),
     ],
 )
 def test_a_bad_setting_exits_2_naming_the_variable(

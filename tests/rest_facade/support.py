@@ -213,15 +213,29 @@ def rest_client(
 EnvoyFactory = Callable[..., RunningEnvoy]
 
 
+def access_log_entries(envoy: RunningEnvoy) -> list[dict[str, Any]]:
+    """Every access-log line so far (Envoy writes them to stdout, our log file, among its
+    application log's lines, which have a `level`)."""
+    entries = []
+    for line in envoy.process.log_path.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # the last line, still being written
+            continue
+        if "level" not in entry:
+            entries.append(entry)
+    return entries
+
+
 def access_log_entry(envoy: RunningEnvoy, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The JSON access-log line of one request (Envoy writes it to stdout, our log file)."""
+    """The JSON access-log line of one request."""
     deadline = time.monotonic() + timeout
     while True:
-        for line in envoy.process.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("{") and request_id in line:
-                entry: dict[str, Any] = json.loads(line)
-                if entry.get("request_id") == request_id:
-                    return entry
+        for entry in access_log_entries(envoy):
+            if entry.get("request_id") == request_id:
+                return entry
         if time.monotonic() > deadline:
             raise AssertionError(f"no access-log line for request {request_id}")
         time.sleep(0.05)
