@@ -434,15 +434,20 @@ class JsonPrefilter:
     folded: frozenset[str] = frozenset()
     # For cont: the strings one of which a passing value contains (exact case).
     substrings: frozenset[str] = frozenset()
+    # For gt/gte/lt/lte: (the path's last JSON key, the operator, its bound as written).
+    order: tuple[str, str, str] | None = None
 
 
 def _json_prefilter(
-    op: str, values: Sequence[str], passes: Predicate, scalars: Scalars
+    op: str, values: Sequence[str], passes: Predicate, scalars: Scalars, last_key: str
 ) -> JsonPrefilter:
-    """The JsonPrefilter of a positive DYNAMIC term; the keys of eq/in are exactly the
-    values _dynamic_predicate accepts, as json_key writes them."""
+    """The JsonPrefilter of a positive DYNAMIC term on a path ending in the JSON key
+    `last_key`; the keys of eq/in are exactly the values _dynamic_predicate accepts, as
+    json_key writes them."""
     if op == "cont":
         return JsonPrefilter(passes, substrings=frozenset(values))
+    if op in _ORDER:
+        return JsonPrefilter(passes, order=(last_key, op, values[0]))
     if op not in {"eq", "in"}:
         return JsonPrefilter(passes)
     numbers, bools = scalars
@@ -518,7 +523,11 @@ def compile_term(
         test = _struct_test(
             field.name, struct_keys, typed, predicate=predicate, negated=negated, general=general
         )
-        prefilter = None if negated else _json_prefilter(positive, values, predicate, scalars)
+        prefilter = (
+            None
+            if negated
+            else _json_prefilter(positive, values, predicate, scalars, struct_keys[-1])
+        )
         return CompiledTerm(test, resolved.canonical, None, prefilter)
     get = _getter(hops, leaf, resolved.last_field)
 

@@ -17,9 +17,10 @@ from o2ims.inventory.v1 import inventory_pb2 as inv
 from adapters.contract import KINDS, serialize
 from devstack.processes import wait_until
 from server import cache as cache_module
-from server.cache import MAX_JSON_INDEXES, InventoryCache, _value_bytes
+from server.cache import MAX_JSON_INDEXES, InventoryCache
 from server.query import ListQuery, compile_query, json_key, json_value
 from server.store import Snapshot, StoredEvent
+from server.struct_bytes import value_bytes
 from server.wire.v1 import MODEL as V1
 
 POOL = "7d1d5a2a-5a47-4c8e-9f0b-8d5a3e3f1c11"
@@ -65,6 +66,11 @@ FILTERS = [
     "(gte,extensions/rack,7)",
     "(lt,extensions/rack,1)",
     "(lte,extensions/rack,r)",
+    "(lt,extensions/rack,7.5)",
+    "(gt,extensions/rack,-0)",
+    "(lte,extensions/rack,0)",
+    "(gte,extensions/rack,R70)",
+    "(lt,extensions/site/rack,R8)",
     "(neq,extensions/rack,R7)",
     "(ncont,extensions/rack,R)",
     "(nin,extensions/rack,R7,7)",
@@ -496,8 +502,8 @@ def test_a_value_is_searched_for_as_protobuf_serializes_it(value: Any) -> None:
         held.number_value = value
     else:
         held.string_value = value
-    assert _value_bytes(json_key(value)) == held.SerializeToString()
-    assert _value_bytes(json_key("\udc80")) is None  # no protobuf string holds it
+    assert value_bytes(json_key(value)) == held.SerializeToString()
+    assert value_bytes(json_key("\udc80")) is None  # no protobuf string holds it
 
 
 def _never_indexed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -534,6 +540,7 @@ def test_eq_and_in_on_a_first_use_select_their_holders(monkeypatch: pytest.Monke
                 "spare": n % 50 == 0,
                 "site": {"rack": f"Q{n % 10}"},
                 "id": UUID if n == 7 else "",
+                "temperature": n - 200.5,
             },
         )
         for n in range(400)
@@ -553,6 +560,14 @@ def test_eq_and_in_on_a_first_use_select_their_holders(monkeypatch: pytest.Monke
         # cont: the strings' bytes anywhere.
         ("(cont,extensions/serial,S0000)", [f"r{n:03d}" for n in range(10)]),
         ("(cont,extensions/serial,0399,0398)", ["r398", "r399"]),
+        # The order operators: a map entry of the path's last key holding a value beyond.
+        ("(gt,extensions/serial,S00398)", ["r399"]),
+        ("(lte,extensions/serial,S00002)", ["r000", "r001", "r002"]),
+        ("(lt,extensions/site/rack,Q1)", [f"r{n:03d}" for n in range(0, 400, 10)]),
+        ("(gte,extensions/temperature,196.5)", [f"r{n:03d}" for n in range(397, 400)]),
+        ("(lt,extensions/temperature,-197.5)", ["r000", "r001", "r002"]),
+        ("(lt,extensions/temperature,-200.5)", []),
+        ("(lte,extensions/temperature,-200.5)", ["r000"]),
     ]:
         candidates = cache.resource_ids(POOL, None, _query(text).json_prefilters())
         assert candidates == holders == _scan(cache, text), text
@@ -568,8 +583,12 @@ def test_eq_and_in_on_a_first_use_select_their_holders(monkeypatch: pytest.Monke
     held = searched.search(cores, len(pool))
     assert held is not None and len(held) == 134  # n % 3 == 0
     assert searched.search(cores, len(pool) // 4) is None
-    # The order operators, and cont on a string every value holds: scanned.
-    for text in ("(gt,extensions/serial,S00398)", "(cont,extensions/serial,S)"):
+    # An order term or a cont most values pass: scanned.
+    for text in (
+        "(gt,extensions/serial,S)",
+        "(gte,extensions/temperature,-1)",
+        "(cont,extensions/serial,S)",
+    ):
         assert cache.resource_ids(POOL, None, _query(text).json_prefilters()) == pool, text
         assert _via_index(cache, text) == _scan(cache, text)
     assert cache.json_indexed_paths() == []  # all of them first uses
