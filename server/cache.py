@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import random
 import re
 import threading
 from array import array
@@ -252,8 +253,12 @@ class _ExtensionsBytes:
         quarter only past a third, 6 deviations away)."""
         offsets, count = self.offsets, len(self.ids)
         step = max(1, count // SAMPLED)
+        # One resource at a random place in each stretch of `step`: a fixed stride could
+        # fall in step with values that repeat along the load order (every other resource).
+        place = random.Random(count).randrange
         hits = 0
-        for index in range(0, count, step):
+        for stretch in range(0, count, step):
+            index = stretch + place(min(step, count - stretch))
             start = offsets[index]
             end = offsets[index + 1] if index + 1 < count else len(self.data)
             hits += any(find(start, end) >= 0 for find in finders)

@@ -594,6 +594,42 @@ def test_eq_and_in_on_a_first_use_select_their_holders(monkeypatch: pytest.Monke
     assert cache.json_indexed_paths() == []  # all of them first uses
 
 
+def test_a_search_gives_up_early_on_a_sample_and_not_on_clustered_holders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A term most resources pass is given up once a sample says so, long before the
+    search finds a quarter of the pool; holders all at the start of the bytes (the first
+    1,000 of 5,000 serials) are not judged by their start: they are all found."""
+    _never_indexed(monkeypatch)
+    resources = [
+        _resource(f"r{n:04d}", POOL, {"serial": f"S{n:05d}", "cores": 32 + n % 2})
+        for n in range(5000)
+    ]
+    cache = InventoryCache("https://t", index_in_background=False)
+    cache.load(_snapshot(resources))
+    searched = cache._extensions_bytes
+    assert searched is not None
+    walked = 0
+    real_bisect = cache_module.bisect.bisect_right
+
+    def counted(*args: Any) -> int:
+        nonlocal walked
+        walked += 1
+        return real_bisect(*args)
+
+    monkeypatch.setattr(cache_module.bisect, "bisect_right", counted)
+    limit = len(resources) // cache_module.UNSELECTIVE
+    [(_, clustered)] = _query("(lt,extensions/serial,S01000)").json_prefilters()
+    found = searched.search(clustered, limit)
+    assert found == {f"r{n:04d}" for n in range(1000)}
+    for text in ("(gte,extensions/cores,33)", "(eq,extensions/cores,32)"):
+        [(_, half)] = _query(text).json_prefilters()
+        walked = 0
+        assert searched.search(half, limit) is None, text
+        # Given up past a 32nd of the limit, not after finding the limit's 1,250.
+        assert walked <= limit // 32 + 2, (text, walked)
+
+
 def test_the_extensions_bytes_follow_events_and_are_rebuilt(
     loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
