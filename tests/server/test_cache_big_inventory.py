@@ -5,6 +5,7 @@ of the wire objects with the same compiled filter."""
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import replace
 from typing import Any
@@ -610,14 +611,15 @@ def test_a_search_gives_up_early_on_a_sample_and_not_on_clustered_holders(
     searched = cache._extensions_bytes
     assert searched is not None
     walked = 0
-    real_bisect = cache_module.bisect.bisect_right
+    real_bisect = bisect.bisect_right
 
     def counted(*args: Any) -> int:
         nonlocal walked
-        walked += 1
-        return real_bisect(*args)
+        walked += 1  # one per resource the search finds
+        found: int = real_bisect(*args)
+        return found
 
-    monkeypatch.setattr(cache_module.bisect, "bisect_right", counted)
+    monkeypatch.setattr(bisect, "bisect_right", counted)
     limit = len(resources) // cache_module.UNSELECTIVE
     [(_, clustered)] = _query("(lt,extensions/serial,S01000)").json_prefilters()
     found = searched.search(clustered, limit)
