@@ -18,6 +18,11 @@ from the edge is what that component costs.
   two-routes             the route table cut to the gRPC route of GetResourcePool and a "/"
                          catch-all to the core carrying the pool route's metadata (what the
                          edge filters read): the cost of matching the edge's ~96 routes
+  jwt-no-metadata        jwt_authn without payload_in_metadata (the verified claims as
+                         dynamic metadata: the rate limiter's key, the edge audit record);
+                         with --token
+  jwt-no-payload-header  jwt_authn without forward_payload_header (the claims the core
+                         reads); with --token
   access-log-all         the main access log recording every request, not the failures
                          only (NETWEAVE_ENVOY_ACCESS_LOG=all): a cost added, not removed
   all-removed            every removal above at once: what the listed components cost
@@ -40,7 +45,10 @@ with the core's CPU per request moving with it): prefer --rounds 7 or more, and 
 within one run.
 
     .venv/bin/python -m bench.edge_bisect [--requests 4000] [--rounds 3]
-        [--variants no-shaper,no-jwt] [--json results.json]
+        [--variants no-shaper,no-jwt] [--token] [--json results.json]
+
+--token adds a bearer token of the stack's dev issuer to every request (the stack bench's
+REST token path): what a verified token costs, in the jwt variants.
 """
 
 from __future__ import annotations
@@ -199,6 +207,18 @@ def two_routes(manager: dict[str, Any], rest_path: str) -> None:
     host["routes"] = [grpc_route, catch_all]
 
 
+def without_jwt_option(option: str) -> Change:
+    """jwt_authn's provider without `option` (measured with --token)."""
+
+    def change(manager: dict[str, Any], rest_path: str) -> None:
+        [provider] = _http_filter(manager, JWT)["typed_config"]["providers"].values()
+        if option not in provider:
+            raise KeyError(f"the jwt provider has no {option}")
+        del provider[option]
+
+    return change
+
+
 # Each with one component removed or simplified (the edge itself first: the baseline).
 ONE_AT_A_TIME = [
     Variant(EDGE, None),
@@ -213,6 +233,12 @@ ONE_AT_A_TIME = [
     Variant("no-response-mutations", without_response_mutations),
     Variant("two-routes", two_routes),
 ]
+# What a verified token costs past its cached signature (with --token): the claims as
+# dynamic metadata (the rate limiter's key, the edge audit record) and as the core's header.
+JWT_OPTIONS = [
+    Variant("jwt-no-metadata", without_jwt_option("payload_in_metadata")),
+    Variant("jwt-no-payload-header", without_jwt_option("forward_payload_header")),
+]
 
 
 def all_removed(manager: dict[str, Any], rest_path: str) -> None:
@@ -225,6 +251,7 @@ def all_removed(manager: dict[str, Any], rest_path: str) -> None:
 
 VARIANTS = [
     *ONE_AT_A_TIME,
+    *JWT_OPTIONS,
     # The one variant that adds work: what logging every success would cost.
     Variant("access-log-all", access_log_all),
     Variant("all-removed", all_removed),
@@ -274,12 +301,14 @@ def start_variant(
     return process, port
 
 
-def check_answer(stack: LocalStack, port: int, rest_path: str, expected: Any) -> int | str:
-    """The length of the body the Envoy on `port` answers the REST read with, if it is a
-    200 with `expected` as its JSON; else why not."""
+def check_answer(
+    stack: LocalStack, port: int, rest_path: str, expected: Any, headers: dict[str, str]
+) -> int | str:
+    """The length of the body the Envoy on `port` answers the REST read (with `headers`)
+    with, if it is a 200 with `expected` as its JSON; else why not."""
     url = f"https://localhost:{port}"
     with httpx.Client(base_url=url, verify=stack.client_tls(), trust_env=False) as http:
-        answer = http.get(rest_path)
+        answer = http.get(rest_path, headers=headers)
     if answer.status_code != 200:
         return f"HTTP {answer.status_code}: {answer.text[:200]}"
     if answer.json() != expected:
@@ -296,15 +325,25 @@ class Prepared:
 
 
 def prepare(
-    stack: LocalStack, state: Path, started: list[ManagedProcess], names: list[str]
+    stack: LocalStack,
+    state: Path,
+    started: list[ManagedProcess],
+    names: list[str],
+    *,
+    token: bool = False,
 ) -> Prepared:
     """Start every variant in `names` (and the floor), check its answer, and give each
-    answering one a TLS relay of its own (a relay has one upstream)."""
+    answering one a TLS relay of its own (a relay has one upstream). `token`: every
+    request also carries a bearer token of the stack's dev issuer (REST token's path)."""
     assert stack.core is not None and stack.envoy is not None
     pool_id, _ = first_pool(stack)
     rest_path = REST_POOL.format(pool=pool_id)
+    headers = {}
+    if token:
+        minted = stack.issuer.mint("netweave-dev-client", ["o2ims-admin"])
+        headers["authorization"] = f"Bearer {minted}"
     with httpx.Client(base_url=stack.rest_url, verify=stack.client_tls(), trust_env=False) as http:
-        expected = http.get(rest_path).raise_for_status().json()
+        expected = http.get(rest_path, headers=headers).raise_for_status().json()
     edge = read_edge_config(stack.envoy.config_path)
     envoys: dict[str, tuple[int, int]] = {}  # name: (port, pid)
     skipped: dict[str, str] = {}
@@ -325,7 +364,7 @@ def prepare(
         envoys[FLOOR] = (floor.rest_port, floor.process.pid)
     targets = []
     for name, (port, envoy_pid) in envoys.items():
-        size = check_answer(stack, port, rest_path, expected)
+        size = check_answer(stack, port, rest_path, expected, headers)
         if isinstance(size, str):
             skipped[name] = size
             continue
@@ -334,7 +373,11 @@ def prepare(
             Target(
                 name,
                 f"http://127.0.0.1:{relay_port}{rest_path}",
-                ("accept: application/json", f":authority: localhost:{port}"),
+                (
+                    "accept: application/json",
+                    f":authority: localhost:{port}",
+                    *(f"{name}: {value}" for name, value in headers.items()),
+                ),
                 None,
                 {"core": stack.core.pid, "envoy": envoy_pid},
                 size,
@@ -402,6 +445,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         default=[variant.name for variant in VARIANTS] + [FLOOR],
         help="comma-separated subset (the edge is always measured, as the baseline)",
     )
+    parser.add_argument(
+        "--token",
+        action="store_true",
+        help="every request also carries a bearer token (the REST token path); the "
+        "jwt-no-* variants need it",
+    )
     parser.add_argument("--json", type=Path, help="also write every run to this file")
     return parser.parse_args(argv)
 
@@ -423,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         started: list[ManagedProcess] = []
         try:
-            prepared = prepare(stack, state, started, names)
+            prepared = prepare(stack, state, started, names, token=args.token)
             shape = Saturation(
                 args.requests, args.rounds, args.warmup_requests, args.connections, args.streams
             )
@@ -433,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
                 process.stop()
             stack.stop()
     print(
-        f"\nREST GET of a pool with a client certificate; h2load -n {shape.requests} "
+        f"\nREST GET of a pool with a client certificate{' and a bearer token' * args.token}; "
+        f"h2load -n {shape.requests} "
         f"-c {shape.connections} -m {shape.streams}, {shape.runs} rounds, medians; "
         "CPU microseconds per request"
     )
