@@ -167,7 +167,7 @@ class _ExtensionsBytes:
     matches, so searching the string finds every resource an eq/in/cont/gt/gte/lt/lte term
     can match, and a few it cannot (the value under another key, or bytes that straddle
     two resources): a pre-selection the filter then decides, like an index's. Searching
-    100,000 resources' (5.7 MB) takes 2-5 ms for a value, ~10-15 ms for an order term,
+    100,000 resources' (5.7 MB) takes 2-5 ms for a value, ~20 ms for an order term,
     where evaluating the filter on each took 65-150 ms.
 
     Built with the resources' indexes at load, then kept by `changed`: the resources events

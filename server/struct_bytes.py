@@ -105,6 +105,8 @@ def order_pattern(key: str, op: str, text: str) -> re.Pattern[bytes] | None:
 # The top byte's range of each sign (its top bit is the double's sign).
 _POSITIVE: Final = (0x00, 0x7F)
 _NEGATIVE: Final = (0x80, 0xFF)
+_EVERY_NON_NEGATIVE: Final = rb".{7}[\x00-\x7f]"
+_EVERY_NEGATIVE: Final = rb".{7}[\x80-\xff]"
 
 
 def _number_patterns(bound: float, *, greater: bool, inclusive: bool) -> list[bytes]:
@@ -113,24 +115,19 @@ def _number_patterns(bound: float, *, greater: bool, inclusive: bool) -> list[by
     unsigned integer, grows with it; a negative one's grows with its magnitude."""
     bound += 0.0  # -0.0 becomes 0.0: the two are equal
     (bits,) = struct.unpack("<Q", struct.pack("<d", bound))
-    negative_zero = re.escape(struct.pack("<d", -0.0))
-    whole_sign = {
-        _POSITIVE: rb".{7}[\x00-\x7f]",
-        _NEGATIVE: rb".{7}[\x80-\xff]",
-    }
     found: list[bytes | None]
     if bound >= 0:
         if greater:
             found = [_beyond(bits, above=True, inclusive=inclusive, top=_POSITIVE)]
             if bound == 0 and inclusive:
-                found.append(negative_zero)
+                found.append(re.escape(struct.pack("<d", -0.0)))
         else:
             below = _beyond(bits, above=False, inclusive=inclusive, top=_POSITIVE)
-            found = [whole_sign[_NEGATIVE], below]
+            found = [_EVERY_NEGATIVE, below]
     elif greater:
         # x > a negative bound: every non-negative x, and negatives of a smaller magnitude.
         smaller = _beyond(bits, above=False, inclusive=inclusive, top=_NEGATIVE)
-        found = [whole_sign[_POSITIVE], smaller]
+        found = [_EVERY_NON_NEGATIVE, smaller]
     else:
         found = [_beyond(bits, above=True, inclusive=inclusive, top=_NEGATIVE)]
     return [pattern for pattern in found if pattern is not None]
