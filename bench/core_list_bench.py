@@ -3,7 +3,7 @@ by the real InventoryService over a real gRPC channel (query engine, index looku
 building, selectors, protobuf serialization and the client's parsing all included).
 
 Run: .venv/bin/python bench/core_list_bench.py [--resources N] [--repeat R]
-         [--indexed-extensions extensions/rack,extensions/serial]
+         [--indexed-extensions extensions/rack,extensions/serial] [--message-lists]
 
 All resources sit in ONE pool, the worst case for a pool-scoped list: an unindexed filter
 must scan all N. Every figure is printed with its ratio to the baseline measured in the
@@ -37,7 +37,7 @@ from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 
 from adapters.contract import KINDS, object_key, serialize
 from netweave import settings
-from netweave.grpc_server import new_server
+from netweave.grpc_server import add_servicer, new_server
 from server.cache import InventoryCache
 from server.inventory import InventoryV1Servicer
 from server.listing import Lister, ListingSettings
@@ -114,6 +114,12 @@ def main() -> None:
         help="as NETWEAVE_INDEXED_EXTENSIONS: extensions paths indexed at load "
         "(e.g. extensions/rack,extensions/serial): their filters' first use is indexed too",
     )
+    parser.add_argument(
+        "--message-lists",
+        action="store_true",
+        help="answer lists with response messages the page's messages are copied into (as "
+        "before server.listing.SerializedList), to compare",
+    )
     args = parser.parse_args()
     declared = settings.INDEXED_EXTENSIONS.read_as(
         extensions_paths, {settings.INDEXED_EXTENSIONS.name: args.indexed_extensions}
@@ -139,9 +145,14 @@ def main() -> None:
         )
 
     server = new_server(4)
-    lister = Lister(ListingSettings(secret=b"bench", page_size=1000))
-    v1_grpc.add_InventoryServiceServicer_to_server(
-        InventoryV1Servicer(cache, "https://bench", lister), server
+    # As the core answers lists (server/app.py), unless --message-lists.
+    lister = Lister(
+        ListingSettings(secret=b"bench", page_size=1000, serialized_lists=not args.message_lists)
+    )
+    add_servicer(
+        v1_grpc.add_InventoryServiceServicer_to_server,
+        InventoryV1Servicer(cache, "https://bench", lister),
+        server,
     )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

@@ -235,6 +235,51 @@ class StreamLimiter(grpc.ServerInterceptor):  # type: ignore[misc]
         return grpc.stream_unary_rpc_method_handler(serve_stream_unary, **kwargs)
 
 
+def serialize_response(response: Any) -> bytes:
+    """A response's bytes: a message's, or those of any object that serializes itself
+    (server.listing.SerializedList, a list response written without a message)."""
+    data: bytes = response.SerializeToString()
+    return data
+
+
+def add_servicer(
+    add: Callable[[Any, grpc.Server], None], servicer: Any, server: grpc.Server
+) -> None:
+    """`add(servicer, server)` (a generated add_*Servicer_to_server) with every response
+    serializer replaced by serialize_response, so a method may answer with any object
+    that serializes itself, not only with its response message (whose own serializer
+    refuses anything else)."""
+    add(servicer, _SelfSerializing(server))
+
+
+def _self_serializing(handler: Any) -> Any:
+    return handler._replace(response_serializer=serialize_response)
+
+
+class _SelfSerializing:
+    """The two calls a generated add_*Servicer_to_server makes on a server, passed on
+    with every handler's response serializer replaced."""
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[Any]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(map(_SelfSerializingService, handlers)))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        replaced = {name: _self_serializing(handler) for name, handler in handlers.items()}
+        self._server.add_registered_method_handlers(service, replaced)
+
+
+class _SelfSerializingService(grpc.GenericRpcHandler):  # type: ignore[misc]
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def service(self, details: Any) -> Any:
+        handler = self._inner.service(details)
+        return None if handler is None else _self_serializing(handler)
+
+
 def add_health_and_reflection(
     server: grpc.Server,
     service_names: Iterable[str],

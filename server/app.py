@@ -24,6 +24,7 @@ from netweave.grpc_server import (
     ReloadingServerCredentials,
     StreamLimiter,
     add_health_and_reflection,
+    add_servicer,
     new_server,
     set_serving,
 )
@@ -86,6 +87,8 @@ class Gateway:
                 secret=_page_secret(config, self._probe),
                 page_size=config.page_size,
                 page_max_bytes=config.page_max_bytes,
+                # Registered with add_servicer below.
+                serialized_lists=True,
             )
         )
         if config.auth_policy:
@@ -145,18 +148,21 @@ class Gateway:
         )
         registrations: list[Callable[[grpc.Server], None]] = [
             functools.partial(
+                add_servicer,
                 v1_grpc.add_InventoryServiceServicer_to_server,
                 InventoryV1Servicer(
                     self.cache, config.service_uri, lister, served_majors=config.served_majors
                 ),
             ),
             functools.partial(
+                add_servicer,
                 v2_grpc.add_InventoryServiceServicer_to_server,
                 InventoryV2Servicer(
                     self.cache, config.service_uri, lister, served_majors=config.served_majors
                 ),
             ),
             functools.partial(
+                add_servicer,
                 subscriptions_v1_grpc.add_SubscriptionServiceServicer_to_server,
                 InventorySubscriptionServicer(
                     subscriptions,
@@ -168,6 +174,7 @@ class Gateway:
                 ),
             ),
             functools.partial(
+                add_servicer,
                 monitoring_v1_grpc.add_MonitoringServiceServicer_to_server,
                 MonitoringV1Servicer(
                     subscriptions,

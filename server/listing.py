@@ -15,9 +15,10 @@ from typing import Any, Final, TypeVar, cast
 
 import grpc
 import structlog
-from google.protobuf.descriptor import Descriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from netweave.protowire import tag, varint
 from server.errors import InvalidArgument
 from server.query import (
     CompiledQuery,
@@ -71,6 +72,9 @@ class ListingSettings:
     page_max_bytes: int = 2 * 1024 * 1024
     marker_max_age_s: float = 3600.0
     previous_secrets: tuple[bytes, ...] = field(default_factory=tuple)
+    # Answer lists with SerializedList, not a response message: the servicers must be
+    # registered with netweave.grpc_server.add_servicer (the core's are).
+    serialized_lists: bool = False
 
     def __post_init__(self) -> None:
         if self.page_size < 1 or self.page_max_bytes < 1:
@@ -187,6 +191,8 @@ class Lister:
         ordered = ids(query) if callable(ids) else ids
         page = self.page(query, ordered, fetch)
         send_list_headers(context, collection.json_name, page)
+        if self.settings.serialized_lists:
+            return cast(Response, SerializedList.of(response_type, collection, page))
         return response_type(next_page_token=page.next_page_token, **{field: page.items})  # type: ignore[call-arg]
 
     def respond_in_memory(
@@ -211,6 +217,43 @@ class Lister:
             fetch=from_mapping(objects),
             aliases=aliases,
         )
+
+
+class SerializedList:
+    """A list response as the bytes protobuf writes for it (its fields in number order:
+    the page token, then the items), written from the page's messages without copying
+    them into a response message first. For a page of 1,000 memoized resources that copy
+    was ~2.4 of the ~3.6 ms building and serializing the response took; writing each
+    item's bytes takes ~2.1 (docs/performance.md "List responses written, not copied").
+    gRPC sends SerializeToString(), through netweave.grpc_server.serialize_response."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    @classmethod
+    def of(
+        cls, response_type: type[Any], collection: FieldDescriptor, page: Page
+    ) -> SerializedList:
+        token_field = response_type.DESCRIPTOR.fields_by_name["next_page_token"]
+        token = page.next_page_token.encode()
+        token_part = tag(token_field.number) + varint(len(token)) + token if token else b""
+        item_tag = tag(collection.number)
+        parts = [token_part] if token_field.number < collection.number else []
+        for item in page.items:
+            data = item.SerializeToString()
+            parts += (item_tag, varint(len(data)), data)
+        if token_field.number > collection.number:
+            parts.append(token_part)
+        return cls(b"".join(parts))
+
+    def SerializeToString(self) -> bytes:  # protobuf's name: what gRPC's serializer calls
+        return self._data
+
+    def parsed(self, response_type: type[Response]) -> Response:
+        """The response message these bytes are."""
+        return cast(Response, cast(Any, response_type).FromString(self._data))
 
 
 def send_list_headers(context: grpc.ServicerContext, collection: str, page: Page) -> None:

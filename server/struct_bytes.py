@@ -23,6 +23,7 @@ import re
 import struct
 from typing import Final
 
+from netweave.protowire import varint
 from server.query import json_value
 from server.query.evaluate import parse_number
 
@@ -41,15 +42,6 @@ _ANY_VARINT: Final = rb"[\x80-\xff]*[\x00-\x7f]"
 # A string bound's bytes compared exactly, at most: beyond, a value sharing them is a
 # candidate (the pattern stays small whatever the filter's text).
 ORDER_PREFIX: Final = 64
-
-
-def varint(number: int) -> bytes:
-    out = bytearray()
-    while number >= 0x80:
-        out.append((number & 0x7F) | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
 
 
 def value_bytes(key: str) -> bytes | None:
