@@ -1,5 +1,6 @@
 """gRPC server construction shared by the core and the adapters: keepalive policy,
-standard health service and server reflection."""
+standard health service and server reflection, and servicers whose responses may be any
+object that serializes itself (add_servicer)."""
 
 from __future__ import annotations
 
