@@ -230,8 +230,9 @@ class _ExtensionsBytes:
         last, end = len(ids) - 1, len(self.data)
         found: set[str] = set()
         # Past this many, a sample tells whether the rest would pass `limit` (an
-        # unselective term is given up in a few ms, not after finding `limit`).
-        checkpoint = limit // 32
+        # unselective term is given up in a few ms, not after finding `limit`); a small
+        # limit is reached before any sample is worth its ~1 ms.
+        checkpoint = max(limit // 32, 64)
         for find in finders:
             at = find(0, end)
             while at >= 0:
