@@ -552,8 +552,8 @@ INDEXED_EXTENSIONS: Final = Setting(
     "resource extensions paths the core indexes at every load, comma-separated (e.g. "
     "`extensions/rack,extensions/site/rack`; at most 8): filters on them are answered from "
     "the index from their first use, where another path is indexed once filters have used "
-    "it twice (eq, in and cont search all resources' extensions meanwhile; other operators "
-    "scan the pool)",
+    "it twice (eq, in, cont, gt, gte, lt and lte search all resources' extensions "
+    "meanwhile; negations scan the pool)",
     shown_default="none",
 )
 EVENTS_MAX_LEN: Final = Setting(
