@@ -536,6 +536,15 @@ class InventoryCache:
             return True
 
     def _reindex_resource(self, resource_id: str, previous: Any, current: Any) -> None:
+        pools = {
+            resource.resource_pool_id for resource in (previous, current) if resource is not None
+        }
+        if previous is None or current is None or len(pools) > 1:
+            # A pool's sorted ids change only with its members: a resource modified in
+            # place (most events) keeps them, and the next list does not sort 100,000 ids
+            # again (~50 ms).
+            for pool in pools:
+                self._sorted.pop("resource@" + pool, None)
         for resource, add in ((previous, False), (current, True)):
             if resource is None:
                 continue
@@ -547,7 +556,6 @@ class InventoryCache:
                 change_json = json_index.add if add else json_index.discard
                 for value in json_index.getter(resource):
                     change_json(json_key(value), resource_id)
-            self._sorted.pop("resource@" + resource.resource_pool_id, None)
 
     def _note_extensions_change(self, resource_id: str) -> None:
         """(Under the lock.) A resource an event changed: a candidate of every search of

@@ -310,6 +310,29 @@ def test_the_indexes_follow_events(loaded: InventoryCache) -> None:
     assert any(index.folded for index in loaded._json_indexes.values())
 
 
+def test_a_pools_sorted_ids_follow_its_members_not_each_modification(
+    loaded: InventoryCache,
+) -> None:
+    pool_ids = loaded.resource_ids(POOL)
+    assert pool_ids
+    # Modified in place (the same pool, other extensions): the same list, not sorted again.
+    first = pool_ids[0]
+    assert loaded.apply(_event(loaded, first, _payload(_resource(first, POOL, {"rack": "Z"}))))
+    assert loaded.resource_ids(POOL) is pool_ids
+    # Moves between the pools, deletes and new resources: always exactly each pool's members.
+    rng = random.Random(11)
+    for step in range(120):
+        _apply_random_change(loaded, rng, step)
+        for pool in (POOL, OTHER_POOL):
+            held = {oid: loaded.domain("resource", oid) for oid in loaded.ids("resource")}
+            members = sorted(
+                oid
+                for oid, resource in held.items()
+                if getattr(resource, "resource_pool_id", "") == pool
+            )
+            assert loaded.resource_ids(pool) == members, (step, pool)
+
+
 def test_an_index_built_while_events_arrive_includes_their_changes(
     loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
