@@ -223,7 +223,8 @@ class Lister:
 
 class SerializedList:
     """A list response as the bytes protobuf writes for it (its fields in number order:
-    the page token, then the items), written from the page's messages without copying
+    the page token, then the items; map entries in the order each item's own serialization
+    gives, which protobuf leaves open), written from the page's messages without copying
     them into a response message first: building and serializing a page of 1,000 memoized
     resources took 3.4 ms as a message (2.3 of them copying), 1.9 written
     (docs/performance.md "List responses written, not copied").
