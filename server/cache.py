@@ -481,6 +481,13 @@ class InventoryCache:
                 yield resource_id, resource
 
         extensions_bytes = _ExtensionsBytes.of(indexed())
+        # Each pool's resource ids in the order every list of it walks them: sorted by the
+        # load, not by the first list after it (~50 ms for 100,000, on a request).
+        pools = index["resourcePoolId"]
+        sorted_pools = {
+            "resource@" + pool_id: sorted(_index_members(pools, index_key(pool_id)))
+            for pool_id in objects["resource_pool"]
+        }
         with self._lock:
             self._objects = objects
             self._related = _related(objects)
@@ -488,6 +495,7 @@ class InventoryCache:
             self._extensions_bytes = extensions_bytes
             self._bytes_building = None
             self._sorted.clear()
+            self._sorted.update(sorted_pools)
             self._memo.clear()
             self._resource_memo.clear()
             self._json_indexes.clear()
