@@ -37,6 +37,7 @@ from google.protobuf.message import Message
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import KINDS
+from netweave.protowire import read_varint, tag
 from server.query import JsonPrefilter, index_key, json_getter, json_key, json_value
 from server.query.evaluate import UUID_PATTERN, TermError
 from server.query.filter import below_extensions
@@ -276,6 +277,16 @@ def _found_at(
     return -1 if match is None else match.start()
 
 
+def _pool_key(pool_id: str) -> str:
+    """Where InventoryCache._sorted keeps a pool's sorted resource ids."""
+    return "resource@" + pool_id
+
+
+def _sorted_members(index: Mapping[str, Index], pool_id: str) -> list[str]:
+    """A pool's resource ids, sorted, from the resource indexes."""
+    return sorted(_index_members(index["resourcePoolId"], index_key(pool_id)))
+
+
 def _related(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """What wire builders may read of `objects`: the small kinds' dicts themselves (changed
     in place by apply, so this stays current), never resources (held as bytes: leaving them
@@ -288,25 +299,19 @@ def _parse(kind: str, payload: bytes) -> Any:
     return getattr(obj, kind)
 
 
-# A stored resource is an InventoryObject holding only its `resource` (field 7, bytes).
-_RESOURCE_TAG: Final = (7 << 3) | 2
+# A stored resource is an InventoryObject holding only its `resource` (field 7).
+_RESOURCE_TAG: Final = tag(domain_pb2.InventoryObject.DESCRIPTOR.fields_by_name["resource"].number)
 
 
 def _resource_bytes(payload: bytes) -> bytes | None:
     """The domain Resource's bytes inside a stored resource; None if the payload is
     anything but that one field."""
-    if not payload or payload[0] != _RESOURCE_TAG:
+    if not payload.startswith(_RESOURCE_TAG):
         return None
-    length = shift = 0
-    at = 1
-    while at < len(payload) and shift < 35:
-        byte = payload[at]
-        at += 1
-        length |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return payload[at:] if at + length == len(payload) else None
-        shift += 7
-    return None
+    length = read_varint(payload, len(_RESOURCE_TAG))
+    if length is None or length[0] + length[1] != len(payload):
+        return None
+    return payload[length[1] :]
 
 
 def _present_extensions(wire: Message) -> None:
@@ -483,9 +488,8 @@ class InventoryCache:
         extensions_bytes = _ExtensionsBytes.of(indexed())
         # Each pool's resource ids in the order every list of it walks them: sorted by the
         # load, not by the first list after it (~50 ms for 100,000, on a request).
-        pools = index["resourcePoolId"]
         sorted_pools = {
-            "resource@" + pool_id: sorted(_index_members(pools, index_key(pool_id)))
+            _pool_key(pool_id): _sorted_members(index, pool_id)
             for pool_id in objects["resource_pool"]
         }
         with self._lock:
@@ -552,7 +556,7 @@ class InventoryCache:
             # place (most events) keeps them, and the next list does not sort 100,000 ids
             # again (~50 ms).
             for pool in pools:
-                self._sorted.pop("resource@" + pool, None)
+                self._sorted.pop(_pool_key(pool), None)
         for resource, add in ((previous, False), (current, True)):
             if resource is None:
                 continue
@@ -833,13 +837,14 @@ class InventoryCache:
         with self._lock:
             if pool_id not in self._objects["resource_pool"]:
                 return None
-            cache_key = "resource@" + pool_id
             pool_members = _index_members(
                 self._resource_index["resourcePoolId"], index_key(pool_id)
             )
-            ids = self._sorted.get(cache_key)
+            ids = self._sorted.get(_pool_key(pool_id))
             if ids is None:
-                ids = self._sorted[cache_key] = sorted(pool_members)
+                ids = self._sorted[_pool_key(pool_id)] = _sorted_members(
+                    self._resource_index, pool_id
+                )
             candidates: list[set[str]] = []
             for attribute, keys in (constraints or {}).items():
                 index = self._resource_index[attribute]

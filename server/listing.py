@@ -254,10 +254,6 @@ class SerializedList:
     def SerializeToString(self) -> bytes:  # protobuf's name: what gRPC's serializer calls
         return self._data
 
-    def parsed(self, response_type: type[Response]) -> Response:
-        """The response message these bytes are."""
-        return cast(Response, cast(Any, response_type).FromString(self._data))
-
 
 def send_list_headers(context: grpc.ServicerContext, collection: str, page: Page) -> None:
     """Initial metadata of a list response: the collection (for the REST shaper's bare

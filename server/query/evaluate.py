@@ -448,9 +448,7 @@ def _json_prefilter(
         return JsonPrefilter(passes, substrings=frozenset(values))
     if op in _ORDER:
         return JsonPrefilter(passes, order=(last_key, op, values[0]))
-    if op not in {"eq", "in"}:
-        return JsonPrefilter(passes)
-    numbers, bools = scalars
+    numbers, bools = scalars  # eq, in: the positive operators left
     keys = {json_key(value) for value in values}
     for number in numbers:
         keys.add(json_key(number))

@@ -71,11 +71,7 @@ def _pages(serialized: bool, objects: dict[str, Any], **query: Any) -> Iterator[
             objects=objects,
         )
         yield response
-        parsed = (
-            response.parsed(inv.ListResourcesResponse)
-            if isinstance(response, SerializedList)
-            else response
-        )
+        parsed = inv.ListResourcesResponse.FromString(response.SerializeToString())
         if not parsed.next_page_token:
             return
         marker = parsed.next_page_token
@@ -90,11 +86,12 @@ def _pages(serialized: bool, objects: dict[str, Any], **query: Any) -> Iterator[
         {"exclude_default": True},
     ],
 )
-def test_a_written_list_is_the_response_message_byte_for_byte(query: dict[str, Any]) -> None:
+def test_a_written_list_holds_the_response_message(query: dict[str, Any]) -> None:
     objects = _resources(40, random.Random(3))
     written = list(_pages(True, objects, **query))
     messages = list(_pages(False, objects, **query))
-    assert len(written) == len(messages) > 1 or query.get("filter")
+    if not query.get("filter"):
+        assert len(messages) > 1  # page tokens written too
     for page, message in zip(written, messages, strict=True):
         assert isinstance(page, SerializedList)
         assert isinstance(message, inv.ListResourcesResponse)
@@ -102,7 +99,7 @@ def test_a_written_list_is_the_response_message_byte_for_byte(query: dict[str, A
         # but a map's entries (extensions) in no fixed order, the same message's from one
         # process to the next: the same content, the same length, the same deterministic
         # bytes.
-        parsed = page.parsed(inv.ListResourcesResponse)
+        parsed = inv.ListResourcesResponse.FromString(page.SerializeToString())
         assert parsed == message
         assert len(page.SerializeToString()) == len(message.SerializeToString())
         assert parsed.SerializeToString(deterministic=True) == message.SerializeToString(
