@@ -4,17 +4,15 @@ unchanged edge and the floor REST (bench/envoy_floor.py), so the difference of e
 from the edge is what that component costs.
 
   edge                   the edge's config unchanged (run as its own Envoy like the others)
-  no-request-context     without the request context filter (netweave.request_context)
-  no-strip-identity      without the strip-identity header_mutation filter; the verified
-                         client certificate the core needs is set on the virtual host instead
-                         (request_headers_to_add, as the floor does)
+  no-request-context     without the request context filter (netweave.request_context:
+                         identity headers dropped, correlation id, route template, guard;
+                         the correlation id and Retry-After on the way out)
   no-jwt                 without jwt_authn
   no-ratelimit           without local_ratelimit
   no-shaper              without the REST shaper (netweave.shaper, envoy/modules/shaper.c)
   no-file-logs           without the two file access loggers
   no-otel-log            without the OpenTelemetry access logger
   no-early-mutation      without the HCM's early header mutation
-  no-response-mutations  the strip-identity filter without its response mutations
   two-routes             the route table cut to the gRPC route of GetResourcePool and a "/"
                          catch-all to the core carrying the pool route's metadata (what the
                          edge filters read): the cost of matching the edge's ~96 routes
@@ -71,9 +69,8 @@ import httpx
 
 from devstack.processes import ManagedProcess, free_port
 from devstack.stack import LocalStack, StackConfig
-from netweave.headers import CLIENT_CERT_HEADER
 from rest_facade.envoy_process import LISTENER_NAME, EnvoyError
-from rest_facade.envoy_routes import SHAPER_FILTER, header_value_option
+from rest_facade.envoy_routes import SHAPER_FILTER
 
 # The bench/ scripts import their siblings as top-level modules (bench/ is not a package).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,7 +92,6 @@ from stack_results import PathResult
 EDGE = "edge"
 FLOOR = "floor"
 REQUEST_CONTEXT = "netweave.request_context"
-STRIP_IDENTITY = "netweave.strip_identity_headers"
 JWT = "envoy.filters.http.jwt_authn"
 RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 SHAPER = SHAPER_FILTER
@@ -114,6 +110,8 @@ class Variant:
 
     name: str
     change: Change | None
+    # Runtime flags set in the bootstrap's static layer (Envoy's reloadable features).
+    runtime: tuple[tuple[str, bool], ...] = ()
 
 
 def _remove(items: list[dict[str, Any]], name: str, what: str) -> None:
@@ -160,25 +158,9 @@ def access_log_all(manager: dict[str, Any], rest_path: str) -> None:
         raise KeyError("the edge's first access logger is not the filtered file log")
 
 
-def without_strip_identity(manager: dict[str, Any], rest_path: str) -> None:
-    # The core's edge listener refuses a call without the verified client certificate:
-    # keep that one header, set natively on the virtual host (as the floor does).
-    _remove(manager["http_filters"], STRIP_IDENTITY, "HTTP filter")
-    host = _virtual_host(manager)
-    host.setdefault("request_headers_to_add", []).append(
-        header_value_option(CLIENT_CERT_HEADER, "%DOWNSTREAM_PEER_CERT%")
-    )
-
-
 def without_early_mutation(manager: dict[str, Any], rest_path: str) -> None:
     if not manager.pop("early_header_mutation_extensions", None):
         raise KeyError("the edge's HTTP connection manager has no early header mutation")
-
-
-def without_response_mutations(manager: dict[str, Any], rest_path: str) -> None:
-    mutations = _http_filter(manager, STRIP_IDENTITY)["typed_config"]["mutations"]
-    if not mutations.pop("response_mutations", None):
-        raise KeyError(f"{STRIP_IDENTITY} has no response mutations")
 
 
 def two_routes(manager: dict[str, Any], rest_path: str) -> None:
@@ -223,14 +205,12 @@ def without_jwt_option(option: str) -> Change:
 ONE_AT_A_TIME = [
     Variant(EDGE, None),
     Variant("no-request-context", without_filter(REQUEST_CONTEXT)),
-    Variant("no-strip-identity", without_strip_identity),
     Variant("no-jwt", without_filter(JWT)),
     Variant("no-ratelimit", without_filter(RATE_LIMIT)),
     Variant("no-shaper", without_filter(SHAPER)),
     Variant("no-file-logs", without_logger(FILE_LOGGER)),
     Variant("no-otel-log", without_logger(OTEL_LOGGER)),
     Variant("no-early-mutation", without_early_mutation),
-    Variant("no-response-mutations", without_response_mutations),
     Variant("two-routes", two_routes),
 ]
 # What a verified token costs past its cached signature (with --token): the claims as
@@ -242,16 +222,19 @@ JWT_OPTIONS = [
 
 
 def all_removed(manager: dict[str, Any], rest_path: str) -> None:
-    """Every change above at once (the response mutations go with the strip-identity
-    filter): what is left of the gap to the floor is in none of these components."""
+    """Every change above at once: what is left of the gap to the floor is in none of these
+    components."""
     for variant in ONE_AT_A_TIME:
-        if variant.change is not None and variant.name != "no-response-mutations":
+        if variant.change is not None:
             variant.change(manager, rest_path)
 
 
 VARIANTS = [
     *ONE_AT_A_TIME,
     *JWT_OPTIONS,
+    # Envoy's HTTP/2 codecs (both directions): oghttp2 against Envoy 1.40's default nghttp2.
+    Variant("oghttp2", None, (("envoy.reloadable_features.http2_use_oghttp2", True),)),
+    Variant("nghttp2", None, (("envoy.reloadable_features.http2_use_oghttp2", False),)),
     # The one variant that adds work: what logging every success would cost.
     Variant("access-log-all", access_log_all),
     Variant("all-removed", all_removed),
@@ -281,6 +264,9 @@ def variant_config(
             logger["typed_config"]["path"] = str(workdir / Path(path).name)
     if variant.change is not None:
         variant.change(manager, rest_path)
+    if variant.runtime:
+        layer = {"name": "variant", "static_layer": dict(variant.runtime)}
+        config.setdefault("layered_runtime", {}).setdefault("layers", []).insert(0, layer)
     return config
 
 

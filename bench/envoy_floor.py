@@ -14,8 +14,8 @@ the same where it must be and nothing else:
                and print options), nothing else.
 
 The core's edge listener needs the caller's identity: the verified client certificate is
-forwarded with request_headers_to_add (%DOWNSTREAM_PEER_CERT%, natively, as the edge's
-header_mutation does), with the edge's marker. No access log, no Lua, no jwt_authn, no rate
+forwarded with the edge virtual host's own request_headers_to_add (%DOWNSTREAM_PEER_CERT%,
+with the edge's marker). No access log, no Lua, no jwt_authn, no rate
 limit, no telemetry, no health checks, no admin API.
 """
 
@@ -33,7 +33,7 @@ import yaml
 from devstack.processes import ManagedProcess, free_port, port_open, wait_until
 from netweave.headers import CLIENT_CERT_HEADER
 from rest_facade.envoy_process import LISTENER_NAME, validate
-from rest_facade.envoy_routes import CORE_CLUSTER, header_value_option
+from rest_facade.envoy_routes import CORE_CLUSTER
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 ROUTER = {
@@ -91,6 +91,9 @@ def floor_config(edge: dict[str, Any], grpc_port: int, rest_port: int) -> dict[s
     edge_hcm = _named(chain["filters"], HCM, "network filter")["typed_config"]
     transcoder = _named(edge_hcm["http_filters"], TRANSCODER, "HTTP filter")
     [edge_host] = edge_hcm["route_config"]["virtual_hosts"]
+    set_by_host = {item["header"]["key"] for item in edge_host["request_headers_to_add"]}
+    if CLIENT_CERT_HEADER not in set_by_host:
+        raise KeyError(f"the edge's virtual host does not set {CLIENT_CERT_HEADER}")
     cluster = copy.deepcopy(_named(resources["clusters"], CORE_CLUSTER, "cluster"))
     # Background work, not per request: the floor has no rotation to take cores out of.
     cluster.pop("health_checks", None)
@@ -110,12 +113,10 @@ def floor_config(edge: dict[str, Any], grpc_port: int, rest_port: int) -> dict[s
                     {
                         "name": name,
                         "domains": ["*"],
-                        # What the core's edge listener needs (server/auth/interceptor.py):
-                        # the verified client certificate, and the edge's marker.
-                        "request_headers_to_add": [
-                            *edge_host["request_headers_to_add"],
-                            header_value_option(CLIENT_CERT_HEADER, "%DOWNSTREAM_PEER_CERT%"),
-                        ],
+                        # What the core's edge listener needs (server/auth/interceptor.py),
+                        # as the edge sets it: the edge's marker and the verified client
+                        # certificate.
+                        "request_headers_to_add": edge_host["request_headers_to_add"],
                         "routes": [
                             {
                                 "match": {"prefix": "/"},

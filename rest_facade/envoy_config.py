@@ -506,7 +506,9 @@ def _template_values(config: EnvoyConfig, template_text: str) -> dict[str, str]:
         "core_transport_socket": _core_transport_socket(config),
         "source_limit_filter": _source_limit_filter(config),
     }
-    scalars["edge_request_headers"] = json.dumps([header_value_option(EDGE_MARKER_HEADER, "1")])
+    scalars["edge_request_headers"] = json.dumps(
+        [header_value_option(EDGE_MARKER_HEADER, "1"), _client_certificate_header()]
+    )
     for name, text in blocks.items():
         scalars[name] = _indent_continuation(text, _placeholder_indent(template_text, name))
     return scalars
@@ -619,29 +621,12 @@ def _auth_filters(config: EnvoyConfig) -> str:
         # response, local replies included) and its route template. Then, in the same
         # native filter, CONNECT and credentials in the URL are refused (the latter
         # redacted) before any filter reads them or any log line can hold them.
+        # The same filter drops whatever a client sent under a name only Envoy may assert
+        # (STRIPPED_HEADERS) before any filter reads the request, and on the way out it gives
+        # every reply from later filters or the core the request's correlation id and a 429
+        # its Retry-After. The verified client certificate is set for the core by the
+        # virtual host (edge_request_headers), from the TLS connection itself.
         request_context_filter(),
-        {
-            # A client must never smuggle in what only Envoy may assert: whatever it sent
-            # under these names is dropped, then the caller's verified certificate is set
-            # for the core from the TLS connection itself (natively: no Lua per request).
-            "name": "netweave.strip_identity_headers",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation."
-                "v3.HeaderMutation",
-                "mutations": {
-                    "request_mutations": [
-                        *({"remove": name} for name in sorted(STRIPPED_HEADERS)),
-                        _client_certificate_mutation(),
-                    ],
-                    # On the way out, natively (no Lua runs on a response): every reply from
-                    # here on (upstream, jwt_authn, rate limiter, routes, transcoder,
-                    # shaper) gets the request's correlation id and, if a 429, a
-                    # Retry-After. The request context filter's own refusals, the only
-                    # replies that do not pass here, carry the id themselves.
-                    "response_mutations": _response_mutations(),
-                },
-            },
-        },
     ]
     if config.jwt is not None:
         filters.append(_jwt_filter(config.jwt))
@@ -652,51 +637,13 @@ def _auth_filters(config: EnvoyConfig) -> str:
     return _yaml_block(filters)
 
 
-# A 429 (the rate limiter's, or the core's RESOURCE_EXHAUSTED) tells the client when to come
-# back: x-ratelimit-reset (the limiter's seconds until a token is available) if at least 1,
-# else 1 (Retry-After must be a whole number of seconds, and 0 would let a client spin). An
-# empty value (any other status) adds nothing; a Retry-After already there is kept.
-RETRY_AFTER_EXPRESSION = (
-    "response.code != 429 ? ''"
-    " : 'x-ratelimit-reset' in response.headers"
-    " && response.headers['x-ratelimit-reset'].matches('^[0-9]{1,9}$')"
-    " && int(response.headers['x-ratelimit-reset']) >= 1"
-    " ? response.headers['x-ratelimit-reset'] : '1'"
-)
-
-
-def _response_mutations() -> list[dict[str, Any]]:
-    return [
-        {
-            "append": {
-                "header": {
-                    "key": CORRELATION_ID_HEADER,
-                    # Absent (a request refused before the context filter): nothing changes.
-                    "value": f"%DYNAMIC_METADATA({CONTEXT_NAMESPACE}:correlation_id)%",
-                },
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        },
-        {
-            "append": {
-                "header": {"key": "retry-after", "value": f"%CEL({RETRY_AFTER_EXPRESSION})%"},
-                "append_action": "ADD_IF_ABSENT",
-            }
-        },
-    ]
-
-
-def _client_certificate_mutation() -> dict[str, Any]:
+def _client_certificate_header() -> dict[str, Any]:
     """x-netweave-client-cert: the client certificate of the TLS connection, URL-encoded PEM
-    (what the core parses, netweave/headers.py CLIENT_CERT_HEADER). The listener refuses a
+    (what the core parses, netweave/headers.py CLIENT_CERT_HEADER), replacing any value (a
+    client's copy is dropped before by the request context filter). The listener refuses a
     certificate its CA does not verify at the handshake, so one that is there is verified.
     Without one the value is empty and no header is added (keep_empty_value is false)."""
-    return {
-        "append": {
-            "header": {"key": CLIENT_CERT_HEADER, "value": "%DOWNSTREAM_PEER_CERT%"},
-            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-        }
-    }
+    return header_value_option(CLIENT_CERT_HEADER, "%DOWNSTREAM_PEER_CERT%")
 
 
 def _jwt_filter(jwt: JwtConfig) -> dict[str, Any]:
@@ -925,6 +872,7 @@ def request_context_settings() -> str:
         "id_first_characters": first,
         "id_characters": rest,
         "id_max_length": str(max_length),
+        "stripped_headers": ",".join(sorted(STRIPPED_HEADERS)),
     }
     for key, value in settings.items():
         if not value or "\n" in value:
@@ -1343,7 +1291,7 @@ def _auth_reply_mappers(config: EnvoyConfig) -> list[dict[str, Any]]:
             "Too Many Requests",
             "this client exceeded its request rate; retry after Retry-After seconds",
         )
-        # Retry-After is added from x-ratelimit-reset (RETRY_AFTER_EXPRESSION).
+        # Retry-After is added from x-ratelimit-reset (envoy/modules/request_context.c).
         mappers.append(mapper)
     return mappers
 

@@ -1,11 +1,15 @@
 /*
  * netweave request context: an Envoy HTTP filter (dynamic module), the FIRST HTTP filter of
  * the edge, so every request that reaches the filter chain gets its context before any filter
- * can refuse it. It works on the request only; the id is set on every reply natively by the
- * netweave.strip_identity_headers filter's response mutations (rest_facade/envoy_config.py).
- * It replaces a Lua filter (request_context.lua + request_guard.lua): the same work without a
- * Lua coroutine and its per-call crossings (docs/performance.md, "The edge's cost").
+ * can refuse it, and, being first, it is the last to see every reply on the way out.
+ * It replaces two Lua filters (request_context.lua + request_guard.lua) and a header_mutation
+ * filter (netweave.strip_identity_headers): the same work without a Lua coroutine, a filter
+ * of its own or a CEL expression per call (docs/performance.md, "The edge's cost").
  *
+ * Identity headers: whatever a client sent under a name only Envoy may assert (the stripped
+ *   headers of rest_facade/envoy_config.py: the verified certificate, the token's claims, the
+ *   edge's mark...) is dropped first, before any filter reads the request. Envoy sets the
+ *   verified ones itself later (jwt_authn; the virtual host's request_headers_to_add).
  * Correlation id (issue 16; the header contract lives in netweave/headers.py):
  *   the client's x-correlation-id if well formed, else its x-request-id if well formed, else
  *   the x-request-id Envoy generated for this request. A malformed client value is never
@@ -30,13 +34,19 @@
  *   local_reply_config turns them into ProblemDetails with the body below as detail; the REST
  *   mark (<rest namespace>:rest = "1", as the shaper sets it) tells it that the body says what
  *   was wrong. They carry the correlation id themselves: a filter's own reply does not pass
- *   through the filters after it, where the response mutation sets it.
+ *   through its own response hook.
+ * On the way out: every reply of a later filter or of the core (upstream, jwt_authn, the rate
+ *   limiter, the routes, the transcoder, the shaper) gets the request's correlation id (as
+ *   recorded in the dynamic metadata), replacing any, and a 429 without a Retry-After gets
+ *   one: the limiter's x-ratelimit-reset if it is a whole number of seconds of at least 1,
+ *   else 1 (Retry-After is whole seconds, and 0 would let a client spin).
  *
  * Configuration (rendered by rest_facade/envoy_config.py, request_context_filter): filter_name
  * "request_context", filter_config a google.protobuf.StringValue of `key=value` lines, every key
  * below exactly once: the header names and the well-formed id test of netweave/headers.py (the
- * characters allowed first and after, and the maximum length) and the metadata namespaces. The
- * credential parameter names and the redaction text are this filter's own.
+ * characters allowed first and after, and the maximum length), the metadata namespaces and the
+ * stripped headers (lower-case names, comma-separated). The credential parameter names, the
+ * redaction text and the rate limiter's reset header are this filter's own.
  *
  * ABI: the slice of Envoy's dynamic-module ABI both HTTP filters use is declared in
  * http_filter.h (with the hooks Envoy requires and this filter does not use);
@@ -55,6 +65,8 @@
 #define FILTER_NAME "request_context"
 /* The longest correlation id a configuration may allow (the id is copied on the stack). */
 #define ID_LENGTH_LIMIT 1024
+/* The most stripped headers a configuration may name. */
+#define STRIPPED_LIMIT 16
 
 typedef struct {
   buffer correlation_id_header;
@@ -66,6 +78,8 @@ typedef struct {
   bool id_first[256]; /* the bytes an id may start with */
   bool id_rest[256];  /* ... and continue with */
   size_t id_max_length;
+  buffer stripped[STRIPPED_LIMIT]; /* request headers dropped first */
+  size_t stripped_count;
   char* text; /* owns every buffer above */
 } settings;
 
@@ -79,11 +93,33 @@ static bool set_characters(bool set[256], buffer value) {
   return true;
 }
 
+/* `value`: lower-case header names separated by commas, none empty, at most STRIPPED_LIMIT.
+ * (Envoy keeps header names lower-case; an upper-case one here would never match.) */
+static bool set_stripped(settings* config, buffer value) {
+  size_t start = 0;
+  for (size_t i = 0; i <= value.length; i++) {
+    if (i < value.length && value.ptr[i] != ',') {
+      char c = value.ptr[i];
+      if (c <= ' ' || c >= 0x7f || (c >= 'A' && c <= 'Z')) {
+        return false;
+      }
+      continue;
+    }
+    if (i == start || config->stripped_count == STRIPPED_LIMIT) {
+      return false;
+    }
+    config->stripped[config->stripped_count++] = (buffer){value.ptr + start, i - start};
+    start = i + 1;
+  }
+  return true;
+}
+
 /* Every key, each required once: the strings first, in the order of `strings` below. */
 static const char* const KEYS[] = {
     "correlation_id_header", "request_id_header", "client_request_id_header",
     "context_namespace",     "guard_namespace",   "rest_namespace",
     "id_first_characters",   "id_characters",     "id_max_length",
+    "stripped_headers",
 };
 #define KEY_COUNT (sizeof KEYS / sizeof KEYS[0])
 
@@ -111,6 +147,9 @@ static bool apply(settings* config, buffer key, buffer value, unsigned* seen) {
     }
     if (same(key, LITERAL("id_characters"))) {
       return set_characters(config->id_rest, value);
+    }
+    if (same(key, LITERAL("stripped_headers"))) {
+      return set_stripped(config, value);
     }
     size_t max = 0;
     for (size_t j = 0; j < value.length; j++) {
@@ -452,6 +491,16 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
                                                                bool end_of_stream) {
   (void)end_of_stream;
   const settings* config = filter;
+  /* Each header change below keeps what a client must not send from the core (an identity
+   * header, a malformed id or its copy of the request id): if Envoy takes one not, the
+   * request is refused (UNAVAILABLE). */
+  bool headers_set = true;
+  for (size_t i = 0; i < config->stripped_count; i++) {
+    headers_set = envoy_dynamic_module_callback_http_set_header(filter_envoy, REQUEST_HEADERS,
+                                                                config->stripped[i],
+                                                                (buffer){NULL, 0}) &&
+                  headers_set;
+  }
   /* A copy: Envoy's buffers may move once a header is set. */
   char id[ID_LENGTH_LIMIT];
   size_t id_length = well_formed_id(filter_envoy, config, config->correlation_id_header, id);
@@ -461,10 +510,10 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
   if (id_length == 0) {
     id_length = well_formed_id(filter_envoy, config, config->request_id_header, id);
   }
-  /* Each header change below keeps a client's malformed id (or its copy of the request id)
-   * from the core: if Envoy takes one not, the request is refused (UNAVAILABLE). */
-  bool headers_set = envoy_dynamic_module_callback_http_set_header(
-      filter_envoy, REQUEST_HEADERS, config->client_request_id_header, (buffer){NULL, 0});
+  headers_set = envoy_dynamic_module_callback_http_set_header(
+                    filter_envoy, REQUEST_HEADERS, config->client_request_id_header,
+                    (buffer){NULL, 0}) &&
+                headers_set;
   http_header reply[2];
   size_t count = 0;
   http_header context[2];
@@ -518,10 +567,62 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void* filter_env
   return TRAILERS_CONTINUE;
 }
 
+/* The seconds a 429 tells the client to wait: the rate limiter's x-ratelimit-reset if it is
+ * 1 to 9 digits worth at least 1, else "1"; copied into `out` (Envoy's buffer may move once a
+ * header is added). */
+static buffer retry_after(void* filter_envoy, char out[9]) {
+  buffer reset = {NULL, 0};
+  if (!envoy_dynamic_module_callback_http_get_header(filter_envoy, RESPONSE_HEADERS,
+                                                     LITERAL("x-ratelimit-reset"), &reset, 0,
+                                                     NULL) ||
+      reset.ptr == NULL || reset.length == 0 || reset.length > 9) {
+    return LITERAL("1");
+  }
+  bool positive = false;
+  for (size_t i = 0; i < reset.length; i++) {
+    if (reset.ptr[i] < '0' || reset.ptr[i] > '9') {
+      return LITERAL("1");
+    }
+    positive = positive || reset.ptr[i] != '0';
+  }
+  if (!positive) {
+    return LITERAL("1");
+  }
+  memcpy(out, reset.ptr, reset.length);
+  return (buffer){out, reset.length};
+}
+
+/* Every reply of a later filter or of the core: the correlation id, and a 429's Retry-After.
+ * Nothing here can refuse a reply already on its way; a header Envoy does not take is left as
+ * it was (as a header_mutation filter would). */
 EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* filter_envoy,
                                                                 const void* filter,
                                                                 bool end_of_stream) {
-  (void)filter_envoy, (void)filter, (void)end_of_stream;
+  (void)end_of_stream;
+  const settings* config = filter;
+  buffer id = {NULL, 0};
+  if (envoy_dynamic_module_callback_http_get_metadata_string(
+          filter_envoy, METADATA_DYNAMIC, config->context_namespace, LITERAL("correlation_id"),
+          &id) &&
+      id.ptr != NULL && id.length > 0) {
+    (void)envoy_dynamic_module_callback_http_set_header(filter_envoy, RESPONSE_HEADERS,
+                                                        config->correlation_id_header, id);
+  }
+  buffer status = {NULL, 0};
+  buffer existing = {NULL, 0};
+  size_t count = 0;
+  if (envoy_dynamic_module_callback_http_get_header(filter_envoy, RESPONSE_HEADERS,
+                                                    LITERAL(":status"), &status, 0, NULL) &&
+      same(status, LITERAL("429")) &&
+      (!envoy_dynamic_module_callback_http_get_header(filter_envoy, RESPONSE_HEADERS,
+                                                      LITERAL("retry-after"), &existing, 0,
+                                                      &count) ||
+       count == 0)) {
+    char seconds[9];
+    (void)envoy_dynamic_module_callback_http_add_header(filter_envoy, RESPONSE_HEADERS,
+                                                        LITERAL("retry-after"),
+                                                        retry_after(filter_envoy, seconds));
+  }
   return HEADERS_CONTINUE;
 }
 

@@ -363,7 +363,7 @@ def test_rate_limit_buckets_follow_the_channel_identity_only(
 def test_retry_after_is_a_whole_second_at_least_and_only_on_429(
     envoy_factory: EnvoyFactory, core: FakeCore, pki: DevPki, inventory: FakeInventory
 ) -> None:
-    """Set natively on the way out (envoy_config.RETRY_AFTER_EXPRESSION), with the id."""
+    """Set natively on the way out (envoy/modules/request_context.c), with the id."""
     running = envoy_factory(
         core.port, rate_limit=RateLimitConfig(tokens_per_fill=1, fill_interval_s=1.0)
     )

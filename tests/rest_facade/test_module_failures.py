@@ -96,9 +96,14 @@ def shaper(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 @pytest.fixture(scope="module")
-def request_context(tmp_path_factory: pytest.TempPathFactory) -> Run:
+def request_context_harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("request_context_harness")
-    return _runner(_build("HARNESS_REQUEST_CONTEXT", directory / "request_context_harness"))
+    return _build("HARNESS_REQUEST_CONTEXT", directory / "request_context_harness")
+
+
+@pytest.fixture(scope="module")
+def request_context(request_context_harness: Path) -> Run:
+    return _runner(request_context_harness)
 
 
 def _script(*lines: str) -> str:
@@ -839,3 +844,128 @@ def test_request_context_id_header_not_taken_is_503(request_context: Run, header
     """A client's malformed id, or its copy of the request id, must not reach the core."""
     result = request_context(_context_request(f"fail set_header {header}"))
     _answered_unavailable(result, CONTEXT_DETAILS, ("request_headers", HEADERS_STOP_ITERATION))
+
+
+# The names a client must not send (rest_facade/envoy_config.py STRIPPED_HEADERS).
+STRIPPED = sorted(envoy_config.STRIPPED_HEADERS)
+
+
+def test_request_context_drops_every_identity_header_a_client_sent(request_context: Run) -> None:
+    result = request_context(
+        _context_request(*(f"header request {name} forged" for name in STRIPPED))
+    )
+    assert result["replies"] == []
+    assert result["hooks"] == [("request_headers", HEADERS_CONTINUE)]
+    request = dict(result["request_headers"])
+    assert not set(STRIPPED) & request.keys()
+    assert request[":path"] == POOLS
+    assert request["x-correlation-id"] == "client-1"
+
+
+@pytest.mark.parametrize("header", STRIPPED)
+def test_request_context_identity_header_not_dropped_is_503(
+    request_context: Run, header: str
+) -> None:
+    """A forged identity header Envoy would not remove must not reach the core."""
+    result = request_context(
+        _context_request(f"header request {header} forged", f"fail set_header {header}")
+    )
+    _answered_unavailable(result, CONTEXT_DETAILS, ("request_headers", HEADERS_STOP_ITERATION))
+
+
+def _context_response(status: str, *lines: str) -> str:
+    """A request through the filter, then its response's headers (`lines` among them)."""
+    return _context_request() + _script(
+        f"header response :status {status}",
+        *lines,
+        "call response_headers 0",
+    )
+
+
+def test_request_context_sets_the_correlation_id_on_every_reply(request_context: Run) -> None:
+    # One the core (or a later filter) set is replaced: the id is the edge's.
+    result = request_context(_context_response("404", "header response x-correlation-id other"))
+    assert result["hooks"][-1] == ("response_headers", HEADERS_CONTINUE)
+    response = result["response_headers"]
+    assert [value for name, value in response if name == "x-correlation-id"] == ["client-1"]
+    assert "retry-after" not in dict(response)
+
+
+@pytest.mark.parametrize(
+    ("reset", "expected"),
+    [
+        ("7", "7"),
+        ("120", "120"),
+        ("0", "1"),
+        ("000", "1"),
+        ("1.5", "1"),
+        ("-3", "1"),
+        ("1234567890", "1"),
+        ("", "1"),
+        (None, "1"),
+    ],
+)
+def test_request_context_retry_after_on_429(
+    request_context: Run, reset: str | None, expected: str
+) -> None:
+    """x-ratelimit-reset if whole seconds of at least 1 (at most 9 digits), else 1."""
+    lines = [] if reset is None else [f"header response x-ratelimit-reset {reset}"]
+    result = request_context(_context_response("429", *lines))
+    response = result["response_headers"]
+    assert [value for name, value in response if name == "retry-after"] == [expected]
+    assert dict(response)["x-correlation-id"] == "client-1"
+
+
+def test_request_context_keeps_a_retry_after_already_there(request_context: Run) -> None:
+    result = request_context(
+        _context_response(
+            "429", "header response retry-after 30", "header response x-ratelimit-reset 2"
+        )
+    )
+    assert [value for name, value in result["response_headers"] if name == "retry-after"] == ["30"]
+
+
+@pytest.mark.parametrize("status", ["200", "503", "4290"])
+def test_request_context_retry_after_only_on_429(request_context: Run, status: str) -> None:
+    result = request_context(_context_response(status, "header response x-ratelimit-reset 2"))
+    assert "retry-after" not in dict(result["response_headers"])
+
+
+def _refused_config(harness: Path, stripped: str) -> str:
+    """The harness's stderr when the filter is configured with `stripped` as its stripped
+    headers; fails if the filter takes the configuration."""
+    lines = [
+        line
+        if not line.startswith("config stripped_headers=")
+        else f"config stripped_headers={stripped}"
+        for line in _request_context_config()
+    ]
+    done = subprocess.run(
+        [str(harness)],
+        input=_script(*lines, "new"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stdout
+    return done.stderr
+
+
+@pytest.mark.parametrize(
+    "stripped",
+    ["", "x-a,,x-b", "x-a,", ",x-a", "X-Netweave-Client-Cert", "x a", ",".join(["x-a"] * 17)],
+)
+def test_request_context_refuses_a_bad_stripped_list(
+    request_context_harness: Path, stripped: str
+) -> None:
+    """Empty names, upper case (never matching Envoy's lower-case names), spaces, or more
+    names than the filter holds: the configuration is refused, nothing is silently kept."""
+    assert "refused its configuration" in _refused_config(request_context_harness, stripped)
+
+
+def test_request_context_takes_the_rendered_stripped_list(request_context: Run) -> None:
+    """The control of the test above: the rendered configuration is taken (and its list is
+    the edge's STRIPPED_HEADERS, each dropped above)."""
+    assert f"config stripped_headers={','.join(STRIPPED)}" in _request_context_config()
+    assert request_context(_context_request())["replies"] == []
