@@ -287,6 +287,59 @@ def _sorted_members(index: Mapping[str, Index], pool_id: str) -> list[str]:
     return sorted(_index_members(index["resourcePoolId"], index_key(pool_id)))
 
 
+# Up to this many members added (or removed) since a sort are put in place one by one, by
+# bisection (each a copy of the pointers after it, in C); more are merged by one sort,
+# which finds the sorted list's run and the sorted additions' (Timsort: ~5 ms at 100,000).
+FEW_MEMBER_CHANGES: Final = 64
+
+
+class _MemberChanges:
+    """The members added to and removed from one sorted id list since it was sorted, so
+    the next list updates it instead of sorting every member again (~50 ms at 100,000):
+    a delete and a re-creation, or a move there and back, cancel out."""
+
+    __slots__ = ("added", "removed")
+
+    def __init__(self) -> None:
+        self.added: set[str] = set()
+        self.removed: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.added) + len(self.removed)
+
+    def add(self, member: str) -> None:
+        if member in self.removed:
+            self.removed.discard(member)
+        else:
+            self.added.add(member)
+
+    def remove(self, member: str) -> None:
+        if member in self.added:
+            self.added.discard(member)
+        else:
+            self.removed.add(member)
+
+    def applied(self, ids: list[str]) -> list[str]:
+        """`ids` (sorted) with these changes, as a new sorted list: `ids` is left as it
+        is, for the readers walking it outside the lock."""
+        if len(self.removed) <= FEW_MEMBER_CHANGES:
+            result = list(ids)
+            for member in self.removed:
+                at = bisect.bisect_left(result, member)
+                if at < len(result) and result[at] == member:
+                    del result[at]
+        else:
+            removed = self.removed
+            result = [member for member in ids if member not in removed]
+        if len(self.added) <= FEW_MEMBER_CHANGES:
+            for member in self.added:
+                bisect.insort(result, member)
+        else:
+            result.extend(sorted(self.added))
+            result.sort()
+        return result
+
+
 def _related(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """What wire builders may read of `objects`: the small kinds' dicts themselves (changed
     in place by apply, so this stays current), never resources (held as bytes: leaving them
@@ -440,7 +493,10 @@ class InventoryCache:
         self._bytes_building: set[str] | None = None
         # Incremented by every load: an index built across a load is dropped.
         self._generation = 0
+        # Sorted ids: each kind's, and each pool's resources' (_pool_key), with the
+        # members added and removed since (applied by the next read, _sorted_ids).
         self._sorted: dict[str, list[str]] = {}
+        self._sorted_changes: dict[str, _MemberChanges] = {}
         # (major, kind) -> id -> wire message, for every kind but resources
         self._memo: dict[tuple[str, str], dict[str, Message]] = {}
         # major -> the wire memo of resources
@@ -500,6 +556,7 @@ class InventoryCache:
             self._bytes_building = None
             self._sorted.clear()
             self._sorted.update(sorted_pools)
+            self._sorted_changes.clear()
             self._memo.clear()
             self._resource_memo.clear()
             self._json_indexes.clear()
@@ -526,7 +583,7 @@ class InventoryCache:
             else:
                 objects[object_id] = _held(kind, event.post)
             if (previous is None) != (object_id not in objects):
-                self._sorted.pop(kind, None)
+                self._member_change(kind, object_id, added=previous is None)
             if kind == "resource":
                 current = objects.get(object_id)
                 self._reindex_resource(
@@ -553,10 +610,13 @@ class InventoryCache:
         }
         if previous is None or current is None or len(pools) > 1:
             # A pool's sorted ids change only with its members: a resource modified in
-            # place (most events) keeps them, and the next list does not sort 100,000 ids
+            # place (most events) keeps them. A resource added, removed or moved is noted
+            # for the next list, which puts it in place rather than sorting 100,000 ids
             # again (~50 ms).
-            for pool in pools:
-                self._sorted.pop(_pool_key(pool), None)
+            if previous is not None:
+                self._member_change(_pool_key(previous.resource_pool_id), resource_id, added=False)
+            if current is not None:
+                self._member_change(_pool_key(current.resource_pool_id), resource_id, added=True)
         for resource, add in ((previous, False), (current, True)):
             if resource is None:
                 continue
@@ -568,6 +628,37 @@ class InventoryCache:
                 change_json = json_index.add if add else json_index.discard
                 for value in json_index.getter(resource):
                     change_json(json_key(value), resource_id)
+
+    def _member_change(self, key: str, member: str, *, added: bool) -> None:
+        """(Under the lock.) `member` added to or removed from the sorted ids under `key`:
+        noted for the next read (_sorted_ids); once the changes are more than a quarter of
+        the list, the list is dropped and sorted again by that read (cheaper by then)."""
+        ids = self._sorted.get(key)
+        if ids is None:
+            return  # sorted from the members by the next read
+        changes = self._sorted_changes.get(key)
+        if changes is None:
+            changes = self._sorted_changes[key] = _MemberChanges()
+        if added:
+            changes.add(member)
+        else:
+            changes.remove(member)
+        if len(changes) > max(len(ids) // 4, FEW_MEMBER_CHANGES):
+            del self._sorted[key], self._sorted_changes[key]
+
+    def _sorted_ids(self, key: str, members: Callable[[], list[str]]) -> list[str]:
+        """(Under the lock.) The sorted ids under `key`: kept, updated with the changes
+        noted since, or `members()` (sorted) if there are none yet."""
+        ids = self._sorted.get(key)
+        changes = self._sorted_changes.pop(key, None)
+        if ids is None:
+            ids = members()
+        elif changes:
+            ids = changes.applied(ids)
+        else:
+            return ids
+        self._sorted[key] = ids
+        return ids
 
     def _note_extensions_change(self, resource_id: str) -> None:
         """(Under the lock.) A resource an event changed: a candidate of every search of
@@ -693,10 +784,7 @@ class InventoryCache:
     # --- reads -------------------------------------------------------------------
 
     def _ordered_ids(self, kind: str) -> list[str]:
-        ids = self._sorted.get(kind)
-        if ids is None:
-            ids = self._sorted[kind] = sorted(self._objects[kind])
-        return ids
+        return self._sorted_ids(kind, lambda: sorted(self._objects[kind]))
 
     def _o_cloud_id(self) -> str:
         ids = self._ordered_ids("o_cloud")
@@ -840,11 +928,8 @@ class InventoryCache:
             pool_members = _index_members(
                 self._resource_index["resourcePoolId"], index_key(pool_id)
             )
-            ids = self._sorted.get(_pool_key(pool_id))
-            if ids is None:
-                ids = self._sorted[_pool_key(pool_id)] = _sorted_members(
-                    self._resource_index, pool_id
-                )
+            indexes = self._resource_index
+            ids = self._sorted_ids(_pool_key(pool_id), lambda: _sorted_members(indexes, pool_id))
             candidates: list[set[str]] = []
             for attribute, keys in (constraints or {}).items():
                 index = self._resource_index[attribute]

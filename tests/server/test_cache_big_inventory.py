@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from google.protobuf import struct_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from o2ims.adapter.v1 import domain_pb2
 from o2ims.inventory.v1 import inventory_pb2 as inv
 
@@ -346,6 +348,103 @@ def test_a_pools_sorted_ids_follow_its_members_not_each_modification(
         _apply_random_change(loaded, rng, step)
         for pool in (POOL, OTHER_POOL):
             assert loaded.resource_ids(pool) == _pool_members(loaded, pool), (step, pool)
+
+
+def _counting_sorts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every list the cache sorts with sorted() from here on."""
+    sorts: list[int] = []
+
+    def counted_sorted(items: Any) -> list[str]:
+        listed = builtins.sorted(items)
+        sorts.append(len(listed))
+        return listed
+
+    monkeypatch.setattr(cache_module, "sorted", counted_sorted, raising=False)
+    return sorts
+
+
+def test_a_member_added_or_removed_is_put_in_place_not_sorted_again(
+    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = loaded.resource_ids(POOL)
+    assert before is not None
+    kept = list(before)
+    every = loaded.ids("resource")
+    sorts = _counting_sorts(monkeypatch)
+    # A new resource, a deleted one, one moved to the other pool and one moved back.
+    moved = before[3]
+    for resource_id, post in (
+        ("r500", _payload(_resource("r500", POOL, {}))),
+        (before[1], None),
+        (moved, _payload(_resource(moved, OTHER_POOL, {}))),
+        (before[7], _payload(_resource(before[7], OTHER_POOL, {}))),
+        (before[7], _payload(_resource(before[7], POOL, {}))),
+    ):
+        assert loaded.apply(_event(loaded, resource_id, post))
+    after = loaded.resource_ids(POOL)
+    assert after == _pool_members(loaded, POOL)
+    assert loaded.resource_ids(OTHER_POOL) == _pool_members(loaded, OTHER_POOL)
+    assert "r500" in after and before[1] not in after and moved not in after
+    assert before[7] in after
+    assert loaded.ids("resource") == builtins.sorted({*every, "r500"} - {before[1]})
+    # Nothing was sorted from scratch, and the list a reader may still walk is unchanged.
+    assert sorts == []
+    assert before == kept
+
+
+def test_many_changes_are_merged_and_more_than_a_quarter_sort_again(
+    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past FEW_MEMBER_CHANGES the changes are merged by one sort of the nearly sorted
+    list; past a quarter of the list it is dropped and sorted from the members."""
+    members = loaded.resource_ids(POOL)
+    assert members is not None and len(members) == 180
+    assert len(loaded.ids("resource")) == 240  # the kind's list, sorted by this first read
+    sorts = _counting_sorts(monkeypatch)
+    monkeypatch.setattr(cache_module, "FEW_MEMBER_CHANGES", 4)
+    # 40 changes of 180 members (under a quarter): 20 new, 20 deleted.
+    for n in range(20):
+        new = f"r{600 + n * 7}"
+        assert loaded.apply(_event(loaded, new, _payload(_resource(new, POOL, {})))), n
+        assert loaded.apply(_event(loaded, members[n * 5], None))
+    assert loaded.resource_ids(POOL) == _pool_members(loaded, POOL)
+    # The additions sorted once, for the pool's list and the kind's: no list sorted again.
+    assert sorts == [20, 20]
+    # 60 more deletions of the 180 (over a quarter): the list is sorted again.
+    sorts.clear()
+    for resource_id in _pool_members(loaded, POOL)[:60]:
+        assert loaded.apply(_event(loaded, resource_id, None))
+    assert loaded.resource_ids(POOL) == _pool_members(loaded, POOL)
+    assert 120 in sorts and 240 not in sorts  # the pool's list only: 60 of the kind's 240
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sets(st.integers(0, 60)),
+    st.lists(st.tuples(st.booleans(), st.integers(0, 80)), max_size=60),
+    st.integers(0, 8),
+)
+def test_member_changes_applied_are_the_members_sorted(
+    start: set[int], toggles: list[tuple[bool, int]], few: int
+) -> None:
+    """Any sequence of consistent additions and removals (an id added only while absent,
+    removed only while present), by bisection or by merging, gives the members sorted."""
+    ids = builtins.sorted(f"m{n:03d}" for n in start)
+    members = set(ids)
+    changes = cache_module._MemberChanges()
+    for add, n in toggles:
+        member = f"m{n:03d}"
+        if add and member not in members:
+            members.add(member)
+            changes.add(member)
+        elif not add and member in members:
+            members.discard(member)
+            changes.remove(member)
+    copy = list(ids)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache_module, "FEW_MEMBER_CHANGES", few)
+        assert changes.applied(ids) == builtins.sorted(members)
+    assert ids == copy
 
 
 def test_an_index_built_while_events_arrive_includes_their_changes(
