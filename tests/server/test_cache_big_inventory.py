@@ -323,9 +323,8 @@ def _pool_members(cache: InventoryCache, pool: str) -> list[str]:
     return members
 
 
-def test_a_pools_sorted_ids_follow_its_members_not_each_modification(
-    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _counting_sorts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every list the cache sorts with sorted() from here on."""
     sorts: list[int] = []
 
     def counted_sorted(items: Any) -> list[str]:
@@ -334,6 +333,13 @@ def test_a_pools_sorted_ids_follow_its_members_not_each_modification(
         return listed
 
     monkeypatch.setattr(cache_module, "sorted", counted_sorted, raising=False)
+    return sorts
+
+
+def test_a_pools_sorted_ids_follow_its_members_not_each_modification(
+    loaded: InventoryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sorts = _counting_sorts(monkeypatch)
     # Sorted by the load: the first list sorts nothing.
     pool_ids = loaded.resource_ids(POOL)
     assert pool_ids and sorts == []
@@ -348,19 +354,6 @@ def test_a_pools_sorted_ids_follow_its_members_not_each_modification(
         _apply_random_change(loaded, rng, step)
         for pool in (POOL, OTHER_POOL):
             assert loaded.resource_ids(pool) == _pool_members(loaded, pool), (step, pool)
-
-
-def _counting_sorts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The length of every list the cache sorts with sorted() from here on."""
-    sorts: list[int] = []
-
-    def counted_sorted(items: Any) -> list[str]:
-        listed = builtins.sorted(items)
-        sorts.append(len(listed))
-        return listed
-
-    monkeypatch.setattr(cache_module, "sorted", counted_sorted, raising=False)
-    return sorts
 
 
 def test_a_member_added_or_removed_is_put_in_place_not_sorted_again(
