@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import builtins
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -323,6 +324,15 @@ def _pool_members(cache: InventoryCache, pool: str) -> list[str]:
     return members
 
 
+def consistent(held: set[str], toggles: Iterable[tuple[bool, str]]) -> Iterator[tuple[bool, str]]:
+    """The toggles that change `held` (an addition of what it lacks, a removal of what it
+    holds), applied to it as they are yielded: what a cache sees of members or values."""
+    for add, item in toggles:
+        if add != (item in held):
+            (held.add if add else held.discard)(item)
+            yield add, item
+
+
 def _counting_sorts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The length of every list the cache sorts with sorted() from here on."""
     sorts: list[int] = []
@@ -425,14 +435,8 @@ def test_member_changes_applied_are_the_members_sorted(
     ids = builtins.sorted(f"m{n:03d}" for n in start)
     members = set(ids)
     changes = cache_module._MemberChanges()
-    for add, n in toggles:
-        member = f"m{n:03d}"
-        if add and member not in members:
-            members.add(member)
-            changes.add(member)
-        elif not add and member in members:
-            members.discard(member)
-            changes.remove(member)
+    for add, member in consistent(members, ((add, f"m{n:03d}") for add, n in toggles)):
+        (changes.add if add else changes.remove)(member)
     copy = list(ids)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cache_module, "FEW_MEMBER_CHANGES", few)

@@ -25,6 +25,7 @@ from tests.server.test_cache_big_inventory import (
     _scan,
     _snapshot,
     _via_index,
+    consistent,
 )
 
 ORDER_OPERATORS = ("gt", "gte", "lt", "lte")
@@ -98,14 +99,8 @@ def test_the_view_follows_keys_added_and_removed(
     as _JsonIndex calls them) leave the view as one built from the keys held."""
     held = {json_key(value) for value in start}
     view = cache_module._OrderView(held)
-    for add, value in changes:
-        key = json_key(value)
-        if add and key not in held:
-            held.add(key)
-            view.add(key)
-        elif not add and key in held:
-            held.discard(key)
-            view.remove(key)
+    for add, key in consistent(held, ((add, json_key(value)) for add, value in changes)):
+        (view.add if add else view.remove)(key)
     rebuilt = cache_module._OrderView(held)
     assert view.strings == rebuilt.strings
     assert view.numbers == rebuilt.numbers
