@@ -163,19 +163,34 @@ class _OrderView:
                     return
                 at += 1
 
+    def _cuts(self, op: str, bound: str) -> tuple[bool, int, int | None]:
+        """Whether `op` takes the values below its cuts (else those from them on), the
+        cut in the strings, and the one in the numbers (None: the bound is no number)."""
+        # gt and lte part equal values from the greater (right), gte and lt from the less.
+        find = bisect.bisect_right if op in {"gt", "lte"} else bisect.bisect_left
+        number = parse_number(bound)
+        return (
+            op in {"lt", "lte"},
+            find(self.strings, "s" + bound),
+            None if number is None else find(self.numbers, number),
+        )
+
     def passing(self, op: str, bound: str) -> list[str]:
         """The keys of the values `(op, <path>, bound)` passes: strings compared with the
         bound's text, numbers with its number when it is one (the filter's rule)."""
-        # gt and lte part equal values from the greater (right), gte and lt from the less.
-        find = bisect.bisect_right if op in {"gt", "lte"} else bisect.bisect_left
-        below = op in {"lt", "lte"}
-        cut = find(self.strings, "s" + bound)
-        keys = self.strings[:cut] if below else self.strings[cut:]
-        number = parse_number(bound)
-        if number is not None:
-            cut = find(self.numbers, number)
-            keys += self.number_keys[:cut] if below else self.number_keys[cut:]
+        below, strings, numbers = self._cuts(op, bound)
+        keys = self.strings[:strings] if below else self.strings[strings:]
+        if numbers is not None:
+            keys += self.number_keys[:numbers] if below else self.number_keys[numbers:]
         return keys
+
+    def count(self, op: str, bound: str) -> int:
+        """len(passing(op, bound)), without the list."""
+        below, strings, numbers = self._cuts(op, bound)
+        count = strings if below else len(self.strings) - strings
+        if numbers is not None:
+            count += numbers if below else len(self.numbers) - numbers
+        return count
 
 
 class _JsonIndex:
@@ -1038,6 +1053,12 @@ class InventoryCache:
                 ):
                     found = [searched[path] or set(), extensions_bytes.changed]
                 elif json_index is not None:
+                    if (
+                        prefilter.order is not None
+                        and json_index.order is not None
+                        and json_index.order.count(*prefilter.order[1:]) * UNSELECTIVE > len(ids)
+                    ):
+                        continue  # unselective (below): each value has a resource at least
                     found = json_index.candidates(prefilter)
                 else:
                     continue

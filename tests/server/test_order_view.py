@@ -67,6 +67,7 @@ bounds = st.one_of(
 def _passing(view: Any, op: str, bound: str) -> set[str]:
     found = view.passing(op, bound)
     assert len(found) == len(set(found))  # each key once
+    assert view.count(op, bound) == len(found)
     return set(found)
 
 
@@ -200,3 +201,26 @@ def test_few_values_are_not_kept_in_order() -> None:
     assert _via_index(cache, "(gt,extensions/serial,90)") == _scan(
         cache, "(gt,extensions/serial,90)"
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["(gte,extensions/serial,S)", "(lt,extensions/serial,S02000)", "(gt,extensions/serial,-1)"],
+)
+def test_an_unselective_order_term_is_told_by_counting(
+    ordered: InventoryCache, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """More than a quarter of the pool passes: the pool is walked (the filter decides), and
+    the passing values are counted by bisection, never gathered."""
+    assert ordered._json_indexes[SERIAL].order is not None
+
+    def gathered(self: Any, prefilter: JsonPrefilter) -> list[Any]:
+        raise AssertionError("the candidates of an unselective term were gathered")
+
+    monkeypatch.setattr(cache_module._JsonIndex, "candidates", gathered)
+    monkeypatch.setattr(ordered, "_extensions_bytes", None)
+    query = _query(text)
+    everything = ordered.resource_ids(POOL)
+    assert ordered.resource_ids(POOL, None, query.json_prefilters()) == everything
+    monkeypatch.undo()
+    assert _via_index(ordered, text) == _scan(ordered, text)
