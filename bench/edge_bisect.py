@@ -21,6 +21,9 @@ from the edge is what that component costs.
                          with --token
   jwt-no-payload-header  jwt_authn without forward_payload_header (the claims the core
                          reads); with --token
+  oghttp2, nghttp2       the edge with Envoy's HTTP/2 codec set by its runtime flag
+                         (envoy.reloadable_features.http2_use_oghttp2, both directions):
+                         oghttp2 against nghttp2, Envoy 1.40's default
   access-log-all         the main access log recording every request, not the failures
                          only (NETWEAVE_ENVOY_ACCESS_LOG=all): a cost added, not removed
   all-removed            every removal above at once: what the listed components cost

@@ -859,8 +859,9 @@ def request_context_filter() -> dict[str, Any]:
 
 def request_context_settings() -> str:
     """The request context filter's configuration, `key=value` lines: the header names and
-    the well-formed id test of netweave/headers.py, and the metadata namespaces it writes
-    (and reads the route template under)."""
+    the well-formed id test of netweave/headers.py, the metadata namespaces it writes (and
+    reads the route template under), and the headers it drops from every request
+    (STRIPPED_HEADERS, comma-separated)."""
     first, rest, max_length = id_characters(CORRELATION_ID_PATTERN)
     settings = {
         "correlation_id_header": CORRELATION_ID_HEADER,

@@ -69,17 +69,22 @@ def _build(filter_define: str, output: Path) -> Path:
     return output
 
 
+def _harness(binary: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """The harness run on `script`, leaks and bad accesses reported by the sanitizer."""
+    return subprocess.run(
+        [str(binary)],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"},
+    )
+
+
 def _runner(binary: Path) -> Run:
     def run(script: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [str(binary)],
-            input=script,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-            env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"},
-        )
+        done = _harness(binary, script)
         # Non-zero: a script error, or the sanitizer found a leak or a bad access.
         assert done.returncode == 0, f"harness failed ({done.returncode}):\n{done.stderr}"
         result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
@@ -940,14 +945,7 @@ def _refused_config(harness: Path, stripped: str) -> str:
         else f"config stripped_headers={stripped}"
         for line in _request_context_config()
     ]
-    done = subprocess.run(
-        [str(harness)],
-        input=_script(*lines, "new"),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    done = _harness(harness, _script(*lines, "new"))
     assert done.returncode == 2, done.stdout
     return done.stderr
 
