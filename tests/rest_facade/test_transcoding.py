@@ -413,3 +413,5 @@ def test_access_log_records_the_rest_request_as_the_client_sent_it(
     assert entry["rest_grpc_status"] == "5"  # NOT_FOUND as the core said it
     assert entry["client_uri"] == client_uri("netweave-dev-client")
     assert isinstance(entry["duration_ms"], int)
+    # The core's share (the router's x-envoy-upstream-service-time), which runbooks.md reads.
+    assert int(entry["upstream_ms"]) >= 0
