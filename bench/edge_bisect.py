@@ -268,8 +268,10 @@ def variant_config(
     if variant.change is not None:
         variant.change(manager, rest_path)
     if variant.runtime:
+        # Last: a later layer overrides an earlier one, so the variant's flags win over any
+        # layer the edge's config has.
         layer = {"name": "variant", "static_layer": dict(variant.runtime)}
-        config.setdefault("layered_runtime", {}).setdefault("layers", []).insert(0, layer)
+        config.setdefault("layered_runtime", {}).setdefault("layers", []).append(layer)
     return config
 
 

@@ -385,9 +385,9 @@ def _pool_key(pool_id: str) -> str:
     return "resource@" + pool_id
 
 
-def _sorted_members(index: Mapping[str, Index], pool_id: str) -> list[str]:
-    """A pool's resource ids, sorted, from the resource indexes."""
-    return sorted(_index_members(index["resourcePoolId"], index_key(pool_id)))
+def _pool_members(index: Mapping[str, Index], pool_id: str) -> Collection[str]:
+    """A pool's resource ids, from the resource indexes."""
+    return _index_members(index["resourcePoolId"], index_key(pool_id))
 
 
 # Up to this many members added (or removed) since a sort are put in place one by one, by
@@ -648,7 +648,7 @@ class InventoryCache:
         # Each pool's resource ids in the order every list of it walks them: sorted by the
         # load, not by the first list after it (~50 ms for 100,000, on a request).
         sorted_pools = {
-            _pool_key(pool_id): _sorted_members(index, pool_id)
+            _pool_key(pool_id): sorted(_pool_members(index, pool_id))
             for pool_id in objects["resource_pool"]
         }
         with self._lock:
@@ -1027,18 +1027,13 @@ class InventoryCache:
                 # Outside the lock (a few ms over 100,000 resources): the bytes never
                 # change, only which resources changed since (read under the lock below).
                 # The pool's size, read without the lock, only bounds the search.
-                pool_size = len(
-                    _index_members(self._resource_index["resourcePoolId"], index_key(pool_id))
-                )
+                pool_size = len(_pool_members(self._resource_index, pool_id))
                 searched[path] = extensions_bytes.search(prefilter, pool_size // UNSELECTIVE)
         with self._lock:
             if pool_id not in self._objects["resource_pool"]:
                 return None
-            pool_members = _index_members(
-                self._resource_index["resourcePoolId"], index_key(pool_id)
-            )
-            indexes = self._resource_index
-            ids = self._sorted_ids(_pool_key(pool_id), lambda: _sorted_members(indexes, pool_id))
+            pool_members = _pool_members(self._resource_index, pool_id)
+            ids = self._sorted_ids(_pool_key(pool_id), lambda: sorted(pool_members))
             candidates: list[set[str]] = []
             for attribute, keys in (constraints or {}).items():
                 index = self._resource_index[attribute]
