@@ -346,10 +346,16 @@ def test_cpu_placement(mode: str, processes: int, allowed: set[int], placed: lis
 
 
 def cpus_of_threads(pid: int) -> set[str]:
-    """The distinct Cpus_allowed_list of every thread of `pid`."""
+    """The distinct Cpus_allowed_list of every thread of `pid` that is still running when
+    its status is read (a worker's short-lived threads may end between the listing and the
+    read)."""
     lists = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for line in (task / "status").read_text().splitlines():
+        try:
+            status = (task / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended while we listed them
+        for line in status.splitlines():
             if line.startswith("Cpus_allowed_list:"):
                 lists.add(line.split(":", 1)[1].strip())
     return lists
