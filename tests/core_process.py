@@ -22,11 +22,27 @@ ENV = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "gen" / "python")])}
 LOG_FIELDS = ("ts", "level", "component", "version", "event")
 
 
+def complete_lines(text: str) -> list[str]:
+    """The lines of `text` its writer has finished. A reader racing a live writer may catch
+    the last line half written: without its newline, it is not a line yet."""
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """Every finished line of the JSON-lines file `path` (an audit trail, an access log),
+    parsed; none while the file does not exist yet."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in complete_lines(text) if line.strip()]
+
+
 def log_records(text: str) -> list[dict[str, Any]]:
-    """Every line of a process's standard error, parsed; fails naming the first line that
-    is not a JSON object with the fields every log line has."""
+    """Every finished line of a process's standard error, parsed; fails naming the first
+    line that is not a JSON object with the fields every log line has."""
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(complete_lines(text), 1):
         try:
             record = json.loads(line)
         except ValueError:
@@ -93,9 +109,7 @@ class CoreProcess:
         return log_records(self.stderr())
 
     def audit(self) -> list[dict[str, Any]]:
-        if not self.audit_path.exists():
-            return []
-        return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
+        return json_lines(self.audit_path)
 
     def stop(self) -> int | None:
         if self.channel is not None:

@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from devstack.pki import issue_client_certificate
-from devstack.processes import metric_sum
+from devstack.processes import metric_sum, wait_until
 from devstack.stack import LocalStack
 from netweave.headers import CORRELATION_ID_HEADER, CORRELATION_ID_PATTERN, REQUEST_ID_HEADER
+from tests.core_process import json_lines
 
 from .conftest import start_stack
 
@@ -206,14 +207,13 @@ def test_every_envoy_log_line_is_json(stack: LocalStack, rest: httpx.Client) -> 
 
 def wait_for_line(path: Path, value: str, key: str | None = None) -> dict[str, Any]:
     """The first JSON line of `path` holding `value` (under `key`, if given)."""
-    deadline = time.monotonic() + FLUSH_WAIT_S
-    while True:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if value in line:
-                    record: dict[str, Any] = json.loads(line)
-                    if key is None or record.get(key) == value:
-                        return record
-        if time.monotonic() > deadline:
-            pytest.fail(f"{value!r} not in {path}")
-        time.sleep(0.1)
+
+    def found() -> list[dict[str, Any]]:
+        return [
+            record
+            for record in json_lines(path)
+            if (value in json.dumps(record) if key is None else record.get(key) == value)
+        ]
+
+    wait_until(lambda: bool(found()), FLUSH_WAIT_S, f"{value!r} in {path}", interval=0.1)
+    return found()[0]

@@ -51,6 +51,7 @@ from devstack.processes import wait_until
 from devstack.stack import DEFAULT_POLICY, LocalStack, StackConfig
 from netweave.headers import CLIENT_CERT_HEADER, EDGE_MARKER_HEADER, JWT_PAYLOAD_HEADER
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
+from tests.core_process import json_lines
 
 CLOUD = "/o2ims-infrastructureInventory/v1"
 POOLS = f"{CLOUD}/resourcePools"
@@ -101,14 +102,13 @@ def rest(stack: LocalStack, cert: IssuedCertificate, base_url: str | None = None
 
 
 def audit_of(stack: LocalStack, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for line in stack.audit_log.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("request_id") == request_id:
-                return dict(record)
-        time.sleep(0.05)
-    raise AssertionError(f"no audit record for request {request_id}")
+    """The core's audit record of the request `request_id`, once it is written."""
+
+    def found() -> list[dict[str, Any]]:
+        return [r for r in json_lines(stack.audit_log) if r.get("request_id") == request_id]
+
+    wait_until(lambda: bool(found()), 5, f"the audit record of request {request_id}")
+    return found()[0]
 
 
 def error_reason(error: grpc.RpcError) -> str:

@@ -30,6 +30,7 @@ from netweave.headers import CORRELATION_ID_HEADER, CORRELATION_ID_PATTERN
 from netweave.version import version
 from server.store import connect
 from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
+from tests.core_process import complete_lines
 from tests.notifier.receiver import Received, Receiver
 
 from .conftest import start_stack
@@ -82,7 +83,7 @@ def parsed(path: Path) -> list[dict[str, Any]]:
     """Every line of `path` as a JSON object; fails naming the file and line of the first one
     that is not."""
     records = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for number, line in enumerate(complete_lines(path.read_text(errors="replace")), 1):
         try:
             record = json.loads(line)
         except ValueError:

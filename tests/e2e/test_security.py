@@ -5,12 +5,10 @@ access policy), the role matrix over every REST endpoint, the audit trail and th
 from __future__ import annotations
 
 import datetime as dt
-import json
 import ssl
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,9 +24,11 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as subs_grpc
 
 from devstack.load import offer
 from devstack.pki import IssuedCertificate, client_uri, ensure_dev_pki, issue_client_certificate
+from devstack.processes import wait_until
 from devstack.stack import REPO, LocalStack
 from devstack.tokens import ensure_dev_issuer
 from rest_facade.http_rules import HttpRule, read_rules
+from tests.core_process import json_lines
 
 from .conftest import problem, start_stack
 
@@ -289,21 +289,21 @@ def test_native_grpc_through_envoy_is_authorized_the_same_way(
 # --- audit trail and metrics -----------------------------------------------------------
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def audit_records(
+    stack: LocalStack, matches: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """The core's and the edge's audit records `matches` accepts, once there is one."""
+
+    def found() -> list[dict[str, Any]]:
+        trail = json_lines(stack.audit_log) + json_lines(stack.edge_audit_log)
+        return [record for record in trail if matches(record)]
+
+    wait_until(lambda: bool(found()), 5, "the audit record")
+    return found()
 
 
 def audit_record(stack: LocalStack, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
-        for record in read_jsonl(stack.audit_log) + read_jsonl(stack.edge_audit_log):
-            if record.get("request_id") == request_id:
-                return record
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no audit record for request {request_id}")
-        time.sleep(0.05)
+    return audit_records(stack, lambda record: record.get("request_id") == request_id)[0]
 
 
 def test_audit_records_have_the_fields_and_no_tokens(
@@ -420,18 +420,10 @@ def test_direct_calls_to_the_core_are_audited_with_the_caller_address(stack: Loc
             ),
             timeout=5,
         )
-    deadline = time.monotonic() + 5
-    while True:
-        found = [
-            r
-            for r in read_jsonl(stack.audit_log)
-            if r.get("body", {}).get("subscription", {}).get("consumerSubscriptionId") == marker
-        ]
-        if found or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert found, "no audit record of the direct call"
-    record = found[0]
+    [record] = audit_records(
+        stack,
+        lambda r: r.get("body", {}).get("subscription", {}).get("consumerSubscriptionId") == marker,
+    )
     assert (record["via"], record["role"], record["decision"]) == (
         "internal",
         "o2ims-admin",

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from devstack.processes import wait_until
 from server.notifier import keys
 from server.notifier.config import RetrySchedule
 from server.notifier.delivery import ACK_EVERY, READ_COUNT
@@ -20,7 +21,6 @@ from tests.notifier.conftest import (
     running,
     subscribe,
     unsubscribe,
-    wait,
 )
 from tests.notifier.receiver import Answer, Receiver
 
@@ -54,7 +54,7 @@ def test_delivered_notifications_are_acknowledged_before_the_worker_waits(
         store.apply("static", [pool()] + [resource(f"r-{n}") for n in range(ACK_EVERY * 3 + 5)])
         receiver.wait_for("/acked", ACK_EVERY * 3 + 6)
         # The worker now blocks for new entries: nothing it delivered may stay pending.
-        wait(
+        wait_until(
             lambda: (
                 raw.xlen(queue) == 0
                 and int(raw.xpending(queue, keys.DELIVER_GROUP)["pending"]) == 0
@@ -73,14 +73,16 @@ def test_the_heads_retry_state_survives_a_restart(
     schedule = RetrySchedule(base_s=0.05, max_delay_s=0.1, deadline_s=60.0)
     with running(make_config(redis_url, retry=schedule)):
         store.apply("static", [pool()])
-        wait(lambda: int(raw.hget(retry_key, "attempts") or 0) >= 2, 10, "two failed attempts")
+        wait_until(
+            lambda: int(raw.hget(retry_key, "attempts") or 0) >= 2, 10, "two failed attempts"
+        )
     state: Any = raw.hgetall(retry_key)
     attempts = int(state["attempts"])
     # As if the first failure had been long ago: the restarted notifier, reading the
     # entry again, must take the stored schedule over, make one more attempt and give up.
     raw.hset(retry_key, "firstFailureMs", int(time.time() * 1000) - 61_000)
     with running(make_config(redis_url, retry=schedule, lease_ms=300)):
-        wait(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 1, 10, "the dead letter")
+        wait_until(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 1, 10, "the dead letter")
     letters: Any = raw.xrange(keys.DEAD_LETTERS_KEY)
     ((_, letter),) = letters
     assert letter["attempts"] == str(attempts + 1)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import redis
 
+from devstack.processes import wait_until
 from server.notifier import keys
 from server.notifier.config import RetrySchedule
 from server.store import InventoryStore
@@ -29,7 +30,6 @@ from tests.notifier.conftest import (
     running,
     subscribe,
     unsubscribe,
-    wait,
 )
 from tests.notifier.receiver import Answer, Received, Receiver
 
@@ -51,7 +51,7 @@ def test_outage_then_503s_then_recovery_delivers_everything_in_order(
         store.apply("static", [pool()])
         for resource_id in expected:
             store.apply("static", [resource(resource_id)])
-        wait(
+        wait_until(
             lambda: notifier.metrics.deliveries.labels("retried")._value.get() >= 4,
             10,
             "retries while the receiver is down",
@@ -136,7 +136,7 @@ def test_permanent_4xx_is_dead_lettered_at_once_and_the_cli_replays_it(
     subscription = subscribe(redis_url, receiver.url + "/gone")
     with running(make_config(redis_url)) as notifier:
         store.apply("static", [pool()])
-        wait(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 1, 10, "the dead letter")
+        wait_until(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 1, 10, "the dead letter")
         time.sleep(0.3)
         assert len(receiver.requests) == 1, "no retry on a permanent error"
         assert notifier.metrics.deliveries.labels("dead_lettered")._value.get() == 1
@@ -169,7 +169,7 @@ def test_an_exhausted_retry_schedule_dead_letters_and_replay_all_works(
     tiny = RetrySchedule(base_s=0.02, max_delay_s=0.1, deadline_s=0.5)
     with running(make_config(redis_url, retry=tiny)):
         store.apply("static", [pool(), resource("r-1")])
-        wait(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 2, 15, "two dead letters")
+        wait_until(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 2, 15, "two dead letters")
         attempts = len(receiver.requests)
         assert attempts >= 4, "retried before giving up"
         letters: Any = raw.xrange(keys.DEAD_LETTERS_KEY)
@@ -202,7 +202,7 @@ def test_deleting_a_subscription_stops_its_deliveries(
         time.sleep(0.5)
         assert len(receiver.requests) <= at_delete + 1
         assert not raw.exists(keys.queue_key(subscription.subscription_id)), "not recreated"
-        wait(lambda: not notifier.scheduler.workers, 5, "the worker to go")
+        wait_until(lambda: not notifier.scheduler.workers, 5, "the worker to go")
 
 
 def test_policy_is_checked_again_at_delivery_refused_callbacks_are_dead_lettered(
@@ -212,7 +212,7 @@ def test_policy_is_checked_again_at_delivery_refused_callbacks_are_dead_lettered
     subscribe(redis_url, receiver.url + "/internal")
     with running(make_config(redis_url, callback_policy=CallbackPolicy(allow_http=True))) as n:
         store.apply("static", [pool()])
-        wait(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 1, 10, "the refused notification")
+        wait_until(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 1, 10, "the refused notification")
         assert n.metrics.deliveries.labels("refused")._value.get() == 1
     assert receiver.requests == []
     letters: Any = raw.xrange(keys.DEAD_LETTERS_KEY)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from devstack.processes import wait_until
 from devstack.stack import (
     ALERTMANAGER_PORT_FIELDS,
     AWS_PORT_FIELDS,
@@ -38,7 +39,7 @@ from server.subscriptions.callbacks import (
     parse_cidrs,
 )
 from server.subscriptions.validation import callback_problem
-from tests.notifier.conftest import SECRET, make_config, pool, running, subscribe, wait
+from tests.notifier.conftest import SECRET, make_config, pool, running, subscribe
 
 OWN = "one of the gateway's own listeners"
 
@@ -329,7 +330,7 @@ def test_a_running_notifier_dead_letters_it_without_credentials(
         config = make_config(redis_url, callback_policy=development(("127.0.0.1", port)))
         with running(config) as notifier:
             store.apply("static", [pool()])
-            wait(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 1, 10, "the refused notification")
+            wait_until(lambda: raw.xlen(keys.DEAD_LETTERS_KEY) == 1, 10, "the refused notification")
             assert notifier.metrics.deliveries.labels("refused")._value.get() == 1
         assert connections(admin) == 0
 

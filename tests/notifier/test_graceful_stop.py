@@ -5,13 +5,14 @@ and nothing is lost. Real processes, real Redis, a real receiver."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
 
+from devstack.processes import wait_until
 from server.store import InventoryStore
-from tests.notifier.conftest import NotifierProcess, resource, subscribe, wait
+from tests.core_process import log_records
+from tests.notifier.conftest import NotifierProcess, resource, subscribe
 from tests.notifier.receiver import Answer, Receiver
 
 # Long enough that waiting for it would show: a crashed notifier's work moves on only
@@ -34,12 +35,12 @@ def test_sigterm_hands_the_work_over_at_once_and_loses_nothing(
     try:
         time.sleep(1.0)  # both hold their share of the subscriptions
         store.apply("static", [resource(f"r-{n:04d}") for n in range(count)])
-        wait(lambda: len(receiver.delivered) >= expected // 4, 60, "a quarter delivered")
+        wait_until(lambda: len(receiver.delivered) >= expected // 4, 60, "a quarter delivered")
         signalled = time.monotonic()
         leaving.process.signal(signal.SIGTERM)
-        wait(lambda: not leaving.process.alive(), 15, "the notifier to exit")
+        wait_until(lambda: not leaving.process.alive(), 15, "the notifier to exit")
         exited = time.monotonic()
-        wait(
+        wait_until(
             lambda: len({r.headers["webhook-id"] for r in receiver.delivered}) >= expected,
             LEASE_MS / 1000 / 2,
             "every notification, well within a lease period",
@@ -53,7 +54,7 @@ def test_sigterm_hands_the_work_over_at_once_and_loses_nothing(
     assert leaving.process.proc.returncode == 0
     assert exited - signalled < 10
     assert finished - exited < LEASE_MS / 1000 / 2
-    records = [json.loads(line) for line in leaving.log_path.read_text().splitlines()]
+    records = log_records(leaving.log_path.read_text())
     events = [record["event"] for record in records]
     assert events[-1] == "notifier_stopped"
     ids = [r.headers["webhook-id"] for r in receiver.delivered]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from devstack.processes import free_port
+from devstack.processes import free_port, wait_until
 from devstack.redis_server import command_calls
 from server.notifier import keys, streams
 from server.notifier.app import Notifier
@@ -20,7 +20,7 @@ from server.notifier.config import RetrySchedule
 from server.notifier.scheduler import Scheduler
 from server.store import InventoryStore, connect
 from server.subscriptions.store import INVENTORY_SUBSCRIPTIONS
-from tests.notifier.conftest import make_config, resource, running, subscribe, wait
+from tests.notifier.conftest import make_config, resource, running, subscribe
 from tests.notifier.receiver import Answer, Receiver
 
 WINDOW_S = 2.0
@@ -46,12 +46,12 @@ def test_idle_redis_commands_and_threads_do_not_grow_with_subscriptions(
     for _ in range(10):
         subscribe(redis_url, receiver.url + "/few")
     with running(config) as notifier:
-        wait(lambda: len(notifier.scheduler.workers) == 10, 10, "10 subscriptions taken")
+        wait_until(lambda: len(notifier.scheduler.workers) == 10, 10, "10 subscriptions taken")
         time.sleep(1.0)  # the workers' first look at their queues
         few = idle_commands(client)
         for _ in range(190):
             subscribe(redis_url, receiver.url + "/many")
-        wait(lambda: len(notifier.scheduler.workers) == 200, 20, "200 subscriptions taken")
+        wait_until(lambda: len(notifier.scheduler.workers) == 200, 20, "200 subscriptions taken")
         time.sleep(1.5)
         many = idle_commands(client)
         threads = threading.active_count() - threads_before
@@ -80,7 +80,7 @@ def test_a_stuck_subscriber_does_not_delay_another(redis_url: str, store: Invent
         subscribe(redis_url, receiver.url + "/stuck")
         subscribe(redis_url, receiver.url + "/fine")
         with running(config) as notifier:
-            wait(lambda: len(notifier.scheduler.workers) == 2, 10, "both subscriptions taken")
+            wait_until(lambda: len(notifier.scheduler.workers) == 2, 10, "both subscriptions taken")
             store.apply("t", [resource(str(uuid.uuid4()))])
             started = time.monotonic()
             # The stuck POST is in flight for 10 s; the other subscriber's is not behind it.
@@ -111,7 +111,7 @@ def test_a_subscriber_in_backoff_holds_no_delivery_thread(
     subscribe(redis_url, down)
     subscribe(redis_url, receiver.url + "/up")
     with running(config) as notifier:
-        wait(lambda: len(notifier.scheduler.workers) == 2, 10, "both subscriptions taken")
+        wait_until(lambda: len(notifier.scheduler.workers) == 2, 10, "both subscriptions taken")
         for _ in range(5):
             store.apply("t", [resource(str(uuid.uuid4()))])
         receiver.wait_for("/up", 5, timeout=3.0)
@@ -150,7 +150,9 @@ def test_wakeups_trimmed_before_they_were_read_wake_every_queue(redis_url: str) 
     scheduler.workers = {"named": named, "unnamed": unnamed}  # type: ignore[dict-item]
     watcher = threading.Thread(target=scheduler.watch, daemon=True)
     watcher.start()
-    wait(lambda: named.wakes >= 1 and unnamed.wakes >= 1, 5, "the start's wake-up of every queue")
+    wait_until(
+        lambda: named.wakes >= 1 and unnamed.wakes >= 1, 5, "the start's wake-up of every queue"
+    )
     time.sleep(0.2)  # the watcher is blocked in its read after the newest entry now
     woken = unnamed.wakes
     # The reader falls behind: "unnamed"'s wake-up and more are trimmed away before it reads.
@@ -159,7 +161,7 @@ def test_wakeups_trimmed_before_they_were_read_wake_every_queue(redis_url: str) 
         for _ in range(249):
             burst.xadd(keys.READY_KEY, {"ids": "named"}, maxlen=150, approximate=False)
         burst.execute()
-    wait(lambda: unnamed.wakes > woken, 5, "the lost wake-up to wake every queue")
+    wait_until(lambda: unnamed.wakes > woken, 5, "the lost wake-up to wake every queue")
     stop.set()
     watcher.join(5)
     client.close()
@@ -191,7 +193,7 @@ def test_wakeups_while_waiting_for_a_previous_owner_start_no_extra_polling(
     try:
         worker = notifier._new_worker(subscription.subscription_id, INVENTORY_SUBSCRIPTIONS)
         worker.start()
-        wait(lambda: len(passes) >= 1, 5, "the first recovery pass")
+        wait_until(lambda: len(passes) >= 1, 5, "the first recovery pass")
         started = time.monotonic()
         while time.monotonic() - started < 1.0:
             worker.wake()  # new notifications for it, as notifier:ready would announce

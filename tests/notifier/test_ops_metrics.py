@@ -13,9 +13,10 @@ from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.pki import ensure_dev_pki
+from devstack.processes import wait_until
 from server.notifier.metrics import matcher_lag
 from server.store import InventoryStore
-from tests.notifier.conftest import make_config, pool, resource, running, subscribe, wait
+from tests.notifier.conftest import make_config, pool, resource, running, subscribe
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -39,13 +40,13 @@ def test_matcher_lag_rises_while_no_matcher_runs_and_falls_when_it_does(
     config = make_config(redis_url)
     with running(config) as notifier:
         store.apply("static", [pool()])
-        wait(lambda: lag(notifier.ops.port) == 0, 10, "the first event matched")
+        wait_until(lambda: lag(notifier.ops.port) == 0, 10, "the first event matched")
     # No matcher now: what is appended waits in inventory:events.
     store.apply("static", [resource(f"r-{n}") for n in range(3)])
     assert matcher_lag(store.client)["inventory"] == 3
     with running(config) as notifier:
         # Readiness and metrics say the same while (or after) it catches up.
-        wait(lambda: lag(notifier.ops.port) == 0, 15, "the backlog matched")
+        wait_until(lambda: lag(notifier.ops.port) == 0, 15, "the backlog matched")
         events = httpx.get(f"http://127.0.0.1:{notifier.ops.port}/readyz").json()["checks"]
         assert events["events"]["matcher_lag"] == {"inventory": 0, "alarms": 0}
     assert matcher_lag(store.client)["inventory"] == 0
@@ -91,9 +92,9 @@ def test_queue_depth_counts_every_queue_and_its_deepest(
         def depth(name: str) -> float:
             return scrape(notifier.ops.port).get((name, ()), -1.0)
 
-        wait(lambda: depth("o2ims_webhook_queue_depth") == 2, 15, "the first queue")
+        wait_until(lambda: depth("o2ims_webhook_queue_depth") == 2, 15, "the first queue")
         subscribe(redis_url, "http://127.0.0.1:9/second")
-        wait(lambda: lag(notifier.ops.port) == 0, 10, "the matcher current")
+        wait_until(lambda: lag(notifier.ops.port) == 0, 10, "the matcher current")
         store.apply("static", [pool(), resource("r-1"), resource("r-2")])
-        wait(lambda: depth("o2ims_webhook_queue_depth") == 4, 15, "both queues")
+        wait_until(lambda: depth("o2ims_webhook_queue_depth") == 4, 15, "both queues")
         assert depth("o2ims_webhook_queue_depth_max") == 3

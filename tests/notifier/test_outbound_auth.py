@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from devstack.pki import DevPki, ensure_dev_pki
+from devstack.processes import wait_until
 from server.notifier.config import OAuthClient
 from server.store import InventoryStore
-from tests.notifier.conftest import make_config, pool, resource, running, subscribe, wait
+from tests.notifier.conftest import make_config, pool, resource, running, subscribe
 
 
 @dataclass
@@ -126,7 +127,7 @@ def test_client_certificate_and_cached_bearer_token_renewed_after_401(
     )
     with running(config):
         store.apply("static", [pool(), resource("r-1"), resource("r-2")])
-        wait(lambda: len(seen.posts) >= 3, 15, "three deliveries")
+        wait_until(lambda: len(seen.posts) >= 3, 15, "three deliveries")
         # One token for all of them: cached, not fetched per notification.
         assert len(seen.token_requests) == 1
         request = seen.token_requests[0]
@@ -141,7 +142,7 @@ def test_client_certificate_and_cached_bearer_token_renewed_after_401(
         with seen.lock:
             seen.accepted = "tok-2"
         store.apply("static", [resource("r-3")])
-        wait(
+        wait_until(
             lambda: any(
                 p["authorization"] == "Bearer tok-2"
                 and p["body"]["postObjectState"].get("resourceId") == "r-3"
@@ -159,7 +160,7 @@ def test_without_a_client_certificate_the_subscriber_refuses_the_handshake(
     subscribe(redis_url, mtls_receiver)
     with running(make_config(redis_url, tls_ca=str(pki.ca_cert))) as notifier:
         store.apply("static", [pool()])
-        wait(
+        wait_until(
             lambda: (
                 (
                     notifier.metrics.registry.get_sample_value(

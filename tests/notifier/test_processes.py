@@ -11,6 +11,7 @@ import redis
 from o2ims.adapter.v1 import domain_pb2
 
 from adapters.contract import serialize
+from devstack.processes import wait_until
 from devstack.redis_server import RedisServer
 from server.store import Change, InventoryStore, connect
 from tests.notifier.conftest import (
@@ -19,7 +20,6 @@ from tests.notifier.conftest import (
     metric_value,
     resource,
     subscribe,
-    wait,
 )
 from tests.notifier.receiver import Answer, Receiver
 
@@ -34,7 +34,7 @@ def test_kill_9_mid_delivery_loses_nothing_and_duplicates_under_one_percent(
     expected = 4 * 2500
     first = NotifierProcess(redis_url, tmp_path).start()
     try:
-        wait(lambda: len(receiver.delivered) >= expected // 4, 60, "a quarter delivered")
+        wait_until(lambda: len(receiver.delivered) >= expected // 4, 60, "a quarter delivered")
         first.kill()
         at_kill = len(receiver.delivered)
         assert at_kill < expected, "killed while still delivering"
@@ -42,7 +42,7 @@ def test_kill_9_mid_delivery_loses_nothing_and_duplicates_under_one_percent(
         first.stop()
     second = NotifierProcess(redis_url, tmp_path).start()
     try:
-        wait(
+        wait_until(
             lambda: len({r.headers["webhook-id"] for r in receiver.delivered}) >= expected,
             90,
             "every notification",
@@ -102,10 +102,10 @@ def test_redis_restart_mid_run_resumes_delivery_with_subscriptions_intact(
             store.apply("static", [resource(f"before-{n}") for n in range(50)])
             receiver.wait_for("/r", 50)
             own.stop()
-            wait(lambda: not notifier.ready(), 10, "/readyz to notice")
+            wait_until(lambda: not notifier.ready(), 10, "/readyz to notice")
             time.sleep(1.0)
             own.start()
-            wait(notifier.ready, 20, "/readyz after the restart")
+            wait_until(notifier.ready, 20, "/readyz after the restart")
             store.apply("static", [resource(f"after-{n}") for n in range(50)])
             received = receiver.wait_for("/r", 100, timeout=30)
         finally:

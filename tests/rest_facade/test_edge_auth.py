@@ -28,10 +28,12 @@ from devstack.pki import (
     issue_client_certificate,
     issue_crafted_certificate,
 )
+from devstack.processes import wait_until
 from devstack.tokens import DevIssuer, ensure_dev_issuer
 from netweave.headers import CLIENT_CERT_HEADER, EDGE_MARKER_HEADER
 from rest_facade.envoy_config import ClientLimit, JwtConfig, RateLimitConfig
 from rest_facade.envoy_process import RunningEnvoy
+from tests.core_process import json_lines
 
 from .support import (
     EnvoyFactory,
@@ -82,14 +84,9 @@ def assert_unauthorized(response: httpx.Response) -> None:
 
 
 def edge_audit(path: Path, timeout: float = 5.0, count: int = 1) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = (
-            [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        )
-        if len(records) >= count or time.monotonic() > deadline:
-            return records
-        time.sleep(0.05)
+    """The edge's audit records, once there are at least `count`."""
+    wait_until(lambda: len(json_lines(path)) >= count, timeout, f"{count} edge audit record(s)")
+    return json_lines(path)
 
 
 # --- bearer tokens ------------------------------------------------------------------

@@ -20,11 +20,7 @@ from o2ims.subscriptions.v1 import subscriptions_pb2_grpc as sub_grpc
 from devstack.processes import wait_until
 from netweave.headers import CORRELATION_ID_HEADER, REQUEST_ID_HEADER
 from server.auth.audit import AuditLog, Deferred
-from tests.core_process import CoreProcess
-
-
-def lines_of(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+from tests.core_process import CoreProcess, json_lines
 
 
 def test_every_record_of_many_threads_is_written_once_in_each_threads_order(
@@ -45,7 +41,7 @@ def test_every_record_of_many_threads_is_written_once_in_each_threads_order(
         worker.join()
     audit.close()
 
-    records = lines_of(path)
+    records = json_lines(path)
     assert len(records) == threads * per_thread
     assert len({record["request_id"] for record in records}) == threads * per_thread
     for thread in range(threads):
@@ -108,7 +104,7 @@ def test_a_record_after_close_is_written_at_once(tmp_path: Path) -> None:
     audit.write({"n": 1})
     audit.close()
     audit.write({"n": 2})
-    assert [record["n"] for record in lines_of(path)] == [1, 2]
+    assert [record["n"] for record in json_lines(path)] == [1, 2]
 
 
 class _Members(Deferred):
@@ -133,7 +129,7 @@ def test_deferred_records_are_encoded_by_the_writer_and_a_broken_one_loses_no_ot
     audit.write(_Members('"n":3,"note":"\\u00e9"'))
     audit.write({"n": 4})
     audit.close()
-    records = lines_of(path)
+    records = json_lines(path)
     assert [record.get("n") for record in records] == [1, None, 3, 4]
     assert records[1]["record"] == "[unrecordable: KeyError]"
     assert records[2]["note"] == "\u00e9"

@@ -25,6 +25,7 @@ from server.auth.identity import Channel
 from server.auth.identity import identify as identify_caller
 from server.auth.interceptor import BODY_CACHE_MAX_BYTES, _cached_body
 from server.metrics import GatewayMetrics
+from tests.core_process import json_lines
 
 EDGE_URI = "spiffe://netweave.local/edge"
 METHOD = "/o2ims.inventory.v1.InventoryService/GetResourcePool"
@@ -165,7 +166,7 @@ def audited_call(
 
 def audit_records(audit: AuditLog, path: Path) -> list[dict[str, Any]]:
     audit.close()
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return json_lines(path)
 
 
 def test_grpc_calls_are_audited_with_their_redacted_body_every_time(tmp_path: Path) -> None:
