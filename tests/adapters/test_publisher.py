@@ -23,6 +23,7 @@ from adapters.publisher import (
     Subscription,
     create_adapter_server,
 )
+from devstack.processes import wait_until
 
 ADDED = adapter_pb2.EVENT_TYPE_ADDED
 MODIFIED = adapter_pb2.EVENT_TYPE_MODIFIED
@@ -383,15 +384,10 @@ def test_cancelled_watch_releases_its_subscription(
 ) -> None:
     stub = adapter_pb2_grpc.AdapterServiceStub(channel)
     call = stub.WatchObjects(adapter_pb2.WatchObjectsRequest(send_initial_objects=False))
-    deadline = time.monotonic() + 5
-    while publisher.subscriber_count == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: publisher.subscriber_count > 0, 5, "the watch subscribed")
     assert publisher.subscriber_count == 1
     call.cancel()
-    deadline = time.monotonic() + 2
-    while publisher.subscriber_count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert publisher.subscriber_count == 0
+    wait_until(lambda: publisher.subscriber_count == 0, 2, "the subscription released")
 
 
 def test_watch_ends_unavailable_when_the_publisher_closes(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,11 +55,12 @@ def metrics(stack: LocalStack) -> str:
 def wait_for_count(stack: LocalStack, at_least: float, **labels: str) -> None:
     """Wait until o2ims_http_requests_total{labels} reaches `at_least` (Envoy sends its
     access log records in batches, once a second)."""
-    deadline = time.monotonic() + FLUSH_WAIT_S
-    while metric_sum(metrics(stack), REQUESTS, **labels) < at_least:
-        if time.monotonic() > deadline:
-            pytest.fail(f"{REQUESTS}{labels} stayed below {at_least}:\n{metrics(stack)}")
-        time.sleep(0.2)
+    wait_until(
+        lambda: metric_sum(metrics(stack), REQUESTS, **labels) >= at_least,
+        FLUSH_WAIT_S,
+        f"{REQUESTS}{labels} to reach {at_least}",
+        interval=0.2,
+    )
 
 
 def test_each_kind_of_rest_request_is_counted_under_its_template(

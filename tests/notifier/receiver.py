@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from devstack.processes import free_port
+from devstack.processes import free_port, wait_until
 from devstack.receiver import BurstServer
 
 
@@ -125,14 +125,13 @@ class Receiver:
         return [r.json() for r in self.delivered_to(path)]
 
     def wait_for(self, path: str, count: int, timeout: float = 20.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.delivered_to(path)
-            if len(found) >= count:
-                return found
-            time.sleep(0.02)
-        found = self.delivered_to(path)
-        raise AssertionError(f"{path}: {len(found)} of {count} notifications after {timeout}s")
+        wait_until(
+            lambda: len(self.delivered_to(path)) >= count,
+            timeout,
+            f"{count} notifications to {path}",
+            interval=0.02,
+        )
+        return self.delivered_to(path)
 
 
 def verify_signature(secret: bytes, request: Received, tolerance_s: float = 300.0) -> bool:

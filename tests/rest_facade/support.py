@@ -26,12 +26,14 @@ from o2ims.inventory.v1 import inventory_pb2 as v1
 from o2ims.inventory.v1 import inventory_pb2_grpc as v1_grpc
 
 from devstack.pki import DevPki, IssuedCertificate
+from devstack.processes import wait_until
 from devstack.tokens import DevIssuer
 from netweave.grpc_server import add_health_and_reflection, new_server, set_serving
 from rest_facade.envoy_config import EnvoyConfig, JwtConfig
 from rest_facade.envoy_process import RunningEnvoy, start_envoy
 from server.listing import send_list_headers
 from server.query import Page
+from tests.core_process import complete_lines
 
 REPO = Path(__file__).resolve().parents[2]
 # Overridable so the suite can check a descriptor set built elsewhere (CI artefact).
@@ -216,29 +218,21 @@ EnvoyFactory = Callable[..., RunningEnvoy]
 def access_log_entries(envoy: RunningEnvoy) -> list[dict[str, Any]]:
     """Every access-log line so far (Envoy writes them to stdout, our log file, among its
     application log's lines, which have a `level`)."""
-    entries = []
-    for line in envoy.process.log_path.read_text(errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # the last line, still being written
-            continue
-        if "level" not in entry:
-            entries.append(entry)
-    return entries
+    text = envoy.process.log_path.read_text(errors="replace")
+    entries = [json.loads(line) for line in complete_lines(text) if line.startswith("{")]
+    return [entry for entry in entries if "level" not in entry]
 
 
-def access_log_entry(envoy: RunningEnvoy, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The JSON access-log line of one request."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for entry in access_log_entries(envoy):
-            if entry.get("request_id") == request_id:
-                return entry
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no access-log line for request {request_id}")
-        time.sleep(0.05)
+def access_log_entry(
+    envoy: RunningEnvoy, value: str, timeout: float = 5.0, *, key: str = "request_id"
+) -> dict[str, Any]:
+    """The JSON access-log line of one request: the one whose `key` is `value`."""
+
+    def found() -> list[dict[str, Any]]:
+        return [entry for entry in access_log_entries(envoy) if entry.get(key) == value]
+
+    wait_until(lambda: bool(found()), timeout, f"the access-log line with {key} {value}")
+    return found()[0]
 
 
 def assert_no_internal_headers(response: httpx.Response) -> None:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from devstack.pki import DevPki
+from devstack.processes import wait_until
 from rest_facade import envoy_modules
 from rest_facade.edge_limits import MAX_PER_SOURCE, ConnectionLimits
 from rest_facade.envoy_config import (
@@ -59,11 +60,7 @@ def stat(envoy: RunningEnvoy, name: str) -> int:
 
 
 def wait_for_stat(envoy: RunningEnvoy, name: str, value: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while stat(envoy, name) < value:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} stayed at {stat(envoy, name)}, expected {value}")
-        time.sleep(0.02)
+    wait_until(lambda: stat(envoy, name) >= value, timeout, f"{name} to reach {value}")
 
 
 @contextlib.contextmanager

@@ -22,10 +22,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devstack.pki import DevPki
+from devstack.processes import wait_until
 from devstack.tokens import DevIssuer
 from rest_facade import envoy_modules
 from rest_facade.envoy_config import JWT_CACHE_SIZE, render
 from rest_facade.envoy_process import RunningEnvoy
+from tests.core_process import json_lines
 
 from .support import (
     EnvoyFactory,
@@ -72,16 +74,16 @@ def signed(issuer: DevIssuer, claims: dict[str, Any]) -> str:
 
 def log_lines(path: Path, request_ids: set[str], timeout: float = 5.0) -> list[dict[str, Any]]:
     """The JSON lines of `path` for `request_ids`, once all of them are there."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = path.read_text() if path.exists() else ""
-        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-        found = [line for line in lines if line.get("request_id") in request_ids]
-        if {line["request_id"] for line in found} == request_ids:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not all of {request_ids} were logged in {path}")
-        time.sleep(0.05)
+
+    def found() -> list[dict[str, Any]]:
+        return [line for line in json_lines(path) if line.get("request_id") in request_ids]
+
+    wait_until(
+        lambda: {line["request_id"] for line in found()} == request_ids,
+        timeout,
+        f"all of {request_ids} logged in {path}",
+    )
+    return found()
 
 
 # --- the rendered configuration -------------------------------------------------------
@@ -251,11 +253,9 @@ def test_a_request_envoy_refuses_before_any_filter_does_not_log_its_query(
     status, _, _ = raw_https_request(logged_envoy, pki, head)
 
     assert status == 400
-    deadline = time.monotonic() + 5
-    while "missing_host_header" not in (text := (tmp_path / "access.log").read_text()):
-        assert time.monotonic() < deadline, "the refusal was not logged"
-        time.sleep(0.05)
-    assert token not in text
+    access_log = tmp_path / "access.log"
+    wait_until(lambda: "missing_host_header" in access_log.read_text(), 5, "the refusal logged")
+    assert token not in access_log.read_text()
 
 
 def test_parameters_that_merely_look_alike_pass(

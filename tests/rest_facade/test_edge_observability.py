@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import string
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from rest_facade.envoy_config import (
 from rest_facade.envoy_process import EnvoyError, RunningEnvoy, start_envoy, validate
 from rest_facade.http_rules import read_rules, resource_paths
 
-from .support import FakeCore, FakeInventory, envoy_config, tls_context
+from .support import FakeCore, FakeInventory, access_log_entry, envoy_config, tls_context
 
 POOLS = "/o2ims-infrastructureInventory/v1/resourcePools"
 
@@ -151,7 +150,7 @@ def test_the_access_log_line_has_the_correlation_id_and_template(
     # test_access_log_requests.py).
     missing = client.get(f"{POOLS}/no-such-pool", headers={CORRELATION_ID_HEADER: "logged-1"})
     assert missing.status_code == 404
-    line = wait_for_access_line(observed_envoy, "logged-1")
+    line = access_log_entry(observed_envoy, "logged-1", timeout=10, key="correlation_id")
     assert line["route"] == f"{POOLS}/{{resourcePoolId}}"
     assert line["request_id"] == "logged-1"
 
@@ -410,15 +409,3 @@ def stats_url(envoy: RunningEnvoy, path: str) -> str:
 
 def _rendered(config: EnvoyConfig) -> str:
     return render(replace(config, admin_socket=Path("/tmp/netweave-test-admin.sock")))
-
-
-def wait_for_access_line(envoy: RunningEnvoy, correlation_id: str) -> dict[str, object]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for line in envoy.process.log_path.read_text().splitlines():
-            if correlation_id in line:
-                record: dict[str, object] = json.loads(line)
-                if record.get("correlation_id") == correlation_id:
-                    return record
-        time.sleep(0.1)
-    pytest.fail(f"no access log line with {correlation_id}")
