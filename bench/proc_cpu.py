@@ -15,18 +15,14 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.processes import stat_fields, thread_statuses
+
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(path: Path) -> list[str]:
-    """The fields of a /proc stat file after the command name (which may hold spaces and
-    parentheses: split after its last ')'): index 11 is utime, 12 stime."""
-    return path.read_text().rsplit(")", 1)[1].split()
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time process `pid` (all its threads) has used so far."""
-    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
 
 
@@ -73,14 +69,9 @@ class Usage:
 
     @classmethod
     def of(cls, pid: int) -> Usage:
-        fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+        fields = stat_fields(pid)
         voluntary = involuntary = 0
-        tasks = Path(f"/proc/{pid}/task")
-        for task in tasks.iterdir():
-            try:
-                status = (task / "status").read_text()
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # the thread ended while we listed them
+        for status in thread_statuses(pid):
             for line in status.splitlines():
                 if line.startswith("voluntary_ctxt_switches:"):
                     voluntary += int(line.split()[1])

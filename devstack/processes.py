@@ -12,10 +12,12 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 # Ports handed out by this process: never handed out twice.
 _GIVEN: set[int] = set()
@@ -92,14 +94,15 @@ def _bindable(host: str, port: int) -> bool:
 
 
 def wait_until(
-    check: Callable[[], bool],
+    check: Callable[[], T | None],
     timeout: float,
     what: str,
     interval: float = 0.05,
     *,
     require: Callable[[], None] | None = None,
-) -> None:
-    """Poll `check` until it returns True, or raise TimeoutError naming `what`.
+) -> T:
+    """Poll `check` until it returns a true value (True, a non-empty list...) and return that
+    value, or raise TimeoutError naming `what`.
 
     `check` failing with an exception counts as "not yet". `require` is called before every
     check and its exception ends the wait at once (a child that exited during start-up must
@@ -109,8 +112,8 @@ def wait_until(
         if require is not None:
             require()
         with contextlib.suppress(Exception):
-            if check():
-                return
+            if result := check():
+                return result
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
@@ -168,17 +171,39 @@ def command_line(pid: int) -> str:
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
 
 
+def stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (field 2, which may hold spaces
+    and parentheses: split after its last ')'): 0 the state, 11 utime, 12 stime, 19 the
+    start time. OSError if there is no such process."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def _start_ticks(pid: int) -> int | None:
     """When a live (not zombie) process started, in clock ticks after boot: with the PID,
     the identity of a process (a reused PID has a later start). None: no such process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat_fields(pid)
     except OSError:
         return None
-    # The command name (field 2) may hold spaces and parentheses: fields after the last ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
     state, start = fields[0], fields[19]
     return None if state in ("Z", "X") else int(start)
+
+
+def process_ended(pid: int) -> bool:
+    """Whether process `pid` has ended: reaped, or a zombie waiting to be (one read of
+    /proc decides, as the process may be reaped between any two)."""
+    return _start_ticks(pid) is None
+
+
+def thread_statuses(pid: int | str) -> Iterator[str]:
+    """/proc/PID/task/TID/status of each thread of process `pid` still there when its turn
+    comes (a thread may end between the listing and the read: it is skipped)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            yield (task / "status").read_text()
+        except OSError:  # FileNotFoundError, ProcessLookupError: the thread ended
+            continue
 
 
 def _boot_id() -> str:

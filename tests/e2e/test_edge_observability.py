@@ -215,5 +215,4 @@ def wait_for_line(path: Path, value: str, key: str | None = None) -> dict[str, A
             if (value in json.dumps(record) if key is None else record.get(key) == value)
         ]
 
-    wait_until(lambda: bool(found()), FLUSH_WAIT_S, f"{value!r} in {path}", interval=0.1)
-    return found()[0]
+    return wait_until(found, FLUSH_WAIT_S, f"{value!r} in {path}", interval=0.1)[0]

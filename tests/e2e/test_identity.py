@@ -107,8 +107,7 @@ def audit_of(stack: LocalStack, request_id: str) -> dict[str, Any]:
     def found() -> list[dict[str, Any]]:
         return [r for r in json_lines(stack.audit_log) if r.get("request_id") == request_id]
 
-    wait_until(lambda: bool(found()), 5, f"the audit record of request {request_id}")
-    return found()[0]
+    return wait_until(found, 5, f"the audit record of request {request_id}")[0]
 
 
 def error_reason(error: grpc.RpcError) -> str:

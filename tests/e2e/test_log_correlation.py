@@ -103,14 +103,9 @@ def wait_for_records(
     path: Path, timeout: float = LOG_WAIT_S, **fields: Any
 ) -> list[dict[str, Any]]:
     """The records of `path` with `fields`, once there is at least one."""
-    found: list[dict[str, Any]] = []
-
-    def check() -> bool:
-        found[:] = records_where(path, **fields)
-        return bool(found)
-
-    wait_until(check, timeout, f"a line with {fields} in {path.name}")
-    return found
+    return wait_until(
+        lambda: records_where(path, **fields), timeout, f"a line with {fields} in {path.name}"
+    )
 
 
 def access_line(stack: LocalStack, correlation_id: str) -> dict[str, Any]:

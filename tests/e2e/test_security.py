@@ -298,8 +298,7 @@ def audit_records(
         trail = json_lines(stack.audit_log) + json_lines(stack.edge_audit_log)
         return [record for record in trail if matches(record)]
 
-    wait_until(lambda: bool(found()), 5, "the audit record")
-    return found()
+    return wait_until(found, 5, "the audit record")
 
 
 def audit_record(stack: LocalStack, request_id: str) -> dict[str, Any]:

@@ -125,13 +125,11 @@ class Receiver:
         return [r.json() for r in self.delivered_to(path)]
 
     def wait_for(self, path: str, count: int, timeout: float = 20.0) -> list[Received]:
-        wait_until(
-            lambda: len(self.delivered_to(path)) >= count,
-            timeout,
-            f"{count} notifications to {path}",
-            interval=0.02,
-        )
-        return self.delivered_to(path)
+        def enough() -> list[Received] | None:
+            found = self.delivered_to(path)
+            return found if len(found) >= count else None
+
+        return wait_until(enough, timeout, f"{count} notifications to {path}", interval=0.02)
 
 
 def verify_signature(secret: bytes, request: Received, tolerance_s: float = 300.0) -> bool:

@@ -231,8 +231,7 @@ def access_log_entry(
     def found() -> list[dict[str, Any]]:
         return [entry for entry in access_log_entries(envoy) if entry.get(key) == value]
 
-    wait_until(lambda: bool(found()), timeout, f"the access-log line with {key} {value}")
-    return found()[0]
+    return wait_until(found, timeout, f"the access-log line with {key} {value}")[0]
 
 
 def assert_no_internal_headers(response: httpx.Response) -> None:

@@ -85,8 +85,12 @@ def assert_unauthorized(response: httpx.Response) -> None:
 
 def edge_audit(path: Path, timeout: float = 5.0, count: int = 1) -> list[dict[str, Any]]:
     """The edge's audit records, once there are at least `count`."""
-    wait_until(lambda: len(json_lines(path)) >= count, timeout, f"{count} edge audit record(s)")
-    return json_lines(path)
+
+    def enough() -> list[dict[str, Any]] | None:
+        records = json_lines(path)
+        return records if len(records) >= count else None
+
+    return wait_until(enough, timeout, f"{count} edge audit record(s)")
 
 
 # --- bearer tokens ------------------------------------------------------------------

@@ -75,15 +75,11 @@ def signed(issuer: DevIssuer, claims: dict[str, Any]) -> str:
 def log_lines(path: Path, request_ids: set[str], timeout: float = 5.0) -> list[dict[str, Any]]:
     """The JSON lines of `path` for `request_ids`, once all of them are there."""
 
-    def found() -> list[dict[str, Any]]:
-        return [line for line in json_lines(path) if line.get("request_id") in request_ids]
+    def found() -> list[dict[str, Any]] | None:
+        lines = [line for line in json_lines(path) if line.get("request_id") in request_ids]
+        return lines if {line["request_id"] for line in lines} == request_ids else None
 
-    wait_until(
-        lambda: {line["request_id"] for line in found()} == request_ids,
-        timeout,
-        f"all of {request_ids} logged in {path}",
-    )
-    return found()
+    return wait_until(found, timeout, f"all of {request_ids} logged in {path}")
 
 
 # --- the rendered configuration -------------------------------------------------------

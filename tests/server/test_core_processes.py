@@ -19,7 +19,7 @@ from o2ims.inventory.v1 import inventory_pb2_grpc as inv_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.pki import EDGE_URI, ensure_internal_pki
-from devstack.processes import wait_until
+from devstack.processes import process_ended, thread_statuses, wait_until
 from devstack.stack import LocalStack, StackConfig
 from netweave.metrics import merge_metrics
 from server.config import GatewayConfig
@@ -180,23 +180,13 @@ def test_sigterm_drains_every_worker_and_exits_0(redis_url: str, tmp_path: Path)
         assert core.process.wait(30) == 0
         assert time.monotonic() - signalled >= 3.0
         for pid in pids:
-            assert _gone_or_zombie(pid), pid
+            assert process_ended(pid), pid
         records = core.records()
         stopped = [r for r in records if r["event"] == "core_supervisor_stopped"]
         assert stopped and stopped[0]["worker_exit_codes"] == [0, 0]
         assert sum(r["event"] == "gateway_draining" for r in records) == 2
     finally:
         core.stop()
-
-
-def _gone_or_zombie(pid: int) -> bool:
-    """Process `pid` has ended: reaped already, or a zombie waiting to be (it may be reaped
-    between any two looks at /proc, so one read decides)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return True
 
 
 @pytest.mark.parametrize(
@@ -351,15 +341,9 @@ def test_cpu_placement(mode: str, processes: int, allowed: set[int], placed: lis
 
 
 def cpus_of_threads(pid: int) -> set[str]:
-    """The distinct Cpus_allowed_list of every thread of `pid` that is still running when
-    its status is read (a worker's short-lived threads may end between the listing and the
-    read)."""
+    """The distinct Cpus_allowed_list of every thread of `pid` (of those still running)."""
     lists = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            status = (task / "status").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # the thread ended while we listed them
+    for status in thread_statuses(pid):
         for line in status.splitlines():
             if line.startswith("Cpus_allowed_list:"):
                 lists.add(line.split(":", 1)[1].strip())
